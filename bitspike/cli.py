@@ -1,0 +1,138 @@
+"""The ``bitspike`` command line.
+
+Each subcommand lives in its own module, which exposes ``register(subparsers)``
+(adding its parser, light imports only) and sets ``func`` to a function
+``run(args) -> int``. Heavy imports (torch, amaranth) happen inside ``run`` so
+that ``bitspike --help`` is instant.
+
+Exit codes: 0 success; 1 a user error (bad file, bad option, missing data);
+2 bad command-line usage; 3 a verification failure (hardware and golden model
+disagree, accuracy below a requested bound); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BitspikeError
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_VERIFY_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+#: subcommand modules, in the order ``--help`` lists them
+COMMAND_MODULES = [
+    "bitspike.manifest_cli",
+    "bitspike.host.train_cli",
+    "bitspike.host.export_cli",
+    "bitspike.gen.cli",
+    "bitspike.sim.cli",
+    "bitspike.sim.build_cli",
+    "bitspike.host.infer_cli",
+    "bitspike.demo",
+]
+
+
+class VerificationFailed(BitspikeError):
+    """Raised by a command when hardware and software disagree; exit code 3."""
+
+
+def write_json(path: str | os.PathLike | None, payload: Any) -> None:
+    """Write a command's summary as JSON, atomically, with sorted keys (byte-identical for equal input)."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return float(obj)
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def add_common(parser: argparse.ArgumentParser, json_summary: bool = True) -> None:
+    """Options every subcommand shares."""
+    if json_summary:
+        parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bitspike",
+        description="Adaptive-bit multi-bit spiking neural networks: train, export, generate RTL, co-simulate, build, infer.",
+    )
+    parser.add_argument("--version", action="version", version=f"bitspike {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that stage is not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    verbose = getattr(args, "verbose", False)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO),
+        format="%(message)s",
+    )
+    try:
+        code = args.func(args)
+        return EXIT_OK if code is None else int(code)
+    except KeyboardInterrupt:
+        print("bitspike: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except VerificationFailed as exc:
+        if verbose:
+            raise
+        print(f"bitspike {args.command}: verification failed: {exc}", file=sys.stderr)
+        return EXIT_VERIFY_FAILED
+    except BitspikeError as exc:
+        if verbose:
+            raise
+        print(f"bitspike {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

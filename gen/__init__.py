@@ -1,0 +1,1 @@
+"""The network compiler: manifest → plan → Amaranth top → Verilog and reports."""

@@ -1,0 +1,1 @@
+"""Parameterized hardware blocks (Amaranth components) with their reference models."""

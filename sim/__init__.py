@@ -1,0 +1,1 @@
+"""Verification: cocotb benches, the Verilator co-simulation engine, divergence reports."""
