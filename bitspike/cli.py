@@ -38,7 +38,7 @@ COMMAND_MODULES = [
     "bitspike.host.export_cli",
     "bitspike.gen.cli",
     "bitspike.sim.cli",
-    "bitspike.sim.build_cli",
+    "bitspike.gen.build_cli",
     "bitspike.host.infer_cli",
     "bitspike.demo",
 ]
