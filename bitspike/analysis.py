@@ -3,10 +3,12 @@
 The generator sizes hardware with these numbers and the golden model checks
 every value it computes against them, so the analysis is tested on every run.
 
-The bounds are *sound* (no legal input gives a value outside them) and tight
-in the usual cases: ranges of currents follow the requantizer's clamp and the
-actual weights, and the membrane bound follows the neuron's soft-reset
-recurrence step by step.
+The bounds are *sound* (no legal input gives a value outside them). Neuron
+registers are *exact*: the neuron is evaluated on every value of its current
+range (up to 4M values; beyond that a sound interval recurrence is used).
+Accumulator ranges are exact per output channel for a linear layer over the
+legal spike counts (each weight's extreme taken independently), and currents
+follow the requantizer's clamp.
 """
 
 from __future__ import annotations
@@ -73,13 +75,18 @@ def _shift_round(value: int, shift: int) -> int:
     return (value + rounding_term(shift)) >> shift
 
 
+#: currents ranges up to this many values are analysed by evaluating the neuron on every one of them
+EXACT_NEURON_LIMIT = 1 << 22
+
+
 def neuron_membrane_bounds(x: Range, k: int, s_bits: int, timesteps: int) -> list[Range]:
     """Sound bounds of v_t for t = 0 … T (v_T is computed by the last update, though unused).
 
     With r_t = v_t − s_t·θ the residue after the soft reset, v_(t+1) = r_t + x.
     For v ≤ U, r ≤ min(U, max(⌈θ/2⌉ − 1, U − qθ)); for v ≥ L, r ≥ L when
     2L + θ < 0 (no spike, r = v), else r ≥ min(−⌊θ/2⌋, L − qθ) (the rounding
-    window, or saturation when L is past it).
+    window, or saturation when L is past it). This forgets that r and x are
+    correlated, so it can be loose by about θ/2; :func:`neuron_ranges` is exact.
     """
     theta = 1 << k
     q = 2**s_bits - 1
@@ -98,6 +105,34 @@ def neuron_membrane_bounds(x: Range, k: int, s_bits: int, timesteps: int) -> lis
         lo, hi = r_lo + x.lo, r_hi + x.hi
         out.append(Range(lo, hi))
     return out
+
+
+def neuron_ranges(x: Range, k: int, s_bits: int, timesteps: int) -> tuple[list[Range], Range, Range]:
+    """Ranges of the membrane per timestep, of one spike and of the spike count.
+
+    Exact when the current range holds at most :data:`EXACT_NEURON_LIMIT`
+    values (the neuron is evaluated on every one of them, which is cheap);
+    otherwise the sound interval bound of :func:`neuron_membrane_bounds`.
+    """
+    theta = 1 << k
+    q = 2**s_bits - 1
+    if x.hi - x.lo + 1 <= EXACT_NEURON_LIMIT and max(abs(x.lo), abs(x.hi)) * (timesteps + 2) < 2**62:
+        xs = np.arange(x.lo, x.hi + 1, dtype=np.int64)
+        v = xs.copy()
+        per_t = [Range(int(v.min()), int(v.max()))]
+        count = np.zeros_like(xs)
+        s_hi = 0
+        for _ in range(timesteps):
+            s = np.clip(np.floor_divide(2 * v + theta, 2 * theta), 0, q)
+            v = v - s * theta + xs
+            count += s
+            s_hi = max(s_hi, int(s.max()))
+            per_t.append(Range(int(v.min()), int(v.max())))
+        return per_t, Range(0, s_hi), Range(0, int(count.max()))
+    per_t = neuron_membrane_bounds(x, k, s_bits, timesteps)
+    v_hi = max(r.hi for r in per_t)
+    s_hi = max(0, min(q, (2 * v_hi + theta) // (2 * theta)))
+    return per_t, Range(0, s_hi), Range(0, timesteps * s_hi)
 
 
 @dataclass(frozen=True)
@@ -130,17 +165,11 @@ def analyse_layer(layer: Layer, inputs: list[Range]) -> LayerRanges:
     """Ranges of one layer's registers given its input ranges."""
     x = inputs[0]
     if isinstance(layer, SynapticLayer):
-        q = layer.spike_max
         T = layer.timesteps
-        v_t = neuron_membrane_bounds(x, layer.k, layer.s_bits, T)
+        v_t, s, count = neuron_ranges(x, layer.k, layer.s_bits, T)
         v = v_t[0]
         for r in v_t[1:]:
             v = v.union(r)
-        # actual spikes: s_t = clip(round(v/θ), 0, q); its reachable range from v's
-        theta = 1 << layer.k
-        s_hi = max(0, min(q, (2 * v.hi + theta) // (2 * theta)))
-        s = Range(0, s_hi)
-        count = Range(0, T * s_hi)
         # Python integers (object arrays): the analysis itself must never overflow
         w = layer.weight.reshape(layer.weight.shape[0], -1).astype(object)
         pos = np.where(w > 0, w, 0).sum(axis=1)

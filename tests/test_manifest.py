@@ -1,0 +1,175 @@
+"""The manifest: round trips, determinism, and every kind of bad file rejected with a precise message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save
+
+from bitspike import manifest as M
+from bitspike.errors import ManifestError
+from bitspike.random_net import random_cnn, random_mlp
+
+
+def raw_bytes(meta: dict, tensors: dict[str, np.ndarray]) -> bytes:
+    return save(tensors, metadata={M.METADATA_KEY: json.dumps(meta)})
+
+
+@pytest.fixture
+def mlp() -> M.Manifest:
+    return random_mlp(7, sizes=(16, 12, 5), w_bits=[3], s_bits=[2], timesteps=[2])
+
+
+def parts(m: M.Manifest) -> tuple[dict, dict]:
+    return json.loads(json.dumps(m.metadata())), {k: v.copy() for k, v in m.tensors().items()}
+
+
+def test_save_load_round_trip_is_identical(tmp_path, mlp):
+    path = mlp.save(tmp_path / "m.bsm")
+    again = M.load(path)
+    assert again == mlp
+    assert again.to_bytes() == path.read_bytes()
+    assert again.digest() == mlp.digest()
+    # a second save of the same manifest gives byte-identical files
+    assert mlp.save(tmp_path / "m2.bsm").read_bytes() == path.read_bytes()
+
+
+def test_manifest_fields_survive(mlp):
+    again = M.loads(mlp.to_bytes())
+    l0, l1 = again.layers
+    assert (l0.w_bits, l0.s_bits, l0.timesteps, l0.k) == (8, 8, 1, 0)
+    assert (l1.w_bits, l1.s_bits, l1.timesteps) == (3, 2, 2)
+    assert l1.requant is None and l0.requant is not None
+    assert again.num_classes == 5
+    np.testing.assert_array_equal(l0.weight, mlp.layers[0].weight)
+
+
+def test_cnn_with_residual_round_trip():
+    m = random_cnn(11, residual=True, pool="avgpool")
+    assert M.loads(m.to_bytes()) == m
+    assert [l.op for l in m.layers] == ["conv2d", "conv2d", "add", "avgpool", "conv2d", "avgpool", "flatten", "linear"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    kind=st.sampled_from(["mlp", "cnn", "res"]),
+    wb=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+    sb=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+    tt=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+)
+def test_hypothesis_manifests_round_trip(seed, kind, wb, sb, tt):
+    if kind == "mlp":
+        m = random_mlp(seed, sizes=(12, 9, 7, 4), w_bits=wb, s_bits=sb, timesteps=tt)
+    else:
+        m = random_cnn(seed, image=(2, 6, 6), channels=(3, 4), classes=4, w_bits=wb, s_bits=sb, timesteps=tt,
+                       pool="maxpool" if seed % 2 else "avgpool", residual=kind == "res")
+    data = m.to_bytes()
+    again = M.loads(data)
+    assert again == m
+    assert again.to_bytes() == data
+
+
+# ---------------------------------------------------------------------------------------------
+# bad manifests: each is rejected, naming the layer and the field
+
+
+def _set(meta, index, key, value):
+    meta["layers"][index][key] = value
+
+
+BAD_CASES = {
+    "weight shape": (
+        lambda meta, t: t.__setitem__("line1.weight", np.ones((5, 11), np.int64)),
+        ["layer 1 'line1'", "line1.weight", "weight has 11 inputs but the layer's input has 12 features"],
+    ),
+    "w_bits too large": (lambda meta, t: _set(meta, 1, "w_bits", 17), ["layer 1 'line1'", "'w_bits'", "17 is out of range, expected 1 … 16"]),
+    "w_bits zero": (lambda meta, t: _set(meta, 1, "w_bits", 0), ["layer 1 'line1'", "'w_bits'", "0 is out of range"]),
+    "s_bits out of range": (lambda meta, t: _set(meta, 0, "s_bits", 40), ["layer 0 'line0'", "'s_bits'", "40 is out of range"]),
+    "timesteps out of range": (lambda meta, t: _set(meta, 1, "timesteps", 0), ["layer 1 'line1'", "'timesteps'", "expected 1 … 64"]),
+    "k not an integer": (lambda meta, t: _set(meta, 1, "k", 2.5), ["layer 1 'line1'", "'k'", "expected an integer, got 2.5"]),
+    "weight does not fit B_w": (
+        lambda meta, t: t["line1.weight"].__setitem__((2, 3), 4),
+        ["layer 1 'line1'", "line1.weight", "value 4 at [2, 3] is above 3", "B_w = 3 allows"],
+    ),
+    "one-bit weight zero": (
+        lambda meta, t: (_set(meta, 1, "w_bits", 1), t.__setitem__("line1.weight", np.ones((5, 12), np.int64) * np.array([1, 0] * 6))),
+        ["layer 1 'line1'", "B_w = 1 weights must be −1 or +1"],
+    ),
+    "missing field": (lambda meta, t: meta["layers"][1].pop("s_bits"), ["layer 1 'line1'", "'s_bits'", "missing"]),
+    "missing tensor": (lambda meta, t: t.pop("line0.rq_mult"), ["layer 0 'line0'", "line0.rq_mult", "tensor missing"]),
+    "unknown version": (lambda meta, t: meta.__setitem__("version", 99), ["'version'", "unknown manifest version 99"]),
+    "not a bitspike manifest": (lambda meta, t: meta.__setitem__("format", "onnx"), ["'format'", "not a bitspike manifest"]),
+    "unknown op": (lambda meta, t: _set(meta, 1, "op", "lstm"), ["layer 1 'line1'", "'op'", "unknown operation 'lstm'"]),
+    "declared out_shape wrong": (lambda meta, t: _set(meta, 0, "out_shape", [13]), ["layer 0 'line0'", "'out_shape'", "declared [13]"]),
+    "in_shape wrong": (lambda meta, t: _set(meta, 1, "in_shape", [10]), ["layer 1 'line1'", "'in_shape'", "declared [10]"]),
+    "forward reference": (lambda meta, t: _set(meta, 0, "inputs", ["line1"]), ["layer 0 'line0'", "'inputs'", "not the network input or an earlier layer"]),
+    "duplicate name": (lambda meta, t: _set(meta, 1, "name", "line0"), ["layer 1 'line0'", "'name'", "used twice"]),
+    "requant missing in middle": (
+        lambda meta, t: (_set(meta, 0, "requant", None), t.pop("line0.rq_mult"), t.pop("line0.rq_bias")),
+        ["layer 0 'line0'", "'requant'", "only the last layer may have requant = null"],
+    ),
+    "clamp bounds reversed": (
+        lambda meta, t: meta["layers"][0]["requant"].update(lo=10, hi=5),
+        ["layer 0 'line0'", "'requant'", "lo = 10 > hi = 5"],
+    ),
+    "float tensor": (
+        lambda meta, t: t.__setitem__("line1.bias", t["line1.bias"].astype(np.float32)),
+        ["layer 1 'line1'", "line1.bias", "expected an integer tensor, got dtype float32"],
+    ),
+    "unused tensor": (lambda meta, t: t.__setitem__("ghost.weight", np.zeros(3, np.int64)), ["'tensors'", "ghost.weight"]),
+    "input bits": (lambda meta, t: meta["input"].__setitem__("bits", 0), ["input", "'bits'", "0 is out of range"]),
+    "input scale": (lambda meta, t: meta["input"].__setitem__("scale", -1), ["input", "'scale'", "positive finite"]),
+    "shift out of range": (lambda meta, t: meta["layers"][0]["requant"].update(shift=80), ["layer 0 'line0'", "'shift'", "80 is out of range"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_manifest_rejected_with_layer_and_field(mlp, case):
+    meta, tensors = parts(mlp)
+    mutate, expected = BAD_CASES[case]
+    mutate(meta, tensors)
+    with pytest.raises(ManifestError) as info:
+        M.loads(raw_bytes(meta, tensors))
+    message = str(info.value)
+    for piece in expected:
+        assert piece in message, f"{piece!r} not in {message!r}"
+
+
+def test_truncated_file(tmp_path, mlp):
+    data = mlp.to_bytes()
+    for cut in (3, 20, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut{cut}.bsm"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ManifestError, match="truncated|too short"):
+            M.load(path)
+
+
+def test_garbage_and_missing_file(tmp_path):
+    path = tmp_path / "junk.bsm"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        M.load(path)
+    with pytest.raises(ManifestError, match="no such file"):
+        M.load(tmp_path / "absent.bsm")
+    plain = tmp_path / "plain.safetensors"
+    plain.write_bytes(save({"w": np.zeros(2, np.int64)}))
+    with pytest.raises(ManifestError, match="no 'bitspike' metadata"):
+        M.load(plain)
+
+
+def test_save_is_atomic_and_leaves_no_temporaries(tmp_path, mlp):
+    target = tmp_path / "sub" / "m.bsm"
+    mlp.save(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.bsm"]
+
+
+def test_replace_layer_revalidates(mlp):
+    w = mlp.layers[1].weight.copy()
+    w[0, 0] = 100
+    with pytest.raises(ManifestError, match="above 3"):
+        mlp.replace_layer("line1", weight=w)
