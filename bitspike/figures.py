@@ -1,0 +1,113 @@
+"""Figures that read at a glance: spikes per layer and timestep, resources per engine, accuracy against bit budget.
+
+Training-time figures (bits per layer, accuracy per epoch) live in
+:mod:`bitspike.host.plots`. Everything here writes PNGs with matplotlib's
+non-interactive back end and returns the path written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def spikes_per_layer(trace: Mapping[str, Any], path: str | Path, manifest: Any = None,
+                     title: str = "Spikes per layer and timestep") -> Path:
+    """Firing rate and mean spike level per layer and timestep, from a golden-model trace.
+
+    Parameters
+    ----------
+    trace
+        ``GoldenResult.trace`` (layer name → LayerTrace with ``s`` of shape ``(T, N, ...)``).
+    path
+        PNG to write.
+    manifest
+        Optional; gives each layer's B_s so that spike levels are shown as a fraction of 2**B_s − 1.
+    """
+    plt = _pyplot()
+    layers = [(name, t) for name, t in trace.items() if getattr(t, "s", None) is not None]
+    qmax = {}
+    if manifest is not None:
+        qmax = {l.name: 2**l.s_bits - 1 for l in manifest.synaptic_layers}
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 2.0 * len(layers) + 2), 3.2))
+    width = 0.8
+    for i, (name, tr) in enumerate(layers):
+        s = tr.s.double()
+        T = s.shape[0]
+        flat = s.reshape(T, -1)
+        q = qmax.get(name) or max(1.0, float(flat.max()))
+        rate = (flat > 0).double().mean(dim=1).tolist()
+        level = (flat.mean(dim=1) / q).tolist()
+        for t in range(T):
+            x = i + (t - (T - 1) / 2) * width / T
+            color = plt.cm.viridis(t / max(1, T - 1) * 0.85)
+            axes[0].bar(x, rate[t], width / T * 0.9, color=color, label=f"t = {t}" if i == 0 or T > 1 else None)
+            axes[1].bar(x, level[t], width / T * 0.9, color=color)
+    for ax, ylabel in zip(axes, ["firing rate (spike > 0)", "mean spike / (2^B_s − 1)"]):
+        labels = [f"{n}\nB_s={qmax[n].bit_length()}" if n in qmax else n for n, _ in layers]
+        ax.set_xticks(range(len(layers)), labels)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1.05)
+    handles, labels = axes[0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    axes[0].legend(uniq.values(), uniq.keys(), frameon=False, fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def resources_per_engine(layers: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Resources per engine") -> Path:
+    """Grouped bars of LUT / FF / BRAM / DSP per engine (rows of a gen or build report that carry them)."""
+    plt = _pyplot()
+    keys = ["lut", "ff", "bram", "dsp"]
+    rows = [r for r in layers if any(k in (r.get("resources") or {}) for k in keys)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.0))
+    for ax, key in zip(axes, keys):
+        values = [float((r.get("resources") or {}).get(key, 0)) for r in rows]
+        ax.bar(range(len(rows)), values, color="#4c72b0")
+        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=45, ha="right")
+        ax.set_title(key.upper())
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_bit_budget(runs: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Accuracy against bit budget") -> Path:
+    """Scatter of accuracy against bit budget; each run has ``label``, ``bit_budget``, ``accuracy``, ``kind``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    markers = {"adaptive": ("o", "#c44e52"), "uniform": ("s", "#4c72b0")}
+    for kind, (marker, color) in markers.items():
+        pts = [r for r in runs if r.get("kind") == kind]
+        if pts:
+            ax.scatter([r["bit_budget"] for r in pts], [r["accuracy"] for r in pts], marker=marker, color=color, label=kind)
+            for r in pts:
+                ax.annotate(r.get("label", ""), (r["bit_budget"], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("bit budget  B̄w·B̄s·T̄")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
