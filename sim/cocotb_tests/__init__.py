@@ -1,0 +1,1 @@
+"""cocotb benches (run through :func:`bitspike.sim.cocotb_util.run_cocotb`, never Makefiles)."""
