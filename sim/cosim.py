@@ -351,7 +351,7 @@ class CoSim:
             from .icarus import IcarusSim
 
             runner = IcarusSim(self.design, cache_dir=self.cache_dir)
-            run_shard = runner.run_shard
+            run_shard = lambda xs, sd: runner.run_shard(xs, sd, **options)  # noqa: E731
         else:
             exe = self.build(trace=vcd is not None).executable
             run_shard = lambda xs, sd: self._run_verilator_shard(exe, xs, sd, **options)  # noqa: E731
