@@ -1,0 +1,580 @@
+"""Training with adaptive bit allocation (SEMANTICS.md §2).
+
+Call :func:`train` with a :class:`TrainConfig`; the command line is
+``bitspike train`` (:mod:`bitspike.host.train_cli`).
+
+What a run does, per epoch: one pass over the shuffled training set (the
+order depends only on the seed and the epoch, so a resumed run sees the same
+batches as an uninterrupted one), evaluation on the test set, an atomically
+written checkpoint ``DIR/checkpoint.ckpt``, ``DIR/metrics.json`` and the plots.
+
+Hitting the target: the loss is CE + Σ λ_k·|B̄_k − B*_k| (k = w, s, t). While
+bits may move, each λ doubles at the end of an epoch whose average missed its
+target by more than 5%. When the freeze phase starts (the last
+``freeze_epochs``), the bits are projected into the window the issue asks for
+(every average within 10% of its target, bit budget not above the target's),
+then frozen: the network trained in the last epochs is the one exported.
+
+Multi-GPU / multi-process: run under ``torchrun``; each rank takes its share
+of every epoch's batches and DDP averages the gradients (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bitspike.errors import BitspikeError, CheckpointError
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .data import load_dataset
+from .models import ARCHS, BitNet, BitPlan, build_model, layer_names
+from .quant import QuantLayer, quant_layers, set_bits_frozen, set_renewal
+
+__all__ = ["TrainConfig", "TrainResult", "train", "parse_bits", "model_from_checkpoint", "bit_summary", "evaluate"]
+
+log = logging.getLogger("bitspike.train")
+
+METRICS_NAME = "metrics.json"
+TOLERANCE = 0.10  # the learned averages must land within 10% of the target
+RENEWAL_GATE = 0.24  # renew steps only while the gap exceeds 24% of the initial gap
+
+
+def parse_bits(text: str, what: str = "--target") -> tuple[int, int, int]:
+    """Parse ``"W/S/T"`` (e.g. ``"2/2/1"``) into three positive integers."""
+    parts = str(text).split("/")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(1 <= v <= 16 for v in values):
+        raise BitspikeError(f"{what} must be W/S/T with integers 1 … 16 (e.g. 2/2/1), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (stored in the checkpoint and metrics.json).
+
+    Attributes
+    ----------
+    dataset, arch
+        Data set name (:mod:`bitspike.host.data`) and architecture (:data:`~bitspike.host.models.ARCHS`).
+    target
+        Target average bits ``(B_w*, B_s*, T*)`` of the learnable layers.
+    uniform
+        If set, every learnable layer is frozen at these bits (the baseline); ``target`` is then ignored.
+    epochs, batch_size, lr
+        Training length and SGD settings (lr of weights, steps and thresholds).
+    freeze_epochs
+        Final epochs with frozen bits (``None``: a quarter of the epochs, at least 1).
+    renewal
+        Step-size renewal: ``"all"`` (weights and thresholds), ``"spikes"`` (thresholds only) or ``"none"``.
+    init_extra
+        Learnable bit widths start this many bits above the target (the run learns its way down).
+    """
+
+    dataset: str = "digits"
+    arch: str = "mlp"
+    target: tuple[int, int, int] = (2, 2, 1)
+    uniform: tuple[int, int, int] | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    bit_lr: float = 0.01
+    t_lr: float = 0.01
+    weight_decay: float = 1e-4
+    freeze_epochs: int | None = None
+    renewal: str = "all"
+    init_extra: int = 1
+    lambdas: tuple[float, float, float] | None = None
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/train"
+    data: str | None = None
+    hidden: tuple[int, ...] = (128,)
+    width: int | None = None
+    train_limit: int | None = None
+    threads: int | None = None
+    progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self):
+        self.target = tuple(int(v) for v in self.target)  # type: ignore[assignment]
+        if self.uniform is not None:
+            self.uniform = tuple(int(v) for v in self.uniform)  # type: ignore[assignment]
+        self.hidden = tuple(int(v) for v in self.hidden)
+        if self.lambdas is not None:
+            self.lambdas = tuple(float(v) for v in self.lambdas)  # type: ignore[assignment]
+        if self.arch not in ARCHS:
+            raise BitspikeError(f"unknown architecture {self.arch!r}; expected one of {list(ARCHS)}")
+        if self.renewal not in ("all", "spikes", "none"):
+            raise BitspikeError(f"renewal must be 'all', 'spikes' or 'none', got {self.renewal!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise BitspikeError(f"epochs and batch size must be ≥ 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise BitspikeError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def freeze(self) -> int:
+        if self.uniform is not None:
+            return 0
+        if self.freeze_epochs is not None:
+            return min(self.freeze_epochs, self.epochs)
+        return max(1, self.epochs // 4)
+
+    @property
+    def goal(self) -> tuple[int, int, int]:
+        return self.uniform if self.uniform is not None else self.target
+
+    def plan(self, input_scale: float = 1.0 / 255.0) -> BitPlan:
+        if self.uniform is not None:
+            w, s, t = self.uniform
+            return BitPlan(w, s, t, learnable=False, input_scale=input_scale)
+        w, s, t = self.target
+        return BitPlan(w + self.init_extra, s + self.init_extra, t, learnable=True, input_scale=input_scale)
+
+    def default_lambdas(self) -> tuple[float, float, float]:
+        if self.lambdas is not None:
+            return self.lambdas
+        return (0.04, 0.04, 0.01) if max(self.target[:2]) < 3 else (0.01, 0.02, 0.01)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k in ("target", "uniform", "hidden", "lambdas"):
+            if out[k] is not None:
+                out[k] = list(out[k])
+        return out
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in meta.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    test_accuracy: float
+    avg_bits: dict[str, float]
+    epochs: int
+    wall_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# bits: averages, loss, projection
+
+
+def input_sizes(model: BitNet, device: torch.device) -> dict[QuantLayer, int]:
+    """Per-sample input size (numel) of every synaptic layer, from one dummy forward pass."""
+    sizes: dict[QuantLayer, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(mod, int(args[0][0].numel())))
+             for m in quant_layers(model)]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros((1, *model.in_shape), device=device))
+    model.train(was)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+def learnable_layers(model: nn.Module) -> list[QuantLayer]:
+    layers = [l for l in quant_layers(model) if l.learnable]
+    return layers or quant_layers(model)
+
+
+def average_bits(model: nn.Module, sizes: dict[QuantLayer, int], differentiable: bool = False):
+    """(B̄_w, B̄_s, T̄) over the learnable layers: weights weighted by count, spikes and T by input size."""
+    layers = learnable_layers(model)
+    wn = [float(l.weight.numel()) for l in layers]
+    fn = [float(sizes[l]) for l in layers]
+    if differentiable:
+        bw = sum(n * l.wq.bits() for n, l in zip(wn, layers)) / sum(wn)
+        bs = sum(n * l.neuron.s_bits() for n, l in zip(fn, layers)) / sum(fn)
+        bt = sum(n * l.neuron.timesteps() for n, l in zip(fn, layers)) / sum(fn)
+        return bw, bs, bt
+    bw = sum(n * l.w_bits for n, l in zip(wn, layers)) / sum(wn)
+    bs = sum(n * l.s_bits for n, l in zip(fn, layers)) / sum(fn)
+    bt = sum(n * l.timesteps for n, l in zip(fn, layers)) / sum(fn)
+    return bw, bs, bt
+
+
+def _within(avg: tuple[float, float, float], target: tuple[int, int, int]) -> bool:
+    ok = all(abs(a - t) <= TOLERANCE * t + 1e-9 for a, t in zip(avg, target))
+    return ok and avg[0] * avg[1] * avg[2] <= math.prod(target) + 1e-9
+
+
+def project_bits(model: nn.Module, sizes: dict[QuantLayer, int], target: tuple[int, int, int]) -> list[str]:
+    """Move the rounded bits, one layer and one bit at a time, until the averages are in the target window.
+
+    The window: each average within 10% of its target and the bit budget not above the target's.
+    The layer moved is the one whose real-valued parameter is nearest to rounding that way (the
+    smallest change to what was learned). Returns a description of each move.
+    """
+    layers = learnable_layers(model)
+    moves: list[str] = []
+    names = layer_names(model)
+    getters = [lambda l: l.wq.bits, lambda l: l.neuron.s_bits, lambda l: l.neuron.timesteps]
+    for _ in range(200):
+        avg = average_bits(model, sizes)
+        if _within(avg, target):
+            break
+        # which kind to move: the one furthest from its target, relative
+        rel = [(a - t) / t for a, t in zip(avg, target)]
+        over_budget = avg[0] * avg[1] * avg[2] > math.prod(target) + 1e-9
+        if all(abs(r) <= TOLERANCE for r in rel) and over_budget:
+            kind = max(range(3), key=lambda i: rel[i])
+            direction = -1
+        else:
+            kind = max(range(3), key=lambda i: abs(rel[i]))
+            direction = -1 if rel[kind] > 0 else 1
+        best, best_cost = None, None
+        for l in layers:
+            p = getters[kind](l)
+            cur = p.current()
+            if not (p.lo <= cur + direction <= p.hi):
+                continue
+            cost = abs(float(p.value.detach()) - (cur + direction))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = l, cost
+        if best is None:
+            break
+        p = getters[kind](best)
+        old = p.current()
+        p.set(old + direction)
+        moves.append(f"{names[best]} {'wst'[kind]}: {old} → {old + direction}")
+    return moves
+
+
+def bit_summary(model: nn.Module, sizes: dict[QuantLayer, int]) -> dict[str, Any]:
+    """Per-layer bits and the averages, for metrics.json."""
+    names = layer_names(model)
+    layers = []
+    for l in quant_layers(model):
+        layers.append({"name": names[l], "w_bits": l.w_bits, "s_bits": l.s_bits, "timesteps": l.timesteps,
+                       "fixed": not l.learnable, "params": int(l.weight.numel()), "in_size": sizes[l]})
+    w, s, t = average_bits(model, sizes)
+    return {"layers": layers, "avg_bits": {"w": w, "s": s, "t": t}, "bit_budget": w * s * t}
+
+
+# ----------------------------------------------------------------------------------------------
+# data and devices
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BitspikeError("--device cuda asked for, but no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def _to_float(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = torch.as_tensor(images).to(device)
+    return x.to(torch.float32) / 255.0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int = 1000) -> float:
+    """Accuracy (fraction) of the fake-quantized model on uint8 images."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch):
+        logits = model(_to_float(images[i : i + batch], device))
+        correct += int((logits.argmax(dim=1).cpu() == torch.as_tensor(labels[i : i + batch])).sum())
+    model.train(was)
+    return correct / max(1, len(labels))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple[BitNet, TrainConfig]:
+    """Rebuild a trained model (on the CPU, eval mode) from a loaded checkpoint."""
+    try:
+        config = TrainConfig.from_json(dict(state["config"]))
+        model = build_model(config.arch, tuple(state["in_shape"]), int(state["num_classes"]),
+                            config.plan(float(state.get("input_scale", 1 / 255))), config.hidden, config.width)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint does not fit the model it describes ({type(exc).__name__}: {exc})") from None
+    model.eval()
+    return model, config
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    weights, quant, bits, steps_t = [], [], [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if name.endswith("timesteps.value"):
+            steps_t.append(p)
+        elif name.endswith("bits.value"):
+            bits.append(p)
+        elif name.endswith((".step", ".vth")) or ".bn." in name or name.endswith("bias"):
+            quant.append(p)
+        else:
+            weights.append(p)
+    groups = [
+        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": quant, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": bits, "lr": cfg.bit_lr, "weight_decay": 0.0},
+        {"params": steps_t, "lr": cfg.t_lr, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+
+
+class _Run:
+    """The state of one training run (rank-local)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = _device(cfg.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.out = Path(cfg.out)
+        self.main = self.rank == 0
+
+    def log(self, msg: str) -> None:
+        if self.main:
+            log.info(msg)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a network with adaptive (or uniform) bit allocation.
+
+    Parameters
+    ----------
+    config
+        The run's settings; ``config.out`` is the run folder (checkpoint,
+        metrics.json, plots). With ``config.resume`` an existing checkpoint in
+        it is continued.
+
+    Returns
+    -------
+    TrainResult
+        With ``run_dir`` (pass it to :func:`bitspike.host.export.export_run`).
+
+    Raises
+    ------
+    BitspikeError
+        Bad settings, a missing data set, or (``CheckpointError``) a checkpoint that cannot be resumed.
+    """
+    cfg = config
+    run = _Run(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train_ds = load_dataset(cfg.dataset, "train", cfg.data)
+    test_ds = load_dataset(cfg.dataset, "test", cfg.data)
+    images, labels = train_ds.images, train_ds.labels
+    if cfg.train_limit:
+        images, labels = images[: cfg.train_limit], labels[: cfg.train_limit]
+    device = run.device
+
+    ckpt_path = run.out / CHECKPOINT_NAME
+    state = None
+    if cfg.resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        old = TrainConfig.from_json(dict(state["config"]))
+        for key in ("dataset", "arch", "target", "uniform", "hidden", "width", "seed", "renewal", "init_extra", "batch_size"):
+            if getattr(old, key) != getattr(cfg, key):
+                raise CheckpointError(
+                    f"{ckpt_path}: the checkpoint was trained with {key} = {getattr(old, key)!r}, this run asks for "
+                    f"{getattr(cfg, key)!r}; use another --out folder or the same settings"
+                )
+    elif not cfg.resume and ckpt_path.exists() and run.main:
+        log.info("%s exists and --resume was not given: starting over", ckpt_path)
+
+    _seed_all(cfg.seed)
+    model = build_model(cfg.arch, train_ds.shape, train_ds.num_classes, cfg.plan(), cfg.hidden, cfg.width).to(device)
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    lambdas = list(cfg.default_lambdas())
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        lambdas = list(state["lambdas"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        run.log(f"resuming {ckpt_path} after epoch {start_epoch}")
+    else:
+        # calibration: thresholds and steps from one fixed batch, identical on every rank
+        model.train()
+        with torch.no_grad():
+            model(_to_float(images[: min(len(labels), 256)], device))
+    sizes = input_sizes(model, device)
+    init_avg = [float(state["init_avg"][i]) for i in range(3)] if state is not None else list(average_bits(model, sizes))
+    goal = cfg.goal
+    init_gap = [abs(a - t) for a, t in zip(init_avg, goal)]
+
+    net: nn.Module = model
+    if run.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    freeze_from = cfg.epochs - cfg.freeze
+    wall0 = time.perf_counter()
+    prior_wall = float(history[-1]["wall_s"]) if history else 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        frozen = epoch >= freeze_from
+        if frozen:
+            if epoch == freeze_from and cfg.uniform is None:
+                moves = project_bits(model, sizes, cfg.target)
+                if moves:
+                    run.log("bits projected into the target window: " + "; ".join(moves))
+            set_bits_frozen(model, True)
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        order = torch.randperm(len(labels), generator=gen).numpy()
+        per_rank = len(order) // run.world
+        order = order[run.rank * per_rank : (run.rank + 1) * per_rank] if run.world > 1 else order
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = None
+        if cfg.progress and run.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        first_batch = True
+        for idx in batches:
+            if cfg.uniform is None and cfg.renewal != "none":
+                avg_now = average_bits(model, sizes)
+                gate = [g > 0 and abs(a - t) > RENEWAL_GATE * g for a, t, g in zip(avg_now, goal, init_gap)]
+                active = (frozen and first_batch and epoch == freeze_from) or gate[0] or gate[1]
+                set_renewal(model, active)
+                if cfg.renewal == "spikes":
+                    for l in quant_layers(model):
+                        l.wq.renewal = False
+            x = _to_float(images[idx], device)
+            y = torch.as_tensor(labels[idx], device=device)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            if cfg.uniform is None and not frozen:
+                bw, bs, bt = average_bits(model, sizes, differentiable=True)
+                loss = loss + lambdas[0] * (bw - goal[0]).abs() + lambdas[1] * (bs - goal[1]).abs() + lambdas[2] * (bt - goal[2]).abs()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            first_batch = False
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                if bar.n % 10 == 0:
+                    w, s, t = average_bits(model, sizes)
+                    bar.set_postfix_str(f"loss {total_loss / seen:.3f} bits {w:.2f}/{s:.2f}/{t:.2f}")
+        if bar is not None:
+            bar.close()
+        set_renewal(model, False)
+        sched.step()
+        avg = average_bits(model, sizes)
+        if cfg.uniform is None and not frozen:
+            for i in range(3):  # dual ascent on λ: push harder on an average that keeps missing
+                if abs(avg[i] - goal[i]) > 0.05 * goal[i]:
+                    lambdas[i] = min(lambdas[i] * 2, 10.0)
+        epoch_s = time.perf_counter() - t0
+        test_acc = evaluate(model, test_ds.images, test_ds.labels, device)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total_loss / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "test_accuracy": test_acc,
+            "epoch_s": epoch_s,
+            "wall_s": prior_wall + time.perf_counter() - wall0,
+            "frozen": frozen,
+            "lambdas": list(lambdas),
+            **bit_summary(model, sizes),
+        }
+        history.append(record)
+        run.log(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} train {record['train_accuracy']:.4f} "
+            f"test {test_acc:.4f} bits {avg[0]:.2f}/{avg[1]:.2f}/{avg[2]:.2f}{' (frozen)' if frozen else ''} {epoch_s:.1f}s"
+        )
+        if run.main:
+            ckpt = {
+                "config": cfg.to_json(),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "lambdas": list(lambdas),
+                "history": history,
+                "init_avg": list(init_avg),
+                "in_shape": list(train_ds.shape),
+                "num_classes": train_ds.num_classes,
+                "classes": list(train_ds.classes),
+                "input_scale": model.input_scale,
+            }
+            save_checkpoint(ckpt_path, ckpt)
+            _write_metrics(run.out, cfg, history, device)
+        if run.world > 1:
+            dist.barrier()
+    if run.main:
+        _write_metrics(run.out, cfg, history, device)
+        try:
+            from .plots import plot_run
+
+            plot_run(run.out, history)
+        except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+            log.warning("plots skipped: %s", exc)
+    last = history[-1] if history else {"test_accuracy": float("nan"), "avg_bits": {}, "wall_s": 0.0}
+    return TrainResult(run.out, last["test_accuracy"], last["avg_bits"], len(history), last["wall_s"], history)
+
+
+def _write_metrics(out: Path, cfg: TrainConfig, history: list[dict[str, Any]], device: torch.device) -> None:
+    from bitspike.cli import write_json
+
+    last = history[-1] if history else {}
+    payload = {
+        "config": cfg.to_json(),
+        "device": str(device),
+        "epochs": history,
+        "final": {
+            "test_accuracy": last.get("test_accuracy"),
+            "avg_bits": last.get("avg_bits"),
+            "bit_budget": last.get("bit_budget"),
+            "layers": last.get("layers"),
+            "wall_s": last.get("wall_s"),
+            "within_target": None if not last else _within(
+                (last["avg_bits"]["w"], last["avg_bits"]["s"], last["avg_bits"]["t"]), cfg.goal),
+        },
+    }
+    write_json(out / METRICS_NAME, payload)
