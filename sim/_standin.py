@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["standin_verilog", "standin_reference"]
+__all__ = ["standin_verilog", "standin_reference", "StandinGoldenTaps"]
 
 
 def standin_reference(pixels: np.ndarray, num_classes: int, bias: int = 5) -> np.ndarray:
@@ -152,3 +152,19 @@ def standin_verilog(out_dir: str | Path, input_size: int = 16, num_classes: int 
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+class StandinGoldenTaps:
+    """Golden tap sequences of the stand-in (``dbg0_x``: the pixels, ``dbg0_acc``: the logits)."""
+
+    def __init__(self, num_classes: int, bias: int = 5):
+        self.num_classes = num_classes
+        self.bias = bias
+
+    def sequences(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
+        x = np.asarray(images, dtype=np.int64).reshape(len(images), -1)
+        logits = standin_reference(x, self.num_classes, self.bias)
+        return [{"dbg0_x": x[i], "dbg0_acc": logits[i]} for i in range(len(x))]
+
+    def locate(self, tap, position: int):
+        return (position,), None
