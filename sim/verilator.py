@@ -43,6 +43,7 @@ __all__ = [
     "find_verilator",
     "verilator_version",
     "verilator_cpp_name",
+    "cache_key",
     "HARNESS_DIR",
 ]
 
@@ -176,6 +177,54 @@ def _cache_key(parts: Mapping[str, object]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _inputs(sources, top, harness, generated, flags, cflags, trace, name, version):
+    """Read every input and return (key parts, source blobs, harness blobs, generated blobs, flags)."""
+    src_paths = [Path(s) for s in sources]
+    har_paths = [Path(h) for h in harness]
+    generated = dict(generated or {})
+    names = [p.name for p in har_paths] + list(generated)
+    if len(set(names)) != len(names):
+        raise HardwareError(f"harness file names must be unique (they share one folder), got {sorted(names)}")
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    src_blobs = [(p, _file_bytes(p, "Verilog source")) for p in src_paths]
+    har_blobs = [(p, _file_bytes(p, "harness file")) for p in har_paths]
+    gen_blobs = {k: (v.encode() if isinstance(v, str) else bytes(v)) for k, v in generated.items()}
+    all_flags = list(BASE_FLAGS) + list(flags)
+    parts = {
+        "layout": _LAYOUT_VERSION,
+        "verilator": version,
+        "top": top,
+        # sources by content and order (their paths do not matter)
+        "sources": [[p.name, digest(b)] for p, b in src_blobs],
+        "harness": [[p.name, digest(b)] for p, b in har_blobs],
+        "generated": {k: digest(v) for k, v in sorted(gen_blobs.items())},
+        "flags": all_flags,
+        "cflags": list(cflags),
+        "trace": bool(trace),
+        "name": name,
+    }
+    return parts, src_blobs, har_blobs, gen_blobs, all_flags
+
+
+def cache_key(
+    sources: Sequence[str | os.PathLike],
+    top: str,
+    harness: Sequence[str | os.PathLike],
+    *,
+    generated: Mapping[str, str | bytes] | None = None,
+    flags: Sequence[str] = (),
+    cflags: Sequence[str] = ("-O2",),
+    trace: bool = False,
+    name: str = "sim",
+) -> str:
+    """The cache key :func:`build_executable` would use for these inputs (hex SHA-256), without building."""
+    parts = _inputs(sources, top, harness, generated, flags, cflags, trace, name, verilator_version())[0]
+    return _cache_key(parts)
+
+
 def build_executable(
     sources: Sequence[str | os.PathLike],
     top: str,
@@ -237,34 +286,9 @@ def build_executable(
     if not any(str(h).endswith(".cpp") for h in harness):
         raise HardwareError("no C++ harness given: expected at least one .cpp file holding main()")
     program = find_verilator()
-    version = verilator_version(program)
-    src_paths = [Path(s) for s in sources]
-    har_paths = [Path(h) for h in harness]
-    generated = dict(generated or {})
-    names = [p.name for p in har_paths] + list(generated)
-    if len(set(names)) != len(names):
-        raise HardwareError(f"harness file names must be unique (they share one folder), got {sorted(names)}")
-
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    src_blobs = [(p, _file_bytes(p, "Verilog source")) for p in src_paths]
-    har_blobs = [(p, _file_bytes(p, "harness file")) for p in har_paths]
-    gen_blobs = {k: (v.encode() if isinstance(v, str) else bytes(v)) for k, v in generated.items()}
-    all_flags = list(BASE_FLAGS) + list(flags)
-    parts = {
-        "layout": _LAYOUT_VERSION,
-        "verilator": version,
-        "top": top,
-        # sources by content and order (names matter only for error messages)
-        "sources": [[p.name, digest(b)] for p, b in src_blobs],
-        "harness": [[p.name, digest(b)] for p, b in har_blobs],
-        "generated": {k: digest(v) for k, v in sorted(gen_blobs.items())},
-        "flags": all_flags,
-        "cflags": list(cflags),
-        "trace": bool(trace),
-        "name": name,
-    }
+    parts, src_blobs, har_blobs, gen_blobs, all_flags = _inputs(
+        sources, top, harness, generated, flags, cflags, trace, name, verilator_version(program))
+    src_paths = [p for p, _ in src_blobs]
     key = _cache_key(parts)
     root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()).resolve()
     root.mkdir(parents=True, exist_ok=True)
