@@ -1,0 +1,251 @@
+"""The board driver through the simulated board's pty: answers, and every line fault of issue 6.
+
+The simulated board runs the real bridge (Verilated) around the co-simulation
+engineer's stand-in accelerator (sim/_standin.py: builds in seconds, known
+reference logits, some negative). Every fault is injected in the pty
+forwarding thread, so the driver sees exactly what a real serial line would
+give it. Each test has hard time bounds: the driver's own timeouts, checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+import pytest
+
+from bitspike import protocol as P
+from bitspike.errors import BoardError
+from bitspike.host.board import BoardMismatch, BoardTimeout
+from bitspike.sim._standin import standin_reference, standin_verilog
+from bitspike.sim.board import SimBoard
+
+INPUT_SIZE, CLASSES = 16, 4
+DIGEST = hashlib.sha256(b"test_board stand-in network").hexdigest()
+TIMEOUT = 0.4
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    gen = tmp_path_factory.mktemp("board_standin")
+    report = standin_verilog(gen, input_size=INPUT_SIZE, num_classes=CLASSES)
+    report["manifest_digest"] = DIGEST
+    (gen / "report.json").write_text(json.dumps(report))
+    b = SimBoard.from_generated(gen, timeout=TIMEOUT, retries=2)
+    b.connect(DIGEST)
+    yield b
+    b.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_line(request):
+    """Each test starts and ends on a quiet, resynchronised line with its own retry budget."""
+    yield
+    if "board" in request.fixturenames:
+        b = request.getfixturevalue("board")
+        b.faults.clear()
+        time.sleep(0.1)  # let the bridge finish dropping anything half-received (its timeout is ~40 ms)
+        b.retries = 2
+        b.hello()
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, INPUT_SIZE))
+
+
+def check_answer(result, pixels):
+    ref = standin_reference(np.asarray([pixels]), CLASSES)[0]
+    assert list(result.logits) == list(ref)
+    assert result.cls == int(np.argmax(ref))  # numpy argmax: first maximum, as the hardware
+
+
+def test_hello_reports_the_network(board):
+    info = board.hello()
+    assert info.digest == DIGEST
+    assert (info.input_size, info.input_bits, info.num_classes, info.logit_bytes) == (INPUT_SIZE, 8, CLASSES, 3)
+    assert info.version == P.VERSION
+
+
+def test_answers_match_the_reference(board):
+    px = images(30, seed=1)
+    px[0] = 0  # all-zero image: every logit but the first is negative (sign extension on the wire)
+    px[1] = 255
+    for row in px:
+        result = board.infer(row)
+        check_answer(result, row)
+        assert result.attempts == 1
+    assert standin_reference(px[:1], CLASSES).min() < 0
+
+
+def test_board_with_another_network_is_refused(board):
+    other = hashlib.sha256(b"another network").hexdigest()
+    with pytest.raises(BoardMismatch, match="another network"):
+        board.connect(other)
+
+
+def test_wrong_image_size_is_refused_before_sending(board):
+    sent = board.stats.frames_sent
+    with pytest.raises(BoardError, match="17 pixels.*takes 16"):
+        board.infer(list(range(17)))
+    with pytest.raises(BoardError, match="does not fit in 8"):
+        board.infer([256] + [0] * 15)
+    assert board.stats.frames_sent == sent
+
+
+def test_garbage_towards_the_board_is_skipped(board):
+    row = images(1, seed=2)[0]
+    board.faults.inject("to_board", bytes(range(0x10, 0x60)))  # no start byte: the bridge just hunts past it
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 1
+
+
+def test_garbage_with_start_bytes_towards_the_board_resyncs(board):
+    row = images(1, seed=3)[0]
+    rng = np.random.default_rng(3)
+    garbage = bytes(rng.integers(0, 256, 40).astype(np.uint8)) + bytes([P.SOF, 0x01, 0x02, P.SOF])
+    board.faults.inject("to_board", garbage)
+    result = board.infer(row)  # may take a retry if the garbage swallowed the request's start
+    check_answer(result, row)
+
+
+def test_garbage_towards_the_host_is_skipped(board):
+    row = images(1, seed=4)[0]
+    before = board.stats.line_faults.get("garbage", 0)
+    # noise with start bytes and a fake header: the decoder must drop it and still find the real reply
+    board.faults.inject("to_host", b"\x00\xff" + bytes([P.SOF, P.VERSION, 0x82, 0x00, 0x02, 0x00]) + b"zz")
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 1
+    assert sum(board.stats.line_faults.values()) > 0 and board.stats.line_faults.get("garbage", 0) >= before
+
+
+def test_crc_error_towards_the_board_is_reported(board):
+    row = images(1, seed=5)[0]
+    board.retries = 0
+    board.faults.flip_next("to_board", offset=P.HEADER_SIZE + 3)  # a pixel byte: only the CRC can tell
+    with pytest.raises(BoardError, match="bad CRC"):
+        board.infer(row)
+    assert board.stats.board_errors.get("BAD_CRC", 0) >= 1
+
+
+def test_crc_error_towards_the_board_is_retried(board):
+    row = images(1, seed=6)[0]
+    board.faults.flip_next("to_board", offset=-1)  # the CRC itself
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 2
+
+
+def test_crc_error_towards_the_host_is_never_taken_as_an_answer(board):
+    row = images(1, seed=7)[0]
+    board.retries = 0
+    board.faults.flip_next("to_host", offset=P.HEADER_SIZE)  # first logit byte
+    start = time.monotonic()
+    with pytest.raises(BoardTimeout, match="damaged"):
+        board.infer(row)
+    assert time.monotonic() - start < TIMEOUT + 0.5
+    board.retries = 1
+    board.faults.flip_next("to_host", offset=P.HEADER_SIZE + 1)
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 2
+
+
+def test_truncated_request_is_reported_by_the_board(board):
+    row = images(1, seed=8)[0]
+    board.retries = 0
+    board.faults.truncate_next("to_board", keep=P.HEADER_SIZE + 5)
+    start = time.monotonic()
+    with pytest.raises(BoardError, match="truncated"):
+        board.infer(row)
+    assert time.monotonic() - start < TIMEOUT + 0.5
+
+
+def test_truncated_request_is_retried(board):
+    row = images(1, seed=9)[0]
+    board.faults.truncate_next("to_board", keep=3)
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 2
+
+
+def test_truncated_reply_times_out_clearly(board):
+    row = images(1, seed=10)[0]
+    board.retries = 0
+    board.faults.truncate_next("to_host", keep=P.HEADER_SIZE + 4)
+    start = time.monotonic()
+    with pytest.raises(BoardTimeout, match="truncated reply"):
+        board.infer(row)
+    assert time.monotonic() - start < TIMEOUT + 0.5
+    board.retries = 1
+    board.faults.truncate_next("to_host", keep=2)
+    check_answer(board.infer(row), row)
+
+
+def test_lost_request_is_retried(board):
+    row = images(1, seed=11)[0]
+    board.faults.drop_next("to_board")
+    result = board.infer(row)
+    check_answer(result, row)
+    assert result.attempts == 2
+
+
+def test_board_that_stops_answering_times_out_then_recovers(board):
+    row = images(1, seed=12)[0]
+    board.retries = 1
+    board.faults.silence("to_host")
+    start = time.monotonic()
+    with pytest.raises(BoardTimeout, match="no answer"):
+        board.infer(row)
+    elapsed = time.monotonic() - start
+    assert elapsed < 2 * TIMEOUT + 0.5  # two attempts, each bounded
+    board.faults.silence("to_host", on=False)
+    check_answer(board.infer(row), row)
+
+
+def test_stale_reply_is_not_taken_for_the_current_one(board):
+    row = images(1, seed=13)[0]
+    # a well-formed RESULT with a plausible payload but another sequence number (a late reply)
+    fake = P.encode_frame(P.FrameType.RESULT, (board._seq + 100) & 0xFF, bytes(CLASSES * 3) + b"\x00\x00")
+    board.faults.inject("to_host", fake)
+    before = board.stats.stale_frames
+    result = board.infer(row)
+    check_answer(result, row)
+    assert board.stats.stale_frames == before + 1
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (P.encode_frame(P.FrameType.INFER, 0x33, bytes(INPUT_SIZE), version=2), P.ErrorCode.BAD_VERSION),
+        (P.encode_frame(0x09, 0x33, b""), P.ErrorCode.BAD_TYPE),
+        (P.encode_frame(P.FrameType.INFER, 0x33, bytes(INPUT_SIZE + 1)), P.ErrorCode.BAD_LENGTH),
+        (P.encode_frame(P.FrameType.HELLO, 0x33, b"x"), P.ErrorCode.BAD_LENGTH),
+    ],
+)
+def test_bridge_reports_bad_frames_with_their_sequence_number(board, frame, code):
+    ser = board._serial
+    ser.reset_input_buffer()
+    ser.write(frame)
+    decoder = P.FrameDecoder()
+    deadline = time.monotonic() + TIMEOUT
+    got = []
+    while time.monotonic() < deadline and not got:
+        got = [f for f in decoder.feed(ser.read(max(1, ser.in_waiting))) if isinstance(f, P.Frame)]
+    assert got, "no ERROR frame within the timeout"
+    assert got[0].type == P.FrameType.ERROR and got[0].seq == 0x33 and got[0].payload == bytes([code])
+
+
+def test_driver_raises_clearly_for_bad_length_from_mismatched_host(board):
+    with pytest.raises(BoardMismatch, match="another network"):
+        board._exchange(P.FrameType.INFER, bytes(INPUT_SIZE - 1), P.FrameType.RESULT, CLASSES * 3 + 2)
+
+
+def test_unopenable_port_is_a_board_error():
+    from bitspike.host.board import SerialBoard
+
+    with pytest.raises(BoardError, match="cannot open serial port"):
+        SerialBoard("/dev/does-not-exist-bitspike")
