@@ -1,0 +1,437 @@
+"""Export a trained run to a manifest (the integer contract of SEMANTICS.md §4).
+
+Units. Every current (a value flowing between layers) becomes an integer in a
+*unit* chosen by the layer that reads it: a neuron with threshold V_th and
+exponent k reads currents in units V_th / 2**k, so its integer threshold is
+θ = 2**k (a shift in hardware). A sum-pool's input unit is n times its output
+unit (the 1/n of average pooling lives in the unit); max-pool and flatten keep
+units; a residual add rescales both inputs into its output's unit.
+
+Requantization. A synaptic layer's accumulator unit is a = S_w·V_th/T. With
+BatchNorm folded (g = γ/√(σ²+ε), c = β − g·μ) its output current in unit U is
+x = (g·a·acc + g·bias + c) / U, computed as (acc·M + B + 2**(SH−1)) >> SH with
+M = round(g·a/U · 2**SH) and B = round((g·bias + c)/U · 2**SH), clamped to
+[0, q·2**k] of the consumer (lossless: a neuron cannot tell larger currents
+apart). The last layer's bias is its accumulator-unit bias and its
+accumulators are the logits.
+
+Entry point: :func:`export_run`; the command line is ``bitspike export``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from bitspike.errors import BitspikeError, RangeError
+from bitspike.manifest import (
+    AddLayer,
+    AvgPoolLayer,
+    Conv2dLayer,
+    FlattenLayer,
+    InputSpec,
+    Layer,
+    LinearLayer,
+    Manifest,
+    MaxPoolLayer,
+    Requant,
+)
+
+from .checkpoint import load_checkpoint
+from .models import BasicBlock, BitNet, SumPool2d, layer_names
+from .quant import QConv2d, QLinear, QuantLayer
+
+__all__ = ["export_run", "export_model", "evaluate_manifest", "DEFAULT_CURRENT_BITS", "MULT_BITS"]
+
+log = logging.getLogger("bitspike.export")
+
+#: k of every learnable neuron: the current's resolution is V_th / 2**k
+DEFAULT_CURRENT_BITS = 8
+#: requantization multipliers get this many significant bits
+MULT_BITS = 14
+#: headroom over the largest current seen in calibration, for currents no neuron clamps
+HEADROOM = 2.0
+
+
+@dataclass
+class _Node:
+    name: str
+    kind: str  # "syn", "maxpool", "sumpool", "flatten", "add"
+    inputs: list[str]
+    module: nn.Module | None = None
+    kernel: int = 0
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    consumers: list[str] = field(default_factory=list)
+
+
+def _graph(model: BitNet) -> list[_Node]:
+    """The model as a list of nodes in topological order, names as in the manifest."""
+    names = layer_names(model)
+    nodes: list[_Node] = []
+    counters = {"pool": 0, "flatten": 0, "add": 0}
+    last = "input"
+
+    def add(node: _Node) -> str:
+        nodes.append(node)
+        return node.name
+
+    def fresh(prefix: str) -> str:
+        counters[prefix] += 1
+        return f"{prefix}{counters[prefix]}"
+
+    for position, m in enumerate(model.body):
+        if position == 0 and isinstance(m, nn.Flatten):
+            continue  # a flat network input: the manifest's input is already [features]
+        if isinstance(m, QuantLayer):
+            last = add(_Node(names[m], "syn", [last], m))
+        elif isinstance(m, nn.MaxPool2d):
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            if (m.stride or k) != k or m.padding not in (0, (0, 0)):
+                raise BitspikeError("export supports max-pooling with stride = kernel and no padding")
+            last = add(_Node(fresh("pool"), "maxpool", [last], m, kernel=k))
+        elif isinstance(m, SumPool2d):
+            last = add(_Node(fresh("pool"), "sumpool", [last], m, kernel=m.kernel))
+        elif isinstance(m, nn.Flatten):
+            last = add(_Node(fresh("flatten"), "flatten", [last], m))
+        elif isinstance(m, BasicBlock):
+            block_in = last
+            h = add(_Node(names[m.conv1], "syn", [block_in], m.conv1))
+            h = add(_Node(names[m.conv2], "syn", [h], m.conv2))
+            short = block_in if m.shortcut is None else add(_Node(names[m.shortcut], "syn", [block_in], m.shortcut))
+            last = add(_Node(fresh("add"), "add", [h, short], m))
+        else:
+            raise BitspikeError(f"export has no rule for the module {type(m).__name__}")
+    by_name = {n.name: n for n in nodes}
+    for n in nodes:
+        for i in n.inputs:
+            if i in by_name:
+                by_name[i].consumers.append(n.name)
+    return nodes
+
+
+def _trace_shapes_and_peaks(model: BitNet, nodes: list[_Node], calib: torch.Tensor) -> dict[str, float]:
+    """Record every node's shapes, and the largest |value| of each node's output on calibration images."""
+    peaks: dict[str, float] = {}
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    module_node: dict[int, _Node] = {}
+    for n in nodes:
+        if n.module is not None and (n.kind != "add"):
+            module_node[id(n.module)] = n
+    add_nodes = {id(n.module): n for n in nodes if n.kind == "add"}
+    hooks = []
+
+    def hook_for(node: _Node):
+        def hook(mod, args, out):
+            shapes[node.name] = (tuple(args[0].shape[1:]), tuple(out.shape[1:]))
+            peaks[node.name] = max(peaks.get(node.name, 0.0), float(out.detach().abs().max()))
+        return hook
+
+    for m in model.modules():
+        node = module_node.get(id(m)) or add_nodes.get(id(m))
+        if node is not None:
+            hooks.append(m.register_forward_hook(hook_for(node)))
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(calib), 500):
+            model(calib[i : i + 500])
+    for h in hooks:
+        h.remove()
+    for n in nodes:
+        n.in_shape, n.out_shape = shapes[n.name]
+    return peaks
+
+
+def _unit_of_neuron(layer: QuantLayer, k: int) -> float:
+    return float(layer.neuron.vth.detach().double()) / 2.0**k
+
+
+def _choose_k(nodes: list[_Node], first: str, current_bits: int) -> dict[str, int]:
+    """k of each synaptic layer: 0 for the first (pixels), otherwise ``current_bits`` plus the bits a sum-pool before it removes."""
+    ks: dict[str, int] = {}
+    by_name = {n.name: n for n in nodes}
+    for n in nodes:
+        if n.kind != "syn":
+            continue
+        if n.name == first:
+            ks[n.name] = 0
+            continue
+        extra = 0
+        src = by_name.get(n.inputs[0])
+        while src is not None and src.kind in ("maxpool", "flatten", "sumpool"):
+            if src.kind == "sumpool":
+                extra += math.ceil(math.log2(src.kernel * src.kernel))
+            src = by_name.get(src.inputs[0])
+        ks[n.name] = current_bits + extra
+    return ks
+
+
+def _units(nodes: list[_Node], ks: dict[str, int]) -> dict[str, float]:
+    """Unit of every node's output (and of "input"), fixed by its consumers (reverse topological order)."""
+    by_name = {n.name: n for n in nodes}
+    units: dict[str, float] = {}
+
+    def need(consumer: _Node, producer: str) -> float | None:
+        if consumer.kind == "syn":
+            return _unit_of_neuron(consumer.module, ks[consumer.name])  # type: ignore[arg-type]
+        if consumer.kind in ("maxpool", "flatten"):
+            return units[consumer.name]
+        if consumer.kind == "sumpool":
+            return units[consumer.name] * consumer.kernel * consumer.kernel
+        if consumer.kind == "add":
+            if consumer.inputs[0] == producer:
+                return units[consumer.name]
+            # the shortcut: if nothing else reads it, give it the add's unit
+            return None
+        raise AssertionError(consumer.kind)
+
+    producers = ["input"] + [n.name for n in nodes]
+    consumers_of: dict[str, list[_Node]] = {p: [] for p in producers}
+    for n in nodes:
+        for i in n.inputs:
+            consumers_of[i].append(n)
+    for p in reversed(producers):
+        if not consumers_of[p]:
+            continue  # the logits
+        wanted = [u for c in consumers_of[p] if (u := need(c, p)) is not None]
+        if not wanted:
+            adds = [c for c in consumers_of[p] if c.kind == "add"]
+            if not adds:
+                raise BitspikeError(f"export: the output of {p!r} is never read")
+            wanted = [units[adds[0].name]]
+        ref = wanted[0]
+        for u in wanted[1:]:
+            if not math.isclose(u, ref, rel_tol=1e-9):
+                raise BitspikeError(f"export: the readers of {p!r} need different units ({ref} and {u})")
+        units[p] = ref
+    return units
+
+
+def _clamp_hi(nodes_by: dict[str, _Node], name: str, ks: dict[str, int], peak_int: float) -> tuple[int, bool]:
+    """Upper clamp of a current: q·2**k of the neuron that reads it when only neurons do (lossless), else calibrated."""
+    node = nodes_by[name]
+    readers = list(node.consumers)
+    neuron_his = []
+    while readers:
+        r = nodes_by[readers.pop()]
+        if r.kind == "syn":
+            neuron_his.append((2**r.module.s_bits - 1) << ks[r.name])  # type: ignore[union-attr]
+        elif r.kind in ("maxpool", "flatten", "sumpool"):
+            readers.extend(r.consumers)
+        else:
+            return max(1, int(math.ceil(peak_int * HEADROOM))), False
+    return max(neuron_his), True
+
+
+def _shift_for(max_abs: float) -> int:
+    """Shift that gives a multiplier of ``max_abs`` about MULT_BITS significant bits."""
+    if max_abs <= 0:
+        return 0
+    return int(min(40, max(0, MULT_BITS - math.ceil(math.log2(max_abs)))))
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero (as the weight quantizer does)."""
+    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+
+
+def _synaptic_layer(node: _Node, ks: dict[str, int], units: dict[str, float], in_name: str,
+                    nodes_by: dict[str, _Node], peaks: dict[str, float]) -> Layer:
+    layer: QuantLayer = node.module  # type: ignore[assignment]
+    w_int = layer.wq.integers(layer.weight.detach()).numpy()
+    if layer.wq.bits.current() == 1:
+        w_int = np.where(w_int == 0, 1, w_int)
+    acc_unit = float(layer.wq.step.detach().double()) * float(layer.neuron.vth.detach().double()) / layer.timesteps
+    bias = np.zeros(w_int.shape[0]) if layer.bias is None else layer.bias.detach().double().numpy()
+    common = dict(name=node.name, inputs=(in_name,), in_shape=node.in_shape, out_shape=node.out_shape,
+                  w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=ks[node.name], weight=w_int)
+    if isinstance(layer, QConv2d):
+        common.update(kernel=(layer.kernel, layer.kernel), stride=(layer.stride, layer.stride),
+                      padding=(layer.padding, layer.padding))
+    cls = LinearLayer if isinstance(layer, QLinear) else Conv2dLayer
+    if layer.is_last:
+        b_int = _round(bias / acc_unit)
+        return cls(**common, bias=b_int, requant=None)
+    if layer.bn is not None:
+        bn = layer.bn
+        g = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
+        c = bn.bias.detach().double().numpy() - g * bn.running_mean.detach().double().numpy()
+    else:
+        g, c = np.ones_like(bias), np.zeros_like(bias)
+    unit = units[node.name]
+    m_real = g * acc_unit / unit
+    b_real = (g * bias + c) / unit
+    shift = _shift_for(float(np.abs(m_real).max()))
+    mult = _round(m_real * 2.0**shift)
+    rq_bias = _round(b_real * 2.0**shift)
+    hi, _ = _clamp_hi(nodes_by, node.name, ks, peaks.get(node.name, 0.0) / unit)
+    lo = 0 if layer.relu else -hi
+    return cls(**common, bias=np.zeros(w_int.shape[0], np.int64),
+               requant=Requant(multiplier=mult, bias=rq_bias, shift=shift, lo=lo, hi=hi))
+
+
+def export_model(model: BitNet, calib_images: np.ndarray, name: str = "bitspike", classes: list[str] | None = None,
+                 info: dict[str, Any] | None = None, current_bits: int = DEFAULT_CURRENT_BITS) -> Manifest:
+    """Turn a trained model into a manifest.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~bitspike.host.models.BitNet` (CPU).
+    calib_images
+        ``uint8`` images ``[N, C, H, W]`` (a few hundred training images): shapes, and the clamp
+        bounds of currents that no neuron clamps (residual paths).
+    current_bits
+        k of the learnable neurons: currents resolve V_th / 2**k.
+    """
+    model = model.cpu().eval()
+    nodes = _graph(model)
+    calib = torch.as_tensor(np.asarray(calib_images)).to(torch.float32) / 255.0
+    peaks = _trace_shapes_and_peaks(model, nodes, calib)
+    syn = [n for n in nodes if n.kind == "syn"]
+    if not syn or not syn[-1].module.is_last:  # type: ignore[union-attr]
+        raise BitspikeError("export: the model must end in its output layer")
+    ks = _choose_k(nodes, syn[0].name, current_bits)
+    units = _units(nodes, ks)
+    first_unit, input_scale = units["input"], float(model.input_scale)
+    if not math.isclose(first_unit, input_scale, rel_tol=1e-6):
+        raise BitspikeError(f"export: the first layer's threshold {first_unit} is not the input scale {input_scale}")
+    nodes_by = {n.name: n for n in nodes}
+    layers: list[Layer] = []
+    for n in nodes:
+        if n.kind == "syn":
+            layers.append(_synaptic_layer(n, ks, units, n.inputs[0], nodes_by, peaks))
+        elif n.kind in ("maxpool", "sumpool"):
+            cls = MaxPoolLayer if n.kind == "maxpool" else AvgPoolLayer
+            layers.append(cls(name=n.name, inputs=(n.inputs[0],), in_shape=n.in_shape, out_shape=n.out_shape,
+                              kernel=(n.kernel, n.kernel), stride=(n.kernel, n.kernel)))
+        elif n.kind == "flatten":
+            layers.append(FlattenLayer(name=n.name, inputs=(n.inputs[0],), in_shape=n.in_shape, out_shape=n.out_shape))
+        elif n.kind == "add":
+            u_out = units[n.name]
+            ra, rb = units[n.inputs[0]] / u_out, units[n.inputs[1]] / u_out
+            shift = _shift_for(max(ra, rb))
+            ch = n.out_shape[0]
+            hi, _ = _clamp_hi(nodes_by, n.name, ks, peaks.get(n.name, 0.0) / u_out)
+            layers.append(AddLayer(name=n.name, inputs=tuple(n.inputs), in_shape=n.in_shape, out_shape=n.out_shape,
+                                   mult_a=np.full(ch, int(_round(np.array(ra * 2.0**shift))), np.int64),
+                                   mult_b=np.full(ch, int(_round(np.array(rb * 2.0**shift))), np.int64),
+                                   shift=shift, lo=0, hi=hi))
+    in_shape = tuple(int(v) for v in model.in_shape)
+    flat_input = isinstance(model.body[0], nn.Flatten)
+    spec = InputSpec(shape=(int(np.prod(in_shape)),) if flat_input else in_shape, bits=8, scale=input_scale)
+    return Manifest.build(name, spec, layers, classes, info or {})
+
+
+def evaluate_manifest(manifest: Manifest, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> tuple[float, np.ndarray]:
+    """Deploy accuracy: the integer golden model on ``uint8`` images; returns (accuracy, predicted classes).
+
+    Raises
+    ------
+    RangeError
+        If a register leaves its analysed range (a bug in the export or the analysis).
+    """
+    from .data import images_for_manifest
+    from .golden import GoldenModel
+
+    golden = GoldenModel(manifest)
+    ints = images_for_manifest(images, manifest)
+    result = golden.run_batches(ints, batch_size=batch_size)
+    pred = result.classes.numpy()
+    return float((pred == np.asarray(labels)).mean()) if len(labels) else float("nan"), pred
+
+
+def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None,
+               current_bits: int = DEFAULT_CURRENT_BITS, data: str | None = None) -> tuple[Manifest, dict[str, Any]]:
+    """Export a training run to a manifest and evaluate it.
+
+    Parameters
+    ----------
+    run_dir
+        The training run's folder (holds ``checkpoint.ckpt``).
+    out_path
+        Where to write the manifest (``.bsm``); ``None`` writes nothing.
+    current_bits
+        k of the learnable neurons (resolution of currents: V_th / 2**k).
+    data
+        Folder of the data set, if the run used ``--data``; default: the run's own setting.
+
+    Returns
+    -------
+    (Manifest, dict)
+        The manifest and a summary: ``float_accuracy`` (fake-quantized PyTorch model),
+        ``deploy_accuracy`` (integer golden model), both fractions of the test set;
+        ``accuracy_gap_points``, ``agreement`` (fraction of test images where both predict the
+        same class), ``avg_bits`` (``w``, ``s``, ``t``), ``bit_budget``, ``s_ace``,
+        ``weight_memory_bits``, ``first_layer``, ``layers``, ``digest``, ``manifest``.
+    """
+    from bitspike.analysis import network_stats
+
+    from .data import load_dataset
+    from .train import evaluate, model_from_checkpoint
+
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir)
+    model, cfg = model_from_checkpoint(state)
+    train_ds = load_dataset(cfg.dataset, "train", data or cfg.data)
+    test_ds = load_dataset(cfg.dataset, "test", data or cfg.data)
+    calib = train_ds.images[:: max(1, len(train_ds) // 512)][:512]
+    float_acc = evaluate(model, test_ds.images, test_ds.labels, torch.device("cpu"))
+    history = state["history"]
+    info = {
+        "source": "bitspike train",
+        "run_dir": str(run_dir),
+        "dataset": cfg.dataset,
+        "arch": cfg.arch,
+        "target": list(cfg.target),
+        "uniform": None if cfg.uniform is None else list(cfg.uniform),
+        "epochs": int(state["epoch"]),
+        "seed": cfg.seed,
+        "float_accuracy": float_acc,
+    }
+    name = f"{cfg.dataset}-{cfg.arch}"
+    manifest = export_model(model, calib, name=name, classes=list(state.get("classes") or test_ds.classes),
+                            info=info, current_bits=current_bits)
+    try:
+        deploy_acc, pred = evaluate_manifest(manifest, test_ds.images, test_ds.labels)
+    except RangeError as exc:
+        raise BitspikeError(f"export produced a manifest whose registers overflow their analysed ranges: {exc}") from exc
+    with torch.no_grad():
+        fq = torch.cat([model(torch.as_tensor(test_ds.images[i:i + 1000]).float() / 255.0).argmax(1)
+                        for i in range(0, len(test_ds), 1000)]).numpy()
+    manifest = Manifest.build(manifest.name, manifest.input, manifest.layers, manifest.classes,
+                              {**info, "deploy_accuracy": deploy_acc})
+    if out_path is not None:
+        manifest.save(out_path)
+    stats = network_stats(manifest)
+    first = stats.layers[[i for i, s in enumerate(stats.layers) if s.w_bits is not None][0]]
+    summary = {
+        "manifest": None if out_path is None else str(out_path),
+        "digest": manifest.digest(),
+        "dataset": cfg.dataset,
+        "arch": cfg.arch,
+        "test_images": len(test_ds),
+        "float_accuracy": float_acc,
+        "deploy_accuracy": deploy_acc,
+        "accuracy_gap_points": 100.0 * abs(float_acc - deploy_acc),
+        "agreement": float((fq == pred).mean()),
+        "avg_bits": {"w": stats.avg_w_bits, "s": stats.avg_s_bits, "t": stats.avg_timesteps},
+        "bit_budget": stats.bit_budget,
+        "s_ace": stats.s_ace,
+        "s_ace_all": stats.s_ace_all,
+        "weight_memory_bits": stats.weight_memory_bits,
+        "first_layer": {"name": first.name, "w_bits": first.w_bits, "s_bits": first.s_bits, "timesteps": first.timesteps},
+        "layers": [{"name": l.name, "op": l.op, "w_bits": l.w_bits, "s_bits": l.s_bits, "timesteps": l.timesteps,
+                    "k": l.k} for l in manifest.synaptic_layers],
+        "epochs": int(state["epoch"]),
+        "train_wall_s": float(history[-1]["wall_s"]) if history else None,
+    }
+    return manifest, summary

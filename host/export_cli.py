@@ -1,0 +1,54 @@
+"""``bitspike export``: turn a training run into a manifest and check it with the golden model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from bitspike.cli import add_common
+
+    p = subparsers.add_parser(
+        "export",
+        help="export a training run to a manifest (.bsm)",
+        description=(
+            "Fold BatchNorm and scales into integer requantization constants, pick power-of-two thresholds, "
+            "write the manifest, and evaluate the test set with the fake-quantized model and the integer golden model."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the training run's folder (holds checkpoint.ckpt)")
+    p.add_argument("-o", "--output", metavar="FILE", help="manifest to write (default: RUN_DIR/model.bsm)")
+    p.add_argument("--current-bits", type=int, default=None, metavar="K",
+                   help="threshold exponent k of the learnable neurons: currents resolve V_th/2**k (default: 8)")
+    p.add_argument("--data", metavar="PATH", help="folder of the data set's files (default: the run's setting)")
+    p.add_argument("--max-gap", type=float, default=None, metavar="POINTS",
+                   help="fail (exit 3) if float and deploy accuracy differ by more than this many points")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bitspike.cli import VerificationFailed, write_json
+    from bitspike.errors import BitspikeError
+    from bitspike.host.export import DEFAULT_CURRENT_BITS, export_run
+
+    k = DEFAULT_CURRENT_BITS if args.current_bits is None else args.current_bits
+    if not 1 <= k <= 20:
+        raise BitspikeError(f"--current-bits must be 1 … 20, got {k}")
+    out = Path(args.output) if args.output else Path(args.run_dir) / "model.bsm"
+    _, summary = export_run(args.run_dir, out, current_bits=k, data=args.data)
+    b = summary["avg_bits"]
+    print(
+        f"wrote {out}: float accuracy {100 * summary['float_accuracy']:.2f}%, deploy accuracy "
+        f"{100 * summary['deploy_accuracy']:.2f}% (golden model, {summary['test_images']} test images), "
+        f"bits {b['w']:.2f}/{b['s']:.2f}/{b['t']:.2f}, BB {summary['bit_budget']:.2f}, "
+        f"S-ACE {summary['s_ace']}, weight memory {summary['weight_memory_bits']} bits"
+    )
+    write_json(args.json, summary)
+    if args.max_gap is not None and summary["accuracy_gap_points"] > args.max_gap:
+        raise VerificationFailed(
+            f"float and deploy accuracy differ by {summary['accuracy_gap_points']:.2f} points (> {args.max_gap})"
+        )
+    return 0

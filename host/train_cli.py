@@ -1,0 +1,99 @@
+"""``bitspike train``: train a multi-bit SNN with adaptive (or uniform) bit allocation."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from bitspike.cli import add_common
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a network with adaptive bit allocation",
+        description=(
+            "Train a multi-bit spiking network whose per-layer weight bits, spike bits and timesteps are learned "
+            "towards a target average (--target W/S/T), or fixed for every layer (--uniform W/S/T). "
+            "Writes DIR/checkpoint.ckpt every epoch, DIR/metrics.json and plots. Under torchrun, trains with DDP."
+        ),
+    )
+    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist or cifar10 (default: digits)")
+    p.add_argument("--data", metavar="PATH", help="folder holding the data set's files (fashion-mnist, cifar10)")
+    p.add_argument("--arch", default="mlp", help="mlp, cnn, vgg-small or resnet20 (default: mlp)")
+    p.add_argument("--target", default="2/2/1", metavar="W/S/T", help="target average bits (default: 2/2/1)")
+    p.add_argument("--uniform", metavar="W/S/T", help="freeze every learnable layer at these bits (the baseline)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 40 for digits, 6 otherwise)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: 64 for digits, 128 otherwise)")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of weights, steps and thresholds (cosine schedule)")
+    p.add_argument("--freeze-epochs", type=int, default=None,
+                   help="final epochs with frozen bits (default: a quarter of the epochs, at least 1)")
+    p.add_argument("--renewal", choices=("all", "spikes", "none"), default="all",
+                   help="step-size renewal when a bit width changes (default: all)")
+    p.add_argument("--hidden", default="128", help="MLP hidden sizes, comma-separated (default: 128)")
+    p.add_argument("--width", type=int, default=None, help="base channel count of the CNNs")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/DATASET-ARCH)")
+    p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """Build a :class:`~bitspike.host.train.TrainConfig` from parsed options."""
+    from bitspike.errors import BitspikeError
+    from bitspike.host.train import TrainConfig, parse_bits
+
+    target = parse_bits(args.target, "--target")
+    uniform = parse_bits(args.uniform, "--uniform") if args.uniform else None
+    try:
+        hidden = tuple(int(v) for v in str(args.hidden).split(",") if v.strip())
+    except ValueError:
+        raise BitspikeError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
+    small = args.dataset == "digits"
+    return TrainConfig(
+        dataset=args.dataset,
+        arch=args.arch,
+        target=target,
+        uniform=uniform,
+        epochs=args.epochs if args.epochs is not None else (40 if small else 6),
+        batch_size=args.batch_size if args.batch_size is not None else (64 if small else 128),
+        lr=args.lr,
+        freeze_epochs=args.freeze_epochs,
+        renewal=args.renewal,
+        device=args.device,
+        seed=args.seed,
+        out=args.out or f"runs/{args.dataset}-{args.arch}",
+        data=args.data,
+        hidden=hidden,
+        width=args.width,
+        threads=args.threads,
+        progress=not args.quiet,
+        resume=args.resume,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bitspike.cli import write_json
+    from bitspike.host.train import train
+
+    config = config_from_args(args)
+    result = train(config)
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0
+    bits = result.avg_bits
+    print(
+        f"trained {config.arch} on {config.dataset}: test accuracy {100 * result.test_accuracy:.2f}% "
+        f"bits {bits.get('w', 0):.2f}/{bits.get('s', 0):.2f}/{bits.get('t', 0):.2f} "
+        f"in {result.epochs} epochs, {result.wall_s:.1f} s; run folder {result.run_dir}"
+    )
+    write_json(args.json, {
+        "run_dir": str(result.run_dir),
+        "test_accuracy": result.test_accuracy,
+        "avg_bits": bits,
+        "epochs": result.epochs,
+        "wall_s": result.wall_s,
+        "layers": result.history[-1]["layers"] if result.history else [],
+    })
+    return 0
