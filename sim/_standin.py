@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["standin_verilog", "standin_reference", "StandinGoldenTaps"]
+__all__ = ["standin_verilog", "standin_reference", "standin_cosim", "StandinGoldenTaps"]
 
 
 def standin_reference(pixels: np.ndarray, num_classes: int, bias: int = 5) -> np.ndarray:
@@ -168,3 +168,27 @@ class StandinGoldenTaps:
 
     def locate(self, tap, position: int):
         return (position,), None
+
+
+def standin_cosim(cache_root: str | Path, input_size: int = 16, num_classes: int = 4, fault: int | None = None,
+                  simulator: str = "verilator"):
+    """A :class:`~bitspike.sim.cosim.CoSim` of the stand-in, its Verilog and build kept under ``cache_root``."""
+    from .cosim import CoSim
+
+    root = Path(cache_root)
+    rtl = root / f"standin-{input_size}-{num_classes}-{fault}"
+    if not (rtl / "report.json").exists():
+        # write to a private folder first: parallel test workers may do the same
+        import os
+        import tempfile
+
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="standin.", dir=root))
+        standin_verilog(tmp, input_size, num_classes, fault=fault)
+        try:
+            os.replace(tmp, rtl)
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CoSim(rtl, simulator, cache_dir=root / "verilator")

@@ -1,0 +1,91 @@
+"""The co-simulation engine (bitspike.sim.cosim): batches through a Verilated design, bit-exact.
+
+The harness itself (streaming, shards, back-pressure, hang detection, the
+bare-loop limit) is checked on a small stand-in top with the generator's port
+contract; the generated networks are checked in the second half.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bitspike.errors import HardwareError
+from bitspike.sim._standin import standin_cosim, standin_reference
+from bitspike.sim.cosim import CoSim
+
+# one cache for every test and every xdist worker: builds are keyed by content and file-locked
+CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
+
+
+@pytest.fixture(scope="session")
+def standin():
+    sim = standin_cosim(CACHE, input_size=16, num_classes=4)
+    sim.build()
+    return sim
+
+
+def _images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size)).astype(np.uint8)
+
+
+def test_standin_stream_is_exact_with_taps_and_shards(standin):
+    x = _images(200)
+    x[:50] //= 64  # dim images: some logits go negative
+    ref = standin_reference(x, 4)
+    one = standin.run(x, trace=True, processes=1)
+    two = standin.run(x, trace=True, processes=2)
+    assert two.shard_starts == (0, 100)
+    for res in (one, two):
+        np.testing.assert_array_equal(res.logits, ref)
+        assert (ref < 0).any()  # negative logits: sign extension is exercised
+        np.testing.assert_array_equal(res.classes, ref.argmax(axis=1))
+        vals, cycles = res.taps["dbg0_x"]
+        np.testing.assert_array_equal(vals, x.reshape(-1))
+        np.testing.assert_array_equal(res.taps["dbg0_acc"][0], ref.reshape(-1))
+        assert (np.diff(cycles[:16]) > 0).all()
+        assert (res.cycles > 16).all() and (res.end >= res.start).all()
+    assert one.total_cycles > 200 * 16 and one.sim_cycles_per_second > 1e5
+
+
+def test_backpressure_and_sequential_keep_every_value(standin):
+    x = _images(64, seed=1)
+    ref = standin_reference(x, 4)
+    free = standin.run(x, processes=1)
+    stalled = standin.run(x, processes=1, stall_in=0.3, stall_out=0.6, seed=7)
+    seq = standin.run(x, processes=1, sequential=True, stall_out=0.2)
+    for res in (free, stalled, seq):
+        np.testing.assert_array_equal(res.logits, ref)
+    assert stalled.total_cycles > free.total_cycles
+    assert (seq.start[1:] > seq.end[:-1]).all()  # sequential: no overlap between images
+    again = standin.run(x, processes=1, stall_in=0.3, stall_out=0.6, seed=7)
+    np.testing.assert_array_equal(again.end, stalled.end)  # seeded stalls are reproducible
+
+
+def test_a_hung_design_is_reported(standin):
+    with pytest.raises(HardwareError, match="hung.*handshake"):
+        standin.run(_images(2), processes=1, stall_out=1.0, max_idle=200)
+
+
+def test_bad_input_is_named(standin, tmp_path):
+    with pytest.raises(HardwareError, match="16"):
+        standin.run(_images(3, size=15))
+    with pytest.raises(HardwareError, match="integers"):
+        standin.run(np.zeros((2, 16), dtype=np.float32))
+    with pytest.raises(HardwareError, match="0 … 255"):
+        standin.run(np.full((2, 16), 300, dtype=np.int64))
+    with pytest.raises(HardwareError, match="report.json"):
+        CoSim(tmp_path)
+    with pytest.raises(HardwareError, match="simulator"):
+        CoSim(standin.design.rtl_dir, simulator="modelsim")
+
+
+def test_harness_overhead_against_bare_loop(standin):
+    # best of three: other processes share the cores
+    x = _images(3000, seed=2)
+    rates = [standin.run(x, processes=1).sim_cycles_per_second for _ in range(3)]
+    bare = max(standin.bare_cycles_per_second(3_000_000) for _ in range(3))
+    # the stand-in is the worst case (tiny model, so the harness's share is largest)
+    assert bare / max(rates) < 2.0, (bare, rates)
