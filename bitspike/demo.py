@@ -1,0 +1,214 @@
+"""``bitspike demo``: one command from data to verified hardware, on the built-in digits data.
+
+The demo runs the same subcommands a user would type (each stage's command
+line is printed first, so the README's walkthrough is exactly this), collects
+their ``--json`` summaries, draws the figures, and ends with one table.
+
+Stages: train (digits MLP, adaptive bits, target 2/2/1) → export → gen →
+sim (the whole 360-image test set through the RTL) → build (a bitstream for
+one board) → infer (a few images through the simulated board's serial line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import add_common
+
+    p = sub.add_parser(
+        "demo",
+        help="train → export → gen → co-simulate → build → infer, on the digits data",
+        description="The whole of bitspike on the built-in digits data, ending with one summary table.",
+    )
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="where every artifact goes (default: runs/demo)")
+    p.add_argument("--board", default="icebreaker", help="board to build a bitstream for (default: icebreaker; 'none' skips the build)")
+    p.add_argument("--quick", action="store_true", help="fewer epochs and samples: a smoke run of every stage")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's digits default; --quick: 4)")
+    p.add_argument("--infer-samples", type=int, default=20, help="images sent through the simulated board (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write the figures (default on)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    json_path: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def _run_stage(stage: Stage, index: int, total: int, quiet: bool) -> None:
+    from .cli import EXIT_OK, main
+
+    banner = f"[{index}/{total}] {stage.name}: bitspike {' '.join(shlex.quote(a) for a in stage.argv)}"
+    print("\n" + banner, flush=True)
+    print("-" * min(len(banner), 100), flush=True)
+    t0 = time.perf_counter()
+    code = main(stage.argv + (["-q"] if quiet else []))
+    stage.seconds = time.perf_counter() - t0
+    if code != EXIT_OK:
+        raise DemoFailed(f"stage '{stage.name}' failed with exit code {code} (command above); its output says why")
+    if stage.json_path.exists():
+        stage.summary = json.loads(stage.json_path.read_text())
+    print(f"[{index}/{total}] {stage.name} done in {stage.seconds:.1f} s", flush=True)
+
+
+def _get(d: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _pct(value: Any) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{100 * value:.2f}%" if value <= 1.0 else f"{value:.2f}%"
+
+
+def run(args) -> int:
+    from .cli import write_json
+    from .errors import BitspikeError
+    from .manifest_cli import format_table
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "train"
+    model = out / "digits.bsm"
+    rtl = out / "rtl"
+    epochs = args.epochs if args.epochs is not None else (4 if args.quick else None)
+    train_argv = ["train", "--dataset", "digits", "--arch", "mlp", "--target", "2/2/1", "--seed", str(args.seed),
+                  "--out", str(run_dir), "--json", str(out / "train.json")]
+    if epochs is not None:
+        train_argv += ["--epochs", str(epochs)]
+    if (run_dir / "checkpoint.ckpt").exists():
+        train_argv.append("--resume")  # a finished run resumes as a no-op; an interrupted one carries on
+    sim_samples = 64 if args.quick else 360
+    stages = [
+        Stage("train", train_argv, out / "train.json"),
+        Stage("export", ["export", str(run_dir), "-o", str(model), "--json", str(out / "export.json")], out / "export.json"),
+        Stage("gen", ["gen", str(model), "-o", str(rtl), "--json", str(out / "gen.json")], out / "gen.json"),
+        Stage("sim", ["sim", str(model), "--rtl", str(rtl), "--dataset", "digits", "--samples", str(sim_samples),
+                      "--json", str(out / "sim.json")], out / "sim.json"),
+    ]
+    if args.board != "none":
+        stages.append(Stage("build", ["build", str(model), "--board", args.board, "-o", str(out / "build"),
+                                      "--json", str(out / "build.json")], out / "build.json"))
+    stages.append(Stage("infer", ["infer", str(model), "--board", "sim", "--dataset", "digits",
+                                  "--samples", str(args.infer_samples), "--json", str(out / "infer.json")], out / "infer.json"))
+    t0 = time.perf_counter()
+    try:
+        for i, stage in enumerate(stages, 1):
+            _run_stage(stage, i, len(stages), args.quiet)
+    except DemoFailed as exc:
+        raise BitspikeError(str(exc)) from None
+    by = {s.name: s.summary for s in stages}
+    figures = _figures(out, model, by) if args.plots else {}
+    summary = _summary(by, stages, out, figures, time.perf_counter() - t0)
+    rows = [[k, v] for k, v in summary["table"]]
+    print("\n" + "=" * 72)
+    print("bitspike demo: digits MLP, adaptive bits, target 2/2/1")
+    print("=" * 72)
+    print(format_table(["", "value"], rows, align="ll"))
+    write_json(args.json or out / "demo.json", summary)
+    sim = by.get("sim", {})
+    exact, n = sim.get("bit_exact"), sim.get("samples")
+    if exact is not None and exact != n:
+        from .cli import VerificationFailed
+
+        raise VerificationFailed(f"hardware and golden model disagree on {n - exact} of {n} test images")
+    return 0
+
+
+def _figures(out: Path, model_path: Path, by: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Spikes per layer/timestep (golden trace on the test set) and resources per engine."""
+    import numpy as np
+
+    from .figures import resources_per_engine, spikes_per_layer
+    from .host.data import images_for_manifest, load_dataset
+    from .host.golden import GoldenModel
+    from .manifest import load
+
+    figs: dict[str, str] = {}
+    m = load(model_path)
+    test = load_dataset("digits", "test")
+    trace = GoldenModel(m).run(images_for_manifest(test.images, m).astype(np.int64), trace=True).trace
+    figs["spikes"] = str(spikes_per_layer(trace, out / "figures" / "spikes_per_layer.png", m))
+    layers = _get(by, "build", "engines") or _get(by, "gen", "layers") or []
+    if any(isinstance(r, dict) and r.get("resources") for r in layers):
+        figs["resources"] = str(resources_per_engine(layers, out / "figures" / "resources_per_engine.png"))
+    for png in sorted((out / "train").glob("*.png")):
+        figs[png.stem] = str(png)
+    return figs
+
+
+def _summary(by: dict[str, dict[str, Any]], stages: list[Stage], out: Path, figures: dict[str, str], wall: float) -> dict[str, Any]:
+    exp, gen, sim, build, infer = (by.get(k, {}) for k in ("export", "gen", "sim", "build", "infer"))
+    layers = exp.get("layers") or []
+    bits = ", ".join(f"{l['name']} {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in layers)
+    util = _get(build, "utilization") or {}
+
+    def used(kind: str) -> str:
+        u = util.get(kind) or {}
+        if not u:
+            return "-"
+        return f"{u.get('used')} / {u.get('total')}" + (f" ({100 * u['used'] / u['total']:.1f}%)" if u.get("total") else "")
+
+    cyc = sim.get("cycles_per_inference") or {}
+    table = [
+        ("float accuracy (fake-quant PyTorch)", _pct(exp.get("float_accuracy"))),
+        ("deploy accuracy (integer golden model)", _pct(exp.get("deploy_accuracy"))),
+        ("hardware accuracy (RTL, Verilator)", _pct(sim.get("hw_accuracy"))),
+        ("bit-exact (RTL vs golden)", f"{sim.get('bit_exact')}/{sim.get('samples')}"),
+        ("learned bits per layer (W/S/T)", bits or "-"),
+        ("average bits W / S / T", "/".join(f"{v:.2f}" for v in (exp.get("avg_bits") or {}).values()) or "-"),
+        ("bit budget", f"{exp.get('bit_budget', 0):.2f}"),
+        ("S-ACE per inference", f"{exp.get('s_ace', 0):,}"),
+        ("weight memory (bits)", f"{exp.get('weight_memory_bits', 0):,}"),
+        ("cycles per inference (predicted)", str(gen.get("cycles_per_inference", "-"))),
+        ("cycles per inference (RTL min/median/max)",
+         f"{cyc.get('min')}/{cyc.get('median')}/{cyc.get('max')}" if isinstance(cyc, dict) else str(cyc)),
+    ]
+    if build:
+        table += [
+            (f"board {build.get('board')}: LUT", used("lut")),
+            ("FF", used("ff")),
+            ("BRAM", used("bram")),
+            ("DSP", used("dsp")),
+            ("Fmax (nextpnr) / requested", f"{_get(build, 'timing', 'fmax_mhz')} / {_get(build, 'timing', 'target_mhz')} MHz"),
+            ("latency per inference at Fmax", f"{_get(build, 'performance', 'latency_us')} µs"),
+            ("bitstream", str(build.get("bitstream", "-"))),
+        ]
+    table += [
+        ("simulated board over the serial line", f"{infer.get('agree')}/{infer.get('samples')} agree with golden"),
+        ("stage times", ", ".join(f"{s.name} {s.seconds:.0f}s" for s in stages)),
+        ("total wall time", f"{wall:.0f} s"),
+        ("artifacts", str(out)),
+    ]
+    table += [(f"figure: {k}", v) for k, v in figures.items()]
+    return {"table": table, "stages": {s.name: {"argv": s.argv, "seconds": s.seconds, "summary": s.summary} for s in stages},
+            "figures": figures, "wall_s": wall}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))
