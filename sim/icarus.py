@@ -30,7 +30,7 @@ from bitspike.errors import HardwareError
 from .cosim import TAP_RECORD, DesignInfo
 from .verilator import default_cache_dir
 
-__all__ = ["IcarusSim", "testbench_verilog", "iverilog_version"]
+__all__ = ["IcarusSim", "make_testbench", "iverilog_version"]
 
 TB_NAME = "bitspike_cosim_tb"
 
@@ -45,7 +45,7 @@ def iverilog_version() -> str:
     return (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "iverilog"
 
 
-def testbench_verilog(design: DesignInfo, max_values: int) -> str:
+def make_testbench(design: DesignInfo, max_values: int) -> str:
     """The testbench module for ``design``, able to hold ``max_values`` pixel values."""
     ib, rw = design.input_bits, design.result_width
     k = design.num_classes + 1
@@ -199,7 +199,7 @@ class IcarusSim:
     def compile(self, max_values: int) -> Path:
         """The compiled ``.vvp`` able to take ``max_values`` pixel values (rounded up to a power of two)."""
         size = 1 << max(10, (max(1, max_values) - 1).bit_length())
-        tb = testbench_verilog(self.design, size)
+        tb = make_testbench(self.design, size)
         h = hashlib.sha256(iverilog_version().encode() + tb.encode())
         for f in self.design.verilog_files:
             h.update(f.read_bytes())
