@@ -166,7 +166,7 @@ class StandinGoldenTaps:
         logits = standin_reference(x, self.num_classes, self.bias)
         return [{"dbg0_x": x[i], "dbg0_acc": logits[i]} for i in range(len(x))]
 
-    def locate(self, tap, position: int):
+    def locate(self, tap, position: int, count: int, expected=None, got=None):
         return (position,), None
 
 

@@ -45,7 +45,7 @@ __all__ = [
     "DesignInfo",
     "TapInfo",
     "rtl_for_manifest",
-    "stream_order",
+    "pixel_stream",
     "SIMULATORS",
 ]
 
@@ -144,7 +144,7 @@ class DesignInfo:
         return TapInfo("", 0, "out", "results", min(self.result_width, 64), True, "flat").to_int(raw)
 
 
-def stream_order(images: np.ndarray, design: DesignInfo) -> np.ndarray:
+def pixel_stream(images: np.ndarray, design: DesignInfo) -> np.ndarray:
     """Images as the pixel stream sends them: ``[N, input_size]``.
 
     ``[N, C, H, W]`` images are put in HWC order (channel fastest) when the
@@ -331,7 +331,7 @@ class CoSim:
         HardwareError
             When the design hangs, the harness fails, or the input does not fit.
         """
-        x = stream_order(images, self.design)
+        x = pixel_stream(images, self.design)
         n = len(x)
         if not (0 <= stall_in <= 1 and 0 <= stall_out <= 1):
             raise HardwareError(f"stall probabilities must be in 0 … 1, got stall_in={stall_in}, stall_out={stall_out}")

@@ -133,12 +133,17 @@ class GoldenTaps(Protocol):
     def sequences(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Per image, per tap port, the values the tap must show, in stream order."""
 
-    def locate(self, tap: TapInfo, position: int) -> tuple[tuple[int, ...], int | None]:
-        """The neuron and timestep of value ``position`` of ``tap`` within one image."""
+    def locate(self, tap: TapInfo, position: int, count: int, expected: int | None,
+               got: int | None) -> tuple[tuple[int, ...], int | None]:
+        """The neuron and timestep of value ``position`` (of ``count`` per image) of ``tap``."""
 
 
 class ManifestGoldenTaps:
     """Golden tap sequences from :class:`bitspike.host.golden.GoldenModel` for a manifest's design.
+
+    The values and their order come from the generator's own
+    :func:`bitspike.gen.interface.golden_tap_sequence`, so the comparison
+    follows whatever stream order and spike packing the design uses.
 
     Parameters
     ----------
@@ -155,6 +160,8 @@ class ManifestGoldenTaps:
         self.manifest = manifest
         self.taps = tuple(taps)
         self.model = GoldenModel(manifest, check_ranges=False)
+        for tap in self.taps:
+            self._layer(tap)
 
     def __repr__(self) -> str:
         return f"ManifestGoldenTaps({self.manifest!r}, taps=<{len(self.taps)}>)"
@@ -168,63 +175,45 @@ class ManifestGoldenTaps:
         if layer.name != tap.layer:
             raise HardwareError(f"tap {tap.port} is for layer '{tap.layer}', but manifest layer {tap.index} is "
                                 f"'{layer.name}': the design was generated from another manifest")
+        if tap.kind not in KIND_ORDER:
+            raise HardwareError(f"tap {tap.port} has unknown kind {tap.kind!r}; expected one of {sorted(KIND_ORDER)}")
         return layer
 
     def sequences(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
-        res = self.model.run(images, trace=True)
-        out = []
-        for i in range(len(images)):
-            seqs = {}
-            for tap in self.taps:
-                lt = res.trace[self._layer(tap).name]
-                seqs[tap.port] = _tap_values(tap, lt, i)
-            out.append(seqs)
-        return out
+        from bitspike.gen.interface import golden_tap_sequence
 
-    def locate(self, tap: TapInfo, position: int) -> tuple[tuple[int, ...], int | None]:
+        trace = self.model.run(images, trace=True).trace
+        return [
+            {tap.port: np.asarray(golden_tap_sequence(self.manifest, trace, i, layer=tap.layer, kind=tap.kind),
+                                  dtype=np.int64) for tap in self.taps}
+            for i in range(len(images))
+        ]
+
+    def locate(self, tap: TapInfo, position: int, count: int, expected: int | None = None,
+               got: int | None = None) -> tuple[tuple[int, ...], int | None]:
+        from bitspike.gen.interface import stream_order
+
         layer = self._layer(tap)
-        timestep = None
         if tap.kind in ("x", "spk"):
-            shape = tuple(layer.in_shape)
+            order, shape = stream_order(self.manifest, layer.inputs[0]), tuple(layer.in_shape)
         else:
-            shape = tuple(layer.out_shape)
+            order, shape = stream_order(self.manifest, layer.name), tuple(layer.out_shape)
+        timestep = None
+        element = position
         if tap.kind == "spk":
-            t = int(getattr(layer, "timesteps", 1))
-            position, timestep = divmod(position, t)
-        return _unravel(position, shape, tap.order), timestep
-
-
-def _tap_values(tap: TapInfo, lt, i: int) -> np.ndarray:
-    """One sample's golden values for a tap, in the stream order of docs/HARDWARE_INTERFACE.md."""
-    def hwc(a) -> np.ndarray:
-        a = a.numpy() if hasattr(a, "numpy") else np.asarray(a)
-        return a.transpose(1, 2, 0).reshape(-1) if a.ndim == 3 else a.reshape(-1)
-
-    if tap.kind == "x":
-        return hwc(lt.x[i])
-    if tap.kind == "out":
-        return hwc(lt.out[i])
-    if tap.kind == "acc":
-        return hwc(lt.acc[i])
-    if tap.kind == "spk":
-        s = lt.s[:, i].numpy()  # (T, *shape)
-        s = np.moveaxis(s, 0, -1)  # (*shape, T): each element's T spikes together
-        if s.ndim == 4:
-            s = s.transpose(1, 2, 0, 3)
-        return s.reshape(-1)
-    raise HardwareError(f"tap {tap.port} has unknown kind {tap.kind!r}; expected one of {sorted(KIND_ORDER)}")
-
-
-def _unravel(position: int, shape: tuple[int, ...], order: str) -> tuple[int, ...]:
-    if len(shape) == 3:
-        c, h, w = shape
-        if order == "hwc":
-            hh, rest = divmod(position, w * c)
-            ww, cc = divmod(rest, c)
-            return (cc, hh, ww)
-        cc, rest = divmod(position, h * w)
-        return (cc, *divmod(rest, w))
-    return (position,)
+            steps = int(getattr(layer, "timesteps", 1))
+            if count == len(order):
+                # one beat per element, its T spikes packed (t = 0 in the lowest s_bits bits)
+                if expected is not None and got is not None:
+                    bits = int(layer.s_bits)
+                    mask = (1 << bits) - 1
+                    timestep = next((t for t in range(steps)
+                                     if ((expected >> (t * bits)) ^ (got >> (t * bits))) & mask), None)
+            else:
+                element, timestep = divmod(position, steps)
+        if element >= len(order):
+            return (element,), timestep
+        return tuple(int(v) for v in np.unravel_index(int(order[element]), shape)), timestep
 
 
 def _ordered(taps: Sequence[TapInfo]) -> list[tuple[int, TapInfo]]:
@@ -246,7 +235,8 @@ def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], go
             pos = n  # a value missing or one too many
         else:
             continue
-        neuron, t = ref.locate(tap, min(pos, max(len(exp) - 1, 0)))
+        neuron, t = ref.locate(tap, min(pos, max(len(exp) - 1, 0)), len(exp),
+                               int(exp[pos]) if pos < len(exp) else None, int(vals[pos]) if pos < len(vals) else None)
         cyc = int(cycles[pos]) if pos < len(cycles) else (int(cycles[-1]) if len(cycles) else None)
         return Divergence(
             sample=sample, layer=tap.layer, layer_index=tap.index, kind=tap.kind, neuron=neuron, timestep=t,
@@ -282,7 +272,7 @@ def compare_all(result: CoSimResult, golden: list[dict[str, np.ndarray]], taps: 
             edges = np.cumsum(counts)
             s = int(np.searchsorted(edges, pos, side="right"))
             within = pos - (int(edges[s - 1]) if s > 0 else 0)
-            neuron, t = ref.locate(tap, within) if s < n else ((within,), None)
+            neuron, t = ref.locate(tap, within, counts[s], None, None) if s < n else ((within,), None)
             return 0, Divergence(first_sample + s, tap.layer, tap.index, tap.kind, neuron, t, within,
                                  int(exp[pos]) if pos < len(exp) else None, int(vals[pos]) if pos < len(vals) else None,
                                  int(cyc[pos]) if pos < len(cyc) else None, rerun="none", port=tap.port)
