@@ -294,7 +294,8 @@ def export_model(model: BitNet, calib_images: np.ndarray, name: str = "bitspike"
     """
     model = model.cpu().eval()
     nodes = _graph(model)
-    calib = torch.as_tensor(np.asarray(calib_images)).to(torch.float32) / 255.0
+    dtype = next(model.parameters()).dtype
+    calib = torch.as_tensor(np.asarray(calib_images)).to(dtype) * float(model.input_scale)
     peaks = _trace_shapes_and_peaks(model, nodes, calib)
     syn = [n for n in nodes if n.kind == "syn"]
     if not syn or not syn[-1].module.is_last:  # type: ignore[union-attr]

@@ -53,20 +53,68 @@ RENEWAL_POWER = 2.4
 LN2 = math.log(2.0)
 
 
+class _RoundHalfAway(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _FloorHalfUp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.floor(x + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _GradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class _SignSTE(torch.autograd.Function):
+    """sign(x) with 0 → +1; gradient passes where |x| ≤ 1 (the clipped identity)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round half away from zero in the forward pass, identity in the backward pass."""
-    rounded = torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
-    return x + (rounded - x).detach()
+    """Round half away from zero in the forward pass, identity in the backward pass.
+
+    Written as an autograd function (not ``x + (r − x).detach()``) so that the
+    forward value is exactly the rounded number: training and the integer model must agree bit for bit.
+    """
+    return _RoundHalfAway.apply(x)
 
 
 def floor_half_up_ste(x: torch.Tensor) -> torch.Tensor:
     """floor(x + 1/2) (the neuron's rounding rule) forward, identity backward."""
-    return x + (torch.floor(x + 0.5) - x).detach()
+    return _FloorHalfUp.apply(x)
 
 
 def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Value of x, gradient scaled by ``scale`` (LSQ's step-gradient scaling)."""
-    return (x - x * scale).detach() + x * scale
+    """Value of x unchanged, gradient scaled by ``scale`` (LSQ's step-gradient scaling)."""
+    return _GradScale.apply(x, scale)
 
 
 def _dist_mean_(t: torch.Tensor) -> torch.Tensor:
@@ -100,8 +148,7 @@ class _RoundedParam(nn.Module):
         self.value = nn.Parameter(torch.tensor(float(spec.init)), requires_grad=spec.learnable)
 
     def forward(self) -> torch.Tensor:
-        clipped = torch.clamp(self.value, self.lo, self.hi)
-        return clipped + (torch.floor(clipped + 0.5) - clipped).detach()
+        return floor_half_up_ste(torch.clamp(self.value, self.lo, self.hi))
 
     def current(self) -> int:
         """The rounded value as a Python int (what the hardware gets)."""
@@ -178,10 +225,7 @@ class WeightQuantizer(nn.Module):
         q = 2 ** (b - 1) - 1  # value q(b); ∂q/∂b = (q+1)·ln 2
         step = _grad_scale(self.step, 1.0 / math.sqrt(w.numel() * max(1, self.q_of(b_now))))
         if b_now == 1:
-            sign = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-            v = w / step
-            sign_ste = torch.clamp(v, -1, 1) + (sign - torch.clamp(v, -1, 1)).detach()
-            return sign_ste * step * (q + 1)  # q + 1 = 1 in value, carries the bit gradient
+            return _SignSTE.apply(w / step) * step * (q + 1)  # q + 1 = 1 in value, carries the bit gradient
         v = w / step
         v = torch.maximum(torch.minimum(v, q), -q)  # gradient reaches q (so b) only where clipped
         return round_ste(v) * step

@@ -94,6 +94,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
+    optimizer: str = "sgd"
     bit_lr: float = 0.01
     t_lr: float = 0.01
     weight_decay: float = 1e-4
@@ -121,6 +122,8 @@ class TrainConfig:
             self.lambdas = tuple(float(v) for v in self.lambdas)  # type: ignore[assignment]
         if self.arch not in ARCHS:
             raise BitspikeError(f"unknown architecture {self.arch!r}; expected one of {list(ARCHS)}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise BitspikeError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.renewal not in ("all", "spikes", "none"):
             raise BitspikeError(f"renewal must be 'all', 'spikes' or 'none', got {self.renewal!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -328,28 +331,52 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[BitNet, TrainConfig]:
 # the loop
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    weights, quant, bits, steps_t = [], [], [], []
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        if name.endswith("timesteps.value"):
-            steps_t.append(p)
-        elif name.endswith("bits.value"):
-            bits.append(p)
-        elif name.endswith((".step", ".vth")) or ".bn." in name or name.endswith("bias"):
-            quant.append(p)
+class _Optimizers:
+    """Weights, steps and thresholds: SGD with momentum (or Adam); bit widths and T: Adam.
+
+    Bit widths get their gradient summed over every clipped weight or neuron, so its size grows
+    with the layer; Adam's per-parameter normalisation makes a bit width move at about
+    ``bit_lr`` per step whatever the layer's size.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig):
+        weights, quant, bits, steps_t = [], [], [], []
+        seen: set[int] = set()
+        for name, p in model.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name.endswith("timesteps.value"):
+                steps_t.append(p)
+            elif name.endswith("bits.value"):
+                bits.append(p)
+            elif name.endswith((".step", ".vth")) or ".bn." in name or name.endswith("bias"):
+                quant.append(p)
+            else:
+                weights.append(p)
+        groups = [{"params": weights, "weight_decay": cfg.weight_decay}, {"params": quant, "weight_decay": 0.0}]
+        if cfg.optimizer == "adam":
+            self.main = torch.optim.Adam(groups, lr=cfg.lr)
         else:
-            weights.append(p)
-    groups = [
-        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": quant, "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": bits, "lr": cfg.bit_lr, "weight_decay": 0.0},
-        {"params": steps_t, "lr": cfg.t_lr, "weight_decay": 0.0},
-    ]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+            self.main = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+        self.bits = torch.optim.Adam([{"params": bits, "lr": cfg.bit_lr}, {"params": steps_t, "lr": cfg.t_lr}])
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.main, T_max=cfg.epochs)
+
+    def zero_grad(self) -> None:
+        self.main.zero_grad(set_to_none=True)
+        self.bits.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.main.step()
+        self.bits.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"main": self.main.state_dict(), "bits": self.bits.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.main.load_state_dict(state["main"])
+        self.bits.load_state_dict(state["bits"])
+        self.sched.load_state_dict(state["sched"])
 
 
 class _Run:
@@ -421,15 +448,13 @@ def train(config: TrainConfig) -> TrainResult:
 
     _seed_all(cfg.seed)
     model = build_model(cfg.arch, train_ds.shape, train_ds.num_classes, cfg.plan(), cfg.hidden, cfg.width).to(device)
-    opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    opt = _Optimizers(model, cfg)
     lambdas = list(cfg.default_lambdas())
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         lambdas = list(state["lambdas"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
@@ -489,7 +514,7 @@ def train(config: TrainConfig) -> TrainResult:
             if cfg.uniform is None and not frozen:
                 bw, bs, bt = average_bits(model, sizes, differentiable=True)
                 loss = loss + lambdas[0] * (bw - goal[0]).abs() + lambdas[1] * (bs - goal[1]).abs() + lambdas[2] * (bt - goal[2]).abs()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             first_batch = False
@@ -504,7 +529,7 @@ def train(config: TrainConfig) -> TrainResult:
         if bar is not None:
             bar.close()
         set_renewal(model, False)
-        sched.step()
+        opt.sched.step()
         avg = average_bits(model, sizes)
         if cfg.uniform is None and not frozen:
             for i in range(3):  # dual ascent on λ: push harder on an average that keeps missing
@@ -534,7 +559,6 @@ def train(config: TrainConfig) -> TrainResult:
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
                 "lambdas": list(lambdas),
                 "history": history,
                 "init_avg": list(init_avg),

@@ -1,0 +1,123 @@
+"""Tests of bitspike.host.export: exactness against the golden model, and a real exported run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bitspike.host.data import images_for_manifest, load_dataset
+from bitspike.host.export import export_model, export_run
+from bitspike.host.golden import GoldenModel
+from bitspike.host.models import BitPlan, build_model
+from bitspike.host.quant import quant_layers
+from bitspike.host.train import TrainConfig, train
+from bitspike.manifest import load
+
+
+def _set_layer(layer, step_exp: int, vth_exp: int | None, w_bits: int, s_bits: int, t: int, gen, bias_unit: float):
+    """Give a layer exactly representable scales: step 2**step_exp, V_th 2**vth_exp, integer weights."""
+    q = 1 if w_bits == 1 else 2 ** (w_bits - 1) - 1
+    with torch.no_grad():
+        layer.wq.bits.set(w_bits)
+        layer.wq.step.fill_(2.0**step_exp)
+        layer.wq.initialised.fill_(True)
+        w_int = torch.randint(-q, q + 1, layer.weight.shape, generator=gen).double()
+        layer.weight.copy_(w_int * 2.0**step_exp)
+        layer.bias.copy_(torch.randint(-40, 41, layer.bias.shape, generator=gen).double() * bias_unit)
+        if vth_exp is not None:
+            layer.neuron.s_bits.set(s_bits)
+            layer.neuron.timesteps.set(t)
+            layer.neuron.vth.fill_(2.0**vth_exp)
+        layer.neuron.initialised.fill_(True)
+
+
+def test_fake_quant_logits_equal_golden_integers_exactly():
+    """Powers-of-two scales, no BatchNorm: training's model and the integer contract are the same network."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    plan = BitPlan(3, 2, 1, learnable=True, input_scale=1 / 256)
+    model = build_model("mlp", (1, 8, 8), 10, plan, hidden=(32, 16)).double().eval()
+    fc1, fc2, fc3 = quant_layers(model)
+    k = 8
+    # a = S_w·V_th/T; next unit U = V_th_next/2**k; a/U must be a power of two ≥ 1 for exactness
+    _set_layer(fc1, -6, None, 8, 8, 1, gen, bias_unit=2.0**-8 / 2**k)       # a1 = 2**-14, U2 = 2**-16
+    _set_layer(fc2, -2, -8, 3, 2, 2, gen, bias_unit=2.0**-6 / 2**k)         # a2 = 2**-11, U3 = 2**-14
+    _set_layer(fc3, -3, -6, 2, 3, 2, gen, bias_unit=2.0**-3 * 2.0**-6 / 2)  # a3 = 2**-10 (logit unit)
+    test = load_dataset("digits", "test")
+    rng = np.random.default_rng(2)
+    images = np.concatenate([test.images, rng.integers(0, 256, size=(200, 1, 8, 8), dtype=np.uint8)])
+    m = export_model(model, images[:64], current_bits=k)
+    assert m.input.scale == 1 / 256 and [l.k for l in m.synaptic_layers] == [0, 8, 8]
+    assert [(l.w_bits, l.s_bits, l.timesteps) for l in m.synaptic_layers] == [(8, 8, 1), (3, 2, 2), (2, 3, 2)]
+    with torch.no_grad():
+        logits = model(torch.as_tensor(images).double() / 256)
+    scale = 2.0**-3 * 2.0**-6 / 2
+    golden = GoldenModel(m).run(images_for_manifest(images, m), trace=True)
+    ints = logits / scale
+    assert torch.equal(ints, ints.round())
+    assert torch.equal(ints.to(torch.int64), golden.logits)
+    # and the currents are not trivial: the hidden neurons do spike, some saturate
+    s2 = golden.trace["fc2"].s
+    assert int((s2 > 0).sum()) > 0.1 * s2.numel() and int((s2 == 3).sum()) > 0
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(2)
+    result = train(TrainConfig(dataset="digits", arch="mlp", epochs=8, lr=0.1, out=str(out), progress=False))
+    return result
+
+
+def test_export_run_summary_and_manifest(digits_run, tmp_path):
+    m, summary = export_run(digits_run.run_dir, tmp_path / "model.bsm")
+    for key in ("float_accuracy", "deploy_accuracy", "avg_bits", "bit_budget", "s_ace", "weight_memory_bits"):
+        assert key in summary
+    assert set(summary["avg_bits"]) == {"w", "s", "t"}
+    assert summary["float_accuracy"] > 0.8
+    assert abs(summary["float_accuracy"] - summary["deploy_accuracy"]) <= 0.005
+    assert load(tmp_path / "model.bsm") == m
+    assert m.input.shape == (64,) and m.layers[0].k == 0 and m.layers[0].w_bits == 8 and m.layers[-1].requant is None
+    assert summary["bit_budget"] == pytest.approx(
+        summary["avg_bits"]["w"] * summary["avg_bits"]["s"] * summary["avg_bits"]["t"])
+    # export is deterministic: the same run gives the same bytes
+    m2, _ = export_run(digits_run.run_dir, None)
+    assert m2.digest() == m.digest()
+
+
+def test_export_cli_json(digits_run, tmp_path):
+    out = tmp_path / "m.bsm"
+    js = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, "-m", "bitspike.cli", "export", str(digits_run.run_dir), "-o", str(out),
+                           "--json", str(js)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(js.read_text())
+    assert out.is_file() and summary["deploy_accuracy"] > 0.8 and "weight_memory_bits" in summary
+    bad = subprocess.run([sys.executable, "-m", "bitspike.cli", "export", str(tmp_path / "nothing")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no checkpoint" in bad.stderr
+
+
+def test_cnn_export_matches_golden_closely(tmp_path):
+    """A CNN with BatchNorm and max-pooling: exported, the golden model agrees with the fake-quant model."""
+    torch.manual_seed(0)
+    model = build_model("cnn", (1, 8, 8), 10, BitPlan(2, 2, 2), width=4)
+    train_ds = load_dataset("digits", "train")
+    model.train()
+    x = torch.as_tensor(train_ds.images[:512]).float() / 255
+    with torch.no_grad():
+        for _ in range(3):  # settle BatchNorm statistics and thresholds
+            model(x)
+    model.eval()
+    m = export_model(model, train_ds.images[:256])
+    assert [l.op for l in m.layers] == ["conv2d", "maxpool", "conv2d", "maxpool", "flatten", "linear"]
+    test = load_dataset("digits", "test")
+    golden = GoldenModel(m).run(images_for_manifest(test.images, m))
+    with torch.no_grad():
+        fq = model(torch.as_tensor(test.images).float() / 255).argmax(1)
+    assert float((fq == golden.classes).float().mean()) >= 0.97
