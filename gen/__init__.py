@@ -1,1 +1,67 @@
-"""The network compiler: manifest → plan → Amaranth top → Verilog and reports."""
+"""The network compiler: manifest → plan → Amaranth top → Verilog and reports.
+
+Public API
+----------
+:func:`generate`
+    Write the Verilog (one file per engine and a top) and ``report.json`` /
+    ``report.md`` for a manifest; returns the :class:`~bitspike.gen.report.Report`.
+:mod:`bitspike.gen.interface`
+    ``input_order(manifest)`` and ``golden_tap_sequence(...)`` for drivers and co-simulation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["generate"]
+
+
+def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
+             max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None):
+    """Generate the accelerator for ``manifest`` into ``out_dir``.
+
+    Parameters
+    ----------
+    manifest
+        A :class:`bitspike.manifest.Manifest` or a path to a manifest file.
+    out_dir
+        Folder for the Verilog files, ``report.json`` and ``report.md`` (created).
+    fold
+        ``"auto"`` or per-layer folds (``"fc0=8x2,fc1=2x1"`` or ``{"fc0": (8, 2)}``).
+    max_luts
+        LUT budget for ``fold="auto"``.
+    debug_taps
+        Add the observation ports ``dbgJ_KIND`` (listed in the report's ``taps``).
+    synth
+        ``"ecp5"``, ``"ice40"`` or ``"xilinx"``: run Yosys and add LUT/FF/BRAM/DSP per engine to the report.
+
+    Returns
+    -------
+    Report
+        The report (``.to_json()`` gives the ``report.json`` document).
+    """
+    from bitspike.manifest import Manifest, load
+
+    from .emit import emit_verilog
+    from .folding import estimate_luts
+    from .plan import make_plan
+    from .report import build_report
+
+    if not isinstance(manifest, Manifest):
+        manifest = load(manifest)
+    out_dir = Path(out_dir)
+    plan = make_plan(manifest, fold=fold, max_luts=max_luts)
+    from dataclasses import replace
+
+    plan = replace(plan, estimated_luts=sum(estimate_luts(l) for l in plan.layers))
+    top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
+    report = build_report(plan, files, top.taps, debug_taps)
+    report.out_dir = out_dir
+    if synth is not None:
+        from .synth import synthesize
+
+        report.data["synthesis"] = synthesize(report.verilog_paths, synth, out_dir, [lp.engine for lp in plan.layers])
+    report.write(out_dir)
+    return report

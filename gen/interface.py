@@ -1,0 +1,95 @@
+"""Host-side helpers for the generated top's interface (docs/HARDWARE_INTERFACE.md).
+
+* :func:`input_order` — the order in which an input's elements are streamed.
+* :func:`golden_tap_sequence` — the values a debug tap must show, in order,
+  for one sample of a golden-model trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from bitspike.errors import HardwareError
+from bitspike.manifest import Manifest
+
+__all__ = ["input_order", "hwc_order", "stream_order", "golden_tap_sequence", "stream_values"]
+
+
+def hwc_order(shape: tuple[int, ...]) -> np.ndarray:
+    """Flat (C-major) indices of a ``[C, H, W]`` (or flat) tensor in stream order (HWC, channel fastest)."""
+    if len(shape) == 1:
+        return np.arange(shape[0], dtype=np.int64)
+    if len(shape) != 3:
+        raise HardwareError(f"stream order is defined for [F] or [C, H, W] shapes, not {list(shape)}")
+    c, h, w = shape
+    return np.arange(c * h * w, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+
+
+def input_order(manifest: Manifest) -> np.ndarray:
+    """Permutation ``p`` such that beat ``n`` of an inference carries ``image.reshape(-1)[p[n]]``."""
+    return hwc_order(tuple(manifest.input.shape))
+
+
+def stream_order(manifest: Manifest, source: str) -> np.ndarray:
+    """Stream order of the tensor that ``source`` (a layer name or ``"input"``) produces.
+
+    Feature maps stream HWC; a flatten keeps its input's order (the generator
+    permutes the next linear layer's weight columns instead of the data).
+    """
+    if source == "input":
+        return input_order(manifest)
+    layer = manifest.layer(source)
+    if layer.op == "flatten":
+        return stream_order(manifest, layer.inputs[0])
+    return hwc_order(tuple(layer.out_shape))
+
+
+def stream_values(tensor, order: np.ndarray) -> list[int]:
+    """One sample's tensor as the list of values in stream order ``order`` (flat C-major indices)."""
+    flat = np.asarray(tensor, dtype=np.int64).reshape(-1)
+    return [int(v) for v in flat[order]]
+
+
+def golden_tap_sequence(manifest: Manifest, golden_trace: Mapping[str, Any], sample_index: int,
+                        tap: Mapping[str, Any] | None = None, *, layer: str | None = None,
+                        kind: str | None = None) -> list[int]:
+    """The values tap ``tap`` (an entry of ``report.json["taps"]``, or ``layer``/``kind``) shows for one sample.
+
+    Parameters
+    ----------
+    golden_trace
+        ``GoldenModel.run(images, trace=True).trace`` (layer name → LayerTrace).
+    sample_index
+        Which sample of the traced batch.
+
+    Returns
+    -------
+    list of int
+        ``x``/``out``/``acc``: one value per element in stream order (HWC or flat).
+        ``spk``: one value per input element in stream order, the element's T
+        spikes packed into one integer, t = 0 in the lowest ``s_bits`` bits.
+    """
+    if tap is not None:
+        layer, kind = tap["layer"], tap["kind"]
+    if layer is None or kind is None:
+        raise HardwareError("golden_tap_sequence needs a tap entry or layer= and kind=")
+    lt = golden_trace[layer]
+    man_layer = manifest.layer(layer)
+    n = sample_index
+    in_order = stream_order(manifest, man_layer.inputs[0])
+    out_order = stream_order(manifest, layer)
+    if kind == "x":
+        return stream_values(lt.x[n], in_order)
+    if kind == "out":
+        return stream_values(lt.out[n], out_order)
+    if kind == "acc":
+        return stream_values(lt.acc[n], out_order)
+    if kind == "spk":
+        s = np.asarray(lt.s[:, n], dtype=np.int64)  # (T, *in_shape)
+        T = s.shape[0]
+        per_t = [stream_values(s[t], in_order) for t in range(T)]
+        bits = man_layer.s_bits
+        return [sum(per_t[t][i] << (t * bits) for t in range(T)) for i in range(len(per_t[0]))]
+    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc or out)")

@@ -1,0 +1,198 @@
+"""The typed hardware plan: per layer folding, widths, memory bits, and predicted cycles.
+
+:func:`make_plan` is the front end of the compiler: manifest → analysis →
+per-layer :class:`LayerPlan` (one handler per op, registered in
+:data:`PLANNERS`) → folding pass (:mod:`bitspike.gen.folding`) → timing model
+(:mod:`bitspike.gen.timing`). Everything downstream (the Amaranth top, the
+report) reads only the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from bitspike.analysis import LayerRanges, analyse
+from bitspike.errors import HardwareError
+from bitspike.manifest import Layer, LinearLayer, Manifest
+
+__all__ = ["LayerPlan", "Plan", "make_plan", "parse_fold", "PLANNERS", "safe_name"]
+
+
+def safe_name(name: str) -> str:
+    """A Verilog-safe identifier fragment for a layer name."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return s if s and not s[0].isdigit() else f"l_{s}"
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One manifest layer's hardware: which engine, how folded, how wide."""
+
+    index: int
+    name: str
+    op: str
+    engine: str  # Verilog module suffix / submodule name
+    w_bits: int | None = None
+    s_bits: int | None = None
+    timesteps: int | None = None
+    k: int | None = None
+    pes: int = 1
+    lanes: int = 1
+    in_features: int = 0
+    out_features: int = 0
+    params: int = 0
+    macs: int = 0
+    memory_bits: int = 0
+    widths: Mapping[str, int] = field(default_factory=dict)
+    cycles: int = 0  # busy cycles per inference (the engine's own initiation interval)
+    # streaming order permutation of the weight columns (None: identity)
+    column_order: tuple[int, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "name": self.name, "op": self.op, "engine": self.engine,
+            "w_bits": self.w_bits, "s_bits": self.s_bits, "timesteps": self.timesteps, "k": self.k,
+            "pes": self.pes, "lanes": self.lanes, "in_features": self.in_features,
+            "out_features": self.out_features, "params": self.params, "macs": self.macs,
+            "memory_bits": self.memory_bits, "memory_bits_bound": self.params * (self.w_bits or 0),
+            "widths": dict(sorted(self.widths.items())), "cycles": self.cycles,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole accelerator."""
+
+    manifest: Manifest
+    ranges: Mapping[str, LayerRanges]
+    layers: tuple[LayerPlan, ...]
+    fold: str
+    max_luts: int | None
+    cycles_per_inference: int = 0
+    initiation_interval: int = 0
+    estimated_luts: int = 0
+
+    @property
+    def logit_width(self) -> int:
+        return self.ranges[self.manifest.layers[-1].name].out.width
+
+    @property
+    def result_width(self) -> int:
+        return max(self.logit_width, max(1, (self.manifest.num_classes - 1).bit_length()))
+
+    @property
+    def weight_memory_bits(self) -> int:
+        return sum(l.memory_bits for l in self.layers)
+
+    @property
+    def weight_memory_bits_bound(self) -> int:
+        return sum(l.params * (l.w_bits or 0) for l in self.layers)
+
+    def layer(self, name: str) -> LayerPlan:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# per-op handlers: manifest layer → initial LayerPlan (folding 1×1)
+
+PlanHandler = Callable[[int, Layer, LayerRanges, Mapping[str, LayerPlan]], LayerPlan]
+PLANNERS: dict[str, PlanHandler] = {}
+
+
+def planner(op: str):
+    def deco(fn: PlanHandler) -> PlanHandler:
+        PLANNERS[op] = fn
+        return fn
+    return deco
+
+
+@planner("linear")
+def _plan_linear(index: int, layer: Layer, r: LayerRanges, done: Mapping[str, LayerPlan]) -> LayerPlan:
+    assert isinstance(layer, LinearLayer)
+    out_f, in_f = layer.weight.shape
+    return LayerPlan(
+        index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+        w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
+        in_features=in_f, out_features=out_f, params=layer.params, macs=layer.macs,
+    )
+
+
+def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int]] | None:
+    """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}."""
+    if fold is None or fold == "auto":
+        return None
+    items: dict[str, Any]
+    if isinstance(fold, str):
+        items = {}
+        for part in fold.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise HardwareError(f"--fold entry {part!r}: expected NAME=PESxLANES (e.g. fc0=8x2) or 'auto'")
+            name, spec = part.split("=", 1)
+            items[name.strip()] = spec.strip()
+    elif isinstance(fold, Mapping):
+        items = dict(fold)
+    else:
+        raise HardwareError(f"fold must be 'auto', a string NAME=PESxLANES,... or a mapping, not {fold!r}")
+    out: dict[str, tuple[int, int]] = {}
+    for name, spec in items.items():
+        try:
+            if isinstance(spec, str):
+                nums = [int(v) for v in spec.lower().split("x")]
+            elif isinstance(spec, int):
+                nums = [spec]
+            else:
+                nums = [int(v) for v in spec]
+            if len(nums) == 1:
+                nums.append(1)
+            if len(nums) != 2 or min(nums) < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise HardwareError(f"fold for layer {name!r}: expected PESxLANES with positive integers, got {spec!r}") from None
+        out[name] = (nums[0], nums[1])
+    return out
+
+
+def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None) -> Plan:
+    """Plan the accelerator for ``manifest``.
+
+    Parameters
+    ----------
+    fold
+        ``"auto"`` (balance the pipeline for throughput within ``max_luts``), or
+        per-layer folds ``"NAME=PESxLANES,..."`` / ``{name: (pes, lanes)}``
+        (layers not named get 1×1).
+    max_luts
+        LUT budget for ``fold="auto"`` (estimated; see :mod:`bitspike.gen.folding`).
+    """
+    from .folding import apply_folding
+    from .timing import predict
+
+    if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
+        raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
+    ranges = analyse(manifest)
+    plans: dict[str, LayerPlan] = {}
+    for i, layer in enumerate(manifest.layers):
+        handler = PLANNERS.get(layer.op)
+        if handler is None:
+            raise HardwareError(f"layer {i} '{layer.name}': the generator has no engine for op {layer.op!r} "
+                                f"(supported: {', '.join(sorted(PLANNERS))})")
+        plans[layer.name] = handler(i, layer, ranges[layer.name], plans)
+    folds = parse_fold(fold)
+    if folds is not None:
+        unknown = sorted(set(folds) - {l.name for l in manifest.layers})
+        if unknown:
+            raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
+    layers = apply_folding(manifest, ranges, tuple(plans.values()), folds, max_luts)
+    plan = Plan(manifest=manifest, ranges=ranges, layers=layers, fold="auto" if folds is None else "manual",
+                max_luts=max_luts)
+    return predict(plan)

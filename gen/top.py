@@ -1,0 +1,127 @@
+"""The Amaranth top ``bitspike_top``: engines chained by streams, the output stage, done/busy and taps.
+
+One builder per op (:data:`ENGINE_BUILDERS`) turns a :class:`LayerPlan` into
+its engine; the top connects them in manifest order (every layer here has one
+input: the previous layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitspike.errors import HardwareError
+from bitspike.manifest import Layer, LinearLayer
+from bitspike.rtl_templates.linear import LinearEngine, TapSignature
+from bitspike.rtl_templates.output import ArgmaxOutput
+
+from .plan import LayerPlan, Plan
+
+__all__ = ["BitspikeTop", "ENGINE_BUILDERS", "TAP_KINDS"]
+
+#: tap kinds per op, in the order the report lists them
+TAP_KINDS = {"linear": ("x", "spk", "acc", "out"), "conv2d": ("x", "spk", "acc", "out")}
+
+EngineBuilder = Callable[[Plan, LayerPlan, Layer, bool], wiring.Component]
+ENGINE_BUILDERS: dict[str, EngineBuilder] = {}
+
+
+def engine_builder(op: str):
+    def deco(fn: EngineBuilder) -> EngineBuilder:
+        ENGINE_BUILDERS[op] = fn
+        return fn
+    return deco
+
+
+@engine_builder("linear")
+def _build_linear(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
+    assert isinstance(layer, LinearLayer)
+    weight = layer.weight if lp.column_order is None else layer.weight[:, list(lp.column_order)]
+    return LinearEngine(weight=weight, bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits,
+                        timesteps=layer.timesteps, k=layer.k, requant=layer.requant, ranges=plan.ranges[layer.name],
+                        pes=lp.pes, lanes=lp.lanes, debug_taps=debug)
+
+
+class BitspikeTop(wiring.Component):
+    """The generated accelerator (ports: docs/HARDWARE_INTERFACE.md).
+
+    Parameters
+    ----------
+    plan
+        The hardware plan (:func:`bitspike.gen.plan.make_plan`).
+    debug_taps
+        Add the observation ports ``dbgJ_KIND``.
+    """
+
+    def __init__(self, plan: Plan, debug_taps: bool = False):
+        self.plan = plan
+        self.debug_taps = debug_taps
+        m = plan.manifest
+        self.engines: list[tuple[LayerPlan, wiring.Component]] = []
+        for lp, layer in zip(plan.layers, m.layers):
+            builder = ENGINE_BUILDERS.get(lp.op)
+            if builder is None:
+                raise HardwareError(f"layer {lp.index} '{lp.name}': no engine builder for op {lp.op!r}")
+            self.engines.append((lp, builder(plan, lp, layer, debug_taps)))
+        self.taps: list[dict[str, Any]] = []
+        members: dict[str, Any] = {
+            "pixels": In(stream.Signature(unsigned(m.input.bits))),
+            "results": Out(stream.Signature(unsigned(plan.result_width))),
+            "done": Out(1),
+            "busy": Out(1),
+        }
+        if debug_taps:
+            for lp, eng in self.engines:
+                for kind in TAP_KINDS.get(lp.op, ("out",)):
+                    member = getattr(eng, f"tap_{kind}", None)
+                    if member is None:
+                        continue
+                    shape = member.payload.shape()
+                    port = f"dbg{lp.index}_{kind}"
+                    members[port] = Out(TapSignature(shape.width, shape.signed))
+                    self.taps.append({"layer": lp.name, "index": lp.index, "kind": kind, "port": port,
+                                      "width": shape.width, "signed": shape.signed,
+                                      "order": "flat" if len(m.layers[lp.index].in_shape if kind in ("x", "spk") else m.layers[lp.index].out_shape) == 1 else "hwc"})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        man = self.plan.manifest
+        for lp, eng in self.engines:
+            m.submodules[lp.engine] = eng
+        out_stage = ArgmaxOutput(man.num_classes, self.engines[-1][1].y.payload.shape(), self.plan.result_width)
+        m.submodules.output = out_stage
+        # chain: pixels → e0 → e1 → … → output stage
+        prev = wiring.flipped(self.pixels)
+        for lp, eng in self.engines:
+            wiring.connect(m, prev, eng.x)
+            prev = eng.y
+        wiring.connect(m, prev, out_stage.logits)
+        wiring.connect(m, out_stage.results, wiring.flipped(self.results))
+        m.d.comb += self.done.eq(out_stage.done)
+        # busy: inferences inside = first pixels accepted − class beats accepted
+        size = man.input.size
+        pix = Signal(range(max(2, size)))
+        inflight = Signal(8)
+        first = Signal()
+        m.d.comb += first.eq(self.pixels.valid & self.pixels.ready & (pix == 0))
+        with m.If(self.pixels.valid & self.pixels.ready):
+            m.d.sync += pix.eq(0 if size == 1 else (pix + 1))
+            with m.If(pix == size - 1):
+                m.d.sync += pix.eq(0)
+        with m.If(first & ~self.done):
+            m.d.sync += inflight.eq(inflight + 1)
+        with m.Elif(~first & self.done):
+            m.d.sync += inflight.eq(inflight - 1)
+        m.d.comb += self.busy.eq(inflight != 0)
+        if self.debug_taps:
+            for tap in self.taps:
+                eng = dict((lp.index, e) for lp, e in self.engines)[tap["index"]]
+                src = getattr(eng, f"tap_{tap['kind']}")
+                dst = getattr(self, tap["port"])
+                m.d.comb += [dst.payload.eq(src.payload), dst.valid.eq(src.valid)]
+        return m
