@@ -101,7 +101,7 @@ class SimSummary:
     def text(self) -> str:
         p = self.payload
         c = p["cycles_per_inference"]
-        pred = f", predicted {c['predicted']}" if c.get("predicted") is not None else ""
+        pred = f"; alone {c['alone']}" + (f", predicted {c['predicted']}" if c.get("predicted") is not None else "")
         lines = [
             f"bitspike sim: {p['model']} on {p['dataset']} ({p['samples']} samples, {p['simulator']}, "
             f"{p['processes']} process{'es' if p['processes'] != 1 else ''})",
@@ -113,7 +113,7 @@ class SimSummary:
         lines += [
             f"  hardware accuracy  {100 * p['hw_accuracy']:.2f} %",
             f"  golden accuracy    {100 * p['golden_accuracy']:.2f} %",
-            f"  cycles/inference   min {c['min']}  median {c['median']:g}  max {c['max']}{pred}",
+            f"  cycles/inference   min {c['min']}  median {c['median']:g}  max {c['max']} in the stream{pred}",
             f"  stream             {p['cycles_per_image']:.1f} cycles/image → "
             f"{p['simulated_images_per_second']:,.0f} images/s at {p['clock_mhz']:g} MHz",
             f"  wall clock         {p['images_per_second']:,.1f} images/s, "
@@ -177,6 +177,8 @@ def simulate(model, *, rtl=None, dataset="digits", split="test", data_path=None,
     g_logits, g_classes = golden.logits.numpy(), golden.classes.numpy()
     opts = dict(stall_in=stall_in, stall_out=stall_out, seed=seed, sequential=sequential)
     res = cosim.run(images, processes=processes, **opts)
+    # latency of an inference on its own (in the stream, images also wait for the one before)
+    alone = cosim.run(images[:8], processes=1, sequential=True)
     exact_mask = (res.logits == g_logits).all(axis=1) & (res.classes == g_classes)
     bit_exact = int(exact_mask.sum())
     payload = {
@@ -195,6 +197,7 @@ def simulate(model, *, rtl=None, dataset="digits", split="test", data_path=None,
             "median": float(np.median(res.cycles)) if n else 0.0,
             "max": int(res.cycles.max()) if n else 0,
             "predicted": cosim.design.cycles_per_inference,
+            "alone": int(np.median(alone.cycles)) if n else 0,
         },
         "cycles_per_image": res.total_cycles / n if n else 0.0,
         "initiation_interval_predicted": cosim.design.initiation_interval,

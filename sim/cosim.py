@@ -202,8 +202,9 @@ class CoSimResult:
     classes
         ``[N]`` the class beat.
     cycles
-        ``[N]`` latency of each image: cycles from its first pixel accepted to
-        its class beat accepted, inclusive.
+        ``[N]`` latency of each image: cycles from the handshake of its first
+        pixel to the handshake of its class beat (the generator's
+        ``cycles_per_inference`` counts the same way).
     start, end
         ``[N]`` cycle (from the end of reset) of each image's first pixel and class beat.
     total_cycles
@@ -426,7 +427,7 @@ class CoSim:
                     cyc.append(sel["cycle"].astype(np.int64))
                 taps[t.port] = (np.concatenate(vals), np.concatenate(cyc))
         return CoSimResult(
-            logits=logits, classes=classes, cycles=end - start + 1, start=start, end=end,
+            logits=logits, classes=classes, cycles=end - start, start=start, end=end,
             total_cycles=int(sum(p["cycles"] for p in parts)), sim_seconds=float(sum(p["seconds"] for p in parts)),
             wall_seconds=wall, taps=taps, shard_starts=tuple(starts[: len(parts)]), simulator=self.simulator,
         )

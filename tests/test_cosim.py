@@ -89,3 +89,61 @@ def test_harness_overhead_against_bare_loop(standin):
     bare = max(standin.bare_cycles_per_second(3_000_000) for _ in range(3))
     # the stand-in is the worst case (tiny model, so the harness's share is largest)
     assert bare / max(rates) < 2.0, (bare, rates)
+
+
+# ---- generated networks
+
+
+@pytest.fixture(scope="session")
+def mlp():
+    from bitspike.random_net import random_mlp
+    from bitspike.sim.cosim import rtl_for_manifest
+
+    m = random_mlp(3, sizes=(64, 24, 16, 10))
+    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
+    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    sim.build()
+    return m, sim
+
+
+def test_generated_mlp_is_bit_exact_at_every_layer_under_backpressure(mlp):
+    from bitspike.host.golden import GoldenModel
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
+
+    m, sim = mlp
+    x = np.random.default_rng(8).integers(0, 256, size=(120, 64)).astype(np.uint8)
+    g = GoldenModel(m).run(x)
+    assert len(set(g.classes.tolist())) > 2  # the network is not trivially constant
+    res = sim.run(x, trace=True, stall_in=0.2, stall_out=0.3, seed=3)
+    np.testing.assert_array_equal(res.logits, g.logits.numpy())
+    np.testing.assert_array_equal(res.classes, g.classes.numpy())
+    ref = ManifestGoldenTaps(m, sim.design.taps)
+    assert {t.kind for t in sim.design.taps} == {"x", "spk", "acc", "out"}
+    assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (120, None)
+    # latency on its own matches the generator's prediction (FINN checks the same way)
+    alone = sim.run(x[:4], processes=1, sequential=True)
+    assert np.all(np.abs(alone.cycles - sim.design.cycles_per_inference) <= 15), (alone.cycles, sim.design.cycles_per_inference)
+
+
+def test_sim_command_writes_the_summary(mlp, tmp_path, capsys):
+    import json
+
+    from bitspike.cli import main
+
+    m, sim = mlp
+    path = m.save(tmp_path / "mlp.bsm")
+    out = tmp_path / "sim.json"
+    # the digits images are 8x8 = 64 pixels: they fit this random MLP (accuracy is meaningless, bit-exactness is not)
+    code = main(["sim", str(path), "--dataset", "digits", "--samples", "48", "--trace", "--json", str(out),
+                 "--cache-dir", str(CACHE), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "bit-exact          48/48" in text and "every layer        48/48" in text
+    p = json.loads(out.read_text())
+    for key in ("samples", "bit_exact", "hw_accuracy", "golden_accuracy", "cycles_per_inference", "sim_cycles_per_second"):
+        assert key in p
+    assert p["samples"] == p["bit_exact"] == p["layer_exact"] == 48
+    assert p["hw_accuracy"] == p["golden_accuracy"]
+    assert p["cycles_per_inference"]["min"] <= p["cycles_per_inference"]["median"] <= p["cycles_per_inference"]["max"]
+    assert p["sim_cycles_per_second"] > 1e4 and p["first_divergence"] is None
+    assert main(["sim", str(path), "--samples", "0"]) == 1  # bad option: a user error
