@@ -292,46 +292,28 @@ def build_bitstream(
         platform.add_file(Path(name).name, (gen_dir / name).read_text())
 
     tools = find_toolchain(spec.family)
-    nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
-    overrides = {"nextpnr_opts": nextpnr_opts}
-    if spec.synth_opts:
-        overrides["synth_opts"] = spec.synth_opts
-    build_dir = out / "build"
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
+    top = _board_top(spec, config)
     t0 = time.monotonic()
-    plan = platform.build(_board_top(spec, config), name=NAME, do_build=False, **overrides)
-    plan.extract(str(build_dir))
-    times["elaborate"] = time.monotonic() - t0
-
-    env = dict(os.environ)
-    for name, tool in tools.items():
-        env[name.upper().replace("-", "_")] = tool.path
-    env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
-    t0 = time.monotonic()
-    log_path = build_dir / "toolchain.log"
     try:
-        with open(log_path, "w") as logf:
-            proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=logf,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}") from None
+        parsed, build_dir, log_path, synth_opts = _run_toolchain(platform, top, spec, tools, out, spec.synth_opts, seed, timeout)
+    except _Overflow as exc:
+        # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
+        if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
+            raise exc.error from None
+        log.info("%s: %s; building again with multipliers in logic", spec.name, exc.error)
+        platform = spec.platform_class()()
+        for name in report["verilog_files"]:
+            platform.add_file(Path(name).name, (gen_dir / name).read_text())
+        parsed, build_dir, log_path, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out, "",
+                                                                 seed, timeout)
     times["toolchain"] = time.monotonic() - t0
-    log_text = log_path.read_text(errors="replace")
-    pnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") if (build_dir / f"{NAME}.tim").exists() else ""
-    parsed = parse_nextpnr(build_dir / f"{NAME}.report.json", pnr_log + log_text)
-    problem = overflow_error(spec, parsed["cells"], pnr_log + log_text)
-    if problem is not None:
-        raise problem
     bitstream_src = build_dir / f"{NAME}{spec.bitstream_suffix}"
-    if proc.returncode != 0 or not bitstream_src.exists():
-        tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
-        raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     bitstream = out / f"bitspike_{spec.name}{spec.bitstream_suffix}"
     shutil.copyfile(bitstream_src, bitstream)
 
     synth_log = (build_dir / f"{NAME}.rpt").read_text(errors="replace") if (build_dir / f"{NAME}.rpt").exists() else ""
     result = _report(spec, report, config, parsed, yosys_flip_flops(synth_log, spec.family), tools, bitstream.name, seed)
+    result["synth_opts"] = synth_opts
     from bitspike.cli import write_json
 
     write_json(out / "report.json", result)
@@ -340,6 +322,51 @@ def build_bitstream(
                                           "total_seconds": round(sum(times.values()), 2)})
     result_with_times = dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
     return result_with_times
+
+
+class _Overflow(Exception):
+    def __init__(self, error: HardwareError, cells: list[str]):
+        super().__init__(str(error))
+        self.error = error
+        self.cells = cells
+
+
+def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float):
+    """Write the build plan into ``out/build`` and run it; return (parsed nextpnr results, build dir, log, synth_opts)."""
+    nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
+    overrides = {"nextpnr_opts": nextpnr_opts}
+    if synth_opts:
+        overrides["synth_opts"] = synth_opts
+    build_dir = out / "build"
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    plan = platform.build(top, name=NAME, do_build=False, **overrides)
+    plan.extract(str(build_dir))
+
+    env = dict(os.environ)
+    for name, tool in tools.items():
+        env[name.upper().replace("-", "_")] = tool.path
+    env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
+    log_path = build_dir / "toolchain.log"
+    try:
+        with open(log_path, "w") as logf:
+            proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=logf,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}") from None
+    log_text = log_path.read_text(errors="replace")
+    pnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") if (build_dir / f"{NAME}.tim").exists() else ""
+    parsed = parse_nextpnr(build_dir / f"{NAME}.report.json", pnr_log + log_text)
+    problem = overflow_error(spec, parsed["cells"], pnr_log + log_text)
+    if problem is not None:
+        over = [c for c, v in parsed["cells"].items() if v["used"] > v["available"]]
+        raise _Overflow(problem, over)
+    if proc.returncode != 0 or not (build_dir / f"{NAME}{spec.bitstream_suffix}").exists():
+        tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
+        raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
+    return parsed, build_dir, log_path, synth_opts
 
 
 def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed) -> dict:
