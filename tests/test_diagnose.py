@@ -49,3 +49,54 @@ def test_clean_design_has_no_divergence():
     assert diagnose(clean, x, 4, ref) is None
     res = clean.run(x, trace=True, processes=1)
     assert compare_all(res, ref.sequences(x), clean.design.taps, ref) == (10, None)
+
+
+# ---- a fault in a generated network: one weight bit flipped
+
+
+def _flip_one_weight_bit(m, layer_name: str, x: np.ndarray):
+    """The manifest with the lowest bit of one weight flipped, where it changes sample 0; and (row, col)."""
+    from bitspike.host.golden import GoldenModel
+    from bitspike.manifest import weight_limit
+
+    layer = m.layer(layer_name)
+    counts = GoldenModel(m).run(x[:1], trace=True).trace[layer_name].s.sum(dim=0)[0].numpy()
+    lim = weight_limit(layer.w_bits)
+    w = layer.weight.copy()
+    for o in range(w.shape[0] - 1, -1, -1):
+        for i in np.nonzero(counts)[0]:
+            flipped = -w[o, i] if layer.w_bits == 1 else (w[o, i] ^ 1)
+            if -lim <= flipped <= lim and flipped != w[o, i]:
+                w[o, i] = flipped
+                return m.replace_layer(layer_name, weight=w), o, int(i)
+    raise AssertionError("no weight to flip")
+
+
+def test_flipped_weight_bit_is_found_and_named(tmp_path):
+    import json
+
+    from bitspike.cli import main
+    from bitspike.random_net import random_mlp
+    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.sim.diagnose import ManifestGoldenTaps
+
+    m = random_mlp(3, sizes=(64, 24, 16, 10))
+    x = np.random.default_rng(9).integers(0, 256, size=(20, 64)).astype(np.uint8)
+    middle = m.synaptic_layers[1].name
+    bad_m, neuron, _ = _flip_one_weight_bit(m, middle, x)
+    rtl = rtl_for_manifest(bad_m, debug_taps=True, cache_dir=CACHE / "rtl")
+    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    d = diagnose(sim, x, 0, ManifestGoldenTaps(m, sim.design.taps))
+    index = [l.name for l in m.layers].index(middle)
+    assert (d.layer, d.layer_index, d.kind, d.neuron) == (middle, index, "acc", (neuron,)), d.describe()
+    assert d.got != d.expected and d.cycle is not None and d.cycle_in_inference > 0
+    # the command names it too, and fails with exit code 3 (the RTL is given, the manifest is the intended one)
+    path = m.save(tmp_path / "m.bsm")
+    out = tmp_path / "s.json"
+    code = main(["sim", str(path), "--rtl", str(rtl), "--dataset", "digits", "--samples", "40", "--trace",
+                 "--json", str(out), "--cache-dir", str(CACHE), "--quiet"])
+    assert code == 3
+    p = json.loads(out.read_text())
+    assert p["layer_exact"] < 40
+    first = p["first_divergence"]
+    assert (first["layer"], first["kind"], first["neuron"]) == (middle, "acc", [neuron])
