@@ -60,3 +60,23 @@ def test_testbench_text_and_undefined_values(pair):
     assert "bitspike_top dut" in tb and "dbg0_acc__payload" in tb and "$readmemh" in tb
     with pytest.raises(HardwareError, match="undefined"):
         _parse("R 0 0 xxxx\n", 1, 5, 0.0)
+
+
+def test_generated_mlp_under_icarus_agrees_with_verilator_and_golden():
+    from bitspike.host.golden import GoldenModel
+    from bitspike.random_net import random_mlp
+    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
+
+    m = random_mlp(3, sizes=(64, 24, 16, 10))
+    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
+    veri, ica = CoSim(rtl, cache_dir=CACHE / "verilator"), CoSim(rtl, "icarus", cache_dir=CACHE / "verilator")
+    x = np.random.default_rng(10).integers(0, 256, size=(12, 64)).astype(np.uint8)
+    g = GoldenModel(m).run(x)
+    a = veri.run(x, trace=True, processes=1, stall_in=0.1, stall_out=0.2, seed=4)
+    b = ica.run(x, trace=True, processes=1, stall_in=0.1, stall_out=0.2, seed=4)
+    np.testing.assert_array_equal(b.logits, g.logits.numpy())
+    np.testing.assert_array_equal(b.classes, g.classes.numpy())
+    np.testing.assert_array_equal(a.end, b.end)
+    ref = ManifestGoldenTaps(m, ica.design.taps)
+    assert compare_all(b, ref.sequences(x), ica.design.taps, ref) == (12, None)
