@@ -114,7 +114,8 @@ class SimSummary:
             f"  hardware accuracy  {100 * p['hw_accuracy']:.2f} %",
             f"  golden accuracy    {100 * p['golden_accuracy']:.2f} %",
             f"  cycles/inference   min {c['min']}  median {c['median']:g}  max {c['max']} in the stream{pred}",
-            f"  stream             {p['cycles_per_image']:.1f} cycles/image → "
+            f"  stream             interval {p['initiation_interval']['measured']:g} cycles "
+            f"(predicted {p['initiation_interval']['predicted']}), {p['cycles_per_image']:.1f} cycles/image → "
             f"{p['simulated_images_per_second']:,.0f} images/s at {p['clock_mhz']:g} MHz",
             f"  wall clock         {p['images_per_second']:,.1f} images/s, "
             f"{p['sim_cycles_per_second'] / 1e6:.2f} M cycles/s per process "
@@ -200,7 +201,7 @@ def simulate(model, *, rtl=None, dataset="digits", split="test", data_path=None,
             "alone": int(np.median(alone.cycles)) if n else 0,
         },
         "cycles_per_image": res.total_cycles / n if n else 0.0,
-        "initiation_interval_predicted": cosim.design.initiation_interval,
+        "initiation_interval": {"measured": res.initiation_interval, "predicted": cosim.design.initiation_interval},
         "sim_cycles_per_second": res.sim_cycles_per_second,
         "images_per_second": res.images_per_second,
         "simulated_images_per_second": res.simulated_images_per_second(clock_mhz * 1e6),

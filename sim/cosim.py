@@ -248,6 +248,13 @@ class CoSimResult:
         """Images per second of wall time, all processes together."""
         return self.samples / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
+    @property
+    def initiation_interval(self) -> float:
+        """Median cycles between consecutive class beats in the stream (pairs inside one shard); 0 if < 2 images."""
+        gaps = [np.diff(self.end[a:b]) for a, b in zip(self.shard_starts, (*self.shard_starts[1:], self.samples))]
+        gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+        return float(np.median(gaps)) if len(gaps) else 0.0
+
     def simulated_images_per_second(self, clock_hz: float) -> float:
         """Throughput the hardware would reach at ``clock_hz``, from the simulated cycles."""
         return self.samples * clock_hz / self.total_cycles if self.total_cycles else float("inf")
