@@ -42,7 +42,7 @@ from bitspike.errors import BitspikeError, CheckpointError
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .models import ARCHS, BitNet, BitPlan, build_model, layer_names
-from .quant import QuantLayer, quant_layers, set_bits_frozen, set_renewal
+from .quant import QuantLayer, quant_layers, set_renewal
 
 __all__ = ["TrainConfig", "TrainResult", "train", "parse_bits", "model_from_checkpoint", "bit_summary", "evaluate"]
 
@@ -366,9 +366,12 @@ class _Optimizers:
         self.main.zero_grad(set_to_none=True)
         self.bits.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
+    def step(self, bits: bool = True) -> None:
+        """One step; ``bits=False`` leaves bit widths and T alone (the freeze phase; their gradients are
+        still computed, so DDP sees the same parameters used in every iteration)."""
         self.main.step()
-        self.bits.step()
+        if bits:
+            self.bits.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {"main": self.main.state_dict(), "bits": self.bits.state_dict(), "sched": self.sched.state_dict()}
@@ -483,7 +486,6 @@ def train(config: TrainConfig) -> TrainResult:
                 moves = project_bits(model, sizes, cfg.target)
                 if moves:
                     run.log("bits projected into the target window: " + "; ".join(moves))
-            set_bits_frozen(model, True)
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         order = torch.randperm(len(labels), generator=gen).numpy()
@@ -516,7 +518,7 @@ def train(config: TrainConfig) -> TrainResult:
                 loss = loss + lambdas[0] * (bw - goal[0]).abs() + lambdas[1] * (bs - goal[1]).abs() + lambdas[2] * (bt - goal[2]).abs()
             opt.zero_grad()
             loss.backward()
-            opt.step()
+            opt.step(bits=not frozen)
             first_batch = False
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y).sum())
