@@ -189,13 +189,25 @@ def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareErro
 
 def _board_top(board: BoardSpec, config):
     """The top-level elaboratable: the bridged accelerator on the board's UART pins."""
-    from amaranth import Elaboratable, Module
+    from amaranth import ClockDomain, Elaboratable, Module, Signal
+    from amaranth.lib import io
 
     from bitspike.rtl_templates.bridge import BridgedAccelerator
 
     class BoardTop(Elaboratable):
         def elaborate(self, platform):
             m = Module()
+            # our own clock domain with a power-on reset, the same on every family (the ECP5
+            # platform's default domain has no reset, and the accelerator takes one)
+            clk = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
+            m.domains.sync = sync = ClockDomain("sync")
+            m.domains.por = por = ClockDomain("por", reset_less=True)
+            m.d.comb += [sync.clk.eq(clk_buf.i), por.clk.eq(clk_buf.i)]
+            count = Signal(5)
+            with m.If(~count[-1]):
+                m.d.por += count.eq(count + 1)
+            m.d.comb += sync.rst.eq(~count[-1])
             uart = platform.request("uart", 0)
             m.submodules.design = design = BridgedAccelerator(config)
             m.d.comb += [design.rx.eq(uart.rx.i), uart.tx.o.eq(design.tx)]

@@ -167,8 +167,10 @@ class Bridge(wiring.Component):
 
         self._receiver(m, urx, replies)
         tx_idle = self._transmitter(m, utx, replies)
-        m.d.comb += self.idle.eq(self._rx_hunting & ~replies.r_rdy & tx_idle)
-        m.d.comb += self.waiting.eq(self._rx_receiving & ~replies.r_rdy & tx_idle)
+        # level, not r_rdy: a reply just queued is not readable for a cycle or two, but it is pending
+        nothing_queued = replies.level == 0
+        m.d.comb += self.idle.eq(self._rx_hunting & nothing_queued & tx_idle)
+        m.d.comb += self.waiting.eq(self._rx_receiving & nothing_queued & tx_idle)
         return m
 
     # ------------------------------------------------------------------ receive side

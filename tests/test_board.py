@@ -249,3 +249,15 @@ def test_unopenable_port_is_a_board_error():
 
     with pytest.raises(BoardError, match="cannot open serial port"):
         SerialBoard("/dev/does-not-exist-bitspike")
+
+
+def test_hello_reply_bytes_are_exactly_the_baked_in_constant(board):
+    ser = board._serial
+    ser.reset_input_buffer()
+    ser.write(P.encode_frame(P.FrameType.HELLO, 0x42))
+    expected = P.encode_frame(P.FrameType.HELLO_REPLY, 0x42, board.bridge_config.hello_info().pack())
+    got = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and len(got) < len(expected):
+        got += ser.read(max(1, ser.in_waiting))
+    assert got == expected

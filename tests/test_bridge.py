@@ -1,0 +1,196 @@
+"""The UART bridge in amaranth.sim: exact reply bytes, CRC logic, and what reaches the accelerator.
+
+A bit-level serial driver and monitor talk to the bridge's rx/tx pins; a
+plain Python model of an accelerator sits on its streams (with stalls on
+both). The reference for every reply is :func:`bitspike.protocol.encode_frame`.
+The configuration exercises 2-byte pixels (10 bits) and 12-bit logits that
+must be sign-extended to 2 bytes. Whole-design tests through Verilator and
+the pty are in test_board.py.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+
+from bitspike import protocol as P
+from bitspike.rtl_templates.bridge import Bridge, BridgeConfig, crc16_next
+
+CPB = 4
+CFG = BridgeConfig(digest="5a" * 32, input_size=3, input_bits=10, num_classes=3, result_width=12,
+                   clocks_per_bit=CPB, clock_hz=1_000_000, baud=250_000, cycles_per_inference=42, timeout_cycles=200)
+
+
+def model_logits(px):
+    """The stand-in accelerator of this test."""
+    logits = [sum(px) - 2000, px[0] - px[1], -px[2]]
+    return logits, logits.index(max(logits))
+
+
+def expected_result(seq, px):
+    logits, cls = model_logits(px)
+    payload = b"".join(v.to_bytes(2, "little", signed=True) for v in logits) + cls.to_bytes(2, "little")
+    return P.encode_frame(P.FrameType.RESULT, seq, payload)
+
+
+def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000):
+    """Send ``requests`` (bytes, with ``None`` meaning "pause idle_cycles"), return (reply bytes, pixels seen)."""
+    dut = Bridge(CFG)
+    rng = random.Random(0)
+    replies = bytearray()
+    pixels_seen = []
+    done = []
+
+    async def host(ctx):
+        ctx.set(dut.rx, 1)
+        for _ in range(10):
+            await ctx.tick()
+        for req in requests:
+            if req is None:
+                for _ in range(idle_cycles):
+                    await ctx.tick()
+                continue
+            for byte in req:
+                for level in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                    ctx.set(dut.rx, level)
+                    for _ in range(CPB):
+                        await ctx.tick()
+        # wait for the bridge to go idle (all replies out)
+        for _ in range(max_cycles):
+            await ctx.tick()
+            if ctx.get(dut.idle):
+                break
+        for _ in range(20 * CPB):
+            await ctx.tick()
+        done.append(True)
+
+    async def line_monitor(ctx):
+        # 8N1 receiver on tx: the reference decoding of what the bridge sends
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.tx) == 0:
+                for _ in range(CPB // 2):
+                    await ctx.tick()
+                byte = 0
+                for i in range(8):
+                    for _ in range(CPB):
+                        await ctx.tick()
+                    byte |= ctx.get(dut.tx) << i
+                for _ in range(CPB):
+                    await ctx.tick()
+                assert ctx.get(dut.tx) == 1, "stop bit"
+                replies.append(byte)
+
+    async def accelerator(ctx):
+        pending = []
+        while True:
+            ready = rng.random() < 0.6  # stalls on the pixel stream
+            ctx.set(dut.pixels.ready, ready)
+            # a beat moves on the clock edge where valid and ready are both high
+            take = ready and ctx.get(dut.pixels.valid)
+            payload = ctx.get(dut.pixels.payload)
+            await ctx.tick()
+            if take:
+                pending.append(payload)
+                pixels_seen.append(payload)
+            if len(pending) == CFG.input_size:
+                logits, cls = model_logits(pending)
+                pending = []
+                for value in logits + [cls]:
+                    ctx.set(dut.results.payload, value & 0xFFF)
+                    ctx.set(dut.results.valid, 1)
+                    while True:
+                        taken = ctx.get(dut.results.ready)
+                        await ctx.tick()
+                        if taken:
+                            break
+                    ctx.set(dut.results.valid, 0)
+                    for _ in range(rng.randrange(3)):
+                        await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(host)
+    sim.add_testbench(line_monitor, background=True)
+    sim.add_testbench(accelerator, background=True)
+    sim.run()
+    assert done
+    return bytes(replies), pixels_seen
+
+
+def infer_frame(seq, px):
+    return P.encode_frame(P.FrameType.INFER, seq, P.pack_pixels(px, CFG.input_bits))
+
+
+def test_crc_logic_matches_protocol():
+    crc_in, byte, crc_out = Signal(16), Signal(8), Signal(16)
+    m = Module()
+    m.d.comb += crc_out.eq(crc16_next(crc_in, byte))
+    rng = random.Random(5)
+    cases = [(rng.randrange(1 << 16), rng.randrange(256)) for _ in range(200)]
+
+    async def bench(ctx):
+        for c, b in cases:
+            ctx.set(crc_in, c)
+            ctx.set(byte, b)
+            assert ctx.get(crc_out) == P.crc16_update(c, b)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_inference_reply_is_exact():
+    # (the HELLO reply's exact bytes are checked through Verilator in test_board.py: it is long to simulate here)
+    px = [1000, 3, 1023]
+    replies, seen = run_bridge([infer_frame(6, px)])
+    assert replies == expected_result(6, px)
+    assert seen == px
+
+
+def test_bad_frames_never_reach_the_accelerator_and_the_bridge_resyncs():
+    px, px2 = [1, 2, 3], [700, 800, 5]
+    bad_crc = bytearray(infer_frame(7, px))
+    bad_crc[8] ^= 0x01  # a pixel bit: only the CRC can tell
+    requests = [
+        b"\x00\x13" + bytes([P.SOF]),  # garbage ending in a false start byte
+        bytes(bad_crc),
+        P.encode_frame(0x44, 9, b""),  # unknown type
+        P.encode_frame(P.FrameType.INFER, 10, b"\x00\x00"),  # wrong length
+        infer_frame(11, px2),
+    ]
+    replies, seen = run_bridge(requests)
+    items = [i for i in P.FrameDecoder().feed(replies) if isinstance(i, P.Frame)]
+    errors = [(f.seq, f.payload[0]) for f in items if f.type == P.FrameType.ERROR]
+    assert (7, P.ErrorCode.BAD_CRC) in errors
+    assert (9, P.ErrorCode.BAD_TYPE) in errors
+    assert (10, P.ErrorCode.BAD_LENGTH) in errors
+    assert items[-1].encode() == expected_result(11, px2)
+    assert seen == px2  # only the good frame's pixels were fed
+
+
+def test_truncated_frame_times_out_and_is_reported():
+    px = [9, 8, 7]
+    truncated = infer_frame(12, px)[:7]
+    replies, seen = run_bridge([truncated, None, infer_frame(13, px)], idle_cycles=CFG.timeout_cycles + 50)
+    items = [i for i in P.FrameDecoder().feed(replies) if isinstance(i, P.Frame)]
+    assert [(f.type, f.seq) for f in items] == [(P.FrameType.ERROR, 12), (P.FrameType.RESULT, 13)]
+    assert items[0].payload == bytes([P.ErrorCode.TIMEOUT])
+    assert seen == px
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"digest": "xyz"}, "digest"),
+    ({"num_classes": 1}, "num_classes"),
+    ({"result_width": 1, "num_classes": 3}, "class index"),
+    ({"clocks_per_bit": 2}, "clocks_per_bit"),
+    ({"timeout_cycles": 10}, "timeout"),
+])
+def test_bad_configuration_is_named(change, match):
+    args = dict(digest="00" * 32, input_size=4, input_bits=8, num_classes=3, result_width=8, clocks_per_bit=8)
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        BridgeConfig(**args)
