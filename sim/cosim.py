@@ -255,6 +255,27 @@ class CoSimResult:
         gaps = np.concatenate(gaps) if gaps else np.zeros(0)
         return float(np.median(gaps)) if len(gaps) else 0.0
 
+    def sample_taps(self, i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Sample ``i``'s share of every tap, ``port → (values, cycles)``.
+
+        Every image makes each tap show the same number of values, so the
+        concatenation is cut evenly. Raises :class:`HardwareError` when the run
+        was not traced or a tap's count does not divide (a design fault: use
+        :func:`bitspike.sim.diagnose.compare_all`, which names it).
+        """
+        if self.taps is None:
+            raise HardwareError("this run recorded no taps: run it with trace=True")
+        if not 0 <= i < self.samples:
+            raise HardwareError(f"sample index {i} is out of range 0 … {self.samples - 1}")
+        out = {}
+        for port, (vals, cyc) in self.taps.items():
+            if len(vals) % max(1, self.samples):
+                raise HardwareError(f"tap {port} recorded {len(vals)} values for {self.samples} images: not the "
+                                    "same count per image")
+            per = len(vals) // self.samples
+            out[port] = (vals[i * per:(i + 1) * per], cyc[i * per:(i + 1) * per])
+        return out
+
     def simulated_images_per_second(self, clock_hz: float) -> float:
         """Throughput the hardware would reach at ``clock_hz``, from the simulated cycles."""
         return self.samples * clock_hz / self.total_cycles if self.total_cycles else float("inf")
@@ -374,6 +395,27 @@ class CoSim:
                 parts = list(pool.map(lambda a: run_shard(*a), shards))
         wall = time.perf_counter() - t0
         return self._merge(parts, [int(b) for b in bounds[:-1]], wall, trace)
+
+    def layer_trace(self, result: CoSimResult, i: int) -> dict[str, dict[str, np.ndarray]]:
+        """Sample ``i`` of a traced run, per layer and kind, in stream order.
+
+        Returns ``{layer: {"x": currents, "spk": spikes [elements, T], "acc": …, "out": …}}``
+        (the kinds the design taps); packed spike beats are unpacked with the
+        layer's ``s_bits`` and ``timesteps`` from report.json.
+        """
+        per_layer = {int(l["index"]): l for l in self.design.report.get("layers", []) if "index" in l}
+        taps = result.sample_taps(i)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for t in self.design.taps:
+            vals = taps[t.port][0]
+            if t.kind == "spk" and t.index in per_layer:
+                bits, steps = int(per_layer[t.index]["s_bits"]), int(per_layer[t.index]["timesteps"])
+                if steps > 1 and t.width == bits * steps:
+                    vals = np.stack([(vals >> (k * bits)) & ((1 << bits) - 1) for k in range(steps)], axis=-1)
+                else:
+                    vals = vals.reshape(-1, 1) if steps == 1 else vals.reshape(-1, steps)
+            out.setdefault(t.layer, {})[t.kind] = vals
+        return out
 
     def bare_cycles_per_second(self, cycles: int = 2_000_000) -> float:
         """Cycle rate of the bare C++ loop over this design (clocking only): the harness's limit."""

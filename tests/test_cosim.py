@@ -147,3 +147,41 @@ def test_sim_command_writes_the_summary(mlp, tmp_path, capsys):
     assert p["cycles_per_inference"]["min"] <= p["cycles_per_inference"]["median"] <= p["cycles_per_inference"]["max"]
     assert p["sim_cycles_per_second"] > 1e4 and p["first_divergence"] is None
     assert main(["sim", str(path), "--samples", "0"]) == 1  # bad option: a user error
+
+
+@pytest.mark.slow
+def test_trained_digits_model_all_360_test_images(tmp_path):
+    """The issue's acceptance run: a trained digits model, every held-out image, bit-exact, build included."""
+    import time
+
+    from bitspike.cli import main
+    from bitspike.sim.cli import simulate
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--arch", "mlp", "--out", str(run), "--quiet"]) == 0
+    assert main(["export", str(run), "-o", str(tmp_path / "m.bsm"), "--quiet"]) == 0
+    t0 = time.perf_counter()
+    summary = simulate(tmp_path / "m.bsm", dataset="digits", cache_dir=tmp_path / "cache")  # cold cache
+    seconds = time.perf_counter() - t0
+    p = summary.payload
+    assert p["samples"] == 360 and p["bit_exact"] == 360, summary.failure()
+    assert p["hw_accuracy"] == p["golden_accuracy"] > 0.85
+    assert seconds < 120, f"generate + build + 360 images took {seconds:.0f} s"
+
+
+def test_per_layer_trace_of_one_sample(mlp):
+    from bitspike.host.golden import GoldenModel
+
+    m, sim = mlp
+    x = np.random.default_rng(11).integers(0, 256, size=(6, 64)).astype(np.uint8)
+    res = sim.run(x, trace=True, processes=1)
+    g = GoldenModel(m).run(x, trace=True).trace
+    for i in (0, 5):
+        layers = sim.layer_trace(res, i)
+        for layer in m.synaptic_layers:
+            got, lt = layers[layer.name], g[layer.name]
+            np.testing.assert_array_equal(got["x"], lt.x[i].numpy())
+            np.testing.assert_array_equal(got["spk"], lt.s[:, i].numpy().T)  # [elements, T]
+            np.testing.assert_array_equal(got["acc"], lt.acc[i].numpy())
+    with pytest.raises(HardwareError, match="no taps"):
+        sim.run(x[:1], processes=1).sample_taps(0)
