@@ -19,7 +19,7 @@ import numpy as np
 from bitspike.analysis import LayerRanges
 from bitspike.errors import HardwareError
 from bitspike.manifest import Layer, Manifest, SynapticLayer
-from bitspike.rtl_templates.linear import partial_sum_range
+from bitspike.rtl_templates.synapse import partial_sum_range
 from bitspike.rtl_templates.weight_mem import WeightLayout
 
 from .plan import LayerPlan
@@ -46,8 +46,10 @@ def _synaptic_widths(layer: SynapticLayer, r: LayerRanges) -> dict[str, int]:
 
 def estimate_luts(lp: LayerPlan) -> int:
     """Coarse LUT estimate of one engine (see module docstring)."""
+    if lp.op == "flatten":
+        return 0
     if lp.w_bits is None:
-        return 40 + 2 * lp.widths.get("out", 8)
+        return 40 + 3 * lp.widths.get("out", 8)
     w = lp.widths
     cw, psum = w["count"], w["psum"]
     mult = cw if lp.w_bits == 1 else (lp.w_bits * cw if lp.w_bits * cw < 30 else 0)
@@ -59,8 +61,8 @@ def estimate_luts(lp: LayerPlan) -> int:
 
 def _with_fold(lp: LayerPlan, layer: Layer, r: LayerRanges, pes: int, lanes: int) -> LayerPlan:
     if not isinstance(layer, SynapticLayer):
-        return lp
-    layout = WeightLayout(lp.out_features, lp.in_features, pes, lanes, lp.w_bits or 1)
+        return replace(lp, cycles=engine_busy(lp))
+    layout = WeightLayout(lp.out_features, lp.in_features, pes, lanes, lp.w_bits or 1, taps=lp.kernel[0] * lp.kernel[1])
     widths = dict(lp.widths) or _synaptic_widths(layer, r)
     lp = replace(lp, pes=pes, lanes=lanes, memory_bits=layout.memory_bits, widths=widths)
     return replace(lp, cycles=engine_busy(lp))
@@ -90,7 +92,7 @@ def apply_folding(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers:
         syn = [i for i, lp in enumerate(out) if lp.w_bits is not None]
         slowest = max(syn, key=lambda i: (out[i].cycles, -i))
         lp = out[slowest]
-        if lp.cycles <= max(floor, lp.in_features, lp.out_features):
+        if lp.cycles <= max(floor, lp.in_elements, lp.out_elements):
             break
         total = sum(estimate_luts(l) for l in out)
         layer = by_name[lp.name]

@@ -17,7 +17,7 @@ import numpy as np
 
 from bitspike.analysis import LayerRanges, analyse
 from bitspike.errors import HardwareError
-from bitspike.manifest import Layer, LinearLayer, Manifest
+from bitspike.manifest import AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, Manifest, MaxPoolLayer
 
 __all__ = ["LayerPlan", "Plan", "make_plan", "parse_fold", "PLANNERS", "safe_name"]
 
@@ -51,6 +51,22 @@ class LayerPlan:
     cycles: int = 0  # busy cycles per inference (the engine's own initiation interval)
     # streaming order permutation of the weight columns (None: identity)
     column_order: tuple[int, ...] | None = None
+    # geometry: input map (h, w), kernel, stride, padding (1×1 maps for flat layers)
+    in_hw: tuple[int, int] = (1, 1)
+    out_hw: tuple[int, int] = (1, 1)
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def in_elements(self) -> int:
+        """Input beats per inference."""
+        return self.in_hw[0] * self.in_hw[1] * self.in_features
+
+    @property
+    def out_elements(self) -> int:
+        """Output beats per inference."""
+        return self.out_hw[0] * self.out_hw[1] * self.out_features
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +76,8 @@ class LayerPlan:
             "out_features": self.out_features, "params": self.params, "macs": self.macs,
             "memory_bits": self.memory_bits, "memory_bits_bound": self.params * (self.w_bits or 0),
             "widths": dict(sorted(self.widths.items())), "cycles": self.cycles,
+            "in_hw": list(self.in_hw), "out_hw": list(self.out_hw), "kernel": list(self.kernel),
+            "stride": list(self.stride), "padding": list(self.padding),
         }
 
 
@@ -102,7 +120,7 @@ class Plan:
 # ----------------------------------------------------------------------------------------------
 # per-op handlers: manifest layer → initial LayerPlan (folding 1×1)
 
-PlanHandler = Callable[[int, Layer, LayerRanges, Mapping[str, LayerPlan]], LayerPlan]
+PlanHandler = Callable[[int, Layer, LayerRanges, Manifest], LayerPlan]
 PLANNERS: dict[str, PlanHandler] = {}
 
 
@@ -114,14 +132,59 @@ def planner(op: str):
 
 
 @planner("linear")
-def _plan_linear(index: int, layer: Layer, r: LayerRanges, done: Mapping[str, LayerPlan]) -> LayerPlan:
+def _plan_linear(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) -> LayerPlan:
     assert isinstance(layer, LinearLayer)
     out_f, in_f = layer.weight.shape
     return LayerPlan(
         index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
         w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
         in_features=in_f, out_features=out_f, params=layer.params, macs=layer.macs,
+        column_order=_column_order(layer, manifest),
     )
+
+
+def _column_order(layer: Layer, manifest: Manifest) -> tuple[int, ...] | None:
+    """Inputs arrive in their producer's stream order (HWC after a flatten): permute the weight columns to match."""
+    from .interface import stream_order
+
+    order = tuple(int(v) for v in stream_order(manifest, layer.inputs[0]))
+    return None if order == tuple(range(len(order))) else order
+
+
+@planner("conv2d")
+def _plan_conv(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) -> LayerPlan:
+    assert isinstance(layer, Conv2dLayer)
+    out_c, in_c = layer.weight.shape[:2]
+    return LayerPlan(
+        index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+        w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
+        in_features=in_c, out_features=out_c, params=layer.params, macs=layer.macs,
+        in_hw=tuple(layer.in_shape[1:]), out_hw=tuple(layer.out_shape[1:]), kernel=tuple(layer.kernel),
+        stride=tuple(layer.stride), padding=tuple(layer.padding),
+    )
+
+
+def _plan_pool(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) -> LayerPlan:
+    assert isinstance(layer, (MaxPoolLayer, AvgPoolLayer))
+    if tuple(layer.kernel) != tuple(layer.stride):
+        raise HardwareError(f"layer {index} '{layer.name}': pooling with stride {list(layer.stride)} != kernel "
+                            f"{list(layer.kernel)} (overlapping windows) has no engine yet")
+    c = layer.in_shape[0]
+    return LayerPlan(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+                     in_features=c, out_features=c, in_hw=tuple(layer.in_shape[1:]), out_hw=tuple(layer.out_shape[1:]),
+                     kernel=tuple(layer.kernel), stride=tuple(layer.stride),
+                     widths={"x": r.x.width, "out": r.out.width})
+
+
+PLANNERS["maxpool"] = _plan_pool
+PLANNERS["avgpool"] = _plan_pool
+
+
+@planner("flatten")
+def _plan_flatten(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) -> LayerPlan:
+    # no hardware: the stream already carries the values; the next linear layer's columns are permuted
+    return LayerPlan(index=index, name=layer.name, op=layer.op, engine="", in_features=int(np.prod(layer.in_shape)),
+                     out_features=int(np.prod(layer.out_shape)), widths={"x": r.x.width, "out": r.out.width})
 
 
 def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int]] | None:
@@ -186,7 +249,7 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         if handler is None:
             raise HardwareError(f"layer {i} '{layer.name}': the generator has no engine for op {layer.op!r} "
                                 f"(supported: {', '.join(sorted(PLANNERS))})")
-        plans[layer.name] = handler(i, layer, ranges[layer.name], plans)
+        plans[layer.name] = handler(i, layer, ranges[layer.name], manifest)
     folds = parse_fold(fold)
     if folds is not None:
         unknown = sorted(set(folds) - {l.name for l in manifest.layers})

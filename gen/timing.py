@@ -24,47 +24,80 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["engine_busy", "predict", "TIMERS"]
 
 
-def _linear_groups(lp: "LayerPlan") -> tuple[int, int, int]:
+def _synaptic_groups(lp: "LayerPlan") -> tuple[int, int, int]:
     groups = -(-lp.out_features // lp.pes)
-    words = -(-lp.in_features // lp.lanes)
+    words = lp.kernel[0] * lp.kernel[1] * -(-lp.in_features // lp.lanes)
     last_n = lp.out_features - (groups - 1) * lp.pes
     return groups, words, last_n
 
 
 def engine_busy(lp: "LayerPlan") -> int:
     """Clocks per inference that the engine itself needs in steady state (its initiation interval)."""
-    if lp.op in ("linear",):
-        groups, words, last_n = _linear_groups(lp)
-        per_group = max(words, lp.pes + 2)
-        busy = (groups - 1) * per_group + max(words, last_n + 2)
-        return max(busy, lp.in_features, lp.out_features)
+    if lp.op in ("linear", "conv2d"):
+        groups, words, last_n = _synaptic_groups(lp)
+        per_pixel = (groups - 1) * max(words, lp.pes + 2) + max(words, last_n + 2)
+        busy = lp.out_hw[0] * lp.out_hw[1] * per_pixel
+        return max(busy, lp.in_elements, lp.out_elements)
+    if lp.op in ("maxpool", "avgpool"):
+        return lp.in_elements
+    if lp.op == "flatten":
+        return 0
     raise KeyError(lp.op)
 
 
-def _linear_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
-    groups, words, last_n = _linear_groups(lp)
-    n_in = lp.in_features
-    word_ready = [arrivals[min(n_in - 1, (j + 1) * lp.lanes - 1)] + 1 for j in range(words)]
+def _synaptic_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
+    groups, words, last_n = _synaptic_groups(lp)
+    C, L = lp.in_features, lp.lanes
+    jc_n = -(-C // L)
+    H, W = lp.in_hw
+    KH, KW = lp.kernel
+    never = -(10**9)
+    # ready[(ih*W + iw)*jc_n + jc]: the clock from which that frame word can be read
+    ready = [arrivals[pix * C + min(C - 1, (jc + 1) * L - 1)] + 1 for pix in range(H * W) for jc in range(jc_n)]
     out: list[int] = []
     t = -1
     prev_last = None
     prev_n = 0
-    for g in range(groups):
-        for j in range(words):
-            t = max(t + 1, word_ready[j]) if g == 0 else t + 1
-            if j == words - 1 and prev_last is not None:
-                t = max(t, prev_last + 2 + prev_n)
-        n = lp.pes if g < groups - 1 else last_n
-        # outputs leave one per clock; a new group's outputs queue behind the previous ones
-        start = t + 3
-        if out:
-            start = max(start, out[-1] + 1)
-        out.extend(start + p for p in range(n))
-        prev_last, prev_n = t, n
+    for oh in range(lp.out_hw[0]):
+        for ow in range(lp.out_hw[1]):
+            for g in range(groups):
+                for ky in range(KH):
+                    ih = oh * lp.stride[0] + ky - lp.padding[0]
+                    for kx in range(KW):
+                        iw = ow * lp.stride[1] + kx - lp.padding[1]
+                        inside = 0 <= ih < H and 0 <= iw < W
+                        for jc in range(jc_n):
+                            r = ready[(ih * W + iw) * jc_n + jc] if inside else never
+                            t = max(t + 1, r)
+                if prev_last is not None:
+                    t = max(t, prev_last + 2 + prev_n)  # holding register of the previous group drained
+                n = lp.pes if g < groups - 1 else last_n
+                # outputs leave one per clock; a new group's outputs queue behind the previous ones
+                start = t + 3
+                if out:
+                    start = max(start, out[-1] + 1)
+                out.extend(start + p for p in range(n))
+                prev_last, prev_n = t, n
     return out
 
 
-TIMERS: dict[str, Callable[["LayerPlan", list[int]], list[int]]] = {"linear": _linear_times}
+def _pool_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
+    C = lp.in_features
+    W = lp.in_hw[1]
+    KH, KW = lp.kernel
+    out = []
+    for oh in range(lp.out_hw[0]):
+        for ow in range(lp.out_hw[1]):
+            for c in range(C):
+                last = ((oh * KH + KH - 1) * W + ow * KW + KW - 1) * C + c
+                out.append(arrivals[last] + 1)
+    return out
+
+
+TIMERS: dict[str, Callable[["LayerPlan", list[int]], list[int]]] = {
+    "linear": _synaptic_times, "conv2d": _synaptic_times, "maxpool": _pool_times, "avgpool": _pool_times,
+    "flatten": lambda lp, arrivals: list(arrivals),
+}
 
 
 def predict(plan: "Plan") -> "Plan":

@@ -15,16 +15,19 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
-from bitspike.manifest import Layer, LinearLayer
+from bitspike.manifest import AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, MaxPoolLayer
+from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.linear import LinearEngine, TapSignature
 from bitspike.rtl_templates.output import ArgmaxOutput
+from bitspike.rtl_templates.pool import PoolEngine
 
 from .plan import LayerPlan, Plan
 
 __all__ = ["BitspikeTop", "ENGINE_BUILDERS", "TAP_KINDS"]
 
 #: tap kinds per op, in the order the report lists them
-TAP_KINDS = {"linear": ("x", "spk", "acc", "out"), "conv2d": ("x", "spk", "acc", "out")}
+TAP_KINDS = {"linear": ("x", "spk", "acc", "out"), "conv2d": ("x", "spk", "acc", "out"),
+             "maxpool": ("x", "out"), "avgpool": ("x", "out"), "flatten": ()}
 
 EngineBuilder = Callable[[Plan, LayerPlan, Layer, bool], wiring.Component]
 ENGINE_BUILDERS: dict[str, EngineBuilder] = {}
@@ -44,6 +47,26 @@ def _build_linear(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wirin
     return LinearEngine(weight=weight, bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits,
                         timesteps=layer.timesteps, k=layer.k, requant=layer.requant, ranges=plan.ranges[layer.name],
                         pes=lp.pes, lanes=lp.lanes, debug_taps=debug)
+
+
+@engine_builder("conv2d")
+def _build_conv(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
+    assert isinstance(layer, Conv2dLayer)
+    return ConvEngine(weight=layer.weight, bias=layer.bias, in_hw=lp.in_hw, stride=lp.stride, padding=lp.padding,
+                      w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
+                      requant=layer.requant, ranges=plan.ranges[layer.name], pes=lp.pes, lanes=lp.lanes,
+                      debug_taps=debug)
+
+
+def _build_pool(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
+    r = plan.ranges[layer.name]
+    return PoolEngine(kind=layer.op, shape=layer.in_shape, kernel=lp.kernel, stride=lp.stride, x_range=r.x,
+                      out_range=r.out, debug_taps=debug)
+
+
+ENGINE_BUILDERS["maxpool"] = _build_pool
+ENGINE_BUILDERS["avgpool"] = _build_pool
+ENGINE_BUILDERS["flatten"] = lambda plan, lp, layer, debug: None  # a re-indexing folded into the next layer
 
 
 class BitspikeTop(wiring.Component):
@@ -66,7 +89,9 @@ class BitspikeTop(wiring.Component):
             builder = ENGINE_BUILDERS.get(lp.op)
             if builder is None:
                 raise HardwareError(f"layer {lp.index} '{lp.name}': no engine builder for op {lp.op!r}")
-            self.engines.append((lp, builder(plan, lp, layer, debug_taps)))
+            engine = builder(plan, lp, layer, debug_taps)
+            if engine is not None:
+                self.engines.append((lp, engine))
         self.taps: list[dict[str, Any]] = []
         members: dict[str, Any] = {
             "pixels": In(stream.Signature(unsigned(m.input.bits))),
@@ -83,9 +108,11 @@ class BitspikeTop(wiring.Component):
                     shape = member.payload.shape()
                     port = f"dbg{lp.index}_{kind}"
                     members[port] = Out(TapSignature(shape.width, shape.signed))
+                    layer = m.layers[lp.index]
+                    shape_of_kind = layer.in_shape if kind in ("x", "spk") else layer.out_shape
                     self.taps.append({"layer": lp.name, "index": lp.index, "kind": kind, "port": port,
                                       "width": shape.width, "signed": shape.signed,
-                                      "order": "flat" if len(m.layers[lp.index].in_shape if kind in ("x", "spk") else m.layers[lp.index].out_shape) == 1 else "hwc"})
+                                      "order": "flat" if len(shape_of_kind) == 1 else "hwc"})
         super().__init__(members)
 
     def elaborate(self, platform):

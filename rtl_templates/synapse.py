@@ -1,21 +1,28 @@
-"""The linear engine: neuron → PE array (pes × lanes) → requantizer, streams in and out.
+"""The synaptic engine: neuron → PE array (pes × lanes) → requantizer, streams in and out.
 
-Dataflow (one inference):
+One engine serves both synaptic ops: a linear layer is a convolution of a
+1×1 map with ``in`` channels and a 1×1 kernel (:mod:`.linear`, :mod:`.conv`).
 
-1. **Neuron and input buffer.** Each input current arrives on ``x`` (one per
-   beat, in the order of the weight columns). An unrolled neuron turns it into
-   its T spikes and their count Σ_t s_t in the same clock; counts are packed
-   ``lanes`` to a word into a double-buffered input memory (one bank fills
-   while the other is read), so the next inference can stream in while this one
-   computes.
-2. **PE array.** For every output group g (``pes`` outputs) and input word j,
-   one clock reads a weight word (``pes × lanes`` weights at B_w bits) and an
-   input word, and each PE adds Σ_l W·count to its accumulator. B_w = 1 is an
-   add/subtract; wider products are plain multiplies (DSP-mappable). The first
-   group starts on the first word, overlapping the input stream.
+Dataflow (one inference; feature maps stream HWC, channel fastest):
+
+1. **Neuron and frame buffer.** Each input current arrives on ``x``. An
+   unrolled neuron turns it into its T spikes and their count Σ_t s_t in the
+   same clock; counts are packed ``lanes`` channels to a word into a
+   double-buffered frame memory (one bank fills while the other is read), so
+   the next inference streams in while this one computes.
+2. **PE array.** For every output pixel, output group g (``pes`` channels) and
+   window word (kernel tap × channel word), one clock reads a weight word
+   (``pes × lanes`` weights at B_w bits) and an input word, and each PE adds
+   Σ_l W·count to its accumulator; taps in the zero padding read as count 0.
+   A word is read as soon as it has been written, so computing overlaps the
+   input stream. B_w = 1 is an add/subtract; wider products are plain
+   multiplies (DSP-mappable).
 3. **Drain.** The finished group is copied to a holding register; the
    requantizer (bias, multiplier, rounding shift, clamp) emits one output per
    beat on ``y`` while the PE array works on the next group.
+
+The sliding window is read out of the buffered frame (a frame buffer, not a
+line buffer: memory H·W·C·count bits per bank, simple and stall-proof).
 
 Every width comes from :mod:`bitspike.analysis` (``LayerRanges``); the
 partial-sum register is sized from the actual weights: for output o the
@@ -35,7 +42,7 @@ from .neuron import check_neuron_params, shape_of, unrolled_neuron
 from .requant import requantize
 from .weight_mem import WeightLayout, pack_weights
 
-__all__ = ["LinearEngine", "TapSignature", "partial_sum_range"]
+__all__ = ["SynapticEngine", "TapSignature", "partial_sum_range"]
 
 
 def TapSignature(width: int, signed_: bool = False) -> wiring.Signature:
@@ -54,15 +61,19 @@ def partial_sum_range(weight: np.ndarray, count_hi: int) -> Range:
     return Range(int(min(0, neg.min())), int(max(0, pos.max())))
 
 
-class LinearEngine(wiring.Component):
-    """One synaptic layer (neuron + fully connected synapse + requantizer) as a streaming engine.
+class SynapticEngine(wiring.Component):
+    """One synaptic layer (neuron + convolution/linear synapse + requantizer) as a streaming engine.
 
     Parameters
     ----------
     weight
-        ``[out, in]`` integer weights, columns in the order the inputs arrive.
+        ``[out, in, kh, kw]`` integer weights (input channels in stream order).
     bias
         ``[out]`` accumulator bias.
+    in_hw
+        Input map height and width (``(1, 1)`` for a linear layer).
+    stride, padding
+        ``(h, w)`` pairs.
     w_bits, s_bits, timesteps, k
         The layer's B_w, B_s, T and threshold exponent.
     requant
@@ -70,32 +81,38 @@ class LinearEngine(wiring.Component):
     ranges
         The layer's analysed ranges (:func:`bitspike.analysis.analyse`).
     pes, lanes
-        Folding: outputs computed in parallel, inputs consumed per clock.
+        Folding: output channels computed in parallel, input channels consumed per clock.
     debug_taps
         Add the observation ports ``tap_x``, ``tap_spk``, ``tap_acc`` and ``tap_out``.
     """
 
-    def __init__(self, *, weight, bias, w_bits: int, s_bits: int, timesteps: int, k: int,
-                 requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
+    def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
+                 timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
                  debug_taps: bool = False):
         check_neuron_params(s_bits, timesteps, k)
         weight = np.asarray(weight, dtype=np.int64)
-        if weight.ndim != 2:
-            raise ValueError(f"LinearEngine weight must be [out, in], got shape {list(weight.shape)}")
-        out_f, in_f = weight.shape
-        for name, value, hi in (("pes", pes, out_f), ("lanes", lanes, in_f)):
+        if weight.ndim != 4:
+            raise ValueError(f"SynapticEngine weight must be [out, in, kh, kw], got shape {list(weight.shape)}")
+        out_c, in_c, kh, kw = weight.shape
+        for name, value, hi in (("pes", pes, out_c), ("lanes", lanes, in_c)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
-                raise ValueError(f"LinearEngine {name} must be an integer in 1 … {hi}, not {value!r}")
+                raise ValueError(f"engine {name} must be an integer in 1 … {hi}, not {value!r}")
         self.weight, self.bias = weight, np.asarray(bias, dtype=np.int64)
+        self.in_hw, self.stride, self.padding = tuple(in_hw), tuple(stride), tuple(padding)
+        h, w = self.in_hw
+        self.out_hw = ((h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"kernel {kh}x{kw} does not fit a {h}x{w} map with padding {list(padding)}")
         self.w_bits, self.s_bits, self.timesteps, self.k = w_bits, s_bits, timesteps, k
         self.requant, self.ranges = requant, ranges
         self.pes, self.lanes, self.debug_taps = pes, lanes, debug_taps
-        self.layout = WeightLayout(out_f, in_f, pes, lanes, w_bits)
+        self.layout = WeightLayout(out_c, in_c, pes, lanes, w_bits, taps=kh * kw)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
         # the partial sum plus the bias must stay inside the analysed accumulator range
-        lo_c = np.minimum(0, np.where(weight < 0, weight, 0).sum(axis=1) * ranges.count.hi) + self.bias
-        hi_c = np.maximum(0, np.where(weight > 0, weight, 0).sum(axis=1) * ranges.count.hi) + self.bias
+        w2 = weight.reshape(out_c, -1)
+        lo_c = np.minimum(0, np.where(w2 < 0, w2, 0).sum(axis=1) * ranges.count.hi) + self.bias
+        hi_c = np.maximum(0, np.where(w2 > 0, w2, 0).sum(axis=1) * ranges.count.hi) + self.bias
         assert ranges.acc.contains(int(lo_c.min()), int(hi_c.max())), "analysed accumulator range too narrow"
         self.x_shape = shape_of(ranges.x)
         self.out_shape = shape_of(ranges.out)
@@ -114,53 +131,51 @@ class LinearEngine(wiring.Component):
     def weight_memory_bits(self) -> int:
         return self.layout.memory_bits
 
-    @property
-    def widths(self) -> dict[str, int]:
-        """Register widths, for the report."""
-        r = self.ranges
-        out = {"x": r.x.width, "v": r.v.width, "count": r.count.width, "psum": self.psum_range.width,
-               "acc": r.acc.width, "out": r.out.width}
-        if r.product is not None:
-            out["product"] = r.product.width
-        return out
-
     def __repr__(self) -> str:
-        o, i = self.weight.shape
-        return (f"LinearEngine(out={o}, in={i}, w_bits={self.w_bits}, s_bits={self.s_bits}, "
-                f"timesteps={self.timesteps}, k={self.k}, pes={self.pes}, lanes={self.lanes})")
+        o, c, kh, kw = self.weight.shape
+        return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, stride={self.stride}, "
+                f"padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, timesteps={self.timesteps}, "
+                f"k={self.k}, pes={self.pes}, lanes={self.lanes})")
 
     def elaborate(self, platform):
         m = Module()
         P, L, lay = self.pes, self.lanes, self.layout
-        J, G = lay.words_per_group, lay.groups
-        out_f, in_f = self.weight.shape
+        Jc, G = lay.channel_words, lay.groups
+        out_c, in_c, KH, KW = self.weight.shape
+        H, W = self.in_hw
+        HO, WO = self.out_hw
+        SH, SW = self.stride
+        PH, PW = self.padding
+        frame = H * W * Jc  # words per bank
         cw = self.count_range.width
         r = self.ranges
 
-        # ---- stage W: neuron + pack counts into words + double-buffered input memory
+        # ---- writer: neuron + pack channel counts into words + double-buffered frame memory
         spikes, count_raw = unrolled_neuron(m, self.x.payload, self.k, self.s_bits, self.timesteps,
                                             shape_of(r.v), name="nrn")
         count = Signal(unsigned(cw))
         m.d.comb += count.eq(count_raw)
-        inbuf = memory.Memory(shape=unsigned(L * cw), depth=2 * J, init=[])
+        inbuf = memory.Memory(shape=unsigned(L * cw), depth=2 * frame, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
         rd = inbuf.read_port()
         full = Signal(2)
         wr_bank = Signal()
-        wr_word = Signal(range(J + 1))
+        wr_word = Signal(range(frame + 1))
+        wr_chan = Signal(range(in_c))
         wr_lane = Signal(range(L))
         wr_last_elem = Signal()
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
         m.d.comb += [
             self.x.ready.eq(~full.bit_select(wr_bank, 1)),
-            wr_last_elem.eq((wr_word == J - 1) & (wr_lane == (in_f - 1) % L)),
-            wr.addr.eq(wr_bank * J + wr_word),
+            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == in_c - 1)),
+            wr.addr.eq(wr_bank * frame + wr_word),
             wr.data.eq(Cat(*[Mux(wr_lane == l, count, pack[l]) for l in range(L)])),
         ]
         accept = self.x.valid & self.x.ready
         with m.If(accept):
-            with m.If((wr_lane == L - 1) | wr_last_elem):
+            m.d.sync += wr_chan.eq(Mux(wr_chan == in_c - 1, 0, wr_chan + 1))
+            with m.If((wr_lane == L - 1) | (wr_chan == in_c - 1)):
                 m.d.comb += wr.en.eq(1)
                 m.d.sync += [p.eq(0) for p in pack]
                 m.d.sync += [wr_lane.eq(0), wr_word.eq(wr_word + 1)]
@@ -172,37 +187,55 @@ class LinearEngine(wiring.Component):
                     with m.If(wr_lane == l):
                         m.d.sync += pack[l].eq(count)
 
-        # ---- stage 0: issue reads of (group g, word j)
+        # ---- stage 0: address generator over (oh, ow, g, ky, kx, jc), innermost last
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay))
         m.submodules.wmem = wmem
         wrd = wmem.read_port()
-        g = Signal(range(G))
-        j = Signal(range(J))
+        oh, ow = Signal(range(HO)), Signal(range(WO))
+        g, ky, kx, jc = Signal(range(G)), Signal(range(KH)), Signal(range(KW)), Signal(range(Jc))
         rd_bank = Signal()
         buf_count = Signal(range(P + 1))
-        s1_valid, s1_first, s1_last, s1_lastgroup = Signal(), Signal(), Signal(), Signal()
+        s1_valid, s1_first, s1_last, s1_lastgroup, s1_pad = Signal(), Signal(), Signal(), Signal(), Signal()
+        hw_bits = max(H, W, HO * SH + KH).bit_length() + 2
+        ih, iw = Signal(signed(hw_bits)), Signal(signed(hw_bits))
+        pad = Signal()
+        local = Signal(range(frame))
+        word_last = Signal()
+        frame_last = Signal()
         available = Signal()
         issue = Signal()
         m.d.comb += [
-            available.eq(full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (j < wr_word))),
+            ih.eq(oh * SH + ky - PH),
+            iw.eq(ow * SW + kx - PW),
+            pad.eq((ih < 0) | (ih >= H) | (iw < 0) | (iw >= W)),
+            local.eq(Mux(pad, 0, (ih * W + iw) * Jc + jc)),
+            word_last.eq((ky == KH - 1) & (kx == KW - 1) & (jc == Jc - 1)),
+            frame_last.eq(word_last & (g == G - 1) & (ow == WO - 1) & (oh == HO - 1)),
+            available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
             # the last word of a group loads the holding register one clock later: it must be empty
-            issue.eq(available & ((j != J - 1) | ((buf_count == 0) & ~(s1_valid & s1_last)))),
-            rd.addr.eq(rd_bank * J + j),
-            wrd.addr.eq(g * J + j),
+            issue.eq(available & (~word_last | ((buf_count == 0) & ~(s1_valid & s1_last)))),
+            rd.addr.eq(rd_bank * frame + local),
+            wrd.addr.eq((g * (KH * KW) + ky * KW + kx) * Jc + jc),
         ]
-        m.d.sync += [s1_valid.eq(issue), s1_first.eq(j == 0), s1_last.eq(j == J - 1), s1_lastgroup.eq(g == G - 1)]
+        m.d.sync += [s1_valid.eq(issue), s1_first.eq((ky == 0) & (kx == 0) & (jc == 0)), s1_last.eq(word_last),
+                     s1_lastgroup.eq(g == G - 1), s1_pad.eq(pad)]
         with m.If(issue):
-            m.d.sync += j.eq(j + 1)
-            with m.If(j == J - 1):
-                m.d.sync += [j.eq(0), g.eq(g + 1)]
-                with m.If(g == G - 1):
-                    m.d.sync += [g.eq(0), rd_bank.eq(~rd_bank)]
-                    with m.If(rd_bank):
-                        m.d.sync += full[1].eq(0)
-                    with m.Else():
-                        m.d.sync += full[0].eq(0)
-        # the writer's "bank complete" comes after the reader's release so that it wins;
-        # they never name the same bank in one clock (the reader only frees a bank it read completely)
+            # odometer: jc → kx → ky → g → ow → oh
+            carry = Const(1)
+            for ctr, size in ((jc, Jc), (kx, KW), (ky, KH), (g, G), (ow, WO), (oh, HO)):
+                wrap = Signal(name=f"{ctr.name}_wrap")
+                m.d.comb += wrap.eq(carry & (ctr == size - 1))
+                with m.If(carry):
+                    m.d.sync += ctr.eq(Mux(ctr == size - 1, 0, ctr + 1))
+                carry = wrap
+            with m.If(frame_last):
+                m.d.sync += rd_bank.eq(~rd_bank)
+                with m.If(rd_bank):
+                    m.d.sync += full[1].eq(0)
+                with m.Else():
+                    m.d.sync += full[0].eq(0)
+        # the writer's "bank complete" comes after the reader's release; they never name the
+        # same bank in one clock (the reader only frees a bank it has read completely)
         with m.If(accept & wr_last_elem):
             with m.If(wr_bank):
                 m.d.sync += full[1].eq(1)
@@ -213,7 +246,7 @@ class LinearEngine(wiring.Component):
         psum_shape = shape_of(self.psum_range)
         acc = [Signal(psum_shape, name=f"psum{p}") for p in range(P)]
         acc_next = [Signal(psum_shape, name=f"psum_next{p}") for p in range(P)]
-        counts = [rd.data[l * cw:(l + 1) * cw] for l in range(L)]
+        counts = [Mux(s1_pad, 0, rd.data[l * cw:(l + 1) * cw]) for l in range(L)]
         wb = self.w_bits
         for p in range(P):
             terms = []
@@ -233,14 +266,14 @@ class LinearEngine(wiring.Component):
 
         # ---- stage 2: holding register, drained through the requantizer one output per beat
         hold = [Signal(psum_shape, name=f"hold{p}") for p in range(P)]
-        out_idx = Signal(range(out_f))
-        last_n = out_f - (G - 1) * P
+        out_idx = Signal(range(out_c))
+        last_n = out_c - (G - 1) * P
         pop = Signal()
         with m.If(s1_valid & s1_last):
             m.d.sync += [hold[p].eq(acc_next[p]) for p in range(P)]
             m.d.sync += buf_count.eq(Mux(s1_lastgroup, last_n, P))
         bias_rom = memory.Memory(shape=shape_of(Range(int(min(0, self.bias.min())), int(max(0, self.bias.max())))),
-                                 depth=out_f, init=[int(b) for b in self.bias])
+                                 depth=out_c, init=[int(b) for b in self.bias])
         m.submodules.bias_rom = bias_rom
         brd = bias_rom.read_port(domain="comb")
         m.d.comb += brd.addr.eq(out_idx)
@@ -253,8 +286,8 @@ class LinearEngine(wiring.Component):
             rq = self.requant
             mult = [int(v) for v in rq.multiplier]
             rbias = [int(v) for v in rq.bias]
-            mrom = memory.Memory(shape=shape_of(Range(min(0, min(mult)), max(0, max(mult)))), depth=out_f, init=mult)
-            brom = memory.Memory(shape=shape_of(Range(min(0, min(rbias)), max(0, max(rbias)))), depth=out_f, init=rbias)
+            mrom = memory.Memory(shape=shape_of(Range(min(0, min(mult)), max(0, max(mult)))), depth=out_c, init=mult)
+            brom = memory.Memory(shape=shape_of(Range(min(0, min(rbias)), max(0, max(rbias)))), depth=out_c, init=rbias)
             m.submodules.mult_rom, m.submodules.rqbias_rom = mrom, brom
             mrd, bbrd = mrom.read_port(domain="comb"), brom.read_port(domain="comb")
             m.d.comb += [mrd.addr.eq(out_idx), bbrd.addr.eq(out_idx)]
@@ -265,7 +298,7 @@ class LinearEngine(wiring.Component):
             m.d.sync += self.y.valid.eq(0)
         with m.If(pop):
             m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(1), buf_count.eq(buf_count - 1),
-                         out_idx.eq(Mux(out_idx == out_f - 1, 0, out_idx + 1))]
+                         out_idx.eq(Mux(out_idx == out_c - 1, 0, out_idx + 1))]
             m.d.sync += [hold[p].eq(hold[p + 1]) for p in range(P - 1)]
 
         if self.debug_taps:

@@ -25,23 +25,25 @@ def encode_weight(value: int, w_bits: int) -> int:
 
 
 class WeightLayout:
-    """How a ``[out, in]`` weight matrix folds onto ``pes × lanes`` PEs.
+    """How a ``[out, in, kh, kw]`` (or ``[out, in]``) weight tensor folds onto ``pes × lanes`` PEs.
 
-    Word ``g·words_per_group + j`` holds, at bit offset ``(p·lanes + l)·w_bits``,
-    the weight of output ``g·pes + p`` and input ``j·lanes + l`` (0 past the edges;
-    for one-bit weights the padding code is 0 and the engine feeds those lanes a
-    zero spike count).
+    Lanes run over input channels. Word ``(g·taps + t)·channel_words + j``
+    (``t = ky·kw + kx``) holds, at bit offset ``(p·lanes + l)·w_bits``, the
+    weight of output ``g·pes + p``, input channel ``j·lanes + l`` and kernel tap
+    ``t`` (0 past the edges; for one-bit weights the padding code is 0 and the
+    engine feeds those lanes a zero spike count).
     """
 
-    def __init__(self, out_features: int, in_features: int, pes: int, lanes: int, w_bits: int):
+    def __init__(self, out_features: int, in_features: int, pes: int, lanes: int, w_bits: int, taps: int = 1):
         for name, value in (("out_features", out_features), ("in_features", in_features), ("pes", pes),
-                            ("lanes", lanes), ("w_bits", w_bits)):
+                            ("lanes", lanes), ("w_bits", w_bits), ("taps", taps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"WeightLayout {name} must be a positive integer, not {value!r}")
         self.out_features, self.in_features = out_features, in_features
-        self.pes, self.lanes, self.w_bits = pes, lanes, w_bits
+        self.pes, self.lanes, self.w_bits, self.taps = pes, lanes, w_bits, taps
         self.groups = -(-out_features // pes)
-        self.words_per_group = -(-in_features // lanes)
+        self.channel_words = -(-in_features // lanes)
+        self.words_per_group = self.taps * self.channel_words
         self.depth = self.groups * self.words_per_group
         self.word_bits = pes * lanes * w_bits
 
@@ -51,29 +53,33 @@ class WeightLayout:
 
     def __repr__(self) -> str:
         return (f"WeightLayout({self.out_features}, {self.in_features}, pes={self.pes}, lanes={self.lanes}, "
-                f"w_bits={self.w_bits})")
+                f"w_bits={self.w_bits}, taps={self.taps})")
 
 
 def pack_weights(weight: np.ndarray, layout: WeightLayout) -> list[int]:
-    """The memory words (Python ints) of a ``[out, in]`` integer weight matrix."""
+    """The memory words (Python ints) of a ``[out, in]`` or ``[out, in, kh, kw]`` integer weight tensor."""
     weight = np.asarray(weight, dtype=np.int64)
-    if weight.shape != (layout.out_features, layout.in_features):
+    if weight.ndim == 2:
+        weight = weight[:, :, None, None]
+    o_n, c_n, kh, kw = weight.shape
+    if (o_n, c_n, kh * kw) != (layout.out_features, layout.in_features, layout.taps):
         raise ValueError(f"weight shape {list(weight.shape)} does not match {layout!r}")
     wb = layout.w_bits
-    codes = np.vectorize(lambda v: encode_weight(int(v), wb), otypes=[object])(weight) if weight.size else weight
+    codes = np.vectorize(lambda v: encode_weight(int(v), wb), otypes=[object])(weight).reshape(o_n, c_n, kh * kw)
     words = []
     for g in range(layout.groups):
-        for j in range(layout.words_per_group):
-            word = 0
-            for p in range(layout.pes):
-                o = g * layout.pes + p
-                if o >= layout.out_features:
-                    continue
-                for l in range(layout.lanes):
-                    i = j * layout.lanes + l
-                    if i < layout.in_features:
-                        word |= int(codes[o, i]) << ((p * layout.lanes + l) * wb)
-            words.append(word)
+        for t in range(layout.taps):
+            for j in range(layout.channel_words):
+                word = 0
+                for p in range(layout.pes):
+                    o = g * layout.pes + p
+                    if o >= layout.out_features:
+                        continue
+                    for l in range(layout.lanes):
+                        i = j * layout.lanes + l
+                        if i < layout.in_features:
+                            word |= int(codes[o, i, t]) << ((p * layout.lanes + l) * wb)
+                words.append(word)
     return words
 
 

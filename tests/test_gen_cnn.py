@@ -1,0 +1,82 @@
+"""Generated CNN accelerators (conv2d with stride/padding, max/sum pool, flatten) against the golden model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitspike.errors import HardwareError
+from bitspike.gen import generate
+from bitspike.gen.plan import make_plan
+from bitspike.random_net import random_cnn
+from bitspike.sim.cocotb_tests.network_check import run_network_bench
+
+
+def _images(m, n, seed=0):
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 2**m.input.bits, size=(n, *m.input.shape))
+    imgs[0] = 2**m.input.bits - 1
+    return imgs
+
+
+def strided_cnn(seed: int):
+    """conv 3×3 stride 2 pad 1 → conv 2×2 stride 1 no pad → flatten → linear: window-generator edges."""
+    from bitspike.manifest import InputSpec
+    from bitspike.random_net import _Builder
+
+    rng = np.random.default_rng(seed)
+    b = _Builder(rng, InputSpec(shape=(3, 9, 8), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 5, 8, 8, 1, 0, 3, 3, kernel=3, stride=2, padding=1)
+    b.synaptic("conv2d", 4, 3, 3, 2, 3, 2, 4, kernel=2, stride=1, padding=0)
+    b.flatten()
+    b.synaptic("linear", 6, 2, 4, 3, 2, None, None)
+    return b.manifest(f"strided-cnn-{seed}")
+
+
+def test_strided_padded_conv_bit_exact_with_taps(tmp_path):
+    m = strided_cnn(5)
+    assert [l.op for l in m.layers] == ["conv2d", "conv2d", "flatten", "linear"]
+    report = generate(m, tmp_path / "gen", fold="conv0=5x3,conv1=2x1,line2=3x7", debug_taps=True)
+    run_network_bench("verilator", m, report, _images(m, 3, 5), tmp_path / "sim", p_valid=0.8, p_ready=0.7)
+
+
+def test_cnn_maxpool_bit_exact_with_taps_and_stalls(tmp_path):
+    m = random_cnn(2, image=(2, 8, 8), channels=(4, 6), pool="maxpool", timesteps=range(1, 5))
+    report = generate(m, tmp_path / "gen", fold="conv0=2x2,conv1=3x4,line2=5x6", debug_taps=True)
+    run_network_bench("verilator", m, report, _images(m, 3, 2), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
+
+
+def test_cnn_avgpool_timing_within_5_percent(tmp_path):
+    m = random_cnn(4, image=(1, 9, 7), channels=(3,), pool="avgpool", classes=5)
+    report = generate(m, tmp_path / "gen")
+    measured = run_network_bench("verilator", m, report, _images(m, 3, 4), tmp_path / "sim", timing=True)
+    assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
+    assert abs(measured["interval"] - report["initiation_interval"]) <= 0.05 * report["initiation_interval"]
+
+
+def test_overlapping_pool_is_a_clear_error():
+    from bitspike.manifest import InputSpec, MaxPoolLayer
+    from bitspike.random_net import _Builder
+
+    b = _Builder(np.random.default_rng(0), InputSpec(shape=(1, 6, 6), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 2)
+    c, h, w = b.shapes[b.last]
+    b._add(MaxPoolLayer(name="pool", inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, h - 1, w - 1),
+                        kernel=(2, 2), stride=(1, 1)))
+    b.flatten()
+    b.synaptic("linear", 3, 2, 2, 1, 2, None, None)
+    with pytest.raises(HardwareError, match="overlapping"):
+        make_plan(b.manifest("overlap"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,pool", [(40, "maxpool"), (41, "avgpool"), (42, "maxpool"), (43, "avgpool")])
+def test_cnn_sweep_verilator(tmp_path, seed, pool):
+    rng = np.random.default_rng(seed)
+    image = (int(rng.integers(1, 4)), int(rng.integers(6, 11)), int(rng.integers(6, 11)))
+    m = random_cnn(seed, image=image, channels=(int(rng.integers(2, 6)), int(rng.integers(2, 6))), pool=pool,
+                   timesteps=range(1, 5))
+    report = generate(m, tmp_path / "gen", debug_taps=True)
+    run_network_bench("verilator", m, report, _images(m, 4, seed), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
+    measured = run_network_bench("verilator", m, report, _images(m, 2, seed), tmp_path / "t", timing=True)
+    assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
