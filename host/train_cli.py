@@ -24,7 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("--uniform", metavar="W/S/T", help="freeze every learnable layer at these bits (the baseline)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 40 for digits, 6 otherwise)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: 64 for digits, 128 otherwise)")
-    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate of weights, steps and thresholds (cosine schedule)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of weights, steps and thresholds, cosine schedule (default: 0.1 for sgd, 0.002 for adam)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="optimizer of weights, steps and thresholds (default: sgd for digits, adam otherwise); bit widths always use Adam")
     p.add_argument("--freeze-epochs", type=int, default=None,
                    help="final epochs with frozen bits (default: a quarter of the epochs, at least 1)")
     p.add_argument("--renewal", choices=("all", "spikes", "none"), default="all",
@@ -52,6 +55,8 @@ def config_from_args(args: argparse.Namespace):
     except ValueError:
         raise BitspikeError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
     small = args.dataset == "digits"
+    optimizer = args.optimizer or ("sgd" if small else "adam")
+    lr = args.lr if args.lr is not None else (0.1 if optimizer == "sgd" else 0.002)
     return TrainConfig(
         dataset=args.dataset,
         arch=args.arch,
@@ -59,7 +64,8 @@ def config_from_args(args: argparse.Namespace):
         uniform=uniform,
         epochs=args.epochs if args.epochs is not None else (40 if small else 6),
         batch_size=args.batch_size if args.batch_size is not None else (64 if small else 128),
-        lr=args.lr,
+        lr=lr,
+        optimizer=optimizer,
         freeze_epochs=args.freeze_epochs,
         renewal=args.renewal,
         device=args.device,
