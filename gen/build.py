@@ -153,6 +153,8 @@ def yosys_flip_flops(log_text: str, family: str) -> int | None:
     if len(blocks) < 2:
         return None
     last = blocks[-1]
+    if "=== design hierarchy ===" in last:  # per-module counts come first, then the totals
+        last = last.split("=== design hierarchy ===")[-1]
     prefix = "SB_DFF" if family == "ice40" else "TRELLIS_FF"
     total = 0
     for m in re.finditer(r"^\s*(?:(\d+)\s+(?:[\d.]+\s+\S+\s+)?(%s\w*)|(%s\w*)\s+(\d+))\s*$" % (prefix, prefix), last, re.M):
@@ -208,9 +210,11 @@ def _board_top(board: BoardSpec, config):
             with m.If(~count[-1]):
                 m.d.por += count.eq(count + 1)
             m.d.comb += sync.rst.eq(~count[-1])
-            uart = platform.request("uart", 0)
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+            m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             m.submodules.design = design = BridgedAccelerator(config)
-            m.d.comb += [design.rx.eq(uart.rx.i), uart.tx.o.eq(design.tx)]
+            m.d.comb += [design.rx.eq(rx_buf.i), tx_buf.o.eq(design.tx)]
             return m
 
     return BoardTop()
@@ -438,7 +442,8 @@ def report_markdown(r: dict) -> str:
     """The human-readable build report."""
     lines = [f"# bitspike build: {r['board']}", "", f"{r['device']}; bitstream `{r['bitstream']}`; "
              f"manifest `{r['manifest_digest'][:16]}…`", "", "| resource | used | available | % |", "|---|---:|---:|---:|"]
-    for res, v in r["utilization"].items():
+    for res in sorted(r["utilization"], key=["LUT", "FF", "BRAM", "DSP"].index):
+        v = r["utilization"][res]
         lines.append(f"| {res} ({v['cell']}) | {v['used']} | {v['available']} | {v['percent']} |")
     fmax = r["fmax_mhz"]
     lines += ["", f"- Fmax {fmax:.2f} MHz against the {r['clock_mhz']:.2f} MHz board clock: "

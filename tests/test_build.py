@@ -1,0 +1,152 @@
+"""Bitstream builds: board registry, toolchain output parsing, and real builds through yosys + nextpnr.
+
+The default run builds the co-simulation stand-in accelerator (sim/_standin.py)
+behind the UART bridge for one iCE40 and one ECP5 target (each in its own
+folder). The slow tests build real generated networks for icebreaker and
+ulx3s-85f.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from bitspike.errors import BoardError, HardwareError
+from bitspike.gen.boards import board_names, get_board
+from bitspike.gen.build import build_bitstream, overflow_error, parse_nextpnr, report_markdown, yosys_flip_flops
+
+NEXTPNR_FAILED_LOG = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:    4597/   5280    87%
+Info: \t        ICESTORM_RAM:      39/     30   130%
+Info: \t               SB_IO:       3/     39     7%
+Info: \t        ICESTORM_DSP:      66/      8   825%
+ERROR: Unable to place cell 'design.x_SB_MAC16_O_DSP', no BELs remaining to implement cell type 'ICESTORM_DSP'
+"""
+
+YOSYS_STATS = """\
+3.59. Printing statistics.
+
+=== top ===
+       10   SB_DFF
+       70   SB_DFFE
+
+=== design hierarchy ===
+       10   SB_DFF
+       70   SB_DFFE
+      324   SB_DFFESR
+       24   SB_DFFSR
+      219   SB_CARRY
+"""
+
+
+def test_board_registry():
+    assert {"icebreaker", "ulx3s-85f", "ecp5-25f", "ice40-hx8k"} <= set(board_names())
+    assert get_board("ULX3S").name == "ulx3s-85f"
+    with pytest.raises(BoardError, match="unknown board 'de10'.*icebreaker"):
+        get_board("de10")
+    for name in board_names():
+        spec = get_board(name)
+        assert spec.family in ("ice40", "ecp5")
+        platform = spec.platform_class()()
+        assert platform.default_clk_frequency > 0
+
+
+def test_parse_nextpnr_log_and_overflow_message():
+    parsed = parse_nextpnr(None, NEXTPNR_FAILED_LOG)
+    assert parsed["cells"]["ICESTORM_RAM"] == {"used": 39, "available": 30}
+    err = overflow_error(get_board("icebreaker"), parsed["cells"], NEXTPNR_FAILED_LOG)
+    assert isinstance(err, HardwareError)
+    text = str(err)
+    assert "BRAM (ICESTORM_RAM): needs 39, the device has 30 (9 too many" in text
+    assert "DSP (ICESTORM_DSP): needs 66" in text
+    assert "smaller fold" in text and "fewer bits" in text
+    assert overflow_error(get_board("icebreaker"), {"ICESTORM_LC": {"used": 1, "available": 2}}, "") is None
+
+
+def test_parse_nextpnr_report_json(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({
+        "utilization": {"TRELLIS_COMB": {"used": 900, "available": 83640}},
+        "fmax": {"clk": {"achieved": 61.5, "constraint": 25.0}},
+    }))
+    parsed = parse_nextpnr(report, "")
+    assert parsed["cells"]["TRELLIS_COMB"] == {"used": 900, "available": 83640}
+    assert parsed["fmax_mhz"] == {"clk": (61.5, 25.0)}
+
+
+def test_flip_flops_from_the_hierarchy_totals():
+    assert yosys_flip_flops(YOSYS_STATS, "ice40") == 428
+    assert yosys_flip_flops("no stats here", "ice40") is None
+
+
+def test_unusable_baud_is_refused(tmp_path):
+    gen = _standin(tmp_path / "gen")
+    with pytest.raises(HardwareError, match="--baud 2500000"):
+        build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, baud=2_500_000)
+
+
+def _standin(folder, input_size=16, num_classes=4):
+    from bitspike.sim._standin import standin_verilog
+
+    report = standin_verilog(folder, input_size=input_size, num_classes=num_classes)
+    report["manifest_digest"] = hashlib.sha256(b"test_build stand-in").hexdigest()
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def _check_report(out, board, family, suffix):
+    report = json.loads((out / "report.json").read_text())
+    assert report["board"] == board and report["family"] == family
+    bitstream = out / report["bitstream"]
+    assert bitstream.suffix == suffix and bitstream.stat().st_size > 1000
+    for res in ("LUT", "FF", "BRAM", "DSP"):
+        v = report["utilization"][res]
+        assert 0 <= v["used"] <= v["available"], (res, v)
+        assert v["percent"] == round(100 * v["used"] / v["available"], 1)
+    assert report["utilization"]["LUT"]["used"] > 100 and report["utilization"]["FF"]["used"] > 100
+    assert report["fmax_mhz"] > 1.0
+    assert report["timing_met"] == (report["fmax_mhz"] >= report["clock_mhz"])
+    assert report["cycles_per_inference"] > 0
+    assert report["compute"]["at_clock"]["latency_s"] == pytest.approx(report["cycles_per_inference"] / report["clock_hz"])
+    assert report["link"]["images_per_second"] == pytest.approx(report["baud"] / 10 / report["link"]["bytes_per_image"])
+    md = (out / "report.md").read_text()
+    assert md == report_markdown(report) and "Fmax" in md and "LUT" in md
+    assert json.loads((out / "build_stats.json").read_text())["total_seconds"] > 0
+    return report
+
+
+def test_build_standin_for_icebreaker(tmp_path):
+    gen = _standin(tmp_path / "gen")
+    result = build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen)
+    report = _check_report(tmp_path / "out", "icebreaker", "ice40", ".bin")
+    assert report["clock_hz"] == 12_000_000 and report["clocks_per_bit"] == 104
+    assert result["build_seconds"]["toolchain"] > 0
+
+
+@pytest.mark.slow
+def test_build_standin_for_ecp5_25f(tmp_path):
+    gen = _standin(tmp_path / "gen")
+    build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000)
+    report = _check_report(tmp_path / "out", "ecp5-25f", "ecp5", ".bit")
+    assert report["clock_hz"] == 25_000_000 and report["clocks_per_bit"] == 25
+
+
+def test_design_too_big_fails_clearly(tmp_path):
+    # a 40000-pixel image: the bridge's frame buffer alone needs ~80 of the HX8K's 32 block RAMs
+    gen = _standin(tmp_path / "gen", input_size=40000, num_classes=4)
+    with pytest.raises(HardwareError, match=r"does not fit on ice40-hx8k.*BRAM \(ICESTORM_RAM\): needs \d+, the device has 32 \(\d+ too many"):
+        build_bitstream(None, "ice40-hx8k", tmp_path / "out", gen_dir=gen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_build_generated_mlp(tmp_path, board):
+    from bitspike.random_net import random_mlp
+
+    manifest = random_mlp(0, sizes=(64, 32, 10), w_bits=[2], s_bits=[2], timesteps=[1])
+    build_bitstream(manifest, board, tmp_path / "out")
+    report = _check_report(tmp_path / "out", board, get_board(board).family, get_board(board).bitstream_suffix)
+    assert report["manifest_digest"] == manifest.digest()
