@@ -185,3 +185,30 @@ def test_per_layer_trace_of_one_sample(mlp):
             np.testing.assert_array_equal(got["acc"], lt.acc[i].numpy())
     with pytest.raises(HardwareError, match="no taps"):
         sim.run(x[:1], processes=1).sample_taps(0)
+
+
+@pytest.fixture(scope="session")
+def cnn():
+    from bitspike.random_net import random_cnn
+    from bitspike.sim.cosim import rtl_for_manifest
+
+    m = random_cnn(11, image=(1, 6, 6), channels=(3,), classes=5)
+    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
+    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    sim.build()
+    return m, sim
+
+
+def test_generated_cnn_is_bit_exact_at_every_layer(cnn):
+    from bitspike.host.golden import GoldenModel
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
+
+    m, sim = cnn
+    x = np.random.default_rng(12).integers(0, 256, size=(40, 1, 6, 6)).astype(np.uint8)
+    g = GoldenModel(m).run(x)
+    res = sim.run(x, trace=True, stall_in=0.2, stall_out=0.3, seed=2)
+    np.testing.assert_array_equal(res.logits, g.logits.numpy())
+    np.testing.assert_array_equal(res.classes, g.classes.numpy())
+    assert {t.order for t in sim.design.taps} >= {"hwc"}  # feature maps stream channel-fastest
+    ref = ManifestGoldenTaps(m, sim.design.taps)
+    assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (40, None)

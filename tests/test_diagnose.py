@@ -100,3 +100,25 @@ def test_flipped_weight_bit_is_found_and_named(tmp_path):
     assert p["layer_exact"] < 40
     first = p["first_divergence"]
     assert (first["layer"], first["kind"], first["neuron"]) == (middle, "acc", [neuron])
+
+
+@pytest.mark.slow
+def test_flipped_conv_weight_bit_names_the_channel():
+    from bitspike.manifest import weight_limit
+    from bitspike.random_net import random_cnn
+    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.sim.diagnose import ManifestGoldenTaps
+
+    m = random_cnn(11, image=(1, 6, 6), channels=(3,), classes=5)
+    conv = m.synaptic_layers[0]
+    w = conv.weight.copy()
+    lim = weight_limit(conv.w_bits)
+    o = next(o for o in range(w.shape[0]) if -lim <= (w[o, 0, 1, 1] ^ 1) <= lim)
+    w[o, 0, 1, 1] ^= 1
+    rtl = rtl_for_manifest(m.replace_layer(conv.name, weight=w), debug_taps=True, cache_dir=CACHE / "rtl")
+    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    x = np.random.default_rng(13).integers(1, 256, size=(4, 1, 6, 6)).astype(np.uint8)
+    d = diagnose(sim, x, 0, ManifestGoldenTaps(m, sim.design.taps))
+    assert (d.layer, d.layer_index, d.kind) == (conv.name, 0, "acc"), d.describe()
+    assert d.neuron[0] == o and len(d.neuron) == 3  # (channel, row, column)
+    assert "channel" in d.describe()
