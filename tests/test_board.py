@@ -261,3 +261,53 @@ def test_hello_reply_bytes_are_exactly_the_baked_in_constant(board):
     while time.monotonic() < deadline and len(got) < len(expected):
         got += ser.read(max(1, ser.in_waiting))
     assert got == expected
+
+
+# ---------------------------------------------------------------- `bitspike infer` on generated networks
+
+
+def test_infer_cli_on_a_generated_network(tmp_path):
+    """The whole path: generator → bridge → Verilator → pty → driver, compared with the golden model."""
+    from bitspike.cli import main
+    from bitspike.random_net import random_mlp
+
+    model = tmp_path / "mlp.bsm"
+    random_mlp(3, sizes=(64, 16, 10), w_bits=[2], s_bits=[2], timesteps=[2]).save(model)
+    summary_path = tmp_path / "infer.json"
+    code = main(["infer", str(model), "--board", "sim", "--dataset", "digits", "--samples", "20",
+                 "--work-dir", str(tmp_path / "sim"), "--json", str(summary_path), "--quiet"])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["samples"] == 20 and summary["agree"] == 20
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["accuracy"] == summary["golden_accuracy"]
+    assert summary["latency_s"] > 0 and summary["images_per_second"] > 0
+    assert summary["link"]["retries"] == 0
+
+
+def test_infer_cli_refuses_a_board_port_that_does_not_exist(tmp_path, capsys):
+    from bitspike.cli import main
+    from bitspike.random_net import random_mlp
+
+    model = tmp_path / "mlp.bsm"
+    random_mlp(3, sizes=(64, 16, 10)).save(model)
+    code = main(["infer", str(model), "--board", "/dev/does-not-exist-bitspike", "--dataset", "digits", "--samples", "2"])
+    assert code == 1
+    assert "cannot open serial port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_infer_cli_trained_digits_100_of_100(tmp_path):
+    """Issue 6's acceptance: the trained digits model, 100 test images through the serial path, 100/100."""
+    from bitspike.cli import main
+    from bitspike.host.export import export_run
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--out", str(run), "--quiet"]) == 0
+    model = tmp_path / "digits.bsm"
+    export_run(run, model)
+    summary_path = tmp_path / "infer.json"
+    code = main(["infer", str(model), "--board", "sim", "--dataset", "digits", "--samples", "100",
+                 "--work-dir", str(tmp_path / "sim"), "--json", str(summary_path), "--quiet"])
+    summary = json.loads(summary_path.read_text())
+    assert code == 0 and summary["agree"] == 100 and summary["samples"] == 100
+    assert summary["accuracy"] > 0.85
