@@ -187,6 +187,15 @@ def _plan_flatten(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) 
                      out_features=int(np.prod(layer.out_shape)), widths={"x": r.x.width, "out": r.out.width})
 
 
+@planner("add")
+def _plan_add(index: int, layer: Layer, r: LayerRanges, manifest: Manifest) -> LayerPlan:
+    shape = tuple(layer.in_shape)
+    hw = tuple(shape[1:]) if len(shape) == 3 else (1, 1)
+    return LayerPlan(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+                     in_features=shape[0], out_features=shape[0], in_hw=hw, out_hw=hw,
+                     widths={"x": r.x.width, "x_b": r.x_b.width, "product": r.product.width, "out": r.out.width})
+
+
 def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int]] | None:
     """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}."""
     if fold is None or fold == "auto":

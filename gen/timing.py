@@ -38,7 +38,7 @@ def engine_busy(lp: "LayerPlan") -> int:
         per_pixel = (groups - 1) * max(words, lp.pes + 2) + max(words, last_n + 2)
         busy = lp.out_hw[0] * lp.out_hw[1] * per_pixel
         return max(busy, lp.in_elements, lp.out_elements)
-    if lp.op in ("maxpool", "avgpool"):
+    if lp.op in ("maxpool", "avgpool", "add"):
         return lp.in_elements
     if lp.op == "flatten":
         return 0
@@ -94,9 +94,22 @@ def _pool_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
     return out
 
 
-TIMERS: dict[str, Callable[["LayerPlan", list[int]], list[int]]] = {
+#: clocks from a skip-branch beat entering the residual FIFO to its being offered at the other end
+FIFO_LATENCY = 2
+
+
+def _add_times(lp: "LayerPlan", a: list[int], b: list[int]) -> list[int]:
+    out: list[int] = []
+    t = -(10**9)
+    for ta, tb in zip(a, b):
+        t = max(t + 1, ta, tb + FIFO_LATENCY)
+        out.append(t + 1)
+    return out
+
+
+TIMERS: dict[str, Callable[..., list[int]]] = {
     "linear": _synaptic_times, "conv2d": _synaptic_times, "maxpool": _pool_times, "avgpool": _pool_times,
-    "flatten": lambda lp, arrivals: list(arrivals),
+    "flatten": lambda lp, arrivals: list(arrivals), "add": _add_times,
 }
 
 
@@ -106,7 +119,7 @@ def predict(plan: "Plan") -> "Plan":
     times: dict[str, list[int]] = {"input": list(range(m.input.size))}
     for lp, layer in zip(plan.layers, m.layers):
         timer = TIMERS[lp.op]
-        times[lp.name] = timer(lp, times[layer.inputs[0]])
+        times[lp.name] = timer(lp, *[times[i] for i in layer.inputs])
     logits = times[m.layers[-1].name]
     done = logits[-1] + 2
     latency = done - times["input"][0]

@@ -15,11 +15,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
-from bitspike.manifest import AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, MaxPoolLayer
+from bitspike.manifest import AddLayer, AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, MaxPoolLayer
 from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.linear import LinearEngine, TapSignature
 from bitspike.rtl_templates.output import ArgmaxOutput
+from bitspike.rtl_templates.fifo import StreamFifo, StreamFork
 from bitspike.rtl_templates.pool import PoolEngine
+from bitspike.rtl_templates.residual import AddEngine
 
 from .plan import LayerPlan, Plan
 
@@ -27,7 +29,10 @@ __all__ = ["BitspikeTop", "ENGINE_BUILDERS", "TAP_KINDS"]
 
 #: tap kinds per op, in the order the report lists them
 TAP_KINDS = {"linear": ("x", "spk", "acc", "out"), "conv2d": ("x", "spk", "acc", "out"),
-             "maxpool": ("x", "out"), "avgpool": ("x", "out"), "flatten": ()}
+             "maxpool": ("x", "out"), "avgpool": ("x", "out"), "add": ("x", "out"), "flatten": ()}
+
+#: input ports of each engine kind, by position in the layer's ``inputs``
+INPUT_PORTS = {"add": ("a", "b")}
 
 EngineBuilder = Callable[[Plan, LayerPlan, Layer, bool], wiring.Component]
 ENGINE_BUILDERS: dict[str, EngineBuilder] = {}
@@ -66,6 +71,14 @@ def _build_pool(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.
 
 ENGINE_BUILDERS["maxpool"] = _build_pool
 ENGINE_BUILDERS["avgpool"] = _build_pool
+@engine_builder("add")
+def _build_add(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
+    assert isinstance(layer, AddLayer)
+    r = plan.ranges[layer.name]
+    return AddEngine(mult_a=layer.mult_a, mult_b=layer.mult_b, shift=layer.shift, lo=layer.lo, hi=layer.hi,
+                     a_range=r.x, b_range=r.x_b, product_range=r.product, out_range=r.out, debug_taps=debug)
+
+
 ENGINE_BUILDERS["flatten"] = lambda plan, lp, layer, debug: None  # a re-indexing folded into the next layer
 
 
@@ -122,12 +135,41 @@ class BitspikeTop(wiring.Component):
             m.submodules[lp.engine] = eng
         out_stage = ArgmaxOutput(man.num_classes, self.engines[-1][1].y.payload.shape(), self.plan.result_width)
         m.submodules.output = out_stage
-        # chain: pixels → e0 → e1 → … → output stage
-        prev = wiring.flipped(self.pixels)
-        for lp, eng in self.engines:
-            wiring.connect(m, prev, eng.x)
-            prev = eng.y
-        wiring.connect(m, prev, out_stage.logits)
+        # wire the layer graph: every producer's stream goes to its consumers; a producer with
+        # several consumers gets an eager fork, and a fork branch into a residual add a FIFO of
+        # two feature maps (the add waits for the other branch, which runs through a conv)
+        engines = {lp.name: eng for lp, eng in self.engines}
+        alias = {l.name: l.inputs[0] for l in man.layers if l.op == "flatten"}
+
+        def source(name: str) -> str:
+            while name in alias:
+                name = alias[name]
+            return name
+
+        consumers: dict[str, list[tuple[Layer, int]]] = {}
+        for layer in man.layers:
+            if layer.name in engines:
+                for pos, src in enumerate(layer.inputs):
+                    consumers.setdefault(source(src), []).append((layer, pos))
+        streams = {"input": wiring.flipped(self.pixels)}
+        streams.update({name: eng.y for name, eng in engines.items()})
+        for src, users in consumers.items():
+            outs = [streams[src]]
+            if len(users) > 1:
+                fork = StreamFork(streams[src].payload.shape(), len(users))
+                m.submodules[f"fork_{src}"] = fork
+                wiring.connect(m, streams[src], fork.x)
+                outs = [getattr(fork, f"y{i}") for i in range(len(users))]
+            for (layer, pos), out in zip(users, outs):
+                port = getattr(engines[layer.name], INPUT_PORTS.get(layer.op, ("x",))[pos])
+                if len(users) > 1 and layer.op == "add":
+                    elems = int(np.prod(layer.in_shape))
+                    fifo = StreamFifo(out.payload.shape(), 2 * elems + 16)
+                    m.submodules[f"fifo_{src}_{layer.name}"] = fifo
+                    wiring.connect(m, out, fifo.x)
+                    out = fifo.y
+                wiring.connect(m, out, port)
+        wiring.connect(m, engines[man.layers[-1].name].y, out_stage.logits)
         wiring.connect(m, out_stage.results, wiring.flipped(self.results))
         m.d.comb += self.done.eq(out_stage.done)
         # busy: inferences inside = first pixels accepted − class beats accepted

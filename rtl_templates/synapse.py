@@ -42,7 +42,10 @@ from .neuron import check_neuron_params, shape_of, unrolled_neuron
 from .requant import requantize
 from .weight_mem import WeightLayout, pack_weights
 
-__all__ = ["SynapticEngine", "TapSignature", "partial_sum_range"]
+__all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS"]
+
+#: weight memories of at least this many bits are marked ``ram_style = "block"``
+BLOCK_RAM_MIN_BITS = 4096
 
 
 def TapSignature(width: int, signed_: bool = False) -> wiring.Signature:
@@ -188,7 +191,10 @@ class SynapticEngine(wiring.Component):
                         m.d.sync += pack[l].eq(count)
 
         # ---- stage 0: address generator over (oh, ow, g, ky, kx, jc), innermost last
-        wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay))
+        # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
+        attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
+        wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),
+                             attrs=attrs)
         m.submodules.wmem = wmem
         wrd = wmem.read_port()
         oh, ow = Signal(range(HO)), Signal(range(WO))

@@ -80,3 +80,12 @@ def test_cnn_sweep_verilator(tmp_path, seed, pool):
     run_network_bench("verilator", m, report, _images(m, 4, seed), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
     measured = run_network_bench("verilator", m, report, _images(m, 2, seed), tmp_path / "t", timing=True)
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
+
+
+def test_residual_add_bit_exact_and_timed(tmp_path):
+    m = random_cnn(3, image=(1, 6, 6), channels=(3, 4), residual=True, timesteps=range(1, 4))
+    assert "add" in [l.op for l in m.layers]
+    report = generate(m, tmp_path / "gen", debug_taps=True)
+    run_network_bench("verilator", m, report, _images(m, 3, 3), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
+    measured = run_network_bench("verilator", m, report, _images(m, 2, 3), tmp_path / "t", timing=True)
+    assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
