@@ -168,6 +168,10 @@ class SerialBoard(Board):
             except (pyserial.SerialException, OSError, ValueError) as exc:
                 raise BoardError(f"cannot open serial port {port!r}: {exc}") from exc
         self._serial = serial
+        try:  # bytes left over from before we opened the port are no answer to anything
+            serial.reset_input_buffer()
+        except Exception:  # noqa: BLE001 - a transport without an input buffer: stale frames are rejected by seq anyway
+            pass
 
     def __repr__(self) -> str:
         return f"SerialBoard({self.port!r}, baudrate={self.baudrate}, timeout={self.timeout}, retries={self.retries})"
