@@ -147,6 +147,8 @@ def _trace_shapes_and_peaks(model: BitNet, nodes: list[_Node], calib: torch.Tens
         h.remove()
     for n in nodes:
         n.in_shape, n.out_shape = shapes[n.name]
+        if n.kind == "add":  # the hook saw the block's input; the add itself adds two outputs of its shape
+            n.in_shape = n.out_shape
     return peaks
 
 

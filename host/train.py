@@ -527,7 +527,7 @@ def train(config: TrainConfig) -> TrainResult:
                 # dual ascent on λ: an average that keeps missing its target gets pushed harder
                 # (λ doubles every quarter epoch while it misses by more than 5%)
                 grow = 2.0 ** (4.0 / len(batches))
-                for i, a in enumerate((float(bw), float(bs), float(bt))):
+                for i, a in enumerate((float(bw.detach()), float(bs.detach()), float(bt.detach()))):
                     if abs(a - goal[i]) > 0.05 * goal[i]:
                         lambdas[i] = min(lambdas[i] * grow, LAMBDA_MAX)
             opt.zero_grad()

@@ -121,3 +121,39 @@ def test_cnn_export_matches_golden_closely(tmp_path):
     with torch.no_grad():
         fq = model(torch.as_tensor(test.images).float() / 255).argmax(1)
     assert float((fq == golden.classes).float().mean()) >= 0.97
+
+
+def test_resnet_export_has_residual_adds_and_sum_pool():
+    """ResNet20: residual adds and the global sum-pool become manifest layers; the golden model runs them in range."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", (1, 8, 8), 10, BitPlan(2, 2, 2), width=4)
+    train_ds = load_dataset("digits", "train")
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.as_tensor(train_ds.images[:256]).float() / 255)
+    model.eval()
+    m = export_model(model, train_ds.images[:256], current_bits=12)
+    ops = [l.op for l in m.layers]
+    assert ops.count("add") == 9 and ops.count("conv2d") == 21 and ops[-3:] == ["avgpool", "flatten", "linear"]
+    pool = m.layers[-3]
+    assert m.layer(pool.inputs[0]).op == "add" and m.layers[-1].k == 12 + 2  # 2×2 sum: two more bits of resolution
+    shortcut_adds = [l for l in m.layers if l.op == "add" and getattr(m.layer(l.inputs[1]), "kernel", None) == (1, 1)]
+    assert len(shortcut_adds) == 2  # the two down-sampling blocks use a 1×1 projection
+    test = load_dataset("digits", "test")
+    golden = GoldenModel(m).run(images_for_manifest(test.images, m))  # raises RangeError on any overflow
+    with torch.no_grad():
+        fq = model(torch.as_tensor(test.images).float() / 255).argmax(1)
+    # an untrained 20-layer net has nearly tied logits; rounding currents still keeps most decisions
+    assert float((fq == golden.classes).float().mean()) >= 0.85
+
+
+@pytest.mark.slow
+def test_digits_mlp_reaches_95_percent_deployed(tmp_path):
+    """The network `make demo` runs: target 2/2/1, ≥ 95% deploy accuracy, within the bit window."""
+    torch.set_num_threads(2)
+    result = train(TrainConfig(dataset="digits", arch="mlp", epochs=40, lr=0.1, out=str(tmp_path), progress=False))
+    _, summary = export_run(result.run_dir, tmp_path / "m.bsm")
+    assert summary["deploy_accuracy"] >= 0.95
+    assert abs(summary["float_accuracy"] - summary["deploy_accuracy"]) <= 0.005
+    assert summary["avg_bits"] == {"w": 2.0, "s": 2.0, "t": 1.0}
