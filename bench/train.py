@@ -1,0 +1,164 @@
+"""Benchmark: train and export the runs of issue 3, and write bench/results/train.json and train.md.
+
+Each run trains with :func:`bitspike.host.train.train`, exports with
+:func:`bitspike.host.export.export_run` (golden-model deploy accuracy on the
+whole test set), and records accuracy, learned bits, bit budget, S-ACE,
+weight memory, epochs and wall time. Results are merged into the JSON file
+run by run (under a file lock), so runs can be done in several processes::
+
+    python bench/train.py                      # everything, one after another
+    python bench/train.py --only digits-mlp-2/2/1 fmnist-cnn-adaptive-2/2/1
+    python bench/train.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+FMNIST_EPOCHS = 4
+ABLATION_EPOCHS = 3
+
+#: name → (TrainConfig keyword arguments, what it shows)
+RUNS: dict[str, tuple[dict, str]] = {
+    "digits-mlp-2/2/1": (dict(dataset="digits", arch="mlp", target=(2, 2, 1), epochs=40, lr=0.1, optimizer="sgd",
+                              batch_size=64), "make demo's network: ≥ 95% deploy accuracy in < 3 min"),
+    "fmnist-cnn-adaptive-2/2/1": (dict(dataset="fashion-mnist", arch="cnn", target=(2, 2, 1), epochs=FMNIST_EPOCHS),
+                                  "adaptive bits, target 2/2/1"),
+    "fmnist-cnn-uniform-2/2/1": (dict(dataset="fashion-mnist", arch="cnn", uniform=(2, 2, 1), epochs=FMNIST_EPOCHS),
+                                 "baseline: every layer 2/2/1"),
+    "fmnist-cnn-uniform-4/4/2": (dict(dataset="fashion-mnist", arch="cnn", uniform=(4, 4, 2), epochs=FMNIST_EPOCHS),
+                                 "baseline: every layer 4/4/2"),
+    "ablation-1/1/1-uniform": (dict(dataset="fashion-mnist", arch="cnn", uniform=(1, 1, 1), epochs=ABLATION_EPOCHS),
+                               "ablation: uniform 1/1/1"),
+    "ablation-1/1/1-learnable": (dict(dataset="fashion-mnist", arch="cnn", target=(1, 1, 1), renewal="none",
+                                      epochs=ABLATION_EPOCHS), "ablation: learnable bits, no renewal"),
+    "ablation-1/1/1-learnable+renewal": (dict(dataset="fashion-mnist", arch="cnn", target=(1, 1, 1), renewal="all",
+                                              epochs=ABLATION_EPOCHS), "ablation: learnable bits with renewal"),
+}
+DEFAULTS = dict(optimizer="adam", lr=0.002, batch_size=128, seed=0)
+
+
+def run_one(name: str, threads: int, out_root: Path) -> dict:
+    import torch
+
+    from bitspike.host.export import export_run
+    from bitspike.host.train import TrainConfig, train
+
+    kw, what = RUNS[name]
+    cfg = TrainConfig(**{**DEFAULTS, **kw, "out": str(out_root / name.replace("/", "_")), "threads": threads,
+                         "progress": False})
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    _, summary = export_run(result.run_dir, Path(result.run_dir) / "model.bsm")
+    export_s = time.perf_counter() - t1
+    history = result.history
+    return {
+        "name": name,
+        "what": what,
+        "dataset": cfg.dataset,
+        "arch": cfg.arch,
+        "mode": "uniform" if cfg.uniform else "adaptive",
+        "target": list(cfg.goal),
+        "renewal": cfg.renewal if cfg.uniform is None else None,
+        "epochs": cfg.epochs,
+        "freeze_epochs": cfg.freeze,
+        "float_accuracy": summary["float_accuracy"],
+        "deploy_accuracy": summary["deploy_accuracy"],
+        "accuracy_gap_points": summary["accuracy_gap_points"],
+        "avg_bits": summary["avg_bits"],
+        "bit_budget": summary["bit_budget"],
+        "s_ace": summary["s_ace"],
+        "weight_memory_bits": summary["weight_memory_bits"],
+        "layers": summary["layers"],
+        "train_wall_s": train_s,
+        "export_s": export_s,
+        "epoch_s": [h["epoch_s"] for h in history],
+        "test_accuracy_per_epoch": [h["test_accuracy"] for h in history],
+        "bits_per_epoch": [h["avg_bits"] for h in history],
+        "threads": threads,
+    }
+
+
+def _merge(entry: dict) -> dict:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "train.json"
+    with open(RESULTS / ".train.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        data["runs"][entry["name"]] = entry
+        data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        data["runs"] = {k: data["runs"][k] for k in RUNS if k in data["runs"]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        write_markdown(data)
+    return data
+
+
+def write_markdown(data: dict) -> None:
+    lines = [
+        "# Training benchmark (issue 3)",
+        "",
+        "Generated by `bench/train.py`; numbers measured on this machine's CPUs (2 cores, shared with other jobs, "
+        "so wall times are upper bounds). Accuracy on the whole test set: *float* = fake-quantized PyTorch model, "
+        "*deploy* = integer golden model of the exported manifest. Bits are averages over the learnable layers "
+        "(the 8-bit first layer is left out, as in the paper); BB = B̄_w·B̄_s·T̄.",
+        "",
+        "| run | mode | target | epochs | float acc | deploy acc | B̄_w / B̄_s / T̄ | BB | S-ACE | weight memory (bits) | train time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in data["runs"].items():
+        b = r["avg_bits"]
+        mode = r["mode"] + ("" if r["mode"] == "uniform" else f" (renewal {r['renewal']})")
+        lines.append(
+            f"| {name} | {mode} | {'/'.join(map(str, r['target']))} | {r['epochs']} | {100 * r['float_accuracy']:.2f}% "
+            f"| {100 * r['deploy_accuracy']:.2f}% | {b['w']:.2f} / {b['s']:.2f} / {b['t']:.2f} | {r['bit_budget']:.2f} "
+            f"| {r['s_ace']:,} | {r['weight_memory_bits']:,} | {r['train_wall_s']:.0f} s |"
+        )
+    lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
+    for name, r in data["runs"].items():
+        per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
+        lines.append(f"- {name}: {per}")
+    (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the runs and exit")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    parser.add_argument("--out", default="runs/bench", help="folder for the run folders (default runs/bench)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (_, what) in RUNS.items():
+            print(f"{name:36s} {what}")
+        return 0
+    names = args.only or list(RUNS)
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        parser.error(f"unknown runs {unknown}; see --list")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in names:
+        print(f"== {name}", flush=True)
+        entry = run_one(name, args.threads, Path(args.out))
+        _merge(entry)
+        print(f"== {name}: deploy {100 * entry['deploy_accuracy']:.2f}% float {100 * entry['float_accuracy']:.2f}% "
+              f"bits {entry['avg_bits']} BB {entry['bit_budget']:.2f} in {entry['train_wall_s']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
