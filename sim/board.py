@@ -62,7 +62,8 @@ class _FrameRules:
         for b in data:
             if self._pos < 0:
                 if b != P.SOF:
-                    out.append(b)  # not a frame (should not happen on a clean line)
+                    if not self.silent:
+                        out.append(b)  # not a frame (should not happen on a clean line)
                     continue
                 self._pos, self._total, self._header = 0, None, bytearray()
                 self._rule = self.rules.popleft() if self.rules else None
