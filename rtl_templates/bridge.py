@@ -14,8 +14,9 @@ The bridge receives frames (:mod:`bitspike.protocol`), checks them, and
 
 Because pixels are buffered, a corrupted or truncated frame never reaches
 the accelerator, so it can never be left with half an image. Replies are
-queued (a small FIFO of reply requests), so a host may send the next image
-while the previous result is still on its way back.
+queued (a small FIFO of reply requests, so an ERROR for a damaged frame is
+not lost while a RESULT is being sent); the host is stop-and-wait, since
+bytes arriving while an image is fed to the accelerator are dropped.
 """
 
 from dataclasses import dataclass, field
