@@ -121,3 +121,40 @@ def run_cocotb(
     if n_tests == 0 or n_failed:
         log = (build_dir / "test.log").read_text(errors="replace")[-4000:]
         raise AssertionError(f"cocotb bench {test_module} under {simulator}: {n_failed} of {n_tests} failed\n{log}")
+
+
+def component_bank(blocks):
+    """One Amaranth component exposing the stream ports of several blocks under prefixes ``<prefix><port>``.
+
+    ``blocks`` is a list of ``(prefix, component)``. Only stream members are exposed
+    (debug taps stay inside); one Verilog build then tests a whole parameter sweep.
+    """
+    from amaranth import Module
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+
+    class ComponentBank(wiring.Component):
+        def __init__(self):
+            self.blocks = list(blocks)
+            members = {}
+            for prefix, blk in self.blocks:
+                for name, member in blk.signature.members.items():
+                    if member.is_signature and isinstance(member.signature, stream.Signature):
+                        members[f"{prefix}{name}"] = member
+            super().__init__(members)
+
+        def elaborate(self, platform):
+            m = Module()
+            for prefix, blk in self.blocks:
+                m.submodules[prefix.rstrip("_") or "blk"] = blk
+                for name, member in blk.signature.members.items():
+                    if f"{prefix}{name}" not in self.signature.members:
+                        continue
+                    outer = getattr(self, f"{prefix}{name}")
+                    if member.flow == In:
+                        wiring.connect(m, wiring.flipped(outer), getattr(blk, name))
+                    else:
+                        wiring.connect(m, getattr(blk, name), wiring.flipped(outer))
+            return m
+
+    return ComponentBank()
