@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -567,8 +567,3 @@ def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int 
             shutil.rmtree(work, ignore_errors=True)
     return out
 
-
-def split_per_sample(values: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
-    """Cut one tap's concatenated values into per-image pieces of the given lengths."""
-    edges = np.cumsum([0, *counts])
-    return [values[edges[i]:edges[i + 1]] for i in range(len(counts))]
