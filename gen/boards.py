@@ -37,6 +37,11 @@ class BoardSpec:
         a logic cell holds a LUT and a flip-flop; the count comes from the synthesis log).
     synth_opts
         Extra ``synth_ice40`` / ``synth_ecp5`` options.
+    default_max_luts
+        The generator's LUT budget (``--max-luts``) when the user gives neither a fold nor a
+        budget; ``None`` keeps the generator's default. Measured: on the iCEBreaker the
+        generator's default folds the digits MLP 8×8 (66 multipliers, 39 block RAMs: no fit),
+        while 600 gives 2×4, which fits (about two thirds of the logic cells with the bridge).
     """
 
     name: str
@@ -45,6 +50,7 @@ class BoardSpec:
     description: str
     resources: dict = field(default_factory=dict)
     synth_opts: str = ""
+    default_max_luts: int | None = None
 
     def platform_class(self):
         module, cls = self.platform.split(":")
@@ -65,9 +71,11 @@ BOARDS: dict[str, BoardSpec] = {
     spec.name: spec
     for spec in [
         BoardSpec("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40",
-                  "1BitSquared iCEBreaker, iCE40UP5K-SG48, 12 MHz", _ICE40, synth_opts="-dsp"),
+                  "1BitSquared iCEBreaker, iCE40UP5K-SG48, 12 MHz", _ICE40, synth_opts="-dsp",
+                  default_max_luts=600),
         BoardSpec("ice40-hx8k", "amaranth_boards.ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", "ice40",
-                  "Lattice iCE40-HX8K breakout, iCE40HX8K-CT256, 12 MHz", _ICE40),
+                  "Lattice iCE40-HX8K breakout, iCE40HX8K-CT256, 12 MHz", _ICE40,
+                  default_max_luts=800),
         BoardSpec("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5",
                   "Radiona ULX3S, ECP5 LFE5U-85F-6BG381, 25 MHz", _ECP5),
         BoardSpec("ecp5-25f", "amaranth_boards.ulx3s:ULX3S_25F_Platform", "ecp5",

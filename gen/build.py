@@ -281,6 +281,8 @@ def build_bitstream(
         if manifest is None:
             raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
         gen_dir = out / "gen"
+        if fold == "auto" and max_luts is None:
+            max_luts = spec.default_max_luts
         report = _generate(manifest, gen_dir, fold, max_luts)
     else:
         gen_dir = Path(gen_dir)
