@@ -87,3 +87,20 @@ def test_images_for_manifest_flattens_c_major():
     assert np.array_equal(flat[1], test.images[1].reshape(-1))
     with pytest.raises(DatasetError, match="do not fit"):
         images_for_manifest(np.zeros((2, 1, 28, 28), np.uint8), m)
+
+
+def test_cifar10_python_batches(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    for name, n in [(f"data_batch_{i}", 3) for i in range(1, 6)] + [("test_batch", 4)]:
+        batch = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    train = load_dataset("cifar10", "train", path=tmp_path)
+    test = load_dataset("cifar10", "test", path=tmp_path)
+    assert train.images.shape == (15, 3, 32, 32) and test.labels.tolist() == [0, 1, 2, 3]
+    assert train.classes[0] == "airplane"
+    (tmp_path / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="not a CIFAR-10 python batch"):
+        load_dataset("cifar10", "test", path=tmp_path)
