@@ -43,7 +43,6 @@ __all__ = [
     "round_ste",
     "quant_layers",
     "set_renewal",
-    "set_bits_frozen",
     "RENEWAL_CANDIDATES",
     "RENEWAL_POWER",
 ]
@@ -323,9 +322,6 @@ class MultiBitNeuron(nn.Module):
             total = total + s
         return vth * total / t
 
-    def integer_threshold_unit(self) -> float:
-        return float(self.vth)
-
 
 class QuantLayer(nn.Module):
     """Neuron → quantized synapse (+ bias) → optional BatchNorm → optional ReLU.
@@ -433,14 +429,3 @@ def set_renewal(model: nn.Module, active: bool) -> None:
         if layer.learnable:
             layer.wq.renewal = active
             layer.neuron.renewal = active
-
-
-def set_bits_frozen(model: nn.Module, frozen: bool) -> None:
-    """Stop (or restart) gradients to every bit width and T: the freeze phase at the end of training."""
-    for layer in quant_layers(model):
-        if not layer.learnable:
-            continue
-        for p in (layer.wq.bits.value, layer.neuron.s_bits.value, layer.neuron.timesteps.value):
-            p.requires_grad_(not frozen)
-            if frozen:
-                p.grad = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers) -> None:
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     result = train(config)
-    if int(__import__("os").environ.get("RANK", "0")) != 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     bits = result.avg_bits
     print(
