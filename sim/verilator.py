@@ -51,8 +51,16 @@ __all__ = [
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 
 #: flags every build gets: warnings never stop a build (Amaranth's Verilog has
-#: harmless WIDTH warnings), and X's resolve fast and deterministically
-BASE_FLAGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast")
+#: harmless WIDTH warnings), and X's resolve fast and deterministically. The
+#: make variables: the pip wheel's verilated.mk leaves the GCC precompiled-header
+#: option empty, which breaks every model big enough to be split into several
+#: C++ files ("__pch.h.fast: linker input file not found"); and the model's
+#: hot code gets -O2 while its one-time constructors (weight tables) compile at -O0.
+BASE_FLAGS = (
+    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
+    "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
+    "-MAKEFLAGS", "OPT_FAST=-O2",
+)
 
 #: bump when the way a build folder is laid out changes (invalidates old caches)
 _LAYOUT_VERSION = "1"
@@ -216,7 +224,7 @@ def cache_key(
     *,
     generated: Mapping[str, str | bytes] | None = None,
     flags: Sequence[str] = (),
-    cflags: Sequence[str] = ("-O2",),
+    cflags: Sequence[str] = (),
     trace: bool = False,
     name: str = "sim",
 ) -> str:
@@ -232,7 +240,7 @@ def build_executable(
     *,
     generated: Mapping[str, str | bytes] | None = None,
     flags: Sequence[str] = (),
-    cflags: Sequence[str] = ("-O2",),
+    cflags: Sequence[str] = (),
     trace: bool = False,
     cache_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
