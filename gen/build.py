@@ -318,7 +318,9 @@ def build_bitstream(
         # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
         if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
             raise exc.error from None
-        log.info("%s: %s; building again with multipliers in logic", spec.name, exc.error)
+        used = exc.used.get(spec.resources["DSP"], {})
+        log.info("%s: the design has %s multipliers for %s DSP blocks; building again with the multipliers in logic",
+                 spec.name, used.get("used", "more"), used.get("available", "its"))
         platform = spec.platform_class()()
         for name in report["verilog_files"]:
             platform.add_file(Path(name).name, (gen_dir / name).read_text())
@@ -343,10 +345,11 @@ def build_bitstream(
 
 
 class _Overflow(Exception):
-    def __init__(self, error: HardwareError, cells: list[str]):
+    def __init__(self, error: HardwareError, cells: list[str], used: dict):
         super().__init__(str(error))
         self.error = error
         self.cells = cells
+        self.used = used
 
 
 def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float):
@@ -380,7 +383,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     problem = overflow_error(spec, parsed["cells"], pnr_log + log_text)
     if problem is not None:
         over = [c for c, v in parsed["cells"].items() if v["used"] > v["available"]]
-        raise _Overflow(problem, over)
+        raise _Overflow(problem, over, parsed["cells"])
     if proc.returncode != 0 or not (build_dir / f"{NAME}{spec.bitstream_suffix}").exists():
         tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
