@@ -68,13 +68,16 @@ class Divergence:
     cycle_in_inference
         The same cycle counted from the sample's first accepted pixel.
     rerun
-        ``"alone"`` (the sample by itself, sequential) or ``"prefix"`` (samples 0 … sample, as in the run).
+        ``"alone"`` (the sample by itself, sequential) or ``"prefix"`` (samples 0 … sample, as in the run);
+        ``"none"`` when found in the original traced run.
     port
         The debug tap's port name.
     vcd
         The VCD file written around the cycle, if any.
     vcd_window
         The first and last cycle in the VCD.
+    spike_expected, spike_got
+        For packed spike beats, the spike of ``timestep`` alone (``expected``/``got`` hold the whole beat).
     """
 
     sample: int
@@ -92,6 +95,8 @@ class Divergence:
     port: str = ""
     vcd: str | None = None
     vcd_window: tuple[int, int] | None = None
+    spike_expected: int | None = None
+    spike_got: int | None = None
 
     def describe(self) -> str:
         """One human sentence."""
@@ -102,6 +107,8 @@ class Divergence:
             where += f", timestep {self.timestep}"
         exp = "nothing" if self.expected is None else str(self.expected)
         got = "nothing" if self.got is None else str(self.got)
+        if self.spike_expected is not None and self.spike_got is not None:
+            exp, got = str(self.spike_expected), f"{self.spike_got} (packed beat {self.got}, expected {self.expected})"
         cyc = "" if self.cycle is None else (
             f" at cycle {self.cycle}" + (f" ({self.cycle_in_inference} into the inference)"
                                          if self.cycle_in_inference is not None else "")
@@ -189,6 +196,16 @@ class ManifestGoldenTaps:
             for i in range(len(images))
         ]
 
+    def unpack(self, tap: TapInfo, beat: int, timestep: int, count: int) -> int:
+        """The spike of ``timestep`` in a spike beat (``count`` beats per image tell whether beats are packed)."""
+        from bitspike.gen.interface import stream_order
+
+        layer = self._layer(tap)
+        if count != len(stream_order(self.manifest, layer.inputs[0])):
+            return beat  # one spike per beat
+        bits = int(layer.s_bits)
+        return (beat >> (timestep * bits)) & ((1 << bits) - 1)
+
     def locate(self, tap: TapInfo, position: int, count: int, expected: int | None = None,
                got: int | None = None) -> tuple[tuple[int, ...], int | None]:
         from bitspike.gen.interface import stream_order
@@ -235,15 +252,19 @@ def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], go
             pos = n  # a value missing or one too many
         else:
             continue
-        neuron, t = ref.locate(tap, min(pos, max(len(exp) - 1, 0)), len(exp),
-                               int(exp[pos]) if pos < len(exp) else None, int(vals[pos]) if pos < len(vals) else None)
+        e = int(exp[pos]) if pos < len(exp) else None
+        g = int(vals[pos]) if pos < len(vals) else None
+        neuron, t = ref.locate(tap, min(pos, max(len(exp) - 1, 0)), len(exp), e, g)
         cyc = int(cycles[pos]) if pos < len(cycles) else (int(cycles[-1]) if len(cycles) else None)
+        spikes = (None, None)
+        unpack = getattr(ref, "unpack", None)  # optional: references whose spike beats are packed
+        if tap.kind == "spk" and t is not None and e is not None and g is not None and unpack is not None:
+            spikes = (unpack(tap, e, t, len(exp)), unpack(tap, g, t, len(exp)))
         return Divergence(
             sample=sample, layer=tap.layer, layer_index=tap.index, kind=tap.kind, neuron=neuron, timestep=t,
-            position=pos, expected=int(exp[pos]) if pos < len(exp) else None,
-            got=int(vals[pos]) if pos < len(vals) else None, cycle=cyc,
+            position=pos, expected=e, got=g, cycle=cyc,
             cycle_in_inference=(cyc - start_cycle) if (cyc is not None and start_cycle is not None) else None,
-            rerun=rerun, port=tap.port,
+            rerun=rerun, port=tap.port, spike_expected=spikes[0], spike_got=spikes[1],
         )
     return None
 

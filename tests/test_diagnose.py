@@ -122,3 +122,26 @@ def test_flipped_conv_weight_bit_names_the_channel():
     assert (d.layer, d.layer_index, d.kind) == (conv.name, 0, "acc"), d.describe()
     assert d.neuron[0] == o and len(d.neuron) == 3  # (channel, row, column)
     assert "channel" in d.describe()
+
+
+def test_a_wrong_spike_is_named_with_its_timestep():
+    """Packed spike beats: the report names the element, the timestep and both spike values."""
+    from bitspike.random_net import random_mlp
+    from bitspike.sim.cosim import DesignInfo, rtl_for_manifest
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_sample
+
+    m = random_mlp(3, sizes=(64, 24, 16, 10))
+    taps = DesignInfo.load(rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")).taps
+    ref = ManifestGoldenTaps(m, taps)
+    x = np.random.default_rng(14).integers(0, 256, size=(1, 64)).astype(np.uint8)
+    golden = ref.sequences(x)[0]
+    layer = max(m.synaptic_layers[1:], key=lambda l: l.timesteps)
+    tap = next(t for t in taps if t.layer == layer.name and t.kind == "spk")
+    t = layer.timesteps - 1
+    hw = {p: (v.copy(), np.arange(len(v)) + 100) for p, v in golden.items()}
+    hw[tap.port][0][5] ^= 1 << (t * layer.s_bits)  # one spike of element 5, last timestep, off by one
+    d = compare_sample(0, hw, golden, taps, ref, start_cycle=100)
+    assert (d.layer, d.kind, d.neuron, d.timestep, d.cycle_in_inference) == (layer.name, "spk", (5,), t, 5)
+    assert abs(d.spike_got - d.spike_expected) == 1
+    assert f"spike of neuron 5, timestep {t}" in d.describe()
+    assert compare_sample(0, {p: (v.copy(), np.arange(len(v))) for p, v in golden.items()}, golden, taps, ref) is None
