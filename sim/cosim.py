@@ -210,7 +210,9 @@ class CoSimResult:
     total_cycles
         Cycles simulated (all shards added).
     sim_seconds
-        Wall time of the harness clock loops (all shards added; excludes builds and file I/O).
+        CPU time of the simulator's clock loops, all shards added (excludes builds and file I/O;
+        CPU rather than wall time, so that other work on a shared machine does not count; for
+        Icarus the wall time of ``vvp``).
     wall_seconds
         Wall time of the whole run as the caller saw it (parallel shards overlap).
     taps
@@ -240,7 +242,7 @@ class CoSimResult:
 
     @property
     def sim_cycles_per_second(self) -> float:
-        """Simulated clock cycles per second of harness wall time, per process."""
+        """Simulated clock cycles per CPU second of the harness loop (the rate of one process on one core)."""
         return self.total_cycles / self.sim_seconds if self.sim_seconds > 0 else float("inf")
 
     @property
@@ -417,10 +419,18 @@ class CoSim:
             out.setdefault(t.layer, {})[t.kind] = vals
         return out
 
-    def bare_cycles_per_second(self, cycles: int = 2_000_000) -> float:
-        """Cycle rate of the bare C++ loop over this design (clocking only): the harness's limit."""
+    def bare_cycles_per_second(self, images: np.ndarray, cycles: int = 2_000_000) -> float:
+        """Cycle rate of the bare C++ loop over this design: the same pixels offered back to back and
+        results always taken, nothing recorded. The harness's limit (one process)."""
+        x = pixel_stream(images, self.design)
+        if not len(x):
+            raise HardwareError("the bare loop needs at least one image to offer")
         exe = self.build().executable
-        proc = subprocess.run([str(exe), "--bare", str(int(cycles))], capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="bitspike-bare-") as tmp:
+            inp = Path(tmp) / "batch.bin"
+            _write_input(inp, x, self.design.input_bits)
+            proc = subprocess.run([str(exe), "--bare", str(int(cycles)), "--input", str(inp)],
+                                  capture_output=True, text=True)
         if proc.returncode != 0:
             raise HardwareError(f"bare loop failed: {proc.stderr.strip()}")
         return float(json.loads(proc.stdout)["cycles_per_second"])
@@ -496,15 +506,15 @@ def _read_output(path: Path) -> dict:
     if blob[:4] != b"BSR1":
         raise HardwareError(f"{path} is not a harness result file")
     n, per, ntaps, status, done = struct.unpack_from("<5I", blob, 4)
-    cycles, loop_ns = struct.unpack_from("<QQ", blob, 24)
-    off = 40
+    cycles, loop_ns, cpu_ns = struct.unpack_from("<QQQ", blob, 24)
+    off = 48
     img = np.frombuffer(blob, dtype="<u8", count=n * (2 + per), offset=off).reshape(n, 2 + per)
     off += 8 * n * (2 + per)
     (nrec,) = struct.unpack_from("<Q", blob, off)
     off += 8
     records = np.frombuffer(blob, dtype=TAP_RECORD, count=nrec, offset=off)
     return dict(results=img[:, 2:].copy(), start=img[:, 0].copy(), end=img[:, 1].copy(), records=records.copy(),
-                status=status, done=done, cycles=cycles, seconds=loop_ns * 1e-9)
+                status=status, done=done, cycles=cycles, seconds=cpu_ns * 1e-9)
 
 
 # ---- RTL from a manifest, cached
