@@ -16,8 +16,10 @@ Usage::
 
     python bench/sim.py [--digits MODEL.bsm] [--fashion MODEL.bsm] [--fashion-samples 10000]
 
-A model that is not given is looked for in ``build/bench/models/NAME/model.bsm``
-and trained there (``bitspike train`` + ``bitspike export``) when missing.
+A model that is not given is taken from bench/train.py's runs
+(``runs/bench/digits-mlp-2_2_1``, ``runs/bench/fmnist-cnn-adaptive-2_2_1``), else
+from ``build/bench/models/NAME/model.bsm``, trained there (``bitspike train`` +
+``bitspike export``) when missing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MODELS_DIR = ROOT / "build" / "bench" / "models"
+#: the runs bench/train.py makes (``make bench`` trains them first)
+TRAINED_RUNS = {"digits": ROOT / "runs" / "bench" / "digits-mlp-2_2_1",
+                "fashion-mnist": ROOT / "runs" / "bench" / "fmnist-cnn-adaptive-2_2_1"}
 
 #: name → (data set, training options when the model must be trained here, images under Icarus)
 BENCH_MODELS = {
@@ -59,6 +64,9 @@ def model_path(name: str, given: str | None) -> Path:
     """The manifest of a benchmark model: given, found, or trained now."""
     if given:
         return Path(given)
+    official = TRAINED_RUNS[name] / "model.bsm"
+    if official.exists():
+        return official
     path = MODELS_DIR / name / "model.bsm"
     if not path.exists():
         run_dir = MODELS_DIR / name
@@ -126,6 +134,7 @@ def bench_model(name: str, path: Path, samples: int | None, icarus_samples: int,
     cpi = res.cycles
     return {
         "model": m.name,
+        "manifest_path": str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path),
         "manifest_digest": m.digest(),
         "dataset": dataset,
         "layers": [f"{l.name}:{l.op}" for l in m.layers],
