@@ -34,6 +34,9 @@ RUNS: dict[str, tuple[dict, str]] = {
                               batch_size=64), "make demo's network: ≥ 95% deploy accuracy in < 3 min"),
     "fmnist-cnn-adaptive-2/2/1": (dict(dataset="fashion-mnist", arch="cnn", target=(2, 2, 1), epochs=FMNIST_EPOCHS),
                                   "adaptive bits, target 2/2/1"),
+    "fmnist-cnn-adaptive-2/2/1-start-at-target": (
+        dict(dataset="fashion-mnist", arch="cnn", target=(2, 2, 1), epochs=FMNIST_EPOCHS, init_extra=0, freeze_epochs=2),
+        "adaptive bits starting at the target (not one bit above), last 2 epochs frozen"),
     "fmnist-cnn-uniform-2/2/1": (dict(dataset="fashion-mnist", arch="cnn", uniform=(2, 2, 1), epochs=FMNIST_EPOCHS),
                                  "baseline: every layer 2/2/1"),
     "fmnist-cnn-uniform-4/4/2": (dict(dataset="fashion-mnist", arch="cnn", uniform=(4, 4, 2), epochs=FMNIST_EPOCHS),
@@ -92,13 +95,16 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     }
 
 
-def _merge(entry: dict) -> dict:
+def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
     with open(RESULTS / ".train.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-        data["runs"][entry["name"]] = entry
+        if entry is not None:
+            data["runs"][entry["name"]] = entry
+        if gpu_check is not None:
+            data["gpu_check"] = gpu_check
         data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
         data["runs"] = {k: data["runs"][k] for k in RUNS if k in data["runs"]}
         tmp = path.with_suffix(".tmp")
@@ -128,11 +134,47 @@ def write_markdown(data: dict) -> None:
             f"| {100 * r['deploy_accuracy']:.2f}% | {b['w']:.2f} / {b['s']:.2f} / {b['t']:.2f} | {r['bit_budget']:.2f} "
             f"| {r['s_ace']:,} | {r['weight_memory_bits']:,} | {r['train_wall_s']:.0f} s |"
         )
+    gpu = data.get("gpu_check")
+    if gpu:
+        lines += [
+            "",
+            f"GPU check ({gpu['device']}): `bitspike train --device cuda` on fashion-mnist/cnn, {gpu['epochs']} epochs: "
+            f"test accuracy {100 * gpu['cuda_test_accuracy']:.2f}%, exported deploy accuracy {100 * gpu['cuda_deploy_accuracy']:.2f}%; "
+            f"two runs with the same seed gave identical weights: {gpu['cuda_deterministic']}. Epoch time: "
+            f"{gpu['cuda_epoch_s']:.1f} s on the GPU against {gpu['cpu2_epoch_s']:.1f} s on 2 threads of the same "
+            f"machine's CPU (ratio CPU/GPU {gpu['cpu_gpu_ratio']:.1f}); on this shared 2-core machine an epoch took "
+            f"{gpu['local_cpu_epoch_s']}.",
+        ]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
         lines.append(f"- {name}: {per}")
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+
+
+def _read_gpu_check(folder: Path) -> dict:
+    """Summarise the JSON files the one device check wrote (see the report of issue 3)."""
+    cuda = json.loads((folder / "cuda1_metrics.json").read_text())
+    cpu = json.loads((folder / "cpu2_metrics.json").read_text())
+    det = json.loads((folder / "cuda_det.json").read_text())
+    exp = json.loads((folder / "export_cuda1.json").read_text())
+    cuda_epoch = cuda["epochs"][-1]["epoch_s"]  # the second epoch: CUDA start-up is in the first
+    cpu_epoch = cpu["epochs"][-1]["epoch_s"]
+    local = [r["epoch_s"] for r in json.loads((RESULTS / "train.json").read_text())["runs"].values()
+             if r["dataset"] == "fashion-mnist"] if (RESULTS / "train.json").exists() else []
+    flat = [e for run in local for e in run]
+    return {
+        "device": "NVIDIA H200 (16 CPU cores), torch 2.11.0+cu130",
+        "epochs": len(cuda["epochs"]),
+        "cuda_test_accuracy": cuda["epochs"][-1]["test_accuracy"],
+        "cuda_deploy_accuracy": exp["deploy_accuracy"],
+        "cuda_float_accuracy": exp["float_accuracy"],
+        "cuda_deterministic": bool(det["identical"]),
+        "cuda_epoch_s": cuda_epoch,
+        "cpu2_epoch_s": cpu_epoch,
+        "cpu_gpu_ratio": cpu_epoch / cuda_epoch,
+        "local_cpu_epoch_s": f"{min(flat):.0f}–{max(flat):.0f} s (1 thread, shared)" if flat else "n/a",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the runs and exit")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     parser.add_argument("--out", default="runs/bench", help="folder for the run folders (default runs/bench)")
+    parser.add_argument("--gpu-check", metavar="DIR", help="record the results of runs/_dev/gpu_check.sh found in DIR, and exit")
     args = parser.parse_args(argv)
+    if args.gpu_check:
+        _merge(gpu_check=_read_gpu_check(Path(args.gpu_check)))
+        return 0
     if args.list:
         for name, (_, what) in RUNS.items():
             print(f"{name:36s} {what}")
