@@ -20,6 +20,7 @@ the first layer at 8/8/1, as the paper does (it is fixed, not learned)::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import json
 import platform
@@ -142,6 +143,17 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for r in rows:
+        if r["model"] == "digits-mlp" and r["variant"] == "learned" and "xilinx" in r["synthesis"]:
+            lut = r["synthesis"]["xilinx"]["total"]["lut"]
+            notes.append(f"digits MLP at learned bits: {lut} LUTs (target ≤ 3,000) and {r['cycles_per_inference']} "
+                         f"cycles per inference (target ≤ 500) under synth_xilinx; Spiker+ reports ~11,000 LUTs and "
+                         f"~4,700 cycles for the same 64-128-10 shape.")
+    return notes
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--digits", help="trained digits MLP manifest")
@@ -155,17 +167,18 @@ def main(argv=None) -> int:
         for variant, (manifest, source) in variants.items():
             print(f"{name} {variant} ({source})", flush=True)
             rows.append(run_variant(name, variant, manifest, source, args.targets, args.max_luts))
-    notes = []
-    for r in rows:
-        if r["model"] == "digits-mlp" and r["variant"] == "learned" and "xilinx" in r["synthesis"]:
-            lut = r["synthesis"]["xilinx"]["total"]["lut"]
-            notes.append(f"digits MLP at learned bits: {lut} LUTs (target ≤ 3,000) and {r['cycles_per_inference']} "
-                         f"cycles per inference (target ≤ 500) under synth_xilinx; Spiker+ reports ~11,000 LUTs and "
-                         f"~4,700 cycles for the same 64-128-10 shape.")
-    doc = {"machine": f"{platform.machine()}, {platform.python_version()}", "rows": rows, "notes": notes}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gen.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (RESULTS / "gen.md").write_text(markdown(doc))
+    # merge with rows of other models already in the file (runs may be split over processes)
+    with open(RESULTS / ".gen.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / "gen.json"
+        old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+        mine = {(r["model"], r["variant"]) for r in rows}
+        rows = sorted([r for r in old["rows"] if (r["model"], r["variant"]) not in mine] + rows,
+                      key=lambda r: (r["model"], r["variant"]))
+        doc = {"machine": f"{platform.machine()}, {platform.python_version()}", "rows": rows, "notes": _notes(rows)}
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (RESULTS / "gen.md").write_text(markdown(doc))
     print(markdown(doc))
     return 0
 

@@ -45,7 +45,7 @@ from .weight_mem import WeightLayout, pack_weights
 __all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS"]
 
 #: weight memories of at least this many bits are marked ``ram_style = "block"``
-BLOCK_RAM_MIN_BITS = 4096
+BLOCK_RAM_MIN_BITS = 1024
 
 
 def TapSignature(width: int, signed_: bool = False) -> wiring.Signature:

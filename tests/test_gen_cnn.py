@@ -40,6 +40,7 @@ def test_strided_padded_conv_bit_exact_with_taps(tmp_path):
     run_network_bench("verilator", m, report, _images(m, 3, 5), tmp_path / "sim", p_valid=0.8, p_ready=0.7)
 
 
+@pytest.mark.slow
 def test_cnn_maxpool_bit_exact_with_taps_and_stalls(tmp_path):
     m = random_cnn(2, image=(2, 8, 8), channels=(4, 6), pool="maxpool", timesteps=range(1, 5))
     report = generate(m, tmp_path / "gen", fold="conv0=2x2,conv1=3x4,line2=5x6", debug_taps=True)
@@ -89,3 +90,18 @@ def test_residual_add_bit_exact_and_timed(tmp_path):
     run_network_bench("verilator", m, report, _images(m, 3, 3), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
     measured = run_network_bench("verilator", m, report, _images(m, 2, 3), tmp_path / "t", timing=True)
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
+
+
+def test_generation_is_byte_identical_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from bitspike.random_net import random_cnn; from bitspike.gen import generate; "
+            "generate(random_cnn(3, image=(1, 6, 6), channels=(3, 4), residual=True), sys.argv[1], debug_taps=True)")
+    for seed in ("1", "2"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], check=True, env=env)
+    names = sorted(p.name for p in (tmp_path / "1").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "2").iterdir()) and "report.json" in names
+    for name in names:
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name

@@ -70,7 +70,7 @@ def test_golden_tap_sequence_matches_trace():
 
 @pytest.mark.parametrize("seed,sizes,fold", [
     (11, (23, 13, 7), "line0=3x4,line1=7x2"),  # folds that do not divide: padded groups and words
-    (12, (16, 12, 9, 5), "auto"),
+    pytest.param(12, (16, 12, 9, 5), "auto", marks=pytest.mark.slow),
 ])
 def test_mlp_bit_exact_with_taps_and_stalls_verilator(tmp_path, seed, sizes, fold):
     m = random_mlp(seed, sizes=sizes, timesteps=range(1, 9))

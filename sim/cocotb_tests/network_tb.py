@@ -78,12 +78,12 @@ class TopBench:
                     self.taps[port].append(_signed(v, w) if sg else v)
             self.cycle += 1
 
-    async def drain_taps(self, max_cycles: int = 20000):
-        """Keep sampling taps after the last result: layers whose tail a floor-mode pool drops finish later."""
+    async def drain_taps(self, max_cycles: int = 20000, min_cycles: int = 0):
+        """Keep clocking (no pixels) and sampling taps: layers whose tail a floor-mode pool drops finish later."""
         dut = self.dut
         want = {p: len(v) for p, v in self.cfg.get("taps", {}).items()}
-        for _ in range(max_cycles):
-            if all(len(self.taps[p]) >= n for p, n in want.items()):
+        for k in range(max_cycles):
+            if k >= min_cycles and all(len(self.taps[p]) >= n for p, n in want.items()):
                 return
             await FallingEdge(dut.clk)
             dut.pixels__valid.value = 0
@@ -122,9 +122,7 @@ async def network_matches_golden(dut):
         # one inference alone, no stalls: latency from first pixel to done
         await tb.run(samples[:1], 1.0, 1.0, 200000)
         measured["latency"] = tb.done_cycles[0] - tb.first_pixel_cycles[0]
-        for _ in range(5):
-            await FallingEdge(dut.clk)
-            tb.cycle += 1
+        await tb.drain_taps(max_cycles=5, min_cycles=5)
         assert int(dut.busy.value) == 0, "busy still high after the only inference finished"
         # back to back, no stalls: the steady-state interval between done pulses
         start = len(tb.done_cycles)
@@ -132,6 +130,7 @@ async def network_matches_golden(dut):
         gaps = [b - a for a, b in zip(tb.done_cycles[start:], tb.done_cycles[start + 1:])]
         measured["interval"] = gaps[-1] if gaps else None
         measured["gaps"] = gaps
+        await tb.drain_taps()
     else:
         await tb.run(samples, cfg["p_valid"], cfg["p_ready"], 400000)
         await tb.drain_taps()
