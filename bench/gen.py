@@ -67,9 +67,10 @@ def models(args) -> dict[str, dict]:
         d_learned, d_src = random_mlp(1, sizes=(64, 128, 10), w_bits=[2], s_bits=[2], timesteps=[1]), "stand-in (random, 2/2/1)"
     fashion = Path(args.fashion) if args.fashion else _find(["build/bench/**/fmnist-cnn-adaptive*/model.bsm",
                                                               "build/bench/models/fashion-mnist/model.bsm"])
-    if fashion and fashion.exists():
-        f_learned, f_src = load(fashion), f"trained ({fashion.name} in {fashion.parent.name})"
-    else:
+    f_learned = load(fashion) if fashion and fashion.exists() else None
+    if f_learned is not None and any(l.op == "conv2d" for l in f_learned.layers):
+        f_src = f"trained ({fashion.parent.name}/{fashion.name})"
+    else:  # no trained CNN yet (a Fashion-MNIST MLP is not the benchmark's CNN)
         f_learned = random_cnn(2, image=(1, 28, 28), channels=(16, 32), w_bits=[2], s_bits=[2], timesteps=[1])
         f_src = "stand-in (random, 2/2/1)"
     out["digits-mlp"] = {"learned": (d_learned, d_src), "uniform-8/8/1": (_uniform(d_learned, (8, 8, 1), 11), "random, uniform"),
@@ -86,7 +87,8 @@ def run_variant(name: str, variant: str, manifest, source: str, targets: list[st
     from bitspike.gen import generate
     from bitspike.gen.synth import synthesize
 
-    out_dir = WORK / name / variant.replace("/", "_")
+    # one folder per target set: runs of several targets may go in parallel processes
+    out_dir = WORK / name / variant.replace("/", "_") / "+".join(targets)
     t0 = time.perf_counter()
     report = generate(manifest, out_dir, max_luts=max_luts)
     gen_s = time.perf_counter() - t0
@@ -174,6 +176,10 @@ def main(argv=None) -> int:
         path = RESULTS / "gen.json"
         old = json.loads(path.read_text()) if path.exists() else {"rows": []}
         mine = {(r["model"], r["variant"]) for r in rows}
+        for r in rows:  # keep other targets' synthesis of the same variant (targets may run in separate processes)
+            for o in old["rows"]:
+                if (o["model"], o["variant"]) == (r["model"], r["variant"]):
+                    r["synthesis"] = {**o.get("synthesis", {}), **r["synthesis"]}
         rows = sorted([r for r in old["rows"] if (r["model"], r["variant"]) not in mine] + rows,
                       key=lambda r: (r["model"], r["variant"]))
         doc = {"machine": f"{platform.machine()}, {platform.python_version()}", "rows": rows, "notes": _notes(rows)}
