@@ -402,6 +402,7 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
             v = parsed["cells"][cell]
             util[res] = {"used": v["used"], "available": v["available"], "cell": cell}
     for v in util.values():
+        v["total"] = v["available"]  # the name the demo summary reads
         v["percent"] = round(100.0 * v["used"] / v["available"], 1) if v["available"] else 0.0
     fmax = min((a for a, _ in parsed["fmax_mhz"].values()), default=None)
     clock_mhz = config.clock_hz / 1e6
@@ -432,6 +433,11 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
         "cycles_per_inference": cycles,
         "initiation_interval": interval,
         "compute": {"at_clock": perf(config.clock_hz), "at_fmax": perf(fmax * 1e6) if fmax else None},
+        # the same numbers grouped as the demo summary reads them
+        "timing": {"fmax_mhz": round(fmax, 2) if fmax else None, "target_mhz": clock_mhz,
+                   "met": fmax is not None and fmax >= clock_mhz},
+        "performance": {"latency_us": round(1e6 * cycles / (fmax * 1e6), 3) if fmax and cycles else None,
+                        "latency_us_at_clock": round(1e6 * cycles / config.clock_hz, 3) if cycles else None},
         "link": {"bytes_per_image": in_bytes + out_bytes, "latency_s": link_s + (cycles / config.clock_hz if cycles else 0),
                  "images_per_second": 1.0 / link_s},
         "latency_s": cycles / config.clock_hz if cycles else None,
