@@ -118,7 +118,7 @@ class SimSummary:
             f"(predicted {p['initiation_interval']['predicted']}), {p['cycles_per_image']:.1f} cycles/image → "
             f"{p['simulated_images_per_second']:,.0f} images/s at {p['clock_mhz']:g} MHz",
             f"  wall clock         {p['images_per_second']:,.1f} images/s, "
-            f"{p['sim_cycles_per_second'] / 1e6:.2f} M cycles/s per process "
+            f"{_rate(p['sim_cycles_per_second'])} per process "
             f"(build {p['build_seconds']:.1f} s{', cached' if p['build_cached'] else ''})",
         ]
         if self.divergence is not None:
@@ -126,6 +126,12 @@ class SimSummary:
         elif p.get("vcd"):
             lines.append(f"  waveform           {p['vcd']}")
         return "\n".join(lines)
+
+
+def _rate(cycles_per_second: float) -> str:
+    if cycles_per_second >= 1e5:
+        return f"{cycles_per_second / 1e6:.2f} M cycles/s"
+    return f"{cycles_per_second:,.0f} cycles/s"
 
 
 def simulate(model, *, rtl=None, dataset="digits", split="test", data_path=None, samples=None,
