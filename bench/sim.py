@@ -172,15 +172,18 @@ def markdown(report: dict) -> str:
         f"{report['verilator']}. Cold cache: every figure includes generating the RTL and the Verilator build.",
         "",
         "| model | test images | bit-exact | hw acc | golden acc | cycles/inference (min/median/max, predicted) "
+        "| interval (measured, predicted) | images/s at 100 MHz "
         "| images/s (wall, 2 proc.) | M cycles/s per proc. | bare loop M cycles/s | overhead "
         "| gen + build + golden + run = cold total (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         c, s = r["cycles_per_inference"], r["seconds"]
         lines.append(
             f"| {name} ({r['model']}) | {r['samples']} | {r['bit_exact']}/{r['samples']} | {100 * r['hw_accuracy']:.2f} % "
             f"| {100 * r['golden_accuracy']:.2f} % | {c['min']}/{c['median']:g}/{c['max']}, {c['predicted']} "
+            f"| {r['initiation_interval']['measured']:g}, {r['initiation_interval']['predicted']} "
+            f"| {r['simulated_images_per_second_at_100mhz']:,.0f} "
             f"| {r['images_per_second_wall']:,.0f} | {r['sim_cycles_per_second_per_process'] / 1e6:.2f} "
             f"| {r['bare_loop_cycles_per_second'] / 1e6:.2f} | {r['overhead_ratio']:.2f}× "
             f"| {s['generate']:.1f} + {s['verilator_build']:.1f} + {s['golden']:.1f} + {s['run']:.1f} "
