@@ -145,6 +145,15 @@ def write_markdown(data: dict) -> None:
             f"machine's CPU (ratio CPU/GPU {gpu['cpu_gpu_ratio']:.1f}); on this shared 2-core machine an epoch took "
             f"{gpu['local_cpu_epoch_s']}.",
         ]
+    lines += [
+        "",
+        "Reading the numbers honestly: the small CNN has only two learnable layers (conv2: 4,608 weights, "
+        "3,136 inputs; fc1: 15,680 weights, 1,568 inputs), so the 10% target window with a bit budget no larger "
+        "than the target's admits very few allocations (at 2/2/1: weights 2/2, spikes 2/2 or 1/4, T 1/1), and "
+        "every adaptive run ended on the uniform allocation. The gaps between adaptive and uniform at 2/2/1 "
+        "(+0.18 points deployed for the run that starts at the target, −0.5 for the one starting a bit above) "
+        "and across the 1/1/1 ablation (86.95 → 87.06 → 87.18%) are of the size of seed noise after 3–4 epochs.",
+    ]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
