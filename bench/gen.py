@@ -82,7 +82,8 @@ def models(args) -> dict[str, dict]:
     return out
 
 
-def run_variant(name: str, variant: str, manifest, source: str, targets: list[str], max_luts: int | None) -> dict:
+def run_variant(name: str, variant: str, manifest, source: str, targets: list[str], max_luts: int | None,
+                fold: str = "auto") -> dict:
     from bitspike.analysis import network_stats
     from bitspike.gen import generate
     from bitspike.gen.synth import synthesize
@@ -90,7 +91,7 @@ def run_variant(name: str, variant: str, manifest, source: str, targets: list[st
     # one folder per target set: runs of several targets may go in parallel processes
     out_dir = WORK / name / variant.replace("/", "_") / "+".join(targets)
     t0 = time.perf_counter()
-    report = generate(manifest, out_dir, max_luts=max_luts)
+    report = generate(manifest, out_dir, fold=fold, max_luts=max_luts)
     gen_s = time.perf_counter() - t0
     d = report.to_json()
     stats = network_stats(manifest)
@@ -139,7 +140,9 @@ def markdown(doc: dict) -> str:
               "*count* Σ_t s_t, so one PE does all T timesteps of a MAC at once and cycles can sit below the ΣMACs·T bound "
               "(ΣMACs/(PEs·lanes) is the engines' own bound). Uniform variants are random-weight networks of the same "
               "shapes (hardware cost does not depend on the trained values beyond the analysed widths); accuracy of "
-              "each variant is in bench/results/train.md.", ""]
+              "each variant is in bench/results/train.md. Rows marked *(learned folds)* use the learned variant's PEs×lanes "
+              "per layer, so they compare bit widths at equal parallelism; the other rows let `--fold auto` balance each "
+              "network within the same LUT budget, where lower bits buy more PEs (higher throughput) instead of fewer LUTs.", ""]
     for note in doc.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"
@@ -153,6 +156,20 @@ def _notes(rows: list[dict]) -> list[str]:
             notes.append(f"digits MLP at learned bits: {lut} LUTs (target ≤ 3,000) and {r['cycles_per_inference']} "
                          f"cycles per inference (target ≤ 500) under synth_xilinx; Spiker+ reports ~11,000 LUTs and "
                          f"~4,700 cycles for the same 64-128-10 shape.")
+    by = {(r["model"], r["variant"]): r for r in rows}
+    for model in sorted({r["model"] for r in rows}):
+        learned = by.get((model, "learned"))
+        for name in ("uniform-4/4/2 (learned folds)", "uniform-4/4/2"):
+            other = by.get((model, name))
+            if learned is None or other is None or list(other["folds"].values()) != list(learned["folds"].values()):
+                continue
+            parts = [f"weight memory {learned['weight_memory_bits']} vs {other['weight_memory_bits']} bits"]
+            for t in ("xilinx", "ecp5"):
+                a, b = learned["synthesis"].get(t), other["synthesis"].get(t)
+                if a and b:
+                    parts.append(f"{t} LUT {a['total']['lut']} vs {b['total']['lut']}, DSP {a['total']['dsp']} vs {b['total']['dsp']}")
+            notes.append(f"{model}, learned vs uniform 4/4/2 at equal folds: " + "; ".join(parts) + ".")
+            break
     return notes
 
 
@@ -162,13 +179,30 @@ def main(argv=None) -> int:
     p.add_argument("--fashion", help="trained Fashion-MNIST CNN manifest")
     p.add_argument("--targets", nargs="+", default=["xilinx", "ecp5"])
     p.add_argument("--only", nargs="+", help="model name fragments to run")
+    p.add_argument("--markdown-only", action="store_true", help="rewrite gen.md from gen.json and stop")
     p.add_argument("--max-luts", type=int, default=None)
+    p.add_argument("--equal-folds", action="store_true",
+                   help="run the uniform variants with the learned variant's folds (same PEs, bits differ)")
     args = p.parse_args(argv)
+    if args.markdown_only:
+        doc = json.loads((RESULTS / "gen.json").read_text())
+        doc["notes"] = _notes(doc["rows"])
+        (RESULTS / "gen.md").write_text(markdown(doc))
+        return 0
+    from bitspike.gen.plan import make_plan
+
     rows = []
     for name, variants in models(args).items():
+        learned_fold = ",".join(f"{l.name}={l.pes}x{l.lanes}" for l in make_plan(variants["learned"][0]).layers
+                                if l.w_bits is not None)
         for variant, (manifest, source) in variants.items():
+            if args.equal_folds:
+                if variant == "learned":
+                    continue
+                variant = f"{variant} (learned folds)"
             print(f"{name} {variant} ({source})", flush=True)
-            rows.append(run_variant(name, variant, manifest, source, args.targets, args.max_luts))
+            rows.append(run_variant(name, variant, manifest, source, args.targets, args.max_luts,
+                                    fold=learned_fold if args.equal_folds else "auto"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     # merge with rows of other models already in the file (runs may be split over processes)
     with open(RESULTS / ".gen.lock", "w") as lock:
