@@ -152,9 +152,12 @@ def _figures(out: Path, model_path: Path, by: dict[str, dict[str, Any]]) -> dict
     test = load_dataset("digits", "test")
     trace = GoldenModel(m).run(images_for_manifest(test.images, m).astype(np.int64), trace=True).trace
     figs["spikes"] = str(spikes_per_layer(trace, out / "figures" / "spikes_per_layer.png", m))
-    layers = _get(by, "build", "engines") or _get(by, "gen", "layers") or []
-    if any(isinstance(r, dict) and r.get("resources") for r in layers):
-        figs["resources"] = str(resources_per_engine(layers, out / "figures" / "resources_per_engine.png"))
+    synth = _get(by, "gen", "synthesis") or {}
+    modules = synth.get("modules") or {}
+    if modules:
+        rows = [{"name": name, "resources": counts} for name, counts in modules.items()]
+        title = f"Resources per engine (Yosys, {synth.get('target')})"
+        figs["resources"] = str(resources_per_engine(rows, out / "figures" / "resources_per_engine.png", title=title))
     for png in sorted((out / "train").glob("*.png")):
         figs[png.stem] = str(png)
     return figs
@@ -170,7 +173,7 @@ def _summary(by: dict[str, dict[str, Any]], stages: list[Stage], out: Path, figu
         u = util.get(kind) or {}
         if not u:
             return "-"
-        return f"{u.get('used')} / {u.get('total')}" + (f" ({100 * u['used'] / u['total']:.1f}%)" if u.get("total") else "")
+        return f"{u.get('used')} / {u.get('available')} ({u.get('percent')}%)"
 
     cyc = sim.get("cycles_per_inference") or {}
     table = [
@@ -189,14 +192,20 @@ def _summary(by: dict[str, dict[str, Any]], stages: list[Stage], out: Path, figu
          f"{cyc.get('min')}/{cyc.get('median')}/{cyc.get('max')}" if isinstance(cyc, dict) else str(cyc)),
     ]
     if build:
+        at_clock = _get(build, "compute", "at_clock") or {}
+        fmax = build.get("fmax_mhz")
         table += [
-            (f"board {build.get('board')}: LUT", used("lut")),
-            ("FF", used("ff")),
-            ("BRAM", used("bram")),
-            ("DSP", used("dsp")),
-            ("Fmax (nextpnr) / requested", f"{_get(build, 'timing', 'fmax_mhz')} / {_get(build, 'timing', 'target_mhz')} MHz"),
-            ("latency per inference at Fmax", f"{_get(build, 'performance', 'latency_us')} µs"),
-            ("bitstream", str(build.get("bitstream", "-"))),
+            (f"{build.get('device', build.get('board'))}: LUT", used("LUT")),
+            ("FF", used("FF")),
+            ("BRAM", used("BRAM")),
+            ("DSP", used("DSP")),
+            ("Fmax (nextpnr) / board clock",
+             f"{fmax:.1f} / {build.get('clock_mhz')} MHz" + (" (met)" if build.get("timing_met") else " (NOT met)")
+             if fmax is not None else "-"),
+            ("cycles per inference on the board's fold", str(build.get("cycles_per_inference", "-"))),
+            ("latency per inference at the board clock",
+             f"{1e6 * at_clock['latency_s']:.1f} µs, {at_clock['images_per_second']:,.0f} images/s" if at_clock else "-"),
+            ("bitstream", str(Path(out) / "build" / str(build.get("bitstream", "-")))),
         ]
     table += [
         ("simulated board over the serial line", f"{infer.get('agree')}/{infer.get('samples')} agree with golden"),
