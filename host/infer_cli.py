@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--board", required=True, metavar="sim|PORT",
                    help="'sim' for the simulated board, else a serial port such as /dev/ttyUSB0")
     p.add_argument("--dataset", required=True, help="data set name (digits, fashion-mnist, cifar10)")
-    p.add_argument("--data-path", default=None, help="folder of the data set files, where the data set needs one")
+    p.add_argument("--data", "--data-path", dest="data_path", metavar="DIR", default=None, help="folder of the data set files, where the data set needs one")
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
     p.add_argument("--samples", type=int, default=100, help="number of images, from the start of the split (default 100)")
     p.add_argument("--baud", type=int, default=115200, help="serial rate of the bitstream (real boards; default 115200)")

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                                                 "debug taps, into the cache)")
     p.add_argument("--dataset", default="digits", help="data set name (digits, fashion-mnist, cifar10; default digits)")
     p.add_argument("--split", default="test", choices=("train", "test"), help="data set split (default test)")
-    p.add_argument("--data-path", metavar="DIR", help="folder of the data set's files, where it needs one")
+    p.add_argument("--data", "--data-path", dest="data_path", metavar="DIR", help="folder of the data set's files, where it needs one")
     p.add_argument("--samples", type=int, metavar="N", help="the first N samples (default: all)")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
     p.add_argument("--trace", action="store_true",
