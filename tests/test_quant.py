@@ -10,7 +10,15 @@ import torch
 from bitspike.host.golden import neuron_steps
 from bitspike.host.quant import BitSpec, MultiBitNeuron, WeightQuantizer
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Exact comparisons run in float64; restore the default so other test modules are unaffected."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _neuron(s_bits: int, t: int, vth: float) -> MultiBitNeuron:
