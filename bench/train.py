@@ -98,7 +98,7 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
 def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
-    with open(RESULTS / ".train.lock", "w") as lock:
+    with open(RESULTS.parent / ".train.lock", "w") as lock:  # noqa: SIM115 - bench/ itself; never committed
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         if entry is not None:
