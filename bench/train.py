@@ -20,6 +20,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
 def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
-    with open(RESULTS.parent / ".train.lock", "w") as lock:  # noqa: SIM115 - bench/ itself; never committed
+    with open(Path(tempfile.gettempdir()) / "bitspike-bench-train.lock", "w") as lock:  # outside the tree
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
         if entry is not None:
