@@ -128,8 +128,10 @@ class NeuronArray(wiring.Component):
         })
 
     def __repr__(self) -> str:
-        return (f"NeuronArray(lanes={self.lanes}, current={self.current_range!r}, s_bits={self.s_bits}, "
-                f"timesteps={self.timesteps}, k={self.k})")
+        # getattr: amaranth may repr a half-built component (constructor raised) when warning about it
+        fields = ("lanes", "current_range", "s_bits", "timesteps", "k")
+        args = ", ".join(f"{f.replace('current_range', 'current')}={getattr(self, f, '?')!r}" for f in fields)
+        return f"NeuronArray({args})"
 
     def elaborate(self, platform):
         m = Module()
