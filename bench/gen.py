@@ -65,7 +65,7 @@ def models(args) -> dict[str, dict]:
         d_learned, d_src = load(digits), f"trained ({digits.relative_to(ROOT.parent) if digits.is_relative_to(ROOT.parent) else digits})"
     else:
         d_learned, d_src = random_mlp(1, sizes=(64, 128, 10), w_bits=[2], s_bits=[2], timesteps=[1]), "stand-in (random, 2/2/1)"
-    fashion = Path(args.fashion) if args.fashion else _find(["build/bench/**/fmnist-cnn-adaptive*/model.bsm",
+    fashion = Path(args.fashion) if args.fashion else _find(["runs/bench/fmnist-cnn-adaptive-2_2_1/model.bsm", "build/bench/**/fmnist-cnn-adaptive*/model.bsm",
                                                               "build/bench/models/fashion-mnist/model.bsm"])
     f_learned = load(fashion) if fashion and fashion.exists() else None
     if f_learned is not None and any(l.op == "conv2d" for l in f_learned.layers):
