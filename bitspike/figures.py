@@ -21,6 +21,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def spikes_per_layer(trace: Mapping[str, Any], path: str | Path, manifest: Any = None,
                      title: str = "Spikes per layer and timestep") -> Path:
     """Firing rate and mean spike level per layer and timestep, from a golden-model trace.
@@ -62,12 +72,7 @@ def spikes_per_layer(trace: Mapping[str, Any], path: str | Path, manifest: Any =
     uniq = dict(zip(labels, handles))
     axes[0].legend(uniq.values(), uniq.keys(), frameon=False, fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def resources_per_engine(layers: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Resources per engine") -> Path:
@@ -82,12 +87,7 @@ def resources_per_engine(layers: Sequence[Mapping[str, Any]], path: str | Path, 
         ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=45, ha="right")
         ax.set_title(key.upper())
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def accuracy_vs_bit_budget(runs: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Accuracy against bit budget") -> Path:
@@ -105,9 +105,4 @@ def accuracy_vs_bit_budget(runs: Sequence[Mapping[str, Any]], path: str | Path, 
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.legend(frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
