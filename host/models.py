@@ -6,6 +6,10 @@ Architectures (``ARCHS``):
     Flatten → linear layers (default hidden 128: the 64-128-10 network the hardware benchmark uses on digits).
 ``cnn``
     The small CNN: conv–pool–conv–pool–linear (3×3 convs, BatchNorm, 2×2 max-pool).
+``cnn-fc``
+    The small CNN with a hidden linear layer: conv–pool–conv–pool–linear–linear (hidden size from ``hidden``,
+    default 128). Three learnable layers of very different sizes, so a bit allocation has room to differ
+    from the uniform one inside the target window.
 ``vgg-small``
     CIFAR-style VGG-small: 6 convs (widths ×1, ×1, ×2, ×2, ×4, ×4 of ``width``) in three pooled stages, then a linear layer.
 ``resnet20``
@@ -30,7 +34,7 @@ from .quant import BitSpec, MultiBitNeuron, QConv2d, QLinear, QuantLayer, Weight
 
 __all__ = ["ARCHS", "BitPlan", "SumPool2d", "BasicBlock", "build_model"]
 
-ARCHS = ("mlp", "cnn", "vgg-small", "resnet20")
+ARCHS = ("mlp", "cnn", "cnn-fc", "vgg-small", "resnet20")
 
 
 @dataclass(frozen=True)
@@ -127,16 +131,19 @@ def _mlp(in_shape, num_classes, plan: BitPlan, hidden: tuple[int, ...]) -> list[
     return body
 
 
-def _cnn(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Module]:
+def _cnn(in_shape, num_classes, plan: BitPlan, width: int, hidden: tuple[int, ...] = ()) -> list[nn.Module]:
     c, h, w = in_shape
-    body = [
+    body: list[nn.Module] = [
         QConv2d(c, width, 3, plan.first_neuron(), plan.first_wq(), padding=1),
         nn.MaxPool2d(2),
         QConv2d(width, 2 * width, 3, plan.neuron(), plan.wq(), padding=1),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        QLinear(2 * width * (h // 4) * (w // 4), num_classes, plan.neuron(), plan.wq(), relu=False, is_last=True),
     ]
+    sizes = [2 * width * (h // 4) * (w // 4), *hidden, num_classes]
+    for i in range(len(sizes) - 1):
+        last = i == len(sizes) - 2
+        body.append(QLinear(sizes[i], sizes[i + 1], plan.neuron(), plan.wq(), relu=not last, is_last=last))
     return body
 
 
@@ -184,9 +191,9 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int, pla
     plan
         Initial bits, ranges and learnability of the learnable layers.
     hidden
-        Hidden sizes of the MLP.
+        Hidden sizes of the MLP and of ``cnn-fc``'s linear layers.
     width
-        Base channel count (cnn: 16, vgg-small: 32, resnet20: 16 by default).
+        Base channel count (cnn, cnn-fc: 16, vgg-small: 32, resnet20: 16 by default).
 
     Raises
     ------
@@ -196,6 +203,12 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int, pla
     in_shape = tuple(int(v) for v in in_shape)
     if arch == "mlp":
         body = _mlp(in_shape, num_classes, plan, tuple(hidden))
+    elif arch == "cnn-fc":
+        if in_shape[1] % 4 or in_shape[2] % 4 or in_shape[1] < 4:
+            raise BitspikeError(f"{arch} needs image sides divisible by 4, got {in_shape[1]}×{in_shape[2]}")
+        if not hidden:
+            raise BitspikeError("cnn-fc needs at least one hidden size (--hidden)")
+        body = _cnn(in_shape, num_classes, plan, width or 16, tuple(hidden))
     elif arch in ("cnn", "vgg-small", "resnet20"):
         need = {"cnn": 4, "vgg-small": 8, "resnet20": 4}[arch]
         if in_shape[1] % need or in_shape[2] % need or in_shape[1] < need:

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist or cifar10 (default: digits)")
     p.add_argument("--data", metavar="PATH", help="folder holding the data set's files (fashion-mnist, cifar10)")
-    p.add_argument("--arch", default="mlp", help="mlp, cnn, vgg-small or resnet20 (default: mlp)")
+    p.add_argument("--arch", default="mlp", help="mlp, cnn, cnn-fc, vgg-small or resnet20 (default: mlp)")
     p.add_argument("--target", default="2/2/1", metavar="W/S/T", help="target average bits (default: 2/2/1)")
     p.add_argument("--uniform", metavar="W/S/T", help="freeze every learnable layer at these bits (the baseline)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 40 for digits, 6 otherwise)")
@@ -33,7 +33,9 @@ def register(subparsers) -> None:
                    help="final epochs with frozen bits (default: a quarter of the epochs, at least 1)")
     p.add_argument("--renewal", choices=("all", "spikes", "none"), default="all",
                    help="step-size renewal when a bit width changes (default: all)")
-    p.add_argument("--hidden", default="128", help="MLP hidden sizes, comma-separated (default: 128)")
+    p.add_argument("--max-budget", type=float, default=None, metavar="BB",
+                   help="largest bit budget B̄_w·B̄_s·T̄ the frozen bits may have (default: the target's W·S·T)")
+    p.add_argument("--hidden", default="128", help="hidden sizes of mlp and cnn-fc, comma-separated (default: 128)")
     p.add_argument("--width", type=int, default=None, help="base channel count of the CNNs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -69,6 +71,7 @@ def config_from_args(args: argparse.Namespace):
         optimizer=optimizer,
         freeze_epochs=args.freeze_epochs,
         renewal=args.renewal,
+        max_budget=args.max_budget,
         device=args.device,
         seed=args.seed,
         out=args.out or f"runs/{args.dataset}-{args.arch}",

@@ -123,6 +123,32 @@ def test_cnn_export_matches_golden_closely(tmp_path):
     assert float((fq == golden.classes).float().mean()) >= 0.97
 
 
+def test_cnn_fc_export_matches_golden_closely():
+    """conv–pool–conv–pool–linear–linear with mixed per-layer bits: exported, golden and fake-quant agree."""
+    torch.manual_seed(1)
+    model = build_model("cnn-fc", (1, 8, 8), 10, BitPlan(2, 2, 2), hidden=(24,), width=4)
+    fc1 = [l for l in quant_layers(model)][2]
+    fc1.wq.bits.set(3)
+    fc1.neuron.s_bits.set(1)
+    fc1.neuron.timesteps.set(3)
+    train_ds = load_dataset("digits", "train")
+    model.train()
+    x = torch.as_tensor(train_ds.images[:512]).float() / 255
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+    model.eval()
+    m = export_model(model, train_ds.images[:256])
+    assert [l.op for l in m.layers] == ["conv2d", "maxpool", "conv2d", "maxpool", "flatten", "linear", "linear"]
+    fc1_layer = m.layers[5]
+    assert (fc1_layer.w_bits, fc1_layer.s_bits, fc1_layer.timesteps) == (3, 1, 3)
+    test = load_dataset("digits", "test")
+    golden = GoldenModel(m).run(images_for_manifest(test.images, m))
+    with torch.no_grad():
+        fq = model(torch.as_tensor(test.images).float() / 255).argmax(1)
+    assert float((fq == golden.classes).float().mean()) >= 0.97
+
+
 def test_resnet_export_has_residual_adds_and_sum_pool():
     """ResNet20: residual adds and the global sum-pool become manifest layers; the golden model runs them in range."""
     torch.manual_seed(0)
