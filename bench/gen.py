@@ -47,12 +47,28 @@ def _uniform(learned, bits: tuple[int, int, int], seed: int):
 
     w, s, t = bits
     layers = learned.synaptic_layers if learned is not None else None
+    sizes = [layers[0].weight.shape[1]] + [l.weight.shape[0] for l in layers]
     if learned.layers[0].op == "linear":
-        sizes = [layers[0].weight.shape[1]] + [l.weight.shape[0] for l in layers]
-        return random_mlp(seed, sizes=sizes, w_bits=[w], s_bits=[s], timesteps=[t])
-    convs = [l for l in layers if l.op == "conv2d"]
-    return random_cnn(seed, image=tuple(learned.input.shape), channels=tuple(l.weight.shape[0] for l in convs[:]),
-                      classes=learned.num_classes, w_bits=[w], s_bits=[s], timesteps=[t])
+        made = random_mlp(seed, sizes=sizes, w_bits=[w], s_bits=[s], timesteps=[t])
+    else:
+        convs = [l for l in layers if l.op == "conv2d"]
+        made = random_cnn(seed, image=tuple(learned.input.shape), channels=tuple(l.weight.shape[0] for l in convs[:]),
+                          classes=learned.num_classes, w_bits=[w], s_bits=[s], timesteps=[t])
+    return _same_names(made, learned)
+
+
+def _same_names(made, learned):
+    """``made`` with ``learned``'s layer names (position by position), so one ``--fold`` string fits both."""
+    from dataclasses import replace
+
+    from bitspike.manifest import Manifest
+
+    if [l.op for l in made.layers] != [l.op for l in learned.layers]:
+        raise SystemExit(f"uniform stand-in has layers {[l.op for l in made.layers]}, the learned network "
+                         f"{[l.op for l in learned.layers]}: bench/gen.py cannot compare them")
+    rename = {a.name: b.name for a, b in zip(made.layers, learned.layers)}
+    layers = [replace(l, name=rename[l.name], inputs=tuple(rename.get(i, i) for i in l.inputs)) for l in made.layers]
+    return Manifest.build(made.name, made.input, layers, made.classes, made.info)
 
 
 def models(args) -> dict[str, dict]:
