@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 FMNIST_EPOCHS = 4
 ABLATION_EPOCHS = 3
+CNNFC_EPOCHS = 6
 
 #: name → (TrainConfig keyword arguments, what it shows)
 RUNS: dict[str, tuple[dict, str]] = {
@@ -48,6 +49,30 @@ RUNS: dict[str, tuple[dict, str]] = {
                                       epochs=ABLATION_EPOCHS), "ablation: learnable bits, no renewal"),
     "ablation-1/1/1-learnable+renewal": (dict(dataset="fashion-mnist", arch="cnn", target=(1, 1, 1), renewal="all",
                                               epochs=ABLATION_EPOCHS), "ablation: learnable bits with renewal"),
+    # cnn-fc (conv–pool–conv–pool–linear–linear, hidden 128): three learnable layers of very different sizes
+    "fmnist-cnnfc-adaptive-2/2/1": (dict(dataset="fashion-mnist", arch="cnn-fc", target=(2, 2, 1), epochs=CNNFC_EPOCHS),
+                                    "adaptive bits, target 2/2/1, bit budget ≤ 4"),
+    "fmnist-cnnfc-adaptive-2/2/1-seed1": (
+        dict(dataset="fashion-mnist", arch="cnn-fc", target=(2, 2, 1), epochs=CNNFC_EPOCHS, seed=1),
+        "the same, seed 1 (seed noise)"),
+    "fmnist-cnnfc-adaptive-2/2/1-start-at-target": (
+        dict(dataset="fashion-mnist", arch="cnn-fc", target=(2, 2, 1), epochs=CNNFC_EPOCHS, init_extra=0),
+        "adaptive bits starting at the target"),
+    "fmnist-cnnfc-uniform-2/2/1": (dict(dataset="fashion-mnist", arch="cnn-fc", uniform=(2, 2, 1), epochs=CNNFC_EPOCHS),
+                                   "baseline: every layer 2/2/1"),
+    "fmnist-cnnfc-uniform-2/2/1-seed1": (
+        dict(dataset="fashion-mnist", arch="cnn-fc", uniform=(2, 2, 1), epochs=CNNFC_EPOCHS, seed=1),
+        "the same, seed 1 (seed noise)"),
+    "fmnist-cnnfc-uniform-4/4/2": (dict(dataset="fashion-mnist", arch="cnn-fc", uniform=(4, 4, 2), epochs=CNNFC_EPOCHS),
+                                   "baseline: every layer 4/4/2"),
+    "ablation-cnnfc-1/1/1-uniform": (dict(dataset="fashion-mnist", arch="cnn-fc", uniform=(1, 1, 1), epochs=CNNFC_EPOCHS),
+                                     "ablation: uniform 1/1/1"),
+    "ablation-cnnfc-1/1/1-learnable": (
+        dict(dataset="fashion-mnist", arch="cnn-fc", target=(1, 1, 1), renewal="none", max_budget=1.1,
+             epochs=CNNFC_EPOCHS), "ablation: learnable bits, no renewal, bit budget ≤ 1.1"),
+    "ablation-cnnfc-1/1/1-learnable+renewal": (
+        dict(dataset="fashion-mnist", arch="cnn-fc", target=(1, 1, 1), renewal="all", max_budget=1.1,
+             epochs=CNNFC_EPOCHS), "ablation: learnable bits with renewal, bit budget ≤ 1.1"),
 }
 DEFAULTS = dict(optimizer="adam", lr=0.002, batch_size=128, seed=0)
 
@@ -77,6 +102,8 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
         "mode": "uniform" if cfg.uniform else "adaptive",
         "target": list(cfg.goal),
         "renewal": cfg.renewal if cfg.uniform is None else None,
+        "seed": cfg.seed,
+        "max_budget": None if cfg.uniform is not None else (cfg.max_budget or float(cfg.target[0] * cfg.target[1] * cfg.target[2])),
         "epochs": cfg.epochs,
         "freeze_epochs": cfg.freeze,
         "float_accuracy": summary["float_accuracy"],
@@ -124,14 +151,15 @@ def write_markdown(data: dict) -> None:
         "*deploy* = integer golden model of the exported manifest. Bits are averages over the learnable layers "
         "(the 8-bit first layer is left out, as in the paper); BB = B̄_w·B̄_s·T̄.",
         "",
-        "| run | mode | target | epochs | float acc | deploy acc | B̄_w / B̄_s / T̄ | BB | S-ACE | weight memory (bits) | train time |",
+        "| run | mode | target | epochs (frozen) | float acc | deploy acc | B̄_w / B̄_s / T̄ | BB | S-ACE | weight memory (bits) | train time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in data["runs"].items():
         b = r["avg_bits"]
         mode = r["mode"] + ("" if r["mode"] == "uniform" else f" (renewal {r['renewal']})")
         lines.append(
-            f"| {name} | {mode} | {'/'.join(map(str, r['target']))} | {r['epochs']} | {100 * r['float_accuracy']:.2f}% "
+            f"| {name} | {mode} | {'/'.join(map(str, r['target']))} | {r['epochs']} ({r.get('freeze_epochs', 0)}) "
+            f"| {100 * r['float_accuracy']:.2f}% "
             f"| {100 * r['deploy_accuracy']:.2f}% | {b['w']:.2f} / {b['s']:.2f} / {b['t']:.2f} | {r['bit_budget']:.2f} "
             f"| {r['s_ace']:,} | {r['weight_memory_bits']:,} | {r['train_wall_s']:.0f} s |"
         )
@@ -146,20 +174,101 @@ def write_markdown(data: dict) -> None:
             f"machine's CPU (ratio CPU/GPU {gpu['cpu_gpu_ratio']:.1f}); on this shared 2-core machine an epoch took "
             f"{gpu['local_cpu_epoch_s']}.",
         ]
-    lines += [
-        "",
-        "Reading the numbers honestly: the small CNN has only two learnable layers (conv2: 4,608 weights, "
-        "3,136 inputs; fc1: 15,680 weights, 1,568 inputs), so the 10% target window with a bit budget no larger "
-        "than the target's admits very few allocations (at 2/2/1: weights 2/2, spikes 2/2 or 1/4, T 1/1), and "
-        "every adaptive run ended on the uniform allocation. The gaps between adaptive and uniform at 2/2/1 "
-        "(+0.18 points deployed for the run that starts at the target, −0.5 for the one starting a bit above) "
-        "and across the 1/1/1 ablation (86.95 → 87.06 → 87.18%) are of the size of seed noise after 3–4 epochs.",
-    ]
+    lines += ["", "How much room the target window leaves (every integer allocation of the learnable layers, "
+              "within their bit ranges, whose averages are within 10% of the target and whose BB is at most the "
+              "run's budget; counted exhaustively):", ""]
+    seen = set()
+    for r in data["runs"].values():
+        if r["mode"] != "adaptive" or r["dataset"] != "fashion-mnist":
+            continue
+        budget = r.get("max_budget") or float(r["target"][0] * r["target"][1] * r["target"][2])
+        key = (r["arch"], tuple(r["target"]), budget)
+        if key in seen:
+            continue
+        seen.add(key)
+        count, example = allocations(r["arch"], tuple(r["target"]), budget)
+        lines.append(f"- {r['arch']} at {'/'.join(map(str, r['target']))}, BB ≤ {budget:g}: {count} allocation"
+                     f"{'s' if count != 1 else ''}{'' if count > 1 else ' (only the uniform one)'}")
+    lines += ["", *comparison(data["runs"])]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
         lines.append(f"- {name}: {per}")
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+
+
+def comparison(runs: dict) -> list[str]:
+    """Adaptive against uniform at the same target, per architecture, with the seed spread; and the ablation."""
+    out: list[str] = []
+    groups: dict[tuple, dict[str, list]] = {}
+    for name, r in runs.items():
+        if r["dataset"] != "fashion-mnist" or name.startswith("ablation") or "start-at-target" in name:
+            continue
+        groups.setdefault((r["arch"], tuple(r["target"]), r["epochs"]), {}).setdefault(r["mode"], []).append(r)
+    for (arch, target, epochs), modes in sorted(groups.items()):
+        if "adaptive" not in modes or "uniform" not in modes:
+            continue
+
+        def fmt(rs):
+            accs = [100 * r["deploy_accuracy"] for r in rs]
+            mean = sum(accs) / len(accs)
+            seeds = ", ".join(f"{a:.2f}%" for a in accs)
+            return mean, (max(accs) - min(accs)), f"{seeds} (mean {mean:.2f}%, BB {max(r['bit_budget'] for r in rs):.2f})"
+
+        am, aspread, atext = fmt(modes["adaptive"])
+        um, uspread, utext = fmt(modes["uniform"])
+        spread = max(aspread, uspread)
+        if len(modes["adaptive"]) < 2 and len(modes["uniform"]) < 2:
+            verdict = "one seed each, so the seed spread is not measured"
+        else:
+            verdict = ("adaptive ahead by more than the seed spread" if am - um > spread else
+                       "uniform ahead by more than the seed spread" if um - am > spread else "within the seed spread")
+        out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs: adaptive {atext}; uniform {utext}; "
+                   f"difference {am - um:+.2f} points, seed spread {spread:.2f}: {verdict}.")
+    abl = {n: r for n, r in runs.items() if n.startswith("ablation")}
+    for arch in sorted({r["arch"] for r in abl.values()}):
+        order = {"uniform": 0, "none": 1, "spikes": 2, "all": 3}
+        rows = sorted(((n, r) for n, r in abl.items() if r["arch"] == arch),
+                      key=lambda nr: order.get(nr[1]["renewal"] or nr[1]["mode"], 9))
+        if len(rows) < 2:
+            continue
+        parts = [f"{r['what'].removeprefix('ablation: ')} {100 * r['deploy_accuracy']:.2f}% (BB {r['bit_budget']:.2f})"
+                 for _, r in rows]
+        out.append(f"- ablation at 1/1/1, {arch}: " + "; ".join(parts) + ".")
+    return (["Adaptive against uniform (deploy accuracy on the whole test set):", "", *out]) if out else []
+
+
+def allocations(arch: str, target: tuple[int, int, int], budget: float) -> tuple[int, list]:
+    """Count the integer bit allocations of ``arch``'s learnable layers (Fashion-MNIST shapes) in the target window.
+
+    Ranges are those of an adaptive run (start one bit above the target: B up to target + 3, T up to target + 1).
+    """
+    import itertools
+
+    import torch
+
+    from bitspike.host.models import BitPlan, build_model
+    from bitspike.host.train import input_sizes, learnable_layers
+
+    model = build_model(arch, (1, 28, 28), 10, BitPlan(target[0] + 1, target[1] + 1, target[2]))
+    sizes = input_sizes(model, torch.device("cpu"))
+    layers = learnable_layers(model)
+    wn = [l.weight.numel() for l in layers]
+    fn = [sizes[l] for l in layers]
+
+    def options(counts, lo, hi, t):
+        out = []
+        for combo in itertools.product(range(lo, hi + 1), repeat=len(counts)):
+            avg = sum(n * b for n, b in zip(counts, combo)) / sum(counts)
+            if abs(avg - t) <= 0.1 * t + 1e-9:
+                out.append((avg, combo))
+        return out
+
+    ws = options(wn, 1, target[0] + 3, target[0])
+    ss = options(fn, 1, target[1] + 3, target[1])
+    ts = options(fn, 1, target[2] + 1, target[2])
+    found = [(w[1], s_[1], t[1]) for w in ws for s_ in ss for t in ts if w[0] * s_[0] * t[0] <= budget + 1e-9]
+    return len(found), found[:5]
 
 
 def _read_gpu_check(folder: Path) -> dict:

@@ -88,7 +88,7 @@ class TrainConfig:
     epochs, batch_size, lr
         Training length and SGD settings (lr of weights, steps and thresholds).
     freeze_epochs
-        Final epochs with frozen bits (``None``: a quarter of the epochs, at least 1).
+        Final epochs with frozen bits (``None``: half the epochs, at least 1: the network then trains as long at its final bits as it did while they moved).
     renewal
         Step-size renewal: ``"all"`` (weights and thresholds), ``"spikes"`` (thresholds only) or ``"none"``.
     init_extra
@@ -148,7 +148,7 @@ class TrainConfig:
             return 0
         if self.freeze_epochs is not None:
             return min(self.freeze_epochs, self.epochs)
-        return max(1, self.epochs // 4)
+        return max(1, self.epochs // 2)
 
     @property
     def goal(self) -> tuple[int, int, int]:

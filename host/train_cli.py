@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                    help="optimizer of weights, steps and thresholds (default: sgd for digits, adam otherwise); bit widths always use Adam")
     p.add_argument("--freeze-epochs", type=int, default=None,
-                   help="final epochs with frozen bits (default: a quarter of the epochs, at least 1)")
+                   help="final epochs with frozen bits (default: half the epochs, at least 1)")
     p.add_argument("--renewal", choices=("all", "spikes", "none"), default="all",
                    help="step-size renewal when a bit width changes (default: all)")
     p.add_argument("--max-budget", type=float, default=None, metavar="BB",
