@@ -10,17 +10,19 @@ written checkpoint ``DIR/checkpoint.ckpt``, ``DIR/metrics.json`` and the plots.
 
 Hitting the target: the loss is CE + Σ λ_k·|B̄_k − B*_k| (k = w, s, t). While
 bits may move, each λ doubles (up to 1) every epoch during which its average
-misses its target by more than 5%. When the freeze phase starts (the last
-``freeze_epochs``), the bits are projected into the window the issue asks for
-(every average within 10% of its target, bit budget not above ``max_budget``,
-by default the target's W·S·T) at the allocation nearest to the learned
-real-valued bits, then frozen: the network trained in the last epochs is the
-one exported. Two variants were tried and left out: a hinge on the budget in
-the loss, and a dead zone (no pull within 5% of the target). With Adam on the
-bit widths both still drive one large layer's bits across a rounding boundary
-and back, and neither improved accuracy (cnn-fc on 20,000 Fashion-MNIST
-images, 4 epochs: 87.30% with the hinge, 87.60% with the dead zone, against
-88.21% for uniform 2/2/1).
+misses its target by more than 5%, and every ``project_every`` steps (50) the
+rounded bits are projected into the window the issue asks for: every average
+within 10% of its target and the bit budget not above ``max_budget`` (by
+default the target's W·S·T), at the allocation nearest to the learned
+real-valued bits. The network so trains at allocations it can keep. When the
+freeze phase starts (the last ``freeze_epochs``, half by default) the bits are
+projected once more and frozen: the network trained in the last epochs is the
+one exported. Two other variants were tried and left out: a hinge on the
+budget in the loss, and a dead zone (no pull within 5% of the target). With
+Adam on the bit widths both still drive one large layer's bits across a
+rounding boundary and back, and neither improved accuracy (cnn-fc on 20,000
+Fashion-MNIST images, 4 epochs: 87.30% with the hinge, 87.60% with the dead
+zone, against 88.21% for uniform 2/2/1).
 
 Multi-GPU / multi-process: run under ``torchrun``; each rank takes its share
 of every epoch's batches and DDP averages the gradients (gloo on CPU, NCCL on CUDA).
@@ -93,6 +95,15 @@ class TrainConfig:
         Step-size renewal: ``"all"`` (weights and thresholds), ``"spikes"`` (thresholds only) or ``"none"``.
     init_extra
         Learnable bit widths start this many bits above the target (the run learns its way down).
+    max_budget
+        Largest bit budget B̄_w·B̄_s·T̄ of the frozen bits (``None``: the target's W·S·T).
+    project_every
+        While bits learn, project them into the target window every this many optimizer steps
+        (projected gradient; 0: only when they freeze). Without it, the bits of small layers climb
+        (their task gradient outweighs their tiny share of the averages), a large layer's bits swing
+        across a rounding boundary to pay for them, and the network trains for epochs at allocations
+        the final projection takes away: on cnn-fc, Fashion-MNIST, 2/2/1, 6 epochs, 89.86% without
+        against 91.08% with projection every 50 steps (uniform 2/2/1: 91.11%).
     """
 
     dataset: str = "digits"
@@ -109,6 +120,7 @@ class TrainConfig:
     freeze_epochs: int | None = None
     renewal: str = "all"
     max_budget: float | None = None
+    project_every: int = 50
     init_extra: int = 1
     lambdas: tuple[float, float, float] | None = None
     device: str = "auto"
@@ -137,6 +149,8 @@ class TrainConfig:
             raise BitspikeError(f"renewal must be 'all', 'spikes' or 'none', got {self.renewal!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise BitspikeError(f"epochs and batch size must be ≥ 1 and lr > 0, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.project_every < 0:
+            raise BitspikeError(f"project_every must be ≥ 0 (0: only when the bits freeze), got {self.project_every}")
         if self.max_budget is not None and not self.max_budget > 0:
             raise BitspikeError(f"max_budget must be > 0, got {self.max_budget}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -575,11 +589,12 @@ def train(config: TrainConfig) -> TrainResult:
 
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         first_batch = True
-        for idx in batches:
+        just_projected = False
+        for step_in_epoch, idx in enumerate(batches, 1):
             if cfg.uniform is None and cfg.renewal != "none":
                 avg_now = average_bits(model, sizes)
                 gate = [g > 0 and abs(a - t) > RENEWAL_GATE * g for a, t, g in zip(avg_now, goal, init_gap)]
-                active = (frozen and first_batch and epoch == freeze_from) or gate[0] or gate[1]
+                active = (frozen and first_batch and epoch == freeze_from) or gate[0] or gate[1] or just_projected
                 set_renewal(model, active)
                 if cfg.renewal == "spikes":
                     for l in quant_layers(model):
@@ -602,6 +617,11 @@ def train(config: TrainConfig) -> TrainResult:
             loss.backward()
             opt.step(bits=not frozen)
             first_batch = False
+            just_projected = False
+            if cfg.project_every and cfg.uniform is None and not frozen and step_in_epoch % cfg.project_every == 0:
+                # projected gradient: the bits never stay outside the window for long, so the network
+                # trains at allocations it may keep (the steps of changed quantizers renew next batch)
+                just_projected = bool(project_bits(model, sizes, cfg.target, cfg.max_budget))
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(idx)

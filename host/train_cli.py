@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                    help="step-size renewal when a bit width changes (default: all)")
     p.add_argument("--max-budget", type=float, default=None, metavar="BB",
                    help="largest bit budget B̄_w·B̄_s·T̄ the frozen bits may have (default: the target's W·S·T)")
+    p.add_argument("--project-every", type=int, default=None, metavar="STEPS",
+                   help="project the bits into the target window every STEPS optimizer steps while they learn "
+                        "(projected gradient; default: 50; 0 projects only when the bits freeze)")
     p.add_argument("--hidden", default="128", help="hidden sizes of mlp and cnn-fc, comma-separated (default: 128)")
     p.add_argument("--width", type=int, default=None, help="base channel count of the CNNs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -72,6 +75,7 @@ def config_from_args(args: argparse.Namespace):
         freeze_epochs=args.freeze_epochs,
         renewal=args.renewal,
         max_budget=args.max_budget,
+        **({} if args.project_every is None else {"project_every": args.project_every}),
         device=args.device,
         seed=args.seed,
         out=args.out or f"runs/{args.dataset}-{args.arch}",

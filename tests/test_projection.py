@@ -101,3 +101,17 @@ def test_max_budget_must_be_positive(tmp_path):
 
     with pytest.raises(BitspikeError, match="max_budget must be > 0"):
         TrainConfig(out=str(tmp_path / "x"), max_budget=0.0)
+
+
+def test_project_every_keeps_every_epoch_in_the_window(tmp_path):
+    """With projected steps the bits are inside the window after every epoch, not only when frozen."""
+    from bitspike.host.train import TrainConfig, train
+
+    cfg = TrainConfig(dataset="digits", arch="cnn-fc", hidden=(16,), width=4, target=(2, 2, 1), epochs=3,
+                      freeze_epochs=1, project_every=5, lr=0.1, out=str(tmp_path / "p"), progress=False, threads=1)
+    result = train(cfg)
+    for record in result.history:
+        avg = record["avg_bits"]
+        assert _within((avg["w"], avg["s"], avg["t"]), (2, 2, 1)), record["epoch"]
+    with pytest.raises(BitspikeError, match="project_every"):
+        TrainConfig(out=str(tmp_path / "x"), project_every=-1)
