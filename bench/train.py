@@ -223,8 +223,10 @@ def comparison(runs: dict) -> list[str]:
         else:
             verdict = ("adaptive ahead by more than the seed spread" if am - um > spread else
                        "uniform ahead by more than the seed spread" if um - am > spread else "within the seed spread")
+        by_seed = [{r.get("seed", 0): 100 * r["deploy_accuracy"] for r in modes[m]} for m in ("adaptive", "uniform")]
+        paired = [f"seed {k}: {by_seed[0][k] - by_seed[1][k]:+.2f}" for k in sorted(set(by_seed[0]) & set(by_seed[1]))]
         out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs: adaptive {atext}; uniform {utext}; "
-                   f"difference {am - um:+.2f} points, seed spread {spread:.2f}: {verdict}.")
+                   f"difference {am - um:+.2f} points ({', '.join(paired)}), seed spread {spread:.2f}: {verdict}.")
     abl = {n: r for n, r in runs.items() if n.startswith("ablation")}
     for arch in sorted({r["arch"] for r in abl.values()}):
         order = {"uniform": 0, "none": 1, "spikes": 2, "all": 3}
