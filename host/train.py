@@ -529,7 +529,8 @@ def train(config: TrainConfig) -> TrainResult:
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         old = TrainConfig.from_json(dict(state["config"]))
-        for key in ("dataset", "arch", "target", "uniform", "hidden", "width", "seed", "renewal", "init_extra", "batch_size"):
+        for key in ("dataset", "arch", "target", "uniform", "hidden", "width", "seed", "renewal", "init_extra", "batch_size",
+                    "max_budget", "project_every"):
             if getattr(old, key) != getattr(cfg, key):
                 raise CheckpointError(
                     f"{ckpt_path}: the checkpoint was trained with {key} = {getattr(old, key)!r}, this run asks for "
