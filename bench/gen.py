@@ -47,8 +47,8 @@ def _uniform(learned, bits: tuple[int, int, int], seed: int):
 
     w, s, t = bits
     layers = learned.synaptic_layers if learned is not None else None
-    sizes = [layers[0].weight.shape[1]] + [l.weight.shape[0] for l in layers]
     if learned.layers[0].op == "linear":
+        sizes = [layers[0].weight.shape[1]] + [l.weight.shape[0] for l in layers]
         made = random_mlp(seed, sizes=sizes, w_bits=[w], s_bits=[s], timesteps=[t])
     else:
         convs = [l for l in layers if l.op == "conv2d"]

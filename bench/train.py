@@ -81,7 +81,7 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     import torch
 
     from bitspike.host.export import export_run
-    from bitspike.host.train import TrainConfig, train
+    from bitspike.host.train import TrainConfig, budget_limit, train
 
     kw, what = RUNS[name]
     cfg = TrainConfig(**{**DEFAULTS, **kw, "out": str(out_root / name.replace("/", "_")), "threads": threads,
@@ -103,7 +103,7 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
         "target": list(cfg.goal),
         "renewal": cfg.renewal if cfg.uniform is None else None,
         "seed": cfg.seed,
-        "max_budget": None if cfg.uniform is not None else (cfg.max_budget or float(cfg.target[0] * cfg.target[1] * cfg.target[2])),
+        "max_budget": None if cfg.uniform is not None else budget_limit(cfg.target, cfg.max_budget),
         "epochs": cfg.epochs,
         "freeze_epochs": cfg.freeze,
         "float_accuracy": summary["float_accuracy"],
@@ -177,16 +177,18 @@ def write_markdown(data: dict) -> None:
     lines += ["", "How much room the target window leaves (every integer allocation of the learnable layers, "
               "within their bit ranges, whose averages are within 10% of the target and whose BB is at most the "
               "run's budget; counted exhaustively):", ""]
+    from bitspike.host.train import budget_limit
+
     seen = set()
     for r in data["runs"].values():
         if r["mode"] != "adaptive" or r["dataset"] != "fashion-mnist":
             continue
-        budget = r.get("max_budget") or float(r["target"][0] * r["target"][1] * r["target"][2])
+        budget = budget_limit(tuple(r["target"]), r.get("max_budget"))
         key = (r["arch"], tuple(r["target"]), budget)
         if key in seen:
             continue
         seen.add(key)
-        count, example = allocations(r["arch"], tuple(r["target"]), budget)
+        count = allocations(r["arch"], tuple(r["target"]), budget)
         lines.append(f"- {r['arch']} at {'/'.join(map(str, r['target']))}, BB ≤ {budget:g}: {count} allocation"
                      f"{'s' if count != 1 else ''}{'' if count > 1 else ' (only the uniform one)'}")
     lines += ["", *comparison(data["runs"])]
@@ -240,7 +242,7 @@ def comparison(runs: dict) -> list[str]:
     return (["Adaptive against uniform (deploy accuracy on the whole test set):", "", *out]) if out else []
 
 
-def allocations(arch: str, target: tuple[int, int, int], budget: float) -> tuple[int, list]:
+def allocations(arch: str, target: tuple[int, int, int], budget: float) -> int:
     """Count the integer bit allocations of ``arch``'s learnable layers (Fashion-MNIST shapes) in the target window.
 
     Ranges are those of an adaptive run (start one bit above the target: B up to target + 3, T up to target + 1).
@@ -250,7 +252,7 @@ def allocations(arch: str, target: tuple[int, int, int], budget: float) -> tuple
     import torch
 
     from bitspike.host.models import BitPlan, build_model
-    from bitspike.host.train import input_sizes, learnable_layers
+    from bitspike.host.train import TOLERANCE, input_sizes, learnable_layers
 
     model = build_model(arch, (1, 28, 28), 10, BitPlan(target[0] + 1, target[1] + 1, target[2]))
     sizes = input_sizes(model, torch.device("cpu"))
@@ -262,15 +264,14 @@ def allocations(arch: str, target: tuple[int, int, int], budget: float) -> tuple
         out = []
         for combo in itertools.product(range(lo, hi + 1), repeat=len(counts)):
             avg = sum(n * b for n, b in zip(counts, combo)) / sum(counts)
-            if abs(avg - t) <= 0.1 * t + 1e-9:
+            if abs(avg - t) <= TOLERANCE * t + 1e-9:
                 out.append((avg, combo))
         return out
 
     ws = options(wn, 1, target[0] + 3, target[0])
     ss = options(fn, 1, target[1] + 3, target[1])
     ts = options(fn, 1, target[2] + 1, target[2])
-    found = [(w[1], s_[1], t[1]) for w in ws for s_ in ss for t in ts if w[0] * s_[0] * t[0] <= budget + 1e-9]
-    return len(found), found[:5]
+    return sum(1 for w in ws for s_ in ss for t in ts if w[0] * s_[0] * t[0] <= budget + 1e-9)
 
 
 def _read_gpu_check(folder: Path) -> dict:

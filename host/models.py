@@ -203,18 +203,15 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int, pla
     in_shape = tuple(int(v) for v in in_shape)
     if arch == "mlp":
         body = _mlp(in_shape, num_classes, plan, tuple(hidden))
-    elif arch == "cnn-fc":
-        if in_shape[1] % 4 or in_shape[2] % 4 or in_shape[1] < 4:
-            raise BitspikeError(f"{arch} needs image sides divisible by 4, got {in_shape[1]}×{in_shape[2]}")
-        if not hidden:
-            raise BitspikeError("cnn-fc needs at least one hidden size (--hidden)")
-        body = _cnn(in_shape, num_classes, plan, width or 16, tuple(hidden))
-    elif arch in ("cnn", "vgg-small", "resnet20"):
-        need = {"cnn": 4, "vgg-small": 8, "resnet20": 4}[arch]
+    elif arch in ("cnn", "cnn-fc", "vgg-small", "resnet20"):
+        need = {"cnn": 4, "cnn-fc": 4, "vgg-small": 8, "resnet20": 4}[arch]
         if in_shape[1] % need or in_shape[2] % need or in_shape[1] < need:
             raise BitspikeError(f"{arch} needs image sides divisible by {need}, got {in_shape[1]}×{in_shape[2]}")
-        default_width = {"cnn": 16, "vgg-small": 32, "resnet20": 16}[arch]
-        maker = {"cnn": _cnn, "vgg-small": _vgg_small, "resnet20": _resnet20}[arch]
+        if arch == "cnn-fc" and not hidden:
+            raise BitspikeError("cnn-fc needs at least one hidden size (--hidden)")
+        default_width = {"cnn": 16, "cnn-fc": 16, "vgg-small": 32, "resnet20": 16}[arch]
+        maker = {"cnn": _cnn, "cnn-fc": lambda *a: _cnn(*a, tuple(hidden)), "vgg-small": _vgg_small,
+                 "resnet20": _resnet20}[arch]
         body = maker(in_shape, num_classes, plan, width or default_width)
     else:
         raise BitspikeError(f"unknown architecture {arch!r}; expected one of {list(ARCHS)}")
