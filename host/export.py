@@ -373,11 +373,13 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
         The manifest and a summary: ``float_accuracy`` (fake-quantized PyTorch model),
         ``deploy_accuracy`` (integer golden model), both fractions of the test set;
         ``accuracy_gap_points``, ``agreement`` (fraction of test images where both predict the
-        same class), ``avg_bits`` (``w``, ``s``, ``t``), ``bit_budget``, ``s_ace``,
+        same class), ``audit`` (:func:`bitspike.host.agreement.audit`: how many test images provably
+        agree; the others sit within rounding distance of a spike-count boundary), ``avg_bits`` (``w``, ``s``, ``t``), ``bit_budget``, ``s_ace``,
         ``weight_memory_bits``, ``first_layer``, ``layers``, ``digest``, ``manifest``.
     """
     from bitspike.analysis import network_stats
 
+    from .agreement import audit
     from .data import load_dataset
     from .train import evaluate, model_from_checkpoint
 
@@ -410,6 +412,10 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
     with torch.no_grad():
         fq = torch.cat([model(torch.as_tensor(test_ds.images[i:i + 1000]).float() / 255.0).argmax(1)
                         for i in range(0, len(test_ds), 1000)]).numpy()
+    report = audit(model, manifest, test_ds.images)
+    if report.violations:
+        raise BitspikeError("export: the integer network disagrees with the trained one on samples the rounding "
+                            f"bounds certify ({len(report.violations)}; first: {report.violations[0]})")
     manifest = Manifest.build(manifest.name, manifest.input, manifest.layers, manifest.classes,
                               {**info, "deploy_accuracy": deploy_acc})
     if out_path is not None:
@@ -426,6 +432,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
         "deploy_accuracy": deploy_acc,
         "accuracy_gap_points": 100.0 * abs(float_acc - deploy_acc),
         "agreement": float((fq == pred).mean()),
+        "audit": report.to_json(),
         "avg_bits": {"w": stats.avg_w_bits, "s": stats.avg_s_bits, "t": stats.avg_timesteps},
         "bit_budget": stats.bit_budget,
         "s_ace": stats.s_ace,

@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         f"bits {b['w']:.2f}/{b['s']:.2f}/{b['t']:.2f}, BB {summary['bit_budget']:.2f}, "
         f"S-ACE {summary['s_ace']}, weight memory {summary['weight_memory_bits']} bits"
     )
+    a = summary["audit"]
+    print(f"  {a['certain']} of {a['samples']} test images provably agree with the trained model; the other "
+          f"{a['uncertain']} lie within rounding distance of a spike-count boundary "
+          f"({a['class_disagreements']} of them change class)")
     write_json(args.json, summary)
     if args.max_gap is not None and summary["accuracy_gap_points"] > args.max_gap:
         raise VerificationFailed(
