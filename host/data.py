@@ -234,6 +234,44 @@ def _fashion_mnist(split: str, path: str | None) -> Dataset:
 # cifar10 (python batches)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch and nothing else.
+
+    The official batches are pickles of a dict of bytes keys, lists of ints and
+    one uint8 numpy array. A pickle can name any importable callable, so
+    loading a file from a user's path with plain :func:`pickle.load` could run
+    arbitrary code; this unpickler resolves only numpy's array reconstruction
+    (the Python docs' "restricting globals") and the arrays are checked after.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def __init__(self, fh):
+        super().__init__(fh, encoding="bytes")
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise DatasetError(f"the pickle names {module}.{name}, which a CIFAR-10 batch never holds (refused)")
+        return super().find_class(module, name)
+
+
+def _cifar_arrays(batch) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[N, 3, 32, 32]`` uint8 and labels ``[N]`` of an unpickled batch, checked."""
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetError("expected a dict with the keys b'data' and b'labels'")
+    data, lab = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetError("b'data' must be a uint8 array [N, 3072]")
+    if not isinstance(lab, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 for v in lab):
+        raise DatasetError("b'labels' must be a list of integers 0 … 9")
+    if len(lab) != len(data):
+        raise DatasetError(f"{len(data)} images but {len(lab)} labels")
+    return data.reshape(-1, 3, 32, 32).copy(), np.asarray(lab, dtype=np.int64)
+
+
 def _cifar10(split: str, path: str | None) -> Dataset:
     how = (
         "download 'CIFAR-10 python version' (cifar-10-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, "
@@ -252,9 +290,10 @@ def _cifar10(split: str, path: str | None) -> Dataset:
             raise DatasetError(f"cifar10 file {f} not found: {how}")
         try:
             with open(f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")  # the official format is a pickle
-            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            lab = np.asarray(batch[b"labels"], dtype=np.int64)
+                batch = _CifarUnpickler(fh).load()  # the official format is a pickle: read it restricted
+            data, lab = _cifar_arrays(batch)
+        except DatasetError as exc:
+            raise DatasetError(f"{f}: not a CIFAR-10 python batch ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - any unpickling problem means a bad file
             raise DatasetError(f"{f}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
         images.append(data)

@@ -104,3 +104,32 @@ def test_cifar10_python_batches(tmp_path):
     (tmp_path / "test_batch").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="not a CIFAR-10 python batch"):
         load_dataset("cifar10", "test", path=tmp_path)
+
+
+class _Evil:
+    """A pickle that would run a command when plainly unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar10_loader_refuses_arbitrary_pickles(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": _Evil(marker), b"labels": [0]}))
+    with pytest.raises(DatasetError, match="os.system|posix.system|refused"):
+        load_dataset("cifar10", "test", path=tmp_path)
+    assert not marker.exists()
+    # well-formed pickles with the wrong contents are refused with what was expected
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.int64), b"labels": [0, 1]}))
+    with pytest.raises(DatasetError, match="uint8 array"):
+        load_dataset("cifar10", "test", path=tmp_path)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 11]}))
+    with pytest.raises(DatasetError, match="integers 0"):
+        load_dataset("cifar10", "test", path=tmp_path)
