@@ -186,6 +186,13 @@ def _interval_of_add(layer: AddLayer, a: tuple[torch.Tensor, torch.Tensor], b: t
     return lo, hi
 
 
+def _pool(layer: MaxPoolLayer | AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
+    windows = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
+    if isinstance(layer, MaxPoolLayer):
+        return windows.amax(dim=(-1, -2))
+    return windows.sum(dim=(-1, -2))
+
+
 @torch.no_grad()
 def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int = 500) -> AgreementReport:
     """Compare ``model`` (run in float64) with its exported ``manifest`` on ``uint8`` images ``[N, C, H, W]``.
@@ -234,14 +241,10 @@ def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int
                     if layer.requant is not None:
                         z_f = outputs[layer.name] / units[layer.name]
                         iv[layer.name] = _interval_of_synaptic(layer, z_f, tr.acc)
-                elif isinstance(layer, MaxPoolLayer):
+                elif isinstance(layer, (MaxPoolLayer, AvgPoolLayer)):
+                    # both pools are monotone in every input: they map the interval's ends
                     lo, hi = iv[layer.inputs[0]]
-                    pool = lambda t: torch.nn.functional.max_pool2d(t.double(), layer.kernel, layer.stride).to(torch.int64)  # noqa: E731
-                    iv[layer.name] = (pool(lo), pool(hi))
-                elif isinstance(layer, AvgPoolLayer):
-                    lo, hi = iv[layer.inputs[0]]
-                    wsum = lambda t: t.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1]).sum(dim=(-1, -2))  # noqa: E731
-                    iv[layer.name] = (wsum(lo), wsum(hi))
+                    iv[layer.name] = (_pool(layer, lo), _pool(layer, hi))
                 elif isinstance(layer, FlattenLayer):
                     lo, hi = iv[layer.inputs[0]]
                     iv[layer.name] = (lo.reshape(n, -1), hi.reshape(n, -1))
@@ -268,5 +271,7 @@ def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int
     finally:
         for h in handles:
             h.remove()
-    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+    def cat(parts, dtype):
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
     return AgreementReport(cat(f_cls, np.int64), cat(i_cls, np.int64), cat(certain_all, bool), first_uncertain, violations)
