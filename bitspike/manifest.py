@@ -824,6 +824,12 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
         layers.append(layer)
 
     last = layers[-1]
+    if not isinstance(last, SynapticLayer) or last.requant is not None or len(last.out_shape) != 1:
+        raise ManifestError(
+            "the last layer must be a linear (or 1×1-output) synaptic layer with requant = null: its accumulators are the logits",
+            layer=f"layer {len(layers) - 1} '{last.name}'",
+            field="requant",
+        )
     for index, layer in enumerate(layers[:-1]):
         if not consumers[layer.name]:
             raise ManifestError(
@@ -837,12 +843,6 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
                 layer=f"layer {index} '{layer.name}'",
                 field="requant",
             )
-    if not isinstance(last, SynapticLayer) or last.requant is not None or len(last.out_shape) != 1:
-        raise ManifestError(
-            "the last layer must be a linear (or 1×1-output) synaptic layer with requant = null: its accumulators are the logits",
-            layer=f"layer {len(layers) - 1} '{last.name}'",
-            field="requant",
-        )
     extra = sorted(set(tensors) - used_tensors)
     if extra:
         raise top.fail("tensors", f"tensors that no layer uses: {extra[:5]}")

@@ -125,7 +125,75 @@ BAD_CASES = {
     "input bits": (lambda meta, t: meta["input"].__setitem__("bits", 0), ["input", "'bits'", "0 is out of range"]),
     "input scale": (lambda meta, t: meta["input"].__setitem__("scale", -1), ["input", "'scale'", "positive finite"]),
     "shift out of range": (lambda meta, t: meta["layers"][0]["requant"].update(shift=80), ["layer 0 'line0'", "'shift'", "80 is out of range"]),
+    # issue 11: malformed kinds that used to validate
+    "uint64 tensor": (
+        lambda meta, t: t.__setitem__("line1.bias", np.full(5, 2**64 - 1, np.uint64)),
+        ["layer 1 'line1'", "line1.bias", "dtype uint64", "int64"],
+    ),
+    "bool tensor": (
+        lambda meta, t: t.__setitem__("line1.bias", np.ones(5, bool)),
+        ["layer 1 'line1'", "line1.bias", "expected an integer tensor, got dtype bool"],
+    ),
+    "version float": (lambda meta, t: meta.__setitem__("version", 1.0), ["'version'", "unknown manifest version 1.0"]),
+    "version true": (lambda meta, t: meta.__setitem__("version", True), ["'version'", "unknown manifest version True"]),
+    "version string": (lambda meta, t: meta.__setitem__("version", "1"), ["'version'", "unknown manifest version '1'"]),
+    "layer without inputs": (lambda meta, t: meta["layers"][1].pop("inputs"), ["layer 1 'line1'", "'inputs'", "missing"]),
+    "inputs not a list": (lambda meta, t: _set(meta, 1, "inputs", "line0"), ["layer 1 'line1'", "'inputs'", "takes a list of 1"]),
+    "huge input map": (
+        lambda meta, t: meta["input"].__setitem__("shape", [1, 2**24, 2**24]),
+        ["input", "'shape'", "16777216 is out of range, expected 1 … 65536"],
+    ),
+    "input map over the element limit": (
+        lambda meta, t: meta["input"].__setitem__("shape", [1, 4096, 4096]),
+        ["input", "'shape'", "16,777,216 elements; at most 4,194,304 per feature map"],
+    ),
+    "four-dimensional shape": (lambda meta, t: _set(meta, 0, "out_shape", [1, 1, 1, 12]), ["layer 0 'line0'", "'out_shape'", "1 to 3"]),
+    "300-character name": (
+        lambda meta, t: (_set(meta, 1, "name", "n" * 300), _rename_tensors(t, "line1", "n" * 300)),
+        ["layer 1", "'name'", "1 to 64 ASCII letters", "file names"],
+    ),
+    "name with a slash": (lambda meta, t: _set(meta, 1, "name", "a/b"), ["layer 1", "'name'", "got 'a/b'"]),
+    "name with a space": (lambda meta, t: _set(meta, 1, "name", "fc 1"), ["layer 1", "'name'", "got 'fc 1'"]),
+    "name starting with a digit": (lambda meta, t: _set(meta, 1, "name", "1fc"), ["layer 1", "'name'", "not starting with a digit"]),
+    "name not a string": (lambda meta, t: _set(meta, 1, "name", 7), ["layer 1", "'name'", "got 7"]),
+    "names differ only in case": (
+        lambda meta, t: (_set(meta, 1, "name", "LINE0"), _rename_tensors(t, "line1", "LINE0")),
+        ["layer 1 'LINE0'", "'name'", "only in case"],
+    ),
+    "network name not printable": (lambda meta, t: meta.__setitem__("name", "a\nb"), ["'name'", "printable string"]),
+    "unknown layer field": (lambda meta, t: _set(meta, 1, "paddding", [1, 1]), ["layer 1 'line1'", "'paddding'", "unknown field for a linear layer"]),
+    "unknown requant field": (
+        lambda meta, t: meta["layers"][0]["requant"].update(shfit=3),
+        ["layer 0 'line0'", "'shfit'", "unknown field for requant"],
+    ),
+    "unknown top-level field": (lambda meta, t: meta.__setitem__("layer", []), ["'layer'", "unknown field for the manifest"]),
+    "unknown input field": (lambda meta, t: meta["input"].__setitem__("bit", 8), ["input", "'bit'", "unknown field for the input"]),
+    "layer nobody consumes": (
+        lambda meta, t: meta["layers"].insert(1, {"name": "dangling", "op": "flatten", "inputs": ["line0"], "in_shape": [12], "out_shape": [12]}),
+        ["layer 1 'dangling'", "'inputs'", "no later layer takes this layer's output"],
+    ),
+    "last layer is not synaptic": (
+        lambda meta, t: meta["layers"].append({"name": "tail", "op": "flatten", "inputs": ["line1"], "in_shape": [5], "out_shape": [5]}),
+        ["layer 2 'tail'", "'requant'", "the last layer must be"],
+    ),
+    "weight memory over the limit": (
+        lambda meta, t: (
+            meta["input"].__setitem__("shape", [4096]), _set(meta, 0, "in_shape", [4096]), _set(meta, 0, "out_shape", [1024]),
+            _set(meta, 1, "in_shape", [1024]),
+            _set(meta, 0, "w_bits", 8),
+            t.update({"line0.weight": np.zeros((1024, 4096), np.int8), "line0.bias": np.zeros(1024, np.int64),
+                      "line0.rq_mult": np.ones(1024, np.int64), "line0.rq_bias": np.zeros(1024, np.int64),
+                      "line1.weight": np.ones((5, 1024), np.int8)}),
+        ),
+        # line0 alone is exactly at the limit (4096·1024·8 bits); line1's weights go over it
+        ["layer 1 'line1'", "line1.weight", "33,569,792 bits; at most 33,554,432 in all"],
+    ),
 }
+
+
+def _rename_tensors(t: dict, old: str, new: str) -> None:
+    for key in [k for k in t if k.startswith(old + ".")]:
+        t[new + key[len(old):]] = t.pop(key)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
