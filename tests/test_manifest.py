@@ -241,3 +241,73 @@ def test_replace_layer_revalidates(mlp):
     w[0, 0] = 100
     with pytest.raises(ManifestError, match="above 3"):
         mlp.replace_layer("line1", weight=w)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 11: duplicate keys, accepted dtypes, graph rules, the command line
+
+
+def test_duplicate_json_keys_are_refused(mlp):
+    meta, tensors = parts(mlp)
+    text = json.dumps(meta)
+    assert text.count('"w_bits": 3') == 1
+    doubled = text.replace('"w_bits": 3', '"w_bits": 3, "w_bits": 4')
+    with pytest.raises(ManifestError, match=r"field 'w_bits'.*key 'w_bits' appears twice in the object named 'line1'"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: doubled}))
+    top = text.replace('"version": 1', '"version": 1, "version": 1')
+    with pytest.raises(ManifestError, match="'version' appears twice"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: top}))
+
+
+def test_duplicate_keys_in_the_safetensors_header_are_refused(mlp):
+    data = mlp.to_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]))
+    # give one tensor's entry twice (json would keep the second one silently)
+    start = header.index('"line0.bias": {')
+    entry = header[start : header.index("}", start) + 1]
+    raw = header.replace(entry, entry + ", " + entry, 1).encode()
+    bad = len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+    with pytest.raises(ManifestError, match="safetensors header: key 'line0.bias' appears twice"):
+        M.loads(bad)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "uint8", "uint16", "uint32"])
+def test_narrow_integer_dtypes_load_exactly(mlp, dtype):
+    meta, tensors = parts(mlp)
+    tensors["line1.weight"] = tensors["line1.weight"].astype(dtype) if dtype.startswith("int") else np.abs(tensors["line1.weight"]).astype(dtype)
+    got = M.loads(raw_bytes(meta, tensors))
+    np.testing.assert_array_equal(got.layers[1].weight, tensors["line1.weight"].astype(np.int64))
+    assert got.tensors()["line1.weight"].dtype == np.int64  # saved back canonically
+
+
+def test_add_operand_rules():
+    meta, tensors = parts(random_cnn(2, image=(1, 6, 6), channels=(3,), classes=3, residual=True))
+    add = next(l for l in meta["layers"] if l["op"] == "add")
+    for inputs, message in [
+        (["conv0"], "add takes a list of 2 input name(s)"),
+        (["conv0", "nowhere"], "'nowhere' is not the network input or an earlier layer"),
+        (["conv0", "input"], "residual add needs equal shapes, got [3, 6, 6] and [1, 6, 6]"),
+    ]:
+        m2 = json.loads(json.dumps(meta))
+        next(l for l in m2["layers"] if l["op"] == "add")["inputs"] = inputs
+        with pytest.raises(ManifestError) as info:
+            M.loads(raw_bytes(m2, tensors))
+        assert f"'{add['name']}'" in str(info.value) and "'inputs'" in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["version float", "layer without inputs", "uint64 tensor", "300-character name",
+                                  "huge input map", "layer nobody consumes"])
+def test_validate_command_refuses_with_exit_1_and_no_traceback(tmp_path, mlp, kind):
+    import subprocess
+    import sys
+
+    meta, tensors = parts(mlp)
+    mutate, expected = BAD_CASES[kind]
+    mutate(meta, tensors)
+    path = tmp_path / "bad.bsm"
+    path.write_bytes(raw_bytes(meta, tensors))
+    proc = subprocess.run([sys.executable, "-m", "bitspike.cli", "manifest", "validate", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and expected[-1] in proc.stderr
