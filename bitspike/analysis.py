@@ -266,7 +266,7 @@ def check_registers(manifest: Manifest, ranges: dict[str, LayerRanges] | None = 
             if value is not None and not (REGISTER_LO <= value.lo and value.hi <= REGISTER_HI):
                 raise ManifestError(
                     f"register '{reg}' ({words}) can reach {value}, wider than the {REGISTER_BITS}-bit limit "
-                    f"[{REGISTER_LO}, {REGISTER_HI}] (docs/SEMANTICS.md, 'Integer bounds'); "
+                    f"[{REGISTER_LO}, {REGISTER_HI}] (docs/SEMANTICS.md §6); "
                     "use smaller biases, clamp bounds or fan-in, or fewer sum-pooling stages",
                     layer=f"layer {index} '{layer.name}'",
                 )
@@ -308,7 +308,7 @@ def needs_wide_product(layer: Layer, r: LayerRanges) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# network metrics (SEMANTICS.md §3)
+# network metrics (docs/SEMANTICS.md §3)
 
 
 @dataclass(frozen=True)

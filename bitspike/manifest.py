@@ -18,11 +18,12 @@ Metadata ``bitspike`` (JSON object)::
       "layers": [ {layer}, ... ]               # in topological order; the last one gives the logits
     }
 
-Every layer has ``name`` (unique), ``op``, ``inputs`` (names of earlier
-layers, or ``"input"`` for the network input), ``in_shape`` and ``out_shape``
-(without the batch dimension). The ops and their extra fields:
+Every layer has ``name`` (unique; 1 to 64 ASCII letters, digits or ``_``,
+not starting with a digit), ``op``, ``inputs`` (required: names of earlier
+layers, or ``"input"`` for the network input), ``in_shape`` and
+``out_shape`` (without the batch dimension). The ops and their extra fields:
 
-``linear`` / ``conv2d`` (synaptic layers; SEMANTICS.md §4)
+``linear`` / ``conv2d`` (synaptic layers; docs/SEMANTICS.md §4)
     ``w_bits`` (B_w), ``s_bits`` (B_s of the neuron at the layer's input),
     ``timesteps`` (T), ``k`` (threshold θ = 2**k in current units),
     ``requant`` (``{"shift": SH, "lo": lo, "hi": hi}``, or ``null`` for the
@@ -43,7 +44,10 @@ layers, or ``"input"`` for the network input), ``in_shape`` and ``out_shape``
     Fields ``shift``, ``lo``, ``hi``; tensors ``NAME.mult_a`` and ``NAME.mult_b`` (``[C]``).
 
 Loading validates everything and raises :class:`~bitspike.errors.ManifestError`
-naming the layer and field.
+naming the layer and field: types and ranges, unknown fields, duplicate JSON
+keys, tensor dtypes (signed integers, or unsigned ones narrower than 64 bits),
+the graph rules, the size limits and the register widths. docs/SEMANTICS.md §5
+to §7 list every rule.
 """
 
 from __future__ import annotations
@@ -78,12 +82,12 @@ MULT_LIMIT = 2**31  # |multiplier| < MULT_LIMIT
 BIAS_LIMIT = 2**47  # |bias| < BIAS_LIMIT
 CURRENT_LIMIT = 2**40  # |lo|, |hi| of clamp bounds
 
-#: Size limits (docs/SEMANTICS.md, "Size limits"). The generator holds a feature map's rows in line
+#: Size limits (docs/SEMANTICS.md §7). The generator holds a feature map's rows in line
 #: buffers and writes every weight into the Verilog source, so its time and memory grow with
 #: these; beyond them generation takes too long to be useful or does not fit a machine's memory.
-MAX_MAP_ELEMENTS = 2**22  # elements of one feature map (the input or one layer's output)
-MAX_TOTAL_ELEMENTS = 2**24  # elements of every feature map together
-MAX_WEIGHT_BITS = 2**25  # Σ numel(W) · B_w over the network (32 Mbit)
+MAX_MAP_ELEMENTS = 2**20  # elements of one feature map (the input or one layer's output)
+MAX_TOTAL_ELEMENTS = 2**23  # elements of every feature map together
+MAX_WEIGHT_BITS = 2**23  # Σ numel(W) · B_w over the network (8 Mbit: generation then takes minutes)
 MAX_DIM = 2**16  # one entry of a shape
 
 #: Layer names become file names and Verilog identifiers: ASCII letters, digits and '_', not

@@ -114,22 +114,29 @@ def test_neuron_at_the_limits_matches_python_integers():
 
 
 def test_registers_past_62_bits_are_refused_with_layer_and_register():
-    # chained sum pools on a 2**40 current: 2**40 · (64·64) · (64·16) = 2**62 leaves the 62-bit limit
-    c0 = M.Conv2dLayer(name="conv0", inputs=("input",), in_shape=(1, 4096, 1024), out_shape=(1, 4096, 1024), w_bits=2,
+    # overlapping sum pools on a 2**40 current: each 64×64 window multiplies the bound by 2**12, 2**40 · 2**24 > 2**61
+    c0 = M.Conv2dLayer(name="conv0", inputs=("input",), in_shape=(1, 200, 200), out_shape=(1, 200, 200), w_bits=2,
                        s_bits=1, timesteps=1, k=0, weight=np.ones((1, 1, 1, 1), np.int64), bias=np.zeros(1, np.int64),
                        kernel=(1, 1), stride=(1, 1), padding=(0, 0), requant=_rq(1, 1, CUR, 0, 0, CUR))
-    p1 = M.AvgPoolLayer(name="pool1", inputs=("conv0",), in_shape=(1, 4096, 1024), out_shape=(1, 64, 16), kernel=(64, 64),
-                        stride=(64, 64))
-    p2 = M.AvgPoolLayer(name="pool2", inputs=("pool1",), in_shape=(1, 64, 16), out_shape=(1, 1, 1), kernel=(64, 16),
-                        stride=(64, 16))
-    fl = M.FlattenLayer(name="flat3", inputs=("pool2",), in_shape=(1, 1, 1), out_shape=(1,))
-    fc = M.LinearLayer(name="fc4", inputs=("flat3",), in_shape=(1,), out_shape=(2,), w_bits=2, s_bits=1, timesteps=1, k=0,
-                       weight=np.ones((2, 1), np.int64), bias=np.zeros(2, np.int64))
+    p1 = M.AvgPoolLayer(name="pool1", inputs=("conv0",), in_shape=(1, 200, 200), out_shape=(1, 137, 137), kernel=(64, 64),
+                        stride=(1, 1))
+    p2 = M.AvgPoolLayer(name="pool2", inputs=("pool1",), in_shape=(1, 137, 137), out_shape=(1, 74, 74), kernel=(64, 64),
+                        stride=(1, 1))
+    fl = M.FlattenLayer(name="flat3", inputs=("pool2",), in_shape=(1, 74, 74), out_shape=(74 * 74,))
+    fc = M.LinearLayer(name="fc4", inputs=("flat3",), in_shape=(74 * 74,), out_shape=(2,), w_bits=2, s_bits=1, timesteps=1,
+                       k=0, weight=np.ones((2, 74 * 74), np.int64), bias=np.zeros(2, np.int64))
+    layers = [c0, p1, p2, fl, fc]
     with pytest.raises(ManifestError) as info:
-        M.Manifest.build("too-wide", M.InputSpec(shape=(1, 4096, 1024), bits=1), [c0, p1, p2, fl, fc])
+        M.Manifest.build("too-wide", M.InputSpec(shape=(1, 200, 200), bits=1), layers)
     msg = str(info.value)
     assert "layer 2 'pool2'" in msg and "register 'out'" in msg and "62-bit limit" in msg
-    assert 2**62 > REGISTER_HI
+    assert str(2**64) in msg and 2**64 > REGISTER_HI
+    # one such pool stays within the limit: the manifest is legal, that register 53 bits wide
+    fl1 = M.FlattenLayer(name="flat3", inputs=("pool1",), in_shape=(1, 137, 137), out_shape=(137 * 137,))
+    fc1 = M.LinearLayer(name="fc4", inputs=("flat3",), in_shape=(137 * 137,), out_shape=(2,), w_bits=2, s_bits=1,
+                        timesteps=1, k=0, weight=np.ones((2, 137 * 137), np.int64), bias=np.zeros(2, np.int64))
+    ok = M.Manifest.build("wide-enough", M.InputSpec(shape=(1, 200, 200), bits=1), [c0, p1, fl1, fc1])
+    assert analyse(ok)["pool1"].out.width == 53
 
 
 def test_the_extreme_network_is_legal():

@@ -145,7 +145,7 @@ BAD_CASES = {
     ),
     "input map over the element limit": (
         lambda meta, t: meta["input"].__setitem__("shape", [1, 4096, 4096]),
-        ["input", "'shape'", "16,777,216 elements; at most 4,194,304 per feature map"],
+        ["input", "'shape'", "16,777,216 elements; at most 1,048,576 per feature map"],
     ),
     "four-dimensional shape": (lambda meta, t: _set(meta, 0, "out_shape", [1, 1, 1, 12]), ["layer 0 'line0'", "'out_shape'", "1 to 3"]),
     "300-character name": (
@@ -178,15 +178,14 @@ BAD_CASES = {
     ),
     "weight memory over the limit": (
         lambda meta, t: (
-            meta["input"].__setitem__("shape", [4096]), _set(meta, 0, "in_shape", [4096]), _set(meta, 0, "out_shape", [1024]),
-            _set(meta, 1, "in_shape", [1024]),
-            _set(meta, 0, "w_bits", 8),
-            t.update({"line0.weight": np.zeros((1024, 4096), np.int8), "line0.bias": np.zeros(1024, np.int64),
-                      "line0.rq_mult": np.ones(1024, np.int64), "line0.rq_bias": np.zeros(1024, np.int64),
-                      "line1.weight": np.ones((5, 1024), np.int8)}),
+            meta["input"].__setitem__("shape", [2048]), _set(meta, 0, "in_shape", [2048]), _set(meta, 0, "out_shape", [512]),
+            _set(meta, 1, "in_shape", [512]), _set(meta, 0, "w_bits", 8),
+            t.update({"line0.weight": np.zeros((512, 2048), np.int8), "line0.bias": np.zeros(512, np.int64),
+                      "line0.rq_mult": np.ones(512, np.int64), "line0.rq_bias": np.zeros(512, np.int64),
+                      "line1.weight": np.ones((5, 512), np.int8)}),
         ),
-        # line0 alone is exactly at the limit (4096·1024·8 bits); line1's weights go over it
-        ["layer 1 'line1'", "line1.weight", "33,569,792 bits; at most 33,554,432 in all"],
+        # line0 alone is exactly at the limit (2048·512·8 bits); line1's weights go over it
+        ["layer 1 'line1'", "line1.weight", "8,396,288 bits; at most 8,388,608 in all"],
     ),
 }
 
