@@ -32,7 +32,6 @@ from bitspike.errors import RangeError
 from bitspike.manifest import (
     AddLayer,
     AvgPoolLayer,
-    Conv2dLayer,
     FlattenLayer,
     Layer,
     LinearLayer,

@@ -143,11 +143,11 @@ class _Net:
             out = out or draw(st.integers(1, 4))
         return self.synaptic("conv2d", src, out, kernel=kernel, stride=stride, padding=padding)
 
-    def pool(self) -> str | None:
+    def pool(self, overlapping: bool = True) -> str | None:
         draw = self.draw
         c, h, w = self.shapes[self.last]
         kernel = (draw(st.integers(1, min(3, h))), draw(st.integers(1, min(3, w))))
-        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if overlapping else kernel
         cls = draw(st.sampled_from([M.MaxPoolLayer, M.AvgPoolLayer]))
         out_shape = (c, (h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1)
         return self.push(cls(name=self.name("pool"), inputs=(self.last,), in_shape=(c, h, w), out_shape=out_shape,
@@ -176,8 +176,11 @@ class _Net:
 
 
 @st.composite
-def manifests(draw, max_blocks: int = 3) -> M.Manifest:
-    """A random legal manifest (see the module docstring). Rejects the rare draw that validation refuses."""
+def manifests(draw, max_blocks: int = 3, generator: bool = False) -> M.Manifest:
+    """A random legal manifest (see the module docstring). Rejects the rare draw that validation refuses.
+
+    ``generator``: only what ``bitspike gen`` builds today (pooling windows do not overlap: stride = kernel).
+    """
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     bits = draw(st.one_of(st.integers(1, 8), st.sampled_from([12, M.INPUT_BITS_RANGE[1]])))
     if draw(st.booleans()):
@@ -194,7 +197,7 @@ def manifests(draw, max_blocks: int = 3) -> M.Manifest:
             if block == "conv":
                 net.conv()
             elif block == "pool":
-                net.pool()
+                net.pool(overlapping=not generator)
             elif block == "residual":  # y = add(conv(x), x)
                 skip = net.last
                 net.add(net.conv(same=True), skip)

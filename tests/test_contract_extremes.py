@@ -103,7 +103,7 @@ def test_neuron_at_the_limits_matches_python_integers():
     v, s = neuron_steps(torch.tensor(xs), 30, 16, 64)
     theta, q = 2**30, 2**16 - 1
     for j, x in enumerate(xs):
-        vv, ss = x, []
+        vv = x
         for t in range(64):
             sp = max(0, min(q, (2 * vv + theta) // (2 * theta)))
             assert int(v[t, j]) == vv and int(s[t, j]) == sp
@@ -171,3 +171,32 @@ def test_extreme_net_is_bit_exact_in_verilator(extreme_sim):
     np.testing.assert_array_equal(res.classes, g.classes.numpy())
     ref = ManifestGoldenTaps(m, sim.design.taps)
     assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (len(x), None)
+
+
+def test_maxpool_is_exact_beyond_float64():
+    # sum pools take currents near 2**40 to about 2**54, where float64 has a spacing of 4: the max must stay exact
+    c0 = M.Conv2dLayer(name="conv0", inputs=("input",), in_shape=(1, 256, 256), out_shape=(1, 256, 256), w_bits=8,
+                       s_bits=8, timesteps=1, k=0, weight=np.ones((1, 1, 1, 1), np.int64), bias=np.zeros(1, np.int64),
+                       kernel=(1, 1), stride=(1, 1), padding=(0, 0), requant=_rq(1, 1, CUR - 2**20, 0, 0, CUR))
+    p1 = M.AvgPoolLayer(name="pool1", inputs=("conv0",), in_shape=(1, 256, 256), out_shape=(1, 4, 4), kernel=(64, 64),
+                        stride=(64, 64))
+    p2 = M.AvgPoolLayer(name="pool2", inputs=("pool1",), in_shape=(1, 4, 4), out_shape=(1, 2, 2), kernel=(2, 2),
+                        stride=(2, 2))
+    p3 = M.MaxPoolLayer(name="pool3", inputs=("pool2",), in_shape=(1, 2, 2), out_shape=(1, 1, 1), kernel=(2, 2),
+                        stride=(2, 2))
+    fl = M.FlattenLayer(name="flat4", inputs=("pool3",), in_shape=(1, 1, 1), out_shape=(1,))
+    fc = M.LinearLayer(name="fc5", inputs=("flat4",), in_shape=(1,), out_shape=(2,), w_bits=2, s_bits=1, timesteps=1,
+                       k=30, weight=np.array([[1], [-1]], np.int64), bias=np.zeros(2, np.int64))
+    m = M.Manifest.build("max-beyond-float", M.InputSpec(shape=(1, 256, 256), bits=8), [c0, p1, p2, p3, fl, fc])
+    x = np.random.default_rng(3).integers(0, 256, size=(2, 1, 256, 256))
+    x[0] = 0
+    x[0, 0, 0, 0] = 1  # the top-left window's sum is odd: 2**14·(2**40 − 2**20) + 1
+    res = GoldenModel(m).run(x, trace=True)
+    for i in range(2):
+        ref = run_reference(m, x[i])
+        pooled = res.trace["pool2"].out[i].tolist()
+        assert pooled == ref["pool2"]["out"] and res.trace["pool3"].out[i].tolist() == ref["pool3"]["out"]
+        best = max(v for row in pooled[0] for v in row)
+        assert best > 2**53 and res.trace["pool3"].out[i].reshape(-1).tolist() == [best]
+    assert int(res.trace["pool3"].out[0]) == 2**14 * (CUR - 2**20) + 1
+    assert float(int(res.trace["pool3"].out[0])) != int(res.trace["pool3"].out[0])  # not representable in float64
