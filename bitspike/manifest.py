@@ -914,7 +914,7 @@ def loads(data: bytes, source: str = "<bytes>") -> Manifest:
         )
     try:
         header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_refuse_duplicate_keys(f"{source}: safetensors header"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{source}: header is not valid JSON ({exc}); not a safetensors manifest") from None
     table = header.get("__metadata__") if isinstance(header, dict) else None
     meta_str = table.get(METADATA_KEY) if isinstance(table, dict) else None
@@ -924,7 +924,7 @@ def loads(data: bytes, source: str = "<bytes>") -> Manifest:
         raise ManifestError(f"{source}: the '{METADATA_KEY}' metadata entry must be a JSON string, got {type(meta_str).__name__}")
     try:
         meta = json.loads(meta_str, object_pairs_hook=_refuse_duplicate_keys(f"{source}: '{METADATA_KEY}' metadata"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ManifestError(f"{source}: '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
     try:
         tensors = st_load(data)

@@ -310,3 +310,9 @@ def test_validate_command_refuses_with_exit_1_and_no_traceback(tmp_path, mlp, ki
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and expected[-1] in proc.stderr
+
+
+def test_absurdly_nested_metadata_is_an_error_not_a_crash(mlp):
+    _, tensors = parts(mlp)
+    with pytest.raises(ManifestError, match="metadata is not valid JSON"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: "[" * 100000 + "]" * 100000}))
