@@ -43,7 +43,8 @@ def extreme_net() -> M.Manifest:
 
     fc0: the wide requantizer (all-zero input → 65536). fc1: a signed current clamped at ±2**40. add2: a ≈ ±2**40
     times Ma = 2**31−1 (an ~71-bit product). fc3: a 15-step neuron with θ = 2**30 whose current saturates its
-    spikes (T·B_s = 60, so its spike tap fits one 64-bit word).
+    spikes (T·B_s = 60, so its spike tap fits one 64-bit word). Its weights and biases are non-negative, so the
+    logits' range is unsigned, 48 bits wide with the top bit used: the result beats must still read back right.
     """
     rng = np.random.default_rng(11)
     fc0 = M.LinearLayer(name="fc0", inputs=("input",), in_shape=(4,), out_shape=(3,), w_bits=8, s_bits=8, timesteps=1, k=0,
@@ -57,7 +58,7 @@ def extreme_net() -> M.Manifest:
                       mult_a=np.array([MULT_MAX, MULT_MAX, -MULT_MAX], np.int64),
                       mult_b=np.array([-MULT_MAX, 1, MULT_MAX], np.int64), shift=30, lo=-CUR, hi=CUR)
     fc3 = M.LinearLayer(name="fc3", inputs=("add2",), in_shape=(3,), out_shape=(4,), w_bits=4, s_bits=4, timesteps=15, k=30,
-                        weight=rng.integers(-7, 8, size=(4, 3)), bias=np.array([BIAS_MAX, -BIAS_MAX, 0, 1], np.int64))
+                        weight=rng.integers(0, 8, size=(4, 3)), bias=np.array([BIAS_MAX, 2**46, 0, 1], np.int64))
     return M.Manifest.build("issue11-extremes", M.InputSpec(shape=(4,), bits=8), [fc0, fc1, add2, fc3])
 
 
@@ -166,6 +167,8 @@ def test_extreme_net_is_bit_exact_in_verilator(extreme_sim):
     m, sim = extreme_sim
     x = _inputs()
     g = GoldenModel(m).run(x)
+    logits = analyse(m)["fc3"].out
+    assert not logits.signed and int(g.logits.max()) >= 2 ** (logits.width - 1)
     res = sim.run(x, trace=True, processes=1)
     np.testing.assert_array_equal(res.logits, g.logits.numpy())
     np.testing.assert_array_equal(res.classes, g.classes.numpy())
