@@ -154,7 +154,7 @@ class _Ctx:
     def shape(self, meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
         value = self.get(meta, key)
         if not isinstance(value, (list, tuple)) or not value or len(value) > 3:
-            raise self.fail(key, f"expected a list of 1 to 3 positive integers, got {value!r}")
+            raise self.fail(key, f"expected a list of 1 to 3 positive integers, got {value!r:.80}")
         shape = tuple(self.check_int(key, v, 1, MAX_DIM) for v in value)
         if math.prod(shape) > MAX_MAP_ELEMENTS:
             raise self.fail(
