@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ManifestError
 from .manifest import (
     AddLayer,
     AvgPoolLayer,
@@ -69,6 +70,24 @@ def bits_for(lo: int, hi: int) -> int:
         return max(1, int(hi).bit_length())
     # signed: need -2**(w-1) <= lo and hi <= 2**(w-1) - 1
     return max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1
+
+
+#: Every register but the two product registers must fit in this many bits (two's complement):
+#: [−2**61, 2**61 − 1]. Then the golden model's int64 arithmetic on them is exact, including the
+#: neuron's 2·v + θ and the sum of two such values, and every debug tap fits a 64-bit word.
+REGISTER_BITS = 62
+REGISTER_LO, REGISTER_HI = -(2 ** (REGISTER_BITS - 1)), 2 ** (REGISTER_BITS - 1) - 1
+#: the registers :data:`REGISTER_BITS` applies to, with the words an error message uses for them
+BOUNDED_REGISTERS = {
+    "x": "input current",
+    "x_b": "second input current",
+    "v": "membrane",
+    "s": "spike",
+    "count": "spike count",
+    "acc": "accumulator",
+    "out": "output current",
+}
+INT64_LO, INT64_HI = -(2**63), 2**63 - 1
 
 
 def _shift_round(value: int, shift: int) -> int:
@@ -221,8 +240,75 @@ def analyse(manifest: Manifest) -> dict[str, LayerRanges]:
     return out
 
 
+def check_registers(manifest: Manifest, ranges: dict[str, LayerRanges] | None = None) -> dict[str, LayerRanges]:
+    """Refuse a manifest with a register that might not fit :data:`REGISTER_BITS` bits.
+
+    Called by validation (:func:`bitspike.manifest.from_parts`), so that every
+    manifest that loads runs exactly in the golden model. The product
+    registers are not limited: the golden model computes them exactly at any
+    width (:func:`needs_wide_product`).
+
+    Returns
+    -------
+    dict
+        The ranges (as :func:`analyse`), so a caller need not analyse twice.
+
+    Raises
+    ------
+    ManifestError
+        Naming the layer and the register, with its proved range.
+    """
+    ranges = analyse(manifest) if ranges is None else ranges
+    for index, layer in enumerate(manifest.layers):
+        r = ranges[layer.name]
+        for reg, words in BOUNDED_REGISTERS.items():
+            value = getattr(r, reg)
+            if value is not None and not (REGISTER_LO <= value.lo and value.hi <= REGISTER_HI):
+                raise ManifestError(
+                    f"register '{reg}' ({words}) can reach {value}, wider than the {REGISTER_BITS}-bit limit "
+                    f"[{REGISTER_LO}, {REGISTER_HI}] (docs/SEMANTICS.md §6); "
+                    "use smaller biases, clamp bounds or fan-in, or fewer sum-pooling stages",
+                    layer=f"layer {index} '{layer.name}'",
+                )
+    return ranges
+
+
+def _fits_int64(lo_c: np.ndarray, hi_c: np.ndarray) -> bool:
+    return INT64_LO <= int(np.min(lo_c)) and int(np.max(hi_c)) <= INT64_HI
+
+
+def needs_wide_product(layer: Layer, r: LayerRanges) -> bool:
+    """Whether an int64 evaluation of the layer's product register could overflow.
+
+    True when the requantizer's ``acc·M``, ``acc·M + B`` or ``acc·M + B + rnd``
+    (the residual add's ``a·Ma``, ``b·Mb``, their sum, or the sum plus rnd)
+    may leave int64 for some legal input: the golden model then computes that
+    layer's product with Python integers. Layers without a product: False.
+    """
+    if isinstance(layer, SynapticLayer):
+        if layer.requant is None or r.acc_per_channel is None:
+            return False
+        rq = layer.requant
+        acc = np.array(r.acc_per_channel, dtype=object).reshape(-1, 2)
+        m = rq.multiplier.astype(object)
+        p1, p2 = acc[:, 0] * m, acc[:, 1] * m
+        lo1, hi1 = np.minimum(p1, p2), np.maximum(p1, p2)
+        b = rq.bias.astype(object)
+        rnd = rounding_term(rq.shift)
+        return not (_fits_int64(lo1, hi1) and _fits_int64(lo1 + b, hi1 + b) and _fits_int64(lo1 + b + rnd, hi1 + b + rnd))
+    if isinstance(layer, AddLayer):
+        assert r.x_b is not None
+        ma, mb = layer.mult_a.astype(object), layer.mult_b.astype(object)
+        a_lo, a_hi = np.minimum(ma * r.x.lo, ma * r.x.hi), np.maximum(ma * r.x.lo, ma * r.x.hi)
+        b_lo, b_hi = np.minimum(mb * r.x_b.lo, mb * r.x_b.hi), np.maximum(mb * r.x_b.lo, mb * r.x_b.hi)
+        rnd = rounding_term(layer.shift)
+        return not (_fits_int64(a_lo, a_hi) and _fits_int64(b_lo, b_hi) and _fits_int64(a_lo + b_lo, a_hi + b_hi)
+                    and _fits_int64(a_lo + b_lo + rnd, a_hi + b_hi + rnd))
+    return False
+
+
 # ----------------------------------------------------------------------------------------------
-# network metrics (SEMANTICS.md §3)
+# network metrics (docs/SEMANTICS.md §3)
 
 
 @dataclass(frozen=True)

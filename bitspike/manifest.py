@@ -18,11 +18,12 @@ Metadata ``bitspike`` (JSON object)::
       "layers": [ {layer}, ... ]               # in topological order; the last one gives the logits
     }
 
-Every layer has ``name`` (unique), ``op``, ``inputs`` (names of earlier
-layers, or ``"input"`` for the network input), ``in_shape`` and ``out_shape``
-(without the batch dimension). The ops and their extra fields:
+Every layer has ``name`` (unique; 1 to 64 ASCII letters, digits or ``_``,
+not starting with a digit), ``op``, ``inputs`` (required: names of earlier
+layers, or ``"input"`` for the network input), ``in_shape`` and
+``out_shape`` (without the batch dimension). The ops and their extra fields:
 
-``linear`` / ``conv2d`` (synaptic layers; SEMANTICS.md §4)
+``linear`` / ``conv2d`` (synaptic layers; docs/SEMANTICS.md §4)
     ``w_bits`` (B_w), ``s_bits`` (B_s of the neuron at the layer's input),
     ``timesteps`` (T), ``k`` (threshold θ = 2**k in current units),
     ``requant`` (``{"shift": SH, "lo": lo, "hi": hi}``, or ``null`` for the
@@ -43,7 +44,10 @@ layers, or ``"input"`` for the network input), ``in_shape`` and ``out_shape``
     Fields ``shift``, ``lo``, ``hi``; tensors ``NAME.mult_a`` and ``NAME.mult_b`` (``[C]``).
 
 Loading validates everything and raises :class:`~bitspike.errors.ManifestError`
-naming the layer and field.
+naming the layer and field: types and ranges, unknown fields, duplicate JSON
+keys, tensor dtypes (signed integers, or unsigned ones narrower than 64 bits),
+the graph rules, the size limits and the register widths. docs/SEMANTICS.md §5
+to §7 list every rule.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -76,6 +81,25 @@ INPUT_BITS_RANGE = (1, 16)
 MULT_LIMIT = 2**31  # |multiplier| < MULT_LIMIT
 BIAS_LIMIT = 2**47  # |bias| < BIAS_LIMIT
 CURRENT_LIMIT = 2**40  # |lo|, |hi| of clamp bounds
+
+#: Size limits (docs/SEMANTICS.md §7). The generator holds a feature map's rows in line
+#: buffers and writes every weight into the Verilog source, so its time and memory grow with
+#: these; beyond them generation takes too long to be useful or does not fit a machine's memory.
+MAX_MAP_ELEMENTS = 2**20  # elements of one feature map (the input or one layer's output)
+MAX_TOTAL_ELEMENTS = 2**23  # elements of every feature map together
+MAX_WEIGHT_BITS = 2**23  # Σ numel(W) · B_w over the network (8 Mbit: generation then takes minutes)
+MAX_DIM = 2**16  # one entry of a shape
+
+#: Layer names become file names and Verilog identifiers: ASCII letters, digits and '_', not
+#: starting with a digit, at most 64 characters, unique ignoring case (case-insensitive file systems).
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+NAME_MAX = 64
+#: a network name goes into reports only, but must still be printable on one line
+NETWORK_NAME_MAX = 256
+
+#: Tensor dtypes accepted: every value of these converts to int64 exactly. uint64 is refused
+#: (values of 2**63 and above would wrap to negatives), as are bool and floating point.
+ACCEPTED_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
 
 
 def weight_limit(w_bits: int) -> int:
@@ -129,9 +153,20 @@ class _Ctx:
 
     def shape(self, meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
         value = self.get(meta, key)
-        if not isinstance(value, (list, tuple)) or not value:
-            raise self.fail(key, f"expected a non-empty list of positive integers, got {value!r}")
-        return tuple(self.check_int(key, v, 1, 2**24) for v in value)
+        if not isinstance(value, (list, tuple)) or not value or len(value) > 3:
+            raise self.fail(key, f"expected a list of 1 to 3 positive integers, got {value!r:.80}")
+        shape = tuple(self.check_int(key, v, 1, MAX_DIM) for v in value)
+        if math.prod(shape) > MAX_MAP_ELEMENTS:
+            raise self.fail(
+                key, f"shape {list(shape)} has {math.prod(shape):,} elements; at most {MAX_MAP_ELEMENTS:,} per feature map"
+            )
+        return shape
+
+    def keys(self, meta: Mapping[str, Any], allowed: Iterable[str], what: str) -> None:
+        """Refuse keys the format does not define (a misspelt field would otherwise be silently ignored)."""
+        unknown = sorted(set(meta) - set(allowed))
+        if unknown:
+            raise self.fail(unknown[0], f"unknown field for {what}; expected only {sorted(allowed)}")
 
     def tensor(
         self,
@@ -147,6 +182,10 @@ class _Ctx:
         array = tensors[key]
         if not np.issubdtype(array.dtype, np.integer):
             raise self.fail(key, f"expected an integer tensor, got dtype {array.dtype}")
+        if array.dtype.name not in ACCEPTED_DTYPES:
+            raise self.fail(
+                key, f"dtype {array.dtype} can hold values that do not fit int64; expected one of {', '.join(ACCEPTED_DTYPES)}"
+            )
         if tuple(array.shape) != tuple(shape):
             raise self.fail(key, f"wrong shape {list(array.shape)}, expected {list(shape)}")
         array = array.astype(np.int64)
@@ -189,6 +228,7 @@ class InputSpec:
         ctx = _Ctx("input")
         if not isinstance(meta, Mapping):
             raise ctx.fail(None, f"expected an object, got {meta!r}")
+        ctx.keys(meta, ("shape", "bits", "scale"), "the input")
         shape = ctx.shape(meta, "shape")
         if len(shape) not in (1, 3):
             raise ctx.fail("shape", f"expected [features] or [C, H, W], got {list(shape)}")
@@ -239,6 +279,8 @@ class Layer:
     op: ClassVar[str] = ""
     n_inputs: ClassVar[int] = 1
     tensor_fields: ClassVar[tuple[str, ...]] = ()
+    #: JSON fields of this kind beyond the common ``name``, ``op``, ``inputs``, ``in_shape``, ``out_shape``
+    json_fields: ClassVar[tuple[str, ...]] = ()
 
     @property
     def is_synaptic(self) -> bool:
@@ -291,6 +333,8 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
 @dataclass(frozen=True, eq=False)
 class SynapticLayer(Layer):
     """A neuron (B_s, T, θ = 2**k) feeding a linear or conv2d synapse of B_w-bit weights."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("w_bits", "s_bits", "timesteps", "k", "requant")
 
     w_bits: int = 8
     s_bits: int = 8
@@ -373,6 +417,7 @@ class SynapticLayer(Layer):
         if rq_meta is not None:
             if not isinstance(rq_meta, Mapping):
                 raise ctx.fail("requant", f"expected an object or null, got {rq_meta!r}")
+            ctx.keys(rq_meta, ("shift", "lo", "hi"), "requant")
             shift = ctx.int_in(rq_meta, "shift", *SHIFT_RANGE)
             lo = ctx.int_in(rq_meta, "lo", -CURRENT_LIMIT, CURRENT_LIMIT)
             hi = ctx.int_in(rq_meta, "hi", -CURRENT_LIMIT, CURRENT_LIMIT)
@@ -420,6 +465,7 @@ class LinearLayer(SynapticLayer):
 @dataclass(frozen=True, eq=False)
 class Conv2dLayer(SynapticLayer):
     op: ClassVar[str] = "conv2d"
+    json_fields: ClassVar[tuple[str, ...]] = SynapticLayer.json_fields + ("kernel", "stride", "padding")
     kernel: tuple[int, int] = (3, 3)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
@@ -470,6 +516,7 @@ class Conv2dLayer(SynapticLayer):
 
 @dataclass(frozen=True, eq=False)
 class PoolLayer(Layer):
+    json_fields: ClassVar[tuple[str, ...]] = ("kernel", "stride", "padding")  # padding only as 0
     kernel: tuple[int, int] = (2, 2)
     stride: tuple[int, int] = (2, 2)
 
@@ -535,6 +582,7 @@ class AddLayer(Layer):
 
     op: ClassVar[str] = "add"
     n_inputs: ClassVar[int] = 2
+    json_fields: ClassVar[tuple[str, ...]] = ("shift", "lo", "hi")
     mult_a: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     mult_b: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     shift: int = 0
@@ -680,8 +728,24 @@ class Manifest:
         return f"<Manifest {self.name!r} v{self.version} input={list(self.input.shape)} layers=[{ops}]>"
 
 
+TOP_FIELDS = ("format", "version", "name", "input", "layers", "info", "classes")
+LAYER_FIELDS = ("name", "op", "inputs", "in_shape", "out_shape")
+
+
 def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
-    """Validate the JSON metadata and the tensors, and build a :class:`Manifest`."""
+    """Validate the JSON metadata and the tensors, and build a :class:`Manifest`.
+
+    Checks, in this order: the top-level fields, the input, every layer (its
+    fields, its inputs, shapes and tensors), the graph (every layer but the
+    last feeds a later one), the size limits, and finally the register widths
+    (:func:`bitspike.analysis.check_registers`). docs/SEMANTICS.md lists every
+    rule.
+
+    Raises
+    ------
+    ManifestError
+        Naming the layer (index and name) and the field, and what was expected.
+    """
     top = _Ctx(None)
     if not isinstance(meta, Mapping):
         raise top.fail(None, f"metadata must be a JSON object, got {type(meta).__name__}")
@@ -689,39 +753,51 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     if fmt != FORMAT:
         raise top.fail("format", f"expected {FORMAT!r}, got {fmt!r}: this is not a bitspike manifest")
     version = top.get(meta, "version")
-    if version != VERSION:
-        raise top.fail("version", f"unknown manifest version {version!r}; this bitspike reads version {VERSION}")
+    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
+        raise top.fail("version", f"unknown manifest version {version!r}; this bitspike reads version {VERSION} (an integer)")
+    top.keys(meta, TOP_FIELDS, "the manifest")
     name = top.get(meta, "name")
-    if not isinstance(name, str):
-        raise top.fail("name", f"expected a string, got {name!r}")
+    if not isinstance(name, str) or not name.isprintable() or len(name) > NETWORK_NAME_MAX:
+        raise top.fail("name", f"expected a printable string of at most {NETWORK_NAME_MAX} characters, got {name!r:.80}")
     inp = InputSpec.from_json(top.get(meta, "input"))
     layers_meta = top.get(meta, "layers")
     if not isinstance(layers_meta, list) or not layers_meta:
         raise top.fail("layers", "expected a non-empty list of layers")
 
     shapes: dict[str, tuple[int, ...]] = {"input": inp.shape}
+    folded: dict[str, str] = {}  # lower-case name → name, to refuse names that differ only in case
+    consumers: dict[str, list[str]] = {"input": []}
     layers: list[Layer] = []
     used_tensors: set[str] = set()
+    total_elements = inp.size
+    weight_bits = 0
     for index, lm in enumerate(layers_meta):
         ctx = _Ctx(f"layer {index}")
         if not isinstance(lm, Mapping):
-            raise ctx.fail(None, f"expected an object, got {lm!r}")
+            raise ctx.fail(None, f"expected an object, got {lm!r:.80}")
         lname = lm.get("name")
-        if not isinstance(lname, str) or not lname or lname == "input" or "." in lname:
-            raise ctx.fail("name", f"expected a unique non-empty name without '.', not 'input', got {lname!r}")
+        if not isinstance(lname, str) or NAME_RE.fullmatch(lname) is None or lname == "input":
+            raise ctx.fail(
+                "name",
+                f"expected a name of 1 to {NAME_MAX} ASCII letters, digits or '_', not starting with a digit "
+                f"and not 'input' (layer names become file names and Verilog identifiers), got {lname!r:.80}",
+            )
         ctx = _Ctx(f"layer {index} '{lname}'")
         if lname in shapes:
             raise ctx.fail("name", f"name {lname!r} is used twice")
+        if lname.lower() in folded:
+            raise ctx.fail("name", f"name {lname!r} differs from {folded[lname.lower()]!r} only in case (file names would clash)")
         op = ctx.get(lm, "op")
         if op not in LAYER_KINDS:
             raise ctx.fail("op", f"unknown operation {op!r}; expected one of {sorted(LAYER_KINDS)}")
         kind = LAYER_KINDS[op]
-        inputs = lm.get("inputs", [layers[-1].name if layers else "input"])
+        ctx.keys(lm, LAYER_FIELDS + kind.json_fields, f"a {op} layer")
+        inputs = ctx.get(lm, "inputs")
         if not isinstance(inputs, list) or len(inputs) != kind.n_inputs or not all(isinstance(i, str) for i in inputs):
-            raise ctx.fail("inputs", f"{op} takes {kind.n_inputs} input name(s), got {inputs!r}")
+            raise ctx.fail("inputs", f"{op} takes a list of {kind.n_inputs} input name(s), got {inputs!r:.80}")
         for i in inputs:
             if i not in shapes:
-                raise ctx.fail("inputs", f"{i!r} is not the network input or an earlier layer")
+                raise ctx.fail("inputs", f"{i!r} is not the network input or an earlier layer (layers are in topological order)")
         in_shapes = [shapes[i] for i in inputs]
         declared_in = ctx.shape(lm, "in_shape")
         if declared_in != in_shapes[0]:
@@ -732,24 +808,45 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
         actual_out = tuple(int(v) for v in layer.infer_out_shape(in_shapes, ctx))
         if actual_out != declared_out:
             raise ctx.fail("out_shape", f"declared {list(declared_out)} but the layer computes {list(actual_out)}")
+        total_elements += math.prod(actual_out)
+        if total_elements > MAX_TOTAL_ELEMENTS:
+            raise ctx.fail(
+                "out_shape", f"the feature maps up to this layer hold {total_elements:,} elements; at most {MAX_TOTAL_ELEMENTS:,} in all"
+            )
+        if isinstance(layer, SynapticLayer):
+            weight_bits += layer.params * layer.w_bits
+            if weight_bits > MAX_WEIGHT_BITS:
+                raise ctx.fail(
+                    f"{lname}.weight", f"the weights up to this layer take {weight_bits:,} bits; at most {MAX_WEIGHT_BITS:,} in all"
+                )
         used_tensors.update(layer.tensors())
+        for i in inputs:
+            consumers[i].append(lname)
         shapes[lname] = actual_out
+        folded[lname.lower()] = lname
+        consumers[lname] = []
         layers.append(layer)
 
     last = layers[-1]
-    for layer in layers[:-1]:
-        if isinstance(layer, SynapticLayer) and layer.requant is None:
-            raise ManifestError(
-                "only the last layer may have requant = null (its accumulators are the logits)",
-                layer=f"layer {layers.index(layer)} '{layer.name}'",
-                field="requant",
-            )
     if not isinstance(last, SynapticLayer) or last.requant is not None or len(last.out_shape) != 1:
         raise ManifestError(
             "the last layer must be a linear (or 1×1-output) synaptic layer with requant = null: its accumulators are the logits",
             layer=f"layer {len(layers) - 1} '{last.name}'",
             field="requant",
         )
+    for index, layer in enumerate(layers[:-1]):
+        if not consumers[layer.name]:
+            raise ManifestError(
+                "no later layer takes this layer's output: every layer but the last must feed a later one",
+                layer=f"layer {index} '{layer.name}'",
+                field="inputs",
+            )
+        if isinstance(layer, SynapticLayer) and layer.requant is None:
+            raise ManifestError(
+                "only the last layer may have requant = null (its accumulators are the logits)",
+                layer=f"layer {index} '{layer.name}'",
+                field="requant",
+            )
     extra = sorted(set(tensors) - used_tensors)
     if extra:
         raise top.fail("tensors", f"tensors that no layer uses: {extra[:5]}")
@@ -762,9 +859,29 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     info = meta.get("info", {})
     if not isinstance(info, Mapping):
         raise top.fail("info", "expected an object")
-    return Manifest(
+    manifest = Manifest(
         name=name, input=inp, layers=tuple(layers), classes=None if classes is None else tuple(classes), info=dict(info), version=version
     )
+    from .analysis import check_registers  # the analysis imports this module
+
+    check_registers(manifest)
+    return manifest
+
+
+def _refuse_duplicate_keys(where: str):
+    """A ``json.loads`` hook: an object with a key given twice is an error (json keeps the last silently)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                owner = out.get("name")
+                inside = f" in the object named {owner!r}" if isinstance(owner, str) else ""
+                raise ManifestError(f"{where}: key {key!r} appears twice{inside}; every key must be given once", field=key)
+            out[key] = value
+        return out
+
+    return hook
 
 
 def load(path: str | os.PathLike) -> Manifest:
@@ -796,15 +913,18 @@ def loads(data: bytes, source: str = "<bytes>") -> Manifest:
             "the file is truncated or not a safetensors manifest"
         )
     try:
-        header = json.loads(data[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(data[8 : 8 + header_len], object_pairs_hook=_refuse_duplicate_keys(f"{source}: safetensors header"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{source}: header is not valid JSON ({exc}); not a safetensors manifest") from None
-    meta_str = (header.get("__metadata__") or {}).get(METADATA_KEY) if isinstance(header, dict) else None
+    table = header.get("__metadata__") if isinstance(header, dict) else None
+    meta_str = table.get(METADATA_KEY) if isinstance(table, dict) else None
     if meta_str is None:
         raise ManifestError(f"{source}: no '{METADATA_KEY}' metadata entry; this is not a bitspike manifest")
+    if not isinstance(meta_str, str):
+        raise ManifestError(f"{source}: the '{METADATA_KEY}' metadata entry must be a JSON string, got {type(meta_str).__name__}")
     try:
-        meta = json.loads(meta_str)
-    except json.JSONDecodeError as exc:
+        meta = json.loads(meta_str, object_pairs_hook=_refuse_duplicate_keys(f"{source}: '{METADATA_KEY}' metadata"))
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ManifestError(f"{source}: '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
     try:
         tensors = st_load(data)

@@ -100,7 +100,10 @@ class Plan:
 
     @property
     def result_width(self) -> int:
-        return max(self.logit_width, max(1, (self.manifest.num_classes - 1).bit_length()))
+        # every reader sign-extends the logit beats (cosim, UART protocol): an unsigned logit range needs one more bit
+        logits = self.ranges[self.manifest.layers[-1].name].out
+        signed_width = logits.width if logits.signed else logits.width + 1
+        return max(signed_width, max(1, (self.manifest.num_classes - 1).bit_length()))
 
     @property
     def weight_memory_bits(self) -> int:

@@ -1,7 +1,18 @@
-"""The PyTorch golden model: runs a manifest with integer arithmetic only (SEMANTICS.md §4).
+"""The PyTorch golden model: runs a manifest with integer arithmetic only (docs/SEMANTICS.md §4).
 
-Everything here is ``torch.int64``: no floating point touches a value. Every
-register value is checked against the interval analysis
+No floating point touches a value. Every register the model exposes (input
+current, membrane, spikes, accumulator, output current) is a ``torch.int64``
+tensor: validation (:func:`bitspike.analysis.check_registers`) refuses a
+manifest in which the interval analysis cannot prove that each of them fits in
+:data:`~bitspike.analysis.REGISTER_BITS` bits, so int64 arithmetic on them is
+exact. The two product registers, the requantizer's ``acc·M + B + rnd`` and the
+residual add's ``a·Ma + b·Mb + rnd``, can legally reach about 95 bits; for a
+layer where the analysis says one of them (or one of its partial terms) might
+leave int64, the model computes it exactly with Python integers (numpy object
+arrays) and only the clamped result, which always fits, goes back to int64.
+Every other layer keeps the fast int64 path.
+
+Every register value is checked against the interval analysis
 (:mod:`bitspike.analysis`), so a run is also a test of the analysis the
 hardware is sized by.
 
@@ -16,12 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bitspike.analysis import LayerRanges, Range, analyse
+from bitspike.analysis import LayerRanges, Range, analyse, needs_wide_product
 from bitspike.errors import RangeError
 from bitspike.manifest import (
     AddLayer,
     AvgPoolLayer,
-    Conv2dLayer,
     FlattenLayer,
     Layer,
     LinearLayer,
@@ -146,6 +156,8 @@ class GoldenModel:
         self.manifest = manifest
         self.ranges: dict[str, LayerRanges] = analyse(manifest)
         self.check_ranges = check_ranges
+        # layers whose product register (or a partial term of it) may leave int64: computed with Python integers
+        self._wide: set[str] = {name for name, r in self.ranges.items() if needs_wide_product(manifest.layer(name), r)}
         self._weights: dict[str, torch.Tensor] = {}
         for layer in manifest.layers:
             if isinstance(layer, SynapticLayer):
@@ -156,17 +168,42 @@ class GoldenModel:
 
     # ---- range checks
 
-    def _check(self, layer: Layer, register: str, value: torch.Tensor, bound: Range | None) -> None:
-        if not self.check_ranges or bound is None or value.numel() == 0:
+    def _check(self, layer: Layer, register: str, value: torch.Tensor | np.ndarray, bound: Range | None) -> None:
+        """Raise :class:`RangeError` if ``value`` (int64 tensor, or object array of Python ints) leaves ``bound``."""
+        if not self.check_ranges or bound is None:
+            return
+        if (value.numel() if isinstance(value, torch.Tensor) else value.size) == 0:
             return
         lo, hi = int(value.min()), int(value.max())
         if lo < bound.lo or hi > bound.hi:
-            bad = value.lt(bound.lo) | value.gt(bound.hi)
-            where = [int(i) for i in torch.nonzero(bad)[0]]
+            arr = value.numpy() if isinstance(value, torch.Tensor) else value
+            bad = (arr < bound.lo) | (arr > bound.hi)
+            where = [int(i) for i in np.argwhere(bad)[0]]
             raise RangeError(
                 f"layer '{layer.name}' ({layer.op}): register {register} took value "
-                f"{int(value[tuple(where)])} at index {where}, outside its analysed range {bound}"
+                f"{int(arr[tuple(where)])} at index {where}, outside its analysed range {bound}"
             )
+
+    def _scale_wide(self, layer: Layer, register: str, terms: list[tuple[torch.Tensor, np.ndarray]],
+                    bias: np.ndarray | None, shift: int, lo: int, hi: int, r: LayerRanges) -> torch.Tensor:
+        """clamp((Σ value·mult[c] + bias[c] + rnd) >> shift, lo, hi) in Python integers (exact at any width).
+
+        The per-channel constants broadcast along axis 1 (channels, or the
+        features of a flat vector). The result is clamped to ``[lo, hi]``,
+        whose bounds validation keeps far inside int64.
+        """
+        total: np.ndarray | int = 0
+        for value, mult in terms:
+            v = value.numpy().astype(object)
+            shape = (1, -1) + (1,) * (v.ndim - 2)
+            total = total + v * mult.astype(object).reshape(shape)
+        assert isinstance(total, np.ndarray)
+        if bias is not None:
+            total = total + bias.astype(object).reshape((1, -1) + (1,) * (total.ndim - 2))
+        total = total + rounding_term(shift)
+        self._check(layer, register, total, r.product)
+        shifted = total >> shift  # Python's >> on int is an arithmetic (floor) shift, as the contract says
+        return torch.from_numpy(np.minimum(np.maximum(shifted, lo), hi).astype(np.int64))
 
     # ---- layer kinds
 
@@ -190,9 +227,12 @@ class GoldenModel:
         else:
             rq = layer.requant
             shape = (1, -1) + (1,) * (acc.dim() - 2)
-            prod = acc * torch.from_numpy(rq.multiplier).view(shape) + torch.from_numpy(rq.bias).view(shape)
-            self._check(layer, "product", prod + rounding_term(rq.shift), r.product)
-            out = torch.clamp(shift_round(prod, rq.shift), rq.lo, rq.hi)
+            if layer.name in self._wide:
+                out = self._scale_wide(layer, "product", [(acc, rq.multiplier)], rq.bias, rq.shift, rq.lo, rq.hi, r)
+            else:
+                prod = acc * torch.from_numpy(rq.multiplier).view(shape) + torch.from_numpy(rq.bias).view(shape)
+                self._check(layer, "product", prod + rounding_term(rq.shift), r.product)
+                out = torch.clamp(shift_round(prod, rq.shift), rq.lo, rq.hi)
         self._check(layer, "out", out, r.out)
         lt = LayerTrace(layer.name, layer.op, x, out, v, s, acc) if trace else None
         return out, lt
@@ -204,9 +244,9 @@ class GoldenModel:
         r = self.ranges[layer.name]
         self._check(layer, "x", x, r.x)
         if isinstance(layer, MaxPoolLayer):
-            out = torch.nn.functional.max_pool2d(x.to(torch.float64), layer.kernel, layer.stride).to(torch.int64)
-            # max of integers is exact in float64 only below 2**53: the analysis bounds say so
-            assert max(abs(r.x.lo), abs(r.x.hi)) < 2**53
+            # integer max over the window (torch's max_pool2d has no int64 kernel; float64 would round above 2**53)
+            patches = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
+            out = patches.amax(dim=(-1, -2))
         elif isinstance(layer, AvgPoolLayer):
             patches = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
             out = patches.sum(dim=(-1, -2))
@@ -216,9 +256,13 @@ class GoldenModel:
             b = xs[1]
             self._check(layer, "x_b", b, r.x_b)
             shape = (1, -1) + (1,) * (x.dim() - 2)
-            prod = x * torch.from_numpy(layer.mult_a).view(shape) + b * torch.from_numpy(layer.mult_b).view(shape)
-            self._check(layer, "product", prod + rounding_term(layer.shift), r.product)
-            out = torch.clamp(shift_round(prod, layer.shift), layer.lo, layer.hi)
+            if layer.name in self._wide:
+                out = self._scale_wide(layer, "product", [(x, layer.mult_a), (b, layer.mult_b)], None, layer.shift,
+                                       layer.lo, layer.hi, r)
+            else:
+                prod = x * torch.from_numpy(layer.mult_a).view(shape) + b * torch.from_numpy(layer.mult_b).view(shape)
+                self._check(layer, "product", prod + rounding_term(layer.shift), r.product)
+                out = torch.clamp(shift_round(prod, layer.shift), layer.lo, layer.hi)
         else:
             raise TypeError(f"golden model has no handler for {layer.op!r}")
         self._check(layer, "out", out, r.out)

@@ -197,3 +197,12 @@ def test_analysis_covers_every_layer():
     for l in m.synaptic_layers:
         r = ranges[l.name]
         assert r.s.hi <= 2**l.s_bits - 1 and r.count.hi <= l.timesteps * (2**l.s_bits - 1)
+
+
+@pytest.mark.parametrize("make", [lambda: random_mlp(3, sizes=(20, 16, 6)), lambda: random_cnn(8, residual=True),
+                                  lambda: random_cnn(5, pool="avgpool", residual=True)])
+def test_typical_networks_keep_the_int64_fast_path(make):
+    # wide (Python-integer) products only where the analysis says int64 might not hold; trained-size networks never need them
+    m = make()
+    assert GoldenModel(m)._wide == set()
+    assert all(r.product is None or r.product.width <= 64 for r in analyse(m).values())

@@ -125,7 +125,74 @@ BAD_CASES = {
     "input bits": (lambda meta, t: meta["input"].__setitem__("bits", 0), ["input", "'bits'", "0 is out of range"]),
     "input scale": (lambda meta, t: meta["input"].__setitem__("scale", -1), ["input", "'scale'", "positive finite"]),
     "shift out of range": (lambda meta, t: meta["layers"][0]["requant"].update(shift=80), ["layer 0 'line0'", "'shift'", "80 is out of range"]),
+    # issue 11: malformed kinds that used to validate
+    "uint64 tensor": (
+        lambda meta, t: t.__setitem__("line1.bias", np.full(5, 2**64 - 1, np.uint64)),
+        ["layer 1 'line1'", "line1.bias", "dtype uint64", "int64"],
+    ),
+    "bool tensor": (
+        lambda meta, t: t.__setitem__("line1.bias", np.ones(5, bool)),
+        ["layer 1 'line1'", "line1.bias", "expected an integer tensor, got dtype bool"],
+    ),
+    "version float": (lambda meta, t: meta.__setitem__("version", 1.0), ["'version'", "unknown manifest version 1.0"]),
+    "version true": (lambda meta, t: meta.__setitem__("version", True), ["'version'", "unknown manifest version True"]),
+    "version string": (lambda meta, t: meta.__setitem__("version", "1"), ["'version'", "unknown manifest version '1'"]),
+    "layer without inputs": (lambda meta, t: meta["layers"][1].pop("inputs"), ["layer 1 'line1'", "'inputs'", "missing"]),
+    "inputs not a list": (lambda meta, t: _set(meta, 1, "inputs", "line0"), ["layer 1 'line1'", "'inputs'", "takes a list of 1"]),
+    "huge input map": (
+        lambda meta, t: meta["input"].__setitem__("shape", [1, 2**24, 2**24]),
+        ["input", "'shape'", "16777216 is out of range, expected 1 … 65536"],
+    ),
+    "input map over the element limit": (
+        lambda meta, t: meta["input"].__setitem__("shape", [1, 4096, 4096]),
+        ["input", "'shape'", "16,777,216 elements; at most 1,048,576 per feature map"],
+    ),
+    "four-dimensional shape": (lambda meta, t: _set(meta, 0, "out_shape", [1, 1, 1, 12]), ["layer 0 'line0'", "'out_shape'", "1 to 3"]),
+    "300-character name": (
+        lambda meta, t: (_set(meta, 1, "name", "n" * 300), _rename_tensors(t, "line1", "n" * 300)),
+        ["layer 1", "'name'", "1 to 64 ASCII letters", "file names"],
+    ),
+    "name with a slash": (lambda meta, t: _set(meta, 1, "name", "a/b"), ["layer 1", "'name'", "got 'a/b'"]),
+    "name with a space": (lambda meta, t: _set(meta, 1, "name", "fc 1"), ["layer 1", "'name'", "got 'fc 1'"]),
+    "name starting with a digit": (lambda meta, t: _set(meta, 1, "name", "1fc"), ["layer 1", "'name'", "not starting with a digit"]),
+    "name not a string": (lambda meta, t: _set(meta, 1, "name", 7), ["layer 1", "'name'", "got 7"]),
+    "names differ only in case": (
+        lambda meta, t: (_set(meta, 1, "name", "LINE0"), _rename_tensors(t, "line1", "LINE0")),
+        ["layer 1 'LINE0'", "'name'", "only in case"],
+    ),
+    "network name not printable": (lambda meta, t: meta.__setitem__("name", "a\nb"), ["'name'", "printable string"]),
+    "unknown layer field": (lambda meta, t: _set(meta, 1, "paddding", [1, 1]), ["layer 1 'line1'", "'paddding'", "unknown field for a linear layer"]),
+    "unknown requant field": (
+        lambda meta, t: meta["layers"][0]["requant"].update(shfit=3),
+        ["layer 0 'line0'", "'shfit'", "unknown field for requant"],
+    ),
+    "unknown top-level field": (lambda meta, t: meta.__setitem__("layer", []), ["'layer'", "unknown field for the manifest"]),
+    "unknown input field": (lambda meta, t: meta["input"].__setitem__("bit", 8), ["input", "'bit'", "unknown field for the input"]),
+    "layer nobody consumes": (
+        lambda meta, t: meta["layers"].insert(1, {"name": "dangling", "op": "flatten", "inputs": ["line0"], "in_shape": [12], "out_shape": [12]}),
+        ["layer 1 'dangling'", "'inputs'", "no later layer takes this layer's output"],
+    ),
+    "last layer is not synaptic": (
+        lambda meta, t: meta["layers"].append({"name": "tail", "op": "flatten", "inputs": ["line1"], "in_shape": [5], "out_shape": [5]}),
+        ["layer 2 'tail'", "'requant'", "the last layer must be"],
+    ),
+    "weight memory over the limit": (
+        lambda meta, t: (
+            meta["input"].__setitem__("shape", [2048]), _set(meta, 0, "in_shape", [2048]), _set(meta, 0, "out_shape", [512]),
+            _set(meta, 1, "in_shape", [512]), _set(meta, 0, "w_bits", 8),
+            t.update({"line0.weight": np.zeros((512, 2048), np.int8), "line0.bias": np.zeros(512, np.int64),
+                      "line0.rq_mult": np.ones(512, np.int64), "line0.rq_bias": np.zeros(512, np.int64),
+                      "line1.weight": np.ones((5, 512), np.int8)}),
+        ),
+        # line0 alone is exactly at the limit (2048·512·8 bits); line1's weights go over it
+        ["layer 1 'line1'", "line1.weight", "8,396,288 bits; at most 8,388,608 in all"],
+    ),
 }
+
+
+def _rename_tensors(t: dict, old: str, new: str) -> None:
+    for key in [k for k in t if k.startswith(old + ".")]:
+        t[new + key[len(old):]] = t.pop(key)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -173,3 +240,79 @@ def test_replace_layer_revalidates(mlp):
     w[0, 0] = 100
     with pytest.raises(ManifestError, match="above 3"):
         mlp.replace_layer("line1", weight=w)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 11: duplicate keys, accepted dtypes, graph rules, the command line
+
+
+def test_duplicate_json_keys_are_refused(mlp):
+    meta, tensors = parts(mlp)
+    text = json.dumps(meta)
+    assert text.count('"w_bits": 3') == 1
+    doubled = text.replace('"w_bits": 3', '"w_bits": 3, "w_bits": 4')
+    with pytest.raises(ManifestError, match=r"field 'w_bits'.*key 'w_bits' appears twice in the object named 'line1'"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: doubled}))
+    top = text.replace('"version": 1', '"version": 1, "version": 1')
+    with pytest.raises(ManifestError, match="'version' appears twice"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: top}))
+
+
+def test_duplicate_keys_in_the_safetensors_header_are_refused(mlp):
+    data = mlp.to_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]))
+    # give one tensor's entry twice (json would keep the second one silently)
+    start = header.index('"line0.bias": {')
+    entry = header[start : header.index("}", start) + 1]
+    raw = header.replace(entry, entry + ", " + entry, 1).encode()
+    bad = len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+    with pytest.raises(ManifestError, match="safetensors header: key 'line0.bias' appears twice"):
+        M.loads(bad)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "uint8", "uint16", "uint32"])
+def test_narrow_integer_dtypes_load_exactly(mlp, dtype):
+    meta, tensors = parts(mlp)
+    tensors["line1.weight"] = tensors["line1.weight"].astype(dtype) if dtype.startswith("int") else np.abs(tensors["line1.weight"]).astype(dtype)
+    got = M.loads(raw_bytes(meta, tensors))
+    np.testing.assert_array_equal(got.layers[1].weight, tensors["line1.weight"].astype(np.int64))
+    assert got.tensors()["line1.weight"].dtype == np.int64  # saved back canonically
+
+
+def test_add_operand_rules():
+    meta, tensors = parts(random_cnn(2, image=(1, 6, 6), channels=(3,), classes=3, residual=True))
+    add = next(l for l in meta["layers"] if l["op"] == "add")
+    for inputs, message in [
+        (["conv0"], "add takes a list of 2 input name(s)"),
+        (["conv0", "nowhere"], "'nowhere' is not the network input or an earlier layer"),
+        (["conv0", "input"], "residual add needs equal shapes, got [3, 6, 6] and [1, 6, 6]"),
+    ]:
+        m2 = json.loads(json.dumps(meta))
+        next(l for l in m2["layers"] if l["op"] == "add")["inputs"] = inputs
+        with pytest.raises(ManifestError) as info:
+            M.loads(raw_bytes(m2, tensors))
+        assert f"'{add['name']}'" in str(info.value) and "'inputs'" in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["version float", "layer without inputs", "uint64 tensor", "300-character name",
+                                  "huge input map", "layer nobody consumes"])
+def test_validate_command_refuses_with_exit_1_and_no_traceback(tmp_path, mlp, kind):
+    import subprocess
+    import sys
+
+    meta, tensors = parts(mlp)
+    mutate, expected = BAD_CASES[kind]
+    mutate(meta, tensors)
+    path = tmp_path / "bad.bsm"
+    path.write_bytes(raw_bytes(meta, tensors))
+    proc = subprocess.run([sys.executable, "-m", "bitspike.cli", "manifest", "validate", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and expected[-1] in proc.stderr
+
+
+def test_absurdly_nested_metadata_is_an_error_not_a_crash(mlp):
+    _, tensors = parts(mlp)
+    with pytest.raises(ManifestError, match="metadata is not valid JSON"):
+        M.loads(save(tensors, metadata={M.METADATA_KEY: "[" * 100000 + "]" * 100000}))
