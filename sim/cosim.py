@@ -130,6 +130,7 @@ class DesignInfo:
     initiation_interval: int | None
     taps: tuple[TapInfo, ...]
     report: dict = field(repr=False, compare=False)
+    logit_signed: bool = True
 
     @classmethod
     def load(cls, rtl_dir: str | os.PathLike) -> "DesignInfo":
@@ -166,6 +167,7 @@ class DesignInfo:
             num_classes=int(report["num_classes"]),
             result_width=int(report["result_width"]),
             logit_width=int(report.get("logit_width", report["result_width"])),
+            logit_signed=bool(report.get("logit_signed", True)),
             cycles_per_inference=report.get("cycles_per_inference"),
             initiation_interval=report.get("initiation_interval"),
             taps=taps,
@@ -187,9 +189,10 @@ class DesignInfo:
         return max([words_for(t.width) for t in self.taps] or [1])
 
     def logits_from_raw(self, raw: np.ndarray) -> np.ndarray:
-        """Result beats (unsigned, ``result_width`` bits) → signed logits."""
+        """Result beats (``result_width`` bits) → logits: sign-extended when the last layer's output range is
+        signed, else zero-extended (an unsigned logit may use the top bit: 277 in 9 bits is not −235)."""
         raw = np.asarray(raw, dtype=np.uint64)
-        tap = TapInfo("", 0, "out", "results", min(self.result_width, 64), True, "flat")
+        tap = TapInfo("", 0, "out", "results", min(self.result_width, 64), self.logit_signed, "flat")
         return tap.to_int(raw.reshape(-1)).reshape(raw.shape)
 
 

@@ -139,7 +139,7 @@ module {TB_NAME};
       pixels__valid = pix_valid;
       if (pix_valid) pixels__payload = mem[img_in * SIZE + pix];
       chance(stall_out, stall);
-      res_ready = !stall;
+      res_ready = !stall && img_out < n;
       results__ready = res_ready;
       #4;  // let the combinational logic settle with the clock low
       in_fire = pix_valid && pixels__ready;

@@ -176,9 +176,12 @@ def test_random_manifests_cover_every_op():
 SLOW_SEEDS = range(1000, 1030)
 
 
-@pytest.mark.parametrize("seed", [1005, 1013])
+# 1000: a stride that leaves the map's last column unread, then a residual add and a pool with a row
+# left over (the conv's frame buffer was released twice in a stream); 1010: unsigned logits using their
+# top bit (read back as negative before)
+@pytest.mark.parametrize("seed", [1000, 1010])
 def test_fuzz_hw_small(seed):
-    _check(seed, 6)
+    _check(seed, 8)
 
 
 @pytest.mark.slow

@@ -236,7 +236,8 @@ int main(int argc, char** argv) {
             pix_valid = !rng.chance(opt.stall_in);
         top->COSIM_PIX_VALID = pix_valid;
         if (pix_valid) top->COSIM_PIX_PAYLOAD = pixels[img_in * in_size + pix];
-        const bool res_ready = !rng.chance(opt.stall_out);
+        // (no results are taken while draining taps: every image's beats are in, and the arrays end there)
+        const bool res_ready = !rng.chance(opt.stall_out) && !draining;
         top->COSIM_RES_READY = res_ready;
         top->clk = 0;
         top->eval();
