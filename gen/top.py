@@ -15,7 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
-from bitspike.manifest import AddLayer, AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, MaxPoolLayer
+from bitspike.manifest import AddLayer, Conv2dLayer, Layer, LinearLayer
 from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.linear import LinearEngine, TapSignature
 from bitspike.rtl_templates.output import ArgmaxOutput

@@ -1,9 +1,13 @@
-"""``bitspike sim``: a data set through the cycle-accurate RTL, bit-exact against the golden model.
+"""``bitspike sim``: samples through the cycle-accurate RTL, bit-exact against the golden model.
 
-Prints hardware and golden accuracy, the bit-exact count, cycles per
-inference, simulated throughput at a clock, and the wall-clock rate. On any
-mismatch it names the first diverging layer, kind of value, neuron, timestep
-and cycle, optionally writes a VCD window around it, and exits with code 3.
+The samples are a data set, the user's own ``.npy``/``.npz`` (``--inputs``) or
+random legal inputs (``--random N --seed S``). Prints the bit-exact count,
+hardware and golden accuracy (when there are labels), cycles per inference,
+simulated throughput at a clock, and the wall-clock rate. On any mismatch it
+names the first diverging layer, kind of value, neuron, timestep and cycle,
+lists every mismatch in ``--json``, optionally writes a VCD window around the
+first, and exits with code 3. ``--shard K/N`` runs one part of the samples and
+``--merge`` combines the parts' JSON files.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Typical use::
 
     from bitspike.sim.cosim import CoSim, rtl_for_manifest
     rtl = rtl_for_manifest(manifest)              # generated once, cached
-    res = CoSim(rtl).run(images)                  # images [N, C, H, W] uint8
+    res = CoSim(rtl).run(images)                  # images [N, C, H, W] or [N, F], integers
     res.logits, res.classes, res.cycles
 
 Icarus Verilog runs the same batches through :class:`bitspike.sim.icarus.IcarusSim`

@@ -7,7 +7,6 @@ through real Verilator; the input checks need no simulator.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
