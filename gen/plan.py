@@ -10,7 +10,7 @@ report) reads only the plan.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -19,7 +19,7 @@ from bitspike.analysis import LayerRanges, analyse
 from bitspike.errors import HardwareError
 from bitspike.manifest import AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, Manifest, MaxPoolLayer
 
-__all__ = ["LayerPlan", "Plan", "make_plan", "parse_fold", "PLANNERS", "safe_name"]
+__all__ = ["LayerPlan", "Plan", "make_plan", "parse_fold", "PLANNERS", "safe_name", "self_add_in_step", "stream_source"]
 
 
 def safe_name(name: str) -> str:
@@ -237,6 +237,38 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int
     return out
 
 
+def stream_source(manifest: Manifest, name: str) -> str:
+    """The layer (or ``"input"``) whose stream ``name`` carries: a flatten is no hardware, only a re-indexing."""
+    alias = {l.name: l.inputs[0] for l in manifest.layers if l.op == "flatten"}
+    while name in alias:
+        name = alias[name]
+    return name
+
+
+def self_add_in_step(manifest: Manifest, layer: Layer) -> bool:
+    """True for a residual add of a layer to itself whose source nothing else reads.
+
+    Both operands then come from one fork, beat for beat, so they need no skew FIFO
+    (:class:`bitspike.gen.top.BitspikeTop` leaves it out and the timing model knows).
+    """
+    if layer.op != "add" or layer.inputs[0] != layer.inputs[1]:
+        return False
+    src = stream_source(manifest, layer.inputs[0])
+    readers = [l for l in manifest.layers if l.op != "flatten"
+               and any(stream_source(manifest, i) == src for i in l.inputs)]
+    return all(l is layer for l in readers)
+
+
+def _check_graph(manifest: Manifest) -> None:
+    """Refuse a layer whose output nothing reads: its stream would fill and stall the whole pipeline."""
+    read = {src for layer in manifest.layers for src in layer.inputs}
+    for i, layer in enumerate(manifest.layers[:-1]):
+        if layer.name not in read:
+            raise HardwareError(f"layer {i} '{layer.name}': no later layer reads its output (only the last layer, "
+                                f"'{manifest.layers[-1].name}', may be unconsumed); the generated pipeline would "
+                                "stall on it")
+
+
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None) -> Plan:
     """Plan the accelerator for ``manifest``.
 
@@ -254,6 +286,7 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
 
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
+    _check_graph(manifest)
     ranges = analyse(manifest)
     plans: dict[str, LayerPlan] = {}
     for i, layer in enumerate(manifest.layers):

@@ -98,11 +98,13 @@ def _pool_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
 FIFO_LATENCY = 2
 
 
-def _add_times(lp: "LayerPlan", a: list[int], b: list[int]) -> list[int]:
+def _add_times(lp: "LayerPlan", a: list[int], b: list[int], skew_fifo: bool = True) -> list[int]:
+    # b is the skip branch, through the FIFO (none for a self-add in step: both operands share one fork)
+    latency = FIFO_LATENCY if skew_fifo else 0
     out: list[int] = []
     t = -(10**9)
     for ta, tb in zip(a, b):
-        t = max(t + 1, ta, tb + FIFO_LATENCY)
+        t = max(t + 1, ta, tb + latency)
         out.append(t + 1)
     return out
 
@@ -115,11 +117,14 @@ TIMERS: dict[str, Callable[..., list[int]]] = {
 
 def predict(plan: "Plan") -> "Plan":
     """The plan with ``cycles_per_inference`` and ``initiation_interval`` filled in."""
+    from .plan import self_add_in_step
+
     m = plan.manifest
     times: dict[str, list[int]] = {"input": list(range(m.input.size))}
     for lp, layer in zip(plan.layers, m.layers):
         timer = TIMERS[lp.op]
-        times[lp.name] = timer(lp, *[times[i] for i in layer.inputs])
+        extra = {"skew_fifo": False} if self_add_in_step(m, layer) else {}
+        times[lp.name] = timer(lp, *[times[i] for i in layer.inputs], **extra)
     logits = times[m.layers[-1].name]
     done = logits[-1] + 2
     latency = done - times["input"][0]

@@ -15,7 +15,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
-from bitspike.manifest import AddLayer, AvgPoolLayer, Conv2dLayer, Layer, LinearLayer, MaxPoolLayer
+from bitspike.manifest import AddLayer, Conv2dLayer, Layer, LinearLayer
 from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.linear import LinearEngine, TapSignature
 from bitspike.rtl_templates.output import ArgmaxOutput
@@ -23,7 +23,7 @@ from bitspike.rtl_templates.fifo import StreamFifo, StreamFork
 from bitspike.rtl_templates.pool import PoolEngine
 from bitspike.rtl_templates.residual import AddEngine
 
-from .plan import LayerPlan, Plan
+from .plan import LayerPlan, Plan, self_add_in_step, stream_source
 
 __all__ = ["BitspikeTop", "ENGINE_BUILDERS", "TAP_KINDS"]
 
@@ -123,9 +123,12 @@ class BitspikeTop(wiring.Component):
                     members[port] = Out(TapSignature(shape.width, shape.signed))
                     layer = m.layers[lp.index]
                     shape_of_kind = layer.in_shape if kind in ("x", "spk") else layer.out_shape
+                    # count: values the tap shows per inference (one per element; spikes come packed,
+                    # T per beat), so a traced run can clock on until every tap has shown them all
                     self.taps.append({"layer": lp.name, "index": lp.index, "kind": kind, "port": port,
                                       "width": shape.width, "signed": shape.signed,
-                                      "order": "flat" if len(shape_of_kind) == 1 else "hwc"})
+                                      "order": "flat" if len(shape_of_kind) == 1 else "hwc",
+                                      "count": int(np.prod(shape_of_kind))})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -139,20 +142,14 @@ class BitspikeTop(wiring.Component):
         # several consumers gets an eager fork, and a fork branch into a residual add a FIFO of
         # two feature maps (the add waits for the other branch, which runs through a conv)
         engines = {lp.name: eng for lp, eng in self.engines}
-        alias = {l.name: l.inputs[0] for l in man.layers if l.op == "flatten"}
-
-        def source(name: str) -> str:
-            while name in alias:
-                name = alias[name]
-            return name
-
         consumers: dict[str, list[tuple[Layer, int]]] = {}
         for layer in man.layers:
             if layer.name in engines:
                 for pos, src in enumerate(layer.inputs):
-                    consumers.setdefault(source(src), []).append((layer, pos))
+                    consumers.setdefault(stream_source(man, src), []).append((layer, pos))
         streams = {"input": wiring.flipped(self.pixels)}
         streams.update({name: eng.y for name, eng in engines.items()})
+        fifo_names: set[str] = set()
         for src, users in consumers.items():
             outs = [streams[src]]
             if len(users) > 1:
@@ -160,12 +157,19 @@ class BitspikeTop(wiring.Component):
                 m.submodules[f"fork_{src}"] = fork
                 wiring.connect(m, streams[src], fork.x)
                 outs = [getattr(fork, f"y{i}") for i in range(len(users))]
+            # a residual add of a layer to itself takes both operands from one fork, in step: its
+            # branches need no skew FIFO when nothing else reads the source
+            self_add_only = self_add_in_step(man, users[0][0])
             for (layer, pos), out in zip(users, outs):
                 port = getattr(engines[layer.name], INPUT_PORTS.get(layer.op, ("x",))[pos])
-                if len(users) > 1 and layer.op == "add":
+                if len(users) > 1 and layer.op == "add" and not self_add_only:
                     elems = int(np.prod(layer.in_shape))
                     fifo = StreamFifo(out.payload.shape(), 2 * elems + 16)
-                    m.submodules[f"fifo_{src}_{layer.name}"] = fifo
+                    name = f"fifo_{src}_{layer.name}"
+                    if name in fifo_names:  # the second operand of a self-add that also has other readers
+                        name += "_b"
+                    fifo_names.add(name)
+                    m.submodules[name] = fifo
                     wiring.connect(m, out, fifo.x)
                     out = fifo.y
                 wiring.connect(m, out, port)

@@ -150,6 +150,9 @@ class SynapticEngine(wiring.Component):
         SH, SW = self.stride
         PH, PW = self.padding
         frame = H * W * Jc  # words per bank
+        # does some window read the map's last row and last column (so the frame's last word)?
+        reads_last = (any(o * SH - PH <= H - 1 <= o * SH - PH + KH - 1 for o in range(HO))
+                      and any(o * SW - PW <= W - 1 <= o * SW - PW + KW - 1 for o in range(WO)))
         cw = self.count_range.width
         r = self.ranges
 
@@ -236,17 +239,41 @@ class SynapticEngine(wiring.Component):
                 carry = wrap
             with m.If(frame_last):
                 m.d.sync += rd_bank.eq(~rd_bank)
-                with m.If(rd_bank):
-                    m.d.sync += full[1].eq(0)
+                if reads_last:
+                    with m.If(rd_bank):
+                        m.d.sync += full[1].eq(0)
+                    with m.Else():
+                        m.d.sync += full[0].eq(0)
+        if reads_last:
+            # the writer's "bank complete" comes after the reader's release; they never name the
+            # same bank in one clock (the reader only frees a bank it has read completely)
+            with m.If(accept & wr_last_elem):
+                with m.If(wr_bank):
+                    m.d.sync += full[1].eq(1)
                 with m.Else():
-                    m.d.sync += full[0].eq(0)
-        # the writer's "bank complete" comes after the reader's release; they never name the
-        # same bank in one clock (the reader only frees a bank it has read completely)
-        with m.If(accept & wr_last_elem):
-            with m.If(wr_bank):
-                m.d.sync += full[1].eq(1)
-            with m.Else():
-                m.d.sync += full[0].eq(1)
+                    m.d.sync += full[0].eq(1)
+        else:
+            # No window reads the map's last element (a stride leaves rows or columns over), so
+            # the reader can finish a bank before the writer has. It then marks the bank
+            # "released early", and the writer's completion frees the bank instead of filling it.
+            early = Signal(2)
+            release = issue & frame_last
+            complete = accept & wr_last_elem
+            for b in range(2):
+                rel = release & (rd_bank == b)
+                cmp = complete & (wr_bank == b)
+                with m.If(rel & cmp):
+                    m.d.sync += [full[b].eq(0), early[b].eq(0)]
+                with m.Elif(rel):
+                    with m.If(full[b]):
+                        m.d.sync += full[b].eq(0)
+                    with m.Else():
+                        m.d.sync += early[b].eq(1)
+                with m.Elif(cmp):
+                    with m.If(early[b]):
+                        m.d.sync += early[b].eq(0)
+                    with m.Else():
+                        m.d.sync += full[b].eq(1)
 
         # ---- stage 1: PE array
         psum_shape = shape_of(self.psum_range)

@@ -46,7 +46,6 @@ def standin_verilog(out_dir: str | Path, input_size: int = 16, num_classes: int 
     from amaranth.lib.wiring import In, Out
 
     acc_width = result_width
-    class_width = max(1, (num_classes - 1).bit_length())
 
     def tap(shape):  # observation only: payload and valid, never back-pressured
         return wiring.Signature({"payload": Out(shape), "valid": Out(1)})

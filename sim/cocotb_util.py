@@ -131,7 +131,7 @@ def component_bank(blocks):
     """
     from amaranth import Module
     from amaranth.lib import stream, wiring
-    from amaranth.lib.wiring import In, Out
+    from amaranth.lib.wiring import In
 
     class ComponentBank(wiring.Component):
         def __init__(self):

@@ -12,7 +12,7 @@ Typical use::
 
     from bitspike.sim.cosim import CoSim, rtl_for_manifest
     rtl = rtl_for_manifest(manifest)              # generated once, cached
-    res = CoSim(rtl).run(images)                  # images [N, C, H, W] uint8
+    res = CoSim(rtl).run(images)                  # images [N, C, H, W] or [N, F], integers
     res.logits, res.classes, res.cycles
 
 Icarus Verilog runs the same batches through :class:`bitspike.sim.icarus.IcarusSim`
@@ -44,6 +44,7 @@ __all__ = [
     "CoSimResult",
     "DesignInfo",
     "TapInfo",
+    "tap_record",
     "rtl_for_manifest",
     "pixel_stream",
     "SIMULATORS",
@@ -53,8 +54,17 @@ SIMULATORS = ("verilator", "icarus")
 
 _REPORT_KEYS = ("top", "verilog_files", "input_bits", "input_size", "input_order", "num_classes", "result_width")
 
-#: the record layout of tap values in the harness's output file
-TAP_RECORD = np.dtype([("tap", "<u4"), ("pad", "<u4"), ("cycle", "<u8"), ("value", "<u8")])
+
+
+def tap_record(words: int = 1) -> np.dtype:
+    """The record layout of tap values in the harness's output file: tap, cycle and ``words`` 64-bit words
+    of the value (least significant first; as many as the design's widest tap needs)."""
+    return np.dtype([("tap", "<u4"), ("pad", "<u4"), ("cycle", "<u8"), ("value", "<u8", (int(words),))])
+
+
+def words_for(width: int) -> int:
+    """64-bit words that hold a ``width``-bit value."""
+    return max(1, -(-int(width) // 64))
 
 
 @dataclass(frozen=True)
@@ -68,15 +78,38 @@ class TapInfo:
     width: int
     signed: bool
     order: str
+    count: int = 0  # values per inference (0: not known, e.g. a design from an older generator)
 
     def to_int(self, raw: np.ndarray) -> np.ndarray:
-        """Raw unsigned port values → integers (sign-extended when the tap is signed)."""
+        """Raw unsigned port values → integers (sign-extended when the tap is signed).
+
+        ``raw`` is ``[n]`` or ``[n, words]`` 64-bit words, least significant first.
+        Values that fit int64 come back as an int64 array, wider ones (packed
+        spikes of T·B_s ≥ 64 bits, wide accumulators) as an object array of Python ints.
+        """
         v = np.asarray(raw, dtype=np.uint64)
-        if self.width < 64:
-            v = v & np.uint64((1 << self.width) - 1)
-        out = v.astype(np.int64)
-        if self.signed and self.width < 64:
-            out = np.where(out >= (1 << (self.width - 1)), out - (1 << self.width), out)
+        if v.ndim == 1:
+            v = v.reshape(-1, 1)
+        if self.width < 64 or (self.width == 64 and self.signed):
+            out = v[:, 0]
+            if self.width < 64:
+                out = out & np.uint64((1 << self.width) - 1)
+            out = out.astype(np.int64)  # a 64-bit signed value wraps here into its two's complement, as wanted
+            if self.signed and self.width < 64:
+                out = np.where(out >= (1 << (self.width - 1)), out - (1 << self.width), out)
+            return out
+        mask = (1 << self.width) - 1
+        vals = []
+        for row in v:
+            x = 0
+            for k, w in enumerate(row.tolist()):
+                x |= int(w) << (64 * k)
+            x &= mask
+            if self.signed and x >> (self.width - 1):
+                x -= 1 << self.width
+            vals.append(x)
+        out = np.empty(len(vals), dtype=object)
+        out[:] = vals
         return out
 
 
@@ -97,6 +130,7 @@ class DesignInfo:
     initiation_interval: int | None
     taps: tuple[TapInfo, ...]
     report: dict = field(repr=False, compare=False)
+    logit_signed: bool = True
 
     @classmethod
     def load(cls, rtl_dir: str | os.PathLike) -> "DesignInfo":
@@ -120,7 +154,7 @@ class DesignInfo:
                 raise HardwareError(f"{path} lists Verilog file {f.name}, which is not in {rtl_dir}")
         taps = tuple(
             TapInfo(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
-                    t.get("order", "flat"))
+                    t.get("order", "flat"), int(t.get("count", 0)))
             for t in report.get("taps") or []
         )
         return cls(
@@ -133,15 +167,33 @@ class DesignInfo:
             num_classes=int(report["num_classes"]),
             result_width=int(report["result_width"]),
             logit_width=int(report.get("logit_width", report["result_width"])),
+            logit_signed=bool(report.get("logit_signed", True)),
             cycles_per_inference=report.get("cycles_per_inference"),
             initiation_interval=report.get("initiation_interval"),
             taps=taps,
             report=report,
         )
 
+    def digest(self) -> str:
+        """SHA-256 of the design's Verilog files (names and contents, in order) and its top: the same RTL
+        gives the same digest wherever it lies."""
+        h = hashlib.sha256(self.top.encode())
+        for f in self.verilog_files:
+            h.update(f.name.encode() + b"\0")
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    @property
+    def tap_words(self) -> int:
+        """64-bit words per recorded tap value (the widest tap decides)."""
+        return max([words_for(t.width) for t in self.taps] or [1])
+
     def logits_from_raw(self, raw: np.ndarray) -> np.ndarray:
-        """Result beats (unsigned, ``result_width`` bits) → signed logits."""
-        return TapInfo("", 0, "out", "results", min(self.result_width, 64), True, "flat").to_int(raw)
+        """Result beats (``result_width`` bits) → logits: sign-extended when the last layer's output range is
+        signed, else zero-extended (an unsigned logit may use the top bit: 277 in 9 bits is not −235)."""
+        raw = np.asarray(raw, dtype=np.uint64)
+        tap = TapInfo("", 0, "out", "results", min(self.result_width, 64), self.logit_signed, "flat")
+        return tap.to_int(raw.reshape(-1)).reshape(raw.shape)
 
 
 def pixel_stream(images: np.ndarray, design: DesignInfo) -> np.ndarray:
@@ -183,10 +235,12 @@ def design_header(design: DesignInfo) -> str:
         f"#define COSIM_RES_VALID {verilator_cpp_name('results__valid')}",
         f"#define COSIM_RES_READY {verilator_cpp_name('results__ready')}",
         f"#define COSIM_NUM_TAPS {len(design.taps)}u",
+        f"#define COSIM_TAP_WORDS {design.tap_words}u",
         "#define COSIM_TAPS(X) \\",
     ]
     for i, t in enumerate(design.taps):
-        lines.append(f"    X({i}u, {verilator_cpp_name(t.port + '__payload')}, {verilator_cpp_name(t.port + '__valid')}) \\")
+        lines.append(f"    X({i}u, {verilator_cpp_name(t.port + '__payload')}, {verilator_cpp_name(t.port + '__valid')}, "
+                     f"{t.count}ull) \\")
     lines.append("    /* end */")
     return "\n".join(lines) + "\n"
 
@@ -413,7 +467,8 @@ class CoSim:
             if t.kind == "spk" and t.index in per_layer:
                 bits, steps = int(per_layer[t.index]["s_bits"]), int(per_layer[t.index]["timesteps"])
                 if steps > 1 and t.width == bits * steps:
-                    vals = np.stack([(vals >> (k * bits)) & ((1 << bits) - 1) for k in range(steps)], axis=-1)
+                    vals = np.stack([(vals >> (k * bits)) & ((1 << bits) - 1) for k in range(steps)],
+                                    axis=-1).astype(np.int64)  # each spike fits, even when the beat did not
                 else:
                     vals = vals.reshape(-1, 1) if steps == 1 else vals.reshape(-1, steps)
             out.setdefault(t.layer, {})[t.kind] = vals
@@ -455,7 +510,7 @@ class CoSim:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode not in (0, 3) or not outp.exists():
                 raise HardwareError(f"co-simulation harness failed (exit {proc.returncode}): {proc.stderr.strip()}")
-            part = _read_output(outp)
+            part = _read_output(outp, self.design.tap_words)
             if proc.returncode == 3 or part["status"] != 0:
                 raise HardwareError(
                     f"the design hung: {proc.stderr.strip()} ({part['done']} of {len(x)} images of this shard "
@@ -482,7 +537,7 @@ class CoSim:
                 for p in parts:
                     rec = p["records"]
                     sel = rec[rec["tap"] == i]
-                    vals.append(t.to_int(sel["value"]))
+                    vals.append(t.to_int(sel["value"][:, :words_for(t.width)]))
                     cyc.append(sel["cycle"].astype(np.int64))
                 taps[t.port] = (np.concatenate(vals), np.concatenate(cyc))
         return CoSimResult(
@@ -500,7 +555,7 @@ def _write_input(path: Path, x: np.ndarray, bits: int) -> None:
         fh.write(np.ascontiguousarray(x, dtype="<u1" if vbytes == 1 else "<u2").tobytes())
 
 
-def _read_output(path: Path) -> dict:
+def _read_output(path: Path, words: int = 1) -> dict:
     """Parse the harness's result file (layout in harness/cosim_main.cpp)."""
     blob = path.read_bytes()
     if blob[:4] != b"BSR1":
@@ -512,7 +567,7 @@ def _read_output(path: Path) -> dict:
     off += 8 * n * (2 + per)
     (nrec,) = struct.unpack_from("<Q", blob, off)
     off += 8
-    records = np.frombuffer(blob, dtype=TAP_RECORD, count=nrec, offset=off)
+    records = np.frombuffer(blob, dtype=tap_record(words), count=nrec, offset=off)
     return dict(results=img[:, 2:].copy(), start=img[:, 0].copy(), end=img[:, 1].copy(), records=records.copy(),
                 status=status, done=done, cycles=cycles, seconds=cpu_ns * 1e-9)
 

@@ -32,6 +32,9 @@ __all__ = [
     "ManifestGoldenTaps",
     "compare_sample",
     "compare_all",
+    "list_mismatches",
+    "split_samples",
+    "int_array",
     "diagnose",
     "KIND_ORDER",
 ]
@@ -191,8 +194,8 @@ class ManifestGoldenTaps:
 
         trace = self.model.run(images, trace=True).trace
         return [
-            {tap.port: np.asarray(golden_tap_sequence(self.manifest, trace, i, layer=tap.layer, kind=tap.kind),
-                                  dtype=np.int64) for tap in self.taps}
+            {tap.port: int_array(golden_tap_sequence(self.manifest, trace, i, layer=tap.layer, kind=tap.kind))
+             for tap in self.taps}
             for i in range(len(images))
         ]
 
@@ -233,6 +236,19 @@ class ManifestGoldenTaps:
         return tuple(int(v) for v in np.unravel_index(int(order[element]), shape)), timestep
 
 
+def int_array(values) -> np.ndarray:
+    """Integers as an int64 array, or an object array of Python ints when one does not fit int64
+    (packed spikes of T·B_s ≥ 64 bits, wide accumulators): compared exactly either way."""
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.astype(np.int64)
+    vals = [int(v) for v in values]
+    if all(-(2**63) <= v < 2**63 for v in vals):
+        return np.asarray(vals, dtype=np.int64)
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return out
+
+
 def _ordered(taps: Sequence[TapInfo]) -> list[tuple[int, TapInfo]]:
     return sorted(enumerate(taps), key=lambda it: (it[1].index, KIND_ORDER.get(it[1].kind, 9), it[0]))
 
@@ -243,7 +259,7 @@ def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], go
     """The first divergence of one sample's taps (``hw``: port → (values, cycles)), or ``None`` if all agree."""
     for _, tap in _ordered(taps):
         vals, cycles = hw[tap.port]
-        exp = np.asarray(golden[tap.port], dtype=np.int64)
+        exp = int_array(golden[tap.port])
         n = min(len(vals), len(exp))
         diff = np.nonzero(vals[:n] != exp[:n])[0]
         if len(diff):
@@ -267,6 +283,54 @@ def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], go
             rerun=rerun, port=tap.port, spike_expected=spikes[0], spike_got=spikes[1],
         )
     return None
+
+
+def list_mismatches(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], golden: dict[str, np.ndarray],
+                    taps: Sequence[TapInfo], ref: GoldenTaps, start_cycle: int | None = None,
+                    limit: int = 1000) -> tuple[list[dict], int]:
+    """Every value where one sample's taps differ from the golden model (not only the first).
+
+    Returns
+    -------
+    entries, total
+        Up to ``limit`` dicts (sample, layer, layer_index, kind, port, neuron, timestep, position, cycle,
+        cycle_in_inference, golden, hardware; ``None`` for a missing or extra value), in
+        network order, and how many differences there are in all.
+    """
+    out: list[dict] = []
+    total = 0
+    for _, tap in _ordered(taps):
+        vals, cycles = hw[tap.port]
+        exp = int_array(golden[tap.port])
+        n = min(len(vals), len(exp))
+        diff = np.nonzero(vals[:n] != exp[:n])[0].tolist() + list(range(n, max(len(vals), len(exp))))
+        total += len(diff)
+        for pos in diff:
+            if len(out) >= limit:
+                break
+            e = int(exp[pos]) if pos < len(exp) else None
+            g = int(vals[pos]) if pos < len(vals) else None
+            neuron, t = ref.locate(tap, min(pos, max(len(exp) - 1, 0)), len(exp), e, g)
+            cyc = int(cycles[pos]) if pos < len(cycles) else None
+            out.append({"sample": sample, "layer": tap.layer, "layer_index": tap.index, "kind": tap.kind,
+                        "port": tap.port, "neuron": list(neuron), "timestep": t, "position": pos, "cycle": cyc,
+                        "cycle_in_inference": (cyc - start_cycle) if cyc is not None and start_cycle is not None
+                        else None, "golden": e, "hardware": g})
+    return out, total
+
+
+def split_samples(result: CoSimResult, golden: list[dict[str, np.ndarray]],
+                  taps: Sequence[TapInfo]) -> list[dict[str, tuple[np.ndarray, np.ndarray]]] | None:
+    """Cut a traced run's tap records per sample by the golden counts; ``None`` when a tap's total is off."""
+    split: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for tap in taps:
+        vals, cyc = result.taps[tap.port]
+        counts = [len(g[tap.port]) for g in golden]
+        if sum(counts) != len(vals):
+            return None
+        edges = np.cumsum([0, *counts])
+        split[tap.port] = [(vals[edges[i]:edges[i + 1]], cyc[edges[i]:edges[i + 1]]) for i in range(len(golden))]
+    return [{p: split[p][i] for p in split} for i in range(len(golden))]
 
 
 def compare_all(result: CoSimResult, golden: list[dict[str, np.ndarray]], taps: Sequence[TapInfo],

@@ -20,6 +20,7 @@
 #include "verilated_vcd_c.h"
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdint>
@@ -48,12 +49,25 @@ struct Rng {
     bool chance(uint32_t permille) { return permille && (next() % 1000u) < permille; }
 };
 
-struct TapRecord {
-    uint32_t tap;
-    uint32_t pad;
-    uint64_t cycle;
-    uint64_t value;
-};
+// A tap value as COSIM_TAP_WORDS 64-bit words, least significant first: ports up to 64 bits are
+// plain integers in Verilator, wider ones VlWide<N> arrays of 32-bit words (packed spikes reach
+// T * B_s = 1024 bits).
+template <typename T>
+inline void store_words(const T& v, uint64_t* dst) {
+    dst[0] = static_cast<uint64_t>(v);
+    for (uint32_t k = 1; k < COSIM_TAP_WORDS; ++k) dst[k] = 0;
+}
+template <std::size_t N>
+inline void store_words(const VlWide<N>& v, uint64_t* dst) {
+    for (uint32_t k = 0; k < COSIM_TAP_WORDS; ++k) {
+        const uint64_t lo = 2 * k < N ? static_cast<uint64_t>(v[2 * k]) : 0;
+        const uint64_t hi = 2 * k + 1 < N ? static_cast<uint64_t>(v[2 * k + 1]) : 0;
+        dst[k] = lo | (hi << 32);
+    }
+}
+
+// one record: u64 (tap in the low 32 bits), u64 cycle, COSIM_TAP_WORDS u64 of value
+constexpr std::size_t kRecordWords = 2 + COSIM_TAP_WORDS;
 
 // CPU time of this process: the machine is shared, and wall time would count the time other
 // processes held the core; the loops are single-threaded, so CPU time is their own cost.
@@ -194,8 +208,17 @@ int main(int argc, char** argv) {
     }
 
     std::vector<uint64_t> start(n_images, 0), end(n_images, 0), results(n_images * kResults, 0);
-    std::vector<TapRecord> taps;
-    if (opt.taps) taps.reserve(1 << 16);
+    std::vector<uint64_t> taps;  // kRecordWords per record
+    if (opt.taps) taps.reserve(kRecordWords << 16);
+    // values each tap must show for the whole batch (0: unknown); a traced run clocks on after the
+    // last result until every tap has shown them, since an engine may still be computing values no
+    // later layer reads (the rows a pooling window leaves over) when the class beat is out
+    std::vector<uint64_t> tap_target, tap_seen(COSIM_NUM_TAPS, 0);
+#define COSIM_TAP_TARGET(id, payload, valid, count) tap_target.push_back(n_images * (count));
+    COSIM_TAPS(COSIM_TAP_TARGET)
+#undef COSIM_TAP_TARGET
+    uint64_t taps_short = 0;
+    for (uint64_t t : tap_target) taps_short += t > 0;
 
     Rng rng(opt.seed);
     uint64_t cycle = 0, last_progress = 0;
@@ -205,13 +228,16 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     const uint64_t c0 = cpu_ns();
 
-    while (img_out < n_images) {
+    uint64_t last_tap = 0;
+    while (img_out < n_images || (opt.taps && taps_short > 0)) {
+        const bool draining = img_out >= n_images;
         // drive inputs for this cycle (clock low)
         if (!pix_valid && img_in < n_images && (!opt.sequential || img_in == img_out))
             pix_valid = !rng.chance(opt.stall_in);
         top->COSIM_PIX_VALID = pix_valid;
         if (pix_valid) top->COSIM_PIX_PAYLOAD = pixels[img_in * in_size + pix];
-        const bool res_ready = !rng.chance(opt.stall_out);
+        // (no results are taken while draining taps: every image's beats are in, and the arrays end there)
+        const bool res_ready = !rng.chance(opt.stall_out) && !draining;
         top->COSIM_RES_READY = res_ready;
         top->clk = 0;
         top->eval();
@@ -222,8 +248,16 @@ int main(int argc, char** argv) {
         const bool in_fire = pix_valid && top->COSIM_PIX_READY;
         const bool out_fire = res_ready && top->COSIM_RES_VALID;
         if (opt.taps) {
-#define COSIM_RECORD_TAP(id, payload, valid) \
-    if (top->valid) taps.push_back(TapRecord{id, 0, cycle, u64(top->payload)});
+#define COSIM_RECORD_TAP(id, payload, valid, count)                  \
+    if (top->valid) {                                                \
+        const std::size_t at = taps.size();                          \
+        taps.resize(at + kRecordWords);                              \
+        taps[at] = id;                                               \
+        taps[at + 1] = cycle;                                        \
+        store_words(top->payload, &taps[at + 2]);                    \
+        if (++tap_seen[id] == tap_target[id]) --taps_short;          \
+        last_tap = cycle;                                            \
+    }
             COSIM_TAPS(COSIM_RECORD_TAP)
 #undef COSIM_RECORD_TAP
         }
@@ -251,7 +285,10 @@ int main(int argc, char** argv) {
             last_progress = cycle;
         }
         ++cycle;
-        if (cycle - last_progress > opt.max_idle) {
+        if (draining && cycle - std::max(last_progress, last_tap) > opt.max_idle) {
+            break;  // a tap short of values: the comparison names the missing ones
+        }
+        if (!draining && cycle - last_progress > opt.max_idle) {
             std::fprintf(stderr,
                          "bitspike harness: no stream progress for %llu cycles at cycle %llu: image %llu pixel %llu "
                          "sent, image %llu result beat %llu awaited\n",
@@ -272,7 +309,7 @@ int main(int argc, char** argv) {
 
     // ---- write the results: "BSR1", u32 images, u32 results per image, u32 taps, u32 status,
     // u32 images done, u64 cycles, u64 loop wall ns, u64 loop CPU ns, then per image u64 start, u64 end, u64 results[],
-    // then u64 record count and the records (u32 tap, u32 0, u64 cycle, u64 value)
+    // then u64 record count and the records (u32 tap, u32 0, u64 cycle, COSIM_TAP_WORDS u64 of value)
     FILE* out = std::fopen(opt.output.c_str(), "wb");
     if (!out) die("cannot open output ", opt.output.c_str());
     write_all(out, "BSR1", 4);
@@ -286,9 +323,9 @@ int main(int argc, char** argv) {
         write_all(out, &end[i], 8);
         write_all(out, &results[i * kResults], 8 * kResults);
     }
-    const uint64_t n_rec = taps.size();
+    const uint64_t n_rec = taps.size() / kRecordWords;
     write_all(out, &n_rec, 8);
-    write_all(out, taps.data(), taps.size() * sizeof(TapRecord));
+    write_all(out, taps.data(), taps.size() * sizeof(uint64_t));
     if (std::fclose(out) != 0) die("cannot finish the output file ", opt.output.c_str());
     return status ? 3 : 0;
 }
