@@ -157,9 +157,9 @@ ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_h
 LUT_SHARE = 0.11
 #: the smallest budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
 MIN_LUT_BUDGET = 100
-#: cap on the budget: beyond it the digits-sized networks are already folded to their stream rate, and
-#: wider folds only lengthen place and route
-MAX_LUT_BUDGET = 6000
+#: cap on the budget (the generator's own default): wider folds multiply the block RAMs and
+#: multipliers of the big parts and lengthen place and route more than they shorten the interval
+MAX_LUT_BUDGET = 3000
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 from bitspike import protocol as P
 from bitspike.errors import HardwareError
 
-from .boards import MIN_LUT_BUDGET, BoardSpec, get_board, lut_budget
+from .boards import MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, get_board, lut_budget
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,21 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
         t0 = time.monotonic()
         # the plan's Verilog as the vendor tool reads it (``*.debug.v`` is the same design for people to read)
         verilog = sorted(p for p in plan_dir.iterdir() if p.suffix in (".v", ".sv") and not p.name.endswith(".debug.v"))
-        estimate = synthesize(verilog, target, out, top=NAME)
+        # Yosys models the primitives amaranth instantiates for Xilinx and the open families; for the
+        # others (Intel's altiobuf and altera_std_synchronizer_bundle, …) the estimate synthesizes the
+        # same bridge and accelerator written without a platform, so without the board's I/O buffers
+        whole = spec.family in ("xilinx",) + OPEN_FAMILIES
+        if whole:
+            estimate = synthesize(verilog, target, out, top=NAME)
+        else:
+            from bitspike.rtl_templates.bridge import bridge_verilog
+
+            neutral = out / "estimate_src"
+            neutral.mkdir(exist_ok=True)
+            (neutral / "bitspike_board.v").write_text(bridge_verilog(config))
+            files = [gen_dir / name for name in report["verilog_files"]] + [neutral / "bitspike_board.v"]
+            estimate = synthesize(files, target, out, top="bitspike_board")
+        estimate["scope"] = "the whole board design" if whole else "bridge and accelerator (without the I/O buffers)"
         times["yosys"] = time.monotonic() - t0
     cap = spec.capacity
     util = {}
@@ -713,11 +727,16 @@ def _archive_markdown(r: dict) -> str:
              f"**No bitstream was built: {r['next_step']}.**", ""]
     est = r.get("yosys_estimate")
     if est:
-        lines += [f"Yosys estimate (`{est['command']}`, before place and route):", "",
+        lines += [f"Yosys estimate (`{est['command']}`, {est.get('scope', 'the whole board design')}, before place "
+                  f"and route):", "",
                   "| resource | used | available | % |", "|---|---:|---:|---:|"]
+        cap = r.get("capacity") or {}
+        kinds = {"LUT": cap.get("lut_kind"), "BRAM": cap.get("bram_kind"), "DSP": cap.get("dsp_kind")}
         for res in ("LUT", "FF", "BRAM", "DSP"):
             v = r["utilization_estimate"][res]
-            lines.append(f"| {res} | {v['used']} | {v['available'] if v['available'] is not None else '?'} | "
+            kind = " (capacity in 18 Kb halves)" if res == "BRAM" and kinds["BRAM"] == "36 Kb" else \
+                (f" (capacity in {kinds[res]})" if kinds.get(res) and kinds[res] not in ("LUT4", "LUT6") else "")
+            lines.append(f"| {res}{kind} | {v['used']} | {v['available'] if v['available'] is not None else '?'} | "
                          f"{v['percent'] if v['percent'] is not None else '?'} |")
         lines.append("")
     lines += [f"- board clock {r['clock_mhz']:.2f} MHz, UART {r['baud']} baud ({r['clocks_per_bit']} clocks per bit)",

@@ -53,7 +53,8 @@ def _open_board(args, manifest):
             link = board_link(args.link, args.baud)
             log.info("simulating %s's link: %d Hz clock, %d baud, %d clocks per bit", args.link, link["clock_hz"],
                      args.baud, link["clocks_per_bit"])
-            extra = {"clocks_per_bit": link["clocks_per_bit"], "max_luts": link["max_luts"] if args.fold == "auto" else None}
+            extra = {"clocks_per_bit": link["clocks_per_bit"], "clock_hz": link["clock_hz"], "baud": link["baud"],
+                     "max_luts": link["max_luts"] if args.fold == "auto" else None}
         log.info("building the simulated board in %s", work)
         return SimBoard.from_manifest(manifest, work, fold=args.fold, timeout=args.timeout, retries=args.retries, **extra)
     from bitspike.host.board import SerialBoard
