@@ -381,8 +381,8 @@ def _spec(module: str, cls_name: str, cls, n_in_module: int) -> BoardSpec | None
         tx, rx = _pins(res, "tx"), _pins(res, "rx")
         if tx and rx:
             uart = {"tx": tx, "rx": rx}
-    cap_family = family if family != "gowin" else "gowin"
-    capacity = PARTS.get(part_key(cap_family, str(getattr(platform, "family", device)) if family == "gowin" else device))
+    # Gowin platforms name the die in ``family`` (GW1NR-9C); the others' ``device`` is the part
+    capacity = PARTS.get(part_key(family, str(platform.family) if family == "gowin" else device))
     synth_opts = "-dsp" if family == "ice40" and capacity is not None and capacity.dsp else ""
     return BoardSpec(name, platform_ref, family, device, package, clock, clock_hz,
                      clock is not None and clock not in resource_names, uart, "usb" in resource_names,
@@ -433,8 +433,8 @@ def get_board(name: str) -> BoardSpec:
     if key not in boards:
         close = [n for n in boards if key and (key in n or n in key)]
         hint = f"; did you mean {', '.join(close[:5])}?" if close else ""
-        raise BoardError(f"unknown board {name!r}{hint} (`bitspike boards` lists all {len(boards)}; "
-                         f"e.g. {', '.join(n for n in boards if boards[n].flow == 'open')[:300]})")
+        examples = ", ".join(["icebreaker", "ulx3s_85f", "tang_nano_9k", "arty_a7_35"])
+        raise BoardError(f"unknown board {name!r}{hint} (`bitspike boards` lists all {len(boards)}, e.g. {examples})")
     return boards[key]
 
 

@@ -6,7 +6,7 @@ on the board's UART pins, has amaranth-boards write the build plan, runs it
 with the open toolchain (system tools when present and new enough, else the
 yowasp wheels), and writes into the output folder:
 
-- the bitstream (``bitspike_<board>.bin`` for iCE40, ``.bit`` for ECP5);
+- the bitstream (``bitspike_<board>.bin`` for iCE40, ``.bit`` for ECP5, ``.fs`` for Gowin);
 - ``report.json`` and ``report.md``: utilization against the device's
   totals, Fmax against the clock, cycles per inference, latency and images
   per second (compute-bound at the clock and at Fmax, and link-bound at the
@@ -17,6 +17,11 @@ yowasp wheels), and writes into the output folder:
 
 A design that does not fit raises :class:`~bitspike.errors.HardwareError`
 naming the resource, by how much it overflowed, and what to change.
+
+Boards whose bitstream needs a vendor tool (Xilinx, Intel, MachXO, QuickLogic)
+get the same design as Amaranth's build plan in one archive
+(:func:`write_archive`) with a Yosys estimate; boards the host cannot reach
+over a UART are refused (:func:`check_buildable`).
 """
 
 from __future__ import annotations
@@ -474,6 +479,20 @@ def yosys_target(spec: BoardSpec) -> str | None:
     return None
 
 
+def _build_plan(platform, spec: BoardSpec, top_or_config, **overrides):
+    """Amaranth's build plan for the board top; an elaboration failure of the platform is a HardwareError."""
+    from amaranth.hdl import Elaboratable
+
+    top = top_or_config if isinstance(top_or_config, Elaboratable) else _board_top(spec, top_or_config)
+    try:
+        return platform.build(top, name=NAME, do_build=False, **overrides)
+    except HardwareError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. amaranth 0.5.10's QuickLogic platform drives its own clock twice
+        raise HardwareError(f"amaranth cannot write the build plan for {spec.name} ({spec.platform}): "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
 def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Path, times: dict,
                   budget: int | None, *, estimate: bool = True) -> dict:
     """Write Amaranth's build plan for ``spec`` as ``out/bitspike_<board>_plan.zip`` and a Yosys estimate.
@@ -488,7 +507,7 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
 
     t0 = time.monotonic()
     platform = _platform_with(spec, report, gen_dir)
-    plan = platform.build(_board_top(spec, config), name=NAME, do_build=False)
+    plan = _build_plan(platform, spec, config)
     zip_path = out / f"bitspike_{spec.name}_plan.zip"
     tmp = zip_path.with_suffix(".zip.tmp")
     plan.archive(str(tmp))
@@ -588,7 +607,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     build_dir = out / "build"
     if build_dir.exists():
         shutil.rmtree(build_dir)
-    plan = platform.build(top, name=NAME, do_build=False, **overrides)
+    plan = _build_plan(platform, spec, top, **overrides)
     plan.extract(str(build_dir))
     if spec.family == "gowin":
         _gowin_himbaechel(build_dir)
