@@ -16,7 +16,8 @@ made (once, about 10 s) with the project's own command line::
     bitspike train --dataset digits --arch mlp --target 2/2/1 --out build/bench/boards/digits
     bitspike export build/bench/boards/digits
 
-Run (about 30-40 minutes of CPU on 2 cores; results are written after every board)::
+Run (about an hour on 2 busy cores; results are merged into boards.json after every board, so
+several runs may split the boards)::
 
     nice python bench/boards.py
     python bench/boards.py --boards icebreaker tang_nano_9k
@@ -26,6 +27,7 @@ Run (about 30-40 minutes of CPU on 2 cores; results are written after every boar
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import re
@@ -135,10 +137,24 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _write(doc: dict) -> None:
+def _order(row: dict):
+    fam = ["ice40", "ecp5", "gowin"].index(row["family"]) if row["family"] in ("ice40", "ecp5", "gowin") else 9
+    return fam, row["capacity"]["lut"] if row["capacity"] else 0, row["board"]
+
+
+def _write(doc: dict, mine: list[dict]) -> dict:
+    """Merge this run's rows into boards.json under a lock (several runs may split the boards) and rewrite both files."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "boards.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (RESULTS / "boards.md").write_text(markdown(doc))
+    with open(RESULTS / ".boards.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / "boards.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        names = {r["board"] for r in mine}
+        rows = [r for r in old.get("rows", []) if r["board"] not in names and old.get("digest") == doc["digest"]]
+        doc = dict(doc, rows=sorted(rows + mine, key=_order))
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (RESULTS / "boards.md").write_text(markdown(doc))
+    return doc
 
 
 def main(argv=None) -> int:
@@ -151,20 +167,16 @@ def main(argv=None) -> int:
         (RESULTS / "boards.md").write_text(markdown(json.loads((RESULTS / "boards.json").read_text())))
         return 0
     manifest, source = digits_model(args.model)
-    path = RESULTS / "boards.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    rows = [r for r in old.get("rows", []) if r["board"] not in args.boards and old.get("digest") == manifest.digest()]
     doc = {"model": source, "digest": manifest.digest(), "seed": SEED,
-           "machine": f"{platform.machine()}, Python {platform.python_version()}", "rows": rows}
+           "machine": f"{platform.machine()}, Python {platform.python_version()}"}
+    mine = []
     for name in args.boards:
         print(f"{name} …", flush=True)
         row = build_one(manifest, name)
         print(f"  {row['status']} in {row['seconds']} s" + (f": Fmax {row['fmax_mhz']} MHz" if row.get("fmax_mhz") else ""),
               flush=True)
-        doc["rows"] = sorted(doc["rows"] + [row], key=lambda r: (["ice40", "ecp5", "gowin"].index(r["family"])
-                                                                 if r["family"] in ("ice40", "ecp5", "gowin") else 9,
-                                                                 r["capacity"]["lut"] if r["capacity"] else 0, r["board"]))
-        _write(doc)
+        mine.append(row)
+        doc = _write(doc, mine)
     print(markdown(doc))
     return 0
 

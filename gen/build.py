@@ -278,7 +278,7 @@ def check_buildable(spec: BoardSpec, archive: bool = False) -> None:
 _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Intel Quartus Prime",
                 "Diamond": "Lattice Diamond", "QLSymbiflow": "QuickLogic's Symbiflow tools",
                 "Trellis": "yosys, nextpnr-ecp5 and ecppack", "IceStorm": "yosys, nextpnr-ice40 and icepack",
-                "Apicula": "yosys, nextpnr-gowin and apycula's gowin_pack"}
+                "Apicula": "yosys, nextpnr-himbaechel (as NEXTPNR_GOWIN) and apycula's gowin_pack"}
 
 
 def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times):
@@ -508,6 +508,8 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
     t0 = time.monotonic()
     platform = _platform_with(spec, report, gen_dir)
     plan = _build_plan(platform, spec, config)
+    if spec.family == "gowin":  # the archived script runs nextpnr-himbaechel too (NEXTPNR_GOWIN names it)
+        plan.files[f"build_{NAME}.sh"] = _gowin_himbaechel(plan.files[f"build_{NAME}.sh"])
     zip_path = out / f"bitspike_{spec.name}_plan.zip"
     tmp = zip_path.with_suffix(".zip.tmp")
     plan.archive(str(tmp))
@@ -610,7 +612,8 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     plan = _build_plan(platform, spec, top, **overrides)
     plan.extract(str(build_dir))
     if spec.family == "gowin":
-        _gowin_himbaechel(build_dir)
+        script = build_dir / f"build_{NAME}.sh"
+        script.write_text(_gowin_himbaechel(script.read_text()))
 
     env = dict(os.environ)
     for name, tool in tools.items():
@@ -638,21 +641,20 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     return parsed, build_dir, log_path, synth_opts
 
 
-def _gowin_himbaechel(build_dir: Path) -> None:
-    """Rewrite amaranth's nextpnr-gowin call in the build script for nextpnr-himbaechel.
+def _gowin_himbaechel(script: str) -> str:
+    """Amaranth's build script with its nextpnr-gowin call rewritten for nextpnr-himbaechel.
 
     Amaranth 0.5.10 writes ``--family F --cst FILE`` for the deprecated nextpnr-gowin, whose
     packer cannot place block RAM; nextpnr-himbaechel (with apycula 0.32's gowin_pack) takes the
     same device and files as ``--vopt family=F --vopt cst=FILE``.
     """
-    script = build_dir / f"build_{NAME}.sh"
     lines = []
-    for line in script.read_text().splitlines(keepends=True):
+    for line in script.splitlines(keepends=True):
         if line.startswith('"$NEXTPNR_GOWIN"'):
             line = re.sub(r"--family (\S+)", r"--vopt family=\1", line)
             line = re.sub(r"--cst (\S+)", r"--vopt cst=\1", line)
         lines.append(line)
-    script.write_text("".join(lines))
+    return "".join(lines)
 
 
 def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed) -> dict:

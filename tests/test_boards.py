@@ -217,3 +217,15 @@ def test_build_cli_archive_says_the_vendor_tool_is_needed(tmp_path, capsys):
     assert "pass --archive" in capsys.readouterr().err.lower()
     assert main(["build", str(model), "--board", "orangecrab_r0_2", "-o", str(tmp_path / "y")]) == 1
     assert "no UART resource" in capsys.readouterr().err
+
+
+def test_gowin_build_script_calls_himbaechel_with_its_options():
+    from bitspike.gen.build import _gowin_himbaechel
+
+    script = ('"$YOSYS" -q -l top.rpt top.ys\n'
+              '"$NEXTPNR_GOWIN" --quiet --device GW1NR-LV9QN88PC6/I5 --family GW1N-9C --json top.syn.json --cst top.cst '
+              '--write top.pnr.json\n"$GOWIN_PACK" -d GW1N-9C -o top.fs top.pnr.json\n')
+    lines = _gowin_himbaechel(script).splitlines()
+    assert lines[1] == ('"$NEXTPNR_GOWIN" --quiet --device GW1NR-LV9QN88PC6/I5 --vopt family=GW1N-9C --json top.syn.json '
+                        '--vopt cst=top.cst --write top.pnr.json')
+    assert lines[0] == script.splitlines()[0] and lines[2] == script.splitlines()[2]  # only nextpnr's call changes
