@@ -207,6 +207,38 @@ class BoardSpec:
     capacity: Part | None
     error: str | None = None
     synth_opts: str = field(default="")
+    #: ``(tx, rx)`` pins given by the user (:meth:`with_uart`); the bridge then uses them, not a ``uart`` resource
+    uart_pins: tuple[str, str] | None = None
+
+    def with_uart(self, tx: str, rx: str) -> "BoardSpec":
+        """This board with the bridge's UART on the pins ``tx`` and ``rx`` (a USB-serial adapter's wires).
+
+        A pin is a package pin (``N17``) or a connector pin ``CONNECTOR_NUMBER:PIN`` (``io_0:0``,
+        ``pmod_0:1``; the board's connectors are listed in amaranth-boards). The pins are driven at
+        3.3 V LVCMOS, so they must be in a 3.3 V bank.
+
+        Raises
+        ------
+        BoardError
+            A malformed pin, or a connector the board does not have.
+        """
+        for pin in (tx, rx):
+            if not re.fullmatch(r"[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?", pin):
+                raise BoardError(f"--uart-pins: {pin!r} is not a pin name (N17) or a connector pin (io_0:0)")
+            if ":" in pin:
+                conn, number = _connector(pin)
+                connectors = {key for key in self.make_platform(plain=True).connectors}
+                if (conn, number) not in connectors:
+                    known = ", ".join(f"{c}_{n}" for c, n in sorted(connectors)) or "none"
+                    raise BoardError(f"--uart-pins: {self.name} has no connector {conn}_{number} (it has {known})")
+        from dataclasses import replace
+
+        return replace(self, uart={"tx": tx, "rx": rx}, uart_pins=(tx, rx))
+
+    @property
+    def uart_resource(self) -> str:
+        """The resource name the bridge requests: the board's ``uart``, or the one :meth:`with_uart` adds."""
+        return "bitspike_uart" if self.uart_pins else "uart"
 
     # ---- derived
 
@@ -257,10 +289,24 @@ class BoardSpec:
         except (ImportError, AttributeError) as exc:
             raise BoardError(f"board {self.name!r} needs {self.platform} from amaranth-boards (pip install amaranth-boards==0.0.21): {exc}") from exc
 
-    def make_platform(self):
-        """A fresh platform instance (Gowin platforms with the open Apicula toolchain)."""
+    def make_platform(self, plain: bool = False):
+        """A fresh platform instance (Gowin platforms with the open Apicula toolchain), with the
+        user's UART pins added as a resource unless ``plain``."""
+        from amaranth.build import Attrs, Pins, Resource, Subsignal
+
         cls = self.platform_class()
-        return cls(toolchain="Apicula") if self.family == "gowin" else cls()
+        platform = cls(toolchain="Apicula") if self.family == "gowin" else cls()
+        if self.uart_pins and not plain:
+            def pins(pin, direction):
+                if ":" in pin:
+                    conn, number = _connector(pin)
+                    return Pins(pin.split(":")[1], dir=direction, conn=(conn, number))
+                return Pins(pin, dir=direction)
+
+            tx, rx = self.uart_pins
+            platform.add_resources([Resource("bitspike_uart", 0, Subsignal("tx", pins(tx, "o")),
+                                             Subsignal("rx", pins(rx, "i")), Attrs(**_IO_3V3.get(self.family, {})))])
+        return platform
 
     def to_json(self) -> dict:
         return {"name": self.name, "platform": self.platform, "family": self.family, "device": self.device,
@@ -273,6 +319,20 @@ class BoardSpec:
 
 # ----------------------------------------------------------------------------------------------
 # introspection
+
+
+#: 3.3 V LVCMOS in each family's attribute names (the user's UART pins)
+_IO_3V3 = {"ice40": {"IO_STANDARD": "SB_LVCMOS"}, "ecp5": {"IO_TYPE": "LVCMOS33"}, "gowin": {"IO_TYPE": "LVCMOS33"},
+           "xilinx": {"IOSTANDARD": "LVCMOS33"}, "intel": {"io_standard": "3.3-V LVCMOS"},
+           "machxo2": {"IO_TYPE": "LVCMOS33"}}
+
+
+def _connector(pin: str) -> tuple[str, int]:
+    conn = pin.split(":")[0]
+    name, _, number = conn.rpartition("_")
+    if not name or not number.isdigit():
+        raise BoardError(f"--uart-pins: connector {conn!r} must be NAME_NUMBER (io_0, pmod_1)")
+    return name, int(number)
 
 
 def part_key(family: str, device: str) -> str:

@@ -235,7 +235,7 @@ def _board_top(board: BoardSpec, config):
                 with m.If(~count[-1]):
                     m.d.por += count.eq(count + 1)
                 m.d.comb += sync.rst.eq(~count[-1])
-            uart = platform.request("uart", 0, dir="-")
+            uart = platform.request(board.uart_resource, 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             m.submodules.design = design = BridgedAccelerator(config)
@@ -266,7 +266,8 @@ def check_buildable(spec: BoardSpec, archive: bool = False) -> None:
     problem = spec.serial_problem
     if problem:
         raise HardwareError(f"cannot build for {spec.name} ({spec.description}): {problem}. bitspike talks to the "
-                            f"accelerator over a UART; boards with one are listed by `bitspike boards`")
+                            f"accelerator over a UART: wire a USB-serial adapter to two free 3.3 V pins and pass "
+                            f"--uart-pins TX,RX, or pick a board with one (`bitspike boards`)")
     if not spec.open_flow and not archive:
         raise HardwareError(f"{spec.name} is a {spec.family} board ({spec.device}, {spec.toolchain}): its bitstream needs "
                             f"the vendor tool ({_VENDOR_TOOL.get(spec.toolchain, spec.toolchain)}), which bitspike does not "
@@ -336,6 +337,7 @@ def build_bitstream(
     timeout: float = 3600.0,
     archive: bool = False,
     estimate: bool = True,
+    uart_pins: tuple[str, str] | None = None,
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -365,6 +367,9 @@ def build_bitstream(
         route (:func:`write_archive`; the only way for boards that need a vendor tool).
     estimate
         With ``archive``: run the Yosys estimate (else only the archive is written).
+    uart_pins
+        ``(tx, rx)``: put the bridge's UART on these pins (:meth:`BoardSpec.with_uart`), e.g. for a
+        USB-serial adapter on a board whose own USB goes to the FPGA.
 
     Raises
     ------
@@ -373,6 +378,8 @@ def build_bitstream(
         tool (quoting its log), or a design that does not fit.
     """
     spec = board if isinstance(board, BoardSpec) else get_board(board)
+    if uart_pins is not None:
+        spec = spec.with_uart(*uart_pins)
     check_buildable(spec, archive)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
                         "running place and route; needed for boards whose bitstream takes a vendor tool")
+    p.add_argument("--uart-pins", default=None, metavar="TX,RX",
+                   help="put the bridge's UART on these pins (package pins like N17,M18 or connector pins like "
+                        "io_0:0,io_0:1; 3.3 V), for a USB-serial adapter on a board without a UART")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the toolchain is stopped (default 3600)")
     add_common(p)
     p.set_defaults(func=run)
@@ -43,9 +46,16 @@ def run(args: argparse.Namespace) -> int:
 
     from .build import build_bitstream
 
+    from bitspike.errors import BitspikeError
+
+    uart_pins = None
+    if args.uart_pins is not None:
+        uart_pins = tuple(p.strip() for p in args.uart_pins.split(","))
+        if len(uart_pins) != 2 or not all(uart_pins):
+            raise BitspikeError(f"--uart-pins {args.uart_pins!r}: expected two pins, TX,RX (e.g. N17,M18)")
     manifest = load(args.model)
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, fold=args.fold, max_luts=args.max_luts,
-                             seed=args.seed, timeout=args.timeout, archive=args.archive)
+                             seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":
         est = report.get("utilization_estimate") or {}

@@ -229,3 +229,20 @@ def test_gowin_build_script_calls_himbaechel_with_its_options():
     assert lines[1] == ('"$NEXTPNR_GOWIN" --quiet --device GW1NR-LV9QN88PC6/I5 --vopt family=GW1N-9C --json top.syn.json '
                         '--vopt cst=top.cst --write top.pnr.json')
     assert lines[0] == script.splitlines()[0] and lines[2] == script.splitlines()[2]  # only nextpnr's call changes
+
+
+def test_uart_pins_give_a_usb_only_board_a_serial_path(tmp_path):
+    gen = _standin(tmp_path / "gen")
+    report = build_bitstream(None, "orangecrab_r0_2", tmp_path / "out", gen_dir=gen, archive=True, estimate=False,
+                             uart_pins=("io_0:0", "io_0:1"))
+    with zipfile.ZipFile(tmp_path / "out" / report["archive"]) as z:
+        lpf = z.read("top.lpf").decode()
+    # the feather header's pins 0 and 1 of connector io 0 are N17 and M18 on the OrangeCrab r0.2
+    tx = next(l for l in lpf.splitlines() if "bitspike_uart_0__tx" in l and "LOCATE" in l)
+    rx = next(l for l in lpf.splitlines() if "bitspike_uart_0__rx" in l and "LOCATE" in l)
+    assert '"N17"' in tx and '"M18"' in rx and "LVCMOS33" in lpf
+    assert report["clocks_per_bit"] == 417  # 48 MHz / 115200
+    with pytest.raises(BoardError, match="has no connector pmod_0"):
+        get_board("orangecrab_r0_2").with_uart("pmod_0:1", "pmod_0:2")
+    with pytest.raises(BoardError, match="not a pin name"):
+        get_board("orangecrab_r0_2").with_uart("N17;", "M18")
