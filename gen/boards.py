@@ -13,6 +13,9 @@ FPGA family follows from the platform's vendor class and selects the flow:
   vendor tool's build plan (scripts, Verilog, constraints) into an archive
   and Yosys gives a resource estimate; the vendor tool finishes the build.
 
+A board without a ``uart`` resource can be given one on two free pins
+(:meth:`BoardSpec.with_uart`, ``bitspike build --uart-pins TX,RX``).
+
 What the platforms do not say is the capacity of the part: :data:`PARTS`
 holds LUT, flip-flop, DSP, block-RAM and PLL counts from the vendors' data
 sheets (the family tables of the iCE40 UltraPlus / LP/HX, ECP5/ECP5-5G,
@@ -369,11 +372,12 @@ def lut_budget(board: "BoardSpec | str") -> int | None:
     """The generator's LUT budget (``fold="auto"``) for ``board``: a share of the part's LUTs.
 
     The generator's per-engine LUT model is calibrated on ``synth_xilinx``; on LUT4 fabrics the
-    accelerator plus the UART bridge come out at about six to nine times that estimate, and wider
-    folds also split the weight memories into more block RAMs. 11 % of the logic cells (600 on the
-    UP5K's 5280) was measured to place with a third of the device to spare; the same share is used
-    for every part, with six-input LUTs (and ALMs) counted double. Returns ``None`` for a part whose
-    capacity is unknown (the generator's default applies).
+    accelerator plus the UART bridge come out at several times that estimate, and wider folds also
+    split the weight memories into more block RAMs. 11 % of the logic cells (580 of the UP5K's
+    5280) folds the digits MLP 2×4 / 1×2, which placed at 70 % of the logic cells and 21 of the 30
+    block RAMs (bench/results/boards.md); the same share is used for every part, with six-input
+    LUTs (and ALMs) counted double. Returns ``None`` for a part whose capacity is unknown (the
+    generator's default applies).
     """
     spec = get_board(board) if isinstance(board, str) else board
     cap = spec.capacity
