@@ -128,12 +128,27 @@ def markdown(doc: dict) -> str:
                              else f"{o['resource']}: more than the device has" for o in r.get("overflow", []))
             result = f"**{r['status']}**: {over}" if over else f"**{r['status']}**: {r['error'][:160]}"
             lines.append(f"| {r['board']} | {r['family']} | {r['device']} | {r['clock_mhz']:g} | {fold} | | | | | | | {result} |")
+    from bitspike.gen.boards import get_board, lut_budget
+
+    stale = [r["board"] for r in doc["rows"] if r.get("board_lut_budget") != lut_budget(get_board(r["board"]))]
     built = [r for r in doc["rows"] if r["status"] == "built"]
     fams = sorted({r["family"] for r in built})
     lines += ["", f"{len(built)} of {len(doc['rows'])} boards built ({', '.join(fams)}). LUT is nextpnr's logic cells "
               f"(iCE40 ICESTORM_LC), LUT4 cells (ECP5 TRELLIS_COMB, Gowin LUT4); FF on iCE40 from Yosys' flip-flop "
               f"count; BRAM in the family's block (iCE40 4 Kb, ECP5 and Gowin 18 Kb). A board that does not fit names "
-              f"the resource nextpnr ran out of at the smallest fold tried.", ""]
+              f"the resource nextpnr ran out of at the smallest fold tried."]
+    slow = [r["board"] for r in built if not r["timing_met"]]
+    if slow:
+        lines.append(f"Timing not met on {', '.join(slow)}: the board's oscillator is faster than this design's Fmax; "
+                     f"such a bitstream needs the clock divided by a PLL (the parts have them; bitspike's build does not "
+                     f"set one up yet) before it can run on the board.")
+    if any(r["device"].startswith("iCE40HX4K") for r in doc["rows"]):
+        lines.append("Amaranth places the iCE40HX4K as an HX8K (`--hx8k`, the same die): nextpnr offers 7680 cells and "
+                     "32 block RAMs, the data sheet (and `bitspike boards`) 3520 and 20.")
+    if stale:
+        lines.append(f"Built with the budget of an earlier `lut_budget` (before its cap went down to 1,000 LUTs): "
+                     f"{', '.join(stale)}.")
+    lines.append("")
     return "\n".join(lines)
 
 
