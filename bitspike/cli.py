@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "bitspike.gen.cli",
     "bitspike.sim.cli",
     "bitspike.gen.build_cli",
+    "bitspike.gen.boards_cli",
     "bitspike.host.infer_cli",
     "bitspike.demo",
 ]

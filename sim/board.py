@@ -260,7 +260,7 @@ def _bridge_source(config, out_dir: Path) -> Path:
 
 
 def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
-                    clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT):
+                    clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0):
     """Build (or reuse from the Verilator cache) the simulated board for a generated accelerator.
 
     Parameters
@@ -273,6 +273,9 @@ def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict
         Where the bridge's Verilog is written.
     clocks_per_bit
         Simulated bit period.
+    clock_hz, baud
+        What the bridge's HELLO reply says about the link (a board's, to answer as its bitstream
+        does; 0 when simulating no particular board).
 
     Returns
     -------
@@ -282,7 +285,7 @@ def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict
     from bitspike.sim.verilator import build_executable
 
     timeout_cycles = TIMEOUT_BYTE_TIMES * 10 * clocks_per_bit
-    config = bridge_config_from_report(report, clocks_per_bit=clocks_per_bit, clock_hz=0, baud=0,
+    config = bridge_config_from_report(report, clocks_per_bit=clocks_per_bit, clock_hz=clock_hz, baud=baud,
                                        timeout_cycles=timeout_cycles)
     bridge_file = _bridge_source(config, Path(work_dir))
     build = build_executable([*map(str, accelerator_files), str(bridge_file)], "bitspike_board", [HARNESS],
@@ -303,6 +306,8 @@ class SimBoard(SerialBoard):
         Folder for the bridge's Verilog.
     clocks_per_bit
         Simulated UART bit period (cycles).
+    clock_hz, baud
+        The link the HELLO reply reports (:func:`build_board_sim`).
     timeout, retries
         As for :class:`SerialBoard`.
 
@@ -315,8 +320,10 @@ class SimBoard(SerialBoard):
     """
 
     def __init__(self, accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
-                 clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, timeout: float = 2.0, retries: int = 2):
-        build, config = build_board_sim(accelerator_files, report, work_dir, clocks_per_bit=clocks_per_bit)
+                 clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0, timeout: float = 2.0,
+                 retries: int = 2):
+        build, config = build_board_sim(accelerator_files, report, work_dir, clocks_per_bit=clocks_per_bit,
+                                        clock_hz=clock_hz, baud=baud)
         self.build = build
         self.bridge_config = config
         fast_forward = max(1, config.timeout_cycles // SIM_TIMEOUT_MS)
@@ -342,14 +349,19 @@ class SimBoard(SerialBoard):
         return cls(files, report, gen_dir, **kwargs)
 
     @classmethod
-    def from_manifest(cls, manifest, work_dir: str | os.PathLike, *, fold="auto", **kwargs) -> "SimBoard":
-        """Generate the accelerator for ``manifest`` into ``work_dir/gen`` and simulate it as a board."""
+    def from_manifest(cls, manifest, work_dir: str | os.PathLike, *, fold="auto", max_luts: int | None = None,
+                      **kwargs) -> "SimBoard":
+        """Generate the accelerator for ``manifest`` into ``work_dir/gen`` and simulate it as a board.
+
+        ``max_luts`` is the folding budget (a board's, to simulate its bitstream's fold); ``kwargs``
+        go to the constructor (``clocks_per_bit``: a board's bit period, ``timeout``, ``retries``).
+        """
         try:
             from bitspike.gen import generate
         except ImportError as exc:
             raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
         gen_dir = Path(work_dir) / "gen"
-        generate(manifest, gen_dir, fold=fold)
+        generate(manifest, gen_dir, fold=fold, max_luts=max_luts)
         return cls.from_generated(gen_dir, **kwargs)
 
     def __repr__(self) -> str:

@@ -284,6 +284,44 @@ def test_infer_cli_on_a_generated_network(tmp_path):
     assert summary["link"]["retries"] == 0
 
 
+# one board in the default run (each bit period is its own Verilator build); the other families under slow
+@pytest.mark.parametrize("board_name", ["tang_nano_9k", pytest.param("icebreaker", marks=pytest.mark.slow),
+                                        pytest.param("ulx3s_85f", marks=pytest.mark.slow)])
+def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
+    """`infer --board sim --link B`: the bridge at B's bit period (its clock / the baud rate) and B's fold."""
+    from bitspike.cli import main
+    from bitspike.gen.boards import get_board, lut_budget
+    from bitspike.random_net import random_mlp
+    from bitspike.rtl_templates.uart import clocks_per_bit_for
+
+    spec = get_board(board_name)
+    model = tmp_path / "mlp.bsm"
+    random_mlp(4, sizes=(64, 16, 10), w_bits=[2], s_bits=[2], timesteps=[2]).save(model)
+    summary_path = tmp_path / "infer.json"
+    code = main(["infer", str(model), "--board", "sim", "--link", board_name, "--dataset", "digits", "--samples", "4",
+                 "--work-dir", str(tmp_path / "sim"), "--json", str(summary_path), "--quiet"])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["agree"] == summary["samples"] == 4
+    cpb = clocks_per_bit_for(spec.clock_hz, 115200)
+    assert cpb == {"icebreaker": 104, "ulx3s_85f": 217, "tang_nano_9k": 234}[board_name]
+    assert summary["sim_link"] == {"board": board_name, "clocks_per_bit": cpb}
+    assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, 115200)  # HELLO as the bitstream's
+    gen = json.loads((tmp_path / "sim" / "gen" / "report.json").read_text())
+    assert gen["max_luts"] == lut_budget(spec)
+
+
+def test_infer_cli_link_refuses_a_board_without_a_uart(tmp_path, capsys):
+    from bitspike.cli import main
+    from bitspike.random_net import random_mlp
+
+    model = tmp_path / "mlp.bsm"
+    random_mlp(3, sizes=(64, 16, 10)).save(model)
+    code = main(["infer", str(model), "--board", "sim", "--link", "fomu_pvt", "--dataset", "digits", "--samples", "1"])
+    assert code == 1
+    assert "--link fomu_pvt" in capsys.readouterr().err
+
+
 def test_infer_cli_refuses_a_board_port_that_does_not_exist(tmp_path, capsys):
     from bitspike.cli import main
     from bitspike.random_net import random_mlp

@@ -1,9 +1,9 @@
 """Bitstream builds: board registry, toolchain output parsing, and real builds through yosys + nextpnr.
 
 The default run builds the co-simulation stand-in accelerator (sim/_standin.py)
-behind the UART bridge for one iCE40 and one ECP5 target (each in its own
-folder). The slow tests build real generated networks for icebreaker and
-ulx3s-85f.
+behind the UART bridge for one iCE40 target. The slow tests build the stand-in
+for ECP5 and Gowin, and real generated networks for one board of each open
+family (icebreaker, ulx3s_85f, tang_nano_9k).
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ YOSYS_STATS = """\
 
 
 def test_board_registry():
-    assert {"icebreaker", "ulx3s-85f", "ecp5-25f", "ice40-hx8k"} <= set(board_names())
-    assert get_board("ULX3S").name == "ulx3s-85f"
-    with pytest.raises(BoardError, match="unknown board 'de10'.*icebreaker"):
+    assert {"icebreaker", "ulx3s_85f", "ulx3s_25f", "ice40_hx8k_b_evn", "tang_nano_9k", "arty_a7_35"} <= set(board_names())
+    assert get_board("ULX3S").name == "ulx3s_85f"
+    with pytest.raises(BoardError, match="unknown board 'de10'.*bitspike boards"):
         get_board("de10")
     for name in board_names():
         spec = get_board(name)
-        assert spec.family in ("ice40", "ecp5")
-        platform = spec.platform_class()()
-        assert platform.default_clk_frequency > 0
+        if spec.flow == "open":
+            platform = spec.make_platform()
+            assert platform.default_clk_frequency == spec.clock_hz > 0
 
 
 def test_parse_nextpnr_log_and_overflow_message():
@@ -130,23 +130,36 @@ def test_build_standin_for_icebreaker(tmp_path):
 def test_build_standin_for_ecp5_25f(tmp_path):
     gen = _standin(tmp_path / "gen")
     build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000)
-    report = _check_report(tmp_path / "out", "ecp5-25f", "ecp5", ".bit")
+    report = _check_report(tmp_path / "out", "ulx3s_25f", "ecp5", ".bit")
     assert report["clock_hz"] == 25_000_000 and report["clocks_per_bit"] == 25
 
 
 def test_design_too_big_fails_clearly(tmp_path):
     # a 40000-pixel image: the bridge's frame buffer alone needs ~80 of the HX8K's 32 block RAMs
     gen = _standin(tmp_path / "gen", input_size=40000, num_classes=4)
-    with pytest.raises(HardwareError, match=r"does not fit on ice40-hx8k.*BRAM \(ICESTORM_RAM\): needs \d+, the device has 32 \(\d+ too many"):
-        build_bitstream(None, "ice40-hx8k", tmp_path / "out", gen_dir=gen)
+    with pytest.raises(HardwareError, match=r"does not fit on ice40_hx8k_b_evn.*BRAM \(ICESTORM_RAM\): needs \d+, the device has 32 \(\d+ too many"):
+        build_bitstream(None, "ice40-hx8k", tmp_path / "out", gen_dir=gen)  # the old name still works
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_build_standin_for_tang_nano_9k(tmp_path):
+    gen = _standin(tmp_path / "gen")
+    build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen)
+    report = _check_report(tmp_path / "out", "tang_nano_9k", "gowin", ".fs")
+    assert report["clock_hz"] == 27_000_000 and report["clocks_per_bit"] == 234
+    assert report["utilization"]["LUT"]["available"] == 8640 and report["utilization"]["BRAM"]["available"] == 26
+    assert "nextpnr-himbaechel" in report["toolchain"] and "gowin_pack" in report["toolchain"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s_85f", "tang_nano_9k"])
 def test_build_generated_mlp(tmp_path, board):
+    """One real bitstream of a generated network per open family, folded by the board's budget."""
+    from bitspike.gen.boards import lut_budget
     from bitspike.random_net import random_mlp
 
     manifest = random_mlp(0, sizes=(64, 32, 10), w_bits=[2], s_bits=[2], timesteps=[1])
     build_bitstream(manifest, board, tmp_path / "out")
     report = _check_report(tmp_path / "out", board, get_board(board).family, get_board(board).bitstream_suffix)
     assert report["manifest_digest"] == manifest.digest()
+    assert report["lut_budget"] == lut_budget(get_board(board)) and report["overflowed_attempts"] == []
