@@ -16,9 +16,12 @@ Architectures (``ARCHS``):
     CIFAR ResNet20: 3 stages × 3 basic blocks (16/32/64 channels), residual adds, global sum-pool, linear.
 
 Every synaptic layer is a :class:`~bitspike.host.quant.QuantLayer` with its
-neuron at its input. The first one is fixed at 8-bit weights, 8-bit input,
-T = 1 and threshold = the input scale (1/255), so its neuron passes pixels
-through exactly; the last one outputs the logits (no BatchNorm, no ReLU).
+neuron at its input. The first one has 8-bit input and threshold = the input
+scale (1/255), so its neuron passes pixels through exactly (at any T: the
+pixel is an integer number of thresholds); by default (the paper) it is also
+fixed at 8-bit weights and T = 1, with ``BitPlan(first_learn=True)`` its B_w
+and T are allocated like every other layer's. The last one outputs the
+logits (no BatchNorm, no ReLU).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class BitPlan:
     """Initial bits of every learnable layer, their ranges, and whether they learn.
 
     Ranges follow the authors' code: B_max = initial + 2, T_max = initial + 1.
+    ``first_learn``: the first layer's B_w and T take these specs too (its B_s stays 8: pixels).
     """
 
     w_init: int
@@ -49,6 +53,7 @@ class BitPlan:
     t_init: int
     learnable: bool = True
     input_scale: float = 1.0 / 255.0
+    first_learn: bool = False
 
     def weight(self) -> BitSpec:
         return BitSpec(self.w_init, 1, self.w_init + 2, self.learnable)
@@ -63,10 +68,11 @@ class BitPlan:
         return MultiBitNeuron(self.spike(), self.steps())
 
     def first_neuron(self) -> MultiBitNeuron:
-        return MultiBitNeuron(BitSpec(8, 8, 8, False), BitSpec(1, 1, 1, False), threshold=self.input_scale)
+        steps = self.steps() if self.first_learn else BitSpec(1, 1, 1, False)
+        return MultiBitNeuron(BitSpec(8, 8, 8, False), steps, threshold=self.input_scale)
 
     def first_wq(self) -> WeightQuantizer:
-        return WeightQuantizer(BitSpec(8, 8, 8, False))
+        return WeightQuantizer(self.weight() if self.first_learn else BitSpec(8, 8, 8, False))
 
     def wq(self) -> WeightQuantizer:
         return WeightQuantizer(self.weight())
