@@ -12,6 +12,10 @@ Architectures (``ARCHS``):
     from the uniform one inside the target window.
 ``vgg-small``
     CIFAR-style VGG-small: 6 convs (widths ×1, ×1, ×2, ×2, ×4, ×4 of ``width``) in three pooled stages, then a linear layer.
+``vgg-deep``
+    A VGG-style network for 28×28 images with six learnable layers of similar size: a stride-2 first
+    conv (to 14×14), convs of widths ×1, ×2 (14×14), pool, ×2, ×2, ×2 (7×7), pool, linear.
+    Allocation can matter here: no single layer holds most of the weights or of the spikes.
 ``resnet20``
     CIFAR ResNet20: 3 stages × 3 basic blocks (16/32/64 channels), residual adds, global sum-pool, linear.
 
@@ -37,7 +41,7 @@ from .quant import BitSpec, MultiBitNeuron, QConv2d, QLinear, QuantLayer, Weight
 
 __all__ = ["ARCHS", "BitPlan", "SumPool2d", "BasicBlock", "build_model"]
 
-ARCHS = ("mlp", "cnn", "cnn-fc", "vgg-small", "resnet20")
+ARCHS = ("mlp", "cnn", "cnn-fc", "vgg-small", "vgg-deep", "resnet20")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,21 @@ def _vgg_small(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Modu
     return body
 
 
+def _vgg_deep(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Module]:
+    c, h, w = in_shape
+    body: list[nn.Module] = [QConv2d(c, width, 3, plan.first_neuron(), plan.first_wq(), stride=2, padding=1)]
+    h, w = (h + 1) // 2, (w + 1) // 2
+    prev = width
+    for i, out in enumerate([width, 2 * width, 2 * width, 2 * width, 2 * width]):
+        body.append(QConv2d(prev, out, 3, plan.neuron(), plan.wq(), padding=1))
+        if i in (1, 4):
+            body.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        prev = out
+    body += [nn.Flatten(), QLinear(prev * h * w, num_classes, plan.neuron(), plan.wq(), relu=False, is_last=True)]
+    return body
+
+
 def _resnet20(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Module]:
     c, h, w = in_shape
     body: list[nn.Module] = [QConv2d(c, width, 3, plan.first_neuron(), plan.first_wq(), padding=1)]
@@ -209,15 +228,15 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int, pla
     in_shape = tuple(int(v) for v in in_shape)
     if arch == "mlp":
         body = _mlp(in_shape, num_classes, plan, tuple(hidden))
-    elif arch in ("cnn", "cnn-fc", "vgg-small", "resnet20"):
-        need = {"cnn": 4, "cnn-fc": 4, "vgg-small": 8, "resnet20": 4}[arch]
+    elif arch in ("cnn", "cnn-fc", "vgg-small", "vgg-deep", "resnet20"):
+        need = {"cnn": 4, "cnn-fc": 4, "vgg-small": 8, "vgg-deep": 4, "resnet20": 4}[arch]
         if in_shape[1] % need or in_shape[2] % need or in_shape[1] < need:
             raise BitspikeError(f"{arch} needs image sides divisible by {need}, got {in_shape[1]}×{in_shape[2]}")
         if arch == "cnn-fc" and not hidden:
             raise BitspikeError("cnn-fc needs at least one hidden size (--hidden)")
-        default_width = {"cnn": 16, "cnn-fc": 16, "vgg-small": 32, "resnet20": 16}[arch]
+        default_width = {"cnn": 16, "cnn-fc": 16, "vgg-small": 32, "vgg-deep": 16, "resnet20": 16}[arch]
         maker = {"cnn": _cnn, "cnn-fc": lambda *a: _cnn(*a, tuple(hidden)), "vgg-small": _vgg_small,
-                 "resnet20": _resnet20}[arch]
+                 "vgg-deep": _vgg_deep, "resnet20": _resnet20}[arch]
         body = maker(in_shape, num_classes, plan, width or default_width)
     else:
         raise BitspikeError(f"unknown architecture {arch!r}; expected one of {list(ARCHS)}")

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist or cifar10 (default: digits)")
     p.add_argument("--data", metavar="PATH", help="folder holding the data set's files (fashion-mnist, cifar10)")
-    p.add_argument("--arch", default="mlp", help="mlp, cnn, cnn-fc, vgg-small or resnet20 (default: mlp)")
+    p.add_argument("--arch", default="mlp", help="mlp, cnn, cnn-fc, vgg-small, vgg-deep or resnet20 (default: mlp)")
     p.add_argument("--target", default="2/2/1", metavar="W/S/T",
                    help="target average bits, e.g. 2/2/1 or 2/2/1.5 (default: 2/2/1)")
     p.add_argument("--uniform", metavar="W/S/T", help="freeze every learnable layer at these bits (the baseline)")
