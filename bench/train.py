@@ -258,6 +258,9 @@ def write_markdown(data: dict) -> None:
         lines.append(f"- {r['arch']} at {'/'.join(map(str, r['target']))}, BB ≤ {budget:g}: {count} allocation"
                      f"{'s' if count != 1 else ''}{'' if count > 1 else ' (only the uniform one)'}")
     lines += ["", *comparison(data["runs"])]
+    fig = bits_figure(data["runs"])
+    if fig:
+        lines += ["", f"Per-layer bits over the epochs of {fig[0]} (grey: frozen): ![bits]({fig[1]})"]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
@@ -276,6 +279,24 @@ def _n(v) -> str:
 def _acc(r: dict) -> float:
     """Deploy accuracy where the run was exported, else the fake-quantized one (percent)."""
     return 100 * (r["deploy_accuracy"] if r.get("deploy_accuracy") is not None else r["float_accuracy"])
+
+
+def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed0") -> tuple[str, str] | None:
+    """Draw B_w, B_s, T per layer over the epochs of one run into results/train_bits.png."""
+    r = runs.get(name)
+    if not r or "w_per_layer_per_epoch" not in r:
+        return None
+    from bitspike.figures import bits_over_epochs
+
+    names = [l["name"] for l in r["layers"]]
+    history = []
+    for e, (w, s_, t) in enumerate(zip(r["w_per_layer_per_epoch"], r["s_per_layer_per_epoch"],
+                                       r["t_per_layer_per_epoch"]), 1):
+        layers = [{"name": n, "w_bits": a, "s_bits": b, "timesteps": c, "fixed": i == 0 and a == 8 and b == 8}
+                  for i, (n, a, b, c) in enumerate(zip(names, w, s_, t))]
+        history.append({"epoch": e, "layers": layers, "frozen": e > r["epochs"] - r.get("freeze_epochs", 0)})
+    bits_over_epochs(history, RESULTS / "train_bits.png", title=f"{name}: bits per layer")
+    return name, "train_bits.png"
 
 
 def comparison(runs: dict) -> list[str]:
@@ -394,7 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     parser.add_argument("--out", default="runs/bench", help="folder for the run folders (default runs/bench)")
     parser.add_argument("--gpu-check", metavar="DIR", help="record the results of runs/_dev/gpu_check.sh found in DIR, and exit")
+    parser.add_argument("--markdown", action="store_true", help="rewrite train.md (and its figure) from train.json, and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        _merge()
+        return 0
     if args.gpu_check:
         _merge(gpu_check=_read_gpu_check(Path(args.gpu_check)))
         return 0

@@ -24,6 +24,11 @@ rounding boundary and back, and neither improved accuracy (cnn-fc on 20,000
 Fashion-MNIST images, 4 epochs: 87.30% with the hinge, 87.60% with the dead
 zone, against 88.21% for uniform 2/2/1).
 
+Step-size renewal (``renewal``) is gated per kind and epoch, as in the paper: during an epoch the
+weight steps (thresholds) are refitted whenever a rounded B_w (B_s) changes, by learning or by a
+projection, only if at the epoch's start B̄_w (B̄_s) was still more than 24% of its initial gap away
+from the target. metrics.json counts every change and renewal by kind and cause (docs/TRAINING.md).
+
 Multi-GPU / multi-process: run under ``torchrun``; each rank takes its share
 of every epoch's batches and DDP averages the gradients (gloo on CPU, NCCL on CUDA).
 """
