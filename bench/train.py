@@ -90,6 +90,12 @@ for _seed in range(3):
         dict(DEEP, target=(2, 2, 1), seed=_seed, export=_seed == 0), "vgg-deep, adaptive bits, target 2/2/1, BB ≤ 4")
     RUNS[f"deep-uniform-2/2/1-seed{_seed}"] = (
         dict(DEEP, uniform=(2, 2, 1), seed=_seed, export=_seed == 0), "vgg-deep, baseline: every layer 2/2/1")
+for _seed in range(3):
+    # the bits learn freely for the two learning epochs (no projection until they freeze) and faster,
+    # so that the allocation frozen is the one learned, not the one the first projection (step 50) chose
+    RUNS[f"deep-adaptive-free-2/2/1-seed{_seed}"] = (
+        dict(DEEP, target=(2, 2, 1), seed=_seed, project_every=0, bit_lr=0.01, t_lr=0.01, export=False),
+        "vgg-deep, adaptive bits, projected only when frozen, bit lr 0.01")
 RUNS["deep-ablation-1/1/1-uniform"] = (dict(DEEP, uniform=(1, 1, 1)), "ablation: uniform 1/1/1")
 RUNS["deep-ablation-1/1/1-learnable"] = (dict(DEEP, target=(1, 1, 1), renewal="none", max_budget=1.1),
                                          "ablation: learnable bits, no renewal, bit budget ≤ 1.1")
@@ -123,6 +129,7 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     metrics = json.loads((Path(result.run_dir) / "metrics.json").read_text())
     return {
         "method": METHOD,
+        "variant": ", ".join(f"{k}={kw[k]}" for k in ("project_every", "bit_lr", "t_lr") if k in kw),
         "train_limit": cfg.train_limit,
         "renewal_counts": metrics["final"].get("renewal"),
         "t_per_layer_per_epoch": [[l["timesteps"] for l in h["layers"]] for h in history],
@@ -258,6 +265,10 @@ def write_markdown(data: dict) -> None:
         lines.append(f"- {r['arch']} at {'/'.join(map(str, r['target']))}, BB ≤ {budget:g}: {count} allocation"
                      f"{'s' if count != 1 else ''}{'' if count > 1 else ' (only the uniform one)'}")
     lines += ["", *comparison(data["runs"])]
+    notes = allocation_notes(data["runs"])
+    if notes:
+        lines += ["", "What the adaptive runs allocated (per-layer bits of the learnable layers; changes of a rounded bit "
+                  "width by learning or by projection, summed over the run and its seeds):", "", *notes]
     fig = bits_figure(data["runs"])
     if fig:
         lines += ["", f"Per-layer bits over the epochs of {fig[0]} (grey: frozen): ![bits]({fig[1]})"]
@@ -266,6 +277,31 @@ def write_markdown(data: dict) -> None:
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
         lines.append(f"- {name}: {per}")
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
+
+
+def allocation_notes(runs: dict) -> list[str]:
+    """Per group of adaptive issue-14 runs: how many seeds ended at a non-uniform allocation, and what moved the bits."""
+    groups: dict[tuple, list] = {}
+    for name, r in runs.items():
+        if r.get("method") != METHOD or r["mode"] != "adaptive" or "ablation" in name:
+            continue
+        groups.setdefault((r["arch"], tuple(r["target"]), r.get("variant") or ""), []).append((name, r))
+    out = []
+    for (arch, target, variant), rows in sorted(groups.items()):
+        mixed = 0
+        learn = proj = 0
+        allocs = []
+        for name, r in rows:
+            per = [(l["w_bits"], l["s_bits"], l["timesteps"]) for l in r["layers"]][1:]  # the first is fixed
+            mixed += len(set(per)) > 1
+            allocs.append(" ".join("/".join(map(str, b)) for b in per))
+            rc = r.get("renewal_counts") or {}
+            learn += sum(rc.get(k, {}).get("changes_learning", 0) for k in ("weights", "spikes"))
+            proj += sum(rc.get(k, {}).get("changes_projection", 0) for k in ("weights", "spikes"))
+        out.append(f"- {arch}, {'/'.join(map(str, target))}{f' ({variant})' if variant else ''}: {mixed} of {len(rows)} "
+                   f"seeds end at a non-uniform allocation ({'; '.join(allocs)}); B_w/B_s changes by learning {learn}, "
+                   f"by projection {proj}.")
+    return out
 
 
 def _pc(v) -> str:
@@ -306,9 +342,15 @@ def comparison(runs: dict) -> list[str]:
     for name, r in runs.items():
         if r["dataset"] != "fashion-mnist" or "ablation" in name or "start-at-target" in name:
             continue
-        groups.setdefault((r["arch"], tuple(r["target"]), r["epochs"]), {}).setdefault(r["mode"], []).append(r)
-    for (arch, target, epochs), modes in sorted(groups.items()):
-        if "adaptive" not in modes or "uniform" not in modes:
+        # a variant of the adaptive run (other projection or bit lr) is its own group, compared with the
+        # same uniform runs
+        key = (r["arch"], tuple(r["target"]), r["epochs"], r.get("variant") or "")
+        groups.setdefault(key, {}).setdefault(r["mode"], []).append(r)
+    for key, modes in groups.items():
+        if key[3] and "uniform" not in modes:
+            modes["uniform"] = groups.get(key[:3] + ("",), {}).get("uniform", [])
+    for (arch, target, epochs, variant), modes in sorted(groups.items()):
+        if not modes.get("adaptive") or not modes.get("uniform"):
             continue
 
         use_float = any(r.get("deploy_accuracy") is None for m in modes.values() for r in m)
@@ -333,7 +375,8 @@ def comparison(runs: dict) -> list[str]:
         by_seed = [{r.get("seed", 0): (100 * r["float_accuracy"] if use_float else 100 * r["deploy_accuracy"])
                     for r in modes[m]} for m in ("adaptive", "uniform")]
         paired = [f"seed {k}: {by_seed[0][k] - by_seed[1][k]:+.2f}" for k in sorted(set(by_seed[0]) & set(by_seed[1]))]
-        out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs ({which} accuracy): adaptive {atext}; "
+        out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs ({which} accuracy): adaptive"
+                   f"{f' ({variant})' if variant else ''} {atext}; "
                    f"uniform {utext}; "
                    f"difference {am - um:+.2f} points ({', '.join(paired)}), seed spread {spread:.2f}: {verdict}.")
     abl = {n: r for n, r in runs.items() if "ablation" in n}
@@ -439,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         entry = run_one(name, args.threads, Path(args.out))
         _merge(entry)
-        print(f"== {name}: deploy {100 * entry['deploy_accuracy']:.2f}% float {100 * entry['float_accuracy']:.2f}% "
+        print(f"== {name}: deploy {_pc(entry['deploy_accuracy'])} float {_pc(entry['float_accuracy'])} "
               f"bits {entry['avg_bits']} BB {entry['bit_budget']:.2f} in {entry['train_wall_s']:.0f} s", flush=True)
     return 0
 
