@@ -1,4 +1,4 @@
-"""Benchmark: train and export the runs of issue 3, and write bench/results/train.json and train.md.
+"""Benchmark: train and export the runs of issues 3 and 14, and write bench/results/train.json and train.md.
 
 Each run trains with :func:`bitspike.host.train.train`, exports with
 :func:`bitspike.host.export.export_run` (golden-model deploy accuracy on the
@@ -9,6 +9,11 @@ run by run (under a file lock), so runs can be done in several processes::
     python bench/train.py                      # everything, one after another
     python bench/train.py --only digits-mlp-2/2/1 fmnist-cnn-adaptive-2/2/1
     python bench/train.py --list
+    python bench/train.py --only deep            # a group: every run whose name starts with "deep-"
+
+Rows keep the method version that produced them (``method``): runs from before issue 14's
+gradient fixes (straight-through bit clip, B_w = 1 gradient, clip before rounding, renewal
+gated per kind) are marked ``pre-14`` in the table until they are rerun.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ RESULTS = ROOT / "results"
 FMNIST_EPOCHS = 4
 ABLATION_EPOCHS = 3
 CNNFC_EPOCHS = 6
+METHOD = "issue-14"  # recorded with every run this version of the trainer produces
+#: the deep Fashion-MNIST network (issue 14): 6 learnable layers; 15,000 training images, 4 epochs
+#: (2 frozen), so that one run takes a few minutes on one shared core. Only seed 0 is exported
+#: (the golden model on 10,000 test images takes minutes): the comparison uses the fake-quantized
+#: accuracy of every run, and the exported rows show that deploy accuracy matches it.
+DEEP = dict(dataset="fashion-mnist", arch="vgg-deep", epochs=4, freeze_epochs=2, train_limit=15000)
 
 #: name → (TrainConfig keyword arguments, what it shows)
 RUNS: dict[str, tuple[dict, str]] = {
@@ -74,6 +85,22 @@ RUNS: dict[str, tuple[dict, str]] = {
         dict(dataset="fashion-mnist", arch="cnn-fc", target=(1, 1, 1), renewal="all", max_budget=1.1,
              epochs=CNNFC_EPOCHS), "ablation: learnable bits with renewal, bit budget ≤ 1.1"),
 }
+for _seed in range(3):
+    RUNS[f"deep-adaptive-2/2/1-seed{_seed}"] = (
+        dict(DEEP, target=(2, 2, 1), seed=_seed, export=_seed == 0), "vgg-deep, adaptive bits, target 2/2/1, BB ≤ 4")
+    RUNS[f"deep-uniform-2/2/1-seed{_seed}"] = (
+        dict(DEEP, uniform=(2, 2, 1), seed=_seed, export=_seed == 0), "vgg-deep, baseline: every layer 2/2/1")
+for _seed in range(3):
+    # the bits learn freely for the two learning epochs (no projection until they freeze) and faster,
+    # so that the allocation frozen is the one learned, not the one the first projection (step 50) chose
+    RUNS[f"deep-adaptive-free-2/2/1-seed{_seed}"] = (
+        dict(DEEP, target=(2, 2, 1), seed=_seed, project_every=0, bit_lr=0.01, t_lr=0.01, export=False),
+        "vgg-deep, adaptive bits, projected only when frozen, bit lr 0.01")
+RUNS["deep-ablation-1/1/1-uniform"] = (dict(DEEP, uniform=(1, 1, 1)), "ablation: uniform 1/1/1")
+RUNS["deep-ablation-1/1/1-learnable"] = (dict(DEEP, target=(1, 1, 1), renewal="none", max_budget=1.1),
+                                         "ablation: learnable bits, no renewal, bit budget ≤ 1.1")
+RUNS["deep-ablation-1/1/1-learnable+renewal"] = (dict(DEEP, target=(1, 1, 1), renewal="all", max_budget=1.1),
+                                                 "ablation: learnable bits with renewal, bit budget ≤ 1.1")
 DEFAULTS = dict(optimizer="adam", lr=0.002, batch_size=128, seed=0)
 
 
@@ -84,6 +111,8 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     from bitspike.host.train import TrainConfig, budget_limit, train
 
     kw, what = RUNS[name]
+    kw = dict(kw)
+    do_export = kw.pop("export", True)
     cfg = TrainConfig(**{**DEFAULTS, **kw, "out": str(out_root / name.replace("/", "_")), "threads": threads,
                          "progress": False})
     torch.set_num_threads(threads)
@@ -91,10 +120,21 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     result = train(cfg)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    _, summary = export_run(result.run_dir, Path(result.run_dir) / "model.bsm")
-    export_s = time.perf_counter() - t1
     history = result.history
+    if do_export:
+        _, summary = export_run(result.run_dir, Path(result.run_dir) / "model.bsm")
+    else:  # the same figures from the trained model, without the golden model's pass over the test set
+        summary = _fake_quant_summary(result)
+    export_s = time.perf_counter() - t1
+    metrics = json.loads((Path(result.run_dir) / "metrics.json").read_text())
     return {
+        "method": METHOD,
+        "variant": ", ".join(f"{k}={kw[k]}" for k in ("project_every", "bit_lr", "t_lr") if k in kw),
+        "train_limit": cfg.train_limit,
+        "renewal_counts": metrics["final"].get("renewal"),
+        "t_per_layer_per_epoch": [[l["timesteps"] for l in h["layers"]] for h in history],
+        "w_per_layer_per_epoch": [[l["w_bits"] for l in h["layers"]] for h in history],
+        "s_per_layer_per_epoch": [[l["s_bits"] for l in h["layers"]] for h in history],
         "name": name,
         "what": what,
         "dataset": cfg.dataset,
@@ -123,6 +163,27 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     }
 
 
+def _fake_quant_summary(result) -> dict:
+    """Accuracy and bit figures of a trained run without exporting it (``deploy_accuracy`` is ``None``).
+
+    The bit figures are those the export would give: averages over the allocated layers, S-ACE and weight
+    memory over every layer but the fixed first one (as bitspike.analysis counts them).
+    """
+    last = result.history[-1]
+    layers = last["layers"]
+    return {
+        "float_accuracy": last["test_accuracy"],
+        "deploy_accuracy": None,
+        "accuracy_gap_points": None,
+        "avg_bits": last["avg_bits"],
+        "bit_budget": last["bit_budget"],
+        "s_ace": None,
+        "weight_memory_bits": sum(l["params"] * l["w_bits"] for l in layers if not l["fixed"]),
+        "layers": [{"name": l["name"], "w_bits": l["w_bits"], "s_bits": l["s_bits"], "timesteps": l["timesteps"]}
+                   for l in layers],
+    }
+
+
 def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
@@ -144,24 +205,41 @@ def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
 
 def write_markdown(data: dict) -> None:
     lines = [
-        "# Training benchmark (issue 3)",
+        "# Training benchmark (issues 3 and 14)",
+        "",
+        "`deep-*` rows: `vgg-deep` on Fashion-MNIST (stride-2 first conv to 14×14, then six learnable layers of "
+        "similar size: convs 16→16, 16→32 at 14×14, three 32→32 at 7×7, linear 288→10), trained on the first "
+        f"{DEEP['train_limit']:,} training images for {DEEP['epochs']} epochs (the last {DEEP['freeze_epochs']} "
+        "with frozen bits), evaluated on all 10,000 test images; three seeds each.",
         "",
         "Generated by `bench/train.py`; numbers measured on this machine's CPUs (2 cores, shared with other jobs, "
         "so wall times are upper bounds). Accuracy on the whole test set: *float* = fake-quantized PyTorch model, "
         "*deploy* = integer golden model of the exported manifest. Bits are averages over the learnable layers "
         "(the 8-bit first layer is left out, as in the paper); BB = B̄_w·B̄_s·T̄.",
         "",
-        "| run | mode | target | epochs (frozen) | float acc | deploy acc | B̄_w / B̄_s / T̄ | BB | S-ACE | weight memory (bits) | train time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Column *method*: `issue-14` rows were trained with the current trainer (straight-through clip of bits and T, "
+        "B_w = 1 gradient from clipped weights only, clip before rounding, renewal gated per kind and epoch); "
+        "`pre-14` rows are kept from the earlier trainer and not rerun. *deploy* is `-` where a run was not "
+        "exported (see `DEEP` in bench/train.py). *renewals* = step renewals fired, learning / projection "
+        "(weights + spikes).",
+        "",
+        "| run | method | mode | target | epochs (frozen) | train images | float acc | deploy acc | B̄_w / B̄_s / T̄ | BB "
+        "| S-ACE | weight memory (bits) | renewals | train time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in data["runs"].items():
         b = r["avg_bits"]
         mode = r["mode"] + ("" if r["mode"] == "uniform" else f" (renewal {r['renewal']})")
+        rc = r.get("renewal_counts") or {}
+        fired = "-" if not rc else "{} / {}".format(
+            sum(rc.get(k, {}).get("renewals_learning", 0) for k in ("weights", "spikes")),
+            sum(rc.get(k, {}).get("renewals_projection", 0) for k in ("weights", "spikes")))
         lines.append(
-            f"| {name} | {mode} | {'/'.join(map(str, r['target']))} | {r['epochs']} ({r.get('freeze_epochs', 0)}) "
-            f"| {100 * r['float_accuracy']:.2f}% "
-            f"| {100 * r['deploy_accuracy']:.2f}% | {b['w']:.2f} / {b['s']:.2f} / {b['t']:.2f} | {r['bit_budget']:.2f} "
-            f"| {r['s_ace']:,} | {r['weight_memory_bits']:,} | {r['train_wall_s']:.0f} s |"
+            f"| {name} | {r.get('method', 'pre-14')} | {mode} | {'/'.join(map(str, r['target']))} "
+            f"| {r['epochs']} ({r.get('freeze_epochs', 0)}) | {r.get('train_limit') or 'all'} "
+            f"| {_pc(r['float_accuracy'])} | {_pc(r['deploy_accuracy'])} | {b['w']:.2f} / {b['s']:.2f} / {b['t']:.2f} "
+            f"| {r['bit_budget']:.2f} | {_n(r['s_ace'])} | {_n(r['weight_memory_bits'])} | {fired} "
+            f"| {r['train_wall_s']:.0f} s |"
         )
     gpu = data.get("gpu_check")
     if gpu:
@@ -192,6 +270,13 @@ def write_markdown(data: dict) -> None:
         lines.append(f"- {r['arch']} at {'/'.join(map(str, r['target']))}, BB ≤ {budget:g}: {count} allocation"
                      f"{'s' if count != 1 else ''}{'' if count > 1 else ' (only the uniform one)'}")
     lines += ["", *comparison(data["runs"])]
+    notes = allocation_notes(data["runs"])
+    if notes:
+        lines += ["", "What the adaptive runs allocated (per-layer bits of the learnable layers; changes of a rounded bit "
+                  "width by learning or by projection, summed over the run and its seeds):", "", *notes]
+    fig = bits_figure(data["runs"])
+    if fig:
+        lines += ["", f"Per-layer bits over the epochs of {fig[0]} (grey: frozen): ![bits]({fig[1]})"]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
@@ -199,23 +284,90 @@ def write_markdown(data: dict) -> None:
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
 
 
+def allocation_notes(runs: dict) -> list[str]:
+    """Per group of adaptive issue-14 runs: how many seeds ended at a non-uniform allocation, and what moved the bits."""
+    groups: dict[tuple, list] = {}
+    for name, r in runs.items():
+        if r.get("method") != METHOD or r["mode"] != "adaptive" or "ablation" in name:
+            continue
+        groups.setdefault((r["arch"], tuple(r["target"]), r.get("variant") or ""), []).append((name, r))
+    out = []
+    for (arch, target, variant), rows in sorted(groups.items()):
+        mixed = 0
+        learn = proj = 0
+        allocs = []
+        for name, r in rows:
+            per = [(l["w_bits"], l["s_bits"], l["timesteps"]) for l in r["layers"]][1:]  # the first is fixed
+            mixed += len(set(per)) > 1
+            allocs.append(" ".join("/".join(map(str, b)) for b in per))
+            rc = r.get("renewal_counts") or {}
+            learn += sum(rc.get(k, {}).get("changes_learning", 0) for k in ("weights", "spikes"))
+            proj += sum(rc.get(k, {}).get("changes_projection", 0) for k in ("weights", "spikes"))
+        out.append(f"- {arch}, {'/'.join(map(str, target))}{f' ({variant})' if variant else ''}: {mixed} of {len(rows)} "
+                   f"seeds end at a non-uniform allocation ({'; '.join(allocs)}); B_w/B_s changes by learning {learn}, "
+                   f"by projection {proj}.")
+    return out
+
+
+def _pc(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _n(v) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _acc(r: dict) -> float:
+    """Deploy accuracy where the run was exported, else the fake-quantized one (percent)."""
+    return 100 * (r["deploy_accuracy"] if r.get("deploy_accuracy") is not None else r["float_accuracy"])
+
+
+def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed0") -> tuple[str, str] | None:
+    """Draw B_w, B_s, T per layer over the epochs of one run into results/train_bits.png."""
+    r = runs.get(name)
+    if not r or "w_per_layer_per_epoch" not in r:
+        return None
+    from bitspike.figures import bits_over_epochs
+
+    names = [l["name"] for l in r["layers"]]
+    history = []
+    for e, (w, s_, t) in enumerate(zip(r["w_per_layer_per_epoch"], r["s_per_layer_per_epoch"],
+                                       r["t_per_layer_per_epoch"]), 1):
+        layers = [{"name": n, "w_bits": a, "s_bits": b, "timesteps": c, "fixed": i == 0 and a == 8 and b == 8}
+                  for i, (n, a, b, c) in enumerate(zip(names, w, s_, t))]
+        history.append({"epoch": e, "layers": layers, "frozen": e > r["epochs"] - r.get("freeze_epochs", 0)})
+    bits_over_epochs(history, RESULTS / "train_bits.png", title=f"{name}: bits per layer")
+    return name, "train_bits.png"
+
+
 def comparison(runs: dict) -> list[str]:
     """Adaptive against uniform at the same target, per architecture, with the seed spread; and the ablation."""
     out: list[str] = []
     groups: dict[tuple, dict[str, list]] = {}
     for name, r in runs.items():
-        if r["dataset"] != "fashion-mnist" or name.startswith("ablation") or "start-at-target" in name:
+        if r["dataset"] != "fashion-mnist" or "ablation" in name or "start-at-target" in name:
             continue
-        groups.setdefault((r["arch"], tuple(r["target"]), r["epochs"]), {}).setdefault(r["mode"], []).append(r)
-    for (arch, target, epochs), modes in sorted(groups.items()):
-        if "adaptive" not in modes or "uniform" not in modes:
+        # a variant of the adaptive run (other projection or bit lr) is its own group, compared with the
+        # same uniform runs
+        key = (r["arch"], tuple(r["target"]), r["epochs"], r.get("variant") or "")
+        groups.setdefault(key, {}).setdefault(r["mode"], []).append(r)
+    for key, modes in groups.items():
+        if key[3] and "uniform" not in modes:
+            modes["uniform"] = groups.get(key[:3] + ("",), {}).get("uniform", [])
+    for (arch, target, epochs, variant), modes in sorted(groups.items()):
+        if not modes.get("adaptive") or not modes.get("uniform"):
             continue
 
+        use_float = any(r.get("deploy_accuracy") is None for m in modes.values() for r in m)
+        which = "fake-quantized" if use_float else "deploy"
+
         def fmt(rs):
-            accs = [100 * r["deploy_accuracy"] for r in rs]
+            accs = [100 * r["float_accuracy"] if use_float else 100 * r["deploy_accuracy"] for r in rs]
             mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / max(1, len(accs) - 1)) ** 0.5
             seeds = ", ".join(f"{a:.2f}%" for a in accs)
-            return mean, (max(accs) - min(accs)), f"{seeds} (mean {mean:.2f}%, BB {max(r['bit_budget'] for r in rs):.2f})"
+            return mean, (max(accs) - min(accs)), (f"{seeds} (mean {mean:.2f}% ± {std:.2f}, "
+                                                   f"BB {max(r['bit_budget'] for r in rs):.2f})")
 
         am, aspread, atext = fmt(modes["adaptive"])
         um, uspread, utext = fmt(modes["uniform"])
@@ -225,21 +377,26 @@ def comparison(runs: dict) -> list[str]:
         else:
             verdict = ("adaptive ahead by more than the seed spread" if am - um > spread else
                        "uniform ahead by more than the seed spread" if um - am > spread else "within the seed spread")
-        by_seed = [{r.get("seed", 0): 100 * r["deploy_accuracy"] for r in modes[m]} for m in ("adaptive", "uniform")]
+        by_seed = [{r.get("seed", 0): (100 * r["float_accuracy"] if use_float else 100 * r["deploy_accuracy"])
+                    for r in modes[m]} for m in ("adaptive", "uniform")]
         paired = [f"seed {k}: {by_seed[0][k] - by_seed[1][k]:+.2f}" for k in sorted(set(by_seed[0]) & set(by_seed[1]))]
-        out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs: adaptive {atext}; uniform {utext}; "
+        out.append(f"- {arch}, {'/'.join(map(str, target))}, {epochs} epochs ({which} accuracy): adaptive"
+                   f"{f' ({variant})' if variant else ''} {atext}; "
+                   f"uniform {utext}; "
                    f"difference {am - um:+.2f} points ({', '.join(paired)}), seed spread {spread:.2f}: {verdict}.")
-    abl = {n: r for n, r in runs.items() if n.startswith("ablation")}
+    abl = {n: r for n, r in runs.items() if "ablation" in n}
     for arch in sorted({r["arch"] for r in abl.values()}):
         order = {"uniform": 0, "none": 1, "spikes": 2, "all": 3}
         rows = sorted(((n, r) for n, r in abl.items() if r["arch"] == arch),
                       key=lambda nr: order.get(nr[1]["renewal"] or nr[1]["mode"], 9))
         if len(rows) < 2:
             continue
-        parts = [f"{r['what'].removeprefix('ablation: ')} {100 * r['deploy_accuracy']:.2f}% (BB {r['bit_budget']:.2f})"
+        parts = [f"{r['what'].removeprefix('ablation: ')} {_acc(r):.2f}%"
+                 f"{'' if r.get('deploy_accuracy') is not None else ' (fake-quantized)'} (BB {r['bit_budget']:.2f})"
                  for _, r in rows]
         out.append(f"- ablation at 1/1/1, {arch}: " + "; ".join(parts) + ".")
-    return (["Adaptive against uniform (deploy accuracy on the whole test set):", "", *out]) if out else []
+    return (["Adaptive against uniform (accuracy on the whole test set; ± is the sample standard deviation over "
+             "seeds):", "", *out]) if out else []
 
 
 def allocations(arch: str, target: tuple[int, int, int], budget: float) -> int:
@@ -306,7 +463,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     parser.add_argument("--out", default="runs/bench", help="folder for the run folders (default runs/bench)")
     parser.add_argument("--gpu-check", metavar="DIR", help="record the results of runs/_dev/gpu_check.sh found in DIR, and exit")
+    parser.add_argument("--markdown", action="store_true", help="rewrite train.md (and its figure) from train.json, and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        _merge()
+        return 0
     if args.gpu_check:
         _merge(gpu_check=_read_gpu_check(Path(args.gpu_check)))
         return 0
@@ -314,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, what) in RUNS.items():
             print(f"{name:36s} {what}")
         return 0
-    names = args.only or list(RUNS)
+    names = []
+    for n in args.only or list(RUNS):
+        group = [k for k in RUNS if k.startswith(n + "-")] if n not in RUNS else [n]
+        names += group or [n]
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         parser.error(f"unknown runs {unknown}; see --list")
@@ -323,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         entry = run_one(name, args.threads, Path(args.out))
         _merge(entry)
-        print(f"== {name}: deploy {100 * entry['deploy_accuracy']:.2f}% float {100 * entry['float_accuracy']:.2f}% "
+        print(f"== {name}: deploy {_pc(entry['deploy_accuracy'])} float {_pc(entry['float_accuracy'])} "
               f"bits {entry['avg_bits']} BB {entry['bit_budget']:.2f} in {entry['train_wall_s']:.0f} s", flush=True)
     return 0
 

@@ -4,7 +4,8 @@ The demo runs the same subcommands a user would type (each stage's command
 line is printed first, so the README's walkthrough is exactly this), collects
 their ``--json`` summaries, draws the figures, and ends with one table.
 
-Stages: train (digits MLP, adaptive bits, target 2/2/1) → export → gen →
+Stages: train (digits MLP 64-64-32-10 whose every layer allocates its bits,
+the first one too, target 2/2/1.5) → export → gen →
 sim (the whole 360-image test set through the RTL) → build (a bitstream for
 one board) → infer (a few images through the simulated board's serial line).
 """
@@ -19,6 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: the demo's network and target: three layers whose bits are all allocated (the first one's input stays
+#: 8-bit pixels), and an average of 1.5 timesteps, which no uniform allocation meets: the layers must differ
+HIDDEN = "64,32"
+TARGET = "2/2/1.5"
+TITLE = f"digits MLP 64-{HIDDEN.replace(',', '-')}-10, every layer's bits allocated, target {TARGET}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,8 +102,8 @@ def run(args) -> int:
     model = out / "digits.bsm"
     rtl = out / "rtl"
     epochs = args.epochs if args.epochs is not None else (4 if args.quick else None)
-    train_argv = ["train", "--dataset", "digits", "--arch", "mlp", "--target", "2/2/1", "--seed", str(args.seed),
-                  "--out", str(run_dir), "--json", str(out / "train.json")]
+    train_argv = ["train", "--dataset", "digits", "--arch", "mlp", "--hidden", HIDDEN, "--first-layer", "learn",
+                  "--target", TARGET, "--seed", str(args.seed), "--out", str(run_dir), "--json", str(out / "train.json")]
     if epochs is not None:
         train_argv += ["--epochs", str(epochs)]
     if (run_dir / "checkpoint.ckpt").exists():
@@ -125,7 +132,7 @@ def run(args) -> int:
     summary = _summary(by, stages, out, figures, time.perf_counter() - t0)
     rows = [[k, v] for k, v in summary["table"]]
     print("\n" + "=" * 72)
-    print("bitspike demo: digits MLP, adaptive bits, target 2/2/1")
+    print(f"bitspike demo: {TITLE}")
     print("=" * 72)
     print(format_table(["", "value"], rows, align="ll"))
     write_json(args.json or out / "demo.json", summary)
@@ -142,7 +149,7 @@ def _figures(out: Path, model_path: Path, by: dict[str, dict[str, Any]]) -> dict
     """Spikes per layer/timestep (golden trace on the test set) and resources per engine."""
     import numpy as np
 
-    from .figures import resources_per_engine, spikes_per_layer
+    from .figures import bits_over_epochs, resources_per_engine, spikes_per_layer
     from .host.data import images_for_manifest, load_dataset
     from .host.golden import GoldenModel
     from .manifest import load
@@ -158,6 +165,11 @@ def _figures(out: Path, model_path: Path, by: dict[str, dict[str, Any]]) -> dict
         rows = [{"name": name, "resources": counts} for name, counts in modules.items()]
         title = f"Resources per engine (Yosys, {synth.get('target')})"
         figs["resources"] = str(resources_per_engine(rows, out / "figures" / "resources_per_engine.png", title=title))
+    metrics = out / "train" / "metrics.json"
+    if metrics.exists():
+        history = json.loads(metrics.read_text())["epochs"]
+        figs["bits_per_layer"] = str(bits_over_epochs(history, out / "figures" / "bits_per_layer.png",
+                                                      title=f"Learned bits per layer ({TITLE})"))
     for png in sorted((out / "train").glob("*.png")):
         figs[png.stem] = str(png)
     return figs
@@ -182,7 +194,7 @@ def _summary(by: dict[str, dict[str, Any]], stages: list[Stage], out: Path, figu
         ("hardware accuracy (RTL, Verilator)", _pct(sim.get("hw_accuracy"))),
         ("bit-exact (RTL vs golden)", f"{sim.get('bit_exact')}/{sim.get('samples')}"),
         ("learned bits per layer (W/S/T)", bits or "-"),
-        ("average bits W / S / T (learnable layers)",
+        ("average bits W / S / T (allocated layers)",
          "/".join(f"{(exp.get('avg_bits') or {}).get(k, float('nan')):.2f}" for k in "wst")),
         ("bit budget", f"{exp.get('bit_budget', 0):.2f}"),
         ("S-ACE per inference", f"{exp.get('s_ace', 0):,}"),

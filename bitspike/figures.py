@@ -1,4 +1,5 @@
-"""Figures that read at a glance: spikes per layer and timestep, resources per engine, accuracy against bit budget.
+"""Figures that read at a glance: spikes per layer and timestep, resources per engine, accuracy against bit budget,
+per-layer bits over the epochs of a training run.
 
 Training-time figures (bits per layer, accuracy per epoch) live in
 :mod:`bitspike.host.plots`. Everything here writes PNGs with matplotlib's
@@ -105,4 +106,41 @@ def accuracy_vs_bit_budget(runs: Sequence[Mapping[str, Any]], path: str | Path, 
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.legend(frameon=False)
+    return _save(plt, fig, path)
+
+
+def bits_over_epochs(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Bits per layer over the epochs") -> Path:
+    """B_w, B_s and T of every layer after each epoch (one panel each), from a run's ``metrics.json`` epochs.
+
+    Parameters
+    ----------
+    history
+        The ``epochs`` list of a run's metrics.json: each record has ``epoch``, ``layers`` (``name``,
+        ``w_bits``, ``s_bits``, ``timesteps``, ``fixed``) and optionally ``frozen``.
+    path
+        PNG to write.
+
+    Layers whose bits are fixed (the paper's 8/8 first layer) are left out, so that the scale shows
+    the allocation. Lines are offset by a few hundredths of a bit per layer so that equal values
+    stay visible as separate lines.
+    """
+    plt = _pyplot()
+    epochs = [int(h["epoch"]) for h in history]
+    names = [l["name"] for l in history[-1]["layers"] if not l.get("fixed")] if history else []
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), sharex=True)
+    keys = (("w_bits", "weight bits B_w"), ("s_bits", "spike bits B_s"), ("timesteps", "timesteps T"))
+    for ax, (key, label) in zip(axes, keys):
+        for i, name in enumerate(names):
+            off = (i - (len(names) - 1) / 2) * 0.03
+            values = [next(l[key] for l in h["layers"] if l["name"] == name) + off for h in history]
+            ax.plot(epochs, values, marker=".", label=name, color=plt.cm.tab10(i % 10))
+        frozen = [e for e, h in zip(epochs, history) if h.get("frozen")]
+        if frozen:
+            ax.axvspan(min(frozen) - 0.5, max(frozen) + 0.5, color="grey", alpha=0.15)
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if names:
+        axes[0].legend(frameon=False, fontsize=7)
+    fig.suptitle(title + ("  (grey: bits frozen)" if any(h.get("frozen") for h in history) else ""))
     return _save(plt, fig, path)

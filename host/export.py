@@ -422,6 +422,11 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
         manifest.save(out_path)
     stats = network_stats(manifest)
     first = stats.layers[[i for i, s in enumerate(stats.layers) if s.w_bits is not None][0]]
+    avg_bits = {"w": stats.avg_w_bits, "s": stats.avg_s_bits, "t": stats.avg_timesteps}
+    if cfg.first_layer == "learn" and history:
+        # the paper's averages leave the fixed first layer out; a learning first layer's B_w and T are
+        # allocated like the others', so the training's averages (which count them) are the ones to report
+        avg_bits = {k: float(history[-1]["avg_bits"][k]) for k in "wst"}
     summary = {
         "manifest": None if out_path is None else str(out_path),
         "digest": manifest.digest(),
@@ -433,8 +438,8 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
         "accuracy_gap_points": 100.0 * abs(float_acc - deploy_acc),
         "agreement": float((fq == pred).mean()),
         "audit": report.to_json(),
-        "avg_bits": {"w": stats.avg_w_bits, "s": stats.avg_s_bits, "t": stats.avg_timesteps},
-        "bit_budget": stats.bit_budget,
+        "avg_bits": avg_bits,
+        "bit_budget": avg_bits["w"] * avg_bits["s"] * avg_bits["t"],
         "s_ace": stats.s_ace,
         "s_ace_all": stats.s_ace_all,
         "weight_memory_bits": stats.weight_memory_bits,

@@ -12,13 +12,20 @@ Architectures (``ARCHS``):
     from the uniform one inside the target window.
 ``vgg-small``
     CIFAR-style VGG-small: 6 convs (widths ×1, ×1, ×2, ×2, ×4, ×4 of ``width``) in three pooled stages, then a linear layer.
+``vgg-deep``
+    A VGG-style network for 28×28 images with six learnable layers of similar size: a stride-2 first
+    conv (to 14×14), convs of widths ×1, ×2 (14×14), pool, ×2, ×2, ×2 (7×7), pool, linear.
+    Allocation can matter here: no single layer holds most of the weights or of the spikes.
 ``resnet20``
     CIFAR ResNet20: 3 stages × 3 basic blocks (16/32/64 channels), residual adds, global sum-pool, linear.
 
 Every synaptic layer is a :class:`~bitspike.host.quant.QuantLayer` with its
-neuron at its input. The first one is fixed at 8-bit weights, 8-bit input,
-T = 1 and threshold = the input scale (1/255), so its neuron passes pixels
-through exactly; the last one outputs the logits (no BatchNorm, no ReLU).
+neuron at its input. The first one has 8-bit input and threshold = the input
+scale (1/255), so its neuron passes pixels through exactly (at any T: the
+pixel is an integer number of thresholds); by default (the paper) it is also
+fixed at 8-bit weights and T = 1, with ``BitPlan(first_learn=True)`` its B_w
+and T are allocated like every other layer's. The last one outputs the
+logits (no BatchNorm, no ReLU).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from .quant import BitSpec, MultiBitNeuron, QConv2d, QLinear, QuantLayer, Weight
 
 __all__ = ["ARCHS", "BitPlan", "SumPool2d", "BasicBlock", "build_model"]
 
-ARCHS = ("mlp", "cnn", "cnn-fc", "vgg-small", "resnet20")
+ARCHS = ("mlp", "cnn", "cnn-fc", "vgg-small", "vgg-deep", "resnet20")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class BitPlan:
     """Initial bits of every learnable layer, their ranges, and whether they learn.
 
     Ranges follow the authors' code: B_max = initial + 2, T_max = initial + 1.
+    ``first_learn``: the first layer's B_w and T take these specs too (its B_s stays 8: pixels).
     """
 
     w_init: int
@@ -49,6 +57,7 @@ class BitPlan:
     t_init: int
     learnable: bool = True
     input_scale: float = 1.0 / 255.0
+    first_learn: bool = False
 
     def weight(self) -> BitSpec:
         return BitSpec(self.w_init, 1, self.w_init + 2, self.learnable)
@@ -63,10 +72,11 @@ class BitPlan:
         return MultiBitNeuron(self.spike(), self.steps())
 
     def first_neuron(self) -> MultiBitNeuron:
-        return MultiBitNeuron(BitSpec(8, 8, 8, False), BitSpec(1, 1, 1, False), threshold=self.input_scale)
+        steps = self.steps() if self.first_learn else BitSpec(1, 1, 1, False)
+        return MultiBitNeuron(BitSpec(8, 8, 8, False), steps, threshold=self.input_scale)
 
     def first_wq(self) -> WeightQuantizer:
-        return WeightQuantizer(BitSpec(8, 8, 8, False))
+        return WeightQuantizer(self.weight() if self.first_learn else BitSpec(8, 8, 8, False))
 
     def wq(self) -> WeightQuantizer:
         return WeightQuantizer(self.weight())
@@ -163,6 +173,21 @@ def _vgg_small(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Modu
     return body
 
 
+def _vgg_deep(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Module]:
+    c, h, w = in_shape
+    body: list[nn.Module] = [QConv2d(c, width, 3, plan.first_neuron(), plan.first_wq(), stride=2, padding=1)]
+    h, w = (h + 1) // 2, (w + 1) // 2
+    prev = width
+    for i, out in enumerate([width, 2 * width, 2 * width, 2 * width, 2 * width]):
+        body.append(QConv2d(prev, out, 3, plan.neuron(), plan.wq(), padding=1))
+        if i in (1, 4):
+            body.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        prev = out
+    body += [nn.Flatten(), QLinear(prev * h * w, num_classes, plan.neuron(), plan.wq(), relu=False, is_last=True)]
+    return body
+
+
 def _resnet20(in_shape, num_classes, plan: BitPlan, width: int) -> list[nn.Module]:
     c, h, w = in_shape
     body: list[nn.Module] = [QConv2d(c, width, 3, plan.first_neuron(), plan.first_wq(), padding=1)]
@@ -203,15 +228,15 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int, pla
     in_shape = tuple(int(v) for v in in_shape)
     if arch == "mlp":
         body = _mlp(in_shape, num_classes, plan, tuple(hidden))
-    elif arch in ("cnn", "cnn-fc", "vgg-small", "resnet20"):
-        need = {"cnn": 4, "cnn-fc": 4, "vgg-small": 8, "resnet20": 4}[arch]
+    elif arch in ("cnn", "cnn-fc", "vgg-small", "vgg-deep", "resnet20"):
+        need = {"cnn": 4, "cnn-fc": 4, "vgg-small": 8, "vgg-deep": 4, "resnet20": 4}[arch]
         if in_shape[1] % need or in_shape[2] % need or in_shape[1] < need:
             raise BitspikeError(f"{arch} needs image sides divisible by {need}, got {in_shape[1]}×{in_shape[2]}")
         if arch == "cnn-fc" and not hidden:
             raise BitspikeError("cnn-fc needs at least one hidden size (--hidden)")
-        default_width = {"cnn": 16, "cnn-fc": 16, "vgg-small": 32, "resnet20": 16}[arch]
+        default_width = {"cnn": 16, "cnn-fc": 16, "vgg-small": 32, "vgg-deep": 16, "resnet20": 16}[arch]
         maker = {"cnn": _cnn, "cnn-fc": lambda *a: _cnn(*a, tuple(hidden)), "vgg-small": _vgg_small,
-                 "resnet20": _resnet20}[arch]
+                 "vgg-deep": _vgg_deep, "resnet20": _resnet20}[arch]
         body = maker(in_shape, num_classes, plan, width or default_width)
     else:
         raise BitspikeError(f"unknown architecture {arch!r}; expected one of {list(ARCHS)}")

@@ -14,13 +14,27 @@ Three building blocks:
 
 Straight-through gradients follow SEMANTICS.md exactly: rounding is STE;
 bit widths get their gradient through q(b) (∂q/∂b = (q+1)·ln 2, only where
-values are clipped at ±q); T gets its gradient only through the 1/T of
-temporal squeezing; steps and thresholds get LSQ gradients.
+values are clipped at ±q: the clip is decided on the unrounded value, before
+rounding); T gets its gradient only through the 1/T of temporal squeezing;
+steps and thresholds get LSQ gradients.
+
+Bit widths and T are clipped to their range in the forward pass with a
+straight-through backward pass, so a parameter that has left its range still
+gets the task's and the target's gradient and can come back;
+:func:`bound_bits` keeps the stored value within half a step of the range.
+
+Two choices the method leaves open are switches of :class:`MultiBitNeuron`
+(see docs/TRAINING.md for what was measured): ``vth_grad`` ("batch": the
+authors' LSQ scale 1/sqrt(batch·N·q), "sample": 1/sqrt(N·q)) and
+``detach_history`` (the membrane carried from one timestep to the next is
+left out of the backward graph, as in the authors' code).
 
 Step-size renewal: when the rounded bit width of a quantizer changes during
 training and renewal is enabled (:func:`set_renewal`), its step (or threshold)
 is refitted on the current batch by searching 50 clipping ranges for the one
-that minimises mean |Q(x) − x|^2.4.
+that minimises mean |Q(x) − x|^2.4. Every change is counted by cause
+(``learning``: an optimizer step moved the rounded value; ``projection``: the
+trainer set it), whether or not a renewal fired (:func:`renewal_counts`).
 """
 
 from __future__ import annotations
@@ -43,6 +57,9 @@ __all__ = [
     "round_ste",
     "quant_layers",
     "set_renewal",
+    "set_grad_rules",
+    "bound_bits",
+    "renewal_counts",
     "RENEWAL_CANDIDATES",
     "RENEWAL_POWER",
 ]
@@ -70,6 +87,18 @@ class _FloorHalfUp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad
+
+
+class _ClampSTE(torch.autograd.Function):
+    """clamp(x, lo, hi) forward, identity backward: a clipped bit width still learns."""
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        return torch.clamp(x, lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
 
 
 class _GradScale(torch.autograd.Function):
@@ -139,23 +168,55 @@ class BitSpec:
 
 
 class _RoundedParam(nn.Module):
-    """A real parameter that is clipped to [lo, hi] and rounded in the forward pass (STE backward)."""
+    """A real parameter that is clipped to [lo, hi] and rounded in the forward pass.
+
+    Both the clip and the rounding are straight-through in the backward pass: with a plain
+    ``torch.clamp`` a value that steps past its bound (T pulled below 1 by the target loss)
+    would get zero gradient from then on and never learn again.
+    """
 
     def __init__(self, spec: BitSpec):
         super().__init__()
         self.lo, self.hi = spec.lo, spec.hi
         self.value = nn.Parameter(torch.tensor(float(spec.init)), requires_grad=spec.learnable)
+        self.projected = False  # set when the trainer (not an optimizer step) changed the rounded value
 
     def forward(self) -> torch.Tensor:
-        return floor_half_up_ste(torch.clamp(self.value, self.lo, self.hi))
+        return floor_half_up_ste(_ClampSTE.apply(self.value, self.lo, self.hi))
+
+    @torch.no_grad()
+    def bound_(self) -> None:
+        """Keep the stored value within half a step of its range, so that it can come back in a few steps."""
+        self.value.clamp_(self.lo - 0.5, self.hi + 0.5)
 
     def current(self) -> int:
         """The rounded value as a Python int (what the hardware gets)."""
         return int(math.floor(min(max(float(self.value.detach()), self.lo), self.hi) + 0.5))
 
     def set(self, value: int) -> None:
+        """Set the value by hand (projection): the next bit change seen is counted as a projection's."""
         with torch.no_grad():
             self.value.fill_(float(value))
+        self.projected = True
+
+
+def _new_counts() -> dict[str, int]:
+    return {"changes_learning": 0, "changes_projection": 0, "renewals_learning": 0, "renewals_projection": 0}
+
+
+def _bit_change(owner: nn.Module, param: _RoundedParam, renew) -> None:
+    """Called by a quantizer in training mode: notice a change of its rounded bit width, count it, renew."""
+    b_now = param.current()
+    if b_now == int(owner.last_bits):
+        param.projected = False
+        return
+    cause = "projection" if param.projected else "learning"
+    owner.counts["changes_" + cause] += 1
+    if owner.renewal:
+        renew()
+        owner.counts["renewals_" + cause] += 1
+    owner.last_bits.fill_(b_now)
+    param.projected = False
 
 
 class WeightQuantizer(nn.Module):
@@ -176,6 +237,7 @@ class WeightQuantizer(nn.Module):
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("last_bits", torch.tensor(bits.init))
         self.renewal = False
+        self.counts = _new_counts()
 
     @staticmethod
     def q_of(b: int) -> int:
@@ -215,18 +277,20 @@ class WeightQuantizer(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialised):
             self.init_step(w.detach())
+        if self.training:
+            _bit_change(self, self.bits, lambda: self.refit(w.detach()))
         b_now = self.bits.current()
-        if self.training and b_now != int(self.last_bits):
-            if self.renewal:
-                self.refit(w.detach())
-            self.last_bits.fill_(b_now)
         b = self.bits()  # rounded, gradient through STE
         q = 2 ** (b - 1) - 1  # value q(b); ∂q/∂b = (q+1)·ln 2
         step = _grad_scale(self.step, 1.0 / math.sqrt(w.numel() * max(1, self.q_of(b_now))))
-        if b_now == 1:
-            return _SignSTE.apply(w / step) * step * (q + 1)  # q + 1 = 1 in value, carries the bit gradient
         v = w / step
-        v = torch.maximum(torch.minimum(v, q), -q)  # gradient reaches q (so b) only where clipped
+        if b_now == 1:
+            # sign(w)·S; the bit width's gradient, through q + 1 = 2^(b−1) (value 1), only from the
+            # weights the sign clips (|w| > S), as for b ≥ 2: the ones inside get it through the STE
+            scale = torch.where(v.abs() > 1, q + 1, (q + 1).detach())
+            return _SignSTE.apply(v) * step * scale
+        # the clip is decided on the unrounded value; only clipped weights pass their gradient to q (so b)
+        v = torch.where(v > q, q, torch.where(v < -q, -q, v))
         return round_ste(v) * step
 
     @torch.no_grad()
@@ -259,6 +323,9 @@ class MultiBitNeuron(nn.Module):
         self.register_buffer("initialised", torch.tensor(threshold is not None))
         self.register_buffer("last_bits", torch.tensor(s_bits.init))
         self.renewal = False
+        self.counts = _new_counts()
+        self.vth_grad = "batch"
+        self.detach_history = True
 
     @torch.no_grad()
     def init_threshold(self, x: torch.Tensor) -> None:
@@ -300,25 +367,27 @@ class MultiBitNeuron(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialised):
             self.init_threshold(x.detach())
+        if self.training and not self.fixed_threshold:
+            _bit_change(self, self.s_bits, lambda: self.refit(x.detach()))
         b_now = self.s_bits.current()
-        if self.training and b_now != int(self.last_bits):
-            if self.renewal and not self.fixed_threshold:
-                self.refit(x.detach())
-            self.last_bits.fill_(b_now)
         steps = self.timesteps.current()
         b = self.s_bits()
         q = 2**b - 1  # value 2^b − 1, ∂q/∂b = (q+1)·ln 2
         t = self.timesteps()  # value T; gradient only through the 1/T below
         vth = self.vth
         if not self.fixed_threshold:
-            vth = _grad_scale(vth, 1.0 / math.sqrt(x[0].numel() * (2**b_now - 1)))
+            n = x.numel() if self.vth_grad == "batch" else x[0].numel()
+            vth = _grad_scale(vth, 1.0 / math.sqrt(n * (2**b_now - 1)))
         xn = x / vth
         v = xn
-        total = torch.zeros_like(xn)
+        zero = torch.zeros_like(xn)
+        total = zero
         for _ in range(steps):
-            s = floor_half_up_ste(v)
-            s = torch.minimum(torch.clamp(s, min=0), q)
-            v = v - s + xn
+            # clip to [0, q] before rounding (the same integers as rounding first): v in [q − ½, q]
+            # is the input's (STE), only v > q is the bit width's
+            s = floor_half_up_ste(torch.where(v > q, q, torch.where(v < 0, zero, v)))
+            v = v - s
+            v = (v.detach() if self.detach_history else v) + xn
             total = total + s
         return vth * total / t
 
@@ -378,7 +447,8 @@ class QuantLayer(nn.Module):
 
     @property
     def learnable(self) -> bool:
-        return not self.neuron.fixed_threshold
+        """Whether any of the layer's bits (B_w, B_s, T) learns (the fixed 8/8 first layer: no)."""
+        return any(p.value.requires_grad for p in (self.wq.bits, self.neuron.s_bits, self.neuron.timesteps))
 
     def macs(self, in_shape: tuple[int, ...]) -> int:
         raise NotImplementedError
@@ -423,9 +493,51 @@ def quant_layers(model: nn.Module) -> list[QuantLayer]:
     return [m for m in model.modules() if isinstance(m, QuantLayer)]
 
 
-def set_renewal(model: nn.Module, active: bool) -> None:
-    """Switch step-size renewal on or off for every quantizer of a learnable layer."""
+def set_renewal(model: nn.Module, weights: bool, spikes: bool | None = None) -> None:
+    """Switch step-size renewal on or off for the weight quantizers and the neurons of learnable layers.
+
+    ``spikes=None`` uses ``weights`` for both kinds.
+    """
+    spikes = weights if spikes is None else spikes
     for layer in quant_layers(model):
         if layer.learnable:
-            layer.wq.renewal = active
-            layer.neuron.renewal = active
+            layer.wq.renewal = weights and layer.wq.bits.value.requires_grad
+            layer.neuron.renewal = spikes and not layer.neuron.fixed_threshold
+
+
+def set_grad_rules(model: nn.Module, vth_grad: str = "batch", detach_history: bool = True) -> None:
+    """Set the threshold's LSQ gradient scale ("batch" or "sample") and the history detach of every neuron."""
+    if vth_grad not in ("batch", "sample"):
+        raise ValueError(f"vth_grad must be 'batch' or 'sample', got {vth_grad!r}")
+    for m in model.modules():
+        if isinstance(m, MultiBitNeuron):
+            m.vth_grad = vth_grad
+            m.detach_history = bool(detach_history)
+
+
+def bound_bits(model: nn.Module) -> None:
+    """After an optimizer step: keep every learnable bit width and T within half a step of its range."""
+    for m in model.modules():
+        if isinstance(m, _RoundedParam) and m.value.requires_grad:
+            m.bound_()
+
+
+def renewal_counts(model: nn.Module, reset: bool = True) -> dict[str, dict[str, int]]:
+    """Bit changes and renewals since the last reset, by kind (``weights``, ``spikes``) and cause.
+
+    Keys per kind: ``changes_learning``, ``changes_projection`` (rounded bit widths that changed, by
+    an optimizer step or by the trainer's projection) and ``renewals_learning``,
+    ``renewals_projection`` (those of them that refitted a step or threshold).
+    """
+    out = {"weights": _new_counts(), "spikes": _new_counts()}
+    seen: set[int] = set()
+    for m in model.modules():
+        kind = "weights" if isinstance(m, WeightQuantizer) else "spikes" if isinstance(m, MultiBitNeuron) else None
+        if kind is None or id(m) in seen:
+            continue
+        seen.add(id(m))
+        for k, v in m.counts.items():
+            out[kind][k] += v
+        if reset:
+            m.counts = _new_counts()
+    return out

@@ -24,6 +24,11 @@ rounding boundary and back, and neither improved accuracy (cnn-fc on 20,000
 Fashion-MNIST images, 4 epochs: 87.30% with the hinge, 87.60% with the dead
 zone, against 88.21% for uniform 2/2/1).
 
+Step-size renewal (``renewal``) is gated per kind and epoch, as in the paper: during an epoch the
+weight steps (thresholds) are refitted whenever a rounded B_w (B_s) changes, by learning or by a
+projection, only if at the epoch's start B̄_w (B̄_s) was still more than 24% of its initial gap away
+from the target. metrics.json counts every change and renewal by kind and cause (docs/TRAINING.md).
+
 Multi-GPU / multi-process: run under ``torchrun``; each rank takes its share
 of every epoch's batches and DDP averages the gradients (gloo on CPU, NCCL on CUDA).
 """
@@ -51,7 +56,7 @@ from bitspike.errors import BitspikeError, CheckpointError
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .models import ARCHS, BitNet, BitPlan, build_model, layer_names
-from .quant import QuantLayer, quant_layers, set_renewal
+from .quant import QuantLayer, bound_bits, quant_layers, renewal_counts, set_grad_rules, set_renewal
 
 __all__ = ["TrainConfig", "TrainResult", "train", "parse_bits", "model_from_checkpoint", "bit_summary", "evaluate"]
 
@@ -63,15 +68,25 @@ RENEWAL_GATE = 0.24  # renew steps only while the gap exceeds 24% of the initial
 LAMBDA_MAX = 1.0  # a larger pull makes bit widths oscillate step to step, which costs accuracy
 
 
-def parse_bits(text: str, what: str = "--target") -> tuple[int, int, int]:
-    """Parse ``"W/S/T"`` (e.g. ``"2/2/1"``) into three positive integers."""
+def _num(v: float) -> int | float:
+    """An integral value as an int (so that targets print as 2/2/1), any other as a float."""
+    v = float(v)
+    return int(v) if v.is_integer() else v
+
+
+def parse_bits(text: str, what: str = "--target", integers: bool = True) -> tuple:
+    """Parse ``"W/S/T"`` (e.g. ``"2/2/1"``) into three numbers 1 … 16.
+
+    ``integers=False`` accepts averages such as ``2/2/1.5`` (a target; a uniform allocation is integers).
+    """
     parts = str(text).split("/")
     try:
-        values = tuple(int(p) for p in parts)
+        values = tuple(int(p) if integers else _num(float(p)) for p in parts)
     except ValueError:
         values = ()
     if len(values) != 3 or not all(1 <= v <= 16 for v in values):
-        raise BitspikeError(f"{what} must be W/S/T with integers 1 … 16 (e.g. 2/2/1), got {text!r}")
+        kind = "integers" if integers else "numbers"
+        raise BitspikeError(f"{what} must be W/S/T with {kind} 1 … 16 (e.g. 2/2/1), got {text!r}")
     return values  # type: ignore[return-value]
 
 
@@ -84,7 +99,7 @@ class TrainConfig:
     dataset, arch
         Data set name (:mod:`bitspike.host.data`) and architecture (:data:`~bitspike.host.models.ARCHS`).
     target
-        Target average bits ``(B_w*, B_s*, T*)`` of the learnable layers.
+        Target average bits ``(B_w*, B_s*, T*)`` of the learnable layers (need not be integers: 2/2/1.5).
     uniform
         If set, every learnable layer is frozen at these bits (the baseline); ``target`` is then ignored.
     epochs, batch_size, lr
@@ -104,6 +119,13 @@ class TrainConfig:
         across a rounding boundary to pay for them, and the network trains for epochs at allocations
         the final projection takes away: on cnn-fc, Fashion-MNIST, 2/2/1, 6 epochs, 89.86% deployed
         without against 91.31% with projection every 50 steps (uniform 2/2/1: 91.11%).
+    first_layer
+        ``"fixed"``: the first layer keeps 8-bit weights and T = 1 (the paper); ``"learn"``: its B_w and T
+        learn like every other layer's, while its input stays 8-bit pixels (its B_s is fixed at 8).
+    vth_grad, detach_history
+        The threshold's LSQ gradient scale (``"batch"``: 1/sqrt(batch·N·q), the authors'; ``"sample"``:
+        1/sqrt(N·q)) and whether the membrane carried between timesteps is left out of the backward pass
+        (the authors': yes). docs/TRAINING.md has the measurement behind the defaults.
     """
 
     dataset: str = "digits"
@@ -133,9 +155,12 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     resume: bool = False
+    first_layer: str = "fixed"
+    vth_grad: str = "batch"
+    detach_history: bool = True
 
     def __post_init__(self):
-        self.target = tuple(int(v) for v in self.target)  # type: ignore[assignment]
+        self.target = tuple(_num(v) for v in self.target)  # type: ignore[assignment]
         if self.uniform is not None:
             self.uniform = tuple(int(v) for v in self.uniform)  # type: ignore[assignment]
         self.hidden = tuple(int(v) for v in self.hidden)
@@ -145,6 +170,12 @@ class TrainConfig:
             raise BitspikeError(f"unknown architecture {self.arch!r}; expected one of {list(ARCHS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise BitspikeError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.first_layer not in ("fixed", "learn"):
+            raise BitspikeError(f"first_layer must be 'fixed' or 'learn', got {self.first_layer!r}")
+        if self.vth_grad not in ("batch", "sample"):
+            raise BitspikeError(f"vth_grad must be 'batch' or 'sample', got {self.vth_grad!r}")
+        if not all(1 <= v <= 16 for v in self.target) or len(self.target) != 3:
+            raise BitspikeError(f"target must be three numbers 1 … 16, got {self.target}")
         if self.renewal not in ("all", "spikes", "none"):
             raise BitspikeError(f"renewal must be 'all', 'spikes' or 'none', got {self.renewal!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -169,11 +200,13 @@ class TrainConfig:
         return self.uniform if self.uniform is not None else self.target
 
     def plan(self, input_scale: float = 1.0 / 255.0) -> BitPlan:
+        first = self.first_layer == "learn"
         if self.uniform is not None:
             w, s, t = self.uniform
-            return BitPlan(w, s, t, learnable=False, input_scale=input_scale)
-        w, s, t = self.target
-        return BitPlan(w + self.init_extra, s + self.init_extra, t, learnable=True, input_scale=input_scale)
+            return BitPlan(w, s, t, learnable=False, input_scale=input_scale, first_learn=first)
+        w, s, t = (math.ceil(v) for v in self.target)
+        return BitPlan(w + self.init_extra, s + self.init_extra, t, learnable=True, input_scale=input_scale,
+                       first_learn=first)
 
     def default_lambdas(self) -> tuple[float, float, float]:
         if self.lambdas is not None:
@@ -224,28 +257,48 @@ def input_sizes(model: BitNet, device: torch.device) -> dict[QuantLayer, int]:
     return sizes
 
 
-def learnable_layers(model: nn.Module) -> list[QuantLayer]:
-    layers = [l for l in quant_layers(model) if l.learnable]
+def _kind_params(layer: QuantLayer) -> tuple:
+    """The layer's B_w, B_s and T parameters, in that order."""
+    return layer.wq.bits, layer.neuron.s_bits, layer.neuron.timesteps
+
+
+def kind_layers(model: nn.Module, kind: int) -> list[QuantLayer]:
+    """The layers whose bits of one kind (0: B_w, 1: B_s, 2: T) are allocated: their range is not one value.
+
+    The fixed first layer (8-bit weights and input, T = 1) is in none of them; with ``--first-layer learn`` it
+    is in the B_w and T averages but not in B_s (its input is always 8-bit pixels). In a uniform run the
+    layers are frozen but their ranges are those of an adaptive run, so the averages cover the same layers.
+    """
+    layers = [l for l in quant_layers(model) if _kind_params(l)[kind].hi > _kind_params(l)[kind].lo]
     return layers or quant_layers(model)
 
 
+def learnable_layers(model: nn.Module) -> list[QuantLayer]:
+    """Layers with at least one allocated kind of bits (see :func:`kind_layers`)."""
+    keep = {id(l) for k in range(3) for l in kind_layers(model, k)}
+    return [l for l in quant_layers(model) if id(l) in keep]
+
+
+def _kind_count(layer: QuantLayer, kind: int, sizes: dict[QuantLayer, int]) -> float:
+    """A layer's weight in an average: its weight count for B_w, its input size for B_s and T."""
+    return float(layer.weight.numel()) if kind == 0 else float(sizes[layer])
+
+
 def average_bits(model: nn.Module, sizes: dict[QuantLayer, int], differentiable: bool = False):
-    """(B̄_w, B̄_s, T̄) over the learnable layers: weights weighted by count, spikes and T by input size."""
-    layers = learnable_layers(model)
-    wn = [float(l.weight.numel()) for l in layers]
-    fn = [float(sizes[l]) for l in layers]
-    if differentiable:
-        bw = sum(n * l.wq.bits() for n, l in zip(wn, layers)) / sum(wn)
-        bs = sum(n * l.neuron.s_bits() for n, l in zip(fn, layers)) / sum(fn)
-        bt = sum(n * l.neuron.timesteps() for n, l in zip(fn, layers)) / sum(fn)
-        return bw, bs, bt
-    bw = sum(n * l.w_bits for n, l in zip(wn, layers)) / sum(wn)
-    bs = sum(n * l.s_bits for n, l in zip(fn, layers)) / sum(fn)
-    bt = sum(n * l.timesteps for n, l in zip(fn, layers)) / sum(fn)
-    return bw, bs, bt
+    """(B̄_w, B̄_s, T̄) over the allocated layers: weights weighted by count, spikes and T by input size."""
+    out = []
+    for kind in range(3):
+        layers = kind_layers(model, kind)
+        n = [_kind_count(l, kind, sizes) for l in layers]
+        if differentiable:
+            vals = [_kind_params(l)[kind]() for l in layers]
+        else:
+            vals = [_kind_params(l)[kind].current() for l in layers]
+        out.append(sum(c * v for c, v in zip(n, vals)) / sum(n))
+    return tuple(out)
 
 
-def budget_limit(target: tuple[int, int, int], max_budget: float | None = None) -> float:
+def budget_limit(target: tuple, max_budget: float | None = None) -> float:
     """The largest bit budget allowed: ``max_budget``, or the target's W·S·T when it is ``None``."""
     return float(math.prod(target)) if max_budget is None else float(max_budget)
 
@@ -304,18 +357,16 @@ def project_bits(model: nn.Module, sizes: dict[QuantLayer, int], target: tuple[i
     BitspikeError
         When no allocation within the layers' bit ranges reaches the window.
     """
-    layers = learnable_layers(model)
     if _within(average_bits(model, sizes), target, max_budget):
         return []
     names = layer_names(model)
-    getters = [lambda l: l.wq.bits, lambda l: l.neuron.s_bits, lambda l: l.neuron.timesteps]
-    counts = [[float(l.weight.numel()) for l in layers]] + [[float(sizes[l]) for l in layers]] * 2
     fronts = []
     groups = []  # per kind: unique parameters (a shared neuron counts once, with its layers' sizes summed)
-    for kind, getter in enumerate(getters):
+    for kind in range(3):
         uniq: dict[int, list] = {}
-        for l, n in zip(layers, counts[kind]):
-            p = getter(l)
+        for l in kind_layers(model, kind):
+            n = _kind_count(l, kind, sizes)
+            p = _kind_params(l)[kind]
             entry = uniq.setdefault(id(p), [p, 0.0, []])
             entry[1] += n
             entry[2].append(names[l])
@@ -427,6 +478,7 @@ class _Optimizers:
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig):
+        self.model = model
         weights, quant, bits, steps_t = [], [], [], []
         seen: set[int] = set()
         for name, p in model.named_parameters():
@@ -459,6 +511,7 @@ class _Optimizers:
         self.main.step()
         if bits:
             self.bits.step()
+            bound_bits(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"main": self.main.state_dict(), "bits": self.bits.state_dict(), "sched": self.sched.state_dict()}
@@ -534,7 +587,7 @@ def train(config: TrainConfig) -> TrainResult:
         state = load_checkpoint(ckpt_path)
         old = TrainConfig.from_json(dict(state["config"]))
         for key in ("dataset", "arch", "target", "uniform", "hidden", "width", "seed", "renewal", "init_extra", "batch_size",
-                    "max_budget", "project_every"):
+                    "max_budget", "project_every", "first_layer", "vth_grad", "detach_history"):
             if getattr(old, key) != getattr(cfg, key):
                 raise CheckpointError(
                     f"{ckpt_path}: the checkpoint was trained with {key} = {getattr(old, key)!r}, this run asks for "
@@ -545,6 +598,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     _seed_all(cfg.seed)
     model = build_model(cfg.arch, train_ds.shape, train_ds.num_classes, cfg.plan(), cfg.hidden, cfg.width).to(device)
+    set_grad_rules(model, cfg.vth_grad, cfg.detach_history)
     opt = _Optimizers(model, cfg)
     lambdas = list(cfg.default_lambdas())
     history: list[dict[str, Any]] = []
@@ -593,17 +647,17 @@ def train(config: TrainConfig) -> TrainResult:
             from tqdm import tqdm
 
             bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        first_batch = True
-        just_projected = False
+        # renewal gate, per kind and epoch (the paper's): a kind's steps are renewed this epoch, whenever
+        # one of its rounded bit widths changes (by learning or by projection), only while its average
+        # is still more than 24% of its initial gap away from the target
+        avg_start = average_bits(model, sizes)
+        gate = [cfg.uniform is None and g > 0 and abs(a - t) > RENEWAL_GATE * g
+                for a, t, g in zip(avg_start, goal, init_gap)]
+        gate_w = gate[0] and cfg.renewal == "all"
+        gate_s = gate[1] and cfg.renewal in ("all", "spikes")
+        set_renewal(model, gate_w, gate_s)
+        renewal_counts(model)  # start the epoch's counts from zero
         for step_in_epoch, idx in enumerate(batches, 1):
-            if cfg.uniform is None and cfg.renewal != "none":
-                avg_now = average_bits(model, sizes)
-                gate = [g > 0 and abs(a - t) > RENEWAL_GATE * g for a, t, g in zip(avg_now, goal, init_gap)]
-                active = (frozen and first_batch and epoch == freeze_from) or gate[0] or gate[1] or just_projected
-                set_renewal(model, active)
-                if cfg.renewal == "spikes":
-                    for l in quant_layers(model):
-                        l.wq.renewal = False
             idx_dev = torch.as_tensor(idx, device=device)
             x = images_dev[idx_dev].to(torch.float32) / 255.0
             y = labels_dev[idx_dev]
@@ -621,12 +675,10 @@ def train(config: TrainConfig) -> TrainResult:
             opt.zero_grad()
             loss.backward()
             opt.step(bits=not frozen)
-            first_batch = False
-            just_projected = False
             if cfg.project_every and cfg.uniform is None and not frozen and step_in_epoch % cfg.project_every == 0:
                 # projected gradient: the bits never stay outside the window for long, so the network
-                # trains at allocations it may keep (the steps of changed quantizers renew next batch)
-                just_projected = bool(project_bits(model, sizes, cfg.target, cfg.max_budget))
+                # trains at allocations it may keep (changed quantizers count it, and renew if gated in)
+                project_bits(model, sizes, cfg.target, cfg.max_budget)
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(idx)
@@ -638,6 +690,7 @@ def train(config: TrainConfig) -> TrainResult:
         if bar is not None:
             bar.close()
         set_renewal(model, False)
+        counts = renewal_counts(model)
         opt.sched.step()
         avg = average_bits(model, sizes)
         epoch_s = time.perf_counter() - t0
@@ -651,6 +704,7 @@ def train(config: TrainConfig) -> TrainResult:
             "wall_s": prior_wall + time.perf_counter() - wall0,
             "frozen": frozen,
             "lambdas": list(lambdas),
+            "renewal": {"gate": {"weights": gate_w, "spikes": gate_s}, **counts},
             **bit_summary(model, sizes),
         }
         history.append(record)
@@ -688,6 +742,17 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(run.out, last["test_accuracy"], last["avg_bits"], len(history), last["wall_s"], history)
 
 
+def _renewal_totals(history: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Bit changes and renewals summed over the epochs, per kind and cause (see :func:`~.quant.renewal_counts`)."""
+    total: dict[str, dict[str, int]] = {}
+    for record in history:
+        for kind in ("weights", "spikes"):
+            for key, n in (record.get("renewal", {}).get(kind) or {}).items():
+                total.setdefault(kind, {}).setdefault(key, 0)
+                total[kind][key] += int(n)
+    return total
+
+
 def _write_metrics(out: Path, cfg: TrainConfig, history: list[dict[str, Any]], device: torch.device) -> None:
     from bitspike.cli import write_json
 
@@ -705,6 +770,7 @@ def _write_metrics(out: Path, cfg: TrainConfig, history: list[dict[str, Any]], d
             "within_target": None if not last else _within(
                 (last["avg_bits"]["w"], last["avg_bits"]["s"], last["avg_bits"]["t"]), cfg.goal,
                 None if cfg.uniform is not None else cfg.max_budget),
+            "renewal": _renewal_totals(history),
         },
     }
     write_json(out / METRICS_NAME, payload)

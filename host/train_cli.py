@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist or cifar10 (default: digits)")
     p.add_argument("--data", metavar="PATH", help="folder holding the data set's files (fashion-mnist, cifar10)")
-    p.add_argument("--arch", default="mlp", help="mlp, cnn, cnn-fc, vgg-small or resnet20 (default: mlp)")
-    p.add_argument("--target", default="2/2/1", metavar="W/S/T", help="target average bits (default: 2/2/1)")
+    p.add_argument("--arch", default="mlp", help="mlp, cnn, cnn-fc, vgg-small, vgg-deep or resnet20 (default: mlp)")
+    p.add_argument("--target", default="2/2/1", metavar="W/S/T",
+                   help="target average bits, e.g. 2/2/1 or 2/2/1.5 (default: 2/2/1)")
     p.add_argument("--uniform", metavar="W/S/T", help="freeze every learnable layer at these bits (the baseline)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 40 for digits, 6 otherwise)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: 64 for digits, 128 otherwise)")
@@ -38,6 +39,17 @@ def register(subparsers) -> None:
     p.add_argument("--project-every", type=int, default=None, metavar="STEPS",
                    help="project the bits into the target window every STEPS optimizer steps while they learn "
                         "(projected gradient; default: 50; 0 projects only when the bits freeze)")
+    p.add_argument("--first-layer", choices=("fixed", "learn"), default="fixed",
+                   help="fixed: the first layer keeps 8-bit weights and T = 1 (the paper); learn: its weight bits and "
+                        "T are allocated too, its input stays 8-bit pixels (default: fixed)")
+    p.add_argument("--bit-lr", type=float, default=None, help="Adam learning rate of the bit widths (default: 0.003)")
+    p.add_argument("--t-lr", type=float, default=None, help="Adam learning rate of the timesteps (default: 0.003)")
+    p.add_argument("--vth-grad", choices=("batch", "sample"), default="batch",
+                   help="LSQ gradient scale of the thresholds: batch = 1/sqrt(batch·N·q) as the authors' code, "
+                        "sample = 1/sqrt(N·q) (default: batch)")
+    p.add_argument("--history", choices=("detach", "keep"), default="detach",
+                   help="membrane carried between timesteps: left out of the backward pass (detach, the authors') "
+                        "or kept in it (default: detach)")
     p.add_argument("--hidden", default="128", help="hidden sizes of mlp and cnn-fc, comma-separated (default: 128)")
     p.add_argument("--width", type=int, default=None, help="base channel count of the CNNs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -54,7 +66,7 @@ def config_from_args(args: argparse.Namespace):
     from bitspike.errors import BitspikeError
     from bitspike.host.train import TrainConfig, parse_bits
 
-    target = parse_bits(args.target, "--target")
+    target = parse_bits(args.target, "--target", integers=False)
     uniform = parse_bits(args.uniform, "--uniform") if args.uniform else None
     try:
         hidden = tuple(int(v) for v in str(args.hidden).split(",") if v.strip())
@@ -82,6 +94,11 @@ def config_from_args(args: argparse.Namespace):
         data=args.data,
         hidden=hidden,
         width=args.width,
+        first_layer=args.first_layer,
+        vth_grad=args.vth_grad,
+        detach_history=args.history == "detach",
+        **({} if args.bit_lr is None else {"bit_lr": args.bit_lr}),
+        **({} if args.t_lr is None else {"t_lr": args.t_lr}),
         threads=args.threads,
         progress=not args.quiet,
         resume=args.resume,

@@ -64,6 +64,11 @@ def test_bits_land_in_target_window_and_are_frozen_at_the_end(tmp_path):
 def test_bad_options_get_clear_errors(tmp_path):
     with pytest.raises(BitspikeError, match="W/S/T"):
         parse_bits("2/2")
+    assert parse_bits("2/2/1.5", integers=False) == (2, 2, 1.5)
+    with pytest.raises(BitspikeError, match="integers"):
+        parse_bits("2/2/1.5", "--uniform")
+    with pytest.raises(BitspikeError, match="first_layer"):
+        _cfg(tmp_path, "x", first_layer="sometimes")
     with pytest.raises(BitspikeError, match="unknown architecture"):
         _cfg(tmp_path, "x", arch="transformer")
     proc = subprocess.run(CLI + ["train", "--target", "2/x/1", "--out", str(tmp_path / "x")],
@@ -126,3 +131,36 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert summary["epochs"] == 3 and summary["test_accuracy"] > 0.7
     state = load_checkpoint(out)
     assert state["epoch"] == 3
+
+
+def test_learning_first_layer_and_a_fractional_t_target(tmp_path):
+    """--first-layer learn allocates the first layer's B_w and T (its input stays 8-bit); a target of
+    1.5 timesteps has no uniform allocation inside its window, so the final per-layer T differ."""
+    from bitspike.host.export import export_run
+
+    r = train(_cfg(tmp_path, "f", epochs=4, freeze_epochs=2, hidden=(32, 16), first_layer="learn", target=(2, 2, 1.5)))
+    last = r.history[-1]
+    layers = last["layers"]
+    assert [l["fixed"] for l in layers] == [False, False, False]
+    assert layers[0]["s_bits"] == 8
+    assert len({l["timesteps"] for l in layers}) > 1
+    assert 1.35 - 1e-9 <= last["avg_bits"]["t"] <= 1.65 + 1e-9
+    metrics = json.loads((r.run_dir / "metrics.json").read_text())
+    keys = {"changes_learning", "changes_projection", "renewals_learning", "renewals_projection"}
+    for record in metrics["epochs"]:
+        assert set(record["renewal"]["gate"]) == {"weights", "spikes"}
+        assert set(record["renewal"]["weights"]) == keys and set(record["renewal"]["spikes"]) == keys
+        for kind in ("weights", "spikes"):
+            c = record["renewal"][kind]
+            assert c["renewals_learning"] <= c["changes_learning"] and c["renewals_projection"] <= c["changes_projection"]
+            if not record["renewal"]["gate"][kind]:
+                assert c["renewals_learning"] == c["renewals_projection"] == 0
+    assert set(metrics["final"]["renewal"]) == {"weights", "spikes"}
+    from bitspike.figures import bits_over_epochs
+
+    png = bits_over_epochs(metrics["epochs"], tmp_path / "bits.png")
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+    manifest, summary = export_run(r.run_dir, tmp_path / "f.bsm")
+    syn = manifest.synaptic_layers
+    assert [(l.w_bits, l.s_bits, l.timesteps) for l in syn] == [(l["w_bits"], l["s_bits"], l["timesteps"]) for l in layers]
+    assert summary["avg_bits"] == last["avg_bits"]
