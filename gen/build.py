@@ -220,12 +220,12 @@ def _board_top(board: BoardSpec, config):
     return BoardTop()
 
 
-def _generate(manifest, gen_dir: Path, fold, max_luts) -> dict:
+def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
-    generate(manifest, gen_dir, fold=fold, max_luts=max_luts)
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
     return json.loads((gen_dir / "report.json").read_text())
 
 
@@ -283,7 +283,9 @@ def build_bitstream(
         gen_dir = out / "gen"
         if fold == "auto" and max_luts is None:
             max_luts = spec.default_max_luts
-        report = _generate(manifest, gen_dir, fold, max_luts)
+        from .dsp import device_dsp_blocks  # products get the device's DSP blocks one by one
+
+        report = _generate(manifest, gen_dir, fold, max_luts, device_dsp_blocks(spec.description))
     else:
         gen_dir = Path(gen_dir)
         try:

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitspike.manifest import rounding_term
 from .adder_tree import pipelined_sum
-from .pe import lut_cost, shift_add_product
+from .pe import is_narrow, lut_cost, shift_add_product
 
 __all__ = ["requantize", "requant_reference", "requant_pipeline", "requant_pieces", "PipelinedRequantizer",
            "REQUANT_LATENCY", "DSP_INPUT_BITS", "MAX_PIECES"]
@@ -29,8 +29,9 @@ __all__ = ["requantize", "requant_reference", "requant_pipeline", "requant_piece
 #: clocks from the pipeline's input register to its output register, inclusive of both
 #: (input · partial products · tree level · tree level · clamp-and-output)
 REQUANT_LATENCY = 5
-#: signed operand width of the DSP blocks the pieces are cut for (ECP5 MULT18X18D; iCE40 SB_MAC16 takes 16)
-DSP_INPUT_BITS = 18
+#: signed operand width the pieces are cut for: iCE40's SB_MAC16 takes 16 × 16, ECP5's MULT18X18D
+#: 18 × 18, so 16-bit pieces fit one block on both families
+DSP_INPUT_BITS = 16
 #: partial products a two-level tree can add beside the constant
 MAX_PIECES = 3
 
@@ -85,10 +86,19 @@ def requant_pieces(acc_shape: Shape, mult_shape: Shape, dsp_bits: int = DSP_INPU
     return pieces
 
 
-def piece_costs(acc_shape: Shape, mult_shape: Shape) -> list[int]:
-    """LUT cost of each piece's product if built in logic (the DSP allocator's benefit of a block)."""
+def dsp_piece_order(acc_shape: Shape, mult_shape: Shape) -> list[int]:
+    """Indices of the pieces that may use a DSP block, best first (widest; narrow pieces stay in logic)."""
     mult_shape = Shape.cast(mult_shape)
-    return [lut_cost(w, mult_shape.width) for _, w, _ in requant_pieces(acc_shape, mult_shape)]
+    pieces = requant_pieces(acc_shape, mult_shape)
+    order = sorted(range(len(pieces)), key=lambda i: (-pieces[i][1], i))
+    return [i for i in order if not is_narrow(pieces[i][1], mult_shape.width)]
+
+
+def piece_costs(acc_shape: Shape, mult_shape: Shape) -> list[int]:
+    """LUT cost of each DSP-candidate piece's product if built in logic, in :func:`dsp_piece_order`."""
+    mult_shape = Shape.cast(mult_shape)
+    pieces = requant_pieces(acc_shape, mult_shape)
+    return [lut_cost(pieces[i][1], mult_shape.width) for i in dsp_piece_order(acc_shape, mult_shape)]
 
 
 def requant_pipeline(m: Module, valid, acc, mult, bias_rnd, *, shift: int, lo: int, hi: int, out_shape: Shape,
@@ -99,13 +109,13 @@ def requant_pipeline(m: Module, valid, acc, mult, bias_rnd, *, shift: int, lo: i
     input register's outputs; ``enable`` advances every stage (the pipeline stalls as one).
     The returned value is combinational (the clamp); the caller registers it, which makes
     :data:`REQUANT_LATENCY` clocks from the input register to the output register.
-    ``dsp_pieces`` pieces (widest first; ``None``: all) are built with ``*``, the others with shift-add.
+    ``dsp_pieces`` pieces (:func:`dsp_piece_order`; ``None``: every candidate) are built with ``*``,
+    the others with shift-add.
     """
     acc_shape, mult_shape = acc.shape(), mult.shape()
     pieces = requant_pieces(acc_shape, mult_shape)
-    order = sorted(range(len(pieces)), key=lambda i: -pieces[i][1])
-    allowed = len(pieces) if dsp_pieces is None else dsp_pieces
-    in_dsp = {i for rank, i in enumerate(order) if rank < allowed}
+    order = dsp_piece_order(acc_shape, mult_shape)
+    in_dsp = set(order if dsp_pieces is None else order[:dsp_pieces])
     terms = []
     for i, (offset, width, is_signed) in enumerate(pieces):
         part = acc[offset:offset + width]
