@@ -26,7 +26,9 @@ adder together:
    array never waits for a drain unless two groups are waiting); outputs
    leave one per beat through the bias add and the staged requantizer
    (:func:`.requant.requant_pipeline`); per-channel constants are read from
-   ROMs one clock ahead. The drain pipeline stalls as one on ``y.ready``.
+   ROMs one clock ahead. The drain pipeline stalls as one while a registered
+   skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
+   slot, never the pipeline's enables.
 
 The sliding window is read out of the buffered frame (a frame buffer, not a
 line buffer: memory H·W·C·count bits per bank, simple and stall-proof).
@@ -378,13 +380,15 @@ class SynapticEngine(wiring.Component):
         b_full = Signal()
         load = Signal()
         load_n = Signal(range(P + 1))
-        adv = Signal()  # the drain pipeline moves (its output register is free or being read)
+        adv = Signal()  # the drain pipeline moves (the skid slot is empty)
+        skid_valid = Signal()
         pop = Signal()
         a_free = Signal()
         m.d.comb += [
             load.eq(acc_flags[0] & acc_flags[2]),
             load_n.eq(Mux(acc_flags[3], last_n, P)),
-            adv.eq(~self.y.valid | self.y.ready),
+            # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
+            adv.eq(~skid_valid),
             pop.eq((a_count != 0) & adv),
             a_free.eq((a_count == 0) | (pop & (a_count == 1))),
         ]
@@ -431,8 +435,14 @@ class SynapticEngine(wiring.Component):
                                                     out_shape=self.out_shape, product_shape=shape_of(r.product),
                                                     enable=adv, dsp_pieces=rq_dsp, name="rq")
             tap_acc, tap_acc_valid = acc_r, v0 & adv
-        with m.If(adv):
-            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(y_stage_valid)]
+        skid = Signal(self.out_shape)
+        with m.If(self.y.valid & ~self.y.ready):  # y is held: a value arriving now waits in the skid slot
+            with m.If(adv & y_stage_valid):
+                m.d.sync += [skid.eq(y_val), skid_valid.eq(1)]
+        with m.Elif(skid_valid):
+            m.d.sync += [self.y.payload.eq(skid), self.y.valid.eq(1), skid_valid.eq(0)]
+        with m.Else():
+            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(adv & y_stage_valid)]
 
         if self.debug_taps:
             m.d.comb += [
