@@ -19,7 +19,8 @@ __all__ = ["generate"]
 
 
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
-             max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None):
+             max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
+             dsp_blocks: int | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -36,6 +37,9 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         Add the observation ports ``dbgJ_KIND`` (listed in the report's ``taps``).
     synth
         ``"ecp5"``, ``"ice40"`` or ``"xilinx"``: run Yosys and add LUT/FF/BRAM/DSP per engine to the report.
+    dsp_blocks
+        The target device's DSP blocks (:mod:`bitspike.gen.dsp` shares them out per product);
+        ``None``: every product that is not narrow is a DSP multiply.
 
     Returns
     -------
@@ -52,7 +56,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     if not isinstance(manifest, Manifest):
         manifest = load(manifest)
     out_dir = Path(out_dir)
-    plan = make_plan(manifest, fold=fold, max_luts=max_luts)
+    plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
     from dataclasses import replace
 
     plan = replace(plan, estimated_luts=sum(estimate_luts(l) for l in plan.layers))

@@ -245,12 +245,12 @@ def _board_top(board: BoardSpec, config):
     return BoardTop()
 
 
-def _generate(manifest, gen_dir: Path, fold, max_luts) -> dict:
+def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
-    generate(manifest, gen_dir, fold=fold, max_luts=max_luts)
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
     return json.loads((gen_dir / "report.json").read_text())
 
 
@@ -292,7 +292,9 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         if manifest is None:
             raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
         gen_dir = out / "gen"
-        report = _generate(manifest, gen_dir, fold, max_luts)
+        # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
+        dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks)
     else:
         gen_dir = Path(gen_dir)
         try:

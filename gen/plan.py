@@ -57,6 +57,8 @@ class LayerPlan:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    # products that may be DSP multiplies (bitspike.gen.dsp); None: every product that is not narrow
+    dsp_blocks: int | None = None
 
     @property
     def in_elements(self) -> int:
@@ -77,7 +79,7 @@ class LayerPlan:
             "memory_bits": self.memory_bits, "memory_bits_bound": self.params * (self.w_bits or 0),
             "widths": dict(sorted(self.widths.items())), "cycles": self.cycles,
             "in_hw": list(self.in_hw), "out_hw": list(self.out_hw), "kernel": list(self.kernel),
-            "stride": list(self.stride), "padding": list(self.padding),
+            "stride": list(self.stride), "padding": list(self.padding), "dsp_blocks": self.dsp_blocks,
         }
 
 
@@ -269,7 +271,8 @@ def _check_graph(manifest: Manifest) -> None:
                                 "stall on it")
 
 
-def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None) -> Plan:
+def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
+              dsp_blocks: int | None = None) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -280,7 +283,10 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         (layers not named get 1×1).
     max_luts
         LUT budget for ``fold="auto"`` (estimated; see :mod:`bitspike.gen.folding`).
+    dsp_blocks
+        The device's DSP blocks, shared out per product (:mod:`bitspike.gen.dsp`); ``None``: no limit.
     """
+    from .dsp import allocate_dsps
     from .folding import apply_folding
     from .timing import predict
 
@@ -301,6 +307,7 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         if unknown:
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     layers = apply_folding(manifest, ranges, tuple(plans.values()), folds, max_luts)
+    layers = allocate_dsps(manifest, ranges, layers, dsp_blocks)
     plan = Plan(manifest=manifest, ranges=ranges, layers=layers, fold="auto" if folds is None else "manual",
                 max_luts=max_luts)
     return predict(plan)

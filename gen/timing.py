@@ -4,11 +4,13 @@ The model replays, clock by clock in closed form, the handshakes of one
 inference through the engines (pixels offered one per clock, results always
 accepted). The constants mirror the RTL in :mod:`bitspike.rtl_templates`:
 
-* linear engine: a word of inputs can be issued the clock after its last
-  element arrived; the PE array takes one word per clock; the last word of a
-  group waits until the holding register of the previous group has drained
-  (≥ 2 + pes clocks after that group's last word); output p of group g leaves
-  ``3 + p`` clocks after the group's last word issued.
+* synaptic engine (:mod:`bitspike.rtl_templates.synapse`): a word of inputs
+  can be issued ``INPUT_LATENCY`` clocks after its last element arrived
+  (neuron register, then the write); the PE array takes one word per clock;
+  a group's sum enters the two-slot holding queue ``pe_latency(lanes)``
+  clocks after its last word issued; the last word of a group waits for a
+  free slot (the group two before it has drained); outputs are popped one
+  per clock in order and leave ``drain_latency`` clocks after their pop.
 * output stage: each logit is forwarded one clock after it arrives; ``done``
   comes 2 clocks after the last logit.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
+
+from bitspike.rtl_templates.synapse import HOLD_SLOTS, INPUT_LATENCY, drain_latency, pe_latency
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import LayerPlan, Plan
@@ -31,12 +35,41 @@ def _synaptic_groups(lp: "LayerPlan") -> tuple[int, int, int]:
     return groups, words, last_n
 
 
+def _drain_model(lp: "LayerPlan"):
+    """The PE-to-output part of the synaptic engine's timing, shared by the busy and the latency models.
+
+    Returns ``finish(t_last, n, state) -> (pops, t_last)``: given the clock the group's last word
+    would issue (inputs permitting), the group's outputs ``n`` and the running ``state`` (last-pop
+    clocks so far), the clocks of its pops and the clock its last word really issues.
+    """
+    E = pe_latency(lp.lanes)
+
+    def finish(t_last: int, n: int, lastpops: list[int]) -> tuple[list[int], int]:
+        if len(lastpops) >= HOLD_SLOTS:  # a slot of the holding queue frees the clock after its last pop
+            t_last = max(t_last, lastpops[-HOLD_SLOTS] + 1)
+        first = t_last + E + 1
+        if lastpops:
+            first = max(first, lastpops[-1] + 1)
+        lastpops.append(first + n - 1)
+        return [first + p for p in range(n)], t_last
+
+    return finish
+
+
 def engine_busy(lp: "LayerPlan") -> int:
     """Clocks per inference that the engine itself needs in steady state (its initiation interval)."""
     if lp.op in ("linear", "conv2d"):
         groups, words, last_n = _synaptic_groups(lp)
-        per_pixel = (groups - 1) * max(words, lp.pes + 2) + max(words, last_n + 2)
-        busy = lp.out_hw[0] * lp.out_hw[1] * per_pixel
+        finish = _drain_model(lp)
+        lastpops: list[int] = []
+        t = -1
+        frame_ends = []
+        for _ in range(3):  # frames back to back, inputs always there: the third frame is in steady state
+            for _pix in range(lp.out_hw[0] * lp.out_hw[1]):
+                for g in range(groups):
+                    _, t = finish(t + words, lp.pes if g < groups - 1 else last_n, lastpops)
+            frame_ends.append(lastpops[-1])
+        busy = frame_ends[2] - frame_ends[1]
         return max(busy, lp.in_elements, lp.out_elements)
     if lp.op in ("maxpool", "avgpool", "add"):
         return lp.in_elements
@@ -52,12 +85,14 @@ def _synaptic_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
     H, W = lp.in_hw
     KH, KW = lp.kernel
     never = -(10**9)
+    finish = _drain_model(lp)
+    out_delay = drain_latency("product" in lp.widths)
     # ready[(ih*W + iw)*jc_n + jc]: the clock from which that frame word can be read
-    ready = [arrivals[pix * C + min(C - 1, (jc + 1) * L - 1)] + 1 for pix in range(H * W) for jc in range(jc_n)]
+    ready = [arrivals[pix * C + min(C - 1, (jc + 1) * L - 1)] + INPUT_LATENCY
+             for pix in range(H * W) for jc in range(jc_n)]
     out: list[int] = []
     t = -1
-    prev_last = None
-    prev_n = 0
+    lastpops: list[int] = []
     for oh in range(lp.out_hw[0]):
         for ow in range(lp.out_hw[1]):
             for g in range(groups):
@@ -69,15 +104,8 @@ def _synaptic_times(lp: "LayerPlan", arrivals: list[int]) -> list[int]:
                         for jc in range(jc_n):
                             r = ready[(ih * W + iw) * jc_n + jc] if inside else never
                             t = max(t + 1, r)
-                if prev_last is not None:
-                    t = max(t, prev_last + 2 + prev_n)  # holding register of the previous group drained
-                n = lp.pes if g < groups - 1 else last_n
-                # outputs leave one per clock; a new group's outputs queue behind the previous ones
-                start = t + 3
-                if out:
-                    start = max(start, out[-1] + 1)
-                out.extend(start + p for p in range(n))
-                prev_last, prev_n = t, n
+                pops, t = finish(t, lp.pes if g < groups - 1 else last_n, lastpops)
+                out.extend(p + out_delay for p in pops)
     return out
 
 

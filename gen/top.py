@@ -51,7 +51,7 @@ def _build_linear(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wirin
     weight = layer.weight if lp.column_order is None else layer.weight[:, list(lp.column_order)]
     return LinearEngine(weight=weight, bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits,
                         timesteps=layer.timesteps, k=layer.k, requant=layer.requant, ranges=plan.ranges[layer.name],
-                        pes=lp.pes, lanes=lp.lanes, debug_taps=debug)
+                        pes=lp.pes, lanes=lp.lanes, debug_taps=debug, dsp_blocks=lp.dsp_blocks)
 
 
 @engine_builder("conv2d")
@@ -60,7 +60,7 @@ def _build_conv(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.
     return ConvEngine(weight=layer.weight, bias=layer.bias, in_hw=lp.in_hw, stride=lp.stride, padding=lp.padding,
                       w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                       requant=layer.requant, ranges=plan.ranges[layer.name], pes=lp.pes, lanes=lp.lanes,
-                      debug_taps=debug)
+                      debug_taps=debug, dsp_blocks=lp.dsp_blocks)
 
 
 def _build_pool(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:

@@ -3,23 +3,32 @@
 One engine serves both synaptic ops: a linear layer is a convolution of a
 1×1 map with ``in`` channels and a 1×1 kernel (:mod:`.linear`, :mod:`.conv`).
 
-Dataflow (one inference; feature maps stream HWC, channel fastest):
+Dataflow (one inference; feature maps stream HWC, channel fastest). The
+engine is pipelined so that no clock holds a memory read, a multiply and an
+adder together:
 
 1. **Neuron and frame buffer.** Each input current arrives on ``x``. An
-   unrolled neuron turns it into its T spikes and their count Σ_t s_t in the
-   same clock; counts are packed ``lanes`` channels to a word into a
+   unrolled neuron turns it into its T spikes and their count Σ_t s_t; the
+   count is registered, then packed ``lanes`` channels to a word into a
    double-buffered frame memory (one bank fills while the other is read), so
    the next inference streams in while this one computes.
-2. **PE array.** For every output pixel, output group g (``pes`` channels) and
-   window word (kernel tap × channel word), one clock reads a weight word
-   (``pes × lanes`` weights at B_w bits) and an input word, and each PE adds
-   Σ_l W·count to its accumulator; taps in the zero padding read as count 0.
-   A word is read as soon as it has been written, so computing overlaps the
-   input stream. B_w = 1 is an add/subtract; wider products are plain
-   multiplies (DSP-mappable).
-3. **Drain.** The finished group is copied to a holding register; the
-   requantizer (bias, multiplier, rounding shift, clamp) emits one output per
-   beat on ``y`` while the PE array works on the next group.
+2. **Address counters.** For every output pixel, output group g (``pes``
+   channels) and window word (kernel tap × channel word) one word is issued;
+   its frame and weight addresses are stepped by counters (no products of
+   indices). Taps in the zero padding read a word that is never written (0).
+3. **PE array, pipelined.** The memory outputs are registered (the block
+   RAM's output register), then the products (:mod:`.pe`: sign and ternary
+   weights as muxes, narrow products as shift-add logic, wide ones as DSP
+   multiplies, as many as ``dsp_blocks`` allows), then a balanced adder tree
+   over the lanes with a register per level (:mod:`.adder_tree`), then the
+   accumulator: :func:`pe_latency` clocks from issue to accumulate.
+4. **Drain.** A finished group goes to a two-slot holding queue (the PE
+   array never waits for a drain unless two groups are waiting); outputs
+   leave one per beat through the bias add and the staged requantizer
+   (:func:`.requant.requant_pipeline`); per-channel constants are read from
+   ROMs one clock ahead. The drain pipeline stalls as one while a registered
+   skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
+   slot, never the pipeline's enables.
 
 The sliding window is read out of the buffered frame (a frame buffer, not a
 line buffer: memory H·W·C·count bits per bank, simple and stall-proof).
@@ -33,16 +42,19 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import LayerRanges, Range, bits_for
-from bitspike.manifest import Requant
+from bitspike.analysis import LayerRanges, Range
+from bitspike.manifest import Requant, rounding_term
+from .adder_tree import delay, pipelined_sum, tree_depth
 from .neuron import check_neuron_params, shape_of, unrolled_neuron
-from .requant import requantize
+from .pe import is_narrow, lut_cost, weight_product
+from .requant import REQUANT_LATENCY, piece_costs, requant_pipeline
 from .weight_mem import WeightLayout, pack_weights
 
-__all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS"]
+__all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS", "pe_latency",
+           "drain_latency", "dsp_candidates", "HOLD_SLOTS", "INPUT_LATENCY"]
 
 #: weight memories of at least this many bits are marked ``ram_style = "block"``
 BLOCK_RAM_MIN_BITS = 1024
@@ -54,6 +66,48 @@ def TapSignature(width: int, signed_: bool = False) -> wiring.Signature:
         "payload": Out(signed(width) if signed_ else unsigned(width)),
         "valid": Out(1),
     })
+
+
+#: groups the holding queue takes (one draining, one waiting)
+HOLD_SLOTS = 2
+#: clocks from an input beat's acceptance to the first clock its frame word can be issued
+#: (neuron register, then the write)
+INPUT_LATENCY = 2
+
+
+def pe_latency(lanes: int) -> int:
+    """Clocks from a word's issue to the clock in which its lane sum enters the accumulator.
+
+    Issue → memory output (1) → registered memory output (2) → registered products (3) →
+    ``tree_depth(lanes)`` registered tree levels. A group's last word loads the holding
+    queue at the end of that clock.
+    """
+    return 3 + tree_depth(lanes)
+
+
+def drain_latency(requantized: bool) -> int:
+    """Clocks from an output's pop off the holding queue to its ``y.valid``."""
+    return REQUANT_LATENCY if requantized else 1
+
+
+def _const_shape(values) -> Range:
+    return Range(int(min(0, min(values))), int(max(0, max(values))))
+
+
+def dsp_candidates(*, w_bits: int, count_width: int, pes: int, lanes: int, acc_range: Range | None,
+                   multipliers=None) -> list[tuple[int, str]]:
+    """The engine's products that may use a DSP block, best first: ``[(LUT cost saved, kind)]``.
+
+    ``kind`` is ``"requant"`` (a piece of the requantizer's multiply) or ``"pe"``. Narrow PE
+    products (:func:`~.pe.is_narrow`) are never candidates. The engine gives its first
+    ``dsp_blocks`` candidates a DSP block, in this order (ties: requantizer first).
+    """
+    out = []
+    if acc_range is not None and multipliers is not None:
+        out += [(c, "requant") for c in piece_costs(shape_of(acc_range), shape_of(_const_shape(multipliers)))]
+    if not is_narrow(w_bits, count_width):
+        out += [(lut_cost(w_bits, count_width + 1), "pe")] * (pes * lanes)
+    return sorted(out, key=lambda c: (-c[0], c[1] != "requant"))
 
 
 def partial_sum_range(weight: np.ndarray, count_hi: int) -> Range:
@@ -87,11 +141,14 @@ class SynapticEngine(wiring.Component):
         Folding: output channels computed in parallel, input channels consumed per clock.
     debug_taps
         Add the observation ports ``tap_x``, ``tap_spk``, ``tap_acc`` and ``tap_out``.
+    dsp_blocks
+        How many products may be DSP multiplies (:func:`dsp_candidates` says which);
+        ``None``: every product that is not narrow. The others are built in logic.
     """
 
     def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
                  timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
-                 debug_taps: bool = False):
+                 debug_taps: bool = False, dsp_blocks: int | None = None):
         check_neuron_params(s_bits, timesteps, k)
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
@@ -109,6 +166,9 @@ class SynapticEngine(wiring.Component):
         self.w_bits, self.s_bits, self.timesteps, self.k = w_bits, s_bits, timesteps, k
         self.requant, self.ranges = requant, ranges
         self.pes, self.lanes, self.debug_taps = pes, lanes, debug_taps
+        if dsp_blocks is not None and (isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0):
+            raise ValueError(f"engine dsp_blocks must be a non-negative integer or None, not {dsp_blocks!r}")
+        self.dsp_blocks = dsp_blocks
         self.layout = WeightLayout(out_c, in_c, pes, lanes, w_bits, taps=kh * kw)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
@@ -138,7 +198,18 @@ class SynapticEngine(wiring.Component):
         o, c, kh, kw = self.weight.shape
         return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, stride={self.stride}, "
                 f"padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, timesteps={self.timesteps}, "
-                f"k={self.k}, pes={self.pes}, lanes={self.lanes})")
+                f"k={self.k}, pes={self.pes}, lanes={self.lanes}, dsp_blocks={self.dsp_blocks})")
+
+    def dsp_plan(self) -> tuple[int, int | None]:
+        """``(PE products with a DSP block, requantizer pieces with one (None: no requantizer))``."""
+        cands = dsp_candidates(w_bits=self.w_bits, count_width=self.count_range.width, pes=self.pes,
+                               lanes=self.lanes, acc_range=self.ranges.acc if self.requant is not None else None,
+                               multipliers=self.requant.multiplier if self.requant is not None else None)
+        chosen = cands if self.dsp_blocks is None else cands[:self.dsp_blocks]
+        pe = sum(1 for _, kind in chosen if kind == "pe")
+        rq = sum(1 for _, kind in chosen if kind == "requant") if self.requant is not None else None
+        return pe, rq
+
 
     def elaborate(self, platform):
         m = Module()
@@ -155,13 +226,15 @@ class SynapticEngine(wiring.Component):
                       and any(o * SW - PW <= W - 1 <= o * SW - PW + KW - 1 for o in range(WO)))
         cw = self.count_range.width
         r = self.ranges
+        pe_dsp, rq_dsp = self.dsp_plan()
+        # a word no writer touches: padded taps read it and see counts of zero
+        has_pad = PH > 0 or PW > 0
+        zero_word = 2 * frame
 
-        # ---- writer: neuron + pack channel counts into words + double-buffered frame memory
+        # ---- writer: neuron (registered) + pack channel counts into words + double-buffered frame memory
         spikes, count_raw = unrolled_neuron(m, self.x.payload, self.k, self.s_bits, self.timesteps,
                                             shape_of(r.v), name="nrn")
-        count = Signal(unsigned(cw))
-        m.d.comb += count.eq(count_raw)
-        inbuf = memory.Memory(shape=unsigned(L * cw), depth=2 * frame, init=[])
+        inbuf = memory.Memory(shape=unsigned(L * cw), depth=2 * frame + has_pad, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
         rd = inbuf.read_port()
@@ -172,13 +245,22 @@ class SynapticEngine(wiring.Component):
         wr_lane = Signal(range(L))
         wr_last_elem = Signal()
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
+        count = Signal(unsigned(cw))  # the neuron register
+        count_valid = Signal()
+        w_ready = Signal()
         m.d.comb += [
-            self.x.ready.eq(~full.bit_select(wr_bank, 1)),
+            w_ready.eq(~full.bit_select(wr_bank, 1)),
+            self.x.ready.eq(~count_valid | w_ready),
             wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == in_c - 1)),
-            wr.addr.eq(wr_bank * frame + wr_word),
+            wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
             wr.data.eq(Cat(*[Mux(wr_lane == l, count, pack[l]) for l in range(L)])),
         ]
-        accept = self.x.valid & self.x.ready
+        x_accept = self.x.valid & self.x.ready
+        with m.If(x_accept):
+            m.d.sync += [count.eq(count_raw), count_valid.eq(1)]
+        with m.Elif(w_ready):
+            m.d.sync += count_valid.eq(0)
+        accept = count_valid & w_ready
         with m.If(accept):
             m.d.sync += wr_chan.eq(Mux(wr_chan == in_c - 1, 0, wr_chan + 1))
             with m.If((wr_lane == L - 1) | (wr_chan == in_c - 1)):
@@ -193,7 +275,7 @@ class SynapticEngine(wiring.Component):
                     with m.If(wr_lane == l):
                         m.d.sync += pack[l].eq(count)
 
-        # ---- stage 0: address generator over (oh, ow, g, ky, kx, jc), innermost last
+        # ---- issue: counters over (oh, ow, g, ky, kx, jc), innermost last, and the addresses they step
         # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
         attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),
@@ -203,40 +285,53 @@ class SynapticEngine(wiring.Component):
         oh, ow = Signal(range(HO)), Signal(range(WO))
         g, ky, kx, jc = Signal(range(G)), Signal(range(KH)), Signal(range(KW)), Signal(range(Jc))
         rd_bank = Signal()
-        buf_count = Signal(range(P + 1))
-        s1_valid, s1_first, s1_last, s1_lastgroup, s1_pad = Signal(), Signal(), Signal(), Signal(), Signal()
-        hw_bits = max(H, W, HO * SH + KH).bit_length() + 2
-        ih, iw = Signal(signed(hw_bits)), Signal(signed(hw_bits))
-        pad = Signal()
-        local = Signal(range(frame))
+        slots = Signal(range(HOLD_SLOTS + 1))  # groups whose last word issued and that have not fully drained
+        waddr = Signal(range(lay.depth))
         word_last = Signal()
         frame_last = Signal()
         available = Signal()
         issue = Signal()
+        counters = ((jc, Jc), (kx, KW), (ky, KH), (g, G), (ow, WO), (oh, HO))
+        wraps = []
+        for ctr, size in counters:
+            wrap = Signal(name=f"{ctr.name}_wrap")
+            m.d.comb += wrap.eq(ctr == size - 1)
+            wraps.append(wrap)
+        # step[i]: counter i increments (all inner ones wrap); step[6]: the whole frame wraps
+        step = []
+        for i in range(len(counters) + 1):
+            inner = Const(1)
+            for w_ in wraps[:i]:
+                inner = inner & w_
+            s_ = Signal(name=f"step{i}")
+            m.d.comb += s_.eq(inner & (~wraps[i] if i < len(counters) else Const(1)))
+            step.append(s_)
+        group_wrap = Signal()
         m.d.comb += [
-            ih.eq(oh * SH + ky - PH),
-            iw.eq(ow * SW + kx - PW),
-            pad.eq((ih < 0) | (ih >= H) | (iw < 0) | (iw >= W)),
-            local.eq(Mux(pad, 0, (ih * W + iw) * Jc + jc)),
-            word_last.eq((ky == KH - 1) & (kx == KW - 1) & (jc == Jc - 1)),
-            frame_last.eq(word_last & (g == G - 1) & (ow == WO - 1) & (oh == HO - 1)),
-            available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
-            # the last word of a group loads the holding register one clock later: it must be empty
-            issue.eq(available & (~word_last | ((buf_count == 0) & ~(s1_valid & s1_last)))),
-            rd.addr.eq(rd_bank * frame + local),
-            wrd.addr.eq((g * (KH * KW) + ky * KW + kx) * Jc + jc),
+            word_last.eq(wraps[0] & wraps[1] & wraps[2]),
+            group_wrap.eq(word_last & wraps[3]),
+            frame_last.eq(group_wrap & wraps[4] & wraps[5]),
         ]
-        m.d.sync += [s1_valid.eq(issue), s1_first.eq((ky == 0) & (kx == 0) & (jc == 0)), s1_last.eq(word_last),
-                     s1_lastgroup.eq(g == G - 1), s1_pad.eq(pad)]
+        if (H, W, KH, KW) == (1, 1, 1, 1) and not has_pad:
+            local, pad = jc, Const(0)
+        else:
+            local, pad = self._window_address(m, issue, step, Jc)
+        m.d.comb += [
+            available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
+            # the last word of a group reserves a slot of the holding queue
+            issue.eq(available & (~word_last | (slots < HOLD_SLOTS))),
+            rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
+                       else Mux(rd_bank, local + frame, local)),
+            wrd.addr.eq(waddr),
+        ]
         with m.If(issue):
-            # odometer: jc → kx → ky → g → ow → oh
-            carry = Const(1)
-            for ctr, size in ((jc, Jc), (kx, KW), (ky, KH), (g, G), (ow, WO), (oh, HO)):
-                wrap = Signal(name=f"{ctr.name}_wrap")
-                m.d.comb += wrap.eq(carry & (ctr == size - 1))
-                with m.If(carry):
-                    m.d.sync += ctr.eq(Mux(ctr == size - 1, 0, ctr + 1))
-                carry = wrap
+            m.d.sync += waddr.eq(Mux(group_wrap, 0, waddr + 1))
+            for (ctr, size), w_, i in zip(counters, wraps, range(len(counters))):
+                inner = Const(1)
+                for w2 in wraps[:i]:
+                    inner = inner & w2
+                with m.If(inner):
+                    m.d.sync += ctr.eq(Mux(w_, 0, ctr + 1))
             with m.If(frame_last):
                 m.d.sync += rd_bank.eq(~rd_bank)
                 if reads_last:
@@ -275,70 +370,165 @@ class SynapticEngine(wiring.Component):
                     with m.Else():
                         m.d.sync += full[b].eq(1)
 
-        # ---- stage 1: PE array
+        # ---- PE array: memory outputs registered, products registered, registered adder tree, accumulator
+        E = pe_latency(L)
+        flags = Signal(4)  # valid, first word of the group, last word, last group
+        m.d.comb += flags.eq(Cat(issue, (ky == 0) & (kx == 0) & (jc == 0), word_last, wraps[3]))
+        acc_flags = delay(m, flags, E, "pe_flags")[-1]
+        wq = Signal(lay.word_bits)
+        cq = Signal(L * cw)
+        m.d.sync += [wq.eq(wrd.data), cq.eq(rd.data)]
+        wb = self.w_bits
         psum_shape = shape_of(self.psum_range)
         acc = [Signal(psum_shape, name=f"psum{p}") for p in range(P)]
         acc_next = [Signal(psum_shape, name=f"psum_next{p}") for p in range(P)]
-        counts = [Mux(s1_pad, 0, rd.data[l * cw:(l + 1) * cw]) for l in range(L)]
-        wb = self.w_bits
+        n_dsp = 0
         for p in range(P):
             terms = []
             for l in range(L):
-                code = wrd.data[(p * L + l) * wb:(p * L + l + 1) * wb]
-                c = counts[l]
-                if wb == 1:
-                    terms.append(Mux(code[0], c, -c))
-                else:
-                    terms.append(code.as_signed() * c)
-            lane_sum = terms[0]
-            for t in terms[1:]:
-                lane_sum = lane_sum + t
-            m.d.comb += acc_next[p].eq(Mux(s1_first, 0, acc[p]) + lane_sum)
-            with m.If(s1_valid):
+                code = wq[(p * L + l) * wb:(p * L + l + 1) * wb]
+                use_dsp = not is_narrow(wb, cw) and n_dsp < pe_dsp
+                n_dsp += use_dsp
+                value = weight_product(code, cq[l * cw:(l + 1) * cw], wb, use_dsp)
+                prod = Signal(value.shape(), name=f"prod{p}_{l}")
+                m.d.sync += prod.eq(value)
+                terms.append(prod)
+            lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
+            m.d.comb += acc_next[p].eq(Mux(acc_flags[1], 0, acc[p]) + lane_sum)
+            with m.If(acc_flags[0]):
                 m.d.sync += acc[p].eq(acc_next[p])
 
-        # ---- stage 2: holding register, drained through the requantizer one output per beat
-        hold = [Signal(psum_shape, name=f"hold{p}") for p in range(P)]
-        out_idx = Signal(range(out_c))
+        # ---- holding queue (slot A drains, slot B waits), drained one output per beat
+        a = [Signal(psum_shape, name=f"hold{p}") for p in range(P)]
+        b = [Signal(psum_shape, name=f"wait{p}") for p in range(P)]
         last_n = out_c - (G - 1) * P
+        a_count = Signal(range(P + 1))
+        b_n = Signal(range(P + 1))
+        b_full = Signal()
+        load = Signal()
+        load_n = Signal(range(P + 1))
+        adv = Signal()  # the drain pipeline moves (the skid slot is empty)
+        skid_valid = Signal()
         pop = Signal()
-        with m.If(s1_valid & s1_last):
-            m.d.sync += [hold[p].eq(acc_next[p]) for p in range(P)]
-            m.d.sync += buf_count.eq(Mux(s1_lastgroup, last_n, P))
-        bias_rom = memory.Memory(shape=shape_of(Range(int(min(0, self.bias.min())), int(max(0, self.bias.max())))),
-                                 depth=out_c, init=[int(b) for b in self.bias])
-        m.submodules.bias_rom = bias_rom
-        brd = bias_rom.read_port(domain="comb")
-        m.d.comb += brd.addr.eq(out_idx)
+        a_free = Signal()
+        m.d.comb += [
+            load.eq(acc_flags[0] & acc_flags[2]),
+            load_n.eq(Mux(acc_flags[3], last_n, P)),
+            # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
+            adv.eq(~skid_valid),
+            pop.eq((a_count != 0) & adv),
+            a_free.eq((a_count == 0) | (pop & (a_count == 1))),
+        ]
+        with m.If(pop):
+            m.d.sync += [a[p].eq(a[p + 1]) for p in range(P - 1)]
+            m.d.sync += a_count.eq(a_count - 1)
+        with m.If(a_free):
+            with m.If(b_full):
+                m.d.sync += [a[p].eq(b[p]) for p in range(P)]
+                m.d.sync += [a_count.eq(b_n), b_full.eq(load)]
+                with m.If(load):
+                    m.d.sync += [b[p].eq(acc_next[p]) for p in range(P)]
+                    m.d.sync += b_n.eq(load_n)
+            with m.Elif(load):
+                m.d.sync += [a[p].eq(acc_next[p]) for p in range(P)]
+                m.d.sync += a_count.eq(load_n)
+        with m.Elif(load):
+            m.d.sync += [b[p].eq(acc_next[p]) for p in range(P)]
+            m.d.sync += [b_n.eq(load_n), b_full.eq(1)]
+        m.d.sync += slots.eq(slots + (issue & word_last) - (pop & (a_count == 1)))
+
+        # per-channel constants, read one clock ahead of the pop that uses them
+        out_idx = Signal(range(out_c))
+        idx_next = Signal(range(out_c))
+        m.d.comb += idx_next.eq(Mux(pop, Mux(out_idx == out_c - 1, 0, out_idx + 1), out_idx))
+        m.d.sync += out_idx.eq(idx_next)
+        bias_q = self._channel_rom(m, [int(v) for v in self.bias], idx_next, "bias_rom")
         acc_val = Signal(shape_of(r.acc))
-        m.d.comb += acc_val.eq(hold[0] + brd.data)
+        m.d.comb += acc_val.eq(a[0] + bias_q)
         if self.requant is None:
-            y_val = Signal(self.out_shape)
-            m.d.comb += y_val.eq(acc_val)
+            y_val, y_stage_valid = acc_val, pop
+            tap_acc, tap_acc_valid = acc_val, pop
         else:
             rq = self.requant
-            mult = [int(v) for v in rq.multiplier]
-            rbias = [int(v) for v in rq.bias]
-            mrom = memory.Memory(shape=shape_of(Range(min(0, min(mult)), max(0, max(mult)))), depth=out_c, init=mult)
-            brom = memory.Memory(shape=shape_of(Range(min(0, min(rbias)), max(0, max(rbias)))), depth=out_c, init=rbias)
-            m.submodules.mult_rom, m.submodules.rqbias_rom = mrom, brom
-            mrd, bbrd = mrom.read_port(domain="comb"), brom.read_port(domain="comb")
-            m.d.comb += [mrd.addr.eq(out_idx), bbrd.addr.eq(out_idx)]
-            y_val = requantize(m, acc_val, mrd.data, bbrd.data, rq.shift, rq.lo, rq.hi, self.out_shape,
-                               shape_of(r.product), name="rq")
-        m.d.comb += pop.eq((buf_count != 0) & (~self.y.valid | self.y.ready))
-        with m.If(self.y.valid & self.y.ready):
-            m.d.sync += self.y.valid.eq(0)
-        with m.If(pop):
-            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(1), buf_count.eq(buf_count - 1),
-                         out_idx.eq(Mux(out_idx == out_c - 1, 0, out_idx + 1))]
-            m.d.sync += [hold[p].eq(hold[p + 1]) for p in range(P - 1)]
+            mult_q = self._channel_rom(m, [int(v) for v in rq.multiplier], idx_next, "mult_rom")
+            brnd_q = self._channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], idx_next, "rqbias_rom")
+            acc_r = Signal(shape_of(r.acc))
+            mult_r = Signal(mult_q.shape())
+            brnd_r = Signal(brnd_q.shape())
+            v0 = Signal()
+            with m.If(adv):
+                m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]
+            y_stage_valid, y_val = requant_pipeline(m, v0, acc_r, mult_r, brnd_r, shift=rq.shift, lo=rq.lo, hi=rq.hi,
+                                                    out_shape=self.out_shape, product_shape=shape_of(r.product),
+                                                    enable=adv, dsp_pieces=rq_dsp, name="rq")
+            tap_acc, tap_acc_valid = acc_r, v0 & adv
+        skid = Signal(self.out_shape)
+        with m.If(self.y.valid & ~self.y.ready):  # y is held: a value arriving now waits in the skid slot
+            with m.If(adv & y_stage_valid):
+                m.d.sync += [skid.eq(y_val), skid_valid.eq(1)]
+        with m.Elif(skid_valid):
+            m.d.sync += [self.y.payload.eq(skid), self.y.valid.eq(1), skid_valid.eq(0)]
+        with m.Else():
+            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(adv & y_stage_valid)]
 
         if self.debug_taps:
             m.d.comb += [
-                self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(accept),
-                self.tap_spk.payload.eq(Cat(*spikes)), self.tap_spk.valid.eq(accept),
-                self.tap_acc.payload.eq(acc_val), self.tap_acc.valid.eq(pop),
-                self.tap_out.payload.eq(y_val), self.tap_out.valid.eq(pop),
+                self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
+                self.tap_spk.payload.eq(Cat(*spikes)), self.tap_spk.valid.eq(x_accept),
+                self.tap_acc.payload.eq(tap_acc), self.tap_acc.valid.eq(tap_acc_valid),
+                self.tap_out.payload.eq(self.y.payload), self.tap_out.valid.eq(self.y.valid & self.y.ready),
             ]
         return m
+
+    def _channel_rom(self, m: Module, values: list[int], addr_next, name: str):
+        """Per-output-channel constants: a ROM read one clock ahead (``addr_next``), or a constant when all agree."""
+        shape = shape_of(_const_shape(values))
+        if len(set(values)) == 1:
+            return Const(values[0], shape)
+        rom = memory.Memory(shape=shape, depth=len(values), init=values, attrs={"ram_style": "logic"})
+        m.submodules[name] = rom
+        port = rom.read_port()
+        m.d.comb += port.addr.eq(addr_next)
+        return port.data
+
+    def _window_address(self, m: Module, issue, step, Jc: int):
+        """Frame-word address and padding flag of the current tap, stepped by counters.
+
+        Every register is "the value at the current counters"; on each issue one of them moves by a
+        constant, chosen by the outermost counter that steps (``step[i]``).
+        """
+        H, W = self.in_hw
+        HO, WO = self.out_hw
+        SH, SW = self.stride
+        PH, PW = self.padding
+        out_c, in_c, KH, KW = self.weight.shape
+        ih_hi = (HO - 1) * SH + KH - PH
+        iw_hi = (WO - 1) * SW + KW - PW
+        a_lo = (-PH * W - PW) * Jc
+        a_hi = (ih_hi * W + iw_hi + 1) * Jc + W * Jc
+        ih, ih0 = Signal(range(-PH, ih_hi + 1), init=-PH), Signal(range(-PH, ih_hi + 1), init=-PH)
+        iw, iw0 = Signal(range(-PW, iw_hi + 1), init=-PW), Signal(range(-PW, iw_hi + 1), init=-PW)
+        addr = [Signal(range(min(a_lo, 0), a_hi + 1), init=a_lo, name=n) for n in ("a_line", "a_pix", "a_row", "a_tap", "local")]
+        a_line, a_pix, a_row, a_tap, local = addr
+        pad = Signal()
+        m.d.comb += pad.eq((ih < 0) | (ih >= H) | (iw < 0) | (iw >= W))
+        with m.If(issue):
+            with m.If(step[0]):  # next channel word
+                m.d.sync += local.eq(local + 1)
+            with m.Elif(step[1]):  # next kernel column
+                m.d.sync += [iw.eq(iw + 1), a_tap.eq(a_tap + Jc), local.eq(a_tap + Jc)]
+            with m.Elif(step[2]):  # next kernel row
+                m.d.sync += [iw.eq(iw0), ih.eq(ih + 1), a_row.eq(a_row + W * Jc), a_tap.eq(a_row + W * Jc),
+                             local.eq(a_row + W * Jc)]
+            with m.Elif(step[3]):  # next output group: the same window again
+                m.d.sync += [ih.eq(ih0), iw.eq(iw0), a_row.eq(a_pix), a_tap.eq(a_pix), local.eq(a_pix)]
+            with m.Elif(step[4]):  # next output column
+                m.d.sync += [iw0.eq(iw0 + SW), iw.eq(iw0 + SW), ih.eq(ih0)]
+                m.d.sync += [s.eq(a_pix + SW * Jc) for s in (a_pix, a_row, a_tap, local)]
+            with m.Elif(step[5]):  # next output row
+                m.d.sync += [ih0.eq(ih0 + SH), ih.eq(ih0 + SH), iw0.eq(-PW), iw.eq(-PW)]
+                m.d.sync += [s.eq(a_line + SH * W * Jc) for s in (a_line, a_pix, a_row, a_tap, local)]
+            with m.Else():  # next frame
+                m.d.sync += [ih0.eq(-PH), ih.eq(-PH), iw0.eq(-PW), iw.eq(-PW)]
+                m.d.sync += [s.eq(a_lo) for s in addr]
+        return local, pad

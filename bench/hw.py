@@ -1,0 +1,171 @@
+"""Benchmark of the hardware on real devices: bench/results/hw.json and hw.md.
+
+Per design and board it builds the bitstream (``bitspike build``: Yosys,
+nextpnr place and route with a stated seed) and co-simulates the same
+generated accelerator (``bitspike sim``, Verilator) on the data set, and
+records LUT/FF/BRAM/DSP, Fmax from nextpnr after routing, the critical path
+nextpnr reports, cycles of one inference alone and the initiation interval
+(predicted by the planner and measured in co-simulation), the images/s the
+accelerator computes at Fmax and how many results were bit-exact. A "before"
+column keeps the figures measured on main before the engines were pipelined
+(the same commands, nextpnr 0.11 / yowasp Yosys 0.70, seed 1).
+
+Builds are CPU-heavy: they run one at a time, under ``nice``::
+
+    python bench/hw.py --digits digits.bsm                      # ECP5-85F and UP5K
+    python bench/hw.py --digits digits.bsm --boards icebreaker  # one board (rows merge into hw.json)
+    python bench/hw.py --markdown-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+WORK = ROOT.parent / "build" / "bench_hw"
+
+#: measured on main before this work (issue 13: nextpnr 0.11 post-route, yowasp Yosys 0.70, seed 1)
+BEFORE = {
+    ("digits", "ulx3s-85f"): {"fmax_mhz": 40.1, "LUT": 4167, "FF": 850, "BRAM": 16, "DSP": 73,
+                              "cycles_alone": 359, "interval": 160},
+    ("digits", "icebreaker"): {"fmax_mhz": 19.4, "cycles_alone": 1339, "interval": 1024, "DSP": 0},
+}
+DATASETS = {"digits": "digits"}
+
+
+def _bitspike(*args: str) -> list[str]:
+    exe = Path(sys.executable).parent / "bitspike"
+    return ["nice", str(exe) if exe.exists() else "bitspike", *args]
+
+
+def _critical_path(build_dir: Path) -> list[dict]:
+    """The worst path per clock from nextpnr's report: its end points and delay split."""
+    path = build_dir / "top.report.json"
+    if not path.exists():
+        return []
+    out = []
+    for crit in json.loads(path.read_text()).get("critical_paths", []):
+        steps = crit.get("path", [])
+        if not steps:
+            continue
+        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") != "routing")
+        routing = sum(s.get("delay", 0.0) for s in steps if s.get("type") == "routing")
+        out.append({"from": steps[0].get("from", {}).get("cell"), "to": steps[-1].get("to", {}).get("cell"),
+                    "steps": len(steps), "logic_ns": round(logic, 2), "routing_ns": round(routing, 2)})
+    return out
+
+
+def run_one(design: str, manifest: Path, board: str, seed: int) -> dict:
+    out = WORK / f"{design}-{board}-s{seed}"
+    build_json = out / "build_summary.json"
+    subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
+                             "--json", str(build_json), "-q"), check=True)
+    report = json.loads((out / "report.json").read_text())
+    gen = json.loads((out / "gen" / "report.json").read_text())
+    sim_json = out / "sim.json"
+    subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
+                             "--processes", "1", "--json", str(sim_json), "-q"), check=True)
+    sim = json.loads(sim_json.read_text())
+    util = {k: v["used"] for k, v in report["utilization"].items()}
+    fmax = report["fmax_mhz"]
+    interval = sim["initiation_interval"]["measured"]
+    return {
+        "design": design, "board": board, "device": report["device"], "seed": seed,
+        "fold": {l["name"]: f"{l['pes']}x{l['lanes']}" for l in gen["layers"] if l.get("w_bits")},
+        "dsp_allotted": {l["name"]: l.get("dsp_blocks") for l in gen["layers"] if l.get("w_bits")},
+        "utilization": util, "available": {k: v["available"] for k, v in report["utilization"].items()},
+        "fmax_mhz": round(fmax, 2) if fmax else None,
+        "critical_path": _critical_path(out / "build"),
+        "cycles_alone": {"predicted": sim["cycles_per_inference"]["predicted"],
+                         "measured": sim["cycles_per_inference"]["alone"]},
+        "interval": {"predicted": sim["initiation_interval"]["predicted"], "measured": interval},
+        "images_per_second_at_fmax": round(fmax * 1e6 / interval) if fmax and interval else None,
+        "bit_exact": f"{sim['bit_exact']}/{sim['samples']}",
+        "toolchain": report.get("toolchain"),
+        "before": BEFORE.get((design, board)),
+    }
+
+
+def _cell(v) -> str:
+    return "—" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
+
+
+def markdown(doc: dict) -> str:
+    lines = ["# Hardware on devices (nextpnr post-route, co-simulated)", "",
+             "`python bench/hw.py` — see its docstring. Fmax is nextpnr's after routing at the stated seed; "
+             "cycles are predicted by the planner (`gen/timing.py`) and measured in Verilator co-simulation "
+             "on the whole test split (alone: one image in an idle pipeline; interval: images streamed back to back). "
+             "\"before\" is main before the engines were pipelined.", ""]
+    for r in doc["rows"]:
+        b = r.get("before") or {}
+        lines += [f"## {r['design']} on {r['board']} ({r['device']}), seed {r['seed']}", "",
+                  f"fold {', '.join(f'{k} {v}' for k, v in r['fold'].items())}; DSP blocks allotted per layer "
+                  f"{r['dsp_allotted']}; bit-exact {r['bit_exact']}", "",
+                  "| | before | after |", "|---|---:|---:|"]
+        for res in ("LUT", "FF", "BRAM", "DSP"):
+            avail = r["available"].get(res)
+            lines.append(f"| {res} | {_cell(b.get(res))} | {_cell(r['utilization'].get(res))}"
+                         f"{f' / {avail:,}' if avail else ''} |")
+        lines.append(f"| Fmax (MHz) | {_cell(b.get('fmax_mhz'))} | **{_cell(r['fmax_mhz'])}** |")
+        ca, iv = r["cycles_alone"], r["interval"]
+        lines.append(f"| cycles alone (predicted / measured) | {_cell(b.get('cycles_alone'))} | "
+                     f"{ca['predicted']} / {ca['measured']} |")
+        lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {iv['predicted']} / {iv['measured']:g} |")
+        before_ips = round(b["fmax_mhz"] * 1e6 / b["interval"]) if b.get("fmax_mhz") and b.get("interval") else None
+        lines.append(f"| images/s at Fmax | {_cell(before_ips)} | {_cell(r['images_per_second_at_fmax'])} |")
+        for cp in r["critical_path"]:
+            lines += ["", f"Critical path: `{cp['from']}` → `{cp['to']}`, {cp['steps']} steps, "
+                          f"{cp['logic_ns']} ns logic + {cp['routing_ns']} ns routing."]
+        lines.append("")
+    lines += [f"Machine: {doc['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--digits", help="trained digits MLP manifest (bitspike train --dataset digits --arch mlp "
+                                    "--target 2/2/1, then bitspike export)")
+    p.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--markdown-only", action="store_true", help="rewrite hw.md from hw.json and stop")
+    args = p.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.markdown_only:
+        doc = json.loads((RESULTS / "hw.json").read_text())
+        (RESULTS / "hw.md").write_text(markdown(doc))
+        return 0
+    designs = {}
+    if args.digits:
+        designs["digits"] = Path(args.digits).resolve()
+    if not designs:
+        p.error("give at least one design (--digits MANIFEST)")
+    rows = []
+    for design, manifest in designs.items():
+        for board in args.boards:
+            print(f"{design} on {board} (seed {args.seed})", flush=True)
+            rows.append(run_one(design, manifest, board, args.seed))
+    with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = RESULTS / "hw.json"
+        old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+        mine = {(r["design"], r["board"]) for r in rows}
+        rows = sorted([r for r in old["rows"] if (r["design"], r["board"]) not in mine] + rows,
+                      key=lambda r: (r["design"], r["board"]))
+        doc = {"machine": f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs",
+               "rows": rows}
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        (RESULTS / "hw.md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
