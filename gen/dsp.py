@@ -31,6 +31,11 @@ from .plan import LayerPlan
 
 __all__ = ["allocate_dsps", "engine_candidates", "RESERVED_PER_ENGINE"]
 
+#: blocks kept back for engines whose multiplies the allocator does not place (the residual add's two
+#: products; a pool's address arithmetic), so Yosys never finds the device short
+RESERVED_PER_ENGINE = {"add": 2, "maxpool": 2, "avgpool": 2}
+
+
 def engine_candidates(layer: SynapticLayer, r: LayerRanges, lp: LayerPlan) -> list[tuple[int, str]]:
     """The engine's DSP candidates, best first, exactly as the engine orders them."""
     requant = layer.requant
