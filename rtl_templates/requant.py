@@ -57,23 +57,12 @@ def requantize(m, acc, mult, bias, shift: int, lo: int, hi: int, out_shape: Shap
     return out
 
 
-def requant_pieces(acc_shape: Shape, mult_shape: Shape, dsp_bits: int = DSP_INPUT_BITS) -> list[tuple[int, int, bool]]:
-    """How the accumulator is cut: ``[(offset, width, signed)]``, low pieces first.
-
-    Each piece times the multiplier fits one ``dsp_bits`` × ``dsp_bits`` signed DSP product.
-    Low pieces are unsigned (``dsp_bits − 1`` bits), the top piece carries the sign.
-
-    Raises
-    ------
-    ValueError
-        When the multiplier itself does not fit a DSP input or more than :data:`MAX_PIECES` pieces are needed.
-    """
-    acc_shape, mult_shape = Shape.cast(acc_shape), Shape.cast(mult_shape)
+def _cut(acc_shape: Shape, mult_shape: Shape, dsp_bits: int) -> list[tuple[int, int, bool]] | None:
+    """The DSP-sized pieces of the accumulator, or ``None`` when the operands are too wide for them."""
     if mult_shape.width + (0 if mult_shape.signed else 1) > dsp_bits:
-        raise ValueError(f"requantizer multiplier of {mult_shape.width} bits is wider than a {dsp_bits}-bit DSP input")
+        return None
     width = acc_shape.width
-    need = width + (0 if acc_shape.signed else 1)
-    if need <= dsp_bits:
+    if width + (0 if acc_shape.signed else 1) <= dsp_bits:
         return [(0, width, acc_shape.signed)]
     low = dsp_bits - 1
     pieces, offset = [], 0
@@ -81,14 +70,29 @@ def requant_pieces(acc_shape: Shape, mult_shape: Shape, dsp_bits: int = DSP_INPU
         pieces.append((offset, low, False))
         offset += low
     pieces.append((offset, width - offset, acc_shape.signed))
-    if len(pieces) > MAX_PIECES:
-        raise ValueError(f"requantizer accumulator of {width} bits needs {len(pieces)} DSP pieces (at most {MAX_PIECES})")
-    return pieces
+    return pieces if len(pieces) <= MAX_PIECES else None
+
+
+def requant_pieces(acc_shape: Shape, mult_shape: Shape, dsp_bits: int = DSP_INPUT_BITS) -> list[tuple[int, int, bool]]:
+    """How the accumulator is cut: ``[(offset, width, signed)]``, low pieces first.
+
+    Each piece times the multiplier fits one ``dsp_bits`` × ``dsp_bits`` signed DSP product.
+    Low pieces are unsigned (``dsp_bits − 1`` bits), the top piece carries the sign. When the
+    multiplier does not fit a DSP input, or more than :data:`MAX_PIECES` pieces would be needed
+    (legal manifests allow 31-bit multipliers and accumulators of about 60 bits; exported networks
+    use 14-bit multipliers), the whole accumulator is one piece, built in logic (see
+    :func:`dsp_piece_order`): exact at every legal width, slower and larger.
+    """
+    acc_shape, mult_shape = Shape.cast(acc_shape), Shape.cast(mult_shape)
+    pieces = _cut(acc_shape, mult_shape, dsp_bits)
+    return [(0, acc_shape.width, acc_shape.signed)] if pieces is None else pieces
 
 
 def dsp_piece_order(acc_shape: Shape, mult_shape: Shape) -> list[int]:
     """Indices of the pieces that may use a DSP block, best first (widest; narrow pieces stay in logic)."""
-    mult_shape = Shape.cast(mult_shape)
+    acc_shape, mult_shape = Shape.cast(acc_shape), Shape.cast(mult_shape)
+    if _cut(acc_shape, mult_shape, DSP_INPUT_BITS) is None:
+        return []  # too wide for the DSP pieces: the product is shift-add logic
     pieces = requant_pieces(acc_shape, mult_shape)
     order = sorted(range(len(pieces)), key=lambda i: (-pieces[i][1], i))
     return [i for i in order if not is_narrow(pieces[i][1], mult_shape.width)]

@@ -28,8 +28,8 @@ from bitspike.random_net import _Builder
 from bitspike.rtl_templates.adder_tree import AdderTree, tree_depth
 from bitspike.rtl_templates.linear import LinearEngine
 from bitspike.rtl_templates.pe import ProductUnit, product_reference
-from bitspike.rtl_templates.requant import (REQUANT_LATENCY, PipelinedRequantizer, requant_pieces,
-                                            requant_reference)
+from bitspike.rtl_templates.requant import (REQUANT_LATENCY, PipelinedRequantizer, dsp_piece_order, piece_costs,
+                                            requant_pieces, requant_reference)
 
 
 def _run(dut, bench):
@@ -118,8 +118,10 @@ def test_only_dsp_products_emit_a_multiply(w_bits, use_dsp, muls):
 
 
 def _requant_cases():
-    # (acc shape, mult shape): one piece, two pieces, three pieces (16-bit DSP inputs)
-    return [(signed(12), unsigned(9)), (signed(19), unsigned(14)), (signed(34), signed(10))]
+    # (acc shape, mult shape): one piece, two pieces, three pieces (16-bit DSP inputs), and the legal
+    # extremes that fit no DSP piece (31-bit multiplier, 48-bit accumulator): one piece in logic
+    return [(signed(12), unsigned(9)), (signed(19), unsigned(14)), (signed(34), signed(10)),
+            (signed(48), unsigned(31)), (signed(62), unsigned(8))]
 
 
 @pytest.mark.parametrize("acc_shape,mult_shape", _requant_cases())
@@ -136,10 +138,10 @@ def test_staged_requantizer_under_stalls(acc_shape, mult_shape, dsp_pieces):
              for _ in range(n)]
     beats[:4] = [(a_lo, m_hi, -512), (a_hi, m_hi, 511), (a_lo, m_lo, 0), (0, 0, 0)]
     prod_hi = max(abs(a_lo * m_lo), abs(a_lo * m_hi), abs(a_hi * m_hi)) + 512 + (1 << shift)
-    product_shape = Shape.cast(range(-prod_hi, prod_hi + 1))
+    product_shape = signed(prod_hi.bit_length() + 1)
     dut = PipelinedRequantizer(acc_shape=acc_shape, mult_shape=mult_shape, bias_shape=bias_shape, shift=shift,
                                lo=lo, hi=hi, out_shape=signed(8), product_shape=product_shape, dsp_pieces=dsp_pieces)
-    assert len(requant_pieces(acc_shape, mult_shape)) == {12: 1, 19: 2, 34: 3}[acc_shape.width]
+    assert len(requant_pieces(acc_shape, mult_shape)) == {12: 1, 19: 2, 34: 3, 48: 1, 62: 1}[acc_shape.width]
     expected = [requant_reference(a, mlt, b, shift, lo, hi) for a, mlt, b in beats]
     got = []
     p_valid, p_ready = rng.random(4 * n + 200) < 0.6, rng.random(4 * n + 200) < 0.6
@@ -187,11 +189,11 @@ def test_staged_requantizer_latency_without_stalls():
     assert times == [(2 + REQUANT_LATENCY, requant_reference(1000, 300, 0, 9, 0, 255))]
 
 
-def test_requantizer_rejects_what_it_cannot_cut():
-    with pytest.raises(ValueError, match="wider than"):
-        requant_pieces(signed(19), unsigned(20))
-    with pytest.raises(ValueError, match="pieces"):
-        requant_pieces(signed(70), unsigned(8))
+def test_requantizer_builds_in_logic_what_no_dsp_piece_fits():
+    """A multiplier wider than a DSP input, or an accumulator needing more than three pieces: one logic product."""
+    for acc_shape, mult_shape in [(signed(19), unsigned(20)), (signed(70), unsigned(8)), (signed(48), unsigned(31))]:
+        assert requant_pieces(acc_shape, mult_shape) == [(0, acc_shape.width, True)]
+        assert dsp_piece_order(acc_shape, mult_shape) == [] and piece_costs(acc_shape, mult_shape) == []
 
 
 # ---------------------------------------------------------------------------------------------
