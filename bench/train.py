@@ -323,7 +323,7 @@ def _acc(r: dict) -> float:
     return 100 * (r["deploy_accuracy"] if r.get("deploy_accuracy") is not None else r["float_accuracy"])
 
 
-def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed0") -> tuple[str, str] | None:
+def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed1") -> tuple[str, str] | None:
     """Draw B_w, B_s, T per layer over the epochs of one run into results/train_bits.png."""
     r = runs.get(name)
     if not r or "w_per_layer_per_epoch" not in r:
