@@ -264,10 +264,10 @@ def test_bit_changes_are_counted_by_cause_and_renewal_gate():
     wq(w)
     wq(w)  # no change
     wq.renewal = True
-    before = float(wq.step)
+    before = float(wq.step.detach())
     wq.bits.set(3)
     wq(w)
-    assert float(wq.step) != before
+    assert float(wq.step.detach()) != before
     counts = renewal_counts(wq)
     assert counts["weights"] == {"changes_learning": 1, "changes_projection": 2, "renewals_learning": 0,
                                  "renewals_projection": 1}
