@@ -166,8 +166,8 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
 def _fake_quant_summary(result) -> dict:
     """Accuracy and bit figures of a trained run without exporting it (``deploy_accuracy`` is ``None``).
 
-    The bit figures are those the export would give: averages over the allocated layers, S-ACE and weight
-    memory over every layer but the fixed first one (as bitspike.analysis counts them).
+    The bit figures are those the export would give: averages over the allocated layers, weight memory over
+    every layer (as bitspike.analysis counts it); S-ACE is left out.
     """
     last = result.history[-1]
     layers = last["layers"]
@@ -178,7 +178,7 @@ def _fake_quant_summary(result) -> dict:
         "avg_bits": last["avg_bits"],
         "bit_budget": last["bit_budget"],
         "s_ace": None,
-        "weight_memory_bits": sum(l["params"] * l["w_bits"] for l in layers if not l["fixed"]),
+        "weight_memory_bits": sum(l["params"] * l["w_bits"] for l in layers),
         "layers": [{"name": l["name"], "w_bits": l["w_bits"], "s_bits": l["s_bits"], "timesteps": l["timesteps"]}
                    for l in layers],
     }
@@ -276,7 +276,8 @@ def write_markdown(data: dict) -> None:
                   "width by learning or by projection, summed over the run and its seeds):", "", *notes]
     fig = bits_figure(data["runs"])
     if fig:
-        lines += ["", f"Per-layer bits over the epochs of {fig[0]} (grey: frozen): ![bits]({fig[1]})"]
+        lines += ["", f"Per-layer bits over the epochs of {fig[0]}: `bench/results/{fig[1]}` (drawn by "
+                  "`python bench/train.py --markdown`; a generated file, not committed)."]
     lines += ["", "Per-layer bits (name: B_w/B_s/T):", ""]
     for name, r in data["runs"].items():
         per = ", ".join(f"{l['name']}: {l['w_bits']}/{l['s_bits']}/{l['timesteps']}" for l in r["layers"])
@@ -322,7 +323,7 @@ def _acc(r: dict) -> float:
     return 100 * (r["deploy_accuracy"] if r.get("deploy_accuracy") is not None else r["float_accuracy"])
 
 
-def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed0") -> tuple[str, str] | None:
+def bits_figure(runs: dict, name: str = "deep-adaptive-2/2/1-seed1") -> tuple[str, str] | None:
     """Draw B_w, B_s, T per layer over the epochs of one run into results/train_bits.png."""
     r = runs.get(name)
     if not r or "w_per_layer_per_epoch" not in r:
