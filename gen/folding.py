@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Mapping
 
-import numpy as np
 
 from bitspike.analysis import LayerRanges
 from bitspike.errors import HardwareError

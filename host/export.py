@@ -1,4 +1,4 @@
-"""Export a trained run to a manifest (the integer contract of SEMANTICS.md §4).
+"""Export a trained run to a manifest (the integer contract of docs/SEMANTICS.md §4).
 
 Units. Every current (a value flowing between layers) becomes an integer in a
 *unit* chosen by the layer that reads it: a neuron with threshold V_th and
@@ -178,7 +178,6 @@ def _choose_k(nodes: list[_Node], first: str, current_bits: int) -> dict[str, in
 
 def _units(nodes: list[_Node], ks: dict[str, int]) -> dict[str, float]:
     """Unit of every node's output (and of "input"), fixed by its consumers (reverse topological order)."""
-    by_name = {n.name: n for n in nodes}
     units: dict[str, float] = {}
 
     def need(consumer: _Node, producer: str) -> float | None:

@@ -1,4 +1,4 @@
-"""Fake-quantized layers with learnable bit widths (SEMANTICS.md §2).
+"""Fake-quantized layers with learnable bit widths (docs/SEMANTICS.md §2).
 
 Three building blocks:
 
@@ -12,7 +12,7 @@ Three building blocks:
     Every synaptic layer of a bitspike network is one of these, which is what
     the export relies on.
 
-Straight-through gradients follow SEMANTICS.md exactly: rounding is STE;
+Straight-through gradients follow docs/SEMANTICS.md exactly: rounding is STE;
 bit widths get their gradient through q(b) (∂q/∂b = (q+1)·ln 2, only where
 values are clipped at ±q: the clip is decided on the unrounded value, before
 rounding); T gets its gradient only through the 1/T of temporal squeezing;

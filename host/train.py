@@ -1,4 +1,4 @@
-"""Training with adaptive bit allocation (SEMANTICS.md §2).
+"""Training with adaptive bit allocation (docs/SEMANTICS.md §2).
 
 Call :func:`train` with a :class:`TrainConfig`; the command line is
 ``bitspike train`` (:mod:`bitspike.host.train_cli`).
@@ -35,7 +35,6 @@ of every epoch's batches and DDP averages the gradients (gloo on CPU, NCCL on CU
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

@@ -1,4 +1,4 @@
-"""The multi-bit spiking neuron (SEMANTICS.md §4, step 1) as hardware.
+"""The multi-bit spiking neuron (docs/SEMANTICS.md §4.1) as hardware.
 
 Two forms share one step function, :func:`neuron_step`:
 
@@ -17,7 +17,7 @@ v ← v − s·2**k + x. Register widths come from
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

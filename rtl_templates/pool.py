@@ -1,4 +1,4 @@
-"""Max-pool and sum-pool (``avgpool``: the window sum, SEMANTICS.md) on an HWC stream, one element per clock.
+"""Max-pool and sum-pool (``avgpool``: the window sum, docs/SEMANTICS.md) on an HWC stream, one element per clock.
 
 Windows must not overlap (stride = kernel, the usual 2×2/2): then a row of
 ``Wo·C`` running results is all the buffering needed (a line buffer of one

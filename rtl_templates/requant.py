@@ -1,4 +1,4 @@
-"""The requantizer: x = clamp((acc·M + B + 2**(SH−1)) >> SH, lo, hi) (SEMANTICS.md §4, step 3).
+"""The requantizer: x = clamp((acc·M + B + 2**(SH−1)) >> SH, lo, hi) (docs/SEMANTICS.md §4.3).
 
 Two forms:
 

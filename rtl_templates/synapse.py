@@ -326,7 +326,7 @@ class SynapticEngine(wiring.Component):
         ]
         with m.If(issue):
             m.d.sync += waddr.eq(Mux(group_wrap, 0, waddr + 1))
-            for (ctr, size), w_, i in zip(counters, wraps, range(len(counters))):
+            for (ctr, _size), w_, i in zip(counters, wraps, range(len(counters))):
                 inner = Const(1)
                 for w2 in wraps[:i]:
                     inner = inner & w2

@@ -9,7 +9,7 @@ accumulator::
 
     count(acc) = base[o] + #{ j : s[o]·acc ≥ θ[o][j] }      (s = +1 for M ≥ 0, −1 for M < 0)
 
-with thresholds computed exactly from the integer contract (SEMANTICS.md §4):
+with thresholds computed exactly from the integer contract (docs/SEMANTICS.md §4):
 ``x(acc) ≥ x_j  ⇔  acc·M + B + rnd ≥ x_j·2**SH``, solved for ``acc`` by an
 exact integer ceiling or floor division. :func:`fused_thresholds` returns
 ``None`` where the fusion is not exact (``f`` not monotone), and
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out

@@ -25,7 +25,7 @@ def test_lint_clean_with_listed_waivers(tmp_path, make):
 
 def test_synth_xilinx_reports_resources_per_engine(tmp_path):
     m = random_mlp(2, sizes=(8, 6, 3), w_bits=[2], s_bits=[2], timesteps=[1])
-    report = generate(m, tmp_path, fold="line0=3x2,line1=3x1", synth="xilinx")
+    generate(m, tmp_path, fold="line0=3x2,line1=3x1", synth="xilinx")
     synth = json.loads((tmp_path / "report.json").read_text())["synthesis"]
     assert set(synth["modules"]) == {"e0_line0", "e1_line1", "top"}
     assert synth["total"]["lut"] == sum(v["lut"] for v in synth["modules"].values()) > 0

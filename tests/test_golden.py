@@ -18,7 +18,7 @@ from bitspike.random_net import random_cnn, random_mlp
 
 
 def reference_neuron(x: int, theta: int, s_bits: int, timesteps: int) -> tuple[list[int], list[int]]:
-    """SEMANTICS.md §2 in exact rational arithmetic: s = clip(floor(v/θ + 1/2), 0, q), soft reset."""
+    """docs/SEMANTICS.md §2 in exact rational arithmetic: s = clip(floor(v/θ + 1/2), 0, q), soft reset."""
     q = 2**s_bits - 1
     v = Fraction(x)
     vs, ss = [int(v)], []

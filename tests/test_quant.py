@@ -1,4 +1,4 @@
-"""Tests of bitspike.host.quant: forward values against the integer neuron, and the straight-through gradients of SEMANTICS.md §2."""
+"""Tests of bitspike.host.quant: forward values against the integer neuron, and the straight-through gradients of docs/SEMANTICS.md §2."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import torch
 from amaranth import Module
 from amaranth.back import verilog
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
 from bitspike.analysis import Range

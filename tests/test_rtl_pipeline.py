@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from amaranth import Shape, signed, unsigned
+from amaranth import signed, unsigned
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
-from bitspike.analysis import Range, analyse
+from bitspike.analysis import analyse
 from bitspike.gen.dsp import allocate_dsps, engine_candidates
 from bitspike.gen.boards import get_board
 from bitspike.gen.plan import make_plan

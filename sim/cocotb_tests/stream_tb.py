@@ -46,7 +46,7 @@ async def stream_blocks_match_reference(dut):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
     p_valid, p_ready = cfg["p_valid"], cfg["p_ready"]
-    for cycle in range(cfg["max_cycles"]):
+    for _ in range(cfg["max_cycles"]):
         if all(len(mo["got"]) >= len(mo["expected"]) for mo in monitors):
             break
         await FallingEdge(dut.clk)
