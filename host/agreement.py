@@ -48,7 +48,7 @@ import torch
 from bitspike.manifest import AddLayer, AvgPoolLayer, FlattenLayer, Manifest, MaxPoolLayer, SynapticLayer
 
 from .export import _graph, _units
-from .golden import GoldenModel
+from .golden import GoldenModel, neuron_steps, pool
 from .models import BitNet
 
 __all__ = ["AgreementReport", "audit", "spike_count"]
@@ -59,14 +59,7 @@ FLOAT_MARGIN = 1e-9
 
 def spike_count(x: torch.Tensor, k: int, s_bits: int, timesteps: int) -> torch.Tensor:
     """Σ_t s_t of the constant-current neuron on integer currents ``x`` (θ = 2**k)."""
-    theta, q = 1 << k, (1 << s_bits) - 1
-    x = x.to(torch.int64)
-    v, count = x.clone(), torch.zeros_like(x)
-    for _ in range(timesteps):
-        s = torch.clamp(torch.div(2 * v + theta, 2 * theta, rounding_mode="floor"), 0, q)
-        v = v - s * theta + x
-        count += s
-    return count
+    return neuron_steps(x, k, s_bits, timesteps)[1].sum(dim=0)
 
 
 @dataclass
@@ -186,13 +179,6 @@ def _interval_of_add(layer: AddLayer, a: tuple[torch.Tensor, torch.Tensor], b: t
     return lo, hi
 
 
-def _pool(layer: MaxPoolLayer | AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
-    windows = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
-    if isinstance(layer, MaxPoolLayer):
-        return windows.amax(dim=(-1, -2))
-    return windows.sum(dim=(-1, -2))
-
-
 @torch.no_grad()
 def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int = 500) -> AgreementReport:
     """Compare ``model`` (run in float64) with its exported ``manifest`` on ``uint8`` images ``[N, C, H, W]``.
@@ -244,7 +230,7 @@ def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int
                 elif isinstance(layer, (MaxPoolLayer, AvgPoolLayer)):
                     # both pools are monotone in every input: they map the interval's ends
                     lo, hi = iv[layer.inputs[0]]
-                    iv[layer.name] = (_pool(layer, lo), _pool(layer, hi))
+                    iv[layer.name] = (pool(layer, lo), pool(layer, hi))
                 elif isinstance(layer, FlattenLayer):
                     lo, hi = iv[layer.inputs[0]]
                     iv[layer.name] = (lo.reshape(n, -1), hi.reshape(n, -1))

@@ -83,6 +83,18 @@ def shift_round(value: torch.Tensor, shift: int) -> torch.Tensor:
     return torch.bitwise_right_shift(value + rounding_term(shift), shift)
 
 
+def pool(layer: MaxPoolLayer | AvgPoolLayer, x: torch.Tensor) -> torch.Tensor:
+    """Max-pool (window max) or avgpool (window sum) of integer currents ``[N, C, H, W]``; partial windows dropped.
+
+    The max is taken on the integers themselves: torch's max_pool2d has no int64 kernel, and float64
+    would round above 2**53.
+    """
+    windows = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
+    if isinstance(layer, MaxPoolLayer):
+        return windows.amax(dim=(-1, -2))
+    return windows.sum(dim=(-1, -2))
+
+
 def _conv2d_int(s: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
     """Integer 2-D convolution (cross-correlation, as torch) by im2col and an int64 matmul."""
     n, c, h, wd = s.shape
@@ -243,13 +255,8 @@ class GoldenModel:
             return self._synaptic(layer, x, trace)
         r = self.ranges[layer.name]
         self._check(layer, "x", x, r.x)
-        if isinstance(layer, MaxPoolLayer):
-            # integer max over the window (torch's max_pool2d has no int64 kernel; float64 would round above 2**53)
-            patches = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
-            out = patches.amax(dim=(-1, -2))
-        elif isinstance(layer, AvgPoolLayer):
-            patches = x.unfold(2, layer.kernel[0], layer.stride[0]).unfold(3, layer.kernel[1], layer.stride[1])
-            out = patches.sum(dim=(-1, -2))
+        if isinstance(layer, (MaxPoolLayer, AvgPoolLayer)):
+            out = pool(layer, x)
         elif isinstance(layer, FlattenLayer):
             out = x.reshape(x.shape[0], -1)
         elif isinstance(layer, AddLayer):
