@@ -18,6 +18,8 @@ from amaranth import signed, unsigned
 from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
+from stream_bench import run_stalled
+
 from bitspike.analysis import analyse
 from bitspike.gen.dsp import allocate_dsps, engine_candidates
 from bitspike.gen.boards import get_board
@@ -143,30 +145,15 @@ def test_staged_requantizer_under_stalls(acc_shape, mult_shape, dsp_pieces):
                                lo=lo, hi=hi, out_shape=signed(8), product_shape=product_shape, dsp_pieces=dsp_pieces)
     assert len(requant_pieces(acc_shape, mult_shape)) == {12: 1, 19: 2, 34: 3, 48: 1, 62: 1}[acc_shape.width]
     expected = [requant_reference(a, mlt, b, shift, lo, hi) for a, mlt, b in beats]
-    got = []
     p_valid, p_ready = rng.random(4 * n + 200) < 0.6, rng.random(4 * n + 200) < 0.6
 
-    async def bench(ctx):
-        i = 0
-        for cyc in range(4 * n + 200):
-            if i < n and p_valid[cyc]:
-                a, mlt, b = beats[i]
-                ctx.set(dut.i.payload.acc, a)
-                ctx.set(dut.i.payload.mult, mlt)
-                ctx.set(dut.i.payload.bias, b)
-                ctx.set(dut.i.valid, 1)
-            else:
-                ctx.set(dut.i.valid, 0)
-            ctx.set(dut.o.ready, bool(p_ready[cyc]))
-            await ctx.delay(1e-7)
-            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
-                i += 1
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                got.append(ctx.get(dut.o.payload))
-            await ctx.tick()
+    def put(ctx, beat):
+        a, mlt, b = beat
+        ctx.set(dut.i.payload.acc, a)
+        ctx.set(dut.i.payload.mult, mlt)
+        ctx.set(dut.i.payload.bias, b)
 
-    _run(dut, bench)
-    assert got == expected
+    assert run_stalled(dut, beats, put, p_valid, p_ready) == expected
 
 
 def test_staged_requantizer_latency_without_stalls():

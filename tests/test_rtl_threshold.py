@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from amaranth.sim import Simulator
+
+from stream_bench import run_stalled
 
 from bitspike.analysis import Range, analyse
 from bitspike.host.golden import neuron_steps
@@ -83,25 +84,5 @@ def test_threshold_unit_under_stalls():
     accs = [int(v) for v in rng.integers(r.acc.lo, r.acc.hi + 1, size=n)]
     accs[:2] = [r.acc.lo, r.acc.hi]
     expected = [fused.count(i % C, a) for i, a in enumerate(accs)]
-    got = []
     p_valid, p_ready = rng.random(6 * n) < 0.6, rng.random(6 * n) < 0.6
-
-    async def bench(ctx):
-        i = 0
-        for cyc in range(6 * n):
-            ctx.set(dut.i.valid, i < n and bool(p_valid[cyc]))
-            if i < n:
-                ctx.set(dut.i.payload, accs[i])
-            ctx.set(dut.o.ready, bool(p_ready[cyc]))
-            await ctx.delay(1e-7)
-            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
-                i += 1
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                got.append(ctx.get(dut.o.payload))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == expected
+    assert run_stalled(dut, accs, lambda ctx, a: ctx.set(dut.i.payload, a), p_valid, p_ready) == expected
