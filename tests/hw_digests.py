@@ -1,0 +1,120 @@
+"""Digests of the generated hardware for a fixed set of manifests: the "same hardware" check.
+
+A refactor of the generator (op registry, plan IR, block split) must leave the
+Verilog and ``report.json`` byte for byte as they were, or change them on
+purpose. This module builds a fixed set of manifests from seeds (random nets
+of every op kind, plus random-weight nets in the shapes of the benchmark
+designs), generates each under several option sets, and hashes every output
+file. ``tests/data/hw_digests.json`` holds the digests recorded before the
+refactor; ``tests/test_hw_digests.py`` compares.
+
+Re-record (only for a deliberate change, explained in the commit message)::
+
+    python tests/hw_digests.py --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+DIGESTS = Path(__file__).parent / "data" / "hw_digests.json"
+
+
+def _digits_shaped(seed: int):
+    """The digits MLP of the benchmark (64-128-10, fc0 8/8/1, fc1 2/2/1), random weights."""
+    from bitspike.manifest import InputSpec
+    from bitspike.random_net import _Builder
+
+    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(64,), bits=8, scale=1 / 255))
+    b.synaptic("linear", 128, 8, 8, 1, 0, 3, 2)
+    b.synaptic("linear", 10, 2, 2, 1, 3, None, None)
+    return b.manifest(f"digits-shaped-{seed}")
+
+
+def _fashion_cnn_shaped(seed: int):
+    """The benchmark's Fashion ``cnn`` shape (conv16-pool-conv32-pool-fc), 2/2/1 after an 8/8/1 first layer."""
+    from bitspike.manifest import InputSpec
+    from bitspike.random_net import _Builder
+
+    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 16, 8, 8, 1, 0, 2, 2)
+    b.pool("maxpool")
+    b.synaptic("conv2d", 32, 2, 2, 1, 2, 2, 2)
+    b.pool("maxpool")
+    b.flatten()
+    b.synaptic("linear", 10, 2, 2, 1, 2, None, None)
+    return b.manifest(f"fashion-cnn-shaped-{seed}")
+
+
+def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
+    """(case name, manifest factory, ``generate`` keyword arguments)."""
+    from bitspike.random_net import random_cnn, random_mlp
+
+    out: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []
+    for s in range(4):
+        out.append((f"mlp{s}", lambda s=s: random_mlp(s, sizes=(16, 12, 10)), {}))
+    out.append(("mlp-deep", lambda: random_mlp(7, sizes=(20, 16, 12, 8, 10)), {"debug_taps": True}))
+    out.append(("mlp-1bit", lambda: random_mlp(9, sizes=(16, 12, 10), w_bits=[1], s_bits=[1]), {"debug_taps": True}))
+    out.append(("cnn-max", lambda: random_cnn(1, image=(1, 8, 8), channels=(3, 4)), {"debug_taps": True}))
+    out.append(("cnn-avg", lambda: random_cnn(2, image=(2, 8, 8), channels=(3,), pool="avgpool"), {}))
+    out.append(("cnn-res", lambda: random_cnn(3, image=(1, 8, 8), channels=(3, 4), residual=True),
+                {"debug_taps": True}))
+    out.append(("cnn-res-fold", lambda: random_cnn(3, image=(1, 8, 8), channels=(3, 4), residual=True),
+                {"max_luts": 20000, "dsp_blocks": 8}))
+    out.append(("digits", lambda: _digits_shaped(0), {"fold": "line0=8x8,line1=2x2"}))
+    out.append(("digits-taps", lambda: _digits_shaped(0), {"fold": "line0=8x8,line1=2x2", "debug_taps": True}))
+    out.append(("digits-up5k", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 8}))
+    out.append(("digits-ecp5", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 156}))
+    out.append(("fashion-cnn", lambda: _fashion_cnn_shaped(0), {"max_luts": 3000}))
+    return out
+
+
+def digest_dir(path: Path) -> dict[str, str]:
+    """sha256 of every file under ``path`` (relative name → hex digest)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def compute(names: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """Generate every case (or the named ones) into a temporary folder and return their digests."""
+    from bitspike.gen import generate
+
+    result: dict[str, dict[str, str]] = {}
+    for name, factory, kwargs in cases():
+        if names is not None and name not in names:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(factory(), Path(tmp) / "gen", **kwargs)
+            result[name] = digest_dir(Path(tmp) / "gen")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--record", action="store_true", help=f"write {DIGESTS}")
+    p.add_argument("names", nargs="*", help="only these cases")
+    args = p.parse_args(argv)
+    got = compute(args.names or None)
+    if args.record:
+        DIGESTS.parent.mkdir(parents=True, exist_ok=True)
+        DIGESTS.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        print(f"recorded {len(got)} cases in {DIGESTS}")
+        return 0
+    want = json.loads(DIGESTS.read_text())
+    bad = [n for n in got if got[n] != want.get(n)]
+    for n in bad:
+        print(f"{n}: differs", sorted(set(got[n].items()) ^ set(want.get(n, {}).items())))
+    print(f"{len(got) - len(bad)} of {len(got)} cases identical")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
