@@ -185,6 +185,8 @@ def _fake_quant_summary(result) -> dict:
 
 
 def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
+    from bitspike.io import write_json
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "train.json"
     with open(Path(tempfile.gettempdir()) / "bitspike-bench-train.lock", "w") as lock:  # outside the tree
@@ -196,9 +198,7 @@ def _merge(entry: dict | None = None, gpu_check: dict | None = None) -> dict:
             data["gpu_check"] = gpu_check
         data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
         data["runs"] = {k: data["runs"][k] for k in RUNS if k in data["runs"]}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(path, data)
         write_markdown(data)
     return data
 

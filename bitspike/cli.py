@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
 
 from . import __version__
 from .errors import BitspikeError
+from .io import write_json  # noqa: F401  (its home is bitspike.io; kept here for command modules that import it from the CLI)
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
@@ -47,36 +43,6 @@ COMMAND_MODULES = [
 
 class VerificationFailed(BitspikeError):
     """Raised by a command when hardware and software disagree; exit code 3."""
-
-
-def write_json(path: str | os.PathLike | None, payload: Any) -> None:
-    """Write a command's summary as JSON, atomically, with sorted keys (byte-identical for equal input)."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.integer):
-            return int(obj)
-        if isinstance(obj, np.floating):
-            return float(obj)
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def add_common(parser: argparse.ArgumentParser, json_summary: bool = True) -> None:

@@ -57,7 +57,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Mapping
@@ -65,6 +64,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import numpy as np
 
 from .errors import ManifestError
+from .io import atomic_write_bytes
 
 FORMAT = "bitspike-manifest"
 VERSION = 1
@@ -700,18 +700,7 @@ class Manifest:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file, then rename): an interrupted save never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_bytes(path, self.to_bytes())
 
     def replace_layer(self, name: str, **changes: Any) -> "Manifest":
         """A copy with one layer's fields changed (validated again)."""

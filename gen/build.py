@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bitspike import protocol as P
 from bitspike.errors import HardwareError
+from bitspike.io import atomic_file, write_json
 
 from .boards import MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, get_board, lut_budget
 
@@ -429,8 +430,6 @@ def _fold_of(report: dict) -> str:
 
 
 def _write_reports(out: Path, result: dict, times: dict) -> dict:
-    from bitspike.cli import write_json
-
     write_json(out / "report.json", result)
     (out / "report.md").write_text(report_markdown(result))
     write_json(out / "build_stats.json", {"seconds": {k: round(v, 2) for k, v in times.items()},
@@ -520,9 +519,8 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
     if spec.family == "gowin":  # the archived script runs nextpnr-himbaechel too (NEXTPNR_GOWIN names it)
         plan.files[f"build_{NAME}.sh"] = _gowin_himbaechel(plan.files[f"build_{NAME}.sh"])
     zip_path = out / f"bitspike_{spec.name}_plan.zip"
-    tmp = zip_path.with_suffix(".zip.tmp")
-    plan.archive(str(tmp))
-    os.replace(tmp, zip_path)
+    with atomic_file(zip_path) as fh:
+        plan.archive(fh)
     plan_dir = out / "plan"
     if plan_dir.exists():
         shutil.rmtree(plan_dir)
@@ -586,7 +584,6 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
         "cycles_per_inference": int(report.get("cycles_per_inference", 0)),
         "initiation_interval": int(report.get("initiation_interval", 0) or 0),
     }
-    from bitspike.cli import write_json
 
     write_json(out / "report.json", result)
     (out / "report.md").write_text(report_markdown(result))

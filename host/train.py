@@ -753,7 +753,7 @@ def _renewal_totals(history: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _write_metrics(out: Path, cfg: TrainConfig, history: list[dict[str, Any]], device: torch.device) -> None:
-    from bitspike.cli import write_json
+    from bitspike.io import write_json
 
     last = history[-1] if history else {}
     payload = {

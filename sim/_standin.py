@@ -177,17 +177,8 @@ def standin_cosim(cache_root: str | Path, input_size: int = 16, num_classes: int
     root = Path(cache_root)
     rtl = root / f"standin-{input_size}-{num_classes}-{fault}"
     if not (rtl / "report.json").exists():
-        # write to a private folder first: parallel test workers may do the same
-        import os
-        import tempfile
+        from bitspike.io import atomic_dir
 
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="standin.", dir=root))
-        standin_verilog(tmp, input_size, num_classes, fault=fault)
-        try:
-            os.replace(tmp, rtl)
-        except OSError:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(rtl) as work:  # parallel test workers may write the same stand-in: the first one's stays
+            standin_verilog(work, input_size, num_classes, fault=fault)
     return CoSim(rtl, simulator, cache_dir=root / "verilator")

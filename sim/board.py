@@ -243,6 +243,7 @@ class SimulatedLine:
 
 def _bridge_source(config, out_dir: Path) -> Path:
     """Write the bridge's Verilog (cached by its configuration) and return the file."""
+    from bitspike.io import atomic_write_text
     from bitspike.rtl_templates.bridge import bridge_verilog
 
     from bitspike.rtl_templates import bridge, uart
@@ -252,10 +253,7 @@ def _bridge_source(config, out_dir: Path) -> Path:
     key = hashlib.sha256(repr(config).encode() + sources).hexdigest()[:16]
     bridge_file = out_dir / f"bitspike_board_{key}.v"
     if not bridge_file.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = bridge_file.with_suffix(".tmp")
-        tmp.write_text(bridge_verilog(config))
-        os.replace(tmp, bridge_file)
+        atomic_write_text(bridge_file, bridge_verilog(config))
     return bridge_file
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bitspike.errors import HardwareError
+from bitspike.io import atomic_dir
 
 from .verilator import HARNESS_DIR, VerilatorBuild, build_executable, default_cache_dir, verilator_cpp_name
 
@@ -615,20 +616,9 @@ def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int 
     out = root / key
     if (out / "report.json").exists():
         return out
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".tmp", dir=root))
-    try:
+    with atomic_dir(out) as work:  # parallel workers may generate the same key: the first one's folder stays
         generate(manifest, work, fold=fold, max_luts=max_luts, debug_taps=debug_taps)
         if not (work / "report.json").exists():
             raise HardwareError(f"the generator wrote no report.json into {work}")
-        try:
-            os.replace(work, out)
-        except OSError:  # another process finished the same key first
-            pass
-    finally:
-        if work.exists():
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
     return out
 

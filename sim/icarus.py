@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bitspike.errors import HardwareError
+from bitspike.io import atomic_dir
 
 from .cosim import DesignInfo, tap_record
 from .verilator import default_cache_dir
@@ -215,22 +216,13 @@ class IcarusSim:
         vvp = out_dir / "tb.vvp"
         if vvp.exists():
             return vvp
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="icarus.", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir) as work:  # parallel workers may compile the same key: the first one's stays
             (work / "tb.v").write_text(tb)
             cmd = ["iverilog", "-g2012", "-o", str(work / "tb.vvp"), "-s", TB_NAME, str(work / "tb.v"),
                    *[str(f) for f in self.design.verilog_files]]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise HardwareError(f"iverilog failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-3000:]}")
-            try:
-                os.replace(work, out_dir)
-            except OSError:  # someone else compiled the same key first
-                pass
-        finally:
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
         return vvp
 
     def run_shard(self, x: np.ndarray, seed: int, *, trace: bool = False, sequential: bool = False,

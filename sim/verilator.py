@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from bitspike.errors import HardwareError
+from bitspike.io import atomic_dir
 
 __all__ = [
     "VerilatorBuild",
@@ -318,20 +318,14 @@ def build_executable(
         hit = cached_result()
         if hit is not None:
             return hit
-        work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", suffix=".tmp", dir=root))
-        try:
+        # under the lock, an existing folder without the executable is a killed build's: replace it
+        with atomic_dir(final, replace=True) as work:
             seconds = _run_build(program, work, src_blobs, har_blobs, gen_blobs, top, all_flags, cflags, trace,
                                  jobs, name, timeout)
             info = dict(parts, key=key, build_seconds=round(seconds, 3),
                         sources_paths=[str(p) for p in src_paths])
             (work / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
             shutil.rmtree(work / "obj", ignore_errors=True)  # the objects are 10× the executable
-            if final.exists():  # a half-written folder from a killed build
-                shutil.rmtree(final)
-            os.replace(work, final)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
     return VerilatorBuild(exe, final, key, top, bool(trace), False, seconds, info)
 
 
