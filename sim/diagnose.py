@@ -24,7 +24,8 @@ import numpy as np
 
 from bitspike.errors import HardwareError
 
-from .cosim import CoSim, CoSimResult, TapInfo
+from .cosim import CoSim, CoSimResult
+from .design import TapInfo
 
 __all__ = [
     "Divergence",

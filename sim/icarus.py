@@ -28,7 +28,7 @@ import numpy as np
 from bitspike.errors import HardwareError
 from bitspike.io import atomic_dir
 
-from .cosim import DesignInfo, tap_record
+from .design import DesignInfo, tap_record
 from .verilator import default_cache_dir
 
 __all__ = ["IcarusSim", "make_testbench", "iverilog_version"]
