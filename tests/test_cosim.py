@@ -158,7 +158,7 @@ def test_trained_digits_model_all_360_test_images(tmp_path):
     import time
 
     from bitspike.cli import main
-    from bitspike.sim.cli import simulate
+    from bitspike.sim.session import simulate
 
     run = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--arch", "mlp", "--out", str(run), "--quiet"]) == 0
