@@ -1,9 +1,13 @@
 """The ``bitspike`` command line.
 
-Each subcommand lives in its own module, which exposes ``register(subparsers)``
-(adding its parser, light imports only) and sets ``func`` to a function
-``run(args) -> int``. Heavy imports (torch, amaranth) happen inside ``run`` so
-that ``bitspike --help`` is instant.
+Each subcommand ``bitspike NAME`` lives in its own module ``NAME_cli.py``, next
+to the library code it drives (``bitspike/manifest_cli.py``, ``gen/gen_cli.py``,
+``host/train_cli.py``, …) and listed in :data:`COMMAND_MODULES`. A command
+module only parses options, calls the library and prints; library code never
+imports it (``tests/test_imports.py`` checks both). It exposes
+``register(subparsers)`` (adding its parser, light imports only) and sets
+``func`` to a function ``run(args) -> int``. Heavy imports (torch, amaranth)
+happen inside ``run`` so that ``bitspike --help`` is instant.
 
 Exit codes: 0 success; 1 a user error (bad file, bad option, missing data);
 2 bad command-line usage; 3 a verification failure (hardware and golden model
@@ -32,12 +36,12 @@ COMMAND_MODULES = [
     "bitspike.manifest_cli",
     "bitspike.host.train_cli",
     "bitspike.host.export_cli",
-    "bitspike.gen.cli",
-    "bitspike.sim.cli",
+    "bitspike.gen.gen_cli",
+    "bitspike.sim.sim_cli",
     "bitspike.gen.build_cli",
     "bitspike.gen.boards_cli",
     "bitspike.host.infer_cli",
-    "bitspike.demo",
+    "bitspike.demo_cli",
 ]
 
 

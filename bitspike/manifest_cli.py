@@ -63,7 +63,7 @@ def summary(manifest) -> dict:
 
 def run_inspect(args) -> int:
     from .analysis import analyse, network_stats
-    from .cli import write_json
+    from .io import write_json
     from .manifest import load
 
     m = load(args.file)
@@ -104,7 +104,7 @@ def run_inspect(args) -> int:
 
 
 def run_validate(args) -> int:
-    from .cli import write_json
+    from .io import write_json
     from .host.golden import GoldenModel
     from .manifest import load
 

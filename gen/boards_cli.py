@@ -50,7 +50,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bitspike.cli import write_json
+    from bitspike.io import write_json
     from bitspike.errors import BitspikeError
 
     from .boards import board_table

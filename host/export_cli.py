@@ -30,7 +30,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bitspike.cli import VerificationFailed, write_json
+    from bitspike.cli import VerificationFailed
+    from bitspike.io import write_json
     from bitspike.errors import BitspikeError
     from bitspike.host.export import DEFAULT_CURRENT_BITS, export_run
 

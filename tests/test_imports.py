@@ -19,6 +19,7 @@ under ``if TYPE_CHECKING:`` never run and are ignored.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import importlib.util
@@ -174,3 +175,21 @@ def test_no_cycle_counting_deferred_imports():
     edges = {a: {b for b in out if (a, b) not in KNOWN_DEFERRED} for a, out in g.items()}
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle (counting imports inside functions):\n" + _describe(cycle)
+
+
+def test_library_code_never_imports_a_cli_module():
+    bad = [f"{a} imports {b} ({kind}, {modules()[a][0].relative_to(ROOT)}:{line})"
+           for a, out in graph().items() if not is_cli(a)
+           for b, (kind, line) in out.items() if is_cli(b)]
+    assert not bad, "library modules importing command-line modules:\n" + "\n".join(bad)
+
+
+def test_every_command_module_is_named_after_its_command():
+    from bitspike.cli import COMMAND_MODULES
+
+    cli_modules = sorted(m for m in modules() if is_cli(m) and m != "bitspike.cli")
+    assert sorted(COMMAND_MODULES) == cli_modules  # every <command>_cli module is registered, and only those
+    for name in COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        assert [f"{c}_cli" for c in sub.choices] == [name.rsplit(".", 1)[-1]], name

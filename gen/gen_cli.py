@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from bitspike.cli import add_common, write_json
+from bitspike.cli import add_common
+from bitspike.io import write_json
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ def _pct(value: Any) -> str:
 
 
 def run(args) -> int:
-    from .cli import write_json
+    from .io import write_json
     from .errors import BitspikeError
     from .manifest_cli import format_table
 
