@@ -43,7 +43,7 @@ def _find(patterns: list[str]) -> Path | None:
 
 def _uniform(learned, bits: tuple[int, int, int], seed: int):
     """A random manifest of ``learned``'s architecture with every learnable layer at ``bits``."""
-    from bitspike.random_net import random_cnn, random_mlp
+    from bitspike.testing import random_cnn, random_mlp
 
     w, s, t = bits
     layers = learned.synaptic_layers if learned is not None else None
@@ -73,7 +73,7 @@ def _same_names(made, learned):
 
 def models(args) -> dict[str, dict]:
     from bitspike.manifest import load
-    from bitspike.random_net import random_cnn, random_mlp
+    from bitspike.testing import random_cnn, random_mlp
 
     out: dict[str, dict] = {}
     digits = Path(args.digits) if args.digits else _find(["build/bench/models/digits/model.bsm", "runs/**/digits*/model.bsm"])

@@ -31,9 +31,9 @@ DIGESTS = Path(__file__).parent / "data" / "hw_digests.json"
 def _digits_shaped(seed: int):
     """The digits MLP of the benchmark (64-128-10, fc0 8/8/1, fc1 2/2/1), random weights."""
     from bitspike.manifest import InputSpec
-    from bitspike.random_net import _Builder
+    from bitspike.testing import NetBuilder
 
-    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(64,), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(64,), bits=8, scale=1 / 255))
     b.synaptic("linear", 128, 8, 8, 1, 0, 3, 2)
     b.synaptic("linear", 10, 2, 2, 1, 3, None, None)
     return b.manifest(f"digits-shaped-{seed}")
@@ -42,9 +42,9 @@ def _digits_shaped(seed: int):
 def _fashion_cnn_shaped(seed: int):
     """The benchmark's Fashion ``cnn`` shape (conv16-pool-conv32-pool-fc), 2/2/1 after an 8/8/1 first layer."""
     from bitspike.manifest import InputSpec
-    from bitspike.random_net import _Builder
+    from bitspike.testing import NetBuilder
 
-    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
     b.synaptic("conv2d", 16, 8, 8, 1, 0, 2, 2)
     b.pool("maxpool")
     b.synaptic("conv2d", 32, 2, 2, 1, 2, 2, 2)
@@ -56,7 +56,7 @@ def _fashion_cnn_shaped(seed: int):
 
 def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
     """(case name, manifest factory, ``generate`` keyword arguments)."""
-    from bitspike.random_net import random_cnn, random_mlp
+    from bitspike.testing import random_cnn, random_mlp
 
     out: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []
     for s in range(4):

@@ -1,7 +1,7 @@
 """The board driver through the simulated board's pty: answers, and every line fault of issue 6.
 
 The simulated board runs the real bridge (Verilated) around the co-simulation
-engineer's stand-in accelerator (sim/_standin.py: builds in seconds, known
+engineer's stand-in accelerator (bitspike/testing/standin.py: builds in seconds, known
 reference logits, some negative). Every fault is injected in the pty
 forwarding thread, so the driver sees exactly what a real serial line would
 give it. Each test has hard time bounds: the driver's own timeouts, checked.
@@ -19,7 +19,7 @@ import pytest
 from bitspike import protocol as P
 from bitspike.errors import BoardError
 from bitspike.host.board import BoardMismatch, BoardTimeout
-from bitspike.sim._standin import standin_reference, standin_verilog
+from bitspike.testing import standin_reference, standin_verilog
 from bitspike.sim.board import SimBoard
 
 INPUT_SIZE, CLASSES = 16, 4
@@ -269,7 +269,7 @@ def test_hello_reply_bytes_are_exactly_the_baked_in_constant(board):
 def test_infer_cli_on_a_generated_network(tmp_path):
     """The whole path: generator → bridge → Verilator → pty → driver, compared with the golden model."""
     from bitspike.cli import main
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     model = tmp_path / "mlp.bsm"
     random_mlp(3, sizes=(64, 16, 10), w_bits=[2], s_bits=[2], timesteps=[2]).save(model)
@@ -291,7 +291,7 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     """`infer --board sim --link B`: the bridge at B's bit period (its clock / the baud rate) and B's fold."""
     from bitspike.cli import main
     from bitspike.gen.boards import get_board, lut_budget
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
     from bitspike.rtl_templates.uart import clocks_per_bit_for
 
     spec = get_board(board_name)
@@ -313,7 +313,7 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
 
 def test_infer_cli_link_refuses_a_board_without_a_uart(tmp_path, capsys):
     from bitspike.cli import main
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     model = tmp_path / "mlp.bsm"
     random_mlp(3, sizes=(64, 16, 10)).save(model)
@@ -324,7 +324,7 @@ def test_infer_cli_link_refuses_a_board_without_a_uart(tmp_path, capsys):
 
 def test_infer_cli_refuses_a_board_port_that_does_not_exist(tmp_path, capsys):
     from bitspike.cli import main
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     model = tmp_path / "mlp.bsm"
     random_mlp(3, sizes=(64, 16, 10)).save(model)

@@ -7,7 +7,6 @@ Verilog passes Yosys ``synth_xilinx`` (the estimate in its report).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -145,7 +144,7 @@ def test_boards_cli_lists_and_writes_json(tmp_path, capsys):
 
 
 def test_gen_takes_the_fold_budget_from_the_board(tmp_path):
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     model = tmp_path / "mlp.bsm"
     random_mlp(0, sizes=(64, 32, 10), w_bits=[2], s_bits=[2], timesteps=[1]).save(model)
@@ -175,17 +174,8 @@ def test_gowin_report_parsing_and_overflow():
     assert "BRAM (BSRAM): needs 30, the device has 26 (4 too many, 115%)" in str(overflow_error(board, cells, ""))
 
 
-def _standin(folder):
-    from bitspike.sim._standin import standin_verilog
-
-    report = standin_verilog(folder, input_size=16, num_classes=4)
-    report["manifest_digest"] = hashlib.sha256(b"test_boards stand-in").hexdigest()
-    (folder / "report.json").write_text(json.dumps(report))
-    return folder
-
-
-def test_vendor_archive_for_arty_passes_synth_xilinx(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_vendor_archive_for_arty_passes_synth_xilinx(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_boards stand-in")
     report = build_bitstream(None, "arty_a7_35", tmp_path / "out", gen_dir=gen, archive=True)
     out = tmp_path / "out"
     archive = out / "bitspike_arty_a7_35_plan.zip"
@@ -214,7 +204,7 @@ def test_vendor_archive_for_arty_passes_synth_xilinx(tmp_path):
 
 
 def test_build_cli_archive_says_the_vendor_tool_is_needed(tmp_path, capsys):
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     model = tmp_path / "mlp.bsm"
     random_mlp(1, sizes=(16, 8, 4), w_bits=[2], s_bits=[2], timesteps=[1]).save(model)
@@ -236,8 +226,8 @@ def test_gowin_build_script_calls_himbaechel_with_its_options():
     assert lines[0] == script.splitlines()[0] and lines[2] == script.splitlines()[2]  # only nextpnr's call changes
 
 
-def test_uart_pins_give_a_usb_only_board_a_serial_path(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_uart_pins_give_a_usb_only_board_a_serial_path(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_boards stand-in")
     report = build_bitstream(None, "orangecrab_r0_2", tmp_path / "out", gen_dir=gen, archive=True, estimate=False,
                              uart_pins=("io_0:0", "io_0:1"))
     with zipfile.ZipFile(tmp_path / "out" / report["archive"]) as z:

@@ -1,6 +1,6 @@
 """Bitstream builds: board registry, toolchain output parsing, and real builds through yosys + nextpnr.
 
-The default run builds the co-simulation stand-in accelerator (sim/_standin.py)
+The default run builds the co-simulation stand-in accelerator (bitspike/testing/standin.py)
 behind the UART bridge for one iCE40 target. The slow tests build the stand-in
 for ECP5 and Gowin, and real generated networks for one board of each open
 family (icebreaker, ulx3s_85f, tang_nano_9k).
@@ -8,7 +8,6 @@ family (icebreaker, ulx3s_85f, tang_nano_9k).
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -82,19 +81,10 @@ def test_flip_flops_from_the_hierarchy_totals():
     assert yosys_flip_flops("no stats here", "ice40") is None
 
 
-def test_unusable_baud_is_refused(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_unusable_baud_is_refused(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
     with pytest.raises(HardwareError, match="--baud 2500000"):
         build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, baud=2_500_000)
-
-
-def _standin(folder, input_size=16, num_classes=4):
-    from bitspike.sim._standin import standin_verilog
-
-    report = standin_verilog(folder, input_size=input_size, num_classes=num_classes)
-    report["manifest_digest"] = hashlib.sha256(b"test_build stand-in").hexdigest()
-    (folder / "report.json").write_text(json.dumps(report))
-    return folder
 
 
 def _check_report(out, board, family, suffix):
@@ -118,8 +108,8 @@ def _check_report(out, board, family, suffix):
     return report
 
 
-def test_build_standin_for_icebreaker(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_build_standin_for_icebreaker(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
     result = build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen)
     report = _check_report(tmp_path / "out", "icebreaker", "ice40", ".bin")
     assert report["clock_hz"] == 12_000_000 and report["clocks_per_bit"] == 104
@@ -127,23 +117,23 @@ def test_build_standin_for_icebreaker(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_standin_for_ecp5_25f(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_build_standin_for_ecp5_25f(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
     build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000)
     report = _check_report(tmp_path / "out", "ulx3s_25f", "ecp5", ".bit")
     assert report["clock_hz"] == 25_000_000 and report["clocks_per_bit"] == 25
 
 
-def test_design_too_big_fails_clearly(tmp_path):
+def test_design_too_big_fails_clearly(tmp_path, standin_design):
     # a 40000-pixel image: the bridge's frame buffer alone needs ~80 of the HX8K's 32 block RAMs
-    gen = _standin(tmp_path / "gen", input_size=40000, num_classes=4)
+    gen = standin_design(tmp_path / "gen", "test_build stand-in", input_size=40000, num_classes=4)
     with pytest.raises(HardwareError, match=r"does not fit on ice40_hx8k_b_evn.*BRAM \(ICESTORM_RAM\): needs \d+, the device has 32 \(\d+ too many"):
         build_bitstream(None, "ice40-hx8k", tmp_path / "out", gen_dir=gen)  # the old name still works
 
 
 @pytest.mark.slow
-def test_build_standin_for_tang_nano_9k(tmp_path):
-    gen = _standin(tmp_path / "gen")
+def test_build_standin_for_tang_nano_9k(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
     build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen)
     report = _check_report(tmp_path / "out", "tang_nano_9k", "gowin", ".fs")
     assert report["clock_hz"] == 27_000_000 and report["clocks_per_bit"] == 234
@@ -156,7 +146,7 @@ def test_build_standin_for_tang_nano_9k(tmp_path):
 def test_build_generated_mlp(tmp_path, board):
     """One real bitstream of a generated network per open family, folded by the board's budget."""
     from bitspike.gen.boards import lut_budget
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
 
     manifest = random_mlp(0, sizes=(64, 32, 10), w_bits=[2], s_bits=[2], timesteps=[1])
     build_bitstream(manifest, board, tmp_path / "out")

@@ -10,7 +10,7 @@ import pytest
 
 from bitspike import __version__
 from bitspike.cli import build_parser, main
-from bitspike.random_net import random_cnn, random_mlp
+from bitspike.testing import random_cnn, random_mlp
 
 
 def subcommands() -> list[list[str]]:

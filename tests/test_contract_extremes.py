@@ -8,8 +8,6 @@ Verilated RTL must give the same integers at every tapped register.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -20,7 +18,6 @@ from bitspike.analysis import REGISTER_HI, Range, analyse, check_registers, need
 from bitspike.errors import ManifestError
 from bitspike.host.golden import GoldenModel, neuron_steps
 
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 BIAS_MAX, MULT_MAX, CUR = M.BIAS_LIMIT - 1, M.MULT_LIMIT - 1, M.CURRENT_LIMIT
 
 
@@ -151,14 +148,9 @@ def test_the_extreme_network_is_legal():
 
 
 @pytest.fixture(scope="module")
-def extreme_sim():
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
-
+def extreme_sim(cosim_of):
     m = extreme_net()
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    return m, sim
+    return m, cosim_of(m)
 
 
 def test_extreme_net_is_bit_exact_in_verilator(extreme_sim):

@@ -7,22 +7,17 @@ contract; the generated networks are checked in the second half.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bitspike.errors import HardwareError
-from bitspike.sim._standin import standin_cosim, standin_reference
+from bitspike.testing import standin_cosim, standin_reference
 from bitspike.sim.cosim import CoSim
-
-# one cache for every test and every xdist worker: builds are keyed by content and file-locked
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 @pytest.fixture(scope="session")
-def standin():
-    sim = standin_cosim(CACHE, input_size=16, num_classes=4)
+def standin(hw_cache):
+    sim = standin_cosim(hw_cache, input_size=16, num_classes=4)
     sim.build()
     return sim
 
@@ -98,15 +93,11 @@ def test_harness_overhead_against_bare_loop(standin):
 
 
 @pytest.fixture(scope="session")
-def mlp():
-    from bitspike.random_net import random_mlp
-    from bitspike.sim.cosim import rtl_for_manifest
+def mlp(cosim_of):
+    from bitspike.testing import random_mlp
 
     m = random_mlp(3, sizes=(64, 24, 16, 10))
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    return m, sim
+    return m, cosim_of(m)
 
 
 def test_generated_mlp_is_bit_exact_at_every_layer_under_backpressure(mlp):
@@ -128,7 +119,7 @@ def test_generated_mlp_is_bit_exact_at_every_layer_under_backpressure(mlp):
     assert np.all(np.abs(alone.cycles - sim.design.cycles_per_inference) <= 15), (alone.cycles, sim.design.cycles_per_inference)
 
 
-def test_sim_command_writes_the_summary(mlp, tmp_path, capsys):
+def test_sim_command_writes_the_summary(mlp, tmp_path, capsys, hw_cache):
     import json
 
     from bitspike.cli import main
@@ -138,7 +129,7 @@ def test_sim_command_writes_the_summary(mlp, tmp_path, capsys):
     out = tmp_path / "sim.json"
     # the digits images are 8x8 = 64 pixels: they fit this random MLP (accuracy is meaningless, bit-exactness is not)
     code = main(["sim", str(path), "--dataset", "digits", "--samples", "48", "--trace", "--json", str(out),
-                 "--cache-dir", str(CACHE), "--quiet"])
+                 "--cache-dir", str(hw_cache), "--quiet"])
     assert code == 0
     text = capsys.readouterr().out
     assert "bit-exact          48/48" in text and "every layer        48/48" in text
@@ -191,15 +182,11 @@ def test_per_layer_trace_of_one_sample(mlp):
 
 
 @pytest.fixture(scope="session")
-def cnn():
-    from bitspike.random_net import random_cnn
-    from bitspike.sim.cosim import rtl_for_manifest
+def cnn(cosim_of):
+    from bitspike.testing import random_cnn
 
     m = random_cnn(11, image=(1, 6, 6), channels=(3,), classes=5)
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    return m, sim
+    return m, cosim_of(m)
 
 
 def test_generated_cnn_is_bit_exact_at_every_layer(cnn):

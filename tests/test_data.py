@@ -10,7 +10,7 @@ import pytest
 
 from bitspike.errors import DatasetError
 from bitspike.host.data import FASHION_MNIST_DIR, images_for_manifest, load_dataset
-from bitspike.random_net import random_mlp
+from bitspike.testing import random_mlp
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from bitspike.sim._standin import StandinGoldenTaps, standin_cosim
+from bitspike.testing import StandinGoldenTaps, standin_cosim
 from bitspike.sim.diagnose import compare_all, diagnose
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 @pytest.fixture(scope="module")
-def faulty():
+def faulty(hw_cache):
     # the stand-in adds one to logit 2 just before answering
-    return standin_cosim(CACHE, fault=2)
+    return standin_cosim(hw_cache, fault=2)
 
 
 def test_standin_fault_is_named_with_cycle_and_vcd(faulty, tmp_path):
@@ -42,8 +38,8 @@ def test_standin_fault_is_named_with_cycle_and_vcd(faulty, tmp_path):
     assert "layer 0 'standin', accumulator of neuron 2" in d.describe()
 
 
-def test_clean_design_has_no_divergence():
-    clean = standin_cosim(CACHE)
+def test_clean_design_has_no_divergence(hw_cache):
+    clean = standin_cosim(hw_cache)
     x = np.random.default_rng(6).integers(0, 256, size=(10, 16)).astype(np.uint8)
     ref = StandinGoldenTaps(4)
     assert diagnose(clean, x, 4, ref) is None
@@ -72,20 +68,19 @@ def _flip_one_weight_bit(m, layer_name: str, x: np.ndarray):
     raise AssertionError("no weight to flip")
 
 
-def test_flipped_weight_bit_is_found_and_named(tmp_path):
+def test_flipped_weight_bit_is_found_and_named(tmp_path, cosim_of, hw_cache):
     import json
 
     from bitspike.cli import main
-    from bitspike.random_net import random_mlp
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.testing import random_mlp
     from bitspike.sim.diagnose import ManifestGoldenTaps
 
     m = random_mlp(3, sizes=(64, 24, 16, 10))
     x = np.random.default_rng(9).integers(0, 256, size=(20, 64)).astype(np.uint8)
     middle = m.synaptic_layers[1].name
     bad_m, neuron, _ = _flip_one_weight_bit(m, middle, x)
-    rtl = rtl_for_manifest(bad_m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    sim = cosim_of(bad_m)
+    rtl = sim.design.rtl_dir
     d = diagnose(sim, x, 0, ManifestGoldenTaps(m, sim.design.taps))
     index = [l.name for l in m.layers].index(middle)
     assert (d.layer, d.layer_index, d.kind, d.neuron) == (middle, index, "acc", (neuron,)), d.describe()
@@ -94,7 +89,7 @@ def test_flipped_weight_bit_is_found_and_named(tmp_path):
     path = m.save(tmp_path / "m.bsm")
     out = tmp_path / "s.json"
     code = main(["sim", str(path), "--rtl", str(rtl), "--dataset", "digits", "--samples", "40", "--trace",
-                 "--json", str(out), "--cache-dir", str(CACHE), "--quiet"])
+                 "--json", str(out), "--cache-dir", str(hw_cache), "--quiet"])
     assert code == 3
     p = json.loads(out.read_text())
     assert p["layer_exact"] < 40
@@ -103,10 +98,9 @@ def test_flipped_weight_bit_is_found_and_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_flipped_conv_weight_bit_names_the_channel():
+def test_flipped_conv_weight_bit_names_the_channel(cosim_of):
     from bitspike.manifest import weight_limit
-    from bitspike.random_net import random_cnn
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.testing import random_cnn
     from bitspike.sim.diagnose import ManifestGoldenTaps
 
     m = random_cnn(11, image=(1, 6, 6), channels=(3,), classes=5)
@@ -115,8 +109,7 @@ def test_flipped_conv_weight_bit_names_the_channel():
     lim = weight_limit(conv.w_bits)
     o = next(o for o in range(w.shape[0]) if -lim <= (w[o, 0, 1, 1] ^ 1) <= lim)
     w[o, 0, 1, 1] ^= 1
-    rtl = rtl_for_manifest(m.replace_layer(conv.name, weight=w), debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    sim = cosim_of(m.replace_layer(conv.name, weight=w))
     x = np.random.default_rng(13).integers(1, 256, size=(4, 1, 6, 6)).astype(np.uint8)
     d = diagnose(sim, x, 0, ManifestGoldenTaps(m, sim.design.taps))
     assert (d.layer, d.layer_index, d.kind) == (conv.name, 0, "acc"), d.describe()
@@ -124,14 +117,14 @@ def test_flipped_conv_weight_bit_names_the_channel():
     assert "channel" in d.describe()
 
 
-def test_a_wrong_spike_is_named_with_its_timestep():
+def test_a_wrong_spike_is_named_with_its_timestep(hw_cache):
     """Packed spike beats: the report names the element, the timestep and both spike values."""
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
     from bitspike.sim.cosim import DesignInfo, rtl_for_manifest
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_sample
 
     m = random_mlp(3, sizes=(64, 24, 16, 10))
-    taps = DesignInfo.load(rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")).taps
+    taps = DesignInfo.load(rtl_for_manifest(m, debug_taps=True, cache_dir=hw_cache / "rtl")).taps
     ref = ManifestGoldenTaps(m, taps)
     x = np.random.default_rng(14).integers(0, 256, size=(1, 64)).astype(np.uint8)
     golden = ref.sequences(x)[0]

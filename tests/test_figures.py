@@ -4,7 +4,7 @@ import numpy as np
 
 from bitspike.figures import accuracy_vs_bit_budget, resources_per_engine, spikes_per_layer
 from bitspike.host.golden import GoldenModel
-from bitspike.random_net import random_cnn
+from bitspike.testing import random_cnn
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

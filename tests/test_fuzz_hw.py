@@ -13,16 +13,12 @@ The default run checks two seeds; ``-m slow`` runs the sweep (``-s`` prints the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bitspike.manifest import AvgPoolLayer, Conv2dLayer, InputSpec, LinearLayer, Manifest, MaxPoolLayer
-from bitspike.random_net import _Builder, _requant_for, _weights
+from bitspike.testing import NetBuilder, random_weights, requant_for
 from bitspike.analysis import analyse_layer
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 class _Net:
@@ -38,7 +34,7 @@ class _Net:
         else:
             shape = (int(rng.integers(1, 4)), int(rng.integers(3, 10)), int(rng.integers(3, 10)))
         bits = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 10, 12]))
-        self.b = _Builder(rng, InputSpec(shape=shape, bits=bits, scale=1 / (2**bits - 1)))
+        self.b = NetBuilder(rng, InputSpec(shape=shape, bits=bits, scale=1 / (2**bits - 1)))
         self.specs = [self._spec() for _ in range(12)]
         self.next_spec = 0
 
@@ -55,15 +51,15 @@ class _Net:
         b = self.b
         w, s, t, k = self.specs[self.next_spec]
         self.next_spec += 1
-        weight = _weights(self.rng, weight, w)
+        weight = random_weights(self.rng, weight, w)
         bias = self.rng.integers(-(2 ** (w + s)), 2 ** (w + s) + 1, size=weight.shape[0], dtype=np.int64)
         common = dict(name=name, inputs=(src,), in_shape=b.shapes[src], out_shape=out_shape, w_bits=w, s_bits=s,
                       timesteps=t, k=k, weight=weight, bias=bias, **extra)
         requant = None
         if not last:
             acc = analyse_layer(probe_cls(requant=None, **common), [b.ranges[src]]).acc
-            requant = _requant_for(self.rng, acc, weight.shape[0], self._target(), signed_out)
-        return b._add(probe_cls(requant=requant, **common))
+            requant = requant_for(self.rng, acc, weight.shape[0], self._target(), signed_out)
+        return b.append(probe_cls(requant=requant, **common))
 
     def conv(self, src: str, same: bool = False, signed_out: bool = False) -> str | None:
         c, h, w = self.b.shapes[src]
@@ -89,7 +85,7 @@ class _Net:
             kh = min(2, h)
         cls = MaxPoolLayer if self.rng.random() < 0.5 else AvgPoolLayer
         name = f"{cls.op[:3]}pool{len(self.b.layers)}"
-        return self.b._add(cls(name=name, inputs=(src,), in_shape=(c, h, w),
+        return self.b.append(cls(name=name, inputs=(src,), in_shape=(c, h, w),
                                out_shape=(c, (h - kh) // kh + 1, (w - kw) // kw + 1), kernel=(kh, kw),
                                stride=(kh, kw)))
 
@@ -127,17 +123,15 @@ def random_legal_manifest(seed: int) -> Manifest:
     return _Net(seed).manifest()
 
 
-def _check(seed: int, n_inputs: int) -> dict:
+def _check(cosim_of, seed: int, n_inputs: int) -> dict:
     from bitspike.gen.plan import make_plan
     from bitspike.host.golden import GoldenModel
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
     from bitspike.sim.inputs import random_inputs
 
     m = random_legal_manifest(seed)
     make_plan(m)  # planned without error
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
+    sim = cosim_of(m)
     x = random_inputs(m, n_inputs, seed)
     g = GoldenModel(m).run(x)
     rng = np.random.default_rng(seed)
@@ -180,11 +174,11 @@ SLOW_SEEDS = range(1000, 1030)
 # left over (the conv's frame buffer was released twice in a stream); 1010: unsigned logits using their
 # top bit (read back as negative before)
 @pytest.mark.parametrize("seed", [1000, 1010])
-def test_fuzz_hw_small(seed):
-    _check(seed, 8)
+def test_fuzz_hw_small(seed, cosim_of):
+    _check(cosim_of, seed, 8)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SLOW_SEEDS)
-def test_fuzz_hw_sweep(seed):
-    print("fuzz-hw", _check(seed, 24))
+def test_fuzz_hw_sweep(seed, cosim_of):
+    print("fuzz-hw", _check(cosim_of, seed, 24))

@@ -8,7 +8,7 @@ import pytest
 from bitspike.errors import HardwareError
 from bitspike.gen import generate
 from bitspike.gen.plan import make_plan
-from bitspike.random_net import random_cnn
+from bitspike.testing import random_cnn
 from bitspike.sim.cocotb_tests.network_check import run_network_bench
 
 
@@ -22,10 +22,10 @@ def _images(m, n, seed=0):
 def strided_cnn(seed: int):
     """conv 3×3 stride 2 pad 1 → conv 2×2 stride 1 no pad → flatten → linear: window-generator edges."""
     from bitspike.manifest import InputSpec
-    from bitspike.random_net import _Builder
+    from bitspike.testing import NetBuilder
 
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=(3, 9, 8), bits=8, scale=1 / 255))
+    b = NetBuilder(rng, InputSpec(shape=(3, 9, 8), bits=8, scale=1 / 255))
     b.synaptic("conv2d", 5, 8, 8, 1, 0, 3, 3, kernel=3, stride=2, padding=1)
     b.synaptic("conv2d", 4, 3, 3, 2, 3, 2, 4, kernel=2, stride=1, padding=0)
     b.flatten()
@@ -57,12 +57,12 @@ def test_cnn_avgpool_timing_within_5_percent(tmp_path):
 
 def test_overlapping_pool_is_a_clear_error():
     from bitspike.manifest import InputSpec, MaxPoolLayer
-    from bitspike.random_net import _Builder
+    from bitspike.testing import NetBuilder
 
-    b = _Builder(np.random.default_rng(0), InputSpec(shape=(1, 6, 6), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(0), InputSpec(shape=(1, 6, 6), bits=8, scale=1 / 255))
     b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 2)
     c, h, w = b.shapes[b.last]
-    b._add(MaxPoolLayer(name="pool", inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, h - 1, w - 1),
+    b.append(MaxPoolLayer(name="pool", inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, h - 1, w - 1),
                         kernel=(2, 2), stride=(1, 1)))
     b.flatten()
     b.synaptic("linear", 3, 2, 2, 1, 2, None, None)
@@ -96,7 +96,7 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from bitspike.random_net import random_cnn; from bitspike.gen import generate; "
+    code = ("import sys; from bitspike.testing import random_cnn; from bitspike.gen import generate; "
             "generate(random_cnn(3, image=(1, 6, 6), channels=(3, 4), residual=True), sys.argv[1], debug_taps=True)")
     for seed in ("1", "2"):
         env = {**__import__("os").environ, "PYTHONHASHSEED": seed}

@@ -18,16 +18,14 @@ import pytest
 
 from bitspike.errors import HardwareError
 from bitspike.manifest import AvgPoolLayer, InputSpec, Manifest, MaxPoolLayer
-from bitspike.random_net import _Builder
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
+from bitspike.testing import NetBuilder
 
 
-def _pool(b: _Builder, cls, kernel: tuple[int, int]) -> str:
+def _pool(b: NetBuilder, cls, kernel: tuple[int, int]) -> str:
     c, h, w = b.shapes[b.last]
     kh, kw = kernel
     name = f"pool{len(b.layers)}"
-    return b._add(cls(name=name, inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, (h - kh) // kh + 1,
+    return b.append(cls(name=name, inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, (h - kh) // kh + 1,
                                                                                    (w - kw) // kw + 1),
                       kernel=kernel, stride=kernel))
 
@@ -35,7 +33,7 @@ def _pool(b: _Builder, cls, kernel: tuple[int, int]) -> str:
 def self_add_net(seed: int = 1) -> Manifest:
     """conv → add(conv, conv) → maxpool 2×3 on 7×7 (row 6, column 6 left over) → flatten → linear with
     T = 5, B_s = 13 (65-bit spike beats) → linear with T = 64, B_s = 16 (1024-bit spike beats)."""
-    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(2, 7, 7), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(2, 7, 7), bits=8, scale=1 / 255))
     conv = b.synaptic("conv2d", 3, 8, 8, 1, 0, 2, 3, kernel=3, stride=1, padding=1)
     b.add(conv, conv, hi=(2**3) << 2)
     _pool(b, MaxPoolLayer, (2, 3))
@@ -48,7 +46,7 @@ def self_add_net(seed: int = 1) -> Manifest:
 
 def pool31_net(seed: int = 2) -> Manifest:
     """12-bit, 3-channel, non-square input → conv → avgpool 3×1 on 7×5 (row 6 left over) → linear, T·B_s = 64."""
-    b = _Builder(np.random.default_rng(seed), InputSpec(shape=(3, 7, 5), bits=12, scale=1 / 4095))
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(3, 7, 5), bits=12, scale=1 / 4095))
     b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 3, kernel=3, stride=1, padding=1)
     _pool(b, AvgPoolLayer, (3, 1))
     b.flatten()
@@ -56,19 +54,10 @@ def pool31_net(seed: int = 2) -> Manifest:
     return b.manifest("edges-pool31")
 
 
-def _cosim(m: Manifest):
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
-
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    return sim
-
-
 @pytest.fixture(scope="module", params=["self_add", "pool31"])
-def edge(request):
+def edge(request, cosim_of):
     m = self_add_net() if request.param == "self_add" else pool31_net()
-    return m, _cosim(m)
+    return m, cosim_of(m)
 
 
 def _images(m: Manifest, n: int, seed: int) -> np.ndarray:
@@ -119,7 +108,7 @@ def test_self_add_with_another_reader_keeps_both_fifos(tmp_path):
     """add(c, c) plus a second reader of c: the add's two branches each get their own FIFO."""
     from bitspike.gen import generate
 
-    b = _Builder(np.random.default_rng(7), InputSpec(shape=(1, 5, 5), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(7), InputSpec(shape=(1, 5, 5), bits=8, scale=1 / 255))
     conv = b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 3, kernel=3, stride=1, padding=1)
     added = b.add(conv, conv, hi=(2**3) << 2)
     b.synaptic("conv2d", 2, 3, 3, 2, 2, 2, 3, src=conv, kernel=3, stride=1, padding=1, signed_out=True)
@@ -136,7 +125,7 @@ def test_unconsumed_layer_is_refused_by_the_generator(tmp_path):
     from bitspike.gen import generate
     from bitspike.gen.plan import make_plan
 
-    b = _Builder(np.random.default_rng(3), InputSpec(shape=(6,), bits=8, scale=1 / 255))
+    b = NetBuilder(np.random.default_rng(3), InputSpec(shape=(6,), bits=8, scale=1 / 255))
     first = b.synaptic("linear", 4, 8, 8, 1, 0, 2, 3)
     b.synaptic("linear", 5, 3, 3, 2, 2, 2, 3, src=first)  # nothing reads this one
     b.synaptic("linear", 3, 3, 3, 2, 2, None, None, src=first)

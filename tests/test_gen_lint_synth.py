@@ -9,7 +9,7 @@ import pytest
 from bitspike.cli import main
 from bitspike.gen import generate
 from bitspike.gen.lint import WAIVERS, lint_verilog, waiver_file
-from bitspike.random_net import random_cnn, random_mlp
+from bitspike.testing import random_cnn, random_mlp
 
 
 @pytest.mark.parametrize("make", [

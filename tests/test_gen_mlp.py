@@ -16,7 +16,7 @@ from bitspike.errors import HardwareError
 from bitspike.gen import generate
 from bitspike.gen.interface import golden_tap_sequence, input_order
 from bitspike.host.golden import GoldenModel
-from bitspike.random_net import random_mlp
+from bitspike.testing import random_mlp
 from bitspike.sim.cocotb_tests.network_check import run_network_bench
 
 

@@ -14,7 +14,7 @@ from bitspike.analysis import Range, analyse, bits_for, network_stats, neuron_me
 from bitspike.errors import RangeError
 from bitspike.host.golden import GoldenModel, argmax_lowest, neuron_steps
 from bitspike.manifest import Manifest
-from bitspike.random_net import random_cnn, random_mlp
+from bitspike.testing import random_cnn, random_mlp
 
 
 def reference_neuron(x: int, theta: int, s_bits: int, timesteps: int) -> tuple[list[int], list[int]]:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bitspike.errors import HardwareError
-from bitspike.sim._standin import standin_cosim, standin_reference
+from bitspike.testing import standin_cosim, standin_reference
 from bitspike.sim.icarus import _parse, make_testbench
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return standin_cosim(CACHE), standin_cosim(CACHE, simulator="icarus")
+def pair(hw_cache):
+    return standin_cosim(hw_cache), standin_cosim(hw_cache, simulator="icarus")
 
 
 @pytest.mark.parametrize("options", [
@@ -62,15 +58,13 @@ def test_testbench_text_and_undefined_values(pair):
         _parse("R 0 0 xxxx\n", 1, 5, 0.0)
 
 
-def test_generated_mlp_under_icarus_agrees_with_verilator_and_golden():
+def test_generated_mlp_under_icarus_agrees_with_verilator_and_golden(cosim_of):
     from bitspike.host.golden import GoldenModel
-    from bitspike.random_net import random_mlp
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
+    from bitspike.testing import random_mlp
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
     m = random_mlp(3, sizes=(64, 24, 16, 10))
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    veri, ica = CoSim(rtl, cache_dir=CACHE / "verilator"), CoSim(rtl, "icarus", cache_dir=CACHE / "verilator")
+    veri, ica = cosim_of(m), cosim_of(m, "icarus")
     x = np.random.default_rng(10).integers(0, 256, size=(12, 64)).astype(np.uint8)
     g = GoldenModel(m).run(x)
     a = veri.run(x, trace=True, processes=1, stall_in=0.1, stall_out=0.2, seed=4)

@@ -12,7 +12,7 @@ from safetensors.numpy import save
 
 from bitspike import manifest as M
 from bitspike.errors import ManifestError
-from bitspike.random_net import random_cnn, random_mlp
+from bitspike.testing import random_cnn, random_mlp
 
 
 def raw_bytes(meta: dict, tensors: dict[str, np.ndarray]) -> bytes:

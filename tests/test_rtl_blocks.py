@@ -19,7 +19,7 @@ from bitspike.analysis import analyse
 from bitspike.gen.interface import hwc_order
 from bitspike.host.golden import GoldenModel
 from bitspike.manifest import InputSpec
-from bitspike.random_net import _Builder, random_cnn
+from bitspike.testing import NetBuilder, random_cnn
 from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.fifo import StreamFifo, StreamFork
 from bitspike.rtl_templates.linear import LinearEngine
@@ -35,7 +35,7 @@ ENGINE_BITS = [(1, 1, 1), (1, 8, 4), (8, 1, 2), (8, 8, 3), (2, 3, 4), (5, 2, 1),
 def _mlp_under_test(seed: int, bits, sizes):
     """8/8/1 (signed output) → layer under test (requantized) → output layer (B_w/B_s of the next bits)."""
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=(sizes[0],), bits=8, scale=1 / 255))
+    b = NetBuilder(rng, InputSpec(shape=(sizes[0],), bits=8, scale=1 / 255))
     w, s, t = bits
     k = int(rng.integers(0, 5))
     b.synaptic("linear", sizes[1], 8, 8, 1, 0, k, s, signed_out=True)
@@ -89,7 +89,7 @@ def build_cases(seed: int = 0, full: bool = True):
     # conv engines (stride 1 and 2, padding 0/1, odd maps) and pools from random CNNs
     convs = [((2, 7, 5), 1, 1), ((3, 6, 7), 2, 1), ((1, 5, 6), 1, 0)]
     for i, (image, stride, pad) in enumerate(convs if full else convs[1:2]):
-        b = _Builder(np.random.default_rng(200 + i), InputSpec(shape=image, bits=8, scale=1 / 255))
+        b = NetBuilder(np.random.default_rng(200 + i), InputSpec(shape=image, bits=8, scale=1 / 255))
         b.synaptic("conv2d", 3, 8, 8, 1, 0, 2, 3, kernel=3, stride=stride, padding=pad, signed_out=True)
         b.synaptic("conv2d", 4, 1 + 3 * i, 2 + 2 * i, 1 + i, 2, 1, 2, kernel=3 - i % 2, stride=1, padding=pad)
         b.flatten()

@@ -26,7 +26,7 @@ from bitspike.gen.boards import get_board
 from bitspike.gen.plan import make_plan
 from bitspike.host.golden import GoldenModel
 from bitspike.manifest import InputSpec
-from bitspike.random_net import _Builder
+from bitspike.testing import NetBuilder
 from bitspike.rtl_templates.adder_tree import AdderTree, tree_depth
 from bitspike.rtl_templates.linear import LinearEngine
 from bitspike.rtl_templates.pe import ProductUnit, product_reference
@@ -189,7 +189,7 @@ def test_requantizer_builds_in_logic_what_no_dsp_piece_fits():
 
 def _small_mlp(seed=4):
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=(8,), bits=8, scale=1 / 255))
+    b = NetBuilder(rng, InputSpec(shape=(8,), bits=8, scale=1 / 255))
     b.synaptic("linear", 6, 8, 8, 1, 0, 2, 6, signed_out=True)
     b.synaptic("linear", 4, 6, 6, 1, 2, None, None)
     return b.manifest(f"dsp-{seed}")

@@ -18,7 +18,7 @@ from stream_bench import run_stalled
 from bitspike.analysis import Range, analyse
 from bitspike.host.golden import neuron_steps
 from bitspike.manifest import InputSpec, rounding_term
-from bitspike.random_net import _Builder
+from bitspike.testing import NetBuilder
 from bitspike.rtl_templates.threshold import ThresholdUnit, fused_thresholds, fusion_saves_luts
 
 
@@ -51,7 +51,7 @@ def test_thresholds_equal_the_contract_for_every_accumulator(shift, lo, hi, k, s
 
 def _fused_from_network(seed: int):
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=(5,), bits=4, scale=1 / 15))
+    b = NetBuilder(rng, InputSpec(shape=(5,), bits=4, scale=1 / 15))
     b.synaptic("linear", 7, 3, 3, 1, 0, 1, 2, signed_out=True)
     b.synaptic("linear", 3, 2, 2, 2, 1, None, None)
     m = b.manifest(f"fuse-{seed}")

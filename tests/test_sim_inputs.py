@@ -15,7 +15,7 @@ from bitspike.cli import main
 from bitspike.errors import HardwareError
 from bitspike.sim.inputs import check_inputs, load_inputs, random_inputs
 
-from test_gen_edges import CACHE, pool31_net
+from test_gen_edges import pool31_net
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,10 @@ def net(tmp_path_factory):
     return m, path
 
 
-def _sim(*args) -> int:
-    return main(["sim", *map(str, args), "--cache-dir", str(CACHE), "--quiet"])
+@pytest.fixture(scope="module")
+def sim_cmd(hw_cache):
+    """``sim_cmd(*args)``: the exit code of ``bitspike sim *args`` with the shared cache."""
+    return lambda *args: main(["sim", *map(str, args), "--cache-dir", str(hw_cache), "--quiet"])
 
 
 # ---- input checks (no simulator)
@@ -89,24 +91,24 @@ def test_load_inputs_npy_npz_and_labels(net, tmp_path):
         load_inputs(tmp_path / "x.txt", m)
 
 
-def test_bad_inputs_are_a_clear_error_from_the_command(net, tmp_path, capsys):
+def test_bad_inputs_are_a_clear_error_from_the_command(net, tmp_path, capsys, sim_cmd):
     m, path = net
     x = random_inputs(m, 3, seed=1)
     x[2, 1, 4, 0] = 5000
     np.save(tmp_path / "big.npy", x)
-    assert _sim(path, "--inputs", tmp_path / "big.npy") == 1
+    assert sim_cmd(path, "--inputs", tmp_path / "big.npy") == 1
     err = capsys.readouterr().err
     assert "big.npy[2, 1, 4, 0] = 5000 is outside 0 … 4095" in err and "Traceback" not in err
-    assert _sim(path, "--inputs", tmp_path / "big.npy", "--random", "3") == 1
+    assert sim_cmd(path, "--inputs", tmp_path / "big.npy", "--random", "3") == 1
     assert "give one of --dataset, --inputs, --random" in capsys.readouterr().err
-    assert _sim(path, "--random", "4", "--shard", "3/2") == 1
+    assert sim_cmd(path, "--random", "4", "--shard", "3/2") == 1
     assert "1 ≤ K ≤ N" in capsys.readouterr().err
 
 
 # ---- through the hardware
 
 
-def test_inputs_file_with_labels_gives_accuracy_and_bit_exact(net, tmp_path):
+def test_inputs_file_with_labels_gives_accuracy_and_bit_exact(net, tmp_path, sim_cmd):
     from bitspike.host.golden import GoldenModel
 
     m, path = net
@@ -116,7 +118,7 @@ def test_inputs_file_with_labels_gives_accuracy_and_bit_exact(net, tmp_path):
     labels[:3] = (labels[:3] + 1) % 4  # three wrong labels: 9/12 for hardware and golden alike
     np.savez(tmp_path / "mine.npz", inputs=x.astype(np.uint16), labels=labels)
     out = tmp_path / "s.json"
-    assert _sim(path, "--inputs", tmp_path / "mine.npz", "--trace", "--json", out) == 0
+    assert sim_cmd(path, "--inputs", tmp_path / "mine.npz", "--trace", "--json", out) == 0
     p = json.loads(out.read_text())
     assert (p["samples"], p["bit_exact"], p["layer_exact"], p["mismatch_count"]) == (12, 12, 12, 0)
     assert p["hw_accuracy"] == p["golden_accuracy"] == 9 / 12
@@ -124,12 +126,12 @@ def test_inputs_file_with_labels_gives_accuracy_and_bit_exact(net, tmp_path):
     assert p["cycles_per_inference"]["alone"] == p["cycles_per_inference"]["predicted"]
 
 
-def test_shards_merge_to_the_whole_run(net, tmp_path, capsys):
+def test_shards_merge_to_the_whole_run(net, tmp_path, capsys, sim_cmd):
     m, path = net
     parts = []
     for k in (1, 2, 3):
         part = tmp_path / f"part{k}.json"
-        assert _sim(path, "--random", "20", "--seed", "7", "--shard", f"{k}/3", "--json", part) == 0
+        assert sim_cmd(path, "--random", "20", "--seed", "7", "--shard", f"{k}/3", "--json", part) == 0
         parts.append(part)
     docs = [json.loads(p.read_text()) for p in parts]
     assert [(d["part"]["first"], d["part"]["stop"]) for d in docs] == [(0, 6), (6, 13), (13, 20)]
@@ -142,7 +144,7 @@ def test_shards_merge_to_the_whole_run(net, tmp_path, capsys):
     assert "20/20 samples" in capsys.readouterr().out
     # the whole run in one go gives the same verdict and the same per-sample cycles
     whole = tmp_path / "whole.json"
-    assert _sim(path, "--random", "20", "--seed", "7", "--shard", "1/1", "--json", whole) == 0
+    assert sim_cmd(path, "--random", "20", "--seed", "7", "--shard", "1/1", "--json", whole) == 0
     w = json.loads(whole.read_text())
     assert w["inputs_digest"] == t["inputs_digest"] and w["bit_exact"] == 20
     # refused: a part twice, a part missing, parts of different inputs, not a part
@@ -151,17 +153,17 @@ def test_shards_merge_to_the_whole_run(net, tmp_path, capsys):
     assert main(["sim", "--merge", str(parts[0]), str(parts[2])]) == 1
     assert "7 of 20 samples are in no part (first: sample 6)" in capsys.readouterr().err
     other = tmp_path / "other.json"
-    assert _sim(path, "--random", "20", "--seed", "8", "--shard", "2/3", "--json", other) == 0
+    assert sim_cmd(path, "--random", "20", "--seed", "8", "--shard", "2/3", "--json", other) == 0
     assert main(["sim", "--merge", str(parts[0]), str(other), str(parts[2])]) == 1
     assert "differ in inputs_digest" in capsys.readouterr().err
     assert main(["sim", "--merge", str(total)]) == 1
     assert "not a partial result" in capsys.readouterr().err
 
 
-def test_json_lists_every_mismatch_of_a_faulty_design(tmp_path):
+def test_json_lists_every_mismatch_of_a_faulty_design(tmp_path, sim_cmd, hw_cache):
     """The RTL of a manifest with one weight bit flipped, checked against the intended manifest."""
     from bitspike.host.golden import GoldenModel
-    from bitspike.random_net import random_mlp
+    from bitspike.testing import random_mlp
     from bitspike.sim.cosim import rtl_for_manifest
 
     from test_diagnose import _flip_one_weight_bit
@@ -169,11 +171,11 @@ def test_json_lists_every_mismatch_of_a_faulty_design(tmp_path):
     m = random_mlp(3, sizes=(64, 24, 16, 10))  # the design test_diagnose builds: cached
     x = np.random.default_rng(9).integers(0, 256, size=(20, 64)).astype(np.uint8)
     bad_m, neuron, _ = _flip_one_weight_bit(m, m.synaptic_layers[1].name, x)
-    rtl = rtl_for_manifest(bad_m, debug_taps=True, cache_dir=CACHE / "rtl")
+    rtl = rtl_for_manifest(bad_m, debug_taps=True, cache_dir=hw_cache / "rtl")
     path = m.save(tmp_path / "m.bsm")
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "s.json"
-    assert _sim(path, "--rtl", rtl, "--inputs", tmp_path / "x.npy", "--trace", "--json", out) == 3
+    assert sim_cmd(path, "--rtl", rtl, "--inputs", tmp_path / "x.npy", "--trace", "--json", out) == 3
     p = json.loads(out.read_text())
     good, bad = GoldenModel(m).run(x), GoldenModel(bad_m).run(x)
     logit_diff = int((good.logits != bad.logits).sum())

@@ -1,8 +1,11 @@
 """Random but well-formed manifests, for tests of the golden model, the generator and the simulators.
 
-The requantization constants are chosen from the interval analysis so that
-currents actually use the next neuron's range (neither stuck at zero nor
-always saturated), which makes bit-exactness tests meaningful.
+:func:`random_mlp` and :func:`random_cnn` draw a whole network from a seed;
+:class:`NetBuilder` puts one together layer by layer, for tests that need a
+particular shape. The requantization constants are chosen from the interval
+analysis so that currents actually use the next neuron's range (neither stuck
+at zero nor always saturated), which makes bit-exactness tests meaningful.
+The same seed and arguments always give the same manifest, byte for byte.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .analysis import Range, analyse_layer
-from .manifest import (
+from bitspike.analysis import Range, analyse_layer
+from bitspike.manifest import (
     AddLayer,
     AvgPoolLayer,
     Conv2dLayer,
@@ -27,18 +30,26 @@ from .manifest import (
     weight_limit,
 )
 
+__all__ = ["NetBuilder", "random_mlp", "random_cnn", "random_weights", "requant_for"]
 
-def _weights(rng: np.random.Generator, shape: tuple[int, ...], w_bits: int) -> np.ndarray:
+#: the manifests' ``info["generator"]``: the module's name before it moved here (the manifests' digests, and
+#: the hardware digests recorded in tests/data/hw_digests.json, include it)
+GENERATOR = "bitspike.random_net"
+
+
+def random_weights(rng: np.random.Generator, shape: tuple[int, ...], w_bits: int) -> np.ndarray:
+    """Integer weights of ``shape``, uniform over the ``w_bits``-bit range (±1 for 1-bit weights)."""
     lim = weight_limit(w_bits)
     if w_bits == 1:
         return rng.choice(np.array([-1, 1], dtype=np.int64), size=shape)
     return rng.integers(-lim, lim + 1, size=shape, dtype=np.int64)
 
 
-def _requant_for(
+def requant_for(
     rng: np.random.Generator, acc: Range, out_channels: int, target_hi: int, signed_out: bool = False
 ) -> Requant:
-    """Constants mapping a typical accumulator spread onto [0, target_hi] (or ±target_hi)."""
+    """Requantization constants mapping a typical spread of accumulator range ``acc`` onto [0, target_hi]
+    (or ±target_hi with ``signed_out``), with random per-channel multipliers and biases."""
     spread = max(1, max(abs(acc.lo), abs(acc.hi)) // 6)
     mult = rng.integers(2**7, 2**9, size=out_channels, dtype=np.int64)
     shift = max(0, int(round(math.log2(spread * 2**8 / max(1, target_hi)))))
@@ -48,7 +59,36 @@ def _requant_for(
     return Requant(multiplier=mult, bias=bias, shift=shift, lo=lo, hi=target_hi)
 
 
-class _Builder:
+class NetBuilder:
+    """Build a valid manifest layer by layer; each method appends a layer after ``last`` and returns its name.
+
+    Parameters
+    ----------
+    rng
+        Draws weights, biases and requantization constants.
+    input_spec
+        The network's input.
+
+    Attributes
+    ----------
+    layers
+        The layers so far, in order.
+    shapes, ranges
+        Output shape and analysed output :class:`~bitspike.analysis.Range` of every layer (and ``"input"``).
+    last
+        The name of the layer the next one reads by default.
+
+    Examples
+    --------
+    >>> b = NetBuilder(np.random.default_rng(0), InputSpec(shape=(16,), bits=8, scale=1 / 255))
+    >>> b.synaptic("linear", 12, 8, 8, 1, 0, next_k=3, next_s_bits=2)
+    'line0'
+    >>> b.synaptic("linear", 10, 2, 2, 1, 3, None, None)
+    'line1'
+    >>> b.manifest("tiny").num_classes
+    10
+    """
+
     def __init__(self, rng: np.random.Generator, input_spec: InputSpec):
         self.rng = rng
         self.input = input_spec
@@ -57,7 +97,8 @@ class _Builder:
         self.ranges: dict[str, Range] = {"input": Range(0, 2**input_spec.bits - 1)}
         self.last = "input"
 
-    def _add(self, layer: Layer) -> str:
+    def append(self, layer: Layer) -> str:
+        """Append a layer built by the caller (any op, e.g. a pool of unusual kernel); returns its name."""
         r = analyse_layer(layer, [self.ranges[i] for i in layer.inputs])
         self.layers.append(layer)
         self.shapes[layer.name] = layer.out_shape
@@ -81,16 +122,23 @@ class _Builder:
         padding: int = 1,
         signed_out: bool = False,
     ) -> str:
+        """A ``kind`` (``"linear"`` or ``"conv2d"``) layer of ``out`` neurons or channels reading ``src``.
+
+        ``w_bits``, ``s_bits``, ``timesteps`` and ``k`` are its own; ``next_k`` and ``next_s_bits``, the
+        reading layer's threshold exponent and spike bits, size its requantizer (``None``: the last layer,
+        whose accumulators are the logits). ``kernel``, ``stride`` and ``padding`` apply to ``conv2d``;
+        ``signed_out`` lets the output go negative (the residual branch before an ``add``).
+        """
         src = src or self.last
         in_shape = self.shapes[src]
         name = f"{kind[:4]}{sum(1 for l in self.layers if l.is_synaptic)}"
         if kind == "linear":
-            weight = _weights(self.rng, (out, in_shape[0]), w_bits)
+            weight = random_weights(self.rng, (out, in_shape[0]), w_bits)
             extra: dict = {}
             out_shape: tuple[int, ...] = (out,)
         else:
             c, h, w = in_shape
-            weight = _weights(self.rng, (out, c, kernel, kernel), w_bits)
+            weight = random_weights(self.rng, (out, c, kernel, kernel), w_bits)
             extra = dict(kernel=(kernel, kernel), stride=(stride, stride), padding=(padding, padding))
             out_shape = (out, (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
         bias = self.rng.integers(-(2 ** (w_bits + s_bits)), 2 ** (w_bits + s_bits) + 1, size=out, dtype=np.int64)
@@ -102,32 +150,36 @@ class _Builder:
             acc = analyse_layer(probe, [self.ranges[src]]).acc
             assert acc is not None
             target_hi = (2 ** (next_s_bits or 1)) << next_k
-            requant = _requant_for(self.rng, acc, out, target_hi, signed_out)
+            requant = requant_for(self.rng, acc, out, target_hi, signed_out)
         layer = cls(name=name, inputs=(src,), in_shape=in_shape, out_shape=out_shape, w_bits=w_bits, s_bits=s_bits,
                     timesteps=timesteps, k=k, weight=weight, bias=bias, requant=requant, **extra)
-        return self._add(layer)
+        return self.append(layer)
 
     def pool(self, kind: str, size: int = 2) -> str:
+        """A ``"maxpool"`` or ``"avgpool"`` of ``size``×``size`` windows, stride ``size``."""
         c, h, w = self.shapes[self.last]
         cls = MaxPoolLayer if kind == "maxpool" else AvgPoolLayer
         name = f"{kind[:3]}pool{len(self.layers)}"
-        return self._add(cls(name=name, inputs=(self.last,), in_shape=(c, h, w), out_shape=(c, (h - size) // size + 1, (w - size) // size + 1),
+        return self.append(cls(name=name, inputs=(self.last,), in_shape=(c, h, w), out_shape=(c, (h - size) // size + 1, (w - size) // size + 1),
                              kernel=(size, size), stride=(size, size)))
 
     def flatten(self) -> str:
+        """Flatten ``[C, H, W]`` to ``[C·H·W]``."""
         shape = self.shapes[self.last]
-        return self._add(FlattenLayer(name=f"flatten{len(self.layers)}", inputs=(self.last,), in_shape=shape, out_shape=(math.prod(shape),)))
+        return self.append(FlattenLayer(name=f"flatten{len(self.layers)}", inputs=(self.last,), in_shape=shape, out_shape=(math.prod(shape),)))
 
     def add(self, a: str, b: str, hi: int) -> str:
+        """The residual sum of layers ``a`` and ``b`` (random multipliers), clamped to [0, ``hi``]."""
         shape = self.shapes[a]
         c = shape[0]
         ma = self.rng.integers(1, 2**6, size=c, dtype=np.int64)
         mb = self.rng.integers(1, 2**6, size=c, dtype=np.int64)
-        return self._add(AddLayer(name=f"add{len(self.layers)}", inputs=(a, b), in_shape=shape, out_shape=shape,
+        return self.append(AddLayer(name=f"add{len(self.layers)}", inputs=(a, b), in_shape=shape, out_shape=shape,
                                   mult_a=ma, mult_b=mb, shift=6, lo=0, hi=hi))
 
     def manifest(self, name: str) -> Manifest:
-        return Manifest.build(name, self.input, self.layers, info={"generator": "bitspike.random_net"})
+        """The validated manifest of the layers so far."""
+        return Manifest.build(name, self.input, self.layers, info={"generator": GENERATOR})
 
 
 def _bits(rng: np.random.Generator, choices: Sequence[int]) -> int:
@@ -144,7 +196,7 @@ def random_mlp(
 ) -> Manifest:
     """A random MLP ``sizes[0] → … → sizes[-1]`` with random per-layer bits (first layer 8/8/1 by default)."""
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=(int(sizes[0]),), bits=8, scale=1 / 255))
+    b = NetBuilder(rng, InputSpec(shape=(int(sizes[0]),), bits=8, scale=1 / 255))
     n = len(sizes) - 1
     plan = []
     for i in range(n):
@@ -175,7 +227,7 @@ def random_cnn(
     With ``residual`` a shape-preserving conv and an ``add`` follow the first conv.
     """
     rng = np.random.default_rng(seed)
-    b = _Builder(rng, InputSpec(shape=tuple(int(v) for v in image), bits=8, scale=1 / 255))
+    b = NetBuilder(rng, InputSpec(shape=tuple(int(v) for v in image), bits=8, scale=1 / 255))
     specs = [(8, 8, 1, 0)] + [
         (_bits(rng, w_bits), _bits(rng, s_bits), _bits(rng, timesteps), int(rng.integers(1, 7)))
         for _ in range(len(channels) + (1 if residual else 0))

@@ -172,7 +172,7 @@ class StandinGoldenTaps:
 def standin_cosim(cache_root: str | Path, input_size: int = 16, num_classes: int = 4, fault: int | None = None,
                   simulator: str = "verilator"):
     """A :class:`~bitspike.sim.cosim.CoSim` of the stand-in, its Verilog and build kept under ``cache_root``."""
-    from .cosim import CoSim
+    from bitspike.sim.cosim import CoSim
 
     root = Path(cache_root)
     rtl = root / f"standin-{input_size}-{num_classes}-{fault}"
