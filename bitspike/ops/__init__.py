@@ -11,24 +11,27 @@ module                      op(s)
 :mod:`~bitspike.ops.neuron`   the neuron and the rules linear and conv2d share
 ==========================  ================================================
 
-:func:`load_builtin` imports them (registering each); :mod:`bitspike.manifest`
-calls it, so every op is registered once a manifest can be read. This package
-file imports nothing itself, so :mod:`bitspike.ops.base` can be imported
-from anywhere without pulling in the op modules. docs/ARCHITECTURE.md says
-how to add an op.
+:func:`load_builtin` imports every module of this package (registering
+each op), so a new op is one new file here; :mod:`bitspike.manifest` calls
+it, so every op is registered once a manifest can be read. This package file
+imports nothing itself at import time, so :mod:`bitspike.ops.base` can be
+imported from anywhere without pulling in the op modules.
+docs/ARCHITECTURE.md says how to add an op.
 """
 
 from __future__ import annotations
 
-__all__ = ["BUILTIN", "load_builtin"]
+__all__ = ["load_builtin"]
 
-#: the op modules shipped with bitspike, in registration order
-BUILTIN = ("linear", "conv2d", "pooling", "flatten", "add")
+#: modules of this package that define no op of their own
+_NOT_OPS = ("base", "neuron")
 
 
 def load_builtin() -> None:
-    """Import (and so register) every built-in op module."""
+    """Import (and so register) every op module of this package, in name order."""
     import importlib
+    import pkgutil
 
-    for name in BUILTIN:
-        importlib.import_module(f"{__name__}.{name}")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name not in _NOT_OPS and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
