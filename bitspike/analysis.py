@@ -14,21 +14,15 @@ follow the requantizer's clamp.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ManifestError
-from .manifest import (
-    AddLayer,
-    AvgPoolLayer,
-    FlattenLayer,
-    Layer,
-    Manifest,
-    MaxPoolLayer,
-    SynapticLayer,
-    rounding_term,
-)
+from .ops.base import Layer, op_of, rounding_term
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -181,52 +175,8 @@ class LayerRanges:
 
 
 def analyse_layer(layer: Layer, inputs: list[Range]) -> LayerRanges:
-    """Ranges of one layer's registers given its input ranges."""
-    x = inputs[0]
-    if isinstance(layer, SynapticLayer):
-        T = layer.timesteps
-        v_t, s, count = neuron_ranges(x, layer.k, layer.s_bits, T)
-        v = v_t[0]
-        for r in v_t[1:]:
-            v = v.union(r)
-        # Python integers (object arrays): the analysis itself must never overflow
-        w = layer.weight.reshape(layer.weight.shape[0], -1).astype(object)
-        pos = np.where(w > 0, w, 0).sum(axis=1)
-        neg = np.where(w < 0, w, 0).sum(axis=1)
-        bias = layer.bias.astype(object)
-        acc_hi_c = pos * count.hi + neg * count.lo + bias
-        acc_lo_c = neg * count.hi + pos * count.lo + bias
-        acc = Range(int(acc_lo_c.min()), int(acc_hi_c.max()))
-        per_channel = tuple((int(a), int(b)) for a, b in zip(acc_lo_c, acc_hi_c))
-        if layer.requant is None:
-            return LayerRanges(layer.name, layer.op, x, acc, v, tuple(v_t), s, count, acc, per_channel)
-        rq = layer.requant
-        m = rq.multiplier.astype(object)
-        p1, p2 = acc_lo_c * m, acc_hi_c * m
-        rq_bias = rq.bias.astype(object)
-        prod_lo_c = np.minimum(p1, p2) + rq_bias + rounding_term(rq.shift)
-        prod_hi_c = np.maximum(p1, p2) + rq_bias + rounding_term(rq.shift)
-        product = Range(int(prod_lo_c.min()), int(prod_hi_c.max()))
-        out_lo = max(rq.lo, min(rq.hi, int(prod_lo_c.min()) >> rq.shift))
-        out_hi = min(rq.hi, max(rq.lo, int(prod_hi_c.max()) >> rq.shift))
-        out = Range(out_lo, out_hi)
-        return LayerRanges(layer.name, layer.op, x, out, v, tuple(v_t), s, count, acc, per_channel, product)
-    if isinstance(layer, MaxPoolLayer) or isinstance(layer, FlattenLayer):
-        return LayerRanges(layer.name, layer.op, x, x)
-    if isinstance(layer, AvgPoolLayer):
-        n = layer.window
-        return LayerRanges(layer.name, layer.op, x, Range(x.lo * n, x.hi * n))
-    if isinstance(layer, AddLayer):
-        b = inputs[1]
-        rnd = rounding_term(layer.shift)
-        ma, mb = layer.mult_a.astype(object), layer.mult_b.astype(object)
-        lo_c = np.minimum(ma * x.lo, ma * x.hi) + np.minimum(mb * b.lo, mb * b.hi) + rnd
-        hi_c = np.maximum(ma * x.lo, ma * x.hi) + np.maximum(mb * b.lo, mb * b.hi) + rnd
-        product = Range(int(lo_c.min()), int(hi_c.max()))
-        out_lo = max(layer.lo, min(layer.hi, product.lo >> layer.shift))
-        out_hi = min(layer.hi, max(layer.lo, product.hi >> layer.shift))
-        return LayerRanges(layer.name, layer.op, x, Range(out_lo, out_hi), product=product, x_b=b)
-    raise TypeError(f"no range analysis for layer kind {layer.op!r}")
+    """Ranges of one layer's registers given its input ranges (the op's range rule, :meth:`bitspike.ops.base.Op.ranges`)."""
+    return op_of(layer).ranges(layer, inputs)
 
 
 def analyse(manifest: Manifest) -> dict[str, LayerRanges]:
@@ -273,10 +223,6 @@ def check_registers(manifest: Manifest, ranges: dict[str, LayerRanges] | None = 
     return ranges
 
 
-def _fits_int64(lo_c: np.ndarray, hi_c: np.ndarray) -> bool:
-    return INT64_LO <= int(np.min(lo_c)) and int(np.max(hi_c)) <= INT64_HI
-
-
 def needs_wide_product(layer: Layer, r: LayerRanges) -> bool:
     """Whether an int64 evaluation of the layer's product register could overflow.
 
@@ -284,27 +230,9 @@ def needs_wide_product(layer: Layer, r: LayerRanges) -> bool:
     (the residual add's ``a·Ma``, ``b·Mb``, their sum, or the sum plus rnd)
     may leave int64 for some legal input: the golden model then computes that
     layer's product with Python integers. Layers without a product: False.
+    Each op says for itself (:meth:`bitspike.ops.base.Op.wide_product`).
     """
-    if isinstance(layer, SynapticLayer):
-        if layer.requant is None or r.acc_per_channel is None:
-            return False
-        rq = layer.requant
-        acc = np.array(r.acc_per_channel, dtype=object).reshape(-1, 2)
-        m = rq.multiplier.astype(object)
-        p1, p2 = acc[:, 0] * m, acc[:, 1] * m
-        lo1, hi1 = np.minimum(p1, p2), np.maximum(p1, p2)
-        b = rq.bias.astype(object)
-        rnd = rounding_term(rq.shift)
-        return not (_fits_int64(lo1, hi1) and _fits_int64(lo1 + b, hi1 + b) and _fits_int64(lo1 + b + rnd, hi1 + b + rnd))
-    if isinstance(layer, AddLayer):
-        assert r.x_b is not None
-        ma, mb = layer.mult_a.astype(object), layer.mult_b.astype(object)
-        a_lo, a_hi = np.minimum(ma * r.x.lo, ma * r.x.hi), np.maximum(ma * r.x.lo, ma * r.x.hi)
-        b_lo, b_hi = np.minimum(mb * r.x_b.lo, mb * r.x_b.hi), np.maximum(mb * r.x_b.lo, mb * r.x_b.hi)
-        rnd = rounding_term(layer.shift)
-        return not (_fits_int64(a_lo, a_hi) and _fits_int64(b_lo, b_hi) and _fits_int64(a_lo + b_lo, a_hi + b_hi)
-                    and _fits_int64(a_lo + b_lo + rnd, a_hi + b_hi + rnd))
-    return False
+    return op_of(layer).wide_product(layer, r)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,6 +253,11 @@ class LayerStats:
     macs: int = 0
     s_ace: int = 0
     fixed: bool = False  # the first synaptic layer (8-bit input), left out of the averages
+
+    @property
+    def has_weights(self) -> bool:
+        """A layer with weights (a synaptic layer): the ones the averages and S-ACE count."""
+        return self.weight_memory_bits > 0
 
     def to_json(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -368,27 +301,21 @@ def network_stats(manifest: Manifest) -> NetworkStats:
     stats: list[LayerStats] = []
     first = True
     for layer in manifest.layers:
-        if isinstance(layer, SynapticLayer):
-            macs = layer.macs
-            stats.append(
-                LayerStats(
-                    layer.name, layer.op, layer.in_shape, layer.out_shape, layer.w_bits, layer.s_bits, layer.timesteps,
-                    params=layer.params, weight_memory_bits=layer.params * layer.w_bits, macs=macs,
-                    s_ace=macs * layer.w_bits * layer.s_bits * layer.timesteps, fixed=first,
-                )
-            )
+        fields = op_of(layer).stats(layer)
+        if fields:  # a layer with weights: the first one is the fixed one
+            stats.append(LayerStats(layer.name, layer.op, layer.in_shape, layer.out_shape, **fields, fixed=first))
             first = False
         else:
             stats.append(LayerStats(layer.name, layer.op, layer.in_shape, layer.out_shape))
-    learn = [s for s in stats if s.w_bits is not None and not s.fixed]
+    learn = [s for s in stats if s.has_weights and not s.fixed]
     if not learn:  # a one-layer network: average over what there is
-        learn = [s for s in stats if s.w_bits is not None]
+        learn = [s for s in stats if s.has_weights]
     wsum = sum(s.params for s in learn)
     fsum = sum(int(np.prod(s.in_shape)) for s in learn)
     avg_w = sum(s.params * s.w_bits for s in learn) / wsum
     avg_s = sum(int(np.prod(s.in_shape)) * s.s_bits for s in learn) / fsum
     avg_t = sum(int(np.prod(s.in_shape)) * s.timesteps for s in learn) / fsum
-    syn = [s for s in stats if s.w_bits is not None]
+    syn = [s for s in stats if s.has_weights]
     return NetworkStats(
         layers=tuple(stats),
         avg_w_bits=avg_w,

@@ -159,7 +159,10 @@ def _figures(out: Path, model_path: Path, by: dict[str, dict[str, Any]]) -> dict
     test = load_dataset("digits", "test")
     trace = GoldenModel(m).run(images_for_manifest(test.images, m).astype(np.int64), trace=True).trace
     figs["spikes"] = str(spikes_per_layer(trace, out / "figures" / "spikes_per_layer.png", m))
-    synth = _get(by, "gen", "synthesis") or {}
+    from .gen.report import read_report
+
+    rtl_report = out / "rtl" / "report.json"  # the generator's own report: Yosys figures when it synthesized
+    synth = (read_report(rtl_report, check_files=False).synthesis if rtl_report.exists() else None) or {}
     modules = synth.get("modules") or {}
     if modules:
         rows = [{"name": name, "resources": counts} for name, counts in modules.items()]

@@ -33,7 +33,8 @@ layers, or ``"input"`` for the network input), ``in_shape`` and
     ``NAME.bias`` (``[out]``, accumulator units), and, when ``requant`` is not
     null, ``NAME.rq_mult`` and ``NAME.rq_bias`` (``[out]``).
 ``maxpool`` / ``avgpool``
-    ``kernel``, ``stride`` (``[h, w]``), no padding. ``avgpool`` outputs the
+    ``kernel``, ``stride``, optional ``padding`` (``[h, w]``, smaller than the
+    kernel; padding adds 0 to a sum and never wins a max). ``avgpool`` outputs the
     *window sum*: the 1/n is folded into the consumer's unit, so the hardware
     never divides.
 ``flatten``
@@ -43,7 +44,8 @@ layers, or ``"input"`` for the network input), ``in_shape`` and
     ``y = clamp((a*Ma + b*Mb + rnd) >> SH, lo, hi)``, ``rnd = 2**(SH-1)`` (0 when SH = 0).
     Fields ``shift``, ``lo``, ``hi``; tensors ``NAME.mult_a`` and ``NAME.mult_b`` (``[C]``).
 
-Loading validates everything and raises :class:`~bitspike.errors.ManifestError`
+Each op's fields, tensors and rules live in its module of :mod:`bitspike.ops`
+(this module re-exports the layer classes). Loading validates everything and raises :class:`~bitspike.errors.ManifestError`
 naming the layer and field: types and ranges, unknown fields, duplicate JSON
 keys, tensor dtypes (signed integers, or unsigned ones narrower than 64 bits),
 the graph rules, the size limits and the register widths. docs/SEMANTICS.md §5
@@ -59,36 +61,62 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from .errors import ManifestError
 from .io import atomic_write_bytes
+from .ops import load_builtin
+from .ops.add import AddLayer
+from .ops.base import (
+    ACCEPTED_DTYPES,
+    BIAS_LIMIT,
+    CURRENT_LIMIT,
+    INPUT_BITS_RANGE,
+    K_RANGE,
+    LAYER_KINDS,
+    MAX_DIM,
+    MAX_MAP_ELEMENTS,
+    MULT_LIMIT,
+    S_BITS_RANGE,
+    SHIFT_RANGE,
+    TIMESTEPS_RANGE,
+    W_BITS_RANGE,
+    Ctx,
+    Layer,
+    rounding_term,
+    spike_max,
+    weight_limit,
+)
+from .ops.conv2d import Conv2dLayer
+from .ops.flatten import FlattenLayer
+from .ops.linear import LinearLayer
+from .ops.neuron import Requant, SynapticLayer
+from .ops.pooling import AvgPoolLayer, MaxPoolLayer, PoolLayer
+
+load_builtin()
+
+__all__ = [
+    "Manifest", "InputSpec", "Layer", "SynapticLayer", "LinearLayer", "Conv2dLayer", "PoolLayer", "MaxPoolLayer",
+    "AvgPoolLayer", "FlattenLayer", "AddLayer", "Requant", "load", "loads", "from_parts", "weight_limit",
+    "spike_max", "rounding_term", "LAYER_KINDS", "ACCEPTED_DTYPES", "BIAS_LIMIT", "CURRENT_LIMIT",
+    "INPUT_BITS_RANGE", "K_RANGE", "MAX_DIM", "MAX_MAP_ELEMENTS", "MULT_LIMIT", "S_BITS_RANGE", "SHIFT_RANGE",
+    "TIMESTEPS_RANGE", "W_BITS_RANGE",
+]
+
+#: the validation context (kept under its old name for callers of this module)
+_Ctx = Ctx
 
 FORMAT = "bitspike-manifest"
 VERSION = 1
 METADATA_KEY = "bitspike"
 
-#: Legal ranges, inclusive. Wider bit widths than the paper uses are allowed so
-#: that 8-bit first layers and experiments fit; the generator sizes for them.
-W_BITS_RANGE = (1, 16)
-S_BITS_RANGE = (1, 16)
-TIMESTEPS_RANGE = (1, 64)
-K_RANGE = (0, 30)
-SHIFT_RANGE = (0, 62)
-INPUT_BITS_RANGE = (1, 16)
-MULT_LIMIT = 2**31  # |multiplier| < MULT_LIMIT
-BIAS_LIMIT = 2**47  # |bias| < BIAS_LIMIT
-CURRENT_LIMIT = 2**40  # |lo|, |hi| of clamp bounds
-
 #: Size limits (docs/SEMANTICS.md §7). The generator holds a feature map's rows in line
 #: buffers and writes every weight into the Verilog source, so its time and memory grow with
 #: these; beyond them generation takes too long to be useful or does not fit a machine's memory.
-MAX_MAP_ELEMENTS = 2**20  # elements of one feature map (the input or one layer's output)
 MAX_TOTAL_ELEMENTS = 2**23  # elements of every feature map together
 MAX_WEIGHT_BITS = 2**23  # Σ numel(W) · B_w over the network (8 Mbit: generation then takes minutes)
-MAX_DIM = 2**16  # one entry of a shape
 
 #: Layer names become file names and Verilog identifiers: ASCII letters, digits and '_', not
 #: starting with a digit, at most 64 characters, unique ignoring case (case-insensitive file systems).
@@ -96,113 +124,6 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 NAME_MAX = 64
 #: a network name goes into reports only, but must still be printable on one line
 NETWORK_NAME_MAX = 256
-
-#: Tensor dtypes accepted: every value of these converts to int64 exactly. uint64 is refused
-#: (values of 2**63 and above would wrap to negatives), as are bool and floating point.
-ACCEPTED_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32")
-
-
-def weight_limit(w_bits: int) -> int:
-    """Largest |W_int| that ``w_bits`` can hold (symmetric; ±1 for one bit)."""
-    return 1 if w_bits == 1 else 2 ** (w_bits - 1) - 1
-
-
-def spike_max(s_bits: int) -> int:
-    """Largest spike value q = 2**B_s - 1."""
-    return 2**s_bits - 1
-
-
-# ----------------------------------------------------------------------------------------------
-# validation helpers: each names the layer and the field
-
-
-class _Ctx:
-    """Where we are while validating: used to build precise error messages."""
-
-    def __init__(self, where: str | None):
-        self.where = where
-
-    def fail(self, field_name: str | None, message: str) -> ManifestError:
-        return ManifestError(message, layer=self.where, field=field_name)
-
-    def get(self, meta: Mapping[str, Any], key: str) -> Any:
-        if key not in meta:
-            raise self.fail(key, "missing")
-        return meta[key]
-
-    def int_in(self, meta: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
-        value = self.get(meta, key)
-        return self.check_int(key, value, lo, hi)
-
-    def check_int(self, key: str, value: Any, lo: int | None, hi: int | None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected an integer, got {value!r}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            lo_s = "-inf" if lo is None else str(lo)
-            hi_s = "inf" if hi is None else str(hi)
-            raise self.fail(key, f"{value} is out of range, expected {lo_s} … {hi_s}")
-        return value
-
-    def pair(self, meta: Mapping[str, Any], key: str, lo: int, hi: int) -> tuple[int, int]:
-        value = self.get(meta, key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value, value]
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise self.fail(key, f"expected [h, w], got {value!r}")
-        return (self.check_int(key, value[0], lo, hi), self.check_int(key, value[1], lo, hi))
-
-    def shape(self, meta: Mapping[str, Any], key: str) -> tuple[int, ...]:
-        value = self.get(meta, key)
-        if not isinstance(value, (list, tuple)) or not value or len(value) > 3:
-            raise self.fail(key, f"expected a list of 1 to 3 positive integers, got {value!r:.80}")
-        shape = tuple(self.check_int(key, v, 1, MAX_DIM) for v in value)
-        if math.prod(shape) > MAX_MAP_ELEMENTS:
-            raise self.fail(
-                key, f"shape {list(shape)} has {math.prod(shape):,} elements; at most {MAX_MAP_ELEMENTS:,} per feature map"
-            )
-        return shape
-
-    def keys(self, meta: Mapping[str, Any], allowed: Iterable[str], what: str) -> None:
-        """Refuse keys the format does not define (a misspelt field would otherwise be silently ignored)."""
-        unknown = sorted(set(meta) - set(allowed))
-        if unknown:
-            raise self.fail(unknown[0], f"unknown field for {what}; expected only {sorted(allowed)}")
-
-    def tensor(
-        self,
-        tensors: Mapping[str, np.ndarray],
-        key: str,
-        shape: tuple[int, ...],
-        lo: int | None = None,
-        hi: int | None = None,
-        what: str = "",
-    ) -> np.ndarray:
-        if key not in tensors:
-            raise self.fail(key, f"tensor missing from the file (expected shape {list(shape)})")
-        array = tensors[key]
-        if not np.issubdtype(array.dtype, np.integer):
-            raise self.fail(key, f"expected an integer tensor, got dtype {array.dtype}")
-        if array.dtype.name not in ACCEPTED_DTYPES:
-            raise self.fail(
-                key, f"dtype {array.dtype} can hold values that do not fit int64; expected one of {', '.join(ACCEPTED_DTYPES)}"
-            )
-        if tuple(array.shape) != tuple(shape):
-            raise self.fail(key, f"wrong shape {list(array.shape)}, expected {list(shape)}")
-        array = array.astype(np.int64)
-        if array.size and lo is not None and int(array.min()) < lo:
-            idx = np.unravel_index(int(array.argmin()), array.shape)
-            raise self.fail(key, f"value {int(array.min())} at {list(map(int, idx))} is below {lo}{what}")
-        if array.size and hi is not None and int(array.max()) > hi:
-            idx = np.unravel_index(int(array.argmax()), array.shape)
-            raise self.fail(key, f"value {int(array.max())} at {list(map(int, idx))} is above {hi}{what}")
-        return array
-
-
-def _arr_eq(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return a.shape == b.shape and bool(np.array_equal(a, b))
-
 
 # ----------------------------------------------------------------------------------------------
 # network input
@@ -225,7 +146,7 @@ class InputSpec:
 
     @classmethod
     def from_json(cls, meta: Any) -> "InputSpec":
-        ctx = _Ctx("input")
+        ctx = Ctx("input")
         if not isinstance(meta, Mapping):
             raise ctx.fail(None, f"expected an object, got {meta!r}")
         ctx.keys(meta, ("shape", "bits", "scale"), "the input")
@@ -241,382 +162,6 @@ class InputSpec:
 
 # ----------------------------------------------------------------------------------------------
 # layers
-
-
-@dataclass(frozen=True, eq=False)
-class Requant:
-    """x_next[o] = clamp((acc[o]·multiplier[o] + bias[o] + rnd) >> shift, lo, hi)."""
-
-    multiplier: np.ndarray
-    bias: np.ndarray
-    shift: int
-    lo: int
-    hi: int
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Requant)
-            and (self.shift, self.lo, self.hi) == (other.shift, other.lo, other.hi)
-            and _arr_eq(self.multiplier, other.multiplier)
-            and _arr_eq(self.bias, other.bias)
-        )
-
-
-def rounding_term(shift: int) -> int:
-    """The round-half-up constant added before an arithmetic right shift."""
-    return (1 << shift) >> 1
-
-
-@dataclass(frozen=True, eq=False)
-class Layer:
-    """Base of all layer kinds. ``inputs`` names earlier layers or ``"input"``."""
-
-    name: str
-    inputs: tuple[str, ...]
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-
-    op: ClassVar[str] = ""
-    n_inputs: ClassVar[int] = 1
-    tensor_fields: ClassVar[tuple[str, ...]] = ()
-    #: JSON fields of this kind beyond the common ``name``, ``op``, ``inputs``, ``in_shape``, ``out_shape``
-    json_fields: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def is_synaptic(self) -> bool:
-        return False
-
-    def infer_out_shape(self, in_shapes: list[tuple[int, ...]], ctx: _Ctx) -> tuple[int, ...]:
-        raise NotImplementedError
-
-    def extra_json(self) -> dict[str, Any]:
-        return {}
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def to_json(self) -> dict[str, Any]:
-        out = {
-            "name": self.name,
-            "op": self.op,
-            "inputs": list(self.inputs),
-            "in_shape": list(self.in_shape),
-            "out_shape": list(self.out_shape),
-        }
-        out.update(self.extra_json())
-        return out
-
-    @classmethod
-    def parse(cls, meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray], ctx: _Ctx, base: dict) -> "Layer":
-        raise NotImplementedError
-
-    def __eq__(self, other: object) -> bool:
-        if type(self) is not type(other):
-            return False
-        if self.to_json() != other.to_json():  # type: ignore[union-attr]
-            return False
-        mine, theirs = self.tensors(), other.tensors()  # type: ignore[union-attr]
-        return mine.keys() == theirs.keys() and all(_arr_eq(mine[k], theirs[k]) for k in mine)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-LAYER_KINDS: dict[str, type[Layer]] = {}
-
-
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Register a layer kind under its ``op`` name (one handler per op, no if-ladder)."""
-    LAYER_KINDS[cls.op] = cls
-    return cls
-
-
-@dataclass(frozen=True, eq=False)
-class SynapticLayer(Layer):
-    """A neuron (B_s, T, θ = 2**k) feeding a linear or conv2d synapse of B_w-bit weights."""
-
-    json_fields: ClassVar[tuple[str, ...]] = ("w_bits", "s_bits", "timesteps", "k", "requant")
-
-    w_bits: int = 8
-    s_bits: int = 8
-    timesteps: int = 1
-    k: int = 0
-    weight: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    bias: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    requant: Requant | None = None
-
-    @property
-    def is_synaptic(self) -> bool:
-        return True
-
-    @property
-    def is_output(self) -> bool:
-        return self.requant is None
-
-    @property
-    def threshold(self) -> int:
-        return 1 << self.k
-
-    @property
-    def spike_max(self) -> int:
-        return spike_max(self.s_bits)
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def fan_in(self) -> int:
-        return int(np.prod(self.weight.shape[1:]))
-
-    @property
-    def params(self) -> int:
-        return int(self.weight.size)
-
-    @property
-    def macs(self) -> int:
-        raise NotImplementedError
-
-    def extra_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "w_bits": self.w_bits,
-            "s_bits": self.s_bits,
-            "timesteps": self.timesteps,
-            "k": self.k,
-            "requant": None
-            if self.requant is None
-            else {"shift": self.requant.shift, "lo": self.requant.lo, "hi": self.requant.hi},
-        }
-        return out
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        out = {f"{self.name}.weight": self.weight, f"{self.name}.bias": self.bias}
-        if self.requant is not None:
-            out[f"{self.name}.rq_mult"] = self.requant.multiplier
-            out[f"{self.name}.rq_bias"] = self.requant.bias
-        return out
-
-    @classmethod
-    def _parse_neuron_and_synapse(
-        cls, meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray], ctx: _Ctx, weight_shape: tuple[int, ...], name: str
-    ) -> dict[str, Any]:
-        w_bits = ctx.int_in(meta, "w_bits", *W_BITS_RANGE)
-        s_bits = ctx.int_in(meta, "s_bits", *S_BITS_RANGE)
-        timesteps = ctx.int_in(meta, "timesteps", *TIMESTEPS_RANGE)
-        k = ctx.int_in(meta, "k", *K_RANGE)
-        lim = weight_limit(w_bits)
-        weight = ctx.tensor(
-            tensors, f"{name}.weight", weight_shape, -lim, lim, what=f" (B_w = {w_bits} allows −{lim} … {lim})"
-        )
-        if w_bits == 1 and weight.size and bool((weight == 0).any()):
-            idx = np.argwhere(weight == 0)[0]
-            raise ctx.fail(f"{name}.weight", f"value 0 at {idx.tolist()}: B_w = 1 weights must be −1 or +1")
-        out = weight_shape[0]
-        bias = ctx.tensor(tensors, f"{name}.bias", (out,), -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
-        rq_meta = ctx.get(meta, "requant")
-        requant = None
-        if rq_meta is not None:
-            if not isinstance(rq_meta, Mapping):
-                raise ctx.fail("requant", f"expected an object or null, got {rq_meta!r}")
-            ctx.keys(rq_meta, ("shift", "lo", "hi"), "requant")
-            shift = ctx.int_in(rq_meta, "shift", *SHIFT_RANGE)
-            lo = ctx.int_in(rq_meta, "lo", -CURRENT_LIMIT, CURRENT_LIMIT)
-            hi = ctx.int_in(rq_meta, "hi", -CURRENT_LIMIT, CURRENT_LIMIT)
-            if lo > hi:
-                raise ctx.fail("requant", f"clamp bounds lo = {lo} > hi = {hi}")
-            mult = ctx.tensor(tensors, f"{name}.rq_mult", (out,), -MULT_LIMIT + 1, MULT_LIMIT - 1)
-            rq_bias = ctx.tensor(tensors, f"{name}.rq_bias", (out,), -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
-            requant = Requant(multiplier=mult, bias=rq_bias, shift=shift, lo=lo, hi=hi)
-        return dict(w_bits=w_bits, s_bits=s_bits, timesteps=timesteps, k=k, weight=weight, bias=bias, requant=requant)
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class LinearLayer(SynapticLayer):
-    op: ClassVar[str] = "linear"
-
-    @property
-    def macs(self) -> int:
-        return int(self.weight.shape[0] * self.weight.shape[1])
-
-    def infer_out_shape(self, in_shapes, ctx):
-        (shape,) = in_shapes
-        if len(shape) != 1:
-            raise ctx.fail("in_shape", f"linear needs a flat input, got shape {list(shape)} (add a flatten layer)")
-        if shape[0] != self.weight.shape[1]:
-            raise ctx.fail(
-                f"{self.name}.weight",
-                f"weight has {self.weight.shape[1]} inputs but the layer's input has {shape[0]} features",
-            )
-        return (int(self.weight.shape[0]),)
-
-    @classmethod
-    def parse(cls, meta, tensors, ctx, base):
-        name = base["name"]
-        if f"{name}.weight" not in tensors:
-            raise ctx.fail(f"{name}.weight", "tensor missing from the file")
-        wshape = tuple(tensors[f"{name}.weight"].shape)
-        if len(wshape) != 2:
-            raise ctx.fail(f"{name}.weight", f"expected a 2-D [out, in] tensor, got shape {list(wshape)}")
-        fields = cls._parse_neuron_and_synapse(meta, tensors, ctx, wshape, name)
-        return cls(**base, **fields)
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class Conv2dLayer(SynapticLayer):
-    op: ClassVar[str] = "conv2d"
-    json_fields: ClassVar[tuple[str, ...]] = SynapticLayer.json_fields + ("kernel", "stride", "padding")
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-
-    @property
-    def macs(self) -> int:
-        _, ho, wo = self.out_shape
-        return int(ho * wo * self.weight.size)
-
-    def extra_json(self):
-        out = super().extra_json()
-        out.update(kernel=list(self.kernel), stride=list(self.stride), padding=list(self.padding))
-        return out
-
-    def infer_out_shape(self, in_shapes, ctx):
-        (shape,) = in_shapes
-        if len(shape) != 3:
-            raise ctx.fail("in_shape", f"conv2d needs a [C, H, W] input, got {list(shape)}")
-        c, h, w = shape
-        if c != self.weight.shape[1]:
-            raise ctx.fail(
-                f"{self.name}.weight", f"weight has {self.weight.shape[1]} input channels but the input has {c}"
-            )
-        ho = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
-        wo = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
-        if ho < 1 or wo < 1:
-            raise ctx.fail("kernel", f"kernel {list(self.kernel)} does not fit input {h}×{w} with padding {list(self.padding)}")
-        return (int(self.weight.shape[0]), ho, wo)
-
-    @classmethod
-    def parse(cls, meta, tensors, ctx, base):
-        name = base["name"]
-        kernel = ctx.pair(meta, "kernel", 1, 64)
-        stride = ctx.pair(meta, "stride", 1, 64)
-        padding = ctx.pair(meta, "padding", 0, 64)
-        if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
-            raise ctx.fail("padding", f"padding {list(padding)} must be smaller than the kernel {list(kernel)}")
-        if f"{name}.weight" not in tensors:
-            raise ctx.fail(f"{name}.weight", "tensor missing from the file")
-        wshape = tuple(tensors[f"{name}.weight"].shape)
-        if len(wshape) != 4 or tuple(wshape[2:]) != kernel:
-            raise ctx.fail(
-                f"{name}.weight", f"expected a [out, in, {kernel[0]}, {kernel[1]}] tensor, got shape {list(wshape)}"
-            )
-        fields = cls._parse_neuron_and_synapse(meta, tensors, ctx, wshape, name)
-        return cls(**base, kernel=kernel, stride=stride, padding=padding, **fields)
-
-
-@dataclass(frozen=True, eq=False)
-class PoolLayer(Layer):
-    json_fields: ClassVar[tuple[str, ...]] = ("kernel", "stride", "padding")  # padding only as 0
-    kernel: tuple[int, int] = (2, 2)
-    stride: tuple[int, int] = (2, 2)
-
-    @property
-    def window(self) -> int:
-        return self.kernel[0] * self.kernel[1]
-
-    def extra_json(self):
-        return {"kernel": list(self.kernel), "stride": list(self.stride)}
-
-    def infer_out_shape(self, in_shapes, ctx):
-        (shape,) = in_shapes
-        if len(shape) != 3:
-            raise ctx.fail("in_shape", f"{self.op} needs a [C, H, W] input, got {list(shape)}")
-        c, h, w = shape
-        ho = (h - self.kernel[0]) // self.stride[0] + 1
-        wo = (w - self.kernel[1]) // self.stride[1] + 1
-        if ho < 1 or wo < 1:
-            raise ctx.fail("kernel", f"pool window {list(self.kernel)} does not fit input {h}×{w}")
-        return (c, ho, wo)
-
-    @classmethod
-    def parse(cls, meta, tensors, ctx, base):
-        kernel = ctx.pair(meta, "kernel", 1, 64)
-        stride = ctx.pair(meta, "stride", 1, 64)
-        if "padding" in meta and meta["padding"] not in (0, [0, 0]):
-            raise ctx.fail("padding", f"pooling supports no padding, got {meta['padding']!r}")
-        return cls(**base, kernel=kernel, stride=stride)
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class MaxPoolLayer(PoolLayer):
-    op: ClassVar[str] = "maxpool"
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class AvgPoolLayer(PoolLayer):
-    """Sum pooling: outputs the window sum; the 1/n lives in the consumer's unit."""
-
-    op: ClassVar[str] = "avgpool"
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class FlattenLayer(Layer):
-    op: ClassVar[str] = "flatten"
-
-    def infer_out_shape(self, in_shapes, ctx):
-        (shape,) = in_shapes
-        return (math.prod(shape),)
-
-    @classmethod
-    def parse(cls, meta, tensors, ctx, base):
-        return cls(**base)
-
-
-@register_layer
-@dataclass(frozen=True, eq=False)
-class AddLayer(Layer):
-    """Residual add: y = clamp((a·Ma + b·Mb + rnd) >> shift, lo, hi), per channel."""
-
-    op: ClassVar[str] = "add"
-    n_inputs: ClassVar[int] = 2
-    json_fields: ClassVar[tuple[str, ...]] = ("shift", "lo", "hi")
-    mult_a: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    mult_b: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-    shift: int = 0
-    lo: int = 0
-    hi: int = 0
-
-    @property
-    def channels(self) -> int:
-        return int(self.in_shape[0])
-
-    def extra_json(self):
-        return {"shift": self.shift, "lo": self.lo, "hi": self.hi}
-
-    def tensors(self):
-        return {f"{self.name}.mult_a": self.mult_a, f"{self.name}.mult_b": self.mult_b}
-
-    def infer_out_shape(self, in_shapes, ctx):
-        a, b = in_shapes
-        if a != b:
-            raise ctx.fail("inputs", f"residual add needs equal shapes, got {list(a)} and {list(b)}")
-        return a
-
-    @classmethod
-    def parse(cls, meta, tensors, ctx, base):
-        name = base["name"]
-        channels = base["in_shape"][0]
-        shift = ctx.int_in(meta, "shift", *SHIFT_RANGE)
-        lo = ctx.int_in(meta, "lo", -CURRENT_LIMIT, CURRENT_LIMIT)
-        hi = ctx.int_in(meta, "hi", -CURRENT_LIMIT, CURRENT_LIMIT)
-        if lo > hi:
-            raise ctx.fail("lo", f"clamp bounds lo = {lo} > hi = {hi}")
-        mult_a = ctx.tensor(tensors, f"{name}.mult_a", (channels,), -MULT_LIMIT + 1, MULT_LIMIT - 1)
-        mult_b = ctx.tensor(tensors, f"{name}.mult_b", (channels,), -MULT_LIMIT + 1, MULT_LIMIT - 1)
-        return cls(**base, mult_a=mult_a, mult_b=mult_b, shift=shift, lo=lo, hi=hi)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -659,7 +204,7 @@ class Manifest:
 
     @property
     def synaptic_layers(self) -> list[SynapticLayer]:
-        return [l for l in self.layers if isinstance(l, SynapticLayer)]
+        return [l for l in self.layers if l.is_synaptic]  # type: ignore[misc]
 
     def layer(self, name: str) -> Layer:
         for l in self.layers:
@@ -735,7 +280,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     ManifestError
         Naming the layer (index and name) and the field, and what was expected.
     """
-    top = _Ctx(None)
+    top = Ctx(None)
     if not isinstance(meta, Mapping):
         raise top.fail(None, f"metadata must be a JSON object, got {type(meta).__name__}")
     fmt = meta.get("format")
@@ -761,7 +306,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     total_elements = inp.size
     weight_bits = 0
     for index, lm in enumerate(layers_meta):
-        ctx = _Ctx(f"layer {index}")
+        ctx = Ctx(f"layer {index}")
         if not isinstance(lm, Mapping):
             raise ctx.fail(None, f"expected an object, got {lm!r:.80}")
         lname = lm.get("name")
@@ -771,7 +316,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
                 f"expected a name of 1 to {NAME_MAX} ASCII letters, digits or '_', not starting with a digit "
                 f"and not 'input' (layer names become file names and Verilog identifiers), got {lname!r:.80}",
             )
-        ctx = _Ctx(f"layer {index} '{lname}'")
+        ctx = Ctx(f"layer {index} '{lname}'")
         if lname in shapes:
             raise ctx.fail("name", f"name {lname!r} is used twice")
         if lname.lower() in folded:
@@ -802,8 +347,8 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
             raise ctx.fail(
                 "out_shape", f"the feature maps up to this layer hold {total_elements:,} elements; at most {MAX_TOTAL_ELEMENTS:,} in all"
             )
-        if isinstance(layer, SynapticLayer):
-            weight_bits += layer.params * layer.w_bits
+        if layer.weight_bits:
+            weight_bits += layer.weight_bits
             if weight_bits > MAX_WEIGHT_BITS:
                 raise ctx.fail(
                     f"{lname}.weight", f"the weights up to this layer take {weight_bits:,} bits; at most {MAX_WEIGHT_BITS:,} in all"
@@ -817,7 +362,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
         layers.append(layer)
 
     last = layers[-1]
-    if not isinstance(last, SynapticLayer) or last.requant is not None or len(last.out_shape) != 1:
+    if not last.gives_logits or len(last.out_shape) != 1:
         raise ManifestError(
             "the last layer must be a linear (or 1×1-output) synaptic layer with requant = null: its accumulators are the logits",
             layer=f"layer {len(layers) - 1} '{last.name}'",
@@ -830,7 +375,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
                 layer=f"layer {index} '{layer.name}'",
                 field="inputs",
             )
-        if isinstance(layer, SynapticLayer) and layer.requant is None:
+        if layer.gives_logits:
             raise ManifestError(
                 "only the last layer may have requant = null (its accumulators are the logits)",
                 layer=f"layer {index} '{layer.name}'",

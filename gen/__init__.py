@@ -5,6 +5,8 @@ Public API
 :func:`generate`
     Write the Verilog (one file per engine and a top) and ``report.json`` /
     ``report.md`` for a manifest; returns the :class:`~bitspike.gen.report.Report`.
+:func:`bitspike.gen.report.read_report`
+    The typed view of a generated folder's ``report.json``.
 :mod:`bitspike.gen.interface`
     ``input_order(manifest)`` and ``golden_tap_sequence(...)`` for drivers and co-simulation.
 """
@@ -49,7 +51,6 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     from bitspike.manifest import Manifest, load
 
     from .emit import emit_verilog
-    from .folding import estimate_luts
     from .plan import make_plan
     from .report import build_report
 
@@ -57,9 +58,6 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         manifest = load(manifest)
     out_dir = Path(out_dir)
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
-    from dataclasses import replace
-
-    plan = replace(plan, estimated_luts=sum(estimate_luts(l) for l in plan.layers))
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     report.out_dir = out_dir

@@ -24,29 +24,26 @@ from typing import Mapping
 
 from bitspike.analysis import LayerRanges
 from bitspike.errors import HardwareError
-from bitspike.manifest import Manifest, SynapticLayer
-from bitspike.rtl_templates.synapse import dsp_candidates
+from bitspike.manifest import Manifest
+from bitspike.ops.base import OPS
 
-from .plan import LayerPlan
+from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["allocate_dsps", "engine_candidates", "RESERVED_PER_ENGINE"]
+__all__ = ["allocate_dsps", "engine_candidates", "dsp_pass", "RESERVED_PER_ENGINE"]
 
 #: blocks kept back for engines whose multiplies the allocator does not place (the residual add's two
-#: products; a pool's address arithmetic), so Yosys never finds the device short
-RESERVED_PER_ENGINE = {"add": 2, "maxpool": 2, "avgpool": 2}
+#: products; a pool's address arithmetic), so Yosys never finds the device short; each op says its own
+RESERVED_PER_ENGINE = {name: op.reserved_dsps for name, op in OPS.items() if op.reserved_dsps}
 
 
-def engine_candidates(layer: SynapticLayer, r: LayerRanges, lp: LayerPlan) -> list[tuple[int, str]]:
+def engine_candidates(layer, r: LayerRanges, lp: PlanNode) -> list[tuple[int, str]]:
     """The engine's DSP candidates, best first, exactly as the engine orders them."""
-    requant = layer.requant
-    return dsp_candidates(w_bits=layer.w_bits, count_width=r.count.width, pes=lp.pes, lanes=lp.lanes,
-                          acc_range=r.acc if requant is not None else None,
-                          multipliers=requant.multiplier if requant is not None else None)
+    return OPS[layer.op].dsp_candidates(layer, r, lp)
 
 
-def allocate_dsps(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers: tuple[LayerPlan, ...],
-                  dsp_blocks: int | None) -> tuple[LayerPlan, ...]:
-    """Set every synaptic layer's ``dsp_blocks`` so that together they use at most ``dsp_blocks``.
+def allocate_dsps(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers: tuple[PlanNode, ...],
+                  dsp_blocks: int | None) -> tuple[PlanNode, ...]:
+    """Set every layer's ``dsp_blocks`` (those with candidates) so that together they use at most ``dsp_blocks``.
 
     ``None`` leaves every layer unconstrained (each candidate product becomes a DSP multiply).
 
@@ -60,15 +57,19 @@ def allocate_dsps(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers:
     if isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0:
         raise HardwareError(f"the DSP budget must be a non-negative integer, not {dsp_blocks!r}")
     by_name = {l.name: l for l in manifest.layers}
-    budget = max(0, dsp_blocks - sum(RESERVED_PER_ENGINE.get(lp.op, 0) for lp in layers))
+    budget = max(0, dsp_blocks - sum(OPS[lp.op].reserved_dsps for lp in layers))
     pool = []
     for i, lp in enumerate(layers):
-        layer = by_name[lp.name]
-        if isinstance(layer, SynapticLayer):
-            for rank, (cost, kind) in enumerate(engine_candidates(layer, ranges[lp.name], lp)):
-                pool.append((-cost, kind != "requant", i, rank))
+        for rank, (cost, kind) in enumerate(engine_candidates(by_name[lp.name], ranges[lp.name], lp)):
+            pool.append((-cost, kind != "requant", i, rank))
     pool.sort()
-    share = {i: 0 for i, lp in enumerate(layers) if isinstance(by_name[lp.name], SynapticLayer)}
+    share = {i: 0 for i in range(len(layers))}
     for _, _, i, _ in pool[:budget]:
         share[i] += 1
-    return tuple(replace(lp, dsp_blocks=share[i]) if i in share else lp for i, lp in enumerate(layers))
+    return tuple(OPS[lp.op].with_dsp_blocks(lp, share[i]) for i, lp in enumerate(layers))
+
+
+@register_pass("dsp")
+def dsp_pass(plan: Plan) -> Plan:
+    """Share the device's DSP blocks (``plan.options.dsp_blocks``) out per product."""
+    return replace(plan, layers=allocate_dsps(plan.manifest, plan.ranges, plan.layers, plan.options.dsp_blocks))

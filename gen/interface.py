@@ -13,6 +13,7 @@ import numpy as np
 
 from bitspike.errors import HardwareError
 from bitspike.manifest import Manifest
+from bitspike.ops.base import OPS
 
 __all__ = ["input_order", "hwc_order", "stream_order", "golden_tap_sequence", "stream_values"]
 
@@ -41,7 +42,7 @@ def stream_order(manifest: Manifest, source: str) -> np.ndarray:
     if source == "input":
         return input_order(manifest)
     layer = manifest.layer(source)
-    if layer.op == "flatten":
+    if OPS[layer.op].passthrough_stream:
         return stream_order(manifest, layer.inputs[0])
     return hwc_order(tuple(layer.out_shape))
 

@@ -1,15 +1,139 @@
-"""The generation report: ``report.json`` (sorted keys, byte-identical for equal input) and ``report.md``."""
+"""The generation report: ``report.json`` (sorted keys, byte-identical for equal input) and ``report.md``.
+
+Writing: :func:`build_report` (from the plan) and :meth:`Report.write`.
+Reading: :func:`read_report` returns a :class:`ReportView`, the one typed
+reader of a generated folder's ``report.json`` for every consumer
+(co-simulation, board builds, the demo): it names the file and the missing
+key when something is wrong, and fills the defaults of reports from older
+generators.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .plan import Plan
+from bitspike.errors import HardwareError
 
-__all__ = ["Report", "build_report"]
+from .ir import Plan
+
+__all__ = ["Report", "build_report", "read_report", "ReportView", "TapView", "REQUIRED_KEYS"]
+
+#: keys every consumer needs (docs/HARDWARE_INTERFACE.md); the others have defaults
+REQUIRED_KEYS = ("top", "verilog_files", "input_bits", "input_size", "input_order", "num_classes", "result_width")
+
+
+@dataclass(frozen=True)
+class TapView:
+    """One debug tap of a generated design (an entry of ``report.json`` ``taps``)."""
+
+    layer: str
+    index: int
+    kind: str
+    port: str
+    width: int
+    signed: bool
+    order: str = "flat"
+    count: int = 0  # values per inference (0: not known, e.g. a design from an older generator)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """A generated design's ``report.json``, typed. ``data`` is the whole document as read."""
+
+    path: Path
+    top: str
+    verilog_files: tuple[str, ...]
+    input_bits: int
+    input_size: int
+    input_order: str
+    num_classes: int
+    result_width: int
+    logit_width: int
+    logit_signed: bool
+    cycles_per_inference: int | None
+    initiation_interval: int | None
+    taps: tuple[TapView, ...]
+    layers: tuple[Mapping[str, Any], ...]
+    data: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def verilog_paths(self) -> tuple[Path, ...]:
+        """The Verilog files as paths next to the report, top last."""
+        return tuple(self.folder / f for f in self.verilog_files)
+
+    @property
+    def synthesis(self) -> Mapping[str, Any] | None:
+        """The Yosys figures, when ``bitspike gen --synth`` ran."""
+        return self.data.get("synthesis")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def read_report(path: str | os.PathLike, *, check_files: bool = True) -> ReportView:
+    """Read a ``report.json`` (or the folder holding one) written by ``bitspike gen``.
+
+    Parameters
+    ----------
+    path
+        The file, or the generated folder.
+    check_files
+        Also check that every listed Verilog file exists next to the report.
+
+    Raises
+    ------
+    HardwareError
+        Naming the file: missing, unreadable, not JSON, a required key missing, or a listed
+        Verilog file absent.
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix != ".json":
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HardwareError(
+            f"{path} not found: expected a folder written by 'bitspike gen' (Verilog files and report.json)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HardwareError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise HardwareError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise HardwareError(f"{path} lacks the keys {missing} (docs/HARDWARE_INTERFACE.md lists them)")
+    try:
+        files = tuple(str(f) for f in data["verilog_files"])
+        taps = tuple(
+            TapView(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
+                    t.get("order", "flat"), int(t.get("count", 0)))
+            for t in data.get("taps") or []
+        )
+        view = ReportView(
+            path=path, top=str(data["top"]), verilog_files=files, input_bits=int(data["input_bits"]),
+            input_size=int(data["input_size"]), input_order=str(data["input_order"]),
+            num_classes=int(data["num_classes"]), result_width=int(data["result_width"]),
+            logit_width=int(data.get("logit_width", data["result_width"])),
+            logit_signed=bool(data.get("logit_signed", True)),
+            cycles_per_inference=data.get("cycles_per_inference"), initiation_interval=data.get("initiation_interval"),
+            taps=taps, layers=tuple(data.get("layers") or ()), data=data,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HardwareError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); docs/HARDWARE_INTERFACE.md "
+                            "describes the format") from None
+    if check_files:
+        for f in view.verilog_paths:
+            if not f.exists():
+                raise HardwareError(f"{path} lists Verilog file {f.name}, which is not in {view.folder}")
+    return view
 
 
 @dataclass

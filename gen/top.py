@@ -1,13 +1,13 @@
 """The Amaranth top ``bitspike_top``: engines chained by streams, the output stage, done/busy and taps.
 
-One builder per op (:data:`ENGINE_BUILDERS`) turns a :class:`LayerPlan` into
-its engine; the top connects them in manifest order (every layer here has one
-input: the previous layer).
+Each layer's op builds its engine from its plan node (:meth:`bitspike.ops.base.Op.build_engine`)
+and names the debug taps it offers (``Op.taps``) and its input ports (``Op.input_ports``);
+the top connects the engines along the layer graph.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from amaranth import Module, Signal, unsigned
@@ -15,71 +15,18 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
-from bitspike.manifest import AddLayer, Conv2dLayer, Layer, LinearLayer
-from bitspike.rtl_templates.conv import ConvEngine
-from bitspike.rtl_templates.linear import LinearEngine, TapSignature
-from bitspike.rtl_templates.output import ArgmaxOutput
+from bitspike.manifest import Layer
+from bitspike.ops.base import OPS
 from bitspike.rtl_templates.fifo import StreamFifo, StreamFork
-from bitspike.rtl_templates.pool import PoolEngine
-from bitspike.rtl_templates.residual import AddEngine
+from bitspike.rtl_templates.linear import TapSignature
+from bitspike.rtl_templates.output import ArgmaxOutput
 
-from .plan import LayerPlan, Plan, self_add_in_step, stream_source
+from .ir import Plan, PlanNode, self_add_in_step, stream_source
 
-__all__ = ["BitspikeTop", "ENGINE_BUILDERS", "TAP_KINDS"]
+__all__ = ["BitspikeTop", "TAP_KINDS"]
 
 #: tap kinds per op, in the order the report lists them
-TAP_KINDS = {"linear": ("x", "spk", "acc", "out"), "conv2d": ("x", "spk", "acc", "out"),
-             "maxpool": ("x", "out"), "avgpool": ("x", "out"), "add": ("x", "out"), "flatten": ()}
-
-#: input ports of each engine kind, by position in the layer's ``inputs``
-INPUT_PORTS = {"add": ("a", "b")}
-
-EngineBuilder = Callable[[Plan, LayerPlan, Layer, bool], wiring.Component]
-ENGINE_BUILDERS: dict[str, EngineBuilder] = {}
-
-
-def engine_builder(op: str):
-    def deco(fn: EngineBuilder) -> EngineBuilder:
-        ENGINE_BUILDERS[op] = fn
-        return fn
-    return deco
-
-
-@engine_builder("linear")
-def _build_linear(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
-    assert isinstance(layer, LinearLayer)
-    weight = layer.weight if lp.column_order is None else layer.weight[:, list(lp.column_order)]
-    return LinearEngine(weight=weight, bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits,
-                        timesteps=layer.timesteps, k=layer.k, requant=layer.requant, ranges=plan.ranges[layer.name],
-                        pes=lp.pes, lanes=lp.lanes, debug_taps=debug, dsp_blocks=lp.dsp_blocks)
-
-
-@engine_builder("conv2d")
-def _build_conv(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
-    assert isinstance(layer, Conv2dLayer)
-    return ConvEngine(weight=layer.weight, bias=layer.bias, in_hw=lp.in_hw, stride=lp.stride, padding=lp.padding,
-                      w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
-                      requant=layer.requant, ranges=plan.ranges[layer.name], pes=lp.pes, lanes=lp.lanes,
-                      debug_taps=debug, dsp_blocks=lp.dsp_blocks)
-
-
-def _build_pool(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
-    r = plan.ranges[layer.name]
-    return PoolEngine(kind=layer.op, shape=layer.in_shape, kernel=lp.kernel, stride=lp.stride, x_range=r.x,
-                      out_range=r.out, debug_taps=debug)
-
-
-ENGINE_BUILDERS["maxpool"] = _build_pool
-ENGINE_BUILDERS["avgpool"] = _build_pool
-@engine_builder("add")
-def _build_add(plan: Plan, lp: LayerPlan, layer: Layer, debug: bool) -> wiring.Component:
-    assert isinstance(layer, AddLayer)
-    r = plan.ranges[layer.name]
-    return AddEngine(mult_a=layer.mult_a, mult_b=layer.mult_b, shift=layer.shift, lo=layer.lo, hi=layer.hi,
-                     a_range=r.x, b_range=r.x_b, product_range=r.product, out_range=r.out, debug_taps=debug)
-
-
-ENGINE_BUILDERS["flatten"] = lambda plan, lp, layer, debug: None  # a re-indexing folded into the next layer
+TAP_KINDS = {name: op.taps for name, op in OPS.items()}
 
 
 class BitspikeTop(wiring.Component):
@@ -97,12 +44,12 @@ class BitspikeTop(wiring.Component):
         self.plan = plan
         self.debug_taps = debug_taps
         m = plan.manifest
-        self.engines: list[tuple[LayerPlan, wiring.Component]] = []
+        self.engines: list[tuple[PlanNode, wiring.Component]] = []
         for lp, layer in zip(plan.layers, m.layers):
-            builder = ENGINE_BUILDERS.get(lp.op)
-            if builder is None:
+            op = OPS.get(lp.op)
+            if op is None:
                 raise HardwareError(f"layer {lp.index} '{lp.name}': no engine builder for op {lp.op!r}")
-            engine = builder(plan, lp, layer, debug_taps)
+            engine = op.build_engine(plan, lp, layer, debug_taps)
             if engine is not None:
                 self.engines.append((lp, engine))
         self.taps: list[dict[str, Any]] = []
@@ -114,7 +61,7 @@ class BitspikeTop(wiring.Component):
         }
         if debug_taps:
             for lp, eng in self.engines:
-                for kind in TAP_KINDS.get(lp.op, ("out",)):
+                for kind in OPS[lp.op].taps:
                     member = getattr(eng, f"tap_{kind}", None)
                     if member is None:
                         continue
@@ -161,8 +108,8 @@ class BitspikeTop(wiring.Component):
             # branches need no skew FIFO when nothing else reads the source
             self_add_only = self_add_in_step(man, users[0][0])
             for (layer, pos), out in zip(users, outs):
-                port = getattr(engines[layer.name], INPUT_PORTS.get(layer.op, ("x",))[pos])
-                if len(users) > 1 and layer.op == "add" and not self_add_only:
+                port = getattr(engines[layer.name], OPS[layer.op].input_ports[pos])
+                if len(users) > 1 and OPS[layer.op].joins_branches and not self_add_only:
                     elems = int(np.prod(layer.in_shape))
                     fifo = StreamFifo(out.payload.shape(), 2 * elems + 16)
                     name = f"fifo_{src}_{layer.name}"

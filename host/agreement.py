@@ -45,13 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bitspike.manifest import AddLayer, AvgPoolLayer, FlattenLayer, Manifest, MaxPoolLayer, SynapticLayer
+from bitspike.manifest import Manifest
+from bitspike.ops.base import OPS
 
 from .export import _graph, _units
-from .golden import GoldenModel, neuron_steps, pool
+from .golden import GoldenModel, neuron_steps
 from .models import BitNet
 
-__all__ = ["AgreementReport", "audit", "spike_count"]
+__all__ = ["AgreementReport", "AuditState", "audit", "spike_count", "output_hook", "NeuronTap"]
 
 #: relative margin for float64 rounding in the float model's currents
 FLOAT_MARGIN = 1e-9
@@ -110,25 +111,27 @@ class AgreementReport:
                 "violations": list(self.violations)}
 
 
+def output_hook(node, outputs: dict[str, torch.Tensor]):
+    """A forward hook on ``node.module`` recording its float output under the node's name."""
+
+    def hook(mod, args, out, name=node.name):
+        outputs[name] = out.detach()
+
+    return node.module.register_forward_hook(hook)
+
+
 def _hooks(model: BitNet, nodes) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list]:
-    """Forward hooks recording each node's float output and each synaptic layer's float spike count."""
+    """Forward hooks recording each node's float output and each synaptic layer's float spike count
+    (each op's own choice: :meth:`bitspike.ops.base.Op.audit_hooks`)."""
     outputs: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
     handles = []
     for node in nodes:
-        if node.kind == "add" or node.module is None:
-            continue  # adds are bounded by interval arithmetic on their integer formula
-
-        def out_hook(mod, args, out, name=node.name):
-            outputs[name] = out.detach()
-
-        handles.append(node.module.register_forward_hook(out_hook))
-        if node.kind == "syn":
-            handles.append(_NeuronTap(node.name, node.module, counts))
+        handles.extend(OPS[node.kind].audit_hooks(node, outputs, counts))
     return outputs, counts, handles
 
 
-class _NeuronTap:
+class NeuronTap:
     """Records the spike count of ``layer``'s neuron while ``layer`` runs.
 
     A ResNet block's projection shortcut shares conv1's neuron module, so the
@@ -154,29 +157,25 @@ class _NeuronTap:
             h.remove()
 
 
-def _interval_of_synaptic(layer: SynapticLayer, z_float: torch.Tensor, acc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer interval holding the requantized current, from the float current and the rounding bound."""
-    rq = layer.requant
-    err = 0.5 + (acc.abs().to(torch.float64) * 0.5 + 0.5) / 2.0**rq.shift
-    err = err + FLOAT_MARGIN * (1.0 + z_float.abs())
-    lo = torch.ceil(z_float - err).to(torch.int64)
-    hi = torch.floor(z_float + err).to(torch.int64)
-    return lo.clamp(rq.lo, rq.hi), hi.clamp(rq.lo, rq.hi)
+@dataclass
+class AuditState:
+    """The audit of one batch while it walks the layers; each op's :meth:`~bitspike.ops.base.Op.audit_step` updates it.
 
+    ``iv`` maps a layer name (or ``"input"``) to the integer interval ``(lo, hi)`` holding its
+    current; ``certain`` and ``first`` are per sample; ``outputs``/``counts`` are the float model's
+    recorded values, ``units`` the export's units, ``trace`` the golden model's.
+    """
 
-def _interval_of_add(layer: AddLayer, a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]):
-    shape = (1, -1) + (1,) * (a[0].dim() - 2)
-    ma = torch.from_numpy(layer.mult_a).view(shape)
-    mb = torch.from_numpy(layer.mult_b).view(shape)
-    rnd = 0 if layer.shift == 0 else 1 << (layer.shift - 1)
-
-    def ends(m, iv):  # interval of m·x for x in iv, m of either sign
-        return torch.minimum(m * iv[0], m * iv[1]), torch.maximum(m * iv[0], m * iv[1])
-
-    (alo, ahi), (blo, bhi) = ends(ma, a), ends(mb, b)
-    lo = torch.bitwise_right_shift(alo + blo + rnd, layer.shift).clamp(layer.lo, layer.hi)
-    hi = torch.bitwise_right_shift(ahi + bhi + rnd, layer.shift).clamp(layer.lo, layer.hi)
-    return lo, hi
+    start: int
+    n: int
+    iv: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    certain: torch.Tensor
+    first: list[str]
+    violations: list[str]
+    outputs: dict[str, torch.Tensor]
+    counts: dict[str, torch.Tensor]
+    units: dict[str, float]
+    trace: dict[str, Any]
 
 
 @torch.no_grad()
@@ -206,38 +205,12 @@ def audit(model: BitNet, manifest: Manifest, images: np.ndarray, batch_size: int
             logits_f = model(torch.as_tensor(batch).double() * float(model.input_scale))
             result = golden.run(pixels, trace=True)
             n = len(batch)
-            certain = torch.ones(n, dtype=torch.bool)
-            first = [""] * n
-            iv: dict[str, tuple[torch.Tensor, torch.Tensor]] = {"input": (pixels, pixels)}
+            state = AuditState(start=start, n=n, iv={"input": (pixels, pixels)},
+                               certain=torch.ones(n, dtype=torch.bool), first=[""] * n, violations=violations,
+                               outputs=outputs, counts=counts, units=units, trace=result.trace)
             for layer in manifest.layers:
-                tr = result.trace[layer.name]
-                if isinstance(layer, SynapticLayer):
-                    lo, hi = iv[layer.inputs[0]]
-                    c_lo = spike_count(lo, layer.k, layer.s_bits, layer.timesteps)
-                    c_hi = spike_count(hi, layer.k, layer.s_bits, layer.timesteps)
-                    c_f = counts[layer.name]
-                    sure = ((c_lo == c_f) & (c_hi == c_f)).reshape(n, -1).all(dim=1)
-                    c_int = tr.s.sum(dim=0)
-                    broken = sure & certain & ~(c_int == c_f).reshape(n, -1).all(dim=1)
-                    for i in torch.nonzero(broken).flatten().tolist():
-                        violations.append(f"sample {start + i}: layer {layer.name!r} is certain but its spike counts differ")
-                    for i in torch.nonzero(certain & ~sure).flatten().tolist():
-                        first[i] = layer.name
-                    certain &= sure
-                    if layer.requant is not None:
-                        z_f = outputs[layer.name] / units[layer.name]
-                        iv[layer.name] = _interval_of_synaptic(layer, z_f, tr.acc)
-                elif isinstance(layer, (MaxPoolLayer, AvgPoolLayer)):
-                    # both pools are monotone in every input: they map the interval's ends
-                    lo, hi = iv[layer.inputs[0]]
-                    iv[layer.name] = (pool(layer, lo), pool(layer, hi))
-                elif isinstance(layer, FlattenLayer):
-                    lo, hi = iv[layer.inputs[0]]
-                    iv[layer.name] = (lo.reshape(n, -1), hi.reshape(n, -1))
-                elif isinstance(layer, AddLayer):
-                    iv[layer.name] = _interval_of_add(layer, iv[layer.inputs[0]], iv[layer.inputs[1]])
-                else:
-                    raise TypeError(f"agreement audit has no rule for {layer.op!r}")
+                OPS[layer.op].audit_step(layer, state)
+            certain, first = state.certain, state.first
             # logits: the float model's are the integer ones times the last layer's accumulator unit
             top2 = logits_f.topk(min(2, logits_f.shape[1]), dim=1).values
             tied = (top2[:, 0] - top2[:, -1]).abs() <= FLOAT_MARGIN * (1.0 + top2[:, 0].abs()) if logits_f.shape[1] > 1 \

@@ -32,22 +32,12 @@ import torch
 import torch.nn as nn
 
 from bitspike.errors import BitspikeError, RangeError
-from bitspike.manifest import (
-    AddLayer,
-    AvgPoolLayer,
-    Conv2dLayer,
-    FlattenLayer,
-    InputSpec,
-    Layer,
-    LinearLayer,
-    Manifest,
-    MaxPoolLayer,
-    Requant,
-)
+from bitspike.manifest import InputSpec, Layer, Manifest
+from bitspike.ops.base import OPS
 
 from .checkpoint import load_checkpoint
 from .models import BasicBlock, BitNet, SumPool2d, layer_names
-from .quant import QConv2d, QLinear, QuantLayer
+from .quant import QLinear, QuantLayer
 
 __all__ = ["export_run", "export_model", "evaluate_manifest", "DEFAULT_CURRENT_BITS", "MULT_BITS"]
 
@@ -64,13 +54,17 @@ HEADROOM = 2.0
 @dataclass
 class _Node:
     name: str
-    kind: str  # "syn", "maxpool", "sumpool", "flatten", "add"
+    kind: str  # the manifest op it becomes: "linear", "conv2d", "maxpool", "avgpool", "flatten", "add"
     inputs: list[str]
     module: nn.Module | None = None
     kernel: int = 0
     in_shape: tuple[int, ...] = ()
     out_shape: tuple[int, ...] = ()
     consumers: list[str] = field(default_factory=list)
+
+
+def _synaptic_op(module: QuantLayer) -> str:
+    return "linear" if isinstance(module, QLinear) else "conv2d"
 
 
 def _graph(model: BitNet) -> list[_Node]:
@@ -92,21 +86,22 @@ def _graph(model: BitNet) -> list[_Node]:
         if position == 0 and isinstance(m, nn.Flatten):
             continue  # a flat network input: the manifest's input is already [features]
         if isinstance(m, QuantLayer):
-            last = add(_Node(names[m], "syn", [last], m))
+            last = add(_Node(names[m], _synaptic_op(m), [last], m))
         elif isinstance(m, nn.MaxPool2d):
             k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
             if (m.stride or k) != k or m.padding not in (0, (0, 0)):
                 raise BitspikeError("export supports max-pooling with stride = kernel and no padding")
             last = add(_Node(fresh("pool"), "maxpool", [last], m, kernel=k))
         elif isinstance(m, SumPool2d):
-            last = add(_Node(fresh("pool"), "sumpool", [last], m, kernel=m.kernel))
+            last = add(_Node(fresh("pool"), "avgpool", [last], m, kernel=m.kernel))
         elif isinstance(m, nn.Flatten):
             last = add(_Node(fresh("flatten"), "flatten", [last], m))
         elif isinstance(m, BasicBlock):
             block_in = last
-            h = add(_Node(names[m.conv1], "syn", [block_in], m.conv1))
-            h = add(_Node(names[m.conv2], "syn", [h], m.conv2))
-            short = block_in if m.shortcut is None else add(_Node(names[m.shortcut], "syn", [block_in], m.shortcut))
+            h = add(_Node(names[m.conv1], _synaptic_op(m.conv1), [block_in], m.conv1))
+            h = add(_Node(names[m.conv2], _synaptic_op(m.conv2), [h], m.conv2))
+            short = block_in if m.shortcut is None else add(_Node(names[m.shortcut], _synaptic_op(m.shortcut),
+                                                                  [block_in], m.shortcut))
             last = add(_Node(fresh("add"), "add", [h, short], m))
         else:
             raise BitspikeError(f"export has no rule for the module {type(m).__name__}")
@@ -123,10 +118,11 @@ def _trace_shapes_and_peaks(model: BitNet, nodes: list[_Node], calib: torch.Tens
     peaks: dict[str, float] = {}
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     module_node: dict[int, _Node] = {}
+    # a node that joins branches (the residual add) is hooked on its whole block: the hook sees the block's input
     for n in nodes:
-        if n.module is not None and (n.kind != "add"):
+        if n.module is not None and not OPS[n.kind].joins_branches:
             module_node[id(n.module)] = n
-    add_nodes = {id(n.module): n for n in nodes if n.kind == "add"}
+    add_nodes = {id(n.module): n for n in nodes if OPS[n.kind].joins_branches}
     hooks = []
 
     def hook_for(node: _Node):
@@ -147,7 +143,7 @@ def _trace_shapes_and_peaks(model: BitNet, nodes: list[_Node], calib: torch.Tens
         h.remove()
     for n in nodes:
         n.in_shape, n.out_shape = shapes[n.name]
-        if n.kind == "add":  # the hook saw the block's input; the add itself adds two outputs of its shape
+        if OPS[n.kind].joins_branches:  # the hook saw the block's input; the add itself adds two outputs of its shape
             n.in_shape = n.out_shape
     return peaks
 
@@ -157,43 +153,32 @@ def _unit_of_neuron(layer: QuantLayer, k: int) -> float:
 
 
 def _choose_k(nodes: list[_Node], first: str, current_bits: int) -> dict[str, int]:
-    """k of each synaptic layer: 0 for the first (pixels), otherwise ``current_bits`` plus the bits a sum-pool before it removes."""
+    """k of each synaptic layer: 0 for the first (pixels), otherwise ``current_bits`` plus the bits the ops
+    between it and the previous neuron ask for (a sum-pool removes log2 of its window)."""
     ks: dict[str, int] = {}
     by_name = {n.name: n for n in nodes}
     for n in nodes:
-        if n.kind != "syn":
+        if not OPS[n.kind].synaptic:
             continue
         if n.name == first:
             ks[n.name] = 0
             continue
         extra = 0
         src = by_name.get(n.inputs[0])
-        while src is not None and src.kind in ("maxpool", "flatten", "sumpool"):
-            if src.kind == "sumpool":
-                extra += math.ceil(math.log2(src.kernel * src.kernel))
+        while src is not None and (bits := OPS[src.kind].export_transparent(src)) is not None:
+            extra += bits
             src = by_name.get(src.inputs[0])
         ks[n.name] = current_bits + extra
     return ks
 
 
 def _units(nodes: list[_Node], ks: dict[str, int]) -> dict[str, float]:
-    """Unit of every node's output (and of "input"), fixed by its consumers (reverse topological order)."""
+    """Unit of every node's output (and of "input"), fixed by its consumers (reverse topological order).
+
+    Each reader's op says which unit it needs its input in (:meth:`bitspike.ops.base.Op.export_unit`).
+    """
     units: dict[str, float] = {}
-
-    def need(consumer: _Node, producer: str) -> float | None:
-        if consumer.kind == "syn":
-            return _unit_of_neuron(consumer.module, ks[consumer.name])  # type: ignore[arg-type]
-        if consumer.kind in ("maxpool", "flatten"):
-            return units[consumer.name]
-        if consumer.kind == "sumpool":
-            return units[consumer.name] * consumer.kernel * consumer.kernel
-        if consumer.kind == "add":
-            if consumer.inputs[0] == producer:
-                return units[consumer.name]
-            # the shortcut: if nothing else reads it, give it the add's unit
-            return None
-        raise AssertionError(consumer.kind)
-
+    ctx = ExportContext(nodes={n.name: n for n in nodes}, ks=ks, units=units)
     producers = ["input"] + [n.name for n in nodes]
     consumers_of: dict[str, list[_Node]] = {p: [] for p in producers}
     for n in nodes:
@@ -202,34 +187,18 @@ def _units(nodes: list[_Node], ks: dict[str, int]) -> dict[str, float]:
     for p in reversed(producers):
         if not consumers_of[p]:
             continue  # the logits
-        wanted = [u for c in consumers_of[p] if (u := need(c, p)) is not None]
-        if not wanted:
-            adds = [c for c in consumers_of[p] if c.kind == "add"]
-            if not adds:
+        wanted = [u for c in consumers_of[p] if (u := OPS[c.kind].export_unit(c, p, ctx)) is not None]
+        if not wanted:  # read only where the reader has no preference (a residual shortcut): the reader's unit
+            joins = [c for c in consumers_of[p] if OPS[c.kind].joins_branches]
+            if not joins:
                 raise BitspikeError(f"export: the output of {p!r} is never read")
-            wanted = [units[adds[0].name]]
+            wanted = [units[joins[0].name]]
         ref = wanted[0]
         for u in wanted[1:]:
             if not math.isclose(u, ref, rel_tol=1e-9):
                 raise BitspikeError(f"export: the readers of {p!r} need different units ({ref} and {u})")
         units[p] = ref
     return units
-
-
-def _clamp_hi(nodes_by: dict[str, _Node], name: str, ks: dict[str, int], peak_int: float) -> tuple[int, bool]:
-    """Upper clamp of a current: q·2**k of the neuron that reads it when only neurons do (lossless), else calibrated."""
-    node = nodes_by[name]
-    readers = list(node.consumers)
-    neuron_his = []
-    while readers:
-        r = nodes_by[readers.pop()]
-        if r.kind == "syn":
-            neuron_his.append((2**r.module.s_bits - 1) << ks[r.name])  # type: ignore[union-attr]
-        elif r.kind in ("maxpool", "flatten", "sumpool"):
-            readers.extend(r.consumers)
-        else:
-            return max(1, int(math.ceil(peak_int * HEADROOM))), False
-    return max(neuron_his), True
 
 
 def _shift_for(max_abs: float) -> int:
@@ -244,39 +213,42 @@ def _round(x: np.ndarray) -> np.ndarray:
     return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
 
 
-def _synaptic_layer(node: _Node, ks: dict[str, int], units: dict[str, float], in_name: str,
-                    nodes_by: dict[str, _Node], peaks: dict[str, float]) -> Layer:
-    layer: QuantLayer = node.module  # type: ignore[assignment]
-    w_int = layer.wq.integers(layer.weight.detach()).numpy()
-    if layer.wq.bits.current() == 1:
-        w_int = np.where(w_int == 0, 1, w_int)
-    acc_unit = float(layer.wq.step.detach().double()) * float(layer.neuron.vth.detach().double()) / layer.timesteps
-    bias = np.zeros(w_int.shape[0]) if layer.bias is None else layer.bias.detach().double().numpy()
-    common = dict(name=node.name, inputs=(in_name,), in_shape=node.in_shape, out_shape=node.out_shape,
-                  w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=ks[node.name], weight=w_int)
-    if isinstance(layer, QConv2d):
-        common.update(kernel=(layer.kernel, layer.kernel), stride=(layer.stride, layer.stride),
-                      padding=(layer.padding, layer.padding))
-    cls = LinearLayer if isinstance(layer, QLinear) else Conv2dLayer
-    if layer.is_last:
-        b_int = _round(bias / acc_unit)
-        return cls(**common, bias=b_int, requant=None)
-    if layer.bn is not None:
-        bn = layer.bn
-        g = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
-        c = bn.bias.detach().double().numpy() - g * bn.running_mean.detach().double().numpy()
-    else:
-        g, c = np.ones_like(bias), np.zeros_like(bias)
-    unit = units[node.name]
-    m_real = g * acc_unit / unit
-    b_real = (g * bias + c) / unit
-    shift = _shift_for(float(np.abs(m_real).max()))
-    mult = _round(m_real * 2.0**shift)
-    rq_bias = _round(b_real * 2.0**shift)
-    hi, _ = _clamp_hi(nodes_by, node.name, ks, peaks.get(node.name, 0.0) / unit)
-    lo = 0 if layer.relu else -hi
-    return cls(**common, bias=np.zeros(w_int.shape[0], np.int64),
-               requant=Requant(multiplier=mult, bias=rq_bias, shift=shift, lo=lo, hi=hi))
+@dataclass
+class ExportContext:
+    """What an op's export rule (:meth:`bitspike.ops.base.Op.export_layer`) may ask of the whole export.
+
+    ``nodes`` by name, ``ks`` (k of every synaptic layer), ``units`` (of every node's output and of
+    ``"input"``) and ``peaks`` (largest |value| of each node's output on the calibration images).
+    """
+
+    nodes: dict[str, _Node]
+    ks: dict[str, int]
+    units: dict[str, float]
+    peaks: dict[str, float] = field(default_factory=dict)
+
+    round = staticmethod(_round)
+    shift_for = staticmethod(_shift_for)
+
+    def neuron_unit(self, node: _Node) -> float:
+        """The current unit a synaptic node's neuron reads: V_th / 2**k."""
+        return _unit_of_neuron(node.module, self.ks[node.name])  # type: ignore[arg-type]
+
+    def clamp_hi(self, name: str) -> int:
+        """Upper clamp of node ``name``'s output current: q·2**k of the neurons that read it when only
+        neurons do, through ops that pass values on monotonically (lossless); else calibrated with headroom."""
+        readers = list(self.nodes[name].consumers)
+        neuron_his = []
+        while readers:
+            r = self.nodes[readers.pop()]
+            op = OPS[r.kind]
+            if op.synaptic:
+                neuron_his.append(op.export_neuron_hi(r, self))
+            elif op.export_transparent(r) is not None:
+                readers.extend(r.consumers)
+            else:
+                peak_int = self.peaks.get(name, 0.0) / self.units[name]
+                return max(1, int(math.ceil(peak_int * HEADROOM)))
+        return max(neuron_his)
 
 
 def export_model(model: BitNet, calib_images: np.ndarray, name: str = "bitspike", classes: list[str] | None = None,
@@ -298,7 +270,7 @@ def export_model(model: BitNet, calib_images: np.ndarray, name: str = "bitspike"
     dtype = next(model.parameters()).dtype
     calib = torch.as_tensor(np.asarray(calib_images)).to(dtype) * float(model.input_scale)
     peaks = _trace_shapes_and_peaks(model, nodes, calib)
-    syn = [n for n in nodes if n.kind == "syn"]
+    syn = [n for n in nodes if OPS[n.kind].synaptic]
     if not syn or not syn[-1].module.is_last:  # type: ignore[union-attr]
         raise BitspikeError("export: the model must end in its output layer")
     ks = _choose_k(nodes, syn[0].name, current_bits)
@@ -306,27 +278,8 @@ def export_model(model: BitNet, calib_images: np.ndarray, name: str = "bitspike"
     first_unit, input_scale = units["input"], float(model.input_scale)
     if not math.isclose(first_unit, input_scale, rel_tol=1e-6):
         raise BitspikeError(f"export: the first layer's threshold {first_unit} is not the input scale {input_scale}")
-    nodes_by = {n.name: n for n in nodes}
-    layers: list[Layer] = []
-    for n in nodes:
-        if n.kind == "syn":
-            layers.append(_synaptic_layer(n, ks, units, n.inputs[0], nodes_by, peaks))
-        elif n.kind in ("maxpool", "sumpool"):
-            cls = MaxPoolLayer if n.kind == "maxpool" else AvgPoolLayer
-            layers.append(cls(name=n.name, inputs=(n.inputs[0],), in_shape=n.in_shape, out_shape=n.out_shape,
-                              kernel=(n.kernel, n.kernel), stride=(n.kernel, n.kernel)))
-        elif n.kind == "flatten":
-            layers.append(FlattenLayer(name=n.name, inputs=(n.inputs[0],), in_shape=n.in_shape, out_shape=n.out_shape))
-        elif n.kind == "add":
-            u_out = units[n.name]
-            ra, rb = units[n.inputs[0]] / u_out, units[n.inputs[1]] / u_out
-            shift = _shift_for(max(ra, rb))
-            ch = n.out_shape[0]
-            hi, _ = _clamp_hi(nodes_by, n.name, ks, peaks.get(n.name, 0.0) / u_out)
-            layers.append(AddLayer(name=n.name, inputs=tuple(n.inputs), in_shape=n.in_shape, out_shape=n.out_shape,
-                                   mult_a=np.full(ch, int(_round(np.array(ra * 2.0**shift))), np.int64),
-                                   mult_b=np.full(ch, int(_round(np.array(rb * 2.0**shift))), np.int64),
-                                   shift=shift, lo=0, hi=hi))
+    ctx = ExportContext(nodes={n.name: n for n in nodes}, ks=ks, units=units, peaks=peaks)
+    layers: list[Layer] = [OPS[n.kind].export_layer(n, ctx) for n in nodes]
     in_shape = tuple(int(v) for v in model.in_shape)
     flat_input = isinstance(model.body[0], nn.Flatten)
     spec = InputSpec(shape=(int(np.prod(in_shape)),) if flat_input else in_shape, bits=8, scale=input_scale)
@@ -420,7 +373,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = 
     if out_path is not None:
         manifest.save(out_path)
     stats = network_stats(manifest)
-    first = stats.layers[[i for i, s in enumerate(stats.layers) if s.w_bits is not None][0]]
+    first = stats.layers[[i for i, s in enumerate(stats.layers) if s.has_weights][0]]
     avg_bits = {"w": stats.avg_w_bits, "s": stats.avg_s_bits, "t": stats.avg_timesteps}
     if cfg.first_layer == "learn" and history:
         # the paper's averages leave the fixed first layer out; a learning first layer's B_w and T are

@@ -1,16 +1,25 @@
-"""Max-pool and sum-pool (``avgpool``: the window sum, docs/SEMANTICS.md) on an HWC stream, one element per clock.
+"""Max-pool and sum-pool (``avgpool``: the window sum, docs/SEMANTICS.md) on an HWC stream.
 
-Windows must not overlap (stride = kernel, the usual 2×2/2): then a row of
-``Wo·C`` running results is all the buffering needed (a line buffer of one
-output row). Each element updates the running max/sum of its window; the
-element that completes a window emits the result, so outputs leave in HWC
-order one clock after their last input. Rows and columns past the last full
-window are dropped (floor mode, as torch).
+Two engines:
+
+* :class:`PoolEngine`, for non-overlapping windows without padding (stride =
+  kernel, the usual 2×2/2), one element per clock: a row of ``Wo·C`` running
+  results is all the buffering needed (a line buffer of one output row).
+  Each element updates the running max/sum of its window; the element that
+  completes a window emits the result, so outputs leave in HWC order one
+  clock after their last input.
+* :class:`WindowPoolEngine`, for any stride and padding: the map is written
+  into a two-bank frame memory (one bank fills while the other is read), and
+  a reader walks every tap of every window in HWC output order, one tap per
+  clock, as soon as the tap's element has been written. Padding taps read
+  nothing: they add 0 to a sum and never win a max.
+
+Rows and columns past the last full window are dropped (floor mode, as torch).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,21 +28,26 @@ from bitspike.analysis import Range
 from .neuron import shape_of
 from .synapse import TapSignature
 
-__all__ = ["PoolEngine", "pool_reference"]
+__all__ = ["PoolEngine", "WindowPoolEngine", "pool_reference"]
 
 
-def pool_reference(values, shape, kernel, stride, kind: str) -> list[int]:
-    """Reference model: HWC stream in (``shape`` = [C, H, W]) → HWC stream out."""
+def pool_reference(values, shape, kernel, stride, kind: str, padding=(0, 0)) -> list[int]:
+    """Reference model: HWC stream in (``shape`` = [C, H, W]) → HWC stream out.
+
+    Padding positions are left out of the window: they add 0 to a sum and never win a max.
+    """
     c, h, w = shape
     kh, kw = kernel
     sh, sw = stride
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    ph, pw = padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     grid = [[[values[(y * w + x) * c + ch] for ch in range(c)] for x in range(w)] for y in range(h)]
     out = []
     for oy in range(ho):
         for ox in range(wo):
             for ch in range(c):
-                win = [grid[oy * sh + dy][ox * sw + dx][ch] for dy in range(kh) for dx in range(kw)]
+                win = [grid[y][x][ch] for dy in range(kh) for dx in range(kw)
+                       if 0 <= (y := oy * sh - ph + dy) < h and 0 <= (x := ox * sw - pw + dx) < w]
                 out.append(max(win) if kind == "maxpool" else sum(win))
     return out
 
@@ -127,6 +141,169 @@ class PoolEngine(wiring.Component):
                         m.d.sync += band.eq(band + 1)
                     with m.If(hpos == H - 1):
                         m.d.sync += [hk.eq(0), band.eq(0)]
+        if self.debug_taps:
+            m.d.comb += [self.tap_x.payload.eq(x), self.tap_x.valid.eq(accept),
+                         self.tap_out.payload.eq(new), self.tap_out.valid.eq(emit)]
+        return m
+
+
+class WindowPoolEngine(wiring.Component):
+    """Max/sum pool of any stride and padding, from a two-bank frame memory.
+
+    Parameters
+    ----------
+    kind
+        ``"maxpool"`` or ``"avgpool"`` (window sum).
+    shape
+        Input ``(C, H, W)``.
+    kernel, stride, padding
+        ``(h, w)`` each; padding smaller than the kernel (every window holds an element of the map).
+    x_range, out_range
+        Analysed ranges of input and output currents.
+
+    The writer stores element n of a frame at ``bank·N + n`` (N = C·H·W) and
+    takes a new element unless both banks hold frames not yet read. The
+    reader issues one window tap per clock, in HWC output order with the
+    kernel taps innermost, once the tap's element is in (padding taps at
+    once; the frame's last tap only once the whole frame is in, so that the
+    reader never runs ahead into a frame not yet begun). The memory answers
+    the clock after; the running max/sum is updated then, and a window's
+    last tap puts the result on ``y``. The reader stalls while a result
+    waits on ``y``.
+    """
+
+    def __init__(self, *, kind: str, shape, kernel, stride, padding=(0, 0), x_range: Range, out_range: Range,
+                 debug_taps: bool = False):
+        if kind not in ("maxpool", "avgpool"):
+            raise ValueError(f"WindowPoolEngine kind must be 'maxpool' or 'avgpool', not {kind!r}")
+        self.kind, self.shape = kind, tuple(shape)
+        self.kernel, self.stride, self.padding = tuple(kernel), tuple(stride), tuple(padding)
+        c, h, w = self.shape
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"WindowPoolEngine kernel and stride must be positive and padding non-negative, got "
+                             f"kernel {list(kernel)}, stride {list(stride)}, padding {list(padding)}")
+        if self.padding[0] >= self.kernel[0] or self.padding[1] >= self.kernel[1]:
+            raise ValueError(f"WindowPoolEngine padding {list(padding)} must be smaller than the kernel {list(kernel)}")
+        self.out_hw = ((h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1,
+                       (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"pool window {list(kernel)} with padding {list(padding)} does not fit a {h}x{w} map")
+        self.x_range, self.out_range, self.debug_taps = x_range, out_range, debug_taps
+        members = {"x": In(stream.Signature(shape_of(x_range))), "y": Out(stream.Signature(shape_of(out_range)))}
+        if debug_taps:
+            members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed))
+            members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed))
+        super().__init__(members)
+
+    def __repr__(self) -> str:
+        return (f"WindowPoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, "
+                f"stride={self.stride}, padding={self.padding})")
+
+    def elaborate(self, platform):
+        m = Module()
+        C, H, W = self.shape
+        KH, KW = self.kernel
+        SH, SW = self.stride
+        PH, PW = self.padding
+        HO, WO = self.out_hw
+        N = C * H * W
+        frame = memory.Memory(shape=shape_of(self.x_range), depth=2 * N, init=[])
+        m.submodules.frame = frame
+        wr = frame.write_port()
+        rd = frame.read_port(transparent_for=())
+
+        # ---- writer: element wcount of the frame in bank wbank
+        wcount = Signal(range(N + 1))
+        wbank = Signal()
+        ahead = Signal(range(3))  # frames written completely but not yet read out (0, 1 or 2)
+        x = self.x.payload
+        accept = self.x.valid & self.x.ready
+        w_done = Signal()
+        m.d.comb += [
+            self.x.ready.eq(ahead < 2),
+            wr.addr.eq(Mux(wbank, N, 0) + wcount),
+            wr.data.eq(x),
+            wr.en.eq(accept),
+            w_done.eq(accept & (wcount == N - 1)),
+        ]
+        with m.If(accept):
+            m.d.sync += wcount.eq(Mux(wcount == N - 1, 0, wcount + 1))
+            with m.If(wcount == N - 1):
+                m.d.sync += wbank.eq(~wbank)
+
+        # ---- reader: odometer over (oy, ox, c, dy, dx)
+        oy, ox = Signal(range(HO)), Signal(range(WO))
+        ch, dy, dx = Signal(range(C)), Signal(range(KH)), Signal(range(KW))
+        rbank = Signal()
+        iy = Signal(signed(max(H, HO * SH + KH).bit_length() + 2))
+        ix = Signal(signed(max(W, WO * SW + KW).bit_length() + 2))
+        inside = Signal()
+        index = Signal(range(N))
+        m.d.comb += [
+            iy.eq(oy * SH + dy - PH),
+            ix.eq(ox * SW + dx - PW),
+            inside.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)),
+            index.eq(Mux(inside, (iy * W + ix) * C + ch, 0)),
+        ]
+        first_tap = (dy == 0) & (dx == 0)
+        last_tap = (dy == KH - 1) & (dx == KW - 1)
+        frame_end = Signal()
+        m.d.comb += frame_end.eq(last_tap & (ch == C - 1) & (ox == WO - 1) & (oy == HO - 1))
+        # the tap's element is in: its frame is complete, or it is already written in the frame being filled
+        available = Signal()
+        m.d.comb += available.eq(Mux(frame_end, ahead != 0, (ahead != 0) | ~inside | (index < wcount)))
+
+        # stage 1: the tap issued last clock, its memory word now on rd.data
+        s1_valid, s1_inside, s1_first, s1_last = Signal(), Signal(), Signal(), Signal()
+        advance = Signal()
+        m.d.comb += advance.eq(~(s1_valid & s1_last & self.y.valid & ~self.y.ready))
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(advance & available),
+            rd.addr.eq(Mux(rbank, N, 0) + index),
+            rd.en.eq(advance),
+        ]
+        r_done = Signal()
+        m.d.comb += r_done.eq(issue & frame_end)
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(issue), s1_inside.eq(inside), s1_first.eq(first_tap), s1_last.eq(last_tap)]
+        with m.If(issue):
+            m.d.sync += dx.eq(Mux(dx == KW - 1, 0, dx + 1))
+            with m.If(dx == KW - 1):
+                m.d.sync += dy.eq(Mux(dy == KH - 1, 0, dy + 1))
+                with m.If(dy == KH - 1):
+                    m.d.sync += ch.eq(Mux(ch == C - 1, 0, ch + 1))
+                    with m.If(ch == C - 1):
+                        m.d.sync += ox.eq(Mux(ox == WO - 1, 0, ox + 1))
+                        with m.If(ox == WO - 1):
+                            m.d.sync += oy.eq(Mux(oy == HO - 1, 0, oy + 1))
+                            with m.If(oy == HO - 1):
+                                m.d.sync += rbank.eq(~rbank)
+        with m.If(w_done & ~r_done):
+            m.d.sync += ahead.eq(ahead + 1)
+        with m.Elif(~w_done & r_done):
+            m.d.sync += ahead.eq(ahead - 1)
+
+        # the running result of the window; `have` says it holds an element (a max ignores padding)
+        acc = Signal(shape_of(self.out_range))
+        have = Signal()
+        new = Signal(shape_of(self.out_range))
+        value = rd.data
+        had = Signal()
+        m.d.comb += had.eq(have & ~s1_first)
+        if self.kind == "maxpool":
+            m.d.comb += new.eq(Mux(s1_inside & (~had | (value > acc)), value, acc))
+        else:
+            m.d.comb += new.eq(Mux(s1_first, 0, acc) + Mux(s1_inside, value, 0))
+        consume = Signal()
+        emit = Signal()
+        m.d.comb += [consume.eq(s1_valid & advance), emit.eq(consume & s1_last)]
+        with m.If(consume):
+            m.d.sync += [acc.eq(new), have.eq(had | s1_inside)]
+        with m.If(self.y.valid & self.y.ready):
+            m.d.sync += self.y.valid.eq(0)
+        with m.If(emit):
+            m.d.sync += [self.y.payload.eq(new), self.y.valid.eq(1)]
         if self.debug_taps:
             m.d.comb += [self.tap_x.payload.eq(x), self.tap_x.valid.eq(accept),
                          self.tap_out.payload.eq(new), self.tap_out.valid.eq(emit)]

@@ -438,7 +438,7 @@ def _generator_fingerprint() -> str:
     """A hash of the generator's and the blocks' source, so cached RTL follows code changes."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
-    for folder in ("gen", "rtl_templates"):
+    for folder in ("gen", "rtl_templates", "bitspike/ops"):
         for p in sorted((root / folder).rglob("*")):
             if p.is_file() and p.suffix in (".py", ".v", ".sv"):
                 h.update(str(p.relative_to(root)).encode())

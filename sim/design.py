@@ -20,9 +20,6 @@ from bitspike.errors import HardwareError
 
 __all__ = ["DesignInfo", "TapInfo", "tap_record", "words_for"]
 
-_REPORT_KEYS = ("top", "verilog_files", "input_bits", "input_size", "input_order", "num_classes", "result_width")
-
-
 def tap_record(words: int = 1) -> np.dtype:
     """The record layout of tap values in the harness's output file: tap, cycle and ``words`` 64-bit words
     of the value (least significant first; as many as the design's widest tap needs)."""
@@ -102,43 +99,26 @@ class DesignInfo:
     @classmethod
     def load(cls, rtl_dir: str | os.PathLike) -> "DesignInfo":
         """Read ``rtl_dir/report.json``; a missing file or key is a :class:`HardwareError` naming it."""
+        from bitspike.gen.report import read_report
+
         rtl_dir = Path(rtl_dir)
-        path = rtl_dir / "report.json"
-        try:
-            report = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HardwareError(
-                f"{path} not found: expected a folder written by 'bitspike gen' (Verilog files and report.json)"
-            ) from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise HardwareError(f"cannot read {path}: {exc}") from exc
-        missing = [k for k in _REPORT_KEYS if k not in report]
-        if missing:
-            raise HardwareError(f"{path} lacks the keys {missing} (docs/HARDWARE_INTERFACE.md lists them)")
-        files = tuple(rtl_dir / f for f in report["verilog_files"])
-        for f in files:
-            if not f.exists():
-                raise HardwareError(f"{path} lists Verilog file {f.name}, which is not in {rtl_dir}")
-        taps = tuple(
-            TapInfo(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
-                    t.get("order", "flat"), int(t.get("count", 0)))
-            for t in report.get("taps") or []
-        )
+        view = read_report(rtl_dir / "report.json")
+        taps = tuple(TapInfo(t.layer, t.index, t.kind, t.port, t.width, t.signed, t.order, t.count) for t in view.taps)
         return cls(
             rtl_dir=rtl_dir,
-            top=report["top"],
-            verilog_files=files,
-            input_bits=int(report["input_bits"]),
-            input_size=int(report["input_size"]),
-            input_order=report["input_order"],
-            num_classes=int(report["num_classes"]),
-            result_width=int(report["result_width"]),
-            logit_width=int(report.get("logit_width", report["result_width"])),
-            logit_signed=bool(report.get("logit_signed", True)),
-            cycles_per_inference=report.get("cycles_per_inference"),
-            initiation_interval=report.get("initiation_interval"),
+            top=view.top,
+            verilog_files=tuple(rtl_dir / f for f in view.verilog_files),
+            input_bits=view.input_bits,
+            input_size=view.input_size,
+            input_order=view.input_order,
+            num_classes=view.num_classes,
+            result_width=view.result_width,
+            logit_width=view.logit_width,
+            logit_signed=view.logit_signed,
+            cycles_per_inference=view.cycles_per_inference,
+            initiation_interval=view.initiation_interval,
             taps=taps,
-            report=report,
+            report=dict(view.data),
         )
 
     def digest(self) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitspike.errors import HardwareError
 from bitspike.gen import generate
-from bitspike.gen.plan import make_plan
 from bitspike.testing import random_cnn
 from bitspike.sim.cocotb_tests.network_check import run_network_bench
 
@@ -53,21 +51,6 @@ def test_cnn_avgpool_timing_within_5_percent(tmp_path):
     measured = run_network_bench("verilator", m, report, _images(m, 3, 4), tmp_path / "sim", timing=True)
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
     assert abs(measured["interval"] - report["initiation_interval"]) <= 0.05 * report["initiation_interval"]
-
-
-def test_overlapping_pool_is_a_clear_error():
-    from bitspike.manifest import InputSpec, MaxPoolLayer
-    from bitspike.testing import NetBuilder
-
-    b = NetBuilder(np.random.default_rng(0), InputSpec(shape=(1, 6, 6), bits=8, scale=1 / 255))
-    b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 2)
-    c, h, w = b.shapes[b.last]
-    b.append(MaxPoolLayer(name="pool", inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, h - 1, w - 1),
-                        kernel=(2, 2), stride=(1, 1)))
-    b.flatten()
-    b.synaptic("linear", 3, 2, 2, 1, 2, None, None)
-    with pytest.raises(HardwareError, match="overlapping"):
-        make_plan(b.manifest("overlap"))
 
 
 @pytest.mark.slow

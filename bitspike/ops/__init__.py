@@ -1,0 +1,37 @@
+"""The layer types ("ops"): one module per op, registered in :data:`bitspike.ops.base.OPS`.
+
+==========================  ================================================
+module                      op(s)
+==========================  ================================================
+:mod:`~bitspike.ops.linear`   ``linear``
+:mod:`~bitspike.ops.conv2d`   ``conv2d``
+:mod:`~bitspike.ops.pooling`  ``maxpool``, ``avgpool``
+:mod:`~bitspike.ops.flatten`  ``flatten``
+:mod:`~bitspike.ops.add`      ``add``
+:mod:`~bitspike.ops.neuron`   the neuron and the rules linear and conv2d share
+==========================  ================================================
+
+:func:`load_builtin` imports every module of this package (registering
+each op), so a new op is one new file here; :mod:`bitspike.manifest` calls
+it, so every op is registered once a manifest can be read. This package file
+imports nothing itself at import time, so :mod:`bitspike.ops.base` can be
+imported from anywhere without pulling in the op modules.
+docs/ARCHITECTURE.md says how to add an op.
+"""
+
+from __future__ import annotations
+
+__all__ = ["load_builtin"]
+
+#: modules of this package that define no op of their own
+_NOT_OPS = ("base", "neuron")
+
+
+def load_builtin() -> None:
+    """Import (and so register) every op module of this package, in name order."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name not in _NOT_OPS and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")

@@ -1,0 +1,122 @@
+"""The ``conv2d`` op: a 2-D convolution synapse after the neuron (shared rules: :mod:`bitspike.ops.neuron`).
+
+Manifest: ``kernel``, ``stride``, ``padding`` (each ``[h, w]``, padding
+smaller than the kernel); ``NAME.weight`` is ``[out, in, kh, kw]``. Golden
+sum: cross-correlation as torch, with zero padding, by im2col and an int64
+matmul. Hardware: a :class:`~bitspike.rtl_templates.conv.ConvEngine` (window
+read out of a buffered frame; padding taps read zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import register_op
+from .neuron import SynapticLayer, SynapticNode, SynapticOp
+
+__all__ = ["Conv2dLayer", "Conv2dNode", "Conv2dOp", "conv2d_int"]
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2dLayer(SynapticLayer):
+    op: ClassVar[str] = "conv2d"
+    json_fields: ClassVar[tuple[str, ...]] = SynapticLayer.json_fields + ("kernel", "stride", "padding")
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def macs(self) -> int:
+        _, ho, wo = self.out_shape
+        return int(ho * wo * self.weight.size)
+
+    def extra_json(self):
+        out = super().extra_json()
+        out.update(kernel=list(self.kernel), stride=list(self.stride), padding=list(self.padding))
+        return out
+
+    def infer_out_shape(self, in_shapes, ctx):
+        (shape,) = in_shapes
+        if len(shape) != 3:
+            raise ctx.fail("in_shape", f"conv2d needs a [C, H, W] input, got {list(shape)}")
+        c, h, w = shape
+        if c != self.weight.shape[1]:
+            raise ctx.fail(
+                f"{self.name}.weight", f"weight has {self.weight.shape[1]} input channels but the input has {c}"
+            )
+        ho = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+        if ho < 1 or wo < 1:
+            raise ctx.fail("kernel", f"kernel {list(self.kernel)} does not fit input {h}×{w} with padding {list(self.padding)}")
+        return (int(self.weight.shape[0]), ho, wo)
+
+    @classmethod
+    def parse(cls, meta, tensors, ctx, base):
+        name = base["name"]
+        kernel = ctx.pair(meta, "kernel", 1, 64)
+        stride = ctx.pair(meta, "stride", 1, 64)
+        padding = ctx.pair(meta, "padding", 0, 64)
+        if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
+            raise ctx.fail("padding", f"padding {list(padding)} must be smaller than the kernel {list(kernel)}")
+        if f"{name}.weight" not in tensors:
+            raise ctx.fail(f"{name}.weight", "tensor missing from the file")
+        wshape = tuple(tensors[f"{name}.weight"].shape)
+        if len(wshape) != 4 or tuple(wshape[2:]) != kernel:
+            raise ctx.fail(
+                f"{name}.weight", f"expected a [out, in, {kernel[0]}, {kernel[1]}] tensor, got shape {list(wshape)}"
+            )
+        fields = cls._parse_neuron_and_synapse(meta, tensors, ctx, wshape, name)
+        return cls(**base, kernel=kernel, stride=stride, padding=padding, **fields)
+
+
+
+def conv2d_int(s, w, stride: tuple[int, int], padding: tuple[int, int]):
+    """Integer 2-D convolution (cross-correlation, as torch) of int64 ``[N, C, H, W]`` by im2col and an int64 matmul."""
+    import torch
+
+    n, c, h, wd = s.shape
+    o, _, kh, kw = w.shape
+    if padding != (0, 0):
+        s = torch.nn.functional.pad(s, (padding[1], padding[1], padding[0], padding[0]))
+    patches = s.unfold(2, kh, stride[0]).unfold(3, kw, stride[1])  # n, c, ho, wo, kh, kw
+    ho, wo = patches.shape[2], patches.shape[3]
+    cols = patches.permute(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * kh * kw)
+    out = cols @ w.reshape(o, -1).t()  # n, ho*wo, o
+    return out.permute(0, 2, 1).reshape(n, o, ho, wo)
+
+
+@dataclass(frozen=True)
+class Conv2dNode(SynapticNode):
+    """A conv engine: ``in_features`` channels of an ``in_hw`` map, ``out_features`` channels of ``out_hw``."""
+
+
+class Conv2dOp(SynapticOp):
+    name = "conv2d"
+    layer_cls = Conv2dLayer
+
+    def synapse(self, count, weight, layer):
+        return conv2d_int(count, weight, layer.stride, layer.padding)
+
+    def node(self, index, layer, manifest):
+        from bitspike.gen.ir import safe_name
+
+        out_c, in_c = layer.weight.shape[:2]
+        return Conv2dNode(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+                          w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
+                          in_features=in_c, out_features=out_c, params=layer.params, macs=layer.macs,
+                          in_hw=tuple(layer.in_shape[1:]), out_hw=tuple(layer.out_shape[1:]),
+                          kernel=tuple(layer.kernel), stride=tuple(layer.stride), padding=tuple(layer.padding))
+
+    def build_engine(self, plan, node, layer, debug):
+        from bitspike.rtl_templates.conv import ConvEngine
+
+        return ConvEngine(weight=layer.weight, in_hw=node.in_hw, stride=node.stride, padding=node.padding,
+                          **self.engine_kwargs(plan, node, layer, debug))
+
+    def export_fields(self, node):
+        m = node.module
+        return dict(kernel=(m.kernel, m.kernel), stride=(m.stride, m.stride), padding=(m.padding, m.padding))
+
+
+CONV2D = register_op(Conv2dOp())
