@@ -20,7 +20,7 @@ from bitspike.analysis import LayerRanges, Range
 from bitspike.manifest import Requant
 from bitspike.rtl_templates.drain import HOLD_SLOTS, Drain, drain_reference
 from bitspike.rtl_templates.neuron import membrane_range, neuron_reference
-from bitspike.rtl_templates.pe import PEArray, is_narrow, pe_array_reference
+from bitspike.rtl_templates.pe import PEArray, pe_array_reference
 from bitspike.rtl_templates.synapse import SynapticEngine
 from bitspike.rtl_templates.window import (ConvAddressGenerator, LinearAddressGenerator, WindowGeometry,
                                            address_reference, default_address_generator)
@@ -150,7 +150,6 @@ def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, d
     assert got == want and len(want) == 12
     assert out_at == [c + dut.latency for c in last_at]
     assert dut.latency == 2 + (lanes - 1).bit_length()
-    assert is_narrow(1, 1)  # (the narrow rule the array follows is tested in test_rtl_pipeline)
 
 
 def test_pe_array_rejects_bad_shape():
