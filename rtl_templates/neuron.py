@@ -1,13 +1,11 @@
 """The multi-bit spiking neuron (docs/SEMANTICS.md §4.1) as hardware.
 
-Two forms share one step function, :func:`neuron_step`:
-
-* :class:`NeuronArray` — ``lanes`` neurons that take a held current and emit
-  one B_s-bit spike per lane per accepted beat for T beats (the sequential
-  form; one timestep per clock, membrane observable every cycle).
-* :func:`unrolled_neuron` — all T timesteps of one element in one clock
-  (a chain of T shift-compare stages), used inside the synaptic engines so
-  that a layer takes one input element per clock whatever its T.
+One implementation, used by every engine and by its tests:
+:func:`unrolled_neuron` runs all T timesteps of one element in one clock (a
+chain of T shift-compare stages built from :func:`neuron_step`), so that a
+layer takes one input element per clock whatever its T; :class:`NeuronStage`
+is that chain with its result register, the first block of a synaptic
+engine. :func:`neuron_reference` is its plain-integer model.
 
 The threshold is θ = 2**k, so a step is an add, an arithmetic shift and a
 clamp: s = clip((v + 2**(k-1)) >> k, 0, q) (k = 0: clip(v, 0, q)), then
@@ -23,7 +21,8 @@ from amaranth.lib.wiring import In, Out
 
 from bitspike.analysis import Range, neuron_membrane_bounds
 
-__all__ = ["NeuronArray", "neuron_step", "unrolled_neuron", "membrane_range", "check_neuron_params"]
+__all__ = ["NeuronStage", "neuron_step", "neuron_reference", "unrolled_neuron", "membrane_range",
+           "check_neuron_params", "shape_of"]
 
 
 def check_neuron_params(s_bits: int, timesteps: int, k: int) -> None:
@@ -81,83 +80,75 @@ def unrolled_neuron(m: Module, x, k: int, s_bits: int, timesteps: int, v_shape: 
     return spikes, count
 
 
-class NeuronArray(wiring.Component):
-    """``lanes`` multi-bit neurons that spike for T steps from a held current.
+def neuron_reference(x: int, k: int, s_bits: int, timesteps: int) -> tuple[list[int], int]:
+    """Plain-integer model of one element: its T spikes (t = 0 first) and their count Σ_t s_t."""
+    q = (1 << s_bits) - 1
+    v, spikes = x, []
+    for _ in range(timesteps):
+        s = max(0, min(q, (v + (1 << (k - 1))) >> k if k > 0 else v))
+        spikes.append(s)
+        v = v - (s << k) + x
+    return spikes, sum(spikes)
+
+
+class NeuronStage(wiring.Component):
+    """The engines' neuron: a current in, its spike count out one clock later (a registered stream stage).
+
+    All T timesteps of one element run in one clock (:func:`unrolled_neuron`), so an engine takes one
+    input element per clock whatever its T. The stage holds one result: ``i`` is ready while the
+    result register is empty or being taken.
 
     Parameters
     ----------
-    lanes
-        Number of neurons side by side (one current and one spike per lane per beat).
     current
-        Analysed range of the input current (a :class:`bitspike.analysis.Range`),
-        or an Amaranth shape (its full range is assumed).
+        Analysed range of the input current (:class:`bitspike.analysis.Range`).
     s_bits, timesteps, k
         B_s, T and the threshold exponent (θ = 2**k).
+    membrane
+        Analysed membrane range (default: :func:`membrane_range` of ``current``).
+    count_shape
+        Shape of the count register (default: ``range(T·q + 1)``); an analysed count range may be
+        narrower, and the count is then truncated to it (exact: the analysis proves it fits).
 
     Ports
     -----
-    current : In(stream)
-        ``lanes`` signed currents; accepted when the array is idle or finishing its last step.
-    spikes : Out(stream)
-        ``lanes`` spikes of step ``step``; one beat per timestep, T beats per current.
-    membrane : Out
-        Each lane's membrane v_t before the step being offered (for checks and debug).
-    step : Out
-        The timestep t of the beat being offered.
+    i : In(stream)
+        The current.
+    o : Out(stream)
+        Σ_t s_t of the current accepted the clock before.
+    spikes : Out
+        The T spikes of ``i.payload`` (t = 0 in the lowest bits), combinational, for the debug tap.
     """
 
-    def __init__(self, lanes: int, current, s_bits: int, timesteps: int, k: int):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"NeuronArray lanes must be a positive integer, not {lanes!r}")
+    def __init__(self, current: Range, s_bits: int, timesteps: int, k: int, *, membrane: Range | None = None,
+                 count_shape=None):
         check_neuron_params(s_bits, timesteps, k)
         if not isinstance(current, Range):
-            shape = Shape.cast(current)
-            lo = -(1 << (shape.width - 1)) if shape.signed else 0
-            hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
-            current = Range(lo, hi)
-        self.lanes, self.s_bits, self.timesteps, self.k = lanes, s_bits, timesteps, k
+            raise TypeError(f"NeuronStage current must be a Range, not {type(current).__name__}")
+        self.s_bits, self.timesteps, self.k = s_bits, timesteps, k
         self.current_range = current
-        self.membrane_range = membrane_range(current, k, s_bits, timesteps)
-        self.current_shape = shape_of(current)
-        self.membrane_shape = shape_of(self.membrane_range)
+        self.membrane_range = membrane if membrane is not None else membrane_range(current, k, s_bits, timesteps)
+        self.count_shape = Shape.cast(count_shape if count_shape is not None
+                                      else range(timesteps * ((1 << s_bits) - 1) + 1))
         super().__init__({
-            "current": In(stream.Signature(data.ArrayLayout(self.current_shape, lanes))),
-            "spikes": Out(stream.Signature(data.ArrayLayout(unsigned(s_bits), lanes))),
-            "membrane": Out(data.ArrayLayout(self.membrane_shape, lanes)),
-            "step": Out(range(max(2, timesteps))),
+            "i": In(stream.Signature(shape_of(current))),
+            "o": Out(stream.Signature(self.count_shape)),
+            "spikes": Out(data.ArrayLayout(unsigned(s_bits), timesteps)),
         })
 
     def __repr__(self) -> str:
-        # getattr: amaranth may repr a half-built component (constructor raised) when warning about it
-        fields = ("lanes", "current_range", "s_bits", "timesteps", "k")
+        fields = ("current_range", "s_bits", "timesteps", "k")
         args = ", ".join(f"{f.replace('current_range', 'current')}={getattr(self, f, '?')!r}" for f in fields)
-        return f"NeuronArray({args})"
+        return f"NeuronStage({args})"
 
     def elaborate(self, platform):
         m = Module()
-        busy = Signal()
-        last = Signal()
-        x = Signal(data.ArrayLayout(self.current_shape, self.lanes))
-        v = Signal(data.ArrayLayout(self.membrane_shape, self.lanes))
-        m.d.comb += [
-            last.eq(self.step == self.timesteps - 1),
-            self.membrane.eq(v),
-            self.spikes.valid.eq(busy),
-            self.current.ready.eq(~busy | (self.spikes.ready & last)),
-        ]
-        residues = []
-        for lane in range(self.lanes):
-            s, r = neuron_step(v[lane], self.k, self.s_bits)
-            m.d.comb += self.spikes.payload[lane].eq(s)
-            residues.append(r)
-        with m.If(self.spikes.valid & self.spikes.ready):
-            m.d.sync += self.step.eq(self.step + 1)
-            for lane in range(self.lanes):
-                m.d.sync += v[lane].eq(residues[lane] + x[lane])
-            with m.If(last):
-                m.d.sync += [busy.eq(0), self.step.eq(0)]
-        with m.If(self.current.valid & self.current.ready):
-            m.d.sync += [busy.eq(1), self.step.eq(0), x.eq(self.current.payload)]
-            for lane in range(self.lanes):
-                m.d.sync += v[lane].eq(self.current.payload[lane])
+        spikes, count = unrolled_neuron(m, self.i.payload, self.k, self.s_bits, self.timesteps,
+                                        shape_of(self.membrane_range), name="nrn")
+        m.d.comb += [self.spikes[t].eq(s) for t, s in enumerate(spikes)]
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.payload.eq(count), self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         return m

@@ -18,12 +18,15 @@ a product goes is decided here, per product, not by the synthesis tool.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth import Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .adder_tree import delay, pipelined_sum, tree_depth
+
 __all__ = ["weight_product", "shift_add_product", "is_narrow", "lut_cost", "ProductUnit", "NARROW_MAX_AREA",
-           "product_reference"]
+           "product_reference", "PEArray", "pe_array_reference", "pe_array_latency", "pe_word_layout",
+           "word_tag_layout", "group_layout", "GroupSignature"]
 
 #: products whose operand widths multiply to at most this are always built in LUTs (a DSP block would be waste)
 NARROW_MAX_AREA = 32
@@ -108,4 +111,121 @@ class ProductUnit(wiring.Component):
         value = Signal(self.product.shape())
         m.d.comb += value.eq(weight_product(self.code, self.count, self.w_bits, self.use_dsp))
         m.d.sync += self.product.eq(value)
+        return m
+
+
+def word_tag_layout() -> data.StructLayout:
+    """What travels beside a word through the PE array: valid and where it sits in its group."""
+    return data.StructLayout({"valid": 1, "first": 1, "last": 1, "last_group": 1})
+
+
+def pe_word_layout(pes: int, lanes: int, w_bits: int, count_bits: int) -> data.StructLayout:
+    """One issued word: ``weights[p][l]`` codes (the weight memory word) and ``counts[l]`` (the frame word)."""
+    return data.StructLayout({
+        "weights": data.ArrayLayout(data.ArrayLayout(unsigned(w_bits), lanes), pes),
+        "counts": data.ArrayLayout(unsigned(count_bits), lanes),
+    })
+
+
+def group_layout(pes: int, psum_shape) -> data.StructLayout:
+    """A finished output group: the ``pes`` partial sums and whether it is the pixel's last group."""
+    return data.StructLayout({"psum": data.ArrayLayout(psum_shape, pes), "last_group": 1})
+
+
+def GroupSignature(pes: int, psum_shape) -> wiring.Signature:
+    """PE array → drain: a finished group with ``valid``; never back-pressured (the engine reserves a slot)."""
+    return wiring.Signature({"payload": Out(group_layout(pes, psum_shape)), "valid": Out(1)})
+
+
+def pe_array_latency(lanes: int) -> int:
+    """Clocks from a word (and its tag) at the PE array's input to the clock its lane sums accumulate."""
+    return 2 + tree_depth(lanes)
+
+
+def pe_array_reference(words, w_bits: int) -> list[tuple[list[int], int]]:
+    """Plain model of the PE array: ``words`` are ``(codes[p][l], counts[l], first, last, last_group)``;
+    returns ``(psums[p], last_group)`` for every word with ``last`` (the accumulators then)."""
+    acc: list[int] = []
+    out = []
+    for codes, counts, first, last, last_group in words:
+        sums = [sum(product_reference(c, n, w_bits) for c, n in zip(row, counts)) for row in codes]
+        acc = sums if first else [a + s for a, s in zip(acc, sums)]
+        if last:
+            out.append((list(acc), int(last_group)))
+    return out
+
+
+class PEArray(wiring.Component):
+    """``pes × lanes`` processing elements, a registered adder tree per PE and the accumulators.
+
+    One word per clock: every PE p multiplies its ``lanes`` weight codes by the ``lanes`` counts
+    (:func:`weight_product`, registered), adds the products in a registered balanced tree
+    (:func:`~.adder_tree.pipelined_sum`) and accumulates, restarting at a word tagged ``first``.
+    A word tagged ``last`` emits the group's partial sums on ``o`` in the clock they accumulate,
+    :func:`pe_array_latency` clocks after the word was at the input.
+
+    Parameters
+    ----------
+    pes, lanes, w_bits, count_bits
+        Shape of the array and of its operands.
+    psum_shape
+        Shape of the accumulators (an analysed range: the sums are exact in it).
+    dsp_products
+        How many of the wide products are DSP multiplies (``*``), in PE-major order; the others and
+        every narrow one (:func:`is_narrow`) are built in logic. ``None``: every wide product.
+
+    Ports
+    -----
+    word : In
+        :func:`pe_word_layout`: the weight codes and the counts.
+    tag : In
+        :func:`word_tag_layout`: ``valid``, ``first``, ``last``, ``last_group``.
+    o : Out(:func:`GroupSignature`)
+        The finished group.
+    """
+
+    def __init__(self, *, pes: int, lanes: int, w_bits: int, count_bits: int, psum_shape, dsp_products: int | None = None):
+        for name, value in (("pes", pes), ("lanes", lanes), ("w_bits", w_bits), ("count_bits", count_bits)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PEArray {name} must be a positive integer, not {value!r}")
+        self.pes, self.lanes, self.w_bits, self.count_bits = pes, lanes, w_bits, count_bits
+        self.psum_shape = Shape.cast(psum_shape)
+        self.dsp_products = dsp_products
+        self.latency = pe_array_latency(lanes)
+        super().__init__({
+            "word": In(pe_word_layout(pes, lanes, w_bits, count_bits)),
+            "tag": In(word_tag_layout()),
+            "o": Out(GroupSignature(pes, self.psum_shape)),
+        })
+
+    def __repr__(self) -> str:
+        fields = ("pes", "lanes", "w_bits", "count_bits", "psum_shape", "dsp_products")
+        return "PEArray(" + ", ".join(f"{f}={getattr(self, f, '?')!r}" for f in fields) + ")"
+
+    def elaborate(self, platform):
+        m = Module()
+        P, L, wb, cw = self.pes, self.lanes, self.w_bits, self.count_bits
+        # the tag keeps step with the word: memory-output register, product register, tree levels
+        tag = data.View(word_tag_layout(), delay(m, self.tag.as_value(), self.latency, "pe_flags")[-1])
+        # the memory outputs, registered (the block RAM's output register)
+        wq = Signal.like(self.word.weights)
+        cq = Signal.like(self.word.counts)
+        m.d.sync += [wq.eq(self.word.weights), cq.eq(self.word.counts)]
+        n_dsp = 0
+        for p in range(P):
+            terms = []
+            for l in range(L):
+                use_dsp = not is_narrow(wb, cw) and (self.dsp_products is None or n_dsp < self.dsp_products)
+                n_dsp += use_dsp
+                value = weight_product(wq[p][l], cq[l], wb, use_dsp)
+                prod = Signal(value.shape(), name=f"prod{p}_{l}")
+                m.d.sync += prod.eq(value)
+                terms.append(prod)
+            lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
+            acc = Signal(self.psum_shape, name=f"psum{p}")
+            acc_next = Signal(self.psum_shape, name=f"psum_next{p}")
+            m.d.comb += [acc_next.eq(Mux(tag.first, 0, acc) + lane_sum), self.o.payload.psum[p].eq(acc_next)]
+            with m.If(tag.valid):
+                m.d.sync += acc.eq(acc_next)
+        m.d.comb += [self.o.valid.eq(tag.valid & tag.last), self.o.payload.last_group.eq(tag.last_group)]
         return m

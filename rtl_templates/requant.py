@@ -2,13 +2,15 @@
 
 Two forms:
 
-* :func:`requantize` — combinational (kept for small blocks);
+* :func:`requantize` — combinational (the residual add's requantizer,
+  :class:`~.residual.AddEngine`, with acc = a, M = Ma[c] and B = b·Mb[c]);
 * :func:`requant_pipeline` / :class:`PipelinedRequantizer` — in stages, so
   that no clock holds a multiply and a wide add together: (1) the partial
   products acc_i·M, where acc is cut into pieces that each fit a DSP block's
   signed input (18 bits on ECP5, 16 on iCE40), (2)–(3) a registered
   two-level tree adds the pieces and the per-channel constant B + rnd,
-  (4) the shift (wiring) and the clamp. The latency is
+  (4) the shift (wiring) and the clamp (:func:`shift_clamp`, shared by both
+  forms). The latency is
   :data:`REQUANT_LATENCY` whatever the widths, so the planner's cycle model
   needs no widths.
 """
@@ -23,7 +25,7 @@ from bitspike.manifest import rounding_term
 from .adder_tree import pipelined_sum
 from .pe import is_narrow, lut_cost, shift_add_product
 
-__all__ = ["requantize", "requant_reference", "requant_pipeline", "requant_pieces", "PipelinedRequantizer",
+__all__ = ["requantize", "requant_reference", "requant_pipeline", "shift_clamp", "requant_pieces", "PipelinedRequantizer",
            "REQUANT_LATENCY", "DSP_INPUT_BITS", "MAX_PIECES"]
 
 #: clocks from the pipeline's input register to its output register, inclusive of both
@@ -50,7 +52,15 @@ def requantize(m, acc, mult, bias, shift: int, lo: int, hi: int, out_shape: Shap
     """
     prod = Signal(product_shape, name=f"{name}_product")
     m.d.comb += prod.eq(acc * mult + bias + rounding_term(shift))
-    shifted = Signal(signed(max(2, product_shape.width - shift + 1)), name=f"{name}_shifted")
+    return shift_clamp(m, prod, shift, lo, hi, out_shape, name)
+
+
+def shift_clamp(m: Module, prod, shift: int, lo: int, hi: int, out_shape: Shape, name: str = "rq"):
+    """The requantizer's last step, shared by every form: ``clamp(prod >> shift, lo, hi)`` (combinational).
+
+    ``prod`` already holds acc·M + B + rnd at its analysed width.
+    """
+    shifted = Signal(signed(max(2, Shape.cast(prod.shape()).width - shift + 1)), name=f"{name}_shifted")
     m.d.comb += shifted.eq(prod >> shift)
     out = Signal(out_shape, name=f"{name}_out")
     m.d.comb += out.eq(Mux(shifted < lo, lo, Mux(shifted > hi, hi, shifted)))
@@ -144,11 +154,7 @@ def requant_pipeline(m: Module, valid, acc, mult, bias_rnd, *, shift: int, lo: i
         m.d.sync += [v2.eq(v1), v3.eq(v2)]
     prod = Signal(product_shape, name=f"{name}_product")
     m.d.comb += prod.eq(total)
-    shifted = Signal(signed(max(2, product_shape.width - shift + 1)), name=f"{name}_shifted")
-    m.d.comb += shifted.eq(prod >> shift)
-    out = Signal(out_shape, name=f"{name}_out")
-    m.d.comb += out.eq(Mux(shifted < lo, lo, Mux(shifted > hi, hi, shifted)))
-    return v3, out
+    return v3, shift_clamp(m, prod, shift, lo, hi, out_shape, name)
 
 
 class PipelinedRequantizer(wiring.Component):

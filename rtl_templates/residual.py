@@ -1,6 +1,7 @@
 """Residual add of two current streams: y = clamp((a·Ma[c] + b·Mb[c] + rnd) >> SH, lo, hi), per channel.
 
-Both inputs stream HWC in lockstep; the generator puts a :class:`~.fifo.StreamFifo`
+The arithmetic is the shared requantizer (:func:`.requant.requantize`) with
+acc = a, M = Ma[c] and B = b·Mb[c]. Both inputs stream HWC in lockstep; the generator puts a :class:`~.fifo.StreamFifo`
 on the skip branch deep enough (two feature maps) that the branch through the
 convolution never waits for it.
 """
@@ -15,7 +16,8 @@ from bitspike.analysis import Range
 from bitspike.manifest import rounding_term
 
 from .neuron import shape_of
-from .synapse import TapSignature
+from .requant import requantize
+from .taps import TapSignature
 
 __all__ = ["AddEngine", "add_reference"]
 
@@ -64,12 +66,9 @@ class AddEngine(wiring.Component):
             port = rom.read_port(domain="comb")
             m.d.comb += port.addr.eq(ch)
             roms.append(port.data)
-        prod = Signal(shape_of(self.product_range))
-        m.d.comb += prod.eq(self.a.payload * roms[0] + self.b.payload * roms[1] + rounding_term(self.shift))
-        shifted = Signal(shape_of(Range(self.product_range.lo >> self.shift, self.product_range.hi >> self.shift)))
-        m.d.comb += shifted.eq(prod >> self.shift)
-        new = Signal(shape_of(self.out_range))
-        m.d.comb += new.eq(Mux(shifted < self.lo, self.lo, Mux(shifted > self.hi, self.hi, shifted)))
+        # the shared requantizer with acc = a, M = Ma[c] and B = b·Mb[c]: (a·Ma + b·Mb + rnd) >> SH, clamped
+        new = requantize(m, self.a.payload, roms[0], self.b.payload * roms[1], self.shift, self.lo, self.hi,
+                         shape_of(self.out_range), shape_of(self.product_range), name="rq")
         go = Signal()
         m.d.comb += [
             go.eq(self.a.valid & self.b.valid & (~self.y.valid | self.y.ready)),

@@ -7,22 +7,27 @@ Dataflow (one inference; feature maps stream HWC, channel fastest). The
 engine is pipelined so that no clock holds a memory read, a multiply and an
 adder together:
 
-1. **Neuron and frame buffer.** Each input current arrives on ``x``. An
-   unrolled neuron turns it into its T spikes and their count Σ_t s_t; the
-   count is registered, then packed ``lanes`` channels to a word into a
-   double-buffered frame memory (one bank fills while the other is read), so
-   the next inference streams in while this one computes.
-2. **Address counters.** For every output pixel, output group g (``pes``
-   channels) and window word (kernel tap × channel word) one word is issued;
-   its frame and weight addresses are stepped by counters (no products of
-   indices). Taps in the zero padding read a word that is never written (0).
-3. **PE array, pipelined.** The memory outputs are registered (the block
+Four named sub-blocks, each with its own reference model and block test,
+and the frame buffer that joins them:
+
+1. **Neuron stage** (:class:`.neuron.NeuronStage`). Each input current
+   arrives on ``x``. An unrolled neuron turns it into its T spikes and their
+   count Σ_t s_t; the count is registered, then packed ``lanes`` channels to
+   a word into a double-buffered frame memory (one bank fills while the
+   other is read), so the next inference streams in while this one computes.
+2. **Window/address generator** (:mod:`.window`, pluggable: the
+   ``address_generator`` argument). For every output pixel, output group g
+   (``pes`` channels) and window word (kernel tap × channel word) one word
+   is issued; its frame and weight addresses are stepped by counters (no
+   products of indices). Taps in the zero padding read a word that is never
+   written (0).
+3. **PE array** (:class:`.pe.PEArray`), pipelined. The memory outputs are registered (the block
    RAM's output register), then the products (:mod:`.pe`: sign and ternary
    weights as muxes, narrow products as shift-add logic, wide ones as DSP
    multiplies, as many as ``dsp_blocks`` allows), then a balanced adder tree
    over the lanes with a register per level (:mod:`.adder_tree`), then the
    accumulator: :func:`pe_latency` clocks from issue to accumulate.
-4. **Drain.** A finished group goes to a two-slot holding queue (the PE
+4. **Drain** (:class:`.drain.Drain`). A finished group goes to a two-slot holding queue (the PE
    array never waits for a drain unless two groups are waiting); outputs
    leave one per beat through the bias add and the staged requantizer
    (:func:`.requant.requant_pipeline`); per-channel constants are read from
@@ -40,18 +45,23 @@ partial sums lie in [Σ neg(W[o])·c_max, Σ pos(W[o])·c_max].
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.analysis import LayerRanges, Range
-from bitspike.manifest import Requant, rounding_term
-from .adder_tree import delay, pipelined_sum, tree_depth
-from .neuron import check_neuron_params, shape_of, unrolled_neuron
-from .pe import is_narrow, lut_cost, weight_product
-from .requant import REQUANT_LATENCY, piece_costs, requant_pipeline
+from bitspike.manifest import Requant
+from .adder_tree import tree_depth
+from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
+from .neuron import NeuronStage, check_neuron_params, shape_of
+from .pe import PEArray, is_narrow, lut_cost, word_tag_layout
+from .requant import piece_costs
+from .taps import TapSignature
 from .weight_mem import WeightLayout, pack_weights
+from .window import AddressGenerator, WindowGeometry, default_address_generator
 
 __all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS", "pe_latency",
            "drain_latency", "dsp_candidates", "HOLD_SLOTS", "INPUT_LATENCY"]
@@ -59,17 +69,6 @@ __all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN
 #: weight memories of at least this many bits are marked ``ram_style = "block"``
 BLOCK_RAM_MIN_BITS = 1024
 
-
-def TapSignature(width: int, signed_: bool = False) -> wiring.Signature:
-    """An observation-only port: payload and valid, never back-pressured."""
-    return wiring.Signature({
-        "payload": Out(signed(width) if signed_ else unsigned(width)),
-        "valid": Out(1),
-    })
-
-
-#: groups the holding queue takes (one draining, one waiting)
-HOLD_SLOTS = 2
 #: clocks from an input beat's acceptance to the first clock its frame word can be issued
 #: (neuron register, then the write)
 INPUT_LATENCY = 2
@@ -85,15 +84,6 @@ def pe_latency(lanes: int) -> int:
     return 3 + tree_depth(lanes)
 
 
-def drain_latency(requantized: bool) -> int:
-    """Clocks from an output's pop off the holding queue to its ``y.valid``."""
-    return REQUANT_LATENCY if requantized else 1
-
-
-def _const_shape(values) -> Range:
-    return Range(int(min(0, min(values))), int(max(0, max(values))))
-
-
 def dsp_candidates(*, w_bits: int, count_width: int, pes: int, lanes: int, acc_range: Range | None,
                    multipliers=None) -> list[tuple[int, str]]:
     """The engine's products that may use a DSP block, best first: ``[(LUT cost saved, kind)]``.
@@ -104,7 +94,7 @@ def dsp_candidates(*, w_bits: int, count_width: int, pes: int, lanes: int, acc_r
     """
     out = []
     if acc_range is not None and multipliers is not None:
-        out += [(c, "requant") for c in piece_costs(shape_of(acc_range), shape_of(_const_shape(multipliers)))]
+        out += [(c, "requant") for c in piece_costs(shape_of(acc_range), shape_of(const_range(multipliers)))]
     if not is_narrow(w_bits, count_width):
         out += [(lut_cost(w_bits, count_width + 1), "pe")] * (pes * lanes)
     return sorted(out, key=lambda c: (-c[0], c[1] != "requant"))
@@ -124,7 +114,7 @@ class SynapticEngine(wiring.Component):
     Parameters
     ----------
     weight
-        ``[out, in, kh, kw]`` integer weights (input channels in stream order).
+        ``[out, in / groups, kh, kw]`` integer weights (input channels in stream order; torch layout).
     bias
         ``[out]`` accumulator bias.
     in_hw
@@ -144,19 +134,35 @@ class SynapticEngine(wiring.Component):
     dsp_blocks
         How many products may be DSP multiplies (:func:`dsp_candidates` says which);
         ``None``: every product that is not narrow. The others are built in logic.
+    groups
+        Grouped convolution: output channel o reads only the input channels of its group
+        ``o // (out / groups)`` (depthwise: ``groups`` = in channels). ``out / groups`` must be a
+        multiple of ``pes`` (a PE group never spans two convolution groups) and ``lanes`` at most
+        ``in / groups``. 1 (the default): dense.
+    address_generator
+        Builds the window/address generator from the engine's :class:`~.window.WindowGeometry`
+        (default :func:`~.window.default_address_generator`: linear or sliding window).
     """
 
     def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
                  timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
-                 debug_taps: bool = False, dsp_blocks: int | None = None):
+                 debug_taps: bool = False, dsp_blocks: int | None = None,
+                 groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None):
         check_neuron_params(s_bits, timesteps, k)
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
             raise ValueError(f"SynapticEngine weight must be [out, in, kh, kw], got shape {list(weight.shape)}")
-        out_c, in_c, kh, kw = weight.shape
-        for name, value, hi in (("pes", pes, out_c), ("lanes", lanes, in_c)):
+        out_c, group_c, kh, kw = weight.shape
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or out_c % groups:
+            raise ValueError(f"engine groups must be a positive integer that divides the {out_c} output channels, "
+                             f"not {groups!r}")
+        for name, value, hi in (("pes", pes, out_c), ("lanes", lanes, group_c)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
                 raise ValueError(f"engine {name} must be an integer in 1 … {hi}, not {value!r}")
+        if groups > 1 and (out_c // groups) % pes:
+            raise ValueError(f"engine pes {pes} must divide the {out_c // groups} output channels of a group")
+        self.groups = groups
+        self.in_channels = group_c * groups
         self.weight, self.bias = weight, np.asarray(bias, dtype=np.int64)
         self.in_hw, self.stride, self.padding = tuple(in_hw), tuple(stride), tuple(padding)
         h, w = self.in_hw
@@ -169,7 +175,9 @@ class SynapticEngine(wiring.Component):
         if dsp_blocks is not None and (isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0):
             raise ValueError(f"engine dsp_blocks must be a non-negative integer or None, not {dsp_blocks!r}")
         self.dsp_blocks = dsp_blocks
-        self.layout = WeightLayout(out_c, in_c, pes, lanes, w_bits, taps=kh * kw)
+        self.address_generator = address_generator or default_address_generator
+        # grouped: every word holds input channels of one group (the weights' second axis)
+        self.layout = WeightLayout(out_c, group_c, pes, lanes, w_bits, taps=kh * kw)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
         # the partial sum plus the bias must stay inside the analysed accumulator range
@@ -198,7 +206,7 @@ class SynapticEngine(wiring.Component):
         o, c, kh, kw = self.weight.shape
         return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, stride={self.stride}, "
                 f"padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, timesteps={self.timesteps}, "
-                f"k={self.k}, pes={self.pes}, lanes={self.lanes}, dsp_blocks={self.dsp_blocks})")
+                f"k={self.k}, pes={self.pes}, lanes={self.lanes}, dsp_blocks={self.dsp_blocks}, groups={self.groups})")
 
     def dsp_plan(self) -> tuple[int, int | None]:
         """``(PE products with a DSP block, requantizer pieces with one (None: no requantizer))``."""
@@ -211,59 +219,56 @@ class SynapticEngine(wiring.Component):
         return pe, rq
 
 
+    def geometry(self) -> WindowGeometry:
+        """The engine's window (what its address generator steps through)."""
+        kh, kw = self.weight.shape[2:]
+        return WindowGeometry(in_hw=self.in_hw, kernel=(kh, kw), stride=self.stride, padding=self.padding,
+                              channel_words=self.groups * self.layout.channel_words, out_groups=self.layout.groups,
+                              conv_groups=self.groups)
+
     def elaborate(self, platform):
         m = Module()
         P, L, lay = self.pes, self.lanes, self.layout
-        Jc, G = lay.channel_words, lay.groups
-        out_c, in_c, KH, KW = self.weight.shape
-        H, W = self.in_hw
-        HO, WO = self.out_hw
-        SH, SW = self.stride
-        PH, PW = self.padding
-        frame = H * W * Jc  # words per bank
-        # does some window read the map's last row and last column (so the frame's last word)?
-        reads_last = (any(o * SH - PH <= H - 1 <= o * SH - PH + KH - 1 for o in range(HO))
-                      and any(o * SW - PW <= W - 1 <= o * SW - PW + KW - 1 for o in range(WO)))
+        group_c = self.weight.shape[1]  # input channels a frame word's lanes come from (all, when dense)
+        geo = self.geometry()
+        frame = geo.frame_words  # words per bank
         cw = self.count_range.width
         r = self.ranges
         pe_dsp, rq_dsp = self.dsp_plan()
         # a word no writer touches: padded taps read it and see counts of zero
-        has_pad = PH > 0 or PW > 0
+        has_pad = geo.has_pad
         zero_word = 2 * frame
 
-        # ---- writer: neuron (registered) + pack channel counts into words + double-buffered frame memory
-        spikes, count_raw = unrolled_neuron(m, self.x.payload, self.k, self.s_bits, self.timesteps,
-                                            shape_of(r.v), name="nrn")
-        inbuf = memory.Memory(shape=unsigned(L * cw), depth=2 * frame + has_pad, init=[])
+        # ---- neuron stage: current in, registered spike count out
+        m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
+                                                count_shape=unsigned(cw))
+        wiring.connect(m, wiring.flipped(self.x), nrn.i)
+
+        # ---- writer: pack channel counts into words of a double-buffered frame memory
+        inbuf = memory.Memory(shape=data.ArrayLayout(unsigned(cw), L), depth=2 * frame + has_pad, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
         rd = inbuf.read_port()
         full = Signal(2)
         wr_bank = Signal()
         wr_word = Signal(range(frame + 1))
-        wr_chan = Signal(range(in_c))
+        wr_chan = Signal(range(group_c))  # the channel within its group; a group starts a new word
         wr_lane = Signal(range(L))
         wr_last_elem = Signal()
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
-        count = Signal(unsigned(cw))  # the neuron register
-        count_valid = Signal()
+        count = nrn.o.payload
         w_ready = Signal()
         m.d.comb += [
             w_ready.eq(~full.bit_select(wr_bank, 1)),
-            self.x.ready.eq(~count_valid | w_ready),
-            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == in_c - 1)),
+            nrn.o.ready.eq(w_ready),
+            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - 1)),
             wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
-            wr.data.eq(Cat(*[Mux(wr_lane == l, count, pack[l]) for l in range(L)])),
         ]
-        x_accept = self.x.valid & self.x.ready
-        with m.If(x_accept):
-            m.d.sync += [count.eq(count_raw), count_valid.eq(1)]
-        with m.Elif(w_ready):
-            m.d.sync += count_valid.eq(0)
-        accept = count_valid & w_ready
+        m.d.comb += [wr.data[l].eq(Mux(wr_lane == l, count, pack[l])) for l in range(L)]
+        accept = nrn.o.valid & w_ready
         with m.If(accept):
-            m.d.sync += wr_chan.eq(Mux(wr_chan == in_c - 1, 0, wr_chan + 1))
-            with m.If((wr_lane == L - 1) | (wr_chan == in_c - 1)):
+            m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - 1, 0, wr_chan + 1))
+            with m.If((wr_lane == L - 1) | (wr_chan == group_c - 1)):
                 m.d.comb += wr.en.eq(1)
                 m.d.sync += [p.eq(0) for p in pack]
                 m.d.sync += [wr_lane.eq(0), wr_word.eq(wr_word + 1)]
@@ -275,260 +280,93 @@ class SynapticEngine(wiring.Component):
                     with m.If(wr_lane == l):
                         m.d.sync += pack[l].eq(count)
 
-        # ---- issue: counters over (oh, ow, g, ky, kx, jc), innermost last, and the addresses they step
+        # ---- window/address generator: which frame word and weight word each issued clock reads
+        m.submodules.window = gen = self.address_generator(geo)
         # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
         attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),
                              attrs=attrs)
         m.submodules.wmem = wmem
         wrd = wmem.read_port()
-        oh, ow = Signal(range(HO)), Signal(range(WO))
-        g, ky, kx, jc = Signal(range(G)), Signal(range(KH)), Signal(range(KW)), Signal(range(Jc))
         rd_bank = Signal()
         slots = Signal(range(HOLD_SLOTS + 1))  # groups whose last word issued and that have not fully drained
-        waddr = Signal(range(lay.depth))
-        word_last = Signal()
-        frame_last = Signal()
         available = Signal()
         issue = Signal()
-        counters = ((jc, Jc), (kx, KW), (ky, KH), (g, G), (ow, WO), (oh, HO))
-        wraps = []
-        for ctr, size in counters:
-            wrap = Signal(name=f"{ctr.name}_wrap")
-            m.d.comb += wrap.eq(ctr == size - 1)
-            wraps.append(wrap)
-        # step[i]: counter i increments (all inner ones wrap); step[6]: the whole frame wraps
-        step = []
-        for i in range(len(counters) + 1):
-            inner = Const(1)
-            for w_ in wraps[:i]:
-                inner = inner & w_
-            s_ = Signal(name=f"step{i}")
-            m.d.comb += s_.eq(inner & (~wraps[i] if i < len(counters) else Const(1)))
-            step.append(s_)
-        group_wrap = Signal()
+        local = gen.local
+        pad = gen.pad if "pad" in gen.signature.members else Const(0)
         m.d.comb += [
-            word_last.eq(wraps[0] & wraps[1] & wraps[2]),
-            group_wrap.eq(word_last & wraps[3]),
-            frame_last.eq(group_wrap & wraps[4] & wraps[5]),
-        ]
-        if (H, W, KH, KW) == (1, 1, 1, 1) and not has_pad:
-            local, pad = jc, Const(0)
-        else:
-            local, pad = self._window_address(m, issue, step, Jc)
-        m.d.comb += [
+            gen.issue.eq(issue),
             available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
             # the last word of a group reserves a slot of the holding queue
-            issue.eq(available & (~word_last | (slots < HOLD_SLOTS))),
+            issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
             rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
                        else Mux(rd_bank, local + frame, local)),
-            wrd.addr.eq(waddr),
+            wrd.addr.eq(gen.waddr),
         ]
-        with m.If(issue):
-            m.d.sync += waddr.eq(Mux(group_wrap, 0, waddr + 1))
-            for (ctr, _size), w_, i in zip(counters, wraps, range(len(counters))):
-                inner = Const(1)
-                for w2 in wraps[:i]:
-                    inner = inner & w2
-                with m.If(inner):
-                    m.d.sync += ctr.eq(Mux(w_, 0, ctr + 1))
-            with m.If(frame_last):
-                m.d.sync += rd_bank.eq(~rd_bank)
-                if reads_last:
-                    with m.If(rd_bank):
-                        m.d.sync += full[1].eq(0)
-                    with m.Else():
-                        m.d.sync += full[0].eq(0)
-        if reads_last:
-            # the writer's "bank complete" comes after the reader's release; they never name the
-            # same bank in one clock (the reader only frees a bank it has read completely)
-            with m.If(accept & wr_last_elem):
-                with m.If(wr_bank):
-                    m.d.sync += full[1].eq(1)
-                with m.Else():
-                    m.d.sync += full[0].eq(1)
-        else:
-            # No window reads the map's last element (a stride leaves rows or columns over), so
-            # the reader can finish a bank before the writer has. It then marks the bank
-            # "released early", and the writer's completion frees the bank instead of filling it.
-            early = Signal(2)
-            release = issue & frame_last
-            complete = accept & wr_last_elem
-            for b in range(2):
-                rel = release & (rd_bank == b)
-                cmp = complete & (wr_bank == b)
-                with m.If(rel & cmp):
-                    m.d.sync += [full[b].eq(0), early[b].eq(0)]
-                with m.Elif(rel):
-                    with m.If(full[b]):
-                        m.d.sync += full[b].eq(0)
-                    with m.Else():
-                        m.d.sync += early[b].eq(1)
-                with m.Elif(cmp):
-                    with m.If(early[b]):
-                        m.d.sync += early[b].eq(0)
-                    with m.Else():
-                        m.d.sync += full[b].eq(1)
+        with m.If(issue & gen.frame_last):
+            m.d.sync += rd_bank.eq(~rd_bank)
+        self._bank_handshake(m, geo, full, accept & wr_last_elem, wr_bank, issue & gen.frame_last, rd_bank)
 
-        # ---- PE array: memory outputs registered, products registered, registered adder tree, accumulator
-        E = pe_latency(L)
-        flags = Signal(4)  # valid, first word of the group, last word, last group
-        m.d.comb += flags.eq(Cat(issue, (ky == 0) & (kx == 0) & (jc == 0), word_last, wraps[3]))
-        acc_flags = delay(m, flags, E, "pe_flags")[-1]
-        wq = Signal(lay.word_bits)
-        cq = Signal(L * cw)
-        m.d.sync += [wq.eq(wrd.data), cq.eq(rd.data)]
-        wb = self.w_bits
-        psum_shape = shape_of(self.psum_range)
-        acc = [Signal(psum_shape, name=f"psum{p}") for p in range(P)]
-        acc_next = [Signal(psum_shape, name=f"psum_next{p}") for p in range(P)]
-        n_dsp = 0
-        for p in range(P):
-            terms = []
-            for l in range(L):
-                code = wq[(p * L + l) * wb:(p * L + l + 1) * wb]
-                use_dsp = not is_narrow(wb, cw) and n_dsp < pe_dsp
-                n_dsp += use_dsp
-                value = weight_product(code, cq[l * cw:(l + 1) * cw], wb, use_dsp)
-                prod = Signal(value.shape(), name=f"prod{p}_{l}")
-                m.d.sync += prod.eq(value)
-                terms.append(prod)
-            lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
-            m.d.comb += acc_next[p].eq(Mux(acc_flags[1], 0, acc[p]) + lane_sum)
-            with m.If(acc_flags[0]):
-                m.d.sync += acc[p].eq(acc_next[p])
+        # ---- PE array: the memory words and their tag (registered like the memory read) in, groups out
+        m.submodules.pe_array = pes = PEArray(pes=P, lanes=L, w_bits=self.w_bits, count_bits=cw,
+                                              psum_shape=shape_of(self.psum_range), dsp_products=pe_dsp)
+        tag = Signal(word_tag_layout())
+        m.d.sync += [tag.valid.eq(issue), tag.first.eq(gen.first), tag.last.eq(gen.word_last),
+                     tag.last_group.eq(gen.last_group)]
+        m.d.comb += [pes.word.weights.eq(wrd.data), pes.word.counts.eq(rd.data), pes.tag.eq(tag)]
 
-        # ---- holding queue (slot A drains, slot B waits), drained one output per beat
-        a = [Signal(psum_shape, name=f"hold{p}") for p in range(P)]
-        b = [Signal(psum_shape, name=f"wait{p}") for p in range(P)]
-        last_n = out_c - (G - 1) * P
-        a_count = Signal(range(P + 1))
-        b_n = Signal(range(P + 1))
-        b_full = Signal()
-        load = Signal()
-        load_n = Signal(range(P + 1))
-        adv = Signal()  # the drain pipeline moves (the skid slot is empty)
-        skid_valid = Signal()
-        pop = Signal()
-        a_free = Signal()
-        m.d.comb += [
-            load.eq(acc_flags[0] & acc_flags[2]),
-            load_n.eq(Mux(acc_flags[3], last_n, P)),
-            # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
-            adv.eq(~skid_valid),
-            pop.eq((a_count != 0) & adv),
-            a_free.eq((a_count == 0) | (pop & (a_count == 1))),
-        ]
-        with m.If(pop):
-            m.d.sync += [a[p].eq(a[p + 1]) for p in range(P - 1)]
-            m.d.sync += a_count.eq(a_count - 1)
-        with m.If(a_free):
-            with m.If(b_full):
-                m.d.sync += [a[p].eq(b[p]) for p in range(P)]
-                m.d.sync += [a_count.eq(b_n), b_full.eq(load)]
-                with m.If(load):
-                    m.d.sync += [b[p].eq(acc_next[p]) for p in range(P)]
-                    m.d.sync += b_n.eq(load_n)
-            with m.Elif(load):
-                m.d.sync += [a[p].eq(acc_next[p]) for p in range(P)]
-                m.d.sync += a_count.eq(load_n)
-        with m.Elif(load):
-            m.d.sync += [b[p].eq(acc_next[p]) for p in range(P)]
-            m.d.sync += [b_n.eq(load_n), b_full.eq(1)]
-        m.d.sync += slots.eq(slots + (issue & word_last) - (pop & (a_count == 1)))
-
-        # per-channel constants, read one clock ahead of the pop that uses them
-        out_idx = Signal(range(out_c))
-        idx_next = Signal(range(out_c))
-        m.d.comb += idx_next.eq(Mux(pop, Mux(out_idx == out_c - 1, 0, out_idx + 1), out_idx))
-        m.d.sync += out_idx.eq(idx_next)
-        bias_q = self._channel_rom(m, [int(v) for v in self.bias], idx_next, "bias_rom")
-        acc_val = Signal(shape_of(r.acc))
-        m.d.comb += acc_val.eq(a[0] + bias_q)
-        if self.requant is None:
-            y_val, y_stage_valid = acc_val, pop
-            tap_acc, tap_acc_valid = acc_val, pop
-        else:
-            rq = self.requant
-            mult_q = self._channel_rom(m, [int(v) for v in rq.multiplier], idx_next, "mult_rom")
-            brnd_q = self._channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], idx_next, "rqbias_rom")
-            acc_r = Signal(shape_of(r.acc))
-            mult_r = Signal(mult_q.shape())
-            brnd_r = Signal(brnd_q.shape())
-            v0 = Signal()
-            with m.If(adv):
-                m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]
-            y_stage_valid, y_val = requant_pipeline(m, v0, acc_r, mult_r, brnd_r, shift=rq.shift, lo=rq.lo, hi=rq.hi,
-                                                    out_shape=self.out_shape, product_shape=shape_of(r.product),
-                                                    enable=adv, dsp_pieces=rq_dsp, name="rq")
-            tap_acc, tap_acc_valid = acc_r, v0 & adv
-        skid = Signal(self.out_shape)
-        with m.If(self.y.valid & ~self.y.ready):  # y is held: a value arriving now waits in the skid slot
-            with m.If(adv & y_stage_valid):
-                m.d.sync += [skid.eq(y_val), skid_valid.eq(1)]
-        with m.Elif(skid_valid):
-            m.d.sync += [self.y.payload.eq(skid), self.y.valid.eq(1), skid_valid.eq(0)]
-        with m.Else():
-            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(adv & y_stage_valid)]
+        # ---- drain: holding queue, bias, requantizer, output skid
+        m.submodules.drain = drain = Drain(
+            pes=P, bias=self.bias, psum_shape=shape_of(self.psum_range), acc_shape=shape_of(r.acc),
+            out_shape=self.out_shape, requant=self.requant, product_shape=shape_of(r.product) if self.requant is not None else None,
+            dsp_pieces=rq_dsp)
+        wiring.connect(m, pes.o, drain.i)
+        wiring.connect(m, drain.y, wiring.flipped(self.y))
+        m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)
 
         if self.debug_taps:
+            x_accept = self.x.valid & self.x.ready
             m.d.comb += [
                 self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
-                self.tap_spk.payload.eq(Cat(*spikes)), self.tap_spk.valid.eq(x_accept),
-                self.tap_acc.payload.eq(tap_acc), self.tap_acc.valid.eq(tap_acc_valid),
+                self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
+                self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
                 self.tap_out.payload.eq(self.y.payload), self.tap_out.valid.eq(self.y.valid & self.y.ready),
             ]
         return m
 
-    def _channel_rom(self, m: Module, values: list[int], addr_next, name: str):
-        """Per-output-channel constants: a ROM read one clock ahead (``addr_next``), or a constant when all agree."""
-        shape = shape_of(_const_shape(values))
-        if len(set(values)) == 1:
-            return Const(values[0], shape)
-        rom = memory.Memory(shape=shape, depth=len(values), init=values, attrs={"ram_style": "logic"})
-        m.submodules[name] = rom
-        port = rom.read_port()
-        m.d.comb += port.addr.eq(addr_next)
-        return port.data
-
-    def _window_address(self, m: Module, issue, step, Jc: int):
-        """Frame-word address and padding flag of the current tap, stepped by counters.
-
-        Every register is "the value at the current counters"; on each issue one of them moves by a
-        constant, chosen by the outermost counter that steps (``step[i]``).
-        """
-        H, W = self.in_hw
-        HO, WO = self.out_hw
-        SH, SW = self.stride
-        PH, PW = self.padding
-        out_c, in_c, KH, KW = self.weight.shape
-        ih_hi = (HO - 1) * SH + KH - PH
-        iw_hi = (WO - 1) * SW + KW - PW
-        a_lo = (-PH * W - PW) * Jc
-        a_hi = (ih_hi * W + iw_hi + 1) * Jc + W * Jc
-        ih, ih0 = Signal(range(-PH, ih_hi + 1), init=-PH), Signal(range(-PH, ih_hi + 1), init=-PH)
-        iw, iw0 = Signal(range(-PW, iw_hi + 1), init=-PW), Signal(range(-PW, iw_hi + 1), init=-PW)
-        addr = [Signal(range(min(a_lo, 0), a_hi + 1), init=a_lo, name=n) for n in ("a_line", "a_pix", "a_row", "a_tap", "local")]
-        a_line, a_pix, a_row, a_tap, local = addr
-        pad = Signal()
-        m.d.comb += pad.eq((ih < 0) | (ih >= H) | (iw < 0) | (iw >= W))
-        with m.If(issue):
-            with m.If(step[0]):  # next channel word
-                m.d.sync += local.eq(local + 1)
-            with m.Elif(step[1]):  # next kernel column
-                m.d.sync += [iw.eq(iw + 1), a_tap.eq(a_tap + Jc), local.eq(a_tap + Jc)]
-            with m.Elif(step[2]):  # next kernel row
-                m.d.sync += [iw.eq(iw0), ih.eq(ih + 1), a_row.eq(a_row + W * Jc), a_tap.eq(a_row + W * Jc),
-                             local.eq(a_row + W * Jc)]
-            with m.Elif(step[3]):  # next output group: the same window again
-                m.d.sync += [ih.eq(ih0), iw.eq(iw0), a_row.eq(a_pix), a_tap.eq(a_pix), local.eq(a_pix)]
-            with m.Elif(step[4]):  # next output column
-                m.d.sync += [iw0.eq(iw0 + SW), iw.eq(iw0 + SW), ih.eq(ih0)]
-                m.d.sync += [s.eq(a_pix + SW * Jc) for s in (a_pix, a_row, a_tap, local)]
-            with m.Elif(step[5]):  # next output row
-                m.d.sync += [ih0.eq(ih0 + SH), ih.eq(ih0 + SH), iw0.eq(-PW), iw.eq(-PW)]
-                m.d.sync += [s.eq(a_line + SH * W * Jc) for s in (a_line, a_pix, a_row, a_tap, local)]
-            with m.Else():  # next frame
-                m.d.sync += [ih0.eq(-PH), ih.eq(-PH), iw0.eq(-PW), iw.eq(-PW)]
-                m.d.sync += [s.eq(a_lo) for s in addr]
-        return local, pad
+    @staticmethod
+    def _bank_handshake(m: Module, geo: WindowGeometry, full, complete, wr_bank, release, rd_bank) -> None:
+        """The frame banks' ``full`` flags: the writer's ``complete`` fills a bank, the reader's ``release`` frees it."""
+        if geo.reads_last:
+            # the writer's "bank complete" comes after the reader's release; they never name the
+            # same bank in one clock (the reader only frees a bank it has read completely)
+            with m.If(release):
+                with m.If(rd_bank):
+                    m.d.sync += full[1].eq(0)
+                with m.Else():
+                    m.d.sync += full[0].eq(0)
+            with m.If(complete):
+                with m.If(wr_bank):
+                    m.d.sync += full[1].eq(1)
+                with m.Else():
+                    m.d.sync += full[0].eq(1)
+            return
+        # No window reads the map's last element (a stride leaves rows or columns over), so the
+        # reader can finish a bank before the writer has. It then marks the bank "released early",
+        # and the writer's completion frees the bank instead of filling it.
+        early = Signal(2)
+        for b in range(2):
+            rel = release & (rd_bank == b)
+            cmp = complete & (wr_bank == b)
+            with m.If(rel & cmp):
+                m.d.sync += [full[b].eq(0), early[b].eq(0)]
+            with m.Elif(rel):
+                with m.If(full[b]):
+                    m.d.sync += full[b].eq(0)
+                with m.Else():
+                    m.d.sync += early[b].eq(1)
+            with m.Elif(cmp):
+                with m.If(early[b]):
+                    m.d.sync += early[b].eq(0)
+                with m.Else():
+                    m.d.sync += full[b].eq(1)

@@ -4,7 +4,8 @@ One Verilog build holds a sweep: synaptic engines (linear and conv) over B_w
 and B_s 1…8, T 1…4, odd sizes and folds that do not divide, with negative
 and saturating currents; max and sum pools; the residual add; the stream
 FIFO and fork. Engine references are the golden model's layer functions;
-the others are the plain reference functions next to each block.
+the others (the engines' neuron stage among them) are the plain reference
+functions next to each block.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from amaranth import signed
 from amaranth.back import verilog
 
-from bitspike.analysis import analyse
+from bitspike.analysis import Range, analyse
 from bitspike.gen.interface import hwc_order
 from bitspike.host.golden import GoldenModel
 from bitspike.manifest import InputSpec
@@ -23,6 +24,7 @@ from bitspike.testing import NetBuilder, random_cnn
 from bitspike.rtl_templates.conv import ConvEngine
 from bitspike.rtl_templates.fifo import StreamFifo, StreamFork
 from bitspike.rtl_templates.linear import LinearEngine
+from bitspike.rtl_templates.neuron import NeuronStage, neuron_reference
 from bitspike.rtl_templates.pool import PoolEngine, pool_reference
 from bitspike.rtl_templates.residual import AddEngine, add_reference
 from bitspike.rtl_templates.weight_mem import WeightLayout, pack_weights, unpack_word
@@ -128,6 +130,16 @@ def build_cases(seed: int = 0, full: bool = True):
     cases.append({"inputs": {"add_a": {"values": [int(v) for v in a], "width": r.x.width, "signed": r.x.signed},
                              "add_b": {"values": [int(v) for v in bb], "width": r.x_b.width, "signed": r.x_b.signed}},
                   "outputs": {"add_y": {"expected": exp, "width": r.out.width, "signed": r.out.signed}}})
+    # the engines' neuron stage on its own: currents in, spike counts out (B_s, T, k corners)
+    for i, (s_bits, t, k) in enumerate([(1, 1, 0), (8, 4, 3), (3, 8, 12)] if full else [(8, 4, 3), (3, 8, 12)]):
+        cr = Range(-(1 << (s_bits + k + 1)), (1 << (s_bits + k + 1)) - 1)
+        nrn = NeuronStage(cr, s_bits, t, k)
+        xs = [cr.lo, cr.hi, 0] + [int(v) for v in rng.integers(cr.lo, cr.hi + 1, size=40)]
+        p = f"nrn{i}_"
+        blocks.append((p, nrn))
+        cases.append({"inputs": {f"{p}i": {"values": xs, "width": cr.width, "signed": True}},
+                      "outputs": {f"{p}o": {"expected": [neuron_reference(x, k, s_bits, t)[1] for x in xs],
+                                            "width": nrn.count_shape.width, "signed": False}}})
     vals = [int(v) for v in rng.integers(-40, 40, size=60)]
     seven = signed(7)
     blocks.append(("fifo_", StreamFifo(seven, 5)))

@@ -1,0 +1,207 @@
+"""The synaptic engine's drain: finished groups → bias → requantizer → one output per beat on ``y``.
+
+A finished group (``pes`` partial sums, from :class:`~.pe.PEArray`) goes to a
+two-slot holding queue: slot A drains, slot B waits, so the PE array never
+waits for the drain unless two groups are waiting (the engine reserves a
+slot before it issues a group's last word, :data:`HOLD_SLOTS`). Outputs leave
+one per beat, channel by channel: the per-channel bias is added, then the
+staged requantizer (:func:`.requant.requant_pipeline`) runs; per-channel
+constants are read from ROMs one clock ahead. The drain pipeline stalls as
+one while a registered skid slot behind ``y`` is full, so ``y.ready`` drives
+only ``y`` and the slot, never the pipeline's enables.
+
+:func:`drain_reference` is the plain-Python model.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Shape, Signal
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitspike.analysis import Range
+from bitspike.manifest import Requant, rounding_term
+from .neuron import shape_of
+from .pe import GroupSignature
+from .requant import REQUANT_LATENCY, requant_pipeline, requant_reference
+from .taps import TapSignature
+
+__all__ = ["Drain", "drain_reference", "drain_latency", "channel_rom", "const_range", "HOLD_SLOTS"]
+
+#: groups the holding queue takes (one draining, one waiting)
+HOLD_SLOTS = 2
+
+
+def drain_latency(requantized: bool) -> int:
+    """Clocks from an output's pop off the holding queue to its ``y.valid``."""
+    return REQUANT_LATENCY if requantized else 1
+
+
+def const_range(values) -> Range:
+    """The range of a list of constants, widened to hold 0."""
+    return Range(int(min(0, min(values))), int(max(0, max(values))))
+
+
+def channel_rom(m: Module, values: list[int], addr_next, name: str):
+    """Per-output-channel constants: a ROM read one clock ahead (``addr_next``), or a constant when all agree."""
+    shape = shape_of(const_range(values))
+    if len(set(values)) == 1:
+        return Const(values[0], shape)
+    rom = memory.Memory(shape=shape, depth=len(values), init=values, attrs={"ram_style": "logic"})
+    m.submodules[name] = rom
+    port = rom.read_port()
+    m.d.comb += port.addr.eq(addr_next)
+    return port.data
+
+
+def drain_reference(groups: list[list[int]], bias, requant: Requant | None, pes: int) -> list[int]:
+    """The values ``y`` carries for finished groups ``groups`` (each the ``pes`` partial sums, in order;
+    the group index cycles over the output channels), in the order it carries them."""
+    out_c = len(bias)
+    n_groups = -(-out_c // pes)
+    out = []
+    for i, psums in enumerate(groups):
+        g = i % n_groups
+        for p in range(min(pes, out_c - g * pes)):
+            o = g * pes + p
+            acc = int(psums[p]) + int(bias[o])
+            if requant is None:
+                out.append(acc)
+            else:
+                out.append(requant_reference(acc, int(requant.multiplier[o]), int(requant.bias[o]), requant.shift,
+                                             requant.lo, requant.hi))
+    return out
+
+
+class Drain(wiring.Component):
+    """Holding queue, bias, requantizer and output skid (see the module docstring).
+
+    Parameters
+    ----------
+    pes
+        Partial sums per group.
+    bias
+        ``[out]`` accumulator bias (one per output channel; groups cycle over them).
+    psum_shape, acc_shape, out_shape
+        Shapes of the partial sums, of partial sum + bias (the analysed accumulator) and of ``y``.
+    requant
+        The requantization constants, or ``None``: ``y`` carries the accumulators.
+    product_shape
+        Analysed shape of acc·M + B + rnd (with ``requant``).
+    dsp_pieces
+        Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`).
+
+    Ports
+    -----
+    i : In(:class:`~.pe.GroupSignature`)
+        A finished group; the sender never offers a third while two are held (``freed`` says when
+        one has left).
+    y : Out(stream)
+        One output per beat, channels in order.
+    freed : Out(1)
+        A group's last output leaves the holding queue this clock.
+    tap_acc : Out(TapSignature)
+        The accumulator entering the requantizer (``y``'s value itself without one).
+    """
+
+    def __init__(self, *, pes: int, bias, psum_shape, acc_shape, out_shape, requant: Requant | None = None,
+                 product_shape=None, dsp_pieces: int | None = None):
+        self.pes = pes
+        self.bias = [int(v) for v in bias]
+        if not self.bias or not 1 <= pes <= len(self.bias):
+            raise ValueError(f"Drain needs 1 … {len(self.bias)} pes for {len(self.bias)} channels, not {pes!r}")
+        if requant is not None and product_shape is None:
+            raise ValueError("Drain with a requantizer needs product_shape")
+        self.psum_shape, self.acc_shape = Shape.cast(psum_shape), Shape.cast(acc_shape)
+        self.out_shape = Shape.cast(out_shape)
+        self.requant, self.product_shape, self.dsp_pieces = requant, product_shape, dsp_pieces
+        self.groups = -(-len(self.bias) // pes)
+        self.latency = drain_latency(requant is not None)
+        super().__init__({
+            "i": In(GroupSignature(pes, self.psum_shape)),
+            "y": Out(stream.Signature(self.out_shape)),
+            "freed": Out(1),
+            "tap_acc": Out(TapSignature(self.acc_shape.width, self.acc_shape.signed)),
+        })
+
+    def __repr__(self) -> str:
+        return (f"Drain(pes={getattr(self, 'pes', '?')}, channels={len(getattr(self, 'bias', []))}, "
+                f"requant={getattr(self, 'requant', None) is not None})")
+
+    def elaborate(self, platform):
+        m = Module()
+        P, out_c = self.pes, len(self.bias)
+        psum = self.i.payload.psum
+        a = [Signal(self.psum_shape, name=f"hold{p}") for p in range(P)]
+        b = [Signal(self.psum_shape, name=f"wait{p}") for p in range(P)]
+        last_n = out_c - (self.groups - 1) * P
+        a_count = Signal(range(P + 1))
+        b_n = Signal(range(P + 1))
+        b_full = Signal()
+        load = Signal()
+        load_n = Signal(range(P + 1))
+        adv = Signal()  # the drain pipeline moves (the skid slot is empty)
+        skid_valid = Signal()
+        pop = Signal()
+        a_free = Signal()
+        m.d.comb += [
+            load.eq(self.i.valid),
+            load_n.eq(Mux(self.i.payload.last_group, last_n, P)),
+            # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
+            adv.eq(~skid_valid),
+            pop.eq((a_count != 0) & adv),
+            a_free.eq((a_count == 0) | (pop & (a_count == 1))),
+            self.freed.eq(pop & (a_count == 1)),
+        ]
+        with m.If(pop):
+            m.d.sync += [a[p].eq(a[p + 1]) for p in range(P - 1)]
+            m.d.sync += a_count.eq(a_count - 1)
+        with m.If(a_free):
+            with m.If(b_full):
+                m.d.sync += [a[p].eq(b[p]) for p in range(P)]
+                m.d.sync += [a_count.eq(b_n), b_full.eq(load)]
+                with m.If(load):
+                    m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
+                    m.d.sync += b_n.eq(load_n)
+            with m.Elif(load):
+                m.d.sync += [a[p].eq(psum[p]) for p in range(P)]
+                m.d.sync += a_count.eq(load_n)
+        with m.Elif(load):
+            m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
+            m.d.sync += [b_n.eq(load_n), b_full.eq(1)]
+
+        # per-channel constants, read one clock ahead of the pop that uses them
+        out_idx = Signal(range(out_c))
+        idx_next = Signal(range(out_c))
+        m.d.comb += idx_next.eq(Mux(pop, Mux(out_idx == out_c - 1, 0, out_idx + 1), out_idx))
+        m.d.sync += out_idx.eq(idx_next)
+        bias_q = channel_rom(m, self.bias, idx_next, "bias_rom")
+        acc_val = Signal(self.acc_shape)
+        m.d.comb += acc_val.eq(a[0] + bias_q)
+        if self.requant is None:
+            y_val, y_stage_valid = acc_val, pop
+            tap_acc, tap_acc_valid = acc_val, pop
+        else:
+            rq = self.requant
+            mult_q = channel_rom(m, [int(v) for v in rq.multiplier], idx_next, "mult_rom")
+            brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], idx_next, "rqbias_rom")
+            acc_r = Signal(self.acc_shape)
+            mult_r = Signal(mult_q.shape())
+            brnd_r = Signal(brnd_q.shape())
+            v0 = Signal()
+            with m.If(adv):
+                m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]
+            y_stage_valid, y_val = requant_pipeline(m, v0, acc_r, mult_r, brnd_r, shift=rq.shift, lo=rq.lo, hi=rq.hi,
+                                                    out_shape=self.out_shape, product_shape=Shape.cast(self.product_shape),
+                                                    enable=adv, dsp_pieces=self.dsp_pieces, name="rq")
+            tap_acc, tap_acc_valid = acc_r, v0 & adv
+        m.d.comb += [self.tap_acc.payload.eq(tap_acc), self.tap_acc.valid.eq(tap_acc_valid)]
+        skid = Signal(self.out_shape)
+        with m.If(self.y.valid & ~self.y.ready):  # y is held: a value arriving now waits in the skid slot
+            with m.If(adv & y_stage_valid):
+                m.d.sync += [skid.eq(y_val), skid_valid.eq(1)]
+        with m.Elif(skid_valid):
+            m.d.sync += [self.y.payload.eq(skid), self.y.valid.eq(1), skid_valid.eq(0)]
+        with m.Else():
+            m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(adv & y_stage_valid)]
+        return m
