@@ -24,6 +24,7 @@ Builds are CPU-heavy: they run one at a time, under ``nice``::
 
     python bench/hw.py --digits digits.bsm                      # ECP5-85F and UP5K
     python bench/hw.py --digits digits.bsm --boards icebreaker  # one board (rows merge into hw.json)
+    python bench/hw.py --digits digits.bsm --clock icebreaker=37.17 ulx3s-85f=104.11  # one pass each
     python bench/hw.py --markdown-only
 """
 
@@ -87,11 +88,11 @@ def _critical_path(build_dir: Path) -> list[dict]:
     return out
 
 
-def run_one(design: str, manifest: Path, board: str, seed: int) -> dict:
+def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto") -> dict:
     out = WORK / f"{design}-{board}-s{seed}"
     build_json = out / "build_summary.json"
     subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
-                             "--json", str(build_json), "-q"), check=True)
+                             "--clock", clock, "--json", str(build_json), "-q"), check=True)
     report = json.loads((out / "report.json").read_text())
     gen = json.loads((out / "gen" / "report.json").read_text())
     sim_json = out / "sim.json"
@@ -198,6 +199,10 @@ def main(argv=None) -> int:
                                     "--target 2/2/1, then bitspike export)")
     p.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker"])
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--clock", nargs="+", default=[], metavar="BOARD=MHZ",
+                   help="the accelerator's clock per board (bitspike build --clock; default auto: a first place and "
+                        "route at the oscillator picks it), e.g. icebreaker=37.17 to skip that first pass when its "
+                        "Fmax is known")
     p.add_argument("--markdown-only", action="store_true", help="rewrite hw.md from hw.json and stop")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -215,11 +220,12 @@ def main(argv=None) -> int:
         designs["digits"] = Path(args.digits).resolve()
     if not designs:
         p.error("give at least one design (--digits MANIFEST)")
+    clocks = dict(c.split("=", 1) for c in args.clock)
     rows = []
     for design, manifest in designs.items():
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
-            rows.append(run_one(design, manifest, board, args.seed))
+            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto")))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"

@@ -205,11 +205,12 @@ ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_h
 LUT_SHARE = 0.11
 #: the smallest budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
 MIN_LUT_BUDGET = 100
-#: cap on the budget. The host link bounds the speed that matters: over the UART at 115200 baud a
-#: digits image and its answer take 8 ms, while the fold this budget gives (2×4) takes 829 cycles, 33 µs
-#: at 25 MHz. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
-#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20 minutes)
-#: for speed the link cannot use
+#: cap on the budget. The host link bounds the speed that matters: over the UART at 3 Mbaud (the
+#: fastest default, :func:`default_baud`) a digits image and its answer (92 bytes) take 0.31 ms,
+#: while the fold this budget gives (2×4) has an interval of 1,024 cycles, 26 µs at a 40 MHz PLL
+#: clock. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
+#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20
+#: minutes) for speed the link cannot use
 MAX_LUT_BUDGET = 1000
 
 

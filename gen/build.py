@@ -382,7 +382,8 @@ def build_bitstream(
         accelerator then runs from the PLL at the highest frequency it makes that is not above
         that Fmax (and again lower if the second place and route does not meet it); the bridge
         and UART stay on the oscillator. A number: the PLL at the highest frequency it makes not
-        above it (the oscillator's frequency: no PLL). Other boards run on the oscillator.
+        above it (the oscillator's frequency: no PLL), and when place and route misses it, once
+        more at the highest not above the Fmax reached. Other boards run on the oscillator.
     fold, max_luts
         Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the budget is the
         board's (:func:`~bitspike.gen.boards.lut_budget`), halved and built again while the
@@ -451,24 +452,28 @@ def build_bitstream(
             report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
                                                gen_dir=None, times=times)
     passes = [_pass_record(parsed, osc_hz, pll)]
-    if clock_mhz is None and pll_ok:
+    if pll_ok and (clock_mhz is None or pll is not None):
         # the timing result picks the clock: the highest the PLL makes at or below the achieved Fmax
-        for _ in range(2):
+        # (above the oscillator when the design is faster, below it when it is slower)
+        for _ in range(2 if clock_mhz is None else 1):
             achieved = passes[-1]["accelerator_fmax_mhz"]
             target = passes[-1]["accelerator_clock_mhz"]
-            if achieved is None or (pll is not None and achieved >= target) or achieved * 1e6 <= osc_hz:
+            if achieved is None or (pll is not None and achieved >= target):
                 break
             try:
                 candidate = _pll_for(spec, achieved * 1e6)
             except HardwareError:
                 break
-            if candidate.f_out_hz <= osc_hz:
+            if abs(candidate.f_out_hz - osc_hz) < 1e3 or (pll is not None and candidate.f_out_hz >= pll.f_out_hz):
                 break
             pll = candidate
             log.info("%s: Fmax %.2f MHz; building again with the accelerator on the PLL at %.3f MHz", spec.name,
                      achieved, pll.f_out_mhz)
-            parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed,
-                                                                   timeout, pll)
+            try:
+                parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out,
+                                                                       seed, timeout, pll)
+            except _Overflow as exc:  # the same design fitted at the first pass; say so if it does not now
+                raise exc.error from None
             passes.append(_pass_record(parsed, osc_hz, pll))
     times["toolchain"] = time.monotonic() - t0
     bitstream_src = build_dir / f"{NAME}{spec.bitstream_suffix}"

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                    help="the accelerator's clock on iCE40/ECP5 boards, from the PLL (the UART stays on the board's "
                         "oscillator): 'auto' (default) places and routes once at the oscillator and then runs the "
                         "accelerator at the highest PLL frequency not above the Fmax it reached; a number: the highest "
-                        "PLL frequency not above it")
+                        "PLL frequency not above it (lower, once, if place and route misses it)")
     p.add_argument("--fold", default="auto", metavar="SPEC", help="folding for the generator ('auto' or NAME=PESxLANES,...)")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
