@@ -88,16 +88,21 @@ def _critical_path(build_dir: Path) -> list[dict]:
     return out
 
 
-def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto") -> dict:
+def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False) -> dict:
     out = WORK / f"{design}-{board}-s{seed}"
     build_json = out / "build_summary.json"
-    subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
-                             "--clock", clock, "--json", str(build_json), "-q"), check=True)
+    sim_json = out / "sim.json"
+    # --reuse: a finished build and co-simulation of the same manifest in the work folder are read, not redone
+    done = reuse and build_json.exists() and sim_json.exists() and \
+        json.loads((out / "report.json").read_text()).get("manifest_digest") == _digest(manifest)
+    if not done:
+        subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
+                                 "--clock", clock, "--json", str(build_json), "-q"), check=True)
     report = json.loads((out / "report.json").read_text())
     gen = json.loads((out / "gen" / "report.json").read_text())
-    sim_json = out / "sim.json"
-    subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
-                             "--processes", "1", "--json", str(sim_json), "-q"), check=True)
+    if not done:
+        subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
+                                 "--processes", "1", "--json", str(sim_json), "-q"), check=True)
     sim = json.loads(sim_json.read_text())
     util = {k: v["used"] for k, v in report["utilization"].items()}
     fmax = report["fmax_mhz"]
@@ -129,6 +134,12 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
         "toolchain": report.get("toolchain"),
         "before": BEFORE.get((design, board)),
     }
+
+
+def _digest(manifest: Path) -> str:
+    from bitspike.manifest import load
+
+    return load(manifest).digest()
 
 
 def _cell(v) -> str:
@@ -204,6 +215,9 @@ def main(argv=None) -> int:
                         "route at the oscillator picks it), e.g. icebreaker=37.17 to skip that first pass when its "
                         "Fmax is known")
     p.add_argument("--markdown-only", action="store_true", help="rewrite hw.md from hw.json and stop")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a board's build and co-simulation from the work folder when they are there for this "
+                        "manifest (a run stopped after some boards)")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
@@ -225,7 +239,7 @@ def main(argv=None) -> int:
     for design, manifest in designs.items():
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
-            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto")))
+            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"

@@ -13,7 +13,16 @@ The bridge receives frames (:mod:`bitspike.protocol`), checks them, and
   byte (resynchronisation).
 
 Because pixels are buffered, a corrupted or truncated frame never reaches
-the accelerator, so it can never be left with half an image. Replies are
+the accelerator, so it can never be left with half an image. The buffer is
+read into the accelerator at one pixel per clock (a registered block-RAM read
+and a small FIFO that absorbs stalls), and the accelerator's answer goes into
+a FIFO that holds all of it, so the accelerator never waits for the UART.
+The accelerator may have its own clock (``accel_domain``, a PLL's on a
+board): the pixel buffer is then a dual-clock block RAM whose pass is
+started and acknowledged by pulse synchronizers, and the result FIFO is
+asynchronous (Gray-coded pointers). Receiving decides each header field and
+CRC byte as it arrives, and replies are queued from registers, so no clock
+cycle holds a frame check and a FIFO write together. Replies are
 queued (a small FIFO of reply requests, so an ERROR for a damaged frame is
 not lost while a RESULT is being sent); the host is stop-and-wait, since
 bytes arriving while an image is fed to the accelerator are dropped.
