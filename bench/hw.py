@@ -10,10 +10,21 @@ accelerator computes at Fmax and how many results were bit-exact. A "before"
 column keeps the figures measured on main before the engines were pipelined
 (the same commands, nextpnr 0.11 / yowasp Yosys 0.70, seed 1).
 
+The link columns: ``bitspike build`` picks the board's default rate (3 Mbaud
+on the iCEBreaker's FT2232H at 4 clocks per bit of its 12 MHz oscillator,
+1 Mbaud on the ULX3S's FT231X) and runs the accelerator from the PLL at the
+highest frequency not above the Fmax of a first place and route at the
+oscillator (``--clock auto``). Link-bound images/s is what the wire carries
+(8N1: ten bit times per byte of an INFER frame and its RESULT frame);
+compute-bound images/s is the PLL clock over the measured interval; their
+ratio says how far the link still is the bottleneck. The "before" link is
+115,200 baud with the accelerator on the oscillator.
+
 Builds are CPU-heavy: they run one at a time, under ``nice``::
 
     python bench/hw.py --digits digits.bsm                      # ECP5-85F and UP5K
     python bench/hw.py --digits digits.bsm --boards icebreaker  # one board (rows merge into hw.json)
+    python bench/hw.py --digits digits.bsm --clock icebreaker=37.17 ulx3s-85f=104.11  # one pass each
     python bench/hw.py --markdown-only
 """
 
@@ -38,6 +49,9 @@ BEFORE = {
                               "cycles_alone": 359, "interval": 160},
     ("digits", "icebreaker"): {"fmax_mhz": 19.4, "cycles_alone": 1339, "interval": 1024, "DSP": 0},
 }
+#: the link before this work: 115,200 baud (the frames, so the bytes per image, are the same), the
+#: accelerator on the oscillator
+BEFORE_LINK = {"icebreaker": {"clock_mhz": 12.0}, "ulx3s-85f": {"clock_mhz": 25.0}}
 DATASETS = {"digits": "digits"}
 #: the Fmax each board should reach for the digits MLP (issue 13)
 TARGET_MHZ = {"ulx3s-85f": 100.0, "icebreaker": 40.0}
@@ -74,20 +88,28 @@ def _critical_path(build_dir: Path) -> list[dict]:
     return out
 
 
-def run_one(design: str, manifest: Path, board: str, seed: int) -> dict:
+def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False) -> dict:
     out = WORK / f"{design}-{board}-s{seed}"
     build_json = out / "build_summary.json"
-    subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
-                             "--json", str(build_json), "-q"), check=True)
+    sim_json = out / "sim.json"
+    # --reuse: a finished build and co-simulation of the same manifest in the work folder are read, not redone
+    done = reuse and build_json.exists() and sim_json.exists() and \
+        json.loads((out / "report.json").read_text()).get("manifest_digest") == _digest(manifest)
+    if not done:
+        subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
+                                 "--clock", clock, "--json", str(build_json), "-q"), check=True)
     report = json.loads((out / "report.json").read_text())
     gen = json.loads((out / "gen" / "report.json").read_text())
-    sim_json = out / "sim.json"
-    subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
-                             "--processes", "1", "--json", str(sim_json), "-q"), check=True)
+    if not done:
+        subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
+                                 "--processes", "1", "--json", str(sim_json), "-q"), check=True)
     sim = json.loads(sim_json.read_text())
     util = {k: v["used"] for k, v in report["utilization"].items()}
     fmax = report["fmax_mhz"]
     interval = sim["initiation_interval"]["measured"]
+    clock_hz = report.get("accel_clock_hz") or report["clock_hz"]
+    link_ips = report["link"]["images_per_second"]
+    compute_ips = clock_hz / interval if interval else None
     return {
         "design": design, "board": board, "device": report["device"], "seed": seed,
         "fold": {l["name"]: f"{l['pes']}x{l['lanes']}" for l in gen["layers"] if l.get("w_bits")},
@@ -99,10 +121,25 @@ def run_one(design: str, manifest: Path, board: str, seed: int) -> dict:
                          "measured": sim["cycles_per_inference"]["alone"]},
         "interval": {"predicted": sim["initiation_interval"]["predicted"], "measured": interval},
         "images_per_second_at_fmax": round(fmax * 1e6 / interval) if fmax and interval else None,
+        "clock": {"oscillator_mhz": report["clock_hz"] / 1e6, "accelerator_mhz": round(clock_hz / 1e6, 4),
+                  "pll": report.get("pll"), "passes": report.get("clock_passes"),
+                  "link_domain_fmax_mhz": report.get("link_fmax_mhz"), "timing_met": report["timing_met"]},
+        "link": {"baud": report["baud"], "clocks_per_bit": report["clocks_per_bit"],
+                 "usb_serial": (report.get("usb_serial") or {}).get("chip"),
+                 "bytes_per_image": report["link"]["bytes_per_image"],
+                 "link_bound_images_per_second": round(link_ips, 1),
+                 "compute_bound_images_per_second": round(compute_ips) if compute_ips else None,
+                 "compute_to_link": round(compute_ips / link_ips, 2) if compute_ips else None},
         "bit_exact": f"{sim['bit_exact']}/{sim['samples']}",
         "toolchain": report.get("toolchain"),
         "before": BEFORE.get((design, board)),
     }
+
+
+def _digest(manifest: Path) -> str:
+    from bitspike.manifest import load
+
+    return load(manifest).digest()
 
 
 def _cell(v) -> str:
@@ -133,8 +170,32 @@ def markdown(doc: dict) -> str:
         lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {iv['predicted']} / {iv['measured']:g} |")
         before_ips = round(b["fmax_mhz"] * 1e6 / b["interval"]) if b.get("fmax_mhz") and b.get("interval") else None
         lines.append(f"| images/s at Fmax | {_cell(before_ips)} | {_cell(r['images_per_second_at_fmax'])} |")
+        lk, ck = r.get("link"), r.get("clock")
+        if lk and ck:
+            bb = BEFORE_LINK.get(r["board"], {})
+            before_link = 115200 / 10 / lk["bytes_per_image"] if bb else None
+            before_compute = bb["clock_mhz"] * 1e6 / b["interval"] if bb and b.get("interval") else None
+            lines.append(f"| accelerator clock (MHz) | {_cell(bb.get('clock_mhz'))} | {ck['accelerator_mhz']:g}"
+                         f"{' (PLL)' if ck.get('pll') else ''} |")
+            lines.append(f"| link (baud, clocks per bit) | 115,200 | {lk['baud']:,}, {lk['clocks_per_bit']} |")
+            lines.append(f"| link-bound images/s | {_cell(round(before_link) if before_link else None)} | "
+                         f"{_cell(round(lk['link_bound_images_per_second']))} |")
+            lines.append(f"| compute-bound images/s (clock / interval) | "
+                         f"{_cell(round(before_compute) if before_compute else None)} | "
+                         f"{_cell(lk['compute_bound_images_per_second'])} |")
+            ratio_before = f"{before_compute / before_link:.1f}×" if before_link and before_compute else "—"
+            lines.append(f"| compute / link | {ratio_before} | **{lk['compute_to_link']:g}×** |")
         if target and r["fmax_mhz"]:
             lines += ["", f"Fmax target {target:g} MHz: {'met' if r['fmax_mhz'] >= target else 'not met'}."]
+        if ck and ck.get("passes"):
+            steps = "; ".join(f"{p['accelerator_clock_mhz']:g} MHz → Fmax {_cell(p['accelerator_fmax_mhz'])}"
+                              + (f" (link domain {p['link_fmax_mhz']:g})" if p.get("pll") and p.get("link_fmax_mhz") else "")
+                              for p in ck["passes"])
+            lines += ["", f"Clock passes (accelerator clock → its post-route Fmax): {steps}; timing "
+                          f"{'met' if ck['timing_met'] else 'NOT met'} in both domains."]
+        if lk:
+            lines += ["", f"Link: {lk['usb_serial'] or 'USB-serial converter'} at {lk['baud']:,} baud, "
+                          f"{lk['bytes_per_image']} bytes per image (INFER + RESULT frames)."]
         for cp in r["critical_path"]:
             lines += ["", f"Critical path ({cp.get('clock')}): `{cp['from']}` → `{cp['to']}`, {cp['steps']} steps, "
                           f"{cp['logic_ns']} ns logic + {cp['routing_ns']} ns routing."]
@@ -149,7 +210,14 @@ def main(argv=None) -> int:
                                     "--target 2/2/1, then bitspike export)")
     p.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker"])
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--clock", nargs="+", default=[], metavar="BOARD=MHZ",
+                   help="the accelerator's clock per board (bitspike build --clock; default auto: a first place and "
+                        "route at the oscillator picks it), e.g. icebreaker=37.17 to skip that first pass when its "
+                        "Fmax is known")
     p.add_argument("--markdown-only", action="store_true", help="rewrite hw.md from hw.json and stop")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a board's build and co-simulation from the work folder when they are there for this "
+                        "manifest (a run stopped after some boards)")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
@@ -166,11 +234,12 @@ def main(argv=None) -> int:
         designs["digits"] = Path(args.digits).resolve()
     if not designs:
         p.error("give at least one design (--digits MANIFEST)")
+    clocks = dict(c.split("=", 1) for c in args.clock)
     rows = []
     for design, manifest in designs.items():
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
-            rows.append(run_one(design, manifest, board, args.seed))
+            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"

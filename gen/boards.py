@@ -37,7 +37,8 @@ from functools import lru_cache
 from bitspike.errors import BoardError
 
 __all__ = ["Part", "BoardSpec", "PARTS", "all_boards", "get_board", "board_names", "part_capacity", "lut_budget",
-           "OPEN_FAMILIES", "board_table"]
+           "OPEN_FAMILIES", "board_table", "UsbSerial", "USB_SERIAL", "DEFAULT_BAUD", "LINK_RATES", "default_baud",
+           "check_baud"]
 
 #: families whose bitstreams the pip-installed open tools build here
 OPEN_FAMILIES = ("ice40", "ecp5", "gowin")
@@ -143,6 +144,50 @@ PARTS: dict[str, Part] = {
     "10M50": _p(49760, 49760, 144, 182, 4, *_C4),
 }
 
+@dataclass(frozen=True)
+class UsbSerial:
+    """The USB-serial bridge between a board's UART pins and the host, and the fastest rate it takes.
+
+    Attributes
+    ----------
+    chip
+        The converter on the board.
+    max_baud
+        The chip's highest UART rate, from its data sheet.
+    source
+        Where both facts come from.
+    """
+
+    chip: str
+    max_baud: int
+    source: str
+
+    def to_json(self) -> dict:
+        return {"chip": self.chip, "max_baud": self.max_baud, "source": self.source}
+
+
+#: the USB-serial converter of boards whose UART goes through one, by board name. Boards not listed
+#: get :data:`DEFAULT_BAUD`, a rate the common converters (FTDI, CP210x, CH340) all take
+USB_SERIAL: dict[str, UsbSerial] = {
+    "icebreaker": UsbSerial("FTDI FT2232HQ", 12_000_000,
+                            "1BitSquared iCEBreaker v1.0 schematic (FT2232HQ, channel B to the FPGA's UART pins); "
+                            "FTDI DS_FT2232H: UART interface up to 12 Mbaud"),
+    "icestick": UsbSerial("FTDI FT2232HL", 12_000_000,
+                          "Lattice iCEstick Evaluation Kit user guide (FT2232H, channel B as the UART); "
+                          "FTDI DS_FT2232H: UART interface up to 12 Mbaud"),
+    "ulx3s_12f": UsbSerial("FTDI FT231XS", 3_000_000, "Radiona ULX3S v3.0 schematic (FT231XS on US1); "
+                                                      "FTDI DS_FT231X: data rates up to 3 Mbaud"),
+}
+for _size in ("25f", "45f", "85f"):
+    USB_SERIAL[f"ulx3s_{_size}"] = USB_SERIAL["ulx3s_12f"]
+
+#: the link rate where nothing faster is known to work (every listed converter, and CP210x / CH340, take it)
+DEFAULT_BAUD = 1_000_000
+#: the rates a build picks from, fastest first: the standard ones of FTDI's baud generator
+#: (3 MHz / n for n = 1, 1.5, 2, 3)
+LINK_RATES = (3_000_000, 2_000_000, 1_500_000, 1_000_000)
+
+
 #: the vendor class an amaranth platform derives from → bitspike family (refined by the platform's ``family``)
 _VENDOR_FAMILY = {"SiliconBluePlatform": "ice40", "GowinPlatform": "gowin", "XilinxPlatform": "xilinx",
                   "AlteraPlatform": "intel", "QuicklogicPlatform": "quicklogic"}
@@ -160,11 +205,12 @@ ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_h
 LUT_SHARE = 0.11
 #: the smallest budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
 MIN_LUT_BUDGET = 100
-#: cap on the budget. The host link bounds the speed that matters: over the UART at 115200 baud a
-#: digits image and its answer take 8 ms, while the fold this budget gives (2×4) takes 829 cycles, 33 µs
-#: at 25 MHz. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
-#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20 minutes)
-#: for speed the link cannot use
+#: cap on the budget. The host link bounds the speed that matters: over the UART at 3 Mbaud (the
+#: fastest default, :func:`default_baud`) a digits image and its answer (92 bytes) take 0.31 ms,
+#: while the fold this budget gives (2×4) has an interval of 1,024 cycles, 26 µs at a 40 MHz PLL
+#: clock. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
+#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20
+#: minutes) for speed the link cannot use
 MAX_LUT_BUDGET = 1000
 
 
@@ -278,6 +324,14 @@ class BoardSpec:
         return None
 
     @property
+    def usb_serial(self) -> UsbSerial | None:
+        """The board's USB-serial converter (:data:`USB_SERIAL`), or ``None`` when bitspike does not know it.
+
+        User pins (:meth:`with_uart`) go to an adapter bitspike knows nothing about.
+        """
+        return None if self.uart_pins else USB_SERIAL.get(self.name)
+
+    @property
     def flow(self) -> str:
         """``"open"`` (bitstream built here), ``"vendor"`` (build plan archived) or ``"refused"`` (with the reason)."""
         if self.serial_problem:
@@ -320,7 +374,8 @@ class BoardSpec:
                 "clock_is_oscillator": self.clock_is_oscillator, "uart": self.uart, "usb": self.usb,
                 "toolchain": self.toolchain, "capacity": self.capacity.to_json() if self.capacity else None,
                 "flow": self.flow, "serial_problem": self.serial_problem, "lut_budget": lut_budget(self),
-                "error": self.error}
+                "usb_serial": self.usb_serial.to_json() if self.usb_serial else None,
+                "default_baud": default_baud(self) if self.clock_hz else None, "error": self.error}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,6 +443,55 @@ def lut_budget(board: "BoardSpec | str") -> int | None:
         return None
     luts = cap.lut * (2 if cap.lut_kind in ("LUT6", "ALM") else 1)
     return int(min(MAX_LUT_BUDGET, max(MIN_LUT_BUDGET, round(LUT_SHARE * luts, -1))))
+
+
+def check_baud(board: "BoardSpec", baud: int) -> int:
+    """The UART bit period (clocks per bit of the board's clock) for ``baud``, checked against the board.
+
+    Raises
+    ------
+    BoardError
+        A rate above what the board's USB-serial converter takes, or one its clock cannot make
+        within 2 % (:func:`~bitspike.rtl_templates.uart.clocks_per_bit_for`).
+    """
+    from bitspike.rtl_templates.uart import clocks_per_bit_for
+
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise BoardError(f"--baud must be a positive integer, not {baud!r}")
+    usb = board.usb_serial
+    if usb is not None and baud > usb.max_baud:
+        raise BoardError(f"--baud {baud}: {board.name}'s USB-serial converter ({usb.chip}) takes at most "
+                         f"{usb.max_baud} baud ({usb.source})")
+    if not board.clock_hz:
+        raise BoardError(f"--baud {baud}: {board.name} has no default clock to make it from")
+    try:
+        return clocks_per_bit_for(int(board.clock_hz), baud)
+    except ValueError as exc:
+        raise BoardError(f"--baud {baud} does not work on {board.name}: {exc}") from None
+
+
+def default_baud(board: "BoardSpec | str") -> int:
+    """The link rate a build uses when none is given.
+
+    On a board whose USB-serial converter bitspike knows (:data:`USB_SERIAL`): the fastest of
+    :data:`LINK_RATES` it takes and the board's clock divides within 2 % (the iCEBreaker's 12 MHz
+    makes 3 Mbaud in 4 clocks; the ULX3S's 25 MHz is 4 % off 3 and 2 Mbaud, 1.7 % off 1.5 Mbaud
+    and exact at 1 Mbaud). Elsewhere :data:`DEFAULT_BAUD` when the clock makes it, else the fastest
+    of the classic rates down to 115200 that it does.
+    """
+    spec = get_board(board) if isinstance(board, str) else board
+    candidates = LINK_RATES if spec.usb_serial is not None else (DEFAULT_BAUD,)
+    candidates = tuple(candidates) + (921_600, 460_800, 230_400, 115_200)
+    for baud in candidates:
+        try:
+            cpb = check_baud(spec, baud)
+        except BoardError:
+            continue
+        # a 2 % error on top of the converter's own is too much where a cleaner rate is slower
+        # but close: keep to rates within 1 % unless nothing else works
+        if abs(spec.clock_hz / cpb - baud) / baud <= 0.01:
+            return baud
+    return 115_200
 
 
 def _family_of(cls, platform) -> str | None:

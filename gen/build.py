@@ -38,16 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bitspike import protocol as P
-from bitspike.errors import HardwareError
+from bitspike.errors import BitspikeError, HardwareError
 from bitspike.io import atomic_file, write_json
 
-from .boards import MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, get_board, lut_budget
+from bitspike.rtl_templates.clocking import PLL_FAMILIES
+
+from .boards import DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, get_board, lut_budget
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "DEFAULT_BAUD"]
-
-DEFAULT_BAUD = 115200
+__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "DEFAULT_BAUD", "domain_fmax"]
 #: seconds of silence after which the bridge drops a half-received frame
 BRIDGE_TIMEOUT_S = 0.05
 NAME = "top"
@@ -210,12 +210,20 @@ def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareErro
 # the build
 
 
-def _board_top(board: BoardSpec, config):
-    """The top-level elaboratable: the bridged accelerator on the board's UART pins."""
+def _board_top(board: BoardSpec, config, pll=None):
+    """The top-level elaboratable: the bridged accelerator on the board's UART pins.
+
+    With ``pll`` (a :class:`~bitspike.rtl_templates.clocking.PllSetting`) the accelerator runs in
+    its own domain ``acc`` from the board's PLL and the bridge stays on the oscillator, the two
+    joined by the bridge's clock-domain crossing; the accelerator's reset is held until the PLL
+    locks. Without, one domain on the oscillator drives both.
+    """
     from amaranth import ClockDomain, Elaboratable, Module, Signal
     from amaranth.lib import io
+    from amaranth.lib.cdc import ResetSynchronizer
 
     from bitspike.rtl_templates.bridge import BridgedAccelerator
+    from bitspike.rtl_templates.clocking import pll_instance
 
     class BoardTop(Elaboratable):
         def elaborate(self, platform):
@@ -223,23 +231,36 @@ def _board_top(board: BoardSpec, config):
             if board.clock_is_oscillator:
                 # an on-chip oscillator (SB_HFOSC, Gowin OSC): the platform's own sync domain
                 # instantiates it, with a reset synchroniser that holds reset after configuration
-                pass
+                if pll is not None:
+                    raise HardwareError(f"{board.name}: no PLL from an on-chip oscillator in bitspike")
             else:
                 # our own clock domain with a power-on reset, the same on every family (the ECP5
                 # platform's default domain has no reset, and the accelerator takes one)
                 clk = platform.request(platform.default_clk, dir="-")
-                m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
+                if pll is not None and pll.family == "ice40":
+                    # the iCE40 PLL takes the clock pad itself and passes the reference clock on
+                    inst, ref, pll_clk, lock = pll_instance(pll, pad=clk.io)
+                else:
+                    m.submodules.clk_buf = clk_buf = io.Buffer("i", clk)
+                    ref = clk_buf.i
+                    if pll is not None:
+                        inst, ref, pll_clk, lock = pll_instance(pll, clk_in=ref)
                 m.domains.sync = sync = ClockDomain("sync")
                 m.domains.por = por = ClockDomain("por", reset_less=True)
-                m.d.comb += [sync.clk.eq(clk_buf.i), por.clk.eq(clk_buf.i)]
+                m.d.comb += [sync.clk.eq(ref), por.clk.eq(ref)]
                 count = Signal(5)
                 with m.If(~count[-1]):
                     m.d.por += count.eq(count + 1)
                 m.d.comb += sync.rst.eq(~count[-1])
+                if pll is not None:
+                    m.submodules.pll = inst
+                    m.domains.acc = acc = ClockDomain("acc")
+                    m.d.comb += acc.clk.eq(pll_clk)
+                    m.submodules.acc_reset = ResetSynchronizer(~count[-1] | ~lock, domain="acc")
             uart = platform.request(board.uart_resource, 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
-            m.submodules.design = design = BridgedAccelerator(config)
+            m.submodules.design = design = BridgedAccelerator(config, accel_domain="acc" if pll is not None else "sync")
             m.d.comb += [design.rx.eq(rx_buf.i), tx_buf.o.eq(design.tx)]
             return m
 
@@ -286,7 +307,6 @@ _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Int
 def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times):
     """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config)."""
     from bitspike.rtl_templates.bridge import BridgeConfig
-    from bitspike.rtl_templates.uart import clocks_per_bit_for
 
     t0 = time.monotonic()
     if gen_dir is None:
@@ -308,9 +328,9 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
 
     clock_hz = int(spec.clock_hz)
     try:
-        cpb = clocks_per_bit_for(clock_hz, baud)
-    except ValueError as exc:
-        raise HardwareError(f"--baud {baud} does not work on {spec.name}: {exc}") from exc
+        cpb = check_baud(spec, baud)
+    except BitspikeError as exc:
+        raise HardwareError(str(exc)) from None
     config = BridgeConfig(
         digest=report["manifest_digest"], input_size=int(report["input_size"]), input_bits=int(report["input_bits"]),
         num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
@@ -332,7 +352,8 @@ def build_bitstream(
     board: str | BoardSpec,
     out_dir: str | os.PathLike,
     *,
-    baud: int = DEFAULT_BAUD,
+    baud: int | None = None,
+    clock_mhz: float | None = None,
     fold="auto",
     max_luts: int | None = None,
     gen_dir: str | os.PathLike | None = None,
@@ -354,7 +375,16 @@ def build_bitstream(
     out_dir
         Output folder (created).
     baud
-        Serial rate of the bridge (the host must use the same).
+        Serial rate of the bridge (the host must use the same); default
+        :func:`~bitspike.gen.boards.default_baud` (3 Mbaud on the iCEBreaker, 1 Mbaud on the ULX3S).
+    clock_mhz
+        The accelerator's clock. ``None`` (default): on iCE40 and ECP5 boards with a clock pin, a
+        first place and route with everything on the oscillator gives the design's Fmax, and the
+        accelerator then runs from the PLL at the highest frequency it makes that is not above
+        that Fmax (and again lower if the second place and route does not meet it); the bridge
+        and UART stay on the oscillator. A number: the PLL at the highest frequency it makes not
+        above it (the oscillator's frequency: no PLL), and when place and route misses it, once
+        more at the highest not above the Fmax reached. Other boards run on the oscillator.
     fold, max_luts
         Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the budget is the
         board's (:func:`~bitspike.gen.boards.lut_budget`), halved and built again while the
@@ -384,6 +414,8 @@ def build_bitstream(
     if uart_pins is not None:
         spec = spec.with_uart(*uart_pins)
     check_buildable(spec, archive)
+    if baud is None:
+        baud = default_baud(spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
@@ -396,11 +428,20 @@ def build_bitstream(
 
     tools = find_toolchain(spec.family)
     attempts = []
+    osc_hz = int(spec.clock_hz)
+    pll_ok = spec.family in PLL_FAMILIES and not spec.clock_is_oscillator
+    if clock_mhz is not None:
+        if clock_mhz <= 0:
+            raise HardwareError(f"--clock must be a positive frequency in MHz, not {clock_mhz}")
+        if abs(clock_mhz * 1e6 - osc_hz) > 1.0 and not pll_ok:
+            raise HardwareError(f"--clock {clock_mhz:g}: bitspike drives the accelerator from a PLL only on iCE40 and "
+                                f"ECP5 boards with a clock pin; {spec.name} runs at its {osc_hz / 1e6:g} MHz clock")
+    pll = None if clock_mhz is None or abs(clock_mhz * 1e6 - osc_hz) <= 1.0 else _pll_for(spec, clock_mhz * 1e6)
     t0 = time.monotonic()
     while True:
         try:
             parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed,
-                                                                   timeout)
+                                                                   timeout, pll)
             break
         except _Overflow as exc:
             attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
@@ -411,18 +452,78 @@ def build_bitstream(
             log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
             report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
                                                gen_dir=None, times=times)
+    passes = [_pass_record(parsed, osc_hz, pll)]
+    if pll_ok and (clock_mhz is None or pll is not None):
+        # the timing result picks the clock: the highest the PLL makes at or below the achieved Fmax
+        # (above the oscillator when the design is faster, below it when it is slower)
+        for _ in range(2 if clock_mhz is None else 1):
+            achieved = passes[-1]["accelerator_fmax_mhz"]
+            target = passes[-1]["accelerator_clock_mhz"]
+            if achieved is None or (pll is not None and achieved >= target):
+                break
+            try:
+                candidate = _pll_for(spec, achieved * 1e6)
+            except HardwareError:
+                break
+            if abs(candidate.f_out_hz - osc_hz) < 1e3 or (pll is not None and candidate.f_out_hz >= pll.f_out_hz):
+                break
+            pll = candidate
+            log.info("%s: Fmax %.2f MHz; building again with the accelerator on the PLL at %.3f MHz", spec.name,
+                     achieved, pll.f_out_mhz)
+            try:
+                parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out,
+                                                                       seed, timeout, pll)
+            except _Overflow as exc:  # the same design fitted at the first pass; say so if it does not now
+                raise exc.error from None
+            passes.append(_pass_record(parsed, osc_hz, pll))
     times["toolchain"] = time.monotonic() - t0
     bitstream_src = build_dir / f"{NAME}{spec.bitstream_suffix}"
     bitstream = out / f"bitspike_{spec.name}{spec.bitstream_suffix}"
     shutil.copyfile(bitstream_src, bitstream)
 
     synth_log = (build_dir / f"{NAME}.rpt").read_text(errors="replace") if (build_dir / f"{NAME}.rpt").exists() else ""
-    result = _report(spec, report, config, parsed, yosys_flip_flops(synth_log, spec.family), tools, bitstream.name, seed)
+    result = _report(spec, report, config, parsed, yosys_flip_flops(synth_log, spec.family), tools, bitstream.name, seed,
+                     pll)
+    result["clock_passes"] = passes
     result["synth_opts"] = synth_opts
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
     return _write_reports(out, result, times)
+
+
+def _pll_for(spec: BoardSpec, f_max_hz: float):
+    """The PLL setting for ``spec`` with the highest output not above ``f_max_hz``."""
+    from bitspike.rtl_templates.clocking import pll_setting
+
+    try:
+        return pll_setting(spec.family, int(spec.clock_hz), f_max_hz)
+    except ValueError as exc:
+        raise HardwareError(f"{spec.name}: {exc}") from None
+
+
+def domain_fmax(parsed: dict, osc_hz: float, pll=None) -> tuple[float | None, float | None]:
+    """(accelerator Fmax, link Fmax) in MHz from nextpnr's per-clock results.
+
+    With a PLL, a clock constrained nearer the PLL's output than the oscillator is the
+    accelerator's; without, one domain holds both and both are the slowest clock's.
+    """
+    acc, link = [], []
+    for achieved, constraint in parsed["fmax_mhz"].values():
+        if pll is not None and abs(constraint - pll.f_out_mhz) < abs(constraint - osc_hz / 1e6):
+            acc.append(achieved)
+        else:
+            link.append(achieved)
+    if pll is None:
+        acc = link
+    return (min(acc) if acc else None), (min(link) if link else None)
+
+
+def _pass_record(parsed: dict, osc_hz: float, pll) -> dict:
+    acc, link = domain_fmax(parsed, osc_hz, pll)
+    return {"accelerator_clock_mhz": round(pll.f_out_mhz if pll else osc_hz / 1e6, 4),
+            "accelerator_fmax_mhz": round(acc, 2) if acc else None, "link_fmax_mhz": round(link, 2) if link else None,
+            "pll": pll.to_json() if pll else None}
 
 
 def _fold_of(report: dict) -> str:
@@ -437,10 +538,10 @@ def _write_reports(out: Path, result: dict, times: dict) -> dict:
     return dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
 
 
-def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout):
+def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None):
     platform = _platform_with(spec, report, gen_dir)
     try:
-        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out,
+        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out,
                                                           spec.synth_opts, seed, timeout)
     except _Overflow as exc:
         # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
@@ -450,7 +551,7 @@ def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, time
         log.info("%s: the design has %s multipliers for %s DSP blocks; building again with the multipliers in logic",
                  spec.name, used.get("used", "more"), used.get("available", "its"))
         platform = _platform_with(spec, report, gen_dir)
-        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config), spec, tools, out, "",
+        parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out, "",
                                                           seed, timeout)
     return parsed, build_dir, synth_opts
 
@@ -663,7 +764,7 @@ def _gowin_himbaechel(script: str) -> str:
     return "".join(lines)
 
 
-def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed) -> dict:
+def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed, pll=None) -> dict:
     util = {}
     for res, cell in spec.resources.items():
         if cell is None:  # iCE40: flip-flops live in logic cells
@@ -677,13 +778,17 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
     for v in util.values():
         v["total"] = v["available"]  # the name the demo summary reads
         v["percent"] = round(100.0 * v["used"] / v["available"], 1) if v["available"] else 0.0
-    fmax = min((a for a, _ in parsed["fmax_mhz"].values()), default=None)
-    clock_mhz = config.clock_hz / 1e6
+    # the accelerator's clock (the PLL's, else the oscillator) and the link's (the oscillator)
+    acc_hz = pll.f_out_hz if pll is not None else config.clock_hz
+    fmax, link_fmax = domain_fmax(parsed, config.clock_hz, pll)
+    clock_mhz = acc_hz / 1e6
+    met = fmax is not None and fmax >= clock_mhz and (link_fmax is None or link_fmax >= config.clock_hz / 1e6)
     cycles = int(gen_report.get("cycles_per_inference", 0))
     interval = int(gen_report.get("initiation_interval", cycles) or cycles)
     in_bytes = config.input_size * config.pixel_bytes + P.OVERHEAD
     out_bytes = config.num_classes * config.logit_bytes + P.CLASS_BYTES + P.OVERHEAD
     link_s = 10 * (in_bytes + out_bytes) / config.baud  # 8N1: ten bit times per byte
+    compute_ips = acc_hz / interval if interval else float("inf")
 
     def perf(hz):
         return {"latency_s": cycles / hz if cycles else None, "images_per_second": hz / interval if interval else None}
@@ -696,25 +801,30 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
         "manifest_digest": config.digest,
         "protocol_version": P.VERSION,
         "clock_hz": config.clock_hz,
+        "accel_clock_hz": round(acc_hz, 3),
+        "pll": pll.to_json() if pll is not None else None,
         "baud": config.baud,
         "clocks_per_bit": config.clocks_per_bit,
+        "usb_serial": spec.usb_serial.to_json() if spec.usb_serial else None,
         "utilization": util,
         "nextpnr_cells": parsed["cells"],
         "fmax_mhz": fmax,
+        "link_fmax_mhz": link_fmax,
         "clock_mhz": clock_mhz,
-        "timing_met": fmax is not None and fmax >= clock_mhz,
+        "timing_met": met,
         "cycles_per_inference": cycles,
         "initiation_interval": interval,
-        "compute": {"at_clock": perf(config.clock_hz), "at_fmax": perf(fmax * 1e6) if fmax else None},
+        "compute": {"at_clock": perf(acc_hz), "at_fmax": perf(fmax * 1e6) if fmax else None},
         # the same numbers grouped as the demo summary reads them
-        "timing": {"fmax_mhz": round(fmax, 2) if fmax else None, "target_mhz": clock_mhz,
-                   "met": fmax is not None and fmax >= clock_mhz},
+        "timing": {"fmax_mhz": round(fmax, 2) if fmax else None, "target_mhz": clock_mhz, "met": met},
         "performance": {"latency_us": round(1e6 * cycles / (fmax * 1e6), 3) if fmax and cycles else None,
-                        "latency_us_at_clock": round(1e6 * cycles / config.clock_hz, 3) if cycles else None},
-        "link": {"bytes_per_image": in_bytes + out_bytes, "latency_s": link_s + (cycles / config.clock_hz if cycles else 0),
-                 "images_per_second": 1.0 / link_s},
-        "latency_s": cycles / config.clock_hz if cycles else None,
-        "images_per_second": min(config.clock_hz / interval if interval else float("inf"), 1.0 / link_s),
+                        "latency_us_at_clock": round(1e6 * cycles / acc_hz, 3) if cycles else None},
+        "link": {"bytes_per_image": in_bytes + out_bytes, "latency_s": link_s + (cycles / acc_hz if cycles else 0),
+                 "images_per_second": 1.0 / link_s,
+                 # how many times faster the accelerator computes than the wire carries images
+                 "compute_to_link": round(compute_ips * link_s, 2) if interval else None},
+        "latency_s": cycles / acc_hz if cycles else None,
+        "images_per_second": min(compute_ips, 1.0 / link_s),
         "accelerator": {k: gen_report.get(k) for k in ("input_size", "input_bits", "num_classes", "result_width",
                                                        "weight_memory_bits", "layers")},
         "toolchain": {name: tool.version for name, tool in sorted(tools.items())},
@@ -732,7 +842,11 @@ def report_markdown(r: dict) -> str:
         v = r["utilization"][res]
         lines.append(f"| {res} ({v['cell']}) | {v['used']} | {v['available']} | {v['percent']} |")
     fmax = r["fmax_mhz"]
-    lines += ["", f"- Fmax {fmax:.2f} MHz against the {r['clock_mhz']:.2f} MHz board clock: "
+    pll = r.get("pll")
+    against = (f"the {r['clock_mhz']:.3f} MHz PLL clock (from the {r['clock_hz'] / 1e6:g} MHz oscillator; the link's "
+               f"domain reaches {r['link_fmax_mhz']:.2f} MHz)" if pll and r.get("link_fmax_mhz")
+               else f"the {r['clock_mhz']:.2f} MHz board clock")
+    lines += ["", f"- accelerator Fmax {fmax:.2f} MHz against {against}: "
               f"{'met' if r['timing_met'] else 'NOT MET'}" if fmax else "- Fmax: not reported",
               f"- cycles per inference {r['cycles_per_inference']}, initiation interval {r['initiation_interval']}"]
     c = r["compute"]["at_clock"]
@@ -743,7 +857,8 @@ def report_markdown(r: dict) -> str:
         lines.append(f"- at Fmax: latency {f['latency_s'] * 1e6:.1f} µs, {f['images_per_second']:.0f} images/s (accelerator)")
     lk = r["link"]
     lines.append(f"- over UART at {r['baud']} baud: {lk['bytes_per_image']} bytes per image, {lk['images_per_second']:.1f} images/s, "
-                 f"latency {lk['latency_s'] * 1e3:.2f} ms")
+                 f"latency {lk['latency_s'] * 1e3:.2f} ms" + (f"; the accelerator computes {lk['compute_to_link']:g}× "
+                                                              f"faster than that" if lk.get("compute_to_link") else ""))
     lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items()), ""]
     return "\n".join(lines)
 

@@ -25,7 +25,14 @@ def register(subparsers) -> None:
     p.add_argument("--board", required=True, metavar="NAME",
                    help="target board (`bitspike boards` lists them), e.g. icebreaker, ulx3s_85f, tang_nano_9k, arty_a7_35")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--baud", type=int, default=115200, help="serial rate of the bridge (default 115200)")
+    p.add_argument("--baud", type=int, default=None,
+                   help="serial rate of the bridge (default: the fastest the board's USB-serial converter and clock "
+                        "allow, 3000000 on the iCEBreaker, else 1000000; `bitspike boards --json` lists it)")
+    p.add_argument("--clock", default="auto", metavar="MHZ|auto",
+                   help="the accelerator's clock on iCE40/ECP5 boards, from the PLL (the UART stays on the board's "
+                        "oscillator): 'auto' (default) places and routes once at the oscillator and then runs the "
+                        "accelerator at the highest PLL frequency not above the Fmax it reached; a number: the highest "
+                        "PLL frequency not above it (lower, once, if place and route misses it)")
     p.add_argument("--fold", default="auto", metavar="SPEC", help="folding for the generator ('auto' or NAME=PESxLANES,...)")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
@@ -53,8 +60,17 @@ def run(args: argparse.Namespace) -> int:
         uart_pins = tuple(p.strip() for p in args.uart_pins.split(","))
         if len(uart_pins) != 2 or not all(uart_pins):
             raise BitspikeError(f"--uart-pins {args.uart_pins!r}: expected two pins, TX,RX (e.g. N17,M18)")
+    clock_mhz = None
+    if args.clock != "auto":
+        try:
+            clock_mhz = float(args.clock)
+        except ValueError:
+            raise BitspikeError(f"--clock {args.clock!r}: expected a frequency in MHz (e.g. 40) or 'auto'") from None
+        if not clock_mhz > 0:
+            raise BitspikeError(f"--clock {args.clock!r}: the frequency must be positive")
     manifest = load(args.model)
-    report = build_bitstream(manifest, args.board, args.out, baud=args.baud, fold=args.fold, max_luts=args.max_luts,
+    report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
+                             max_luts=args.max_luts,
                              seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":
@@ -67,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
     util = ", ".join(f"{k} {v['used']}/{v['available']} ({v['percent']}%)" for k, v in report["utilization"].items())
     fmax = report["fmax_mhz"]
     print(f"{report['board']}: {util}")
-    print((f"Fmax {fmax:.2f} MHz" if fmax else "Fmax not reported") + f" against {report['clock_mhz']:.2f} MHz "
+    clock = f"{report['clock_mhz']:.3f} MHz (PLL)" if report.get("pll") else f"{report['clock_mhz']:.2f} MHz"
+    print((f"Fmax {fmax:.2f} MHz" if fmax else "Fmax not reported") + f" against {clock} "
           f"({'met' if report['timing_met'] else 'NOT MET'}); {report['cycles_per_inference']} cycles per inference; "
-          f"{report['images_per_second']:.1f} images/s over UART at {report['baud']} baud; "
+          f"{report['compute']['at_clock']['images_per_second'] or 0:.0f} images/s computed, "
+          f"{report['link']['images_per_second']:.1f} images/s over UART at {report['baud']} baud; "
           f"bitstream {args.out}/{report['bitstream']}")
     if not args.quiet:
         print(f"built in {sum(report['build_seconds'].values()):.1f} s; report: {args.out}/report.md")

@@ -274,10 +274,12 @@ class SerialBoard(Board):
                 return item
         faults = sum(self.stats.line_faults.values()) - faults_before
         partial = self._decoder.pending
+        dropped = f" ({faults} damaged or garbage frame(s) dropped)" if faults else ""
         if partial:
-            return f"truncated reply: {partial} byte(s) of a frame, then nothing for {self.timeout:.2f} s"
+            # a damaged frame's own bytes can hold a false start byte: then both are worth saying
+            return f"truncated reply: {partial} byte(s) of a frame, then nothing for {self.timeout:.2f} s{dropped}"
         if faults:
-            return f"no valid answer within {self.timeout:.2f} s ({faults} damaged or garbage frame(s) dropped)"
+            return f"no valid answer within {self.timeout:.2f} s{dropped}"
         return f"no answer within {time.monotonic() - started:.2f} s"
 
     # ---- public

@@ -29,14 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", "--data-path", dest="data_path", metavar="DIR", default=None, help="folder of the data set files, where the data set needs one")
     p.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
     p.add_argument("--samples", type=int, default=100, help="number of images, from the start of the split (default 100)")
-    p.add_argument("--baud", type=int, default=115200, help="serial rate of the bitstream (real boards; default 115200)")
+    p.add_argument("--baud", type=int, default=None,
+                   help="serial rate of the bitstream (default: --link BOARD's build default, 3000000 for the "
+                        "iCEBreaker, else 1000000, as `bitspike build` chooses)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
     p.add_argument("--retries", type=int, default=2, help="resends after a recoverable line fault (default 2)")
     p.add_argument("--work-dir", default=None, help="--board sim: folder for the generated design (default build/infer-sim/DIGEST)")
     p.add_argument("--fold", default="auto", help="--board sim: folding passed to the generator (default auto)")
     p.add_argument("--link", default=None, metavar="BOARD",
                    help="--board sim: simulate the bridge as BOARD's bitstream has it: its clock and --baud give the "
-                        "bit period (clocks per bit), and its part the folding budget (`bitspike boards`)")
+                        "bit period (clocks per bit), and its part the folding budget (`bitspike boards`); with a "
+                        "serial port: the board whose default rate to use when --baud is not given")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -52,35 +55,41 @@ def _open_board(args, manifest):
         if args.link is not None:
             link = board_link(args.link, args.baud)
             log.info("simulating %s's link: %d Hz clock, %d baud, %d clocks per bit", args.link, link["clock_hz"],
-                     args.baud, link["clocks_per_bit"])
+                     link["baud"], link["clocks_per_bit"])
             extra = {"clocks_per_bit": link["clocks_per_bit"], "clock_hz": link["clock_hz"], "baud": link["baud"],
                      "max_luts": link["max_luts"] if args.fold == "auto" else None}
         log.info("building the simulated board in %s", work)
         return SimBoard.from_manifest(manifest, work, fold=args.fold, timeout=args.timeout, retries=args.retries, **extra)
+    from bitspike.gen.boards import DEFAULT_BAUD
     from bitspike.host.board import SerialBoard
 
-    return SerialBoard(args.board, baudrate=args.baud, timeout=args.timeout, retries=args.retries)
+    baud = args.baud if args.baud is not None else (board_link(args.link, None)["baud"] if args.link else DEFAULT_BAUD)
+    return SerialBoard(args.board, baudrate=baud, timeout=args.timeout, retries=args.retries)
 
 
-def board_link(name: str, baud: int) -> dict:
+def board_link(name: str, baud: int | None) -> dict:
     """The link settings of ``name``'s bitstream at ``baud``: clock, clocks per bit and folding budget.
+
+    ``baud=None`` takes the rate ``bitspike build`` gives the board by default.
 
     Raises
     ------
     BitspikeError
-        An unknown board, one without a serial path, or a baud rate its clock cannot make.
+        An unknown board, one without a serial path, or a baud rate its clock or USB-serial
+        converter cannot make.
     """
     from bitspike.errors import BitspikeError
-    from bitspike.gen.boards import get_board, lut_budget
-    from bitspike.rtl_templates.uart import clocks_per_bit_for
+    from bitspike.gen.boards import check_baud, default_baud, get_board, lut_budget
 
     spec = get_board(name)
     if spec.serial_problem:
         raise BitspikeError(f"--link {name}: {spec.serial_problem}")
+    if baud is None:
+        baud = default_baud(spec)
     try:
-        cpb = clocks_per_bit_for(spec.clock_hz, baud)
-    except ValueError as exc:
-        raise BitspikeError(f"--link {name} --baud {baud}: {exc}") from exc
+        cpb = check_baud(spec, baud)
+    except BitspikeError as exc:
+        raise BitspikeError(f"--link {name}: {exc}") from None
     return {"board": spec.name, "clock_hz": spec.clock_hz, "baud": baud, "clocks_per_bit": cpb,
             "max_luts": lut_budget(spec)}
 
@@ -158,7 +167,8 @@ def run(args) -> int:
         board.close()
     summary.update(model=str(args.model), dataset=args.dataset, split=args.split, port=args.board)
     if args.board == "sim":
-        summary["sim_link"] = {"board": args.link, "clocks_per_bit": board.bridge_config.clocks_per_bit}
+        summary["sim_link"] = {"board": args.link, "clocks_per_bit": board.bridge_config.clocks_per_bit,
+                               "baud": board.bridge_config.baud, "clock_periods": board.periods}
     write_json(args.json, summary)
     print(
         f"{args.board}: {summary['samples']} images, agreement with the golden model {summary['agree']}/{summary['samples']}, "

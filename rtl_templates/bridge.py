@@ -13,7 +13,16 @@ The bridge receives frames (:mod:`bitspike.protocol`), checks them, and
   byte (resynchronisation).
 
 Because pixels are buffered, a corrupted or truncated frame never reaches
-the accelerator, so it can never be left with half an image. Replies are
+the accelerator, so it can never be left with half an image. The buffer is
+read into the accelerator at one pixel per clock (a registered block-RAM read
+and a small FIFO that absorbs stalls), and the accelerator's answer goes into
+a FIFO that holds all of it, so the accelerator never waits for the UART.
+The accelerator may have its own clock (``accel_domain``, a PLL's on a
+board): the pixel buffer is then a dual-clock block RAM whose pass is
+started and acknowledged by pulse synchronizers, and the result FIFO is
+asynchronous (Gray-coded pointers). Receiving decides each header field and
+CRC byte as it arrives, and replies are queued from registers, so no clock
+cycle holds a frame check and a FIFO write together. Replies are
 queued (a small FIFO of reply requests, so an ERROR for a damaged frame is
 not lost while a RESULT is being sent); the host is stop-and-wait, since
 bytes arriving while an image is fed to the accelerator are dropped.
@@ -21,9 +30,10 @@ bytes arriving while an image is fed to the accelerator are dropped.
 
 from dataclasses import dataclass, field
 
-from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, ClockSignal, Const, DomainRenamer, Elaboratable, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.cdc import PulseSynchronizer
+from amaranth.lib.fifo import AsyncFIFOBuffered, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -117,6 +127,54 @@ def _rom(m, name, values, index, width=8):
     return out
 
 
+class _Feeder(Elaboratable):
+    """Streams the pixel buffer into the accelerator, one pixel per clock of its own domain.
+
+    ``start`` (a one-cycle pulse) begins a pass over addresses ``0 … n-1`` of the buffer's read
+    port ``rd``; ``done`` pulses once the last pixel has been taken. The read port's data is
+    registered (a block RAM read), so a small FIFO after it absorbs the accelerator's stalls
+    without putting ``pixels.ready`` on the path into the memory's enable.
+    """
+
+    #: the FIFO after the memory read (three entries keep the rate at one pixel per clock)
+    DEPTH = 4
+
+    def __init__(self, rd, n: int, width: int):
+        self.rd, self.n, self.width = rd, n, width
+        self.start = Signal()
+        self.done = Signal()
+        self.busy = Signal()
+        self.pixels_payload = Signal(width)
+        self.pixels_valid = Signal()
+        self.pixels_ready = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        n, rd = self.n, self.rd
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.width, depth=self.DEPTH)
+        issued = Signal(range(n + 1))
+        taken = Signal(range(n + 1))
+        inflight = Signal()  # a read issued last cycle: its data is on rd.data now
+        # a read may be issued while the FIFO has room for it and for the one in flight
+        issue = Signal()
+        m.d.comb += issue.eq(self.busy & (issued != n) & (fifo.level + inflight < self.DEPTH - 1))
+        m.d.comb += [rd.addr.eq(issued), rd.en.eq(issue)]
+        m.d.sync += inflight.eq(issue)
+        m.d.comb += [fifo.w_data.eq(rd.data), fifo.w_en.eq(inflight)]
+        m.d.comb += [self.pixels_payload.eq(fifo.r_data), self.pixels_valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(self.pixels_ready)]
+        m.d.sync += self.done.eq(0)
+        with m.If(issue):
+            m.d.sync += issued.eq(issued + 1)
+        with m.If(self.pixels_valid & self.pixels_ready):
+            m.d.sync += taken.eq(taken + 1)
+            with m.If(taken == n - 1):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(1), issued.eq(0), taken.eq(0)]
+        return m
+
+
 class Bridge(wiring.Component):
     """The protocol engine between a UART and the accelerator's streams.
 
@@ -124,6 +182,14 @@ class Bridge(wiring.Component):
     ----------
     config
         A :class:`BridgeConfig`.
+    accel_domain
+        The clock domain of the ``pixels`` and ``results`` streams. ``"sync"`` (default): the
+        accelerator shares the UART's clock. Another name: the accelerator has its own clock (a
+        PLL's) and the bridge crosses to it: the pixel buffer is a dual-clock block RAM read in
+        ``accel_domain``, started and finished by pulse synchronizers, and results come back
+        through an asynchronous FIFO with Gray-coded pointers. Both ways the accelerator gets
+        one pixel per clock of its domain and can hand over a whole answer without waiting for
+        the UART.
 
     Ports
     -----
@@ -139,11 +205,15 @@ class Bridge(wiring.Component):
         Only waiting for the rest of a frame (a simulator may fast-forward time; the timeout counts).
     """
 
-    def __init__(self, config: BridgeConfig):
+    def __init__(self, config: BridgeConfig, accel_domain: str = "sync"):
         if not isinstance(config, BridgeConfig):
             self._MustUse__silence = True
             raise TypeError(f"Bridge needs a BridgeConfig, not {type(config).__name__}")
+        if not isinstance(accel_domain, str) or not accel_domain:
+            self._MustUse__silence = True
+            raise TypeError(f"accel_domain must be a clock domain name, not {accel_domain!r}")
         self.config = config
+        self.accel_domain = accel_domain
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -154,7 +224,12 @@ class Bridge(wiring.Component):
         })
 
     def __repr__(self) -> str:
-        return f"Bridge({self.config!r})"
+        return f"Bridge({self.config!r}, accel_domain={self.accel_domain!r})"
+
+    @property
+    def crosses(self) -> bool:
+        """Whether the accelerator is in another clock domain."""
+        return self.accel_domain != "sync"
 
     def elaborate(self, platform):
         cfg = self.config
@@ -166,10 +241,20 @@ class Bridge(wiring.Component):
         # reply requests: kind (2 bits), seq (8), error code (8)
         m.submodules.replies = replies = SyncFIFOBuffered(width=18, depth=4)
 
+        # the accelerator's answers, buffered whole so it never waits for the UART
+        depth = cfg.num_classes + 1
+        if self.crosses:
+            results = AsyncFIFOBuffered(width=cfg.result_width, depth=depth, w_domain=self.accel_domain, r_domain="sync")
+        else:
+            results = SyncFIFOBuffered(width=cfg.result_width, depth=depth)
+        m.submodules.results = results
+        m.d.comb += [results.w_data.eq(self.results.payload), results.w_en.eq(self.results.valid),
+                     self.results.ready.eq(results.w_rdy)]
+
         self._receiver(m, urx, replies)
-        tx_idle = self._transmitter(m, utx, replies)
+        tx_idle = self._transmitter(m, utx, replies, results)
         # level, not r_rdy: a reply just queued is not readable for a cycle or two, but it is pending
-        nothing_queued = replies.level == 0
+        nothing_queued = (replies.level == 0) & ~self._posting
         m.d.comb += self.idle.eq(self._rx_hunting & nothing_queued & tx_idle)
         m.d.comb += self.waiting.eq(self._rx_receiving & nothing_queued & tx_idle)
         return m
@@ -184,23 +269,47 @@ class Bridge(wiring.Component):
 
         m.submodules.buffer = buffer = Memory(shape=cfg.input_bits, depth=cfg.input_size, init=[])
         wr = buffer.write_port()
-        rd = buffer.read_port()
+        rd = buffer.read_port(domain=self.accel_domain)
+        feeder = _Feeder(rd, cfg.input_size, cfg.input_bits)
+        m.submodules.feeder = DomainRenamer(self.accel_domain)(feeder) if self.crosses else feeder
+        m.d.comb += [self.pixels.payload.eq(feeder.pixels_payload), self.pixels.valid.eq(feeder.pixels_valid),
+                     feeder.pixels_ready.eq(self.pixels.ready)]
+        start, done = Signal(), Signal()
+        if self.crosses:
+            m.submodules.start_cdc = start_cdc = PulseSynchronizer("sync", self.accel_domain)
+            m.submodules.done_cdc = done_cdc = PulseSynchronizer(self.accel_domain, "sync")
+            m.d.comb += [start_cdc.i.eq(start), feeder.start.eq(start_cdc.o),
+                         done_cdc.i.eq(feeder.done), done.eq(done_cdc.o)]
+        else:
+            m.d.comb += [feeder.start.eq(start), done.eq(feeder.done)]
 
         crc = Signal(16, init=P.CRC_INIT)
-        header = [Signal(8, name=f"header{i}") for i in range(P.HEADER_SIZE - 1)]  # VER TYPE SEQ LEN_LO LEN_HI
         hcount = Signal(range(P.HEADER_SIZE))
         count = Signal(range(max(payload_len, 2) + 1))
+        last = Signal()  # the next payload byte is the last one
         pixel_lo = Signal(8)
-        crc_lo = Signal(8)
         silence = Signal(range(cfg.timeout_cycles + 1))
-        feed_index = Signal(range(cfg.input_size + 1))
+        timed_out = Signal()
+        seq = Signal(8)
+        # the header's checks, decided as its bytes arrive (one byte compared per cycle), so that the
+        # cycle that queues a reply only reads flip-flops
+        ver_ok, is_hello, is_infer = Signal(), Signal(), Signal()
+        len_lo_zero, len_lo_ok, len_zero, len_ok = Signal(), Signal(), Signal(), Signal()
+        crc_lo_ok, crc_ok = Signal(), Signal()
 
-        version, ftype, seq = header[0], header[1], header[2]
-        length = Cat(header[3], header[4])
+        # replies are queued one cycle after the decision, from registers
+        post_en = Signal()
+        post_data = Signal(18)
+        self._posting = post_en
+        m.d.sync += post_en.eq(0)
+        m.d.comb += [replies.w_data.eq(post_data), replies.w_en.eq(post_en)]
 
         def post(kind, code=0):
             # a reply is dropped when the queue is full (only possible with a misbehaving host)
-            m.d.comb += [replies.w_data.eq(Cat(Const(kind, 2), seq, Const(code, 8))), replies.w_en.eq(1)]
+            m.d.sync += [post_en.eq(1), post_data.eq(Cat(Const(kind, 2), seq, Const(code, 8)))]
+
+        # the silence counter runs in every receiving state; its comparison is registered
+        m.d.sync += [silence.eq(Mux(got, 0, silence + 1)), timed_out.eq(~got & (silence == cfg.timeout_cycles - 1))]
 
         self._rx_hunting = Signal()
         self._rx_receiving = Signal()
@@ -209,42 +318,49 @@ class Bridge(wiring.Component):
         with m.FSM(name="rx_fsm"):
             with m.State("HUNT"):
                 m.d.comb += self._rx_hunting.eq(1)
-                m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT), silence.eq(0)]
+                m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT)]
                 with m.If(got & (byte == P.SOF)):
                     m.next = "HEADER"
 
             with m.State("HEADER"):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(got):
-                    m.d.sync += [hcount.eq(hcount + 1), crc.eq(crc16_next(crc, byte)), silence.eq(0)]
+                    m.d.sync += [hcount.eq(hcount + 1), crc.eq(crc16_next(crc, byte))]
                     with m.Switch(hcount):
-                        for i, h in enumerate(header):
-                            with m.Case(i):
-                                m.d.sync += h.eq(byte)
+                        with m.Case(0):
+                            m.d.sync += ver_ok.eq(byte == P.VERSION)
+                        with m.Case(1):
+                            m.d.sync += [is_hello.eq(byte == int(P.FrameType.HELLO)),
+                                         is_infer.eq(byte == int(P.FrameType.INFER))]
+                        with m.Case(2):
+                            m.d.sync += seq.eq(byte)
+                        with m.Case(3):
+                            m.d.sync += [len_lo_zero.eq(byte == 0), len_lo_ok.eq(byte == (payload_len & 0xFF))]
+                        with m.Case(4):
+                            m.d.sync += [len_zero.eq(len_lo_zero & (byte == 0)),
+                                         len_ok.eq(len_lo_ok & (byte == (payload_len >> 8)))]
                     with m.If((hcount == 0) & (byte == P.SOF)):
                         # a start byte where the version belongs: the previous 0xA5 was noise; restart here
                         m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT)]
                     with m.Elif(hcount == P.HEADER_SIZE - 2):
                         m.next = "CHECK_HEADER"
-                    m.d.sync += count.eq(0)
-                with m.Else():
-                    m.d.sync += silence.eq(silence + 1)
-                    with m.If(silence == cfg.timeout_cycles):
-                        m.next = "TIMEOUT"
+                with m.Elif(timed_out):
+                    m.next = "TIMEOUT"
 
             with m.State("CHECK_HEADER"):
                 m.d.comb += self._rx_receiving.eq(1)
-                with m.If(version != P.VERSION):
+                m.d.sync += [count.eq(0), last.eq(payload_len == 1)]
+                with m.If(~ver_ok):
                     post(_KIND_ERROR, int(P.ErrorCode.BAD_VERSION))
                     m.next = "HUNT"
-                with m.Elif(ftype == int(P.FrameType.HELLO)):
-                    with m.If(length != 0):
+                with m.Elif(is_hello):
+                    with m.If(~len_zero):
                         post(_KIND_ERROR, int(P.ErrorCode.BAD_LENGTH))
                         m.next = "HUNT"
                     with m.Else():
                         m.next = "CRC_LO"
-                with m.Elif(ftype == int(P.FrameType.INFER)):
-                    with m.If(length != payload_len):
+                with m.Elif(is_infer):
+                    with m.If(~len_ok):
                         post(_KIND_ERROR, int(P.ErrorCode.BAD_LENGTH))
                         m.next = "HUNT"
                     with m.Else():
@@ -256,70 +372,62 @@ class Bridge(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(got):
-                    m.d.sync += [count.eq(count + 1), crc.eq(crc16_next(crc, byte)), pixel_lo.eq(byte), silence.eq(0)]
+                    m.d.sync += [count.eq(count + 1), last.eq(count == payload_len - 2),
+                                 crc.eq(crc16_next(crc, byte)), pixel_lo.eq(byte)]
                     if cfg.pixel_bytes == 2:
                         m.d.comb += [wr.addr.eq(count >> 1), wr.en.eq(count[0])]
                     else:
                         m.d.comb += [wr.addr.eq(count), wr.en.eq(1)]
-                    with m.If(count == payload_len - 1):
+                    with m.If(last):
                         m.next = "CRC_LO"
-                with m.Else():
-                    m.d.sync += silence.eq(silence + 1)
-                    with m.If(silence == cfg.timeout_cycles):
-                        m.next = "TIMEOUT"
+                with m.Elif(timed_out):
+                    m.next = "TIMEOUT"
 
             with m.State("CRC_LO"):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(got):
-                    m.d.sync += [crc_lo.eq(byte), silence.eq(0)]
+                    m.d.sync += crc_lo_ok.eq(byte == crc[:8])
                     m.next = "CRC_HI"
-                with m.Else():
-                    m.d.sync += silence.eq(silence + 1)
-                    with m.If(silence == cfg.timeout_cycles):
-                        m.next = "TIMEOUT"
+                with m.Elif(timed_out):
+                    m.next = "TIMEOUT"
 
             with m.State("CRC_HI"):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(got):
-                    with m.If(Cat(crc_lo, byte) != crc):
-                        post(_KIND_ERROR, int(P.ErrorCode.BAD_CRC))
-                        m.next = "HUNT"
-                    with m.Elif(ftype == int(P.FrameType.HELLO)):
-                        post(_KIND_HELLO)
-                        m.next = "HUNT"
-                    with m.Else():
-                        m.d.sync += feed_index.eq(0)
-                        m.next = "FEED_READ"
+                    m.d.sync += crc_ok.eq(crc_lo_ok & (byte == crc[8:]))
+                    m.next = "CHECK_CRC"
+                with m.Elif(timed_out):
+                    m.next = "TIMEOUT"
+
+            with m.State("CHECK_CRC"):
+                m.d.comb += self._rx_receiving.eq(1)
+                with m.If(~crc_ok):
+                    post(_KIND_ERROR, int(P.ErrorCode.BAD_CRC))
+                    m.next = "HUNT"
+                with m.Elif(is_hello):
+                    post(_KIND_HELLO)
+                    m.next = "HUNT"
                 with m.Else():
-                    m.d.sync += silence.eq(silence + 1)
-                    with m.If(silence == cfg.timeout_cycles):
-                        m.next = "TIMEOUT"
+                    m.d.comb += start.eq(1)
+                    m.next = "FEED"
 
             with m.State("TIMEOUT"):
                 post(_KIND_ERROR, int(P.ErrorCode.TIMEOUT))
                 m.next = "HUNT"
 
-            # the frame is good: stream the buffered pixels into the accelerator
-            with m.State("FEED_READ"):
-                m.d.comb += rd.addr.eq(feed_index)
-                m.next = "FEED_SEND"
-            with m.State("FEED_SEND"):
-                m.d.comb += [self.pixels.payload.eq(rd.data), self.pixels.valid.eq(1), rd.en.eq(0)]
-                with m.If(self.pixels.ready):
-                    m.d.sync += feed_index.eq(feed_index + 1)
-                    with m.If(feed_index == cfg.input_size - 1):
-                        m.next = "QUEUE_RESULT"
-                    with m.Else():
-                        m.next = "FEED_READ"
+            # the frame is good: the feeder streams the buffered pixels into the accelerator
+            with m.State("FEED"):
+                with m.If(done):
+                    m.next = "QUEUE_RESULT"
             with m.State("QUEUE_RESULT"):
                 # a RESULT request must never be dropped: its frame carries the accelerator's beats
-                with m.If(replies.w_rdy):
+                with m.If(replies.level + post_en < replies.depth):
                     post(_KIND_RESULT)
                     m.next = "HUNT"
 
     # ------------------------------------------------------------------ transmit side
 
-    def _transmitter(self, m, utx, replies):
+    def _transmitter(self, m, utx, replies, results):
         cfg = self.config
         hello = cfg.hello_info().pack()
         lb = cfg.logit_bytes
@@ -386,11 +494,11 @@ class Bridge(wiring.Component):
             with m.State("RESULT"):
                 with m.If(beat_left == 0):
                     # take the next beat: logits are signed (sign-extend), the class beat is not
-                    m.d.comb += self.results.ready.eq(1)
-                    with m.If(self.results.valid):
+                    m.d.comb += results.r_en.eq(1)
+                    with m.If(results.r_rdy):
                         is_class = beat_index == cfg.num_classes
                         m.d.sync += [
-                            beat.eq(Mux(is_class, self.results.payload, self.results.payload.as_signed())),
+                            beat.eq(Mux(is_class, results.r_data, results.r_data.as_signed())),
                             beat_left.eq(Mux(is_class, P.CLASS_BYTES, lb)),
                             beat_index.eq(beat_index + 1),
                         ]
@@ -423,6 +531,10 @@ class BridgedAccelerator(wiring.Component):
         The bridge's :class:`BridgeConfig` (must match the accelerator's report.json).
     accelerator
         Name of the accelerator's Verilog module.
+    accel_domain
+        The accelerator's clock domain (:class:`Bridge`). A domain other than ``sync`` that the
+        parent does not define becomes two more ports, ``<domain>_clk`` and ``<domain>_rst``, in
+        the Verilog (:func:`bridge_verilog`).
     """
 
     rx: In(1, init=1)
@@ -430,21 +542,23 @@ class BridgedAccelerator(wiring.Component):
     idle: Out(1)
     waiting: Out(1)
 
-    def __init__(self, config: BridgeConfig, accelerator: str = "bitspike_top"):
+    def __init__(self, config: BridgeConfig, accelerator: str = "bitspike_top", accel_domain: str = "sync"):
         self.config = config
         self.accelerator = accelerator
+        self.accel_domain = accel_domain
         super().__init__()
 
     def __repr__(self) -> str:
-        return f"BridgedAccelerator({self.config!r}, accelerator={self.accelerator!r})"
+        return (f"BridgedAccelerator({self.config!r}, accelerator={self.accelerator!r}, "
+                f"accel_domain={self.accel_domain!r})")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bridge = bridge = Bridge(self.config)
+        m.submodules.bridge = bridge = Bridge(self.config, self.accel_domain)
         m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx), self.idle.eq(bridge.idle), self.waiting.eq(bridge.waiting)]
         m.submodules.accelerator = Instance(
             self.accelerator,
-            i_clk=ClockSignal(), i_rst=ResetSignal(),
+            i_clk=ClockSignal(self.accel_domain), i_rst=ResetSignal(self.accel_domain),
             i_pixels__payload=bridge.pixels.payload, i_pixels__valid=bridge.pixels.valid, o_pixels__ready=bridge.pixels.ready,
             o_results__payload=bridge.results.payload, o_results__valid=bridge.results.valid, i_results__ready=bridge.results.ready,
         )
@@ -465,11 +579,15 @@ def bridge_config_from_report(report: dict, *, clocks_per_bit: int, clock_hz: in
         raise ValueError(f"accelerator report.json lacks key {exc.args[0]!r} (docs/HARDWARE_INTERFACE.md lists the keys)") from None
 
 
-def bridge_verilog(config: BridgeConfig, name: str = "bitspike_board") -> str:
-    """Verilog of :class:`BridgedAccelerator` (the accelerator stays an external module ``bitspike_top``)."""
+def bridge_verilog(config: BridgeConfig, name: str = "bitspike_board", accel_domain: str = "sync") -> str:
+    """Verilog of :class:`BridgedAccelerator` (the accelerator stays an external module ``bitspike_top``).
+
+    With ``accel_domain`` other than ``sync`` the module has a second clock and reset,
+    ``<accel_domain>_clk`` and ``<accel_domain>_rst``, for the accelerator.
+    """
     from amaranth.back import verilog
 
-    return verilog.convert(BridgedAccelerator(config), name=name, emit_src=False)
+    return verilog.convert(BridgedAccelerator(config, accel_domain=accel_domain), name=name, emit_src=False)
 
 
 __all__ = ["BridgeConfig", "Bridge", "BridgedAccelerator", "bridge_config_from_report", "bridge_verilog", "crc16_next"]

@@ -44,6 +44,13 @@ DEFAULT_CLOCKS_PER_BIT = 8
 TIMEOUT_BYTE_TIMES = 64
 #: wall time (ms) of silence mid-frame after which the simulated bridge times out
 SIM_TIMEOUT_MS = 40
+#: periods (same unit) of the link clock and of the accelerator's own clock in the simulated board:
+#: two unrelated clocks, the accelerator's faster, as a PLL makes it on a board (``None``: one clock)
+DEFAULT_PERIODS = (1000, 373)
+#: the clock domain the accelerator gets when it has its own clock
+ACC_DOMAIN = "acc"
+#: the rate the driver opens the pty at when no board's rate is simulated (a pty ignores it)
+DEFAULT_PTY_BAUD = 3_000_000
 
 
 class _FrameRules:
@@ -170,16 +177,19 @@ class SimulatedLine:
         The bit period the bridge was built with.
     fast_forward
         Cycles the harness advances per millisecond of silence in the middle of a frame.
+    periods
+        ``(link, accelerator)`` clock periods for a design with two clocks, else ``None``.
     """
 
-    def __init__(self, executable: str | os.PathLike, clocks_per_bit: int, fast_forward: int):
+    def __init__(self, executable: str | os.PathLike, clocks_per_bit: int, fast_forward: int,
+                 periods: tuple[int, int] | None = None):
         self.faults = FaultInjector()
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
         self.port = os.ttyname(self._slave)
         try:
             self._proc = subprocess.Popen(
-                [str(executable), str(clocks_per_bit), str(fast_forward)],
+                [str(executable), str(clocks_per_bit), str(fast_forward), *map(str, periods or ())],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
             )
         except OSError as exc:
@@ -241,7 +251,7 @@ class SimulatedLine:
                 pass
 
 
-def _bridge_source(config, out_dir: Path) -> Path:
+def _bridge_source(config, out_dir: Path, accel_domain: str = "sync") -> Path:
     """Write the bridge's Verilog (cached by its configuration) and return the file."""
     from bitspike.io import atomic_write_text
     from bitspike.rtl_templates.bridge import bridge_verilog
@@ -250,15 +260,16 @@ def _bridge_source(config, out_dir: Path) -> Path:
 
     # the file name changes with the configuration and with the bridge's source, so a stale file is never reused
     sources = Path(bridge.__file__).read_bytes() + Path(uart.__file__).read_bytes() + Path(P.__file__).read_bytes()
-    key = hashlib.sha256(repr(config).encode() + sources).hexdigest()[:16]
+    key = hashlib.sha256(repr((config, accel_domain)).encode() + sources).hexdigest()[:16]
     bridge_file = out_dir / f"bitspike_board_{key}.v"
     if not bridge_file.exists():
-        atomic_write_text(bridge_file, bridge_verilog(config))
+        atomic_write_text(bridge_file, bridge_verilog(config, accel_domain=accel_domain))
     return bridge_file
 
 
 def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
-                    clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0):
+                    clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0,
+                    two_clocks: bool = True):
     """Build (or reuse from the Verilator cache) the simulated board for a generated accelerator.
 
     Parameters
@@ -274,6 +285,9 @@ def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict
     clock_hz, baud
         What the bridge's HELLO reply says about the link (a board's, to answer as its bitstream
         does; 0 when simulating no particular board).
+    two_clocks
+        Give the accelerator its own clock (domain ``acc``) behind the bridge's clock-domain
+        crossing, as on a board with a PLL; else one clock drives both.
 
     Returns
     -------
@@ -285,9 +299,9 @@ def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict
     timeout_cycles = TIMEOUT_BYTE_TIMES * 10 * clocks_per_bit
     config = bridge_config_from_report(report, clocks_per_bit=clocks_per_bit, clock_hz=clock_hz, baud=baud,
                                        timeout_cycles=timeout_cycles)
-    bridge_file = _bridge_source(config, Path(work_dir))
+    bridge_file = _bridge_source(config, Path(work_dir), ACC_DOMAIN if two_clocks else "sync")
     build = build_executable([*map(str, accelerator_files), str(bridge_file)], "bitspike_board", [HARNESS],
-                             name="board_sim")
+                             cflags=["-DBITSPIKE_ACC_CLOCK"] if two_clocks else [], name="board_sim")
     return build, config
 
 
@@ -305,7 +319,11 @@ class SimBoard(SerialBoard):
     clocks_per_bit
         Simulated UART bit period (cycles).
     clock_hz, baud
-        The link the HELLO reply reports (:func:`build_board_sim`).
+        The link the HELLO reply reports (:func:`build_board_sim`); ``baud`` is also the rate the
+        driver opens the pty at (a pty has no line rate: the bit period is ``clocks_per_bit``).
+    periods
+        ``(link, accelerator)`` clock periods (:data:`DEFAULT_PERIODS`: two unrelated clocks and
+        the bridge's clock-domain crossing), or ``None`` for one clock.
     timeout, retries
         As for :class:`SerialBoard`.
 
@@ -319,16 +337,19 @@ class SimBoard(SerialBoard):
 
     def __init__(self, accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
                  clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0, timeout: float = 2.0,
-                 retries: int = 2):
+                 retries: int = 2, periods: tuple[int, int] | None = DEFAULT_PERIODS):
+        if periods is not None and (len(periods) != 2 or min(periods) < 1):
+            raise ValueError(f"periods must be two positive integers (link, accelerator), not {periods!r}")
         build, config = build_board_sim(accelerator_files, report, work_dir, clocks_per_bit=clocks_per_bit,
-                                        clock_hz=clock_hz, baud=baud)
+                                        clock_hz=clock_hz, baud=baud, two_clocks=periods is not None)
         self.build = build
         self.bridge_config = config
+        self.periods = periods
         fast_forward = max(1, config.timeout_cycles // SIM_TIMEOUT_MS)
-        self.line = SimulatedLine(build.executable, clocks_per_bit, fast_forward)
+        self.line = SimulatedLine(build.executable, clocks_per_bit, fast_forward, periods)
         self.faults = self.line.faults
         try:
-            super().__init__(self.line.port, baudrate=115200, timeout=timeout, retries=retries)
+            super().__init__(self.line.port, baudrate=baud or DEFAULT_PTY_BAUD, timeout=timeout, retries=retries)
         except Exception:
             self.line.close()
             raise
@@ -363,7 +384,8 @@ class SimBoard(SerialBoard):
         return cls.from_generated(gen_dir, **kwargs)
 
     def __repr__(self) -> str:
-        return f"SimBoard(port={self.port!r}, clocks_per_bit={self.bridge_config.clocks_per_bit})"
+        return (f"SimBoard(port={self.port!r}, clocks_per_bit={self.bridge_config.clocks_per_bit}, "
+                f"periods={self.periods!r})")
 
     def close(self) -> None:
         try:

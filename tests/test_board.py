@@ -20,7 +20,7 @@ from bitspike import protocol as P
 from bitspike.errors import BoardError
 from bitspike.host.board import BoardMismatch, BoardTimeout
 from bitspike.testing import standin_reference, standin_verilog
-from bitspike.sim.board import SimBoard
+from bitspike.sim.board import DEFAULT_PERIODS, SimBoard
 
 INPUT_SIZE, CLASSES = 16, 4
 DIGEST = hashlib.sha256(b"test_board stand-in network").hexdigest()
@@ -284,11 +284,13 @@ def test_infer_cli_on_a_generated_network(tmp_path):
     assert summary["link"]["retries"] == 0
 
 
-# one board in the default run (each bit period is its own Verilator build); the other families under slow
-@pytest.mark.parametrize("board_name", ["tang_nano_9k", pytest.param("icebreaker", marks=pytest.mark.slow),
+# one board in the default run (each bit period is its own Verilator build): the iCEBreaker's 3 Mbaud, the
+# fastest link (4 clocks per bit); the other families under slow
+@pytest.mark.parametrize("board_name", ["icebreaker", pytest.param("tang_nano_9k", marks=pytest.mark.slow),
                                         pytest.param("ulx3s_85f", marks=pytest.mark.slow)])
 def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
-    """`infer --board sim --link B`: the bridge at B's bit period (its clock / the baud rate) and B's fold."""
+    """`infer --board sim --link B`: the bridge at B's default rate and bit period (its clock / the baud rate),
+    B's fold, and the accelerator on its own clock behind the bridge's clock-domain crossing."""
     from bitspike.cli import main
     from bitspike.gen.boards import get_board, lut_budget
     from bitspike.testing import random_mlp
@@ -303,10 +305,12 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     assert code == 0
     summary = json.loads(summary_path.read_text())
     assert summary["agree"] == summary["samples"] == 4
-    cpb = clocks_per_bit_for(spec.clock_hz, 115200)
-    assert cpb == {"icebreaker": 104, "ulx3s_85f": 217, "tang_nano_9k": 234}[board_name]
-    assert summary["sim_link"] == {"board": board_name, "clocks_per_bit": cpb}
-    assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, 115200)  # HELLO as the bitstream's
+    baud = {"icebreaker": 3_000_000, "ulx3s_85f": 1_000_000, "tang_nano_9k": 1_000_000}[board_name]
+    cpb = clocks_per_bit_for(spec.clock_hz, baud)
+    assert cpb == {"icebreaker": 4, "ulx3s_85f": 25, "tang_nano_9k": 27}[board_name]
+    assert summary["sim_link"] == {"board": board_name, "clocks_per_bit": cpb, "baud": baud,
+                                   "clock_periods": list(DEFAULT_PERIODS)}
+    assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, baud)  # HELLO as the bitstream's
     gen = json.loads((tmp_path / "sim" / "gen" / "report.json").read_text())
     assert gen["max_luts"] == lut_budget(spec)
 
@@ -344,8 +348,10 @@ def test_infer_cli_trained_digits_100_of_100(tmp_path):
     model = tmp_path / "digits.bsm"
     export_run(run, model)
     summary_path = tmp_path / "infer.json"
-    code = main(["infer", str(model), "--board", "sim", "--dataset", "digits", "--samples", "100",
+    # at the iCEBreaker's 3 Mbaud (4 clocks per bit), the accelerator on its own clock
+    code = main(["infer", str(model), "--board", "sim", "--link", "icebreaker", "--dataset", "digits", "--samples", "100",
                  "--work-dir", str(tmp_path / "sim"), "--json", str(summary_path), "--quiet"])
     summary = json.loads(summary_path.read_text())
     assert code == 0 and summary["agree"] == 100 and summary["samples"] == 100
+    assert summary["board"]["baud"] == 3_000_000 and summary["sim_link"]["clocks_per_bit"] == 4
     assert summary["accuracy"] > 0.85

@@ -36,12 +36,17 @@ def expected_result(seq, px):
     return P.encode_frame(P.FrameType.RESULT, seq, payload)
 
 
-def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000):
-    """Send ``requests`` (bytes, with ``None`` meaning "pause idle_cycles"), return (reply bytes, pixels seen)."""
-    dut = Bridge(CFG)
-    rng = random.Random(0)
+def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000, accel_domain="sync", acc_period=None, ready_p=0.6,
+               seed=0):
+    """Send ``requests`` (bytes, with ``None`` meaning "pause idle_cycles"), return (reply bytes, pixels seen, cycles).
+
+    ``cycles`` holds the accelerator-clock cycle of every pixel taken. With ``accel_domain`` other
+    than ``sync`` the stand-in accelerator runs on its own clock of period ``acc_period`` (µs).
+    """
+    dut = Bridge(CFG, accel_domain=accel_domain)
+    rng = random.Random(seed)
     replies = bytearray()
-    pixels_seen = []
+    pixels_seen, pixel_cycles = [], []
     done = []
 
     async def host(ctx):
@@ -86,17 +91,21 @@ def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000):
 
     async def accelerator(ctx):
         pending = []
+        cycle = 0
         while True:
-            ready = rng.random() < 0.6  # stalls on the pixel stream
+            ready = rng.random() < ready_p  # stalls on the pixel stream
             ctx.set(dut.pixels.ready, ready)
             # a beat moves on the clock edge where valid and ready are both high
             take = ready and ctx.get(dut.pixels.valid)
             payload = ctx.get(dut.pixels.payload)
-            await ctx.tick()
+            await ctx.tick(accel_domain)
+            cycle += 1
             if take:
                 pending.append(payload)
                 pixels_seen.append(payload)
+                pixel_cycles.append(cycle)
             if len(pending) == CFG.input_size:
+                ctx.set(dut.pixels.ready, 0)
                 logits, cls = model_logits(pending)
                 pending = []
                 for value in logits + [cls]:
@@ -104,21 +113,25 @@ def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000):
                     ctx.set(dut.results.valid, 1)
                     while True:
                         taken = ctx.get(dut.results.ready)
-                        await ctx.tick()
+                        await ctx.tick(accel_domain)
+                        cycle += 1
                         if taken:
                             break
                     ctx.set(dut.results.valid, 0)
                     for _ in range(rng.randrange(3)):
-                        await ctx.tick()
+                        await ctx.tick(accel_domain)
+                        cycle += 1
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
+    if accel_domain != "sync":
+        sim.add_clock(acc_period * 1e-6, domain=accel_domain)
     sim.add_testbench(host)
     sim.add_testbench(line_monitor, background=True)
     sim.add_testbench(accelerator, background=True)
     sim.run()
     assert done
-    return bytes(replies), pixels_seen
+    return bytes(replies), pixels_seen, pixel_cycles
 
 
 def infer_frame(seq, px):
@@ -146,7 +159,7 @@ def test_crc_logic_matches_protocol():
 def test_inference_reply_is_exact():
     # (the HELLO reply's exact bytes are checked through Verilator in test_board.py: it is long to simulate here)
     px = [1000, 3, 1023]
-    replies, seen = run_bridge([infer_frame(6, px)])
+    replies, seen, _ = run_bridge([infer_frame(6, px)])
     assert replies == expected_result(6, px)
     assert seen == px
 
@@ -162,7 +175,7 @@ def test_bad_frames_never_reach_the_accelerator_and_the_bridge_resyncs():
         P.encode_frame(P.FrameType.INFER, 10, b"\x00\x00"),  # wrong length
         infer_frame(11, px2),
     ]
-    replies, seen = run_bridge(requests)
+    replies, seen, _ = run_bridge(requests)
     items = [i for i in P.FrameDecoder().feed(replies) if isinstance(i, P.Frame)]
     errors = [(f.seq, f.payload[0]) for f in items if f.type == P.FrameType.ERROR]
     assert (7, P.ErrorCode.BAD_CRC) in errors
@@ -175,11 +188,37 @@ def test_bad_frames_never_reach_the_accelerator_and_the_bridge_resyncs():
 def test_truncated_frame_times_out_and_is_reported():
     px = [9, 8, 7]
     truncated = infer_frame(12, px)[:7]
-    replies, seen = run_bridge([truncated, None, infer_frame(13, px)], idle_cycles=CFG.timeout_cycles + 50)
+    replies, seen, _ = run_bridge([truncated, None, infer_frame(13, px)], idle_cycles=CFG.timeout_cycles + 50)
     items = [i for i in P.FrameDecoder().feed(replies) if isinstance(i, P.Frame)]
     assert [(f.type, f.seq) for f in items] == [(P.FrameType.ERROR, 12), (P.FrameType.RESULT, 13)]
     assert items[0].payload == bytes([P.ErrorCode.TIMEOUT])
     assert seen == px
+
+
+def test_pixels_reach_the_accelerator_one_per_clock():
+    # an accelerator that is always ready takes the image's pixels on consecutive clock cycles
+    px = [5, 1023, 77]
+    replies, seen, cycles = run_bridge([infer_frame(3, px)], ready_p=1.0)
+    assert seen == px
+    assert [c - cycles[0] for c in cycles] == list(range(CFG.input_size))
+    assert replies == expected_result(3, px)
+
+
+# two unrelated clocks: the accelerator's period is not a rational multiple with a small denominator
+@pytest.mark.parametrize("acc_period, ready_p", [(0.37, 1.0), (0.37, 0.5), (2.71, 0.7)])
+def test_clock_domain_crossing_is_bit_exact_and_loses_nothing(acc_period, ready_p):
+    # the accelerator on its own clock, faster (0.37 µs) or slower (2.71 µs) than the UART's 1 µs:
+    # every pixel crosses once, in order, and every result beat comes back into the reply exactly
+    rng = random.Random(int(acc_period * 100))
+    images = [[rng.randrange(1024) for _ in range(CFG.input_size)] for _ in range(3)]
+    requests = [infer_frame(20 + i, px) for i, px in enumerate(images)]
+    replies, seen, cycles = run_bridge(requests, accel_domain="acc", acc_period=acc_period, ready_p=ready_p, seed=3)
+    assert seen == [p for px in images for p in px]
+    assert replies == b"".join(expected_result(20 + i, px) for i, px in enumerate(images))
+    if ready_p == 1.0:  # one pixel per clock of the accelerator's own domain
+        for i in range(len(images)):
+            c = cycles[i * CFG.input_size:(i + 1) * CFG.input_size]
+            assert [x - c[0] for x in c] == list(range(CFG.input_size))
 
 
 @pytest.mark.parametrize("change, match", [

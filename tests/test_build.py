@@ -85,6 +85,49 @@ def test_unusable_baud_is_refused(tmp_path, standin_design):
     gen = standin_design(tmp_path / "gen", "test_build stand-in")
     with pytest.raises(HardwareError, match="--baud 2500000"):
         build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, baud=2_500_000)
+    # 25 MHz / 8 = 3.125 Mbaud would make the clock, but the ULX3S's FT231X stops at 3 Mbaud
+    with pytest.raises(HardwareError, match=r"--baud 3125000: ulx3s_85f's USB-serial converter \(FTDI FT231XS\) takes at most 3000000"):
+        build_bitstream(None, "ulx3s_85f", tmp_path / "out", gen_dir=gen, baud=3_125_000)
+    with pytest.raises(HardwareError, match="--clock 50: .*only on iCE40 and ECP5"):
+        build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen, clock_mhz=50)
+
+
+def test_default_link_rates_per_board():
+    from bitspike.gen.boards import USB_SERIAL, default_baud
+
+    # 12 MHz makes 3 Mbaud in exactly 4 clocks; 25 MHz is 4 % off 3 and 2 Mbaud and 1.7 % off 1.5 Mbaud
+    assert default_baud("icebreaker") == 3_000_000 and default_baud("ulx3s_85f") == 1_000_000
+    assert default_baud("tang_nano_9k") == 1_000_000  # no converter on record: the conservative rate
+    assert USB_SERIAL["ulx3s_85f"].max_baud == 3_000_000 and "FT231X" in USB_SERIAL["ulx3s_85f"].source
+    assert get_board("icebreaker").to_json()["default_baud"] == 3_000_000
+
+
+def test_pll_settings_follow_the_data_sheet_equations():
+    from bitspike.rtl_templates.clocking import ecp5_pll, ice40_pll
+
+    s = ice40_pll(12_000_000, 40e6)  # the iCEBreaker's 40 MHz: 12 · 53 / 16
+    assert s.params == {"DIVR": 0, "DIVF": 52, "DIVQ": 4, "FILTER_RANGE": 1} and s.f_out_hz == 39_750_000
+    for f_max in (18e6, 23.4e6, 37.17e6, 80e6, 275e6):
+        s = ice40_pll(12_000_000, f_max)
+        p = s.params
+        assert s.f_out_hz * (p["DIVR"] + 1) * 2 ** p["DIVQ"] == 12_000_000 * (p["DIVF"] + 1) and s.f_out_hz <= f_max
+        assert 533e6 <= s.f_vco_hz <= 1066e6
+    with pytest.raises(ValueError, match="no iCE40 PLL setting"):
+        ice40_pll(12_000_000, 16.1e6)  # 16 … 16.1 MHz: no multiple of 12 MHz / 2^DIVQ lands there
+    e = ecp5_pll(25_000_000, 104.11e6)
+    p = e.params
+    assert e.f_out_hz * p["CLKI_DIV"] == 25_000_000 * p["CLKFB_DIV"] and e.f_out_hz <= 104.11e6
+    assert 400e6 <= e.f_out_hz * p["CLKOP_DIV"] <= 800e6 and p["CLKOP_CPHASE"] == p["CLKOP_DIV"] - 1
+    assert (p["CLKI_DIV"], p["CLKFB_DIV"]) == (7, 29)  # 103.571 MHz: nothing in 103.58 … 104.11 is reachable
+
+
+def test_accelerator_and_link_fmax_are_told_apart():
+    from bitspike.gen.build import domain_fmax
+    from bitspike.rtl_templates.clocking import ice40_pll
+
+    parsed = {"fmax_mhz": {"acc_clk": (41.5, 39.75), "clk": (60.2, 12.0)}}
+    assert domain_fmax(parsed, 12e6, ice40_pll(12_000_000, 40e6)) == (41.5, 60.2)
+    assert domain_fmax({"fmax_mhz": {"clk": (37.17, 12.0)}}, 12e6, None) == (37.17, 37.17)
 
 
 def _check_report(out, board, family, suffix):
@@ -100,7 +143,7 @@ def _check_report(out, board, family, suffix):
     assert report["fmax_mhz"] > 1.0
     assert report["timing_met"] == (report["fmax_mhz"] >= report["clock_mhz"])
     assert report["cycles_per_inference"] > 0
-    assert report["compute"]["at_clock"]["latency_s"] == pytest.approx(report["cycles_per_inference"] / report["clock_hz"])
+    assert report["compute"]["at_clock"]["latency_s"] == pytest.approx(report["cycles_per_inference"] / report["accel_clock_hz"])
     assert report["link"]["images_per_second"] == pytest.approx(report["baud"] / 10 / report["link"]["bytes_per_image"])
     md = (out / "report.md").read_text()
     assert md == report_markdown(report) and "Fmax" in md and "LUT" in md
@@ -109,10 +152,23 @@ def _check_report(out, board, family, suffix):
 
 
 def test_build_standin_for_icebreaker(tmp_path, standin_design):
+    # the accelerator on the PLL (SB_PLL40_2_PAD) at 16.5 MHz and the bridge on the 12 MHz oscillator at the
+    # board's default 3 Mbaud; nextpnr times each domain, and a missed clock is built once more below its Fmax
     gen = standin_design(tmp_path / "gen", "test_build stand-in")
-    result = build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen)
+    result = build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, clock_mhz=16.5)
     report = _check_report(tmp_path / "out", "icebreaker", "ice40", ".bin")
-    assert report["clock_hz"] == 12_000_000 and report["clocks_per_bit"] == 104
+    assert report["clock_hz"] == 12_000_000 and report["baud"] == 3_000_000 and report["clocks_per_bit"] == 4
+    first, *again = report["clock_passes"]
+    assert first["accelerator_clock_mhz"] == 16.5
+    assert first["pll"]["params"] == {"DIVR": 0, "DIVF": 87, "DIVQ": 6, "FILTER_RANGE": 1}  # 12 MHz · 88 / 64
+    if first["accelerator_fmax_mhz"] >= 16.5:
+        assert again == [] and report["accel_clock_hz"] == 16_500_000 and report["timing_met"]
+    else:  # at most one more pass, at a PLL clock not above the Fmax reached
+        assert len(again) <= 1
+        assert all(p["accelerator_clock_mhz"] <= first["accelerator_fmax_mhz"] for p in again)
+    assert report["clock_mhz"] == report["clock_passes"][-1]["accelerator_clock_mhz"]
+    assert report["fmax_mhz"] > 1.0 and report["link_fmax_mhz"] >= 12.0
+    assert report["usb_serial"]["max_baud"] == 12_000_000
     assert result["build_seconds"]["toolchain"] > 0
 
 

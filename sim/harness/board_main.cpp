@@ -12,8 +12,15 @@
 // ("waiting"), each millisecond of silence advances FAST_FORWARD cycles, so
 // the bridge's inter-byte timeout fires after a predictable wall time.
 //
-// usage: board_sim CLOCKS_PER_BIT FAST_FORWARD_CYCLES_PER_MS
-// On stdin EOF it prints "cycles N" to stderr and exits 0.
+// Two clocks: built with -DBITSPIKE_ACC_CLOCK the design has a second clock,
+// acc_clk (the accelerator's, a PLL's on a board), and the harness drives it
+// with its own period, unrelated to the link clock's: both are integers in
+// the same time unit and the harness always advances to the earliest next
+// rising edge. Serial timing and the fast-forward count link-clock cycles.
+//
+// usage: board_sim CLOCKS_PER_BIT FAST_FORWARD_CYCLES_PER_MS [LINK_PERIOD ACC_PERIOD]
+// On stdin EOF it prints "cycles N" (link clock; "acc_cycles M" too with two
+// clocks) to stderr and exits 0.
 
 #include <cerrno>
 #include <csignal>
@@ -109,8 +116,10 @@ int main(int argc, char** argv) {
     }
     const int cpb = atoi(argv[1]);
     const long fast_forward = atol(argv[2]);
-    if (cpb < 4 || fast_forward < 1) {
-        fprintf(stderr, "board_sim: CLOCKS_PER_BIT must be >= 4 and FAST_FORWARD >= 1\n");
+    const long link_period = argc > 4 ? atol(argv[3]) : 1;
+    const long acc_period = argc > 4 ? atol(argv[4]) : 1;
+    if (cpb < 4 || fast_forward < 1 || link_period < 1 || acc_period < 1) {
+        fprintf(stderr, "board_sim: CLOCKS_PER_BIT must be >= 4, FAST_FORWARD and the periods >= 1\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -122,8 +131,22 @@ int main(int argc, char** argv) {
     Deserializer des{cpb};
     std::vector<uint8_t> out;
     uint64_t cycles = 0;
+    uint64_t acc_cycles = 0;
+    uint64_t t_link = link_period, t_acc = acc_period;  // time of each clock's next rising edge
+    (void)t_acc;
 
-    auto tick = [&]() {
+    auto tick = [&]() {  // one link-clock cycle, and the accelerator-clock edges that fall before it
+#ifdef BITSPIKE_ACC_CLOCK
+        while (t_acc < t_link) {
+            top.acc_clk = 0;
+            top.eval();
+            top.acc_clk = 1;
+            top.eval();
+            acc_cycles++;
+            t_acc += acc_period;
+        }
+#endif
+        t_link += link_period;
         top.rx = ser.level();
         top.clk = 0;
         top.eval();
@@ -136,8 +159,14 @@ int main(int argc, char** argv) {
 
     top.rx = 1;
     top.rst = 1;
+#ifdef BITSPIKE_ACC_CLOCK
+    top.acc_rst = 1;
+#endif
     for (int i = 0; i < 8; i++) tick();
     top.rst = 0;
+#ifdef BITSPIKE_ACC_CLOCK
+    top.acc_rst = 0;
+#endif
 
     bool input_open = true;
     uint8_t buf[4096];
@@ -178,5 +207,8 @@ int main(int argc, char** argv) {
     }
     if (!out.empty()) write_all(1, out);
     fprintf(stderr, "cycles %llu\n", (unsigned long long)cycles);
+#ifdef BITSPIKE_ACC_CLOCK
+    fprintf(stderr, "acc_cycles %llu\n", (unsigned long long)acc_cycles);
+#endif
     return 0;
 }
