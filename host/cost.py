@@ -134,6 +134,9 @@ class LayerCostSpec:
     pos, neg, bias
         Per output channel: sums of the positive and of the negative integer weights at ``w_ref`` bits,
         and the integer accumulator bias at (``w_ref``, ``count_ref``).
+    s_ref, x_ref
+        The analysed input-current range at ``s_ref`` spike bits (a manifest's own: the requantizer may not
+        reach its clamp); ``None``: the clamp at every B_s.
     """
 
     name: str
@@ -158,9 +161,13 @@ class LayerCostSpec:
     pos: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     neg: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    s_ref: int | None = None
+    x_ref: tuple[int, int] | None = None
 
     def x_range(self, s_bits: int) -> Range:
         """Range of the input current at ``s_bits`` (the export's clamp: the neuron's saturation)."""
+        if self.x_ref is not None and s_bits == self.s_ref:
+            return Range(*self.x_ref)
         if self.first:
             return Range(0, 2**self.input_bits - 1)
         hi = (2**s_bits - 1) << self.k
@@ -231,7 +238,10 @@ def layer_cost(unit: str, spec: LayerCostSpec, w_bits: int, s_bits: int, timeste
 
 def specs_from_manifest(manifest, folds: Mapping[str, tuple[int, int]] | None = None) -> list[LayerCostSpec]:
     """One :class:`LayerCostSpec` per synaptic layer of a manifest (a sequential network: no residual adds)."""
+    from bitspike.analysis import analyse
+
     folds = dict(folds or {})
+    ranges = analyse(manifest)
     specs: list[LayerCostSpec] = []
     by_name = {l.name: l for l in manifest.layers}
     readers: dict[str, list] = {}
@@ -260,11 +270,7 @@ def specs_from_manifest(manifest, folds: Mapping[str, tuple[int, int]] | None = 
             raise BitspikeError(f"--cost-fold for '{layer.name}': {pes}x{lanes} does not fit its "
                                 f"{w.shape[0]} outputs × {layer.weight.shape[1]} inputs")
         conv = layer.op == "conv2d"
-        if idx == 0:
-            x0 = (0, 2**manifest.input.bits - 1)
-        else:
-            hi = (2**layer.s_bits - 1) << layer.k
-            x0 = (-hi if signed else 0, hi)
+        x0 = (ranges[layer.name].x.lo, ranges[layer.name].x.hi)
         _, c_hi = _neuron(*x0, layer.k, layer.s_bits, layer.timesteps)
         specs.append(LayerCostSpec(
             name=layer.name, op=layer.op, in_features=int(layer.weight.shape[1]), out_features=int(w.shape[0]),
@@ -273,7 +279,7 @@ def specs_from_manifest(manifest, folds: Mapping[str, tuple[int, int]] | None = 
             x_signed=signed, first=idx == 0, is_last=layer.requant is None, pools=pools, pes=pes, lanes=lanes,
             input_bits=manifest.input.bits, w_ref=layer.w_bits, count_ref=c_hi,
             pos=np.where(w > 0, w, 0).sum(axis=1), neg=np.where(w < 0, w, 0).sum(axis=1),
-            bias=np.asarray(layer.bias, np.int64)))
+            bias=np.asarray(layer.bias, np.int64), s_ref=layer.s_bits, x_ref=x0))
     if folds:
         raise BitspikeError(f"--cost-fold names layers the network does not have: {sorted(folds)}")
     return specs
@@ -493,7 +499,8 @@ def refresh_from_model(cm: CostModel, model) -> None:
     for i, l in enumerate(quant_layers(model)):
         w = l.wq.integers(l.weight.detach()).reshape(l.weight.shape[0], -1).cpu().numpy().astype(np.int64)
         cm.update_spec(i, w_ref=l.wq.bits.current(), pos=np.where(w > 0, w, 0).sum(axis=1),
-                       neg=np.where(w < 0, w, 0).sum(axis=1), bias=np.zeros(w.shape[0], np.int64), count_ref=1)
+                       neg=np.where(w < 0, w, 0).sum(axis=1), bias=np.zeros(w.shape[0], np.int64), count_ref=1,
+                       **({} if cm.specs[i].first else {"s_ref": None, "x_ref": None}))
     cm.refresh_grids()
 
 

