@@ -32,12 +32,8 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT))
 
-from train import DEEP, DEFAULTS, RUNS as TRAIN_RUNS  # noqa: E402  (bench/train.py: the deep rows' settings)
+from train import DEFAULTS, FOLD_DEEP, LUT_BUDGETS, RUNS as TRAIN_RUNS  # noqa: E402  (bench/train.py: the deep rows)
 
-#: the fold of every deep design (what ``--fold auto`` gives the uniform 2/2/1 network within 3,000 LUTs)
-FOLD_DEEP = "conv1=2x1,conv2=4x4,conv3=4x8,conv4=4x4,conv5=4x4,conv6=4x4,fc1=1x1"
-#: the LUT-targeted runs' budgets: the BB-targeted seed-0 run's modelled LUTs at FOLD_DEEP, and lower
-LUT_BUDGETS = (2856, 2600)
 DIGITS_SETTINGS = ("1/1/1", "2/2/1", "2/4/1", "3/3/2", "4/4/2")
 DIGITS = dict(dataset="digits", arch="mlp", epochs=10, optimizer="sgd", lr=0.1, batch_size=64)
 
@@ -54,13 +50,10 @@ def _runs() -> dict[str, dict]:
             kw.pop("export", None)
             runs[name] = {**DEFAULTS, **kw}
     for name in ("deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal",
-                 "deep-adaptive-free-2/2/1-seed1"):
+                 "deep-adaptive-free-2/2/1-seed1", *(k for k in TRAIN_RUNS if k.startswith("deep-luts-"))):
         kw = dict(TRAIN_RUNS[name][0])
         kw.pop("export", None)
         runs[name] = {**DEFAULTS, **kw}
-    for b in LUT_BUDGETS:
-        runs[f"deep-luts-{b}"] = {**DEFAULTS, **DEEP, "target": (2, 2, 1), "cost": "luts", "budget": float(b),
-                                  "cost_fold": FOLD_DEEP}
     return runs
 
 
@@ -69,7 +62,7 @@ CALIBRATION = [f"digits-u{u.replace('/', '_')}" for u in DIGITS_SETTINGS] + [
     "deep-uniform-2/2/1-seed0", "deep-adaptive-2/2/1-seed1", "deep-adaptive-2/2/1-seed2",
     "deep-adaptive-free-2/2/1-seed1", "deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal"]
 PARETO = [f"deep-uniform-2/2/1-seed{s}" for s in (0, 1, 2)] + [f"deep-adaptive-2/2/1-seed{s}" for s in (0, 1, 2)] + \
-    [f"deep-luts-{b}" for b in LUT_BUDGETS]
+    [f"deep-luts-{LUT_BUDGETS[0]}-seed{s}" for s in (0, 1, 2)] + [f"deep-luts-{LUT_BUDGETS[1]}-seed0"]
 
 
 def run_dir(name: str, runs: list[Path]) -> Path:
@@ -120,7 +113,13 @@ def synthesize(m, fold: str, out: Path) -> dict:
     from bitspike.host.cost import CostModel, specs_from_manifest
 
     t0 = time.perf_counter()
-    rep = generate(m, out, fold=fold, synth="ecp5").to_json()
+    old = out / "report.json"
+    rep = json.loads(old.read_text()) if old.exists() else {}
+    if not (rep.get("manifest_digest") == m.digest() and rep.get("synthesis") and rep.get("requested_fold") == fold):
+        # a design already synthesized from the same manifest at the same fold is read back, not rebuilt
+        rep = generate(m, out, fold=fold, synth="ecp5").to_json()
+        rep["requested_fold"] = fold
+        old.write_text(json.dumps(rep, sort_keys=True))
     synth_s = time.perf_counter() - t0
     layers = rep["layers"]
     folds = {l["name"]: (l["pes"], l["lanes"]) for l in layers if l["w_bits"] is not None}
