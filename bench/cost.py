@@ -49,8 +49,7 @@ def _runs() -> dict[str, dict]:
             kw = dict(TRAIN_RUNS[name][0])
             kw.pop("export", None)
             runs[name] = {**DEFAULTS, **kw}
-    for name in ("deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal",
-                 "deep-adaptive-free-2/2/1-seed1", *(k for k in TRAIN_RUNS if k.startswith("deep-luts-"))):
+    for name in ("deep-ablation-1/1/1-uniform", *(k for k in TRAIN_RUNS if k.startswith("deep-luts-"))):
         kw = dict(TRAIN_RUNS[name][0])
         kw.pop("export", None)
         runs[name] = {**DEFAULTS, **kw}
@@ -59,8 +58,7 @@ def _runs() -> dict[str, dict]:
 
 RUNS = _runs()
 CALIBRATION = [f"digits-u{u.replace('/', '_')}" for u in DIGITS_SETTINGS] + [
-    "deep-uniform-2/2/1-seed0", "deep-adaptive-2/2/1-seed1", "deep-adaptive-2/2/1-seed2",
-    "deep-adaptive-free-2/2/1-seed1", "deep-ablation-1/1/1-uniform", "deep-ablation-1/1/1-learnable+renewal"]
+    "deep-uniform-2/2/1-seed0", "deep-adaptive-2/2/1-seed1", "deep-adaptive-2/2/1-seed2", "deep-ablation-1/1/1-uniform"]
 PARETO = [f"deep-uniform-2/2/1-seed{s}" for s in (0, 1, 2)] + [f"deep-adaptive-2/2/1-seed{s}" for s in (0, 1, 2)] + \
     [f"deep-luts-{LUT_BUDGETS[0]}-seed{s}" for s in (0, 1, 2)] + [f"deep-luts-{LUT_BUDGETS[1]}-seed0"]
 
@@ -182,20 +180,21 @@ def calibration(runs: list[Path], work: Path) -> dict:
 
 
 def pareto(runs: list[Path], work: Path) -> dict:
-    rows = []
-    for name in PARETO:
+    rows = {}
+    # designs the calibration also synthesizes last (they are read back if it already has)
+    for name in sorted(PARETO, key=lambda n: n in CALIBRATION):
         d = run_dir(name, runs)
         metrics = json.loads((d / "metrics.json").read_text())
         last = metrics["epochs"][-1]
         r = synthesize(manifest_of(d), FOLD_DEEP, work / name.replace("/", "_"))
         cfg = metrics["config"]
         kind = "uniform 2/2/1" if cfg.get("uniform") else ("LUT-targeted" if cfg.get("cost") == "luts" else "BB-targeted")
-        rows.append({"name": name, "kind": kind, "seed": cfg["seed"], "budget": cfg.get("budget"),
-                     "accuracy": 100 * last["test_accuracy"], "bit_budget": last["bit_budget"],
-                     "avg_bits": last["avg_bits"], "train_wall_s": last["wall_s"], **r})
-        logging.getLogger("bitspike").info("pareto %s: %.2f%%, Yosys %s LUTs", name, rows[-1]["accuracy"],
+        rows[name] = {"name": name, "kind": kind, "seed": cfg["seed"], "budget": cfg.get("budget"),
+                      "accuracy": 100 * last["test_accuracy"], "bit_budget": last["bit_budget"],
+                      "avg_bits": last["avg_bits"], "train_wall_s": last["wall_s"], **r}
+        logging.getLogger("bitspike").info("pareto %s: %.2f%%, Yosys %s LUTs", name, rows[name]["accuracy"],
                                            r["yosys_lut_total"])
-    return {"rows": rows, "fold": FOLD_DEEP}
+    return {"rows": [rows[n] for n in PARETO], "fold": FOLD_DEEP}
 
 
 def write_md(data: dict) -> str:
@@ -252,20 +251,27 @@ def main(argv=None) -> int:
                              "trained into the first")
     parser.add_argument("--work", default="/tmp/bitspike-bench/cost", help="folder for the generated designs")
     parser.add_argument("--only", choices=("calibration", "pareto"), default=None)
+    parser.add_argument("--markdown", action="store_true", help="rewrite cost.md and the figure from cost.json, and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from bitspike.cli import write_json
     from bitspike.figures import accuracy_vs_luts
 
     out = RESULTS / "cost.json"
-    data = json.loads(out.read_text()) if out.exists() else {}
-    data["machine"] = f"{platform.machine()}, Python {platform.python_version()}"
     runs, work = [Path(r) for r in args.runs], Path(args.work)
-    if args.only in (None, "calibration"):
-        data["calibration"] = calibration(runs, work)
-    if args.only in (None, "pareto"):
-        data["pareto"] = pareto(runs, work)
-        data["notes"] = pareto_notes(data["pareto"])
+    new = {}
+    if args.markdown:
+        new["pareto"] = json.loads(out.read_text())["pareto"]
+        new["notes"] = pareto_notes(new["pareto"])
+    elif args.only in (None, "calibration"):
+        new["calibration"] = calibration(runs, work)
+    if not args.markdown and args.only in (None, "pareto"):
+        new["pareto"] = pareto(runs, work)
+        new["notes"] = pareto_notes(new["pareto"])
+    # read what is there only now: another process may have written the other part meanwhile
+    data = {**(json.loads(out.read_text()) if out.exists() else {}), **new}
+    data["machine"] = f"{platform.machine()}, Python {platform.python_version()}"
+    if "pareto" in new:
         accuracy_vs_luts([{"label": r["name"].replace("deep-", "").replace("-2/2/1", ""), "luts": r["yosys_lut_total"],
                            "accuracy": r["accuracy"], "kind": r["kind"]} for r in data["pareto"]["rows"]],
                          RESULTS / "cost_pareto.png", title="vgg-deep, Fashion-MNIST: accuracy against LUTs")
@@ -275,26 +281,37 @@ def main(argv=None) -> int:
 
 
 def pareto_notes(par: dict) -> list[str]:
-    """The comparison the issue asks for, in figures."""
-    rows = par["rows"]
-    bb = [r for r in rows if r["kind"] == "BB-targeted"]
-    uni = [r for r in rows if r["kind"] == "uniform 2/2/1"]
-    lut = [r for r in rows if r["kind"] == "LUT-targeted"]
-    if not (bb and lut):
-        return []
+    """The comparison the issue asks for, in figures: per kind (and LUT budget), mean ± std over the seeds."""
+    import statistics
 
-    def mean(v):
-        return sum(v) / len(v)
+    groups: dict[str, list[dict]] = {}
+    for r in par["rows"]:
+        key = r["kind"] + (f", budget {r['budget']:,.0f}" if r.get("budget") else "")
+        groups.setdefault(key, []).append(r)
 
-    bb_acc, bb_lut = mean([r["accuracy"] for r in bb]), mean([r["yosys_lut_total"] for r in bb])
-    out = [f"- BB-targeted, {len(bb)} seeds: {bb_acc:.2f}% at {bb_lut:.0f} Yosys LUTs on the mean; uniform 2/2/1, "
-           f"{len(uni)} seeds: {mean([r['accuracy'] for r in uni]):.2f}% at "
-           f"{mean([r['yosys_lut_total'] for r in uni]):.0f}."]
-    for r in lut:
-        verdict = "reaches" if r["accuracy"] >= bb_acc else f"misses by {bb_acc - r['accuracy']:.2f} points"
-        out.append(f"- LUT-targeted, budget {r['budget']:.0f} (one seed): {r['accuracy']:.2f}% at "
-                   f"{r['yosys_lut_total']} Yosys LUTs ({r['yosys_lut_total'] - bb_lut:+.0f} against the BB-targeted "
-                   f"mean); it {verdict} the BB-targeted mean accuracy.")
+    def stat(rows: list[dict], key: str) -> tuple[float, float]:
+        v = [float(r[key]) for r in rows]
+        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+    out = ["| kind | seeds | accuracy (%), mean ± std | Yosys LUTs, mean ± std | model LUTs, mean |", "|---|---|---|---|---|"]
+    summary = {}
+    for key, rows in groups.items():
+        acc, lut = stat(rows, "accuracy"), stat(rows, "yosys_lut_total")
+        summary[key] = (acc, lut, len(rows))
+        out.append(f"| {key} | {len(rows)} | {acc[0]:.2f} ± {acc[1]:.2f} | {lut[0]:,.0f} ± {lut[1]:,.0f} | "
+                   f"{stat(rows, 'model_luts')[0]:,.0f} |")
+    bb = summary.get("BB-targeted")
+    if bb:
+        out.append("")
+        for key, (acc, lut, n) in summary.items():
+            if not key.startswith("LUT-targeted"):
+                continue
+            d_acc, d_lut = acc[0] - bb[0][0], lut[0] - bb[1][0]
+            verdict = ("reaches the BB-targeted mean accuracy" if d_acc >= 0 else
+                       f"misses the BB-targeted mean accuracy by {-d_acc:.2f} points")
+            out.append(f"- {key} ({n} seed{'s' if n > 1 else ''}): {verdict} with {d_lut:+,.0f} Yosys LUTs "
+                       f"({100 * d_lut / bb[1][0]:+.1f}%) against it; seed spread of the BB-targeted runs "
+                       f"{bb[0][1]:.2f} points.")
     return out
 
 
