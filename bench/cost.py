@@ -239,8 +239,21 @@ def write_md(data: dict) -> str:
             lines.append(f"| {r['name']} | {r['kind']} | {r['seed']} | {r['budget'] or ''} | {bits} | "
                          f"{r['bit_budget']:.2f} | {r['model_luts']:.0f} | {r['yosys_lut_total']} | "
                          f"{r['yosys_dsp_total']} | {r['accuracy']:.2f} |")
-        lines += ["", "![accuracy against Yosys LUTs](cost_pareto.png)", ""]
+        lines += ["", "Figure: `bench/results/cost_pareto.png`, accuracy against Yosys LUTs with the Pareto front (drawn by "
+                  "`python bench/cost.py --markdown`; a generated file, not committed, as bench/results/*.png).", ""]
         lines += data.get("notes", [])
+        if cal:
+            d111 = next((d for d in cal["deltas"] if d["name"] == "deep-ablation-1/1/1-uniform"), None)
+            base = next((r for r in cal["rows"] if r["name"] == "deep-uniform-2/2/1-seed0"), None)
+            if d111 and base:
+                lines += ["", f"- How much of the deep design the bits decide: all six learnable layers from 2/2/1 to "
+                          f"1/1/1 change its Yosys LUTs by {d111['yosys']:+,} of {base['yosys_lut_engines']:,} "
+                          f"({100 * d111['yosys'] / base['yosys_lut_engines']:+.1f}%) at this fold; the rest (address "
+                          "counters, frame-buffer and weight-memory ports, requantizers, the 8-bit first layer, "
+                          "control) does not depend on them. The allocations of the BB- and LUT-targeted runs differ "
+                          "from uniform by one bit in a few layers, a few percent of the LUTs at most, and the "
+                          "estimate's change per bit is not Yosys's (calibration table above), so the LUT "
+                          "differences between these runs are of the size of their seed-to-seed spread."]
     return "\n".join(lines) + "\n"
 
 
