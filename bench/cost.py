@@ -249,7 +249,7 @@ def write_md(data: dict) -> str:
                 lines += ["", f"- How much of the deep design the bits decide: all six learnable layers from 2/2/1 to "
                           f"1/1/1 change its Yosys LUTs by {d111['yosys']:+,} of {base['yosys_lut_engines']:,} "
                           f"({100 * d111['yosys'] / base['yosys_lut_engines']:+.1f}%) at this fold; the rest (address "
-                          "counters, frame-buffer and weight-memory ports, requantizers, the 8-bit first layer, "
+                          "counters, frame-buffer and weight-memory ports, the 8-bit first layer, "
                           "control) does not depend on them. The allocations of the BB- and LUT-targeted runs differ "
                           "from uniform by one bit in a few layers, a few percent of the LUTs at most, and the "
                           "estimate's change per bit is not Yosys's (calibration table above), so the LUT "
