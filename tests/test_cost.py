@@ -174,3 +174,21 @@ def test_layers_of_the_first_layer_do_not_move_and_bits_stay_in_range():
         for p, v in zip((l.wq.bits, l.neuron.s_bits, l.neuron.timesteps), b):
             assert p.lo <= v <= p.hi
     assert current_bits_of(model)[0] == (8, 8, 1)
+
+
+def test_training_with_a_memory_budget_ends_within_it(tmp_path):
+    import json
+
+    from bitspike.host.train import TrainConfig, train
+
+    # weight memory does not depend on the weights' values, so the frozen bits meet the budget exactly
+    fc1 = 64 * 16 * 8
+    budget = fc1 + 16 * 10 * 2 + 100  # fc2 at 3 bits (its start) would be 480; ≤ 2 bits fits
+    r = train(TrainConfig(dataset="digits", arch="mlp", hidden=(16,), epochs=2, lr=0.1, cost="memory",
+                          budget=budget, out=str(tmp_path / "m"), progress=False, threads=1))
+    metrics = json.loads((r.run_dir / "metrics.json").read_text())
+    last = metrics["epochs"][-1]
+    memory = sum(l["params"] * l["w_bits"] for l in last["layers"])
+    assert last["cost"]["unit"] == "memory" and last["cost"]["value"] == memory <= budget
+    assert metrics["final"]["within_target"] is True and metrics["config"]["cost"] == "memory"
+    assert metrics["epochs"][0]["cost"]["value"] > budget  # it started above and was projected down
