@@ -364,13 +364,14 @@ class CostModel:
         """
         total = None
         for i, vals in enumerate(bits):
-            g = torch.as_tensor(self._grids[i], dtype=torch.float64)
+            device = next((v.device for v in vals if isinstance(v, torch.Tensor)), None)
+            g = torch.as_tensor(self._grids[i], dtype=torch.float64, device=device)
             corners: list[list[tuple[int, torch.Tensor]]] = []
             for d, v in enumerate(vals):
-                v = torch.as_tensor(v, dtype=torch.float64)
+                v = torch.as_tensor(v, dtype=torch.float64, device=device)
                 lo, n = self.ranges[i][d][0], g.shape[d]
                 if n == 1:
-                    corners.append([(0, torch.ones((), dtype=torch.float64))])
+                    corners.append([(0, torch.ones((), dtype=torch.float64, device=device))])
                     continue
                 i0 = min(max(int(math.floor(float(v.detach()))) - lo, 0), n - 2)
                 f = v - (lo + i0)
