@@ -96,6 +96,18 @@ for _seed in range(3):
     RUNS[f"deep-adaptive-free-2/2/1-seed{_seed}"] = (
         dict(DEEP, target=(2, 2, 1), seed=_seed, project_every=0, bit_lr=0.01, t_lr=0.01, export=False),
         "vgg-deep, adaptive bits, projected only when frozen, bit lr 0.01")
+#: the fold the deep network's hardware cost is taken at and its designs generated at (bench/cost.py):
+#: what ``--fold auto`` gives the uniform 2/2/1 network within the default 3,000-LUT budget
+FOLD_DEEP = "conv1=2x1,conv2=4x4,conv3=4x8,conv4=4x4,conv5=4x4,conv6=4x4,fc1=1x1"
+#: LUT budgets of the LUT-targeted runs: the BB-targeted seed-0 run's modelled LUTs at FOLD_DEEP, and lower
+LUT_BUDGETS = (2856, 2600)
+for _seed in range(3):
+    RUNS[f"deep-luts-{LUT_BUDGETS[0]}-seed{_seed}"] = (
+        dict(DEEP, target=(2, 2, 1), cost="luts", budget=float(LUT_BUDGETS[0]), cost_fold=FOLD_DEEP, seed=_seed,
+             export=False), f"vgg-deep, bits chosen by LUTs (--cost luts): ≤ {LUT_BUDGETS[0]:,} modelled LUTs")
+RUNS[f"deep-luts-{LUT_BUDGETS[1]}-seed0"] = (
+    dict(DEEP, target=(2, 2, 1), cost="luts", budget=float(LUT_BUDGETS[1]), cost_fold=FOLD_DEEP, export=False),
+    f"vgg-deep, bits chosen by LUTs: ≤ {LUT_BUDGETS[1]:,} modelled LUTs")
 RUNS["deep-ablation-1/1/1-uniform"] = (dict(DEEP, uniform=(1, 1, 1)), "ablation: uniform 1/1/1")
 RUNS["deep-ablation-1/1/1-learnable"] = (dict(DEEP, target=(1, 1, 1), renewal="none", max_budget=1.1),
                                          "ablation: learnable bits, no renewal, bit budget ≤ 1.1")
@@ -104,8 +116,11 @@ RUNS["deep-ablation-1/1/1-learnable+renewal"] = (dict(DEEP, target=(1, 1, 1), re
 DEFAULTS = dict(optimizer="adam", lr=0.002, batch_size=128, seed=0)
 
 
-def run_one(name: str, threads: int, out_root: Path) -> dict:
+def run_one(name: str, threads: int, out_root: Path, reuse: bool = False) -> dict:
+    """Train (or, with ``reuse``, read back a finished run of the same settings from ``out_root``) and export."""
     import torch
+
+    from bitspike.host.checkpoint import CHECKPOINT_NAME
 
     from bitspike.host.export import export_run
     from bitspike.host.train import TrainConfig, budget_limit, train
@@ -113,14 +128,17 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     kw, what = RUNS[name]
     kw = dict(kw)
     do_export = kw.pop("export", True)
-    cfg = TrainConfig(**{**DEFAULTS, **kw, "out": str(out_root / name.replace("/", "_")), "threads": threads,
-                         "progress": False})
+    out = out_root / name.replace("/", "_")
+    reused = reuse and (out / CHECKPOINT_NAME).exists()
+    cfg = TrainConfig(**{**DEFAULTS, **kw, "out": str(out), "threads": threads, "progress": False, "resume": reused})
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     result = train(cfg)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     history = result.history
+    if reused:  # the run's own training time (a checkpoint that stopped early is trained to the end)
+        train_s = float(history[-1]["wall_s"])
     if do_export:
         _, summary = export_run(result.run_dir, Path(result.run_dir) / "model.bsm")
     else:  # the same figures from the trained model, without the golden model's pass over the test set
@@ -129,7 +147,8 @@ def run_one(name: str, threads: int, out_root: Path) -> dict:
     metrics = json.loads((Path(result.run_dir) / "metrics.json").read_text())
     return {
         "method": METHOD,
-        "variant": ", ".join(f"{k}={kw[k]}" for k in ("project_every", "bit_lr", "t_lr") if k in kw),
+        "variant": ", ".join(f"{k}={kw[k]}" for k in ("project_every", "bit_lr", "t_lr", "cost", "budget") if k in kw),
+        "cost": metrics["final"].get("cost"),
         "train_limit": cfg.train_limit,
         "renewal_counts": metrics["final"].get("renewal"),
         "t_per_layer_per_epoch": [[l["timesteps"] for l in h["layers"]] for h in history],
@@ -230,6 +249,8 @@ def write_markdown(data: dict) -> None:
     for name, r in data["runs"].items():
         b = r["avg_bits"]
         mode = r["mode"] + ("" if r["mode"] == "uniform" else f" (renewal {r['renewal']})")
+        if r.get("cost"):
+            mode += f", {r['cost']['unit']} ≤ {r['cost']['budget']:,.0f} ({r['cost']['value']:,.0f})"
         rc = r.get("renewal_counts") or {}
         fired = "-" if not rc else "{} / {}".format(
             sum(rc.get(k, {}).get("renewals_learning", 0) for k in ("weights", "spikes")),
@@ -259,7 +280,7 @@ def write_markdown(data: dict) -> None:
 
     seen = set()
     for r in data["runs"].values():
-        if r["mode"] != "adaptive" or r["dataset"] != "fashion-mnist":
+        if r["mode"] != "adaptive" or r["dataset"] != "fashion-mnist" or r.get("cost"):
             continue
         budget = budget_limit(tuple(r["target"]), r.get("max_budget"))
         key = (r["arch"], tuple(r["target"]), budget)
@@ -464,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     parser.add_argument("--out", default="runs/bench", help="folder for the run folders (default runs/bench)")
     parser.add_argument("--gpu-check", metavar="DIR", help="record the results of runs/_dev/gpu_check.sh found in DIR, and exit")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back runs already finished in --out (same settings) instead of training them again")
     parser.add_argument("--markdown", action="store_true", help="rewrite train.md (and its figure) from train.json, and exit")
     args = parser.parse_args(argv)
     if args.markdown:
@@ -486,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in names:
         print(f"== {name}", flush=True)
-        entry = run_one(name, args.threads, Path(args.out))
+        entry = run_one(name, args.threads, Path(args.out), args.reuse)
         _merge(entry)
         print(f"== {name}: deploy {_pc(entry['deploy_accuracy'])} float {_pc(entry['float_accuracy'])} "
               f"bits {entry['avg_bits']} BB {entry['bit_budget']:.2f} in {entry['train_wall_s']:.0f} s", flush=True)

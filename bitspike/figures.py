@@ -109,6 +109,37 @@ def accuracy_vs_bit_budget(runs: Sequence[Mapping[str, Any]], path: str | Path, 
     return _save(plt, fig, path)
 
 
+def accuracy_vs_luts(runs: Sequence[Mapping[str, Any]], path: str | Path,
+                     title: str = "Accuracy against Yosys LUTs") -> Path:
+    """Accuracy against measured LUTs, one marker per run kind, with the Pareto front drawn.
+
+    Each run has ``label``, ``luts``, ``accuracy`` (percent) and ``kind`` (any string; one colour each).
+    The front joins the runs that no other run beats on both (fewer LUTs and higher accuracy).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.4, 3.6))
+    styles = [("s", "#4c72b0"), ("o", "#c44e52"), ("^", "#55a868"), ("D", "#8172b2"), ("v", "#ccb974")]
+    kinds = list(dict.fromkeys(r["kind"] for r in runs))
+    for kind, (marker, color) in zip(kinds, styles * (1 + len(kinds) // len(styles))):
+        pts = [r for r in runs if r["kind"] == kind]
+        ax.scatter([r["luts"] for r in pts], [r["accuracy"] for r in pts], marker=marker, color=color, label=kind)
+        for r in pts:
+            ax.annotate(r.get("label", ""), (r["luts"], r["accuracy"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    front = []
+    for r in sorted(runs, key=lambda r: (r["luts"], -r["accuracy"])):
+        if not front or r["accuracy"] > front[-1]["accuracy"]:
+            front.append(r)
+    if len(front) > 1:
+        ax.step([r["luts"] for r in front], [r["accuracy"] for r in front], where="post", color="grey", lw=0.8,
+                alpha=0.7, label="Pareto front")
+    ax.set_xlabel("LUTs (Yosys synth_ecp5)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=7)
+    return _save(plt, fig, path)
+
+
 def bits_over_epochs(history: Sequence[Mapping[str, Any]], path: str | Path, title: str = "Bits per layer over the epochs") -> Path:
     """B_w, B_s and T of every layer after each epoch (one panel each), from a run's ``metrics.json`` epochs.
 

@@ -9,7 +9,8 @@ __all__ = ["plot_run"]
 
 
 def plot_run(run_dir: str | Path, history: list[dict[str, Any]]) -> list[Path]:
-    """Write ``bits.png`` (B_w, B_s, T per layer, per epoch) and ``accuracy.png``; return their paths."""
+    """Write ``bits.png`` (B_w, B_s, T per layer, per epoch; with ``--cost``, the network's cost against its
+    budget in a fourth panel) and ``accuracy.png``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +21,18 @@ def plot_run(run_dir: str | Path, history: list[dict[str, Any]]) -> list[Path]:
         return []
     epochs = [h["epoch"] for h in history]
     names = [l["name"] for l in history[-1]["layers"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
+    cost = [h.get("cost") for h in history]
+    panels = 4 if all(cost) else 3
+    fig, axes = plt.subplots(1, panels, figsize=(13 if panels == 3 else 17, 3.8), sharex=True)
+    if panels == 4:
+        ax = axes[3]
+        ax.plot(epochs, [c["value"] for c in cost], marker=".", label="network")
+        if cost[-1].get("budget") is not None:
+            ax.axhline(cost[-1]["budget"], color="#c44e52", lw=0.8, ls="--", label="budget")
+        ax.set_title(cost[-1].get("unit_name", cost[-1]["unit"]))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     for ax, key, title in zip(axes, ("w_bits", "s_bits", "timesteps"), ("weight bits B_w", "spike bits B_s", "timesteps T")):
         for i, name in enumerate(names):
             ax.plot(epochs, [h["layers"][i][key] for h in history], marker=".", label=name)

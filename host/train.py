@@ -55,6 +55,7 @@ from bitspike.errors import BitspikeError, CheckpointError
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .models import ARCHS, BitNet, BitPlan, build_model, layer_names
+from .cost import current_bits_of, differentiable_cost, project_model, refresh_from_model
 from .quant import QuantLayer, bound_bits, quant_layers, renewal_counts, set_grad_rules, set_renewal
 
 __all__ = ["TrainConfig", "TrainResult", "train", "parse_bits", "model_from_checkpoint", "bit_summary", "evaluate"]
@@ -64,6 +65,7 @@ log = logging.getLogger("bitspike.train")
 METRICS_NAME = "metrics.json"
 TOLERANCE = 0.10  # the learned averages must land within 10% of the target
 RENEWAL_GATE = 0.24  # renew steps only while the gap exceeds 24% of the initial gap
+PROJECT_ROUNDS = 6  # projections of a hardware cost: project, refit the steps, project again
 LAMBDA_MAX = 1.0  # a larger pull makes bit widths oscillate step to step, which costs accuracy
 
 
@@ -121,6 +123,13 @@ class TrainConfig:
     first_layer
         ``"fixed"``: the first layer keeps 8-bit weights and T = 1 (the paper); ``"learn"``: its B_w and T
         learn like every other layer's, while its input stays 8-bit pixels (its B_s is fixed at 8).
+    cost, budget, cost_fold
+        What the bits are budgeted in (:data:`~bitspike.host.cost.COST_UNITS`): ``"bb"`` (the paper's bit
+        budget; ``budget`` is then ``max_budget``), ``"sace"``, ``"memory"`` or ``"luts"`` (the target loss
+        pulls the network's cost to ``budget`` and the projection keeps it at or below it; the per-kind
+        target window is not used), or ``"cycles"`` (bits as for ``"bb"``; the interval at ``cost_fold``
+        does not depend on them and must be within ``budget``). ``cost_fold``: per-layer folds the
+        hardware cost is taken at (``"conv2=4x4,fc1=2x1"``; 1×1 where not named).
     vth_grad, detach_history
         The threshold's LSQ gradient scale (``"batch"``: 1/sqrt(batch·N·q), the authors'; ``"sample"``:
         1/sqrt(N·q)) and whether the membrane carried between timesteps is left out of the backward pass
@@ -157,6 +166,9 @@ class TrainConfig:
     first_layer: str = "fixed"
     vth_grad: str = "batch"
     detach_history: bool = True
+    cost: str = "bb"
+    budget: float | None = None
+    cost_fold: str | None = None
 
     def __post_init__(self):
         self.target = tuple(_num(v) for v in self.target)  # type: ignore[assignment]
@@ -183,6 +195,24 @@ class TrainConfig:
             raise BitspikeError(f"project_every must be ≥ 0 (0: only when the bits freeze), got {self.project_every}")
         if self.max_budget is not None and not self.max_budget > 0:
             raise BitspikeError(f"max_budget must be > 0, got {self.max_budget}")
+        from .cost import COST_UNITS, UNIT_NAMES
+
+        if self.cost not in COST_UNITS:
+            raise BitspikeError(f"--cost must be one of {', '.join(COST_UNITS)}, got {self.cost!r}")
+        if self.budget is not None:
+            try:
+                self.budget = float(self.budget)
+            except (TypeError, ValueError):
+                raise BitspikeError(f"--budget must be a number, got {self.budget!r}") from None
+            if not (self.budget > 0 and math.isfinite(self.budget)):
+                raise BitspikeError(f"--budget must be a positive number of {UNIT_NAMES[self.cost]}, got {self.budget:g}")
+        if self.cost == "bb" and self.budget is not None:
+            if self.max_budget is not None and self.max_budget != self.budget:
+                raise BitspikeError(f"--budget {self.budget:g} and --max-budget {self.max_budget:g} disagree; with "
+                                    "--cost bb they are the same thing, give one")
+            self.max_budget = self.budget
+        if self.cost != "bb" and self.budget is None:
+            raise BitspikeError(f"--cost {self.cost} needs --budget (in {UNIT_NAMES[self.cost]})")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise BitspikeError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -193,6 +223,11 @@ class TrainConfig:
         if self.freeze_epochs is not None:
             return min(self.freeze_epochs, self.epochs)
         return max(1, self.epochs // 2)
+
+    @property
+    def cost_targeted(self) -> bool:
+        """The bits are budgeted in a hardware unit (the target loss and the projection use it)."""
+        return self.cost in ("sace", "memory", "luts") and self.uniform is None
 
     @property
     def goal(self) -> tuple[int, int, int]:
@@ -586,7 +621,8 @@ def train(config: TrainConfig) -> TrainResult:
         state = load_checkpoint(ckpt_path)
         old = TrainConfig.from_json(dict(state["config"]))
         for key in ("dataset", "arch", "target", "uniform", "hidden", "width", "seed", "renewal", "init_extra", "batch_size",
-                    "max_budget", "project_every", "first_layer", "vth_grad", "detach_history"):
+                    "max_budget", "project_every", "first_layer", "vth_grad", "detach_history", "cost", "budget",
+                    "cost_fold"):
             if getattr(old, key) != getattr(cfg, key):
                 raise CheckpointError(
                     f"{ckpt_path}: the checkpoint was trained with {key} = {getattr(old, key)!r}, this run asks for "
@@ -615,9 +651,44 @@ def train(config: TrainConfig) -> TrainResult:
         with torch.no_grad():
             model(_to_float(images[: min(len(labels), 256)], device))
     sizes = input_sizes(model, device)
+    cost_model = None
+    if cfg.cost != "bb":
+        from .cost import model_cost, parse_cost_fold
+
+        cost_model = model_cost(cfg.cost, model, np.ascontiguousarray(images[: min(len(labels), 512)]),
+                                parse_cost_fold(cfg.cost_fold))
+        model.to(device)
+        if cfg.cost == "cycles" and cost_model.interval() > cfg.budget:
+            raise BitspikeError(
+                f"--budget {cfg.budget:g} cycles: the pipeline's interval at these folds is {cost_model.interval()} "
+                "cycles whatever the bits (each engine's neuron is unrolled over T and its PEs multiply by the spike "
+                "count); widen --cost-fold or raise the budget")
     init_avg = [float(state["init_avg"][i]) for i in range(3)] if state is not None else list(average_bits(model, sizes))
     goal = cfg.goal
     init_gap = [abs(a - t) for a, t in zip(init_avg, goal)]
+    lam_cost = float(state.get("lambda_cost", cfg.default_lambdas()[0])) if state is not None else cfg.default_lambdas()[0]
+    if cfg.cost_targeted:
+        init_cost = float(state["init_cost"]) if state is not None and "init_cost" in state else \
+            cost_model.total(current_bits_of(model))
+        cost_gap = abs(init_cost - cfg.budget)
+
+    refit_batch = _to_float(images[: min(len(labels), 256)], device)
+
+    def project() -> list[str]:
+        if not cfg.cost_targeted:
+            return project_bits(model, sizes, cfg.target, cfg.max_budget)
+        # the LUT cost depends on the integer weights, which a renewal refits when the bits change:
+        # refit at once (one forward pass, no gradient) and project again until the refitted cost fits
+        moves: list[str] = []
+        for _ in range(PROJECT_ROUNDS):
+            refresh_from_model(cost_model, model)
+            step = project_model(cost_model, model, cfg.budget)
+            if not step:
+                break
+            moves += step
+            with torch.no_grad():
+                model(refit_batch)
+        return moves
 
     net: nn.Module = model
     if run.world > 1:
@@ -630,7 +701,7 @@ def train(config: TrainConfig) -> TrainResult:
         frozen = epoch >= freeze_from
         if frozen:
             if epoch == freeze_from and cfg.uniform is None:
-                moves = project_bits(model, sizes, cfg.target, cfg.max_budget)
+                moves = project()
                 if moves:
                     run.log("bits projected into the target window: " + "; ".join(moves))
         t0 = time.perf_counter()
@@ -652,6 +723,9 @@ def train(config: TrainConfig) -> TrainResult:
         avg_start = average_bits(model, sizes)
         gate = [cfg.uniform is None and g > 0 and abs(a - t) > RENEWAL_GATE * g
                 for a, t, g in zip(avg_start, goal, init_gap)]
+        if cfg.cost_targeted:  # one budget for both kinds: renew while the cost is far from it
+            c_now = cost_model.total(current_bits_of(model))
+            gate = [cost_gap > 0 and abs(c_now - cfg.budget) > RENEWAL_GATE * cost_gap] * 3
         gate_w = gate[0] and cfg.renewal == "all"
         gate_s = gate[1] and cfg.renewal in ("all", "spikes")
         set_renewal(model, gate_w, gate_s)
@@ -662,7 +736,13 @@ def train(config: TrainConfig) -> TrainResult:
             y = labels_dev[idx_dev]
             logits = net(x)
             loss = F.cross_entropy(logits, y)
-            if cfg.uniform is None and not frozen:
+            if cfg.cost_targeted and not frozen:
+                # the target loss in the chosen unit: λ·|C/C* − 1|, λ doubling each epoch it misses by > 5%
+                c = differentiable_cost(cost_model, model)
+                loss = loss + lam_cost * (c / cfg.budget - 1).abs().to(loss.dtype)
+                if abs(float(c.detach()) / cfg.budget - 1) > 0.05:
+                    lam_cost = min(lam_cost * 2.0 ** (1.0 / len(batches)), LAMBDA_MAX)
+            elif cfg.uniform is None and not frozen:
                 bw, bs, bt = average_bits(model, sizes, differentiable=True)
                 loss = loss + lambdas[0] * (bw - goal[0]).abs() + lambdas[1] * (bs - goal[1]).abs() + lambdas[2] * (bt - goal[2]).abs()
                 # dual ascent on λ: an average that keeps missing its target gets pushed harder
@@ -677,7 +757,7 @@ def train(config: TrainConfig) -> TrainResult:
             if cfg.project_every and cfg.uniform is None and not frozen and step_in_epoch % cfg.project_every == 0:
                 # projected gradient: the bits never stay outside the window for long, so the network
                 # trains at allocations it may keep (changed quantizers count it, and renew if gated in)
-                project_bits(model, sizes, cfg.target, cfg.max_budget)
+                project()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(idx)
@@ -706,6 +786,10 @@ def train(config: TrainConfig) -> TrainResult:
             "renewal": {"gate": {"weights": gate_w, "spikes": gate_s}, **counts},
             **bit_summary(model, sizes),
         }
+        if cost_model is not None:
+            if cfg.cost_targeted:
+                refresh_from_model(cost_model, model)
+            record["cost"] = _cost_record(cost_model, model, cfg.budget, lam_cost)
         history.append(record)
         run.log(
             f"epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f} train {record['train_accuracy']:.4f} "
@@ -720,6 +804,8 @@ def train(config: TrainConfig) -> TrainResult:
                 "lambdas": list(lambdas),
                 "history": history,
                 "init_avg": list(init_avg),
+                "lambda_cost": lam_cost,
+                **({"init_cost": init_cost} if cfg.cost_targeted else {}),
                 "in_shape": list(train_ds.shape),
                 "num_classes": train_ds.num_classes,
                 "classes": list(train_ds.classes),
@@ -739,6 +825,17 @@ def train(config: TrainConfig) -> TrainResult:
             log.warning("plots skipped: %s", exc)
     last = history[-1] if history else {"test_accuracy": float("nan"), "avg_bits": {}, "wall_s": 0.0}
     return TrainResult(run.out, last["test_accuracy"], last["avg_bits"], len(history), last["wall_s"], history)
+
+
+def _cost_record(cost_model, model: nn.Module, budget: float | None, lam: float) -> dict[str, Any]:
+    """The network's cost in the run's unit (total, per layer, budget) for metrics.json."""
+    from .cost import UNIT_NAMES
+
+    bits = current_bits_of(model)
+    names = list(layer_names(model).values())
+    return {"unit": cost_model.unit, "unit_name": UNIT_NAMES[cost_model.unit], "value": cost_model.total(bits),
+            "budget": budget, "lambda": lam,
+            "layers": {n: cost_model.layer_value(i, *b) for i, (n, b) in enumerate(zip(names, bits))}}
 
 
 def _renewal_totals(history: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -766,9 +863,11 @@ def _write_metrics(out: Path, cfg: TrainConfig, history: list[dict[str, Any]], d
             "bit_budget": last.get("bit_budget"),
             "layers": last.get("layers"),
             "wall_s": last.get("wall_s"),
-            "within_target": None if not last else _within(
-                (last["avg_bits"]["w"], last["avg_bits"]["s"], last["avg_bits"]["t"]), cfg.goal,
-                None if cfg.uniform is not None else cfg.max_budget),
+            "within_target": None if not last else (
+                last["cost"]["value"] <= cfg.budget + 1e-9 if cfg.cost_targeted else _within(
+                    (last["avg_bits"]["w"], last["avg_bits"]["s"], last["avg_bits"]["t"]), cfg.goal,
+                    None if cfg.uniform is not None else cfg.max_budget)),
+            "cost": last.get("cost"),
             "renewal": _renewal_totals(history),
         },
     }

@@ -36,6 +36,15 @@ def register(subparsers) -> None:
                    help="step-size renewal when a bit width changes (default: all)")
     p.add_argument("--max-budget", type=float, default=None, metavar="BB",
                    help="largest bit budget B̄_w·B̄_s·T̄ the frozen bits may have (default: the target's W·S·T)")
+    p.add_argument("--cost", default="bb", metavar="UNIT",
+                   help="what the bits are budgeted in: bb (the bit budget B̄_w·B̄_s·T̄, default), sace "
+                        "(Σ MACs·B_w·B_s·T), memory (weight bits), luts (the generator's LUT estimate at --cost-fold) "
+                        "or cycles (the interval at --cost-fold; it does not depend on the bits)")
+    p.add_argument("--budget", default=None, metavar="X",
+                   help="the budget in the --cost unit (bb: the same as --max-budget; required for the others)")
+    p.add_argument("--cost-fold", default=None, metavar="SPEC",
+                   help="per-layer folds the hardware cost is taken at, as bitspike gen --fold (conv2=4x4,fc1=2x1; "
+                        "1x1 where not named)")
     p.add_argument("--project-every", type=int, default=None, metavar="STEPS",
                    help="project the bits into the target window every STEPS optimizer steps while they learn "
                         "(projected gradient; default: 50; 0 projects only when the bits freeze)")
@@ -87,6 +96,9 @@ def config_from_args(args: argparse.Namespace):
         freeze_epochs=args.freeze_epochs,
         renewal=args.renewal,
         max_budget=args.max_budget,
+        cost=args.cost,
+        budget=args.budget,
+        cost_fold=args.cost_fold,
         **({} if args.project_every is None else {"project_every": args.project_every}),
         device=args.device,
         seed=args.seed,
