@@ -129,4 +129,6 @@ def export(net: torch.nn.Module, sample_shape: tuple[int, ...]):
     with warnings.catch_warnings():
         # β = 1 exports as τ = dt / 0: numpy warns, the graph holds τ = r = inf, which read_nir expects
         warnings.filterwarnings("ignore", message="divide by zero", category=RuntimeWarning)
+        # snnTorch 1.0.0's exporter still calls nirtorch's older tracer; the warning is for snnTorch, not the user
+        warnings.filterwarnings("ignore", message="nirtorch.extract_nir_graph is being deprecated")
         return export_to_nir(net, torch.zeros(sample_shape))
