@@ -215,6 +215,14 @@ class FloatNetwork:
     source: str | None = None
     assumptions: tuple[str, ...] = field(default=())
 
+    def __repr__(self) -> str:
+        parts = []
+        for node, shape in zip(self.nodes, self.shapes):
+            kind = node.kind if isinstance(node, (Neuron, Pool2d)) else type(node).__name__
+            parts.append(f"{node.name}:{kind}->{list(shape)}")
+        return (f"FloatNetwork(input_shape={self.input_shape}, nodes=[{', '.join(parts)}], reset={self.reset!r}, "
+                f"dt={self.dt}, source={self.source!r})")  # fmt: skip
+
     @property
     def shapes(self) -> list[tuple[int, ...]]:
         """The output shape of every node, in order."""

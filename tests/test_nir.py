@@ -216,7 +216,7 @@ def test_conv_network_from_snntorch():
         net[4].weight.mul_(8)
     fn = read_nir(S.export(net, (1, 28, 28)), source="snntorch")
     assert [type(n).__name__ for n in fn.nodes] == ["Conv2d", "Neuron", "Pool2d", "Flatten", "Affine", "Neuron"]
-    assert fn.shapes[0] == (4, 12, 12) and fn.shapes[2] == (4, 6, 6)
+    assert fn.shapes[0] == (4, 12, 12) and fn.shapes[2] == (4, 6, 6) and "2:avg->[4, 6, 6]" in repr(fn)
     ref = S.snntorch_counts(net, images, T)
     assert torch.equal(fn.run(_x(images), T).sum(0), ref)
     assert len(torch.unique(ref)) > 3
