@@ -69,17 +69,24 @@ def generator_estimate(op: str, *, w_bits: int | None, timesteps: int | None, pe
                        cycles: bool = False) -> tuple[int | None, int | None]:
     """(LUT estimate, busy clocks) of one engine, from the generator's own model (``None`` where not asked).
 
-    Builds the generator's per-layer plan record and calls :func:`bitspike.gen.folding.estimate_luts`
+    Builds the generator's plan node (:mod:`bitspike.gen.ir`) and calls :func:`bitspike.gen.folding.estimate_luts`
     (``luts=True``) and :func:`bitspike.gen.timing.engine_busy` (``cycles=True``) on it.
     """
     from bitspike.gen.folding import estimate_luts
-    from bitspike.gen.plan import LayerPlan
     from bitspike.gen.timing import engine_busy
+    from bitspike.ops.conv2d import Conv2dNode
+    from bitspike.ops.linear import LinearNode
+    from bitspike.ops.pooling import PoolNode
 
-    lp = LayerPlan(index=0, name="cost", op=op, engine="cost", w_bits=w_bits, timesteps=timesteps, pes=pes,
-                   lanes=lanes, in_features=in_features, out_features=out_features, widths=dict(widths),
-                   in_hw=tuple(in_hw), out_hw=tuple(out_hw), kernel=tuple(kernel))
-    return (estimate_luts(lp) if luts else None), (engine_busy(lp) if cycles else None)
+    common = dict(index=0, name="cost", op=op, engine="cost", pes=pes, lanes=lanes, in_features=in_features,
+                  out_features=out_features, widths=dict(widths), in_hw=tuple(in_hw), out_hw=tuple(out_hw),
+                  kernel=tuple(kernel))
+    if op in ("linear", "conv2d"):
+        cls = LinearNode if op == "linear" else Conv2dNode
+        node = cls(w_bits=int(w_bits or 1), timesteps=int(timesteps or 1), **common)
+    else:
+        node = PoolNode(stride=tuple(kernel), **common)
+    return (estimate_luts(node) if luts else None), (engine_busy(node) if cycles else None)
 
 
 def parse_cost_fold(spec: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
