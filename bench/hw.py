@@ -149,7 +149,9 @@ def _digest(manifest: Path) -> str:
 
 
 def _cell(v) -> str:
-    return "—" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
+    if v is None:
+        return "—"
+    return f"{v:,}" if isinstance(v, int) else (f"{v:,g}" if isinstance(v, float) else str(v))
 
 
 def markdown(doc: dict) -> str:
@@ -172,8 +174,8 @@ def markdown(doc: dict) -> str:
         target = TARGET_MHZ.get(r["board"])
         ca, iv = r["cycles_alone"], r["interval"]
         lines.append(f"| cycles alone (predicted / measured) | {_cell(b.get('cycles_alone'))} | "
-                     f"{ca['predicted']} / {_cell(ca['measured'])} |")
-        lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {iv['predicted']} / "
+                     f"{_cell(ca['predicted'])} / {_cell(ca['measured'])} |")
+        lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {_cell(iv['predicted'])} / "
                      f"{_cell(iv['measured'])} |")
         before_ips = round(b["fmax_mhz"] * 1e6 / b["interval"]) if b.get("fmax_mhz") and b.get("interval") else None
         lines.append(f"| images/s at Fmax | {_cell(before_ips)} | {_cell(r['images_per_second_at_fmax'])} |")
