@@ -88,7 +88,8 @@ def _critical_path(build_dir: Path) -> list[dict]:
     return out
 
 
-def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False) -> dict:
+def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False,
+            skip_sim: bool = False) -> dict:
     out = WORK / f"{design}-{board}-s{seed}"
     build_json = out / "build_summary.json"
     sim_json = out / "sim.json"
@@ -100,13 +101,18 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
                                  "--clock", clock, "--json", str(build_json), "-q"), check=True)
     report = json.loads((out / "report.json").read_text())
     gen = json.loads((out / "gen" / "report.json").read_text())
-    if not done:
+    if not done and not (skip_sim and build_json.exists()):
         subprocess.run(_bitspike("sim", str(manifest), "--rtl", str(out / "gen"), "--dataset", DATASETS[design],
                                  "--processes", "1", "--json", str(sim_json), "-q"), check=True)
-    sim = json.loads(sim_json.read_text())
+    if sim_json.exists():
+        sim = json.loads(sim_json.read_text())
+    else:  # --skip-sim: the planner's figures only; nothing measured, nothing claimed bit-exact
+        sim = {"cycles_per_inference": {"predicted": gen["cycles_per_inference"], "alone": None},
+               "initiation_interval": {"predicted": gen.get("initiation_interval"), "measured": None},
+               "bit_exact": None, "samples": None}
     util = {k: v["used"] for k, v in report["utilization"].items()}
     fmax = report["fmax_mhz"]
-    interval = sim["initiation_interval"]["measured"]
+    interval = sim["initiation_interval"]["measured"] or sim["initiation_interval"]["predicted"]
     clock_hz = report.get("accel_clock_hz") or report["clock_hz"]
     link_ips = report["link"]["images_per_second"]
     compute_ips = clock_hz / interval if interval else None
@@ -130,7 +136,7 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
                  "link_bound_images_per_second": round(link_ips, 1),
                  "compute_bound_images_per_second": round(compute_ips) if compute_ips else None,
                  "compute_to_link": round(compute_ips / link_ips, 2) if compute_ips else None},
-        "bit_exact": f"{sim['bit_exact']}/{sim['samples']}",
+        "bit_exact": f"{sim['bit_exact']}/{sim['samples']}" if isinstance(sim["samples"], int) else "not run",
         "toolchain": report.get("toolchain"),
         "before": BEFORE.get((design, board)),
     }
@@ -143,7 +149,9 @@ def _digest(manifest: Path) -> str:
 
 
 def _cell(v) -> str:
-    return "—" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
+    if v is None:
+        return "—"
+    return f"{v:,}" if isinstance(v, int) else (f"{v:,g}" if isinstance(v, float) else str(v))
 
 
 def markdown(doc: dict) -> str:
@@ -166,8 +174,9 @@ def markdown(doc: dict) -> str:
         target = TARGET_MHZ.get(r["board"])
         ca, iv = r["cycles_alone"], r["interval"]
         lines.append(f"| cycles alone (predicted / measured) | {_cell(b.get('cycles_alone'))} | "
-                     f"{ca['predicted']} / {ca['measured']} |")
-        lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {iv['predicted']} / {iv['measured']:g} |")
+                     f"{_cell(ca['predicted'])} / {_cell(ca['measured'])} |")
+        lines.append(f"| interval (predicted / measured) | {_cell(b.get('interval'))} | {_cell(iv['predicted'])} / "
+                     f"{_cell(iv['measured'])} |")
         before_ips = round(b["fmax_mhz"] * 1e6 / b["interval"]) if b.get("fmax_mhz") and b.get("interval") else None
         lines.append(f"| images/s at Fmax | {_cell(before_ips)} | {_cell(r['images_per_second_at_fmax'])} |")
         lk, ck = r.get("link"), r.get("clock")
@@ -218,6 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="take a board's build and co-simulation from the work folder when they are there for this "
                         "manifest (a run stopped after some boards)")
+    p.add_argument("--skip-sim", action="store_true",
+                   help="with --reuse: a board whose build is there but whose co-simulation is not gets the planner's "
+                        "cycles only (marked not measured, bit-exactness not run)")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
@@ -239,7 +251,8 @@ def main(argv=None) -> int:
     for design, manifest in designs.items():
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
-            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse))
+            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
+                                args.skip_sim))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"

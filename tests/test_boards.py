@@ -193,7 +193,7 @@ def test_vendor_archive_for_arty_passes_synth_xilinx(tmp_path, standin_design):
     assert est["total"]["lut"] > 100 and est["total"]["ff"] > 100
     u = report["utilization_estimate"]
     assert u["LUT"]["available"] == 20800 and u["BRAM"]["available"] == 100  # 50 × 36 Kb as 18 Kb halves
-    assert report["clocks_per_bit"] == 868  # 100 MHz / 115200
+    assert report["clocks_per_bit"] == 100 and report["baud"] == 1_000_000  # 100 MHz / 1 Mbaud, the default rate
     md = (out / "report.md").read_text()
     assert "No bitstream was built" in md and "synth_xilinx" in md
     assert not list(out.glob("*.bit"))
@@ -236,7 +236,7 @@ def test_uart_pins_give_a_usb_only_board_a_serial_path(tmp_path, standin_design)
     tx = next(l for l in lpf.splitlines() if "bitspike_uart_0__tx" in l and "LOCATE" in l)
     rx = next(l for l in lpf.splitlines() if "bitspike_uart_0__rx" in l and "LOCATE" in l)
     assert '"N17"' in tx and '"M18"' in rx and "LVCMOS33" in lpf
-    assert report["clocks_per_bit"] == 417  # 48 MHz / 115200
+    assert report["clocks_per_bit"] == 48 and report["baud"] == 1_000_000  # 48 MHz / 1 Mbaud, the default rate
     with pytest.raises(BoardError, match="has no connector pmod_0"):
         get_board("orangecrab_r0_2").with_uart("pmod_0:1", "pmod_0:2")
     with pytest.raises(BoardError, match="not a pin name"):
