@@ -65,6 +65,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from .analysis import check_registers
 from .errors import ManifestError
 from .io import atomic_write_bytes
 from .ops import load_builtin
@@ -396,8 +397,6 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     manifest = Manifest(
         name=name, input=inp, layers=tuple(layers), classes=None if classes is None else tuple(classes), info=dict(info), version=version
     )
-    from .analysis import check_registers  # the analysis imports this module
-
     check_registers(manifest)
     return manifest
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from bitspike.ops.base import OPS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bitspike.analysis import LayerRanges
+    from bitspike.ranges import LayerRanges
     from bitspike.manifest import Manifest
 
 __all__ = ["safe_name", "stream_source", "self_add_in_step", "PlanNode", "REPORT_DEFAULTS", "Plan", "PlanOptions", "Pass", "PASSES", "FLOW", "register_pass", "run_flow"]

@@ -47,20 +47,14 @@ import torch
 
 from bitspike.manifest import Manifest
 from bitspike.ops.base import OPS
+from bitspike.ops.hooks import FLOAT_MARGIN, NeuronTap, output_hook  # noqa: F401  (re-exported)
+from bitspike.ops.kernels import spike_count  # noqa: F401  (re-exported)
 
-from .export import _graph, _units
-from .golden import GoldenModel, neuron_steps
+from .convert import _graph, _units
+from .golden import GoldenModel
 from .models import BitNet
 
 __all__ = ["AgreementReport", "AuditState", "audit", "spike_count", "output_hook", "NeuronTap"]
-
-#: relative margin for float64 rounding in the float model's currents
-FLOAT_MARGIN = 1e-9
-
-
-def spike_count(x: torch.Tensor, k: int, s_bits: int, timesteps: int) -> torch.Tensor:
-    """Σ_t s_t of the constant-current neuron on integer currents ``x`` (θ = 2**k)."""
-    return neuron_steps(x, k, s_bits, timesteps)[1].sum(dim=0)
 
 
 @dataclass
@@ -111,15 +105,6 @@ class AgreementReport:
                 "violations": list(self.violations)}
 
 
-def output_hook(node, outputs: dict[str, torch.Tensor]):
-    """A forward hook on ``node.module`` recording its float output under the node's name."""
-
-    def hook(mod, args, out, name=node.name):
-        outputs[name] = out.detach()
-
-    return node.module.register_forward_hook(hook)
-
-
 def _hooks(model: BitNet, nodes) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list]:
     """Forward hooks recording each node's float output and each synaptic layer's float spike count
     (each op's own choice: :meth:`bitspike.ops.base.Op.audit_hooks`)."""
@@ -129,32 +114,6 @@ def _hooks(model: BitNet, nodes) -> tuple[dict[str, torch.Tensor], dict[str, tor
     for node in nodes:
         handles.extend(OPS[node.kind].audit_hooks(node, outputs, counts))
     return outputs, counts, handles
-
-
-class NeuronTap:
-    """Records the spike count of ``layer``'s neuron while ``layer`` runs.
-
-    A ResNet block's projection shortcut shares conv1's neuron module, so the
-    neuron's own hook cannot tell the two layers apart; this tap listens only
-    while its layer is running.
-    """
-
-    def __init__(self, name: str, layer, counts: dict[str, torch.Tensor]):
-        self.active = False
-
-        def on_spikes(mod, args, out):
-            if self.active:  # y = V_th · count / T
-                counts[name] = torch.round(out.detach() * layer.timesteps / layer.neuron.vth.detach()).to(torch.int64)
-
-        self.handles = (
-            layer.register_forward_pre_hook(lambda *a: setattr(self, "active", True)),
-            layer.register_forward_hook(lambda *a: setattr(self, "active", False)),
-            layer.neuron.register_forward_hook(on_spikes),
-        )
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 @dataclass

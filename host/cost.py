@@ -472,7 +472,7 @@ def model_cost(unit: str, model, calib_images: np.ndarray, folds: Mapping[str, t
     """
     import copy
 
-    from .export import DEFAULT_CURRENT_BITS, export_model
+    from .convert import DEFAULT_CURRENT_BITS, export_model
     from .quant import quant_layers
 
     manifest = export_model(copy.deepcopy(model), calib_images,

@@ -31,62 +31,11 @@ from bitspike.analysis import LayerRanges, Range, analyse, needs_wide_product
 from bitspike.errors import RangeError
 from bitspike.manifest import Layer, Manifest, rounding_term
 from bitspike.ops.base import op_of
+from bitspike.ops.kernels import LayerTrace, neuron_steps, shift_round
 from bitspike.ops.conv2d import conv2d_int as _conv2d_int  # noqa: F401  (kept for callers of this module)
 from bitspike.ops.pooling import pool
 
 __all__ = ["neuron_steps", "GoldenModel", "GoldenResult", "LayerTrace", "to_input_ints", "pool", "shift_round"]
-
-
-def neuron_steps(x: torch.Tensor, k: int, s_bits: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The multi-bit neuron, integer form.
-
-    Parameters
-    ----------
-    x
-        Input current (any shape, integer), constant over the timesteps.
-    k
-        Threshold exponent: θ = 2**k.
-    s_bits
-        Spike bit width B_s; spikes are 0 … 2**B_s − 1.
-    timesteps
-        T.
-
-    Returns
-    -------
-    v, s
-        ``v[t]`` the membrane before step t (t = 0 … T, v[T] after the last
-        update) and ``s[t]`` the spike of step t (t = 0 … T−1); shapes
-        ``(T+1, *x.shape)`` and ``(T, *x.shape)``.
-    """
-    x = x.to(torch.int64)
-    theta = 1 << k
-    q = (1 << s_bits) - 1
-    v = x.clone()
-    vs, ss = [v], []
-    for _ in range(timesteps):
-        s = torch.clamp(torch.div(2 * v + theta, 2 * theta, rounding_mode="floor"), 0, q)
-        v = v - s * theta + x
-        ss.append(s)
-        vs.append(v)
-    return torch.stack(vs), torch.stack(ss)
-
-
-def shift_round(value: torch.Tensor, shift: int) -> torch.Tensor:
-    """(value + 2**(shift−1)) >> shift, arithmetic (floor) shift; no rounding term when shift = 0."""
-    return torch.bitwise_right_shift(value + rounding_term(shift), shift)
-
-
-@dataclass
-class LayerTrace:
-    """What one layer computed for a batch (batch dimension first after the time axis)."""
-
-    name: str
-    op: str
-    x: torch.Tensor  # input current
-    out: torch.Tensor  # output current (or logits)
-    v: torch.Tensor | None = None  # (T+1, N, ...) membrane
-    s: torch.Tensor | None = None  # (T, N, ...) spikes
-    acc: torch.Tensor | None = None  # accumulators (before requantization)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from amaranth import Const, Module, Mux, Shape, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import Range
-from bitspike.manifest import Requant, rounding_term
+from bitspike.ranges import Range
+from bitspike.ops.base import Requant, rounding_term
 from .neuron import shape_of
 from .pe import GroupSignature
 from .requant import REQUANT_LATENCY, requant_pipeline, requant_reference

@@ -19,7 +19,7 @@ from amaranth import Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import Range, neuron_membrane_bounds
+from bitspike.ranges import Range, neuron_membrane_bounds
 
 __all__ = ["NeuronStage", "neuron_step", "neuron_reference", "unrolled_neuron", "membrane_range",
            "check_neuron_params", "shape_of"]

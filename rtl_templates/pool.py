@@ -23,7 +23,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import Range
+from bitspike.ranges import Range
 
 from .neuron import shape_of
 from .synapse import TapSignature

@@ -21,7 +21,7 @@ from amaranth import Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.manifest import rounding_term
+from bitspike.ops.base import rounding_term
 from .adder_tree import pipelined_sum
 from .pe import is_narrow, lut_cost, shift_add_product
 

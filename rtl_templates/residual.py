@@ -12,8 +12,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import Range
-from bitspike.manifest import rounding_term
+from bitspike.ranges import Range
+from bitspike.ops.base import rounding_term
 
 from .neuron import shape_of
 from .requant import requantize

@@ -52,8 +52,8 @@ from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import LayerRanges, Range
-from bitspike.manifest import Requant
+from bitspike.ranges import LayerRanges, Range
+from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
 from .neuron import NeuronStage, check_neuron_params, shape_of

@@ -29,8 +29,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.analysis import Range, bits_for
-from bitspike.manifest import rounding_term
+from bitspike.ranges import Range, bits_for
+from bitspike.ops.base import rounding_term
 
 __all__ = ["FusedThresholds", "fused_thresholds", "next_neuron_counts", "fusion_saves_luts", "ThresholdUnit",
            "threshold_reference"]
@@ -40,7 +40,7 @@ def next_neuron_counts(lo: int, hi: int, k: int, s_bits: int, timesteps: int) ->
     """Σ_t s_t of the neuron for every constant current lo … hi (the golden model's neuron)."""
     import torch
 
-    from bitspike.host.golden import neuron_steps
+    from bitspike.ops.kernels import neuron_steps
 
     _, s = neuron_steps(torch.arange(lo, hi + 1, dtype=torch.int64), k, s_bits, timesteps)
     return [int(v) for v in s.sum(dim=0)]

@@ -11,8 +11,8 @@ under ``if TYPE_CHECKING:`` never run and are ignored.
 - Top-level imports must form no cycle at all: such a cycle is an import-order
   bug waiting to happen.
 - Counting deferred imports too, the graph must still have no cycle: a deferred
-  import that closes a circle only hides it. The circles that exist today are
-  listed in :data:`KNOWN_DEFERRED`, one edge each, to be removed, not added to.
+  import that closes a circle only hides it (:data:`KNOWN_DEFERRED` is empty
+  and stays so).
 - CLI modules (``bitspike.cli`` and the ``<command>_cli`` modules) are leaves:
   no other module imports them, at the top or deferred.
 """
@@ -30,19 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Deferred imports that close a circle today, each (importer, imported): every one lies in a module the
-#: op-registry rewrite (issue 12, branch ``reg``) replaces. Delete an entry when its circle is gone (the test
-#: fails on an entry whose import no longer exists); never add one.
-KNOWN_DEFERRED = {
-    # gen/plan.py's plan() calls the folding, DSP and timing passes, which all take plan.LayerPlan
-    ("bitspike.gen.plan", "bitspike.gen.folding"),
-    ("bitspike.gen.plan", "bitspike.gen.dsp"),
-    ("bitspike.gen.plan", "bitspike.gen.timing"),
-    # manifest.load() checks register widths with the analysis, which reads the manifest's layer classes
-    ("bitspike.manifest", "bitspike.analysis"),
-    # export_run() runs the agreement audit, which reuses export's private _graph/_units
-    ("bitspike.host.export", "bitspike.host.agreement"),
-}
+#: Deferred imports allowed to close a circle, each (importer, imported). Empty since the layering of issue 12
+#: (leaves: errors, io, ranges, ops.base/kernels/hooks/stream; then rtl_templates; then the op modules; then
+#: the code that iterates the registry). Never add one: move the shared piece into a lower module instead.
+KNOWN_DEFERRED: set[tuple[str, str]] = set()
 
 
 def is_cli(module: str) -> bool:

@@ -11,6 +11,13 @@ module                      op(s)
 :mod:`~bitspike.ops.neuron`   the neuron and the rules linear and conv2d share
 ==========================  ================================================
 
+Below the op modules (they import nothing above themselves, so any layer of
+the package may use them): :mod:`~bitspike.ops.base` (the :class:`Op`
+interface, the layer and requantizer dataclasses, the registry),
+:mod:`~bitspike.ops.kernels` (the integer neuron, rounding shift and trace
+record), :mod:`~bitspike.ops.hooks` (the audit's forward hooks) and
+:mod:`~bitspike.ops.stream` (stream order).
+
 :func:`load_builtin` imports every module of this package (registering
 each op), so a new op is one new file here; :mod:`bitspike.manifest` calls
 it, so every op is registered once a manifest can be read. This package file
@@ -23,8 +30,8 @@ from __future__ import annotations
 
 __all__ = ["load_builtin"]
 
-#: modules of this package that define no op of their own
-_NOT_OPS = ("base", "neuron")
+#: modules of this package that define no op of their own (kernels and hooks import torch: not at manifest load)
+_NOT_OPS = ("base", "hooks", "kernels", "neuron", "stream")
 
 
 def load_builtin() -> None:

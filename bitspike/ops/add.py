@@ -85,7 +85,7 @@ class AddOp(Op):
     reserved_dsps = 2  # the two products, which the allocator does not place
 
     def ranges(self, layer, inputs):
-        from bitspike.analysis import LayerRanges, Range
+        from bitspike.ranges import LayerRanges, Range
 
         x, b = inputs
         rnd = rounding_term(layer.shift)
@@ -109,7 +109,7 @@ class AddOp(Op):
     def forward(self, model, layer, xs, trace):
         import torch
 
-        from bitspike.host.golden import LayerTrace, shift_round
+        from bitspike.ops.kernels import LayerTrace, shift_round
 
         x, b = xs
         r = model.ranges[layer.name]

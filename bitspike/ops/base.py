@@ -31,7 +31,7 @@ import numpy as np
 from bitspike.errors import ManifestError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bitspike.analysis import LayerRanges, Range
+    from bitspike.ranges import LayerRanges, Range
     from bitspike.gen.ir import Plan, PlanNode
 
 __all__ = [
@@ -168,6 +168,25 @@ def arrays_equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 def rounding_term(shift: int) -> int:
     """The round-half-up constant added before an arithmetic right shift."""
     return (1 << shift) >> 1
+
+
+@dataclass(frozen=True, eq=False)
+class Requant:
+    """x_next[o] = clamp((acc[o]·multiplier[o] + bias[o] + rnd) >> shift, lo, hi)."""
+
+    multiplier: np.ndarray
+    bias: np.ndarray
+    shift: int
+    lo: int
+    hi: int
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Requant)
+            and (self.shift, self.lo, self.hi) == (other.shift, other.lo, other.hi)
+            and arrays_equal(self.multiplier, other.multiplier)
+            and arrays_equal(self.bias, other.bias)
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -339,7 +358,7 @@ class Op:
     # ---- export and audit (bitspike.host.export, bitspike.host.agreement)
 
     def export_layer(self, node, ctx) -> Layer:
-        """The manifest layer for an export graph node (:class:`bitspike.host.export.ExportContext`)."""
+        """The manifest layer for an export graph node (:class:`bitspike.host.convert.ExportContext`)."""
         raise NotImplementedError(f"export has no rule for op {self.name!r}")
 
     def export_unit(self, node, producer: str, ctx) -> float | None:
@@ -357,7 +376,7 @@ class Op:
 
     def audit_hooks(self, node, outputs: dict, counts: dict) -> list:
         """Forward hooks on the trained model that record what :meth:`audit_step` needs (default: the output)."""
-        from bitspike.host.agreement import output_hook
+        from bitspike.ops.hooks import output_hook
 
         return [] if node.module is None else [output_hook(node, outputs)]
 

@@ -44,12 +44,12 @@ class FlattenOp(Op):
     passthrough_stream = True
 
     def ranges(self, layer, inputs):
-        from bitspike.analysis import LayerRanges
+        from bitspike.ranges import LayerRanges
 
         return LayerRanges(layer.name, layer.op, inputs[0], inputs[0])
 
     def forward(self, model, layer, xs, trace):
-        from bitspike.host.golden import LayerTrace
+        from bitspike.ops.kernels import LayerTrace
 
         x = xs[0]
         r = model.ranges[layer.name]

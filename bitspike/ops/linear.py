@@ -62,7 +62,7 @@ class LinearOp(SynapticOp):
         return count @ weight.t()
 
     def node(self, index, layer, manifest):
-        from bitspike.gen.interface import stream_order
+        from bitspike.ops.stream import stream_order
         from bitspike.gen.ir import safe_name
 
         out_f, in_f = layer.weight.shape

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from bitspike.analysis import LayerRanges, Range, neuron_ranges
+from bitspike.ranges import LayerRanges, Range, neuron_ranges
 from bitspike.gen.ir import PlanNode
 
 from .base import (
@@ -43,32 +43,13 @@ from .base import (
     Ctx,
     Layer,
     Op,
-    arrays_equal,
+    Requant,
     rounding_term,
     spike_max,
     weight_limit,
 )
 
 __all__ = ["Requant", "SynapticLayer", "SynapticNode", "SynapticOp"]
-
-
-@dataclass(frozen=True, eq=False)
-class Requant:
-    """x_next[o] = clamp((acc[o]·multiplier[o] + bias[o] + rnd) >> shift, lo, hi)."""
-
-    multiplier: np.ndarray
-    bias: np.ndarray
-    shift: int
-    lo: int
-    hi: int
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Requant)
-            and (self.shift, self.lo, self.hi) == (other.shift, other.lo, other.hi)
-            and arrays_equal(self.multiplier, other.multiplier)
-            and arrays_equal(self.bias, other.bias)
-        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,7 +255,7 @@ class SynapticOp(Op):
     def forward(self, model, layer: SynapticLayer, xs: list, trace: bool):
         import torch
 
-        from bitspike.host.golden import LayerTrace, neuron_steps, shift_round
+        from bitspike.ops.kernels import LayerTrace, neuron_steps, shift_round
 
         x = xs[0]
         r = model.ranges[layer.name]
@@ -478,7 +459,7 @@ class SynapticOp(Op):
                    requant=Requant(multiplier=mult, bias=rq_bias, shift=shift, lo=lo, hi=hi))
 
     def audit_hooks(self, node, outputs: dict, counts: dict) -> list:
-        from bitspike.host.agreement import NeuronTap, output_hook
+        from bitspike.ops.hooks import NeuronTap, output_hook
 
         return [output_hook(node, outputs), NeuronTap(node.name, node.module, counts)]
 
@@ -486,7 +467,8 @@ class SynapticOp(Op):
         """Certain neurons: the same spike count at both ends of the input interval as the float model."""
         import torch
 
-        from bitspike.host.agreement import FLOAT_MARGIN, spike_count
+        from bitspike.ops.hooks import FLOAT_MARGIN
+        from bitspike.ops.kernels import spike_count
 
         n = state.n
         tr = state.trace[layer.name]

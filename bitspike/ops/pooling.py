@@ -155,7 +155,7 @@ class PoolOp(Op):
         self.layer_cls = layer_cls  # type: ignore[misc]
 
     def ranges(self, layer, inputs):
-        from bitspike.analysis import LayerRanges, Range
+        from bitspike.ranges import LayerRanges, Range
 
         x = inputs[0]
         if layer.op == "maxpool":
@@ -167,7 +167,7 @@ class PoolOp(Op):
         return LayerRanges(layer.name, layer.op, x, Range(min(m * x.lo for m in ms), max(m * x.hi for m in ms)))
 
     def forward(self, model, layer, xs, trace):
-        from bitspike.host.golden import LayerTrace
+        from bitspike.ops.kernels import LayerTrace
 
         x = xs[0]
         r = model.ranges[layer.name]
