@@ -9,14 +9,12 @@ simulator module imports the other.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bitspike.errors import HardwareError
 
 __all__ = ["DesignInfo", "TapInfo", "tap_record", "words_for"]
 
