@@ -10,7 +10,7 @@ engine. :func:`neuron_reference` is its plain-integer model.
 The threshold is θ = 2**k, so a step is an add, an arithmetic shift and a
 clamp: s = clip((v + 2**(k-1)) >> k, 0, q) (k = 0: clip(v, 0, q)), then
 v ← v − s·2**k + x. Register widths come from
-:func:`bitspike.analysis.neuron_membrane_bounds`, never guessed.
+:func:`bitspike.ranges.neuron_membrane_bounds`, never guessed.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class NeuronStage(wiring.Component):
     Parameters
     ----------
     current
-        Analysed range of the input current (:class:`bitspike.analysis.Range`).
+        Analysed range of the input current (:class:`bitspike.ranges.Range`).
     s_bits, timesteps, k
         B_s, T and the threshold exponent (θ = 2**k).
     membrane

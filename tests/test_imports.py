@@ -184,3 +184,26 @@ def test_every_command_module_is_named_after_its_command():
         sub = argparse.ArgumentParser().add_subparsers()
         importlib.import_module(name).register(sub)
         assert [f"{c}_cli" for c in sub.choices] == [name.rsplit(".", 1)[-1]], name
+
+
+#: modules below the op modules: they import none of the package's other modules but each other
+LEAVES = {"bitspike.errors", "bitspike.io", "bitspike.protocol", "bitspike.ranges", "bitspike.ops", "bitspike.ops.base",
+          "bitspike.ops.kernels", "bitspike.ops.hooks", "bitspike.ops.stream"}
+
+
+def test_layers_import_only_downwards():
+    """Leaves import leaves; hardware templates import leaves and templates; op modules add ``gen.ir``."""
+    g = graph()
+    allowed = {}
+    for name in modules():
+        if name in LEAVES:
+            allowed[name] = LEAVES
+        elif name.startswith("bitspike.rtl_templates."):
+            allowed[name] = LEAVES | {m for m in modules() if m.startswith("bitspike.rtl_templates")}
+        elif name.startswith("bitspike.ops."):
+            allowed[name] = (LEAVES | {"bitspike.gen", "bitspike.gen.ir"}
+                             | {m for m in modules() if m.startswith(("bitspike.rtl_templates", "bitspike.ops."))})
+    allowed["bitspike.gen.ir"] = LEAVES
+    bad = [f"{a} imports {b} ({kind}, {modules()[a][0].relative_to(ROOT)}:{line})"
+           for a, ok in allowed.items() for b, (kind, line) in g[a].items() if b not in ok]
+    assert not bad, "imports against the layering (docs/ARCHITECTURE.md):\n" + "\n".join(bad)

@@ -9,10 +9,10 @@ and its engine class.
 
 * schema: :class:`SynapticLayer` (fields ``w_bits``, ``s_bits``,
   ``timesteps``, ``k``, ``requant``) and :class:`Requant`;
-* range rule: the neuron's exact ranges (:func:`bitspike.analysis.neuron_ranges`),
+* range rule: the neuron's exact ranges (:func:`bitspike.ranges.neuron_ranges`),
   then the accumulator per output channel from the weights' signs, then the
   requantizer's product and clamp;
-* golden forward: :func:`bitspike.host.golden.neuron_steps`, the op's sum,
+* golden forward: :func:`bitspike.ops.kernels.neuron_steps`, the op's sum,
   the requantizer (exact in Python integers when the product may leave int64);
 * plan: :class:`SynapticNode`, its widths, folding into ``pes × lanes``,
   LUT estimate, DSP candidates, busy cycles and the arrival-time model of the
