@@ -29,8 +29,9 @@ from bitspike.testing import random_cnn, random_mlp
 ROOT = Path(__file__).resolve().parent.parent
 
 #: modules that must iterate the registry instead of telling layer kinds apart
-CORE = ["bitspike/manifest.py", "bitspike/analysis.py", "host/golden.py", "host/export.py", "host/agreement.py",
-        "gen/plan.py", "gen/folding.py", "gen/timing.py", "gen/dsp.py", "gen/top.py", "gen/__init__.py",
+CORE = ["bitspike/manifest.py", "bitspike/analysis.py", "bitspike/ranges.py", "bitspike/ops/kernels.py",
+        "bitspike/ops/hooks.py", "bitspike/ops/stream.py", "host/golden.py", "host/convert.py", "host/export.py",
+        "host/agreement.py", "gen/plan.py", "gen/folding.py", "gen/timing.py", "gen/dsp.py", "gen/top.py", "gen/__init__.py",
         "gen/report.py", "gen/emit.py", "gen/interface.py", "gen/ir.py"]
 KIND_TEST = re.compile(r"\.op\s*(==|!=|in\b)|w_bits is (not )?None|"
                        r"isinstance\([^)]*(Linear|Conv2d|MaxPool|AvgPool|Pool|Flatten|Add|Synaptic)Layer")

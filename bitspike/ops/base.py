@@ -12,7 +12,7 @@ place, everything the tool chain knows about that op:
   :meth:`Op.busy_cycles`, :meth:`Op.arrival_times`, used by :mod:`bitspike.gen`),
 * its engine builder with the debug taps it offers (:meth:`Op.build_engine`),
 * its export and audit rules (:meth:`Op.export_layer`, :meth:`Op.audit_step`,
-  used by :mod:`bitspike.host.export` and :mod:`bitspike.host.agreement`).
+  used by :mod:`bitspike.host.convert` and :mod:`bitspike.host.agreement`).
 
 Core code iterates :data:`OPS` and calls these methods; it never tests a
 layer's kind. This module imports nothing else of bitspike, so any module can
@@ -355,7 +355,7 @@ class Op:
         """The Amaranth engine of the layer, or ``None`` for an op without hardware."""
         raise NotImplementedError(f"op {self.name!r} has no engine")
 
-    # ---- export and audit (bitspike.host.export, bitspike.host.agreement)
+    # ---- export and audit (bitspike.host.convert, bitspike.host.agreement)
 
     def export_layer(self, node, ctx) -> Layer:
         """The manifest layer for an export graph node (:class:`bitspike.host.convert.ExportContext`)."""
