@@ -63,7 +63,7 @@ def test_overlapping_pool_is_a_clear_error():
     b.synaptic("conv2d", 2, 8, 8, 1, 0, 2, 2)
     c, h, w = b.shapes[b.last]
     b.append(MaxPoolLayer(name="pool", inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, h - 1, w - 1),
-                        kernel=(2, 2), stride=(1, 1)))
+                          kernel=(2, 2), stride=(1, 1)))
     b.flatten()
     b.synaptic("linear", 3, 2, 2, 1, 2, None, None)
     with pytest.raises(HardwareError, match="overlapping"):
