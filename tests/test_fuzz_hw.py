@@ -86,8 +86,8 @@ class _Net:
         cls = MaxPoolLayer if self.rng.random() < 0.5 else AvgPoolLayer
         name = f"{cls.op[:3]}pool{len(self.b.layers)}"
         return self.b.append(cls(name=name, inputs=(src,), in_shape=(c, h, w),
-                               out_shape=(c, (h - kh) // kh + 1, (w - kw) // kw + 1), kernel=(kh, kw),
-                               stride=(kh, kw)))
+                                 out_shape=(c, (h - kh) // kh + 1, (w - kw) // kw + 1), kernel=(kh, kw),
+                                 stride=(kh, kw)))
 
     def manifest(self) -> Manifest:
         b, r = self.b, self.rng

@@ -26,8 +26,8 @@ def _pool(b: NetBuilder, cls, kernel: tuple[int, int]) -> str:
     kh, kw = kernel
     name = f"pool{len(b.layers)}"
     return b.append(cls(name=name, inputs=(b.last,), in_shape=(c, h, w), out_shape=(c, (h - kh) // kh + 1,
-                                                                                   (w - kw) // kw + 1),
-                      kernel=kernel, stride=kernel))
+                                                                                    (w - kw) // kw + 1),
+                        kernel=kernel, stride=kernel))
 
 
 def self_add_net(seed: int = 1) -> Manifest:
