@@ -43,6 +43,7 @@ from bitspike.io import atomic_file, write_json
 
 from bitspike.rtl_templates.clocking import PLL_FAMILIES
 
+from .report import read_report
 from .boards import DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, get_board, lut_budget
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None) -> dict:
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
     generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
-    return json.loads((gen_dir / "report.json").read_text())
+    return dict(read_report(gen_dir).data)
 
 
 def check_buildable(spec: BoardSpec, archive: bool = False) -> None:
@@ -318,10 +319,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks)
     else:
         gen_dir = Path(gen_dir)
-        try:
-            report = json.loads((gen_dir / "report.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise HardwareError(f"cannot read the accelerator's report {gen_dir / 'report.json'}: {exc}") from exc
+        report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it
     if manifest is not None and report.get("manifest_digest") != manifest.digest():
         raise HardwareError(f"{gen_dir} was generated from another manifest (digest {report.get('manifest_digest', '?')[:16]}…)")
     times["generate"] = times.get("generate", 0.0) + time.monotonic() - t0

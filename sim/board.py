@@ -16,7 +16,6 @@ truncated or dropped frame, a board that stops answering.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import pty
@@ -358,14 +357,12 @@ class SimBoard(SerialBoard):
     def from_generated(cls, gen_dir: str | os.PathLike, **kwargs) -> "SimBoard":
         """A simulated board for an accelerator already generated into ``gen_dir`` (holding report.json)."""
         gen_dir = Path(gen_dir)
-        try:
-            report = json.loads((gen_dir / "report.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise HardwareError(f"cannot read the accelerator's report {gen_dir / 'report.json'}: {exc}") from exc
-        files = [gen_dir / f for f in report.get("verilog_files", [])]
-        if not files:
-            raise HardwareError(f"{gen_dir / 'report.json'} lists no verilog_files")
-        return cls(files, report, gen_dir, **kwargs)
+        from bitspike.gen.report import read_report
+
+        view = read_report(gen_dir)  # names the file and what is wrong with it (missing keys or Verilog files)
+        if not view.verilog_files:
+            raise HardwareError(f"{view.path} lists no verilog_files")
+        return cls(list(view.verilog_paths), dict(view.data), gen_dir, **kwargs)
 
     @classmethod
     def from_manifest(cls, manifest, work_dir: str | os.PathLike, *, fold="auto", max_luts: int | None = None,
