@@ -249,15 +249,19 @@ def _board_top(board: BoardSpec, config, pll=None):
                 m.domains.sync = sync = ClockDomain("sync")
                 m.domains.por = por = ClockDomain("por", reset_less=True)
                 m.d.comb += [sync.clk.eq(ref), por.clk.eq(ref)]
-                count = Signal(5)
-                with m.If(~count[-1]):
+                # hold reset ≥ 10 µs after configuration: iCE40 block RAM needs ~3 µs before it reads back
+                por_cycles = max(16, -(-int(board.clock_hz) // 100_000))
+                count = Signal(range(por_cycles + 1))
+                in_reset = Signal()
+                m.d.comb += in_reset.eq(count != por_cycles)
+                with m.If(in_reset):
                     m.d.por += count.eq(count + 1)
-                m.d.comb += sync.rst.eq(~count[-1])
+                m.d.comb += sync.rst.eq(in_reset)
                 if pll is not None:
                     m.submodules.pll = inst
                     m.domains.acc = acc = ClockDomain("acc")
                     m.d.comb += acc.clk.eq(pll_clk)
-                    m.submodules.acc_reset = ResetSynchronizer(~count[-1] | ~lock, domain="acc")
+                    m.submodules.acc_reset = ResetSynchronizer(in_reset | ~lock, domain="acc")
             uart = platform.request(board.uart_resource, 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)

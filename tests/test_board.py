@@ -157,11 +157,17 @@ def test_crc_error_towards_the_host_is_never_taken_as_an_answer(board):
 def test_truncated_request_is_reported_by_the_board(board):
     row = images(1, seed=8)[0]
     board.retries = 0
-    board.faults.truncate_next("to_board", keep=P.HEADER_SIZE + 5)
-    start = time.monotonic()
-    with pytest.raises(BoardError, match="truncated"):
-        board.infer(row)
-    assert time.monotonic() - start < TIMEOUT + 0.5
+    # the board's answer comes after its own frame timeout in simulated clocks, which a loaded machine
+    # simulates slowly: give the driver room to hear it (this test is about who reports, not how fast)
+    board.timeout = 4.0
+    try:
+        board.faults.truncate_next("to_board", keep=P.HEADER_SIZE + 5)
+        start = time.monotonic()
+        with pytest.raises(BoardError, match="truncated"):
+            board.infer(row)
+        assert time.monotonic() - start < board.timeout + 0.5
+    finally:
+        board.timeout = TIMEOUT
 
 
 def test_truncated_request_is_retried(board):

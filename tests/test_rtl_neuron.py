@@ -40,10 +40,28 @@ def _neuron_combos(n: int = 22, seed: int = 7):
     return combos
 
 
-def test_neuron_reference_is_the_golden_neuron():
+def _currents(cw: int, k: int, exhaustive: bool, seed: int) -> list[int]:
+    """Every ``cw``-bit current, or (for wide ones) the ends, both sides of every multiple of 2^(k-1)
+    (where rounding and firing change) and random ones."""
+    lo, hi = -(1 << (cw - 1)), (1 << (cw - 1)) - 1
+    if exhaustive or cw <= 12:
+        return list(range(lo, hi + 1))
+    step = 1 << max(0, k - 1)
+    xs = {lo, hi, 0, -1, 1}
+    for m in range(lo // step, hi // step + 1):
+        if len(xs) > 6000:
+            break
+        xs.update(v for v in (m * step - 1, m * step, m * step + 1) if lo <= v <= hi)
+    rng = random.Random(seed)
+    xs.update(rng.randint(lo, hi) for _ in range(2000))
+    return sorted(xs)
+
+
+@pytest.mark.parametrize("exhaustive", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_neuron_reference_is_the_golden_neuron(exhaustive):
     for s_bits, t, k in _neuron_combos():
         cw = s_bits + k + 2
-        xs = list(range(-(1 << (cw - 1)), 1 << (cw - 1)))
+        xs = _currents(cw, k, exhaustive, seed=s_bits * 100 + t * 10 + k)
         _, s = neuron_steps(torch.tensor(xs), k, s_bits, t)
         for i, x in enumerate(xs):
             spikes, count = neuron_reference(x, k, s_bits, t)
