@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bitspike.errors import HardwareError
 from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
@@ -73,7 +74,10 @@ def folding_pass(plan: Plan) -> Plan:
             for lanes in [d for d in _divisors(node.in_features) if d > node.lanes][:1] + [node.lanes]:
                 if (pes, lanes) == (node.pes, node.lanes):
                     continue
-                cand = _with_fold(node, layer, plan, pes, lanes)
+                try:
+                    cand = _with_fold(node, layer, plan, pes, lanes)
+                except HardwareError:  # a fold the engine cannot take (a grouped conv's) is no candidate
+                    continue
                 cost = total - estimate_luts(node) + estimate_luts(cand)
                 if cand.cycles < node.cycles and cost <= budget:
                     candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes, cand))

@@ -477,15 +477,17 @@ class QConv2d(QuantLayer):
     kind = "conv2d"
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, neuron: MultiBitNeuron, wq: WeightQuantizer,
-                 stride: int = 1, padding: int = 0, bias: bool = False, bn: bool = True, relu: bool = True):
+                 stride: int = 1, padding: int = 0, bias: bool = False, bn: bool = True, relu: bool = True,
+                 groups: int = 1):
         super().__init__(neuron, wq, nn.BatchNorm2d(out_ch) if bn else None, relu, False)
-        conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias)
+        # groups as torch's: weight [out, in / groups, k, k] (depthwise: groups = in_ch)
+        conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias, groups=groups)
         self.weight = conv.weight
         self.bias = conv.bias
-        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.kernel, self.stride, self.padding, self.groups = kernel, stride, padding, groups
 
     def synapse(self, y, w, b):
-        return F.conv2d(y, w, b, stride=self.stride, padding=self.padding)
+        return F.conv2d(y, w, b, stride=self.stride, padding=self.padding, groups=self.groups)
 
 
 def quant_layers(model: nn.Module) -> list[QuantLayer]:

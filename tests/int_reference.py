@@ -89,20 +89,24 @@ def _conv(layer, spikes) -> list[list[list[int]]]:
     c_in, h, wd = len(spikes), len(spikes[0]), len(spikes[0][0])
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
     ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
+    groups = getattr(layer, "groups", 1)
+    c_g = c_in // groups  # grouped: output o reads input channels q·c_g … of its group q = o // (out / groups)
     out = []
     for o in range(len(w)):
+        q = o // (len(w) // groups)
         plane = []
         for y in range(ho):
             row = []
             for xx in range(wo):
                 total = b[o]
-                for c in range(c_in):
+                for cl in range(c_g):
+                    c = q * c_g + cl
                     for i in range(kh):
                         for j in range(kw):
                             yy, xj = y * sh + i - ph, xx * sw + j - pw
                             if 0 <= yy < h and 0 <= xj < wd:  # outside: a zero spike (zero padding)
                                 for t in range(layer.timesteps):
-                                    total += w[o][c][i][j] * spikes[c][yy][xj][t]
+                                    total += w[o][cl][i][j] * spikes[c][yy][xj][t]
                 row.append(total)
             plane.append(row)
         out.append(plane)

@@ -1,10 +1,16 @@
 """The ``conv2d`` op: a 2-D convolution synapse after the neuron (shared rules: :mod:`bitspike.ops.neuron`).
 
 Manifest: ``kernel``, ``stride``, ``padding`` (each ``[h, w]``, padding
-smaller than the kernel); ``NAME.weight`` is ``[out, in, kh, kw]``. Golden
-sum: cross-correlation as torch, with zero padding, by im2col and an int64
-matmul. Hardware: a :class:`~bitspike.rtl_templates.conv.ConvEngine` (window
-read out of a buffered frame; padding taps read zero).
+smaller than the kernel) and ``groups`` (optional, default 1 and then left
+out of the JSON, so older manifests keep their bytes); ``NAME.weight`` is
+``[out, in / groups, kh, kw]``. Grouped convolution as torch's: output
+channel o reads only the input channels of its group ``o // (out / groups)``
+(depthwise: ``groups`` = in channels). Golden sum: cross-correlation as
+torch, with zero padding, by im2col and an int64 matmul per group. Hardware:
+a :class:`~bitspike.rtl_templates.conv.ConvEngine` (window read out of a
+buffered frame; padding taps read zero; each group's channels start a new
+frame word, and a PE group never spans two convolution groups, so a fold
+needs ``pes`` dividing out / groups and ``lanes`` at most in / groups).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import register_op
+from .base import MAX_DIM, register_op
 from .neuron import SynapticLayer, SynapticNode, SynapticOp
 
 __all__ = ["Conv2dLayer", "Conv2dNode", "Conv2dOp", "conv2d_int"]
@@ -21,10 +27,11 @@ __all__ = ["Conv2dLayer", "Conv2dNode", "Conv2dOp", "conv2d_int"]
 @dataclass(frozen=True, eq=False)
 class Conv2dLayer(SynapticLayer):
     op: ClassVar[str] = "conv2d"
-    json_fields: ClassVar[tuple[str, ...]] = SynapticLayer.json_fields + ("kernel", "stride", "padding")
+    json_fields: ClassVar[tuple[str, ...]] = SynapticLayer.json_fields + ("kernel", "stride", "padding", "groups")
     kernel: tuple[int, int] = (3, 3)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    groups: int = 1
 
     @property
     def macs(self) -> int:
@@ -34,6 +41,8 @@ class Conv2dLayer(SynapticLayer):
     def extra_json(self):
         out = super().extra_json()
         out.update(kernel=list(self.kernel), stride=list(self.stride), padding=list(self.padding))
+        if self.groups != 1:  # absent means 1: a dense layer's JSON (and its digest) keeps its bytes
+            out["groups"] = self.groups
         return out
 
     def infer_out_shape(self, in_shapes, ctx):
@@ -41,9 +50,13 @@ class Conv2dLayer(SynapticLayer):
         if len(shape) != 3:
             raise ctx.fail("in_shape", f"conv2d needs a [C, H, W] input, got {list(shape)}")
         c, h, w = shape
-        if c != self.weight.shape[1]:
+        if c % self.groups:
+            raise ctx.fail("groups", f"groups {self.groups} does not divide the input's {c} channels")
+        if c // self.groups != self.weight.shape[1]:
+            per = "" if self.groups == 1 else f" per group ({self.groups} groups)"
             raise ctx.fail(
-                f"{self.name}.weight", f"weight has {self.weight.shape[1]} input channels but the input has {c}"
+                f"{self.name}.weight",
+                f"weight has {self.weight.shape[1]} input channels{per} but the input has {c // self.groups}{per}",
             )
         ho = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
@@ -59,22 +72,34 @@ class Conv2dLayer(SynapticLayer):
         padding = ctx.pair(meta, "padding", 0, 64)
         if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
             raise ctx.fail("padding", f"padding {list(padding)} must be smaller than the kernel {list(kernel)}")
+        groups = ctx.int_in(meta, "groups", 1, MAX_DIM) if "groups" in meta else 1
         if f"{name}.weight" not in tensors:
             raise ctx.fail(f"{name}.weight", "tensor missing from the file")
         wshape = tuple(tensors[f"{name}.weight"].shape)
+        per = "in" if groups == 1 else "in / groups"
         if len(wshape) != 4 or tuple(wshape[2:]) != kernel:
             raise ctx.fail(
-                f"{name}.weight", f"expected a [out, in, {kernel[0]}, {kernel[1]}] tensor, got shape {list(wshape)}"
+                f"{name}.weight", f"expected a [out, {per}, {kernel[0]}, {kernel[1]}] tensor, got shape {list(wshape)}"
             )
+        if wshape[0] % groups:
+            raise ctx.fail("groups", f"groups {groups} does not divide the {wshape[0]} output channels of {name}.weight")
         fields = cls._parse_neuron_and_synapse(meta, tensors, ctx, wshape, name)
-        return cls(**base, kernel=kernel, stride=stride, padding=padding, **fields)
+        return cls(**base, kernel=kernel, stride=stride, padding=padding, groups=groups, **fields)
 
 
 
-def conv2d_int(s, w, stride: tuple[int, int], padding: tuple[int, int]):
-    """Integer 2-D convolution (cross-correlation, as torch) of int64 ``[N, C, H, W]`` by im2col and an int64 matmul."""
+def conv2d_int(s, w, stride: tuple[int, int], padding: tuple[int, int], groups: int = 1):
+    """Integer 2-D convolution (cross-correlation, as torch) of int64 ``[N, C, H, W]`` by im2col and an int64 matmul.
+
+    ``w`` is ``[O, C / groups, kh, kw]``; with ``groups`` > 1 each group of ``O / groups`` outputs
+    sees only its ``C / groups`` input channels (one matmul per group, exact in int64).
+    """
     import torch
 
+    if groups > 1:
+        sc, so = s.shape[1] // groups, w.shape[0] // groups
+        return torch.cat([conv2d_int(s[:, q * sc:(q + 1) * sc], w[q * so:(q + 1) * so], stride, padding)
+                          for q in range(groups)], dim=1)
     n, c, h, wd = s.shape
     o, _, kh, kw = w.shape
     if padding != (0, 0):
@@ -88,7 +113,12 @@ def conv2d_int(s, w, stride: tuple[int, int], padding: tuple[int, int]):
 
 @dataclass(frozen=True)
 class Conv2dNode(SynapticNode):
-    """A conv engine: ``in_features`` channels of an ``in_hw`` map, ``out_features`` channels of ``out_hw``."""
+    """A conv engine: ``in_features`` channels of an ``in_hw`` map, ``out_features`` channels of ``out_hw``.
+
+    ``groups``: convolution groups (each of ``in_features / groups`` inputs and ``out_features / groups`` outputs).
+    """
+
+    groups: int = 1
 
 
 class Conv2dOp(SynapticOp):
@@ -96,27 +126,46 @@ class Conv2dOp(SynapticOp):
     layer_cls = Conv2dLayer
 
     def synapse(self, count, weight, layer):
-        return conv2d_int(count, weight, layer.stride, layer.padding)
+        return conv2d_int(count, weight, layer.stride, layer.padding, layer.groups)
 
     def node(self, index, layer, manifest):
         from bitspike.gen.ir import safe_name
 
-        out_c, in_c = layer.weight.shape[:2]
+        out_c, in_c = layer.weight.shape[0], layer.in_shape[0]
         return Conv2dNode(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
                           w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                           in_features=in_c, out_features=out_c, params=layer.params, macs=layer.macs,
                           in_hw=tuple(layer.in_shape[1:]), out_hw=tuple(layer.out_shape[1:]),
-                          kernel=tuple(layer.kernel), stride=tuple(layer.stride), padding=tuple(layer.padding))
+                          kernel=tuple(layer.kernel), stride=tuple(layer.stride), padding=tuple(layer.padding),
+                          groups=layer.groups)
+
+    def conv_groups(self, node):
+        return node.groups
+
+    def fold(self, node, layer, r, pes, lanes):
+        from bitspike.errors import HardwareError
+
+        g = node.groups
+        if g > 1:
+            per_out, per_in = node.out_features // g, node.in_features // g
+            if not (1 <= pes <= per_out and per_out % pes == 0):
+                raise HardwareError(f"fold for '{node.name}': pes {pes} must divide the {per_out} output channels "
+                                    f"of each of its {g} groups")
+            if not 1 <= lanes <= per_in:
+                raise HardwareError(f"fold for '{node.name}': lanes {lanes} must be in 1 … {per_in} "
+                                    f"(the input channels of each of its {g} groups)")
+        return super().fold(node, layer, r, pes, lanes)
 
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.conv import ConvEngine
 
         return ConvEngine(weight=layer.weight, in_hw=node.in_hw, stride=node.stride, padding=node.padding,
-                          **self.engine_kwargs(plan, node, layer, debug))
+                          groups=node.groups, **self.engine_kwargs(plan, node, layer, debug))
 
     def export_fields(self, node):
         m = node.module
-        return dict(kernel=(m.kernel, m.kernel), stride=(m.stride, m.stride), padding=(m.padding, m.padding))
+        return dict(kernel=(m.kernel, m.kernel), stride=(m.stride, m.stride), padding=(m.padding, m.padding),
+                    groups=m.groups)
 
 
 CONV2D = register_op(Conv2dOp())

@@ -304,9 +304,11 @@ class SynapticOp(Op):
 
         if not 1 <= pes <= node.out_features:
             raise HardwareError(f"fold for '{node.name}': pes {pes} must be in 1 … {node.out_features} (its outputs)")
-        if not 1 <= lanes <= node.in_features:
-            raise HardwareError(f"fold for '{node.name}': lanes {lanes} must be in 1 … {node.in_features} (its inputs)")
-        layout = WeightLayout(node.out_features, node.in_features, pes, lanes, node.w_bits,
+        if not 1 <= lanes <= node.in_features // self.conv_groups(node):
+            raise HardwareError(f"fold for '{node.name}': lanes {lanes} must be in 1 … "
+                                f"{node.in_features // self.conv_groups(node)} (its inputs)")
+        # grouped: a weight word holds the input channels of one convolution group
+        layout = WeightLayout(node.out_features, node.in_features // self.conv_groups(node), pes, lanes, node.w_bits,
                               taps=node.kernel[0] * node.kernel[1])
         return replace(node, pes=pes, lanes=lanes, memory_bits=layout.memory_bits)
 
@@ -332,10 +334,13 @@ class SynapticOp(Op):
 
     # timing: see bitspike.gen.timing for the clock-by-clock model these follow
 
-    @staticmethod
-    def _groups(node: SynapticNode) -> tuple[int, int, int]:
+    def conv_groups(self, node: SynapticNode) -> int:
+        """Convolution groups of the engine (1: dense; :mod:`bitspike.ops.conv2d` has grouped ones)."""
+        return 1
+
+    def _groups(self, node: SynapticNode) -> tuple[int, int, int]:
         groups = -(-node.out_features // node.pes)
-        words = node.kernel[0] * node.kernel[1] * -(-node.in_features // node.lanes)
+        words = node.kernel[0] * node.kernel[1] * -(-(node.in_features // self.conv_groups(node)) // node.lanes)
         last_n = node.out_features - (groups - 1) * node.pes
         return groups, words, last_n
 
@@ -382,15 +387,19 @@ class SynapticOp(Op):
         (arrivals,) = inputs
         groups, words, last_n = self._groups(node)
         C, L = node.in_features, node.lanes
-        jc_n = -(-C // L)
+        cg = self.conv_groups(node)
+        gc = C // cg  # input channels of one convolution group; each starts a new frame word
+        jg = -(-gc // L)  # frame words per pixel of one convolution group
+        jc_n = cg * jg
+        per_q = groups // cg  # output groups per convolution group
         H, W = node.in_hw
         KH, KW = node.kernel
         never = -(10**9)
         finish = self._drain_model(node)
         out_delay = drain_latency("product" in node.widths)
         # ready[(ih*W + iw)*jc_n + jc]: the clock from which that frame word can be read
-        ready = [arrivals[pix * C + min(C - 1, (jc + 1) * L - 1)] + INPUT_LATENCY
-                 for pix in range(H * W) for jc in range(jc_n)]
+        ready = [arrivals[pix * C + q * gc + min(gc - 1, (jc + 1) * L - 1)] + INPUT_LATENCY
+                 for pix in range(H * W) for q in range(cg) for jc in range(jg)]
         out: list[int] = []
         t = -1
         lastpops: list[int] = []
@@ -402,8 +411,8 @@ class SynapticOp(Op):
                         for kx in range(KW):
                             iw = ow * node.stride[1] + kx - node.padding[1]
                             inside = 0 <= ih < H and 0 <= iw < W
-                            for jc in range(jc_n):
-                                r = ready[(ih * W + iw) * jc_n + jc] if inside else never
+                            for jc in range(jg):
+                                r = ready[(ih * W + iw) * jc_n + (g // per_q) * jg + jc] if inside else never
                                 t = max(t + 1, r)
                     pops, t = finish(t, node.pes if g < groups - 1 else last_n, lastpops)
                     out.extend(p + out_delay for p in pops)

@@ -121,13 +121,15 @@ class NetBuilder:
         stride: int = 1,
         padding: int = 1,
         signed_out: bool = False,
+        groups: int = 1,
     ) -> str:
         """A ``kind`` (``"linear"`` or ``"conv2d"``) layer of ``out`` neurons or channels reading ``src``.
 
         ``w_bits``, ``s_bits``, ``timesteps`` and ``k`` are its own; ``next_k`` and ``next_s_bits``, the
         reading layer's threshold exponent and spike bits, size its requantizer (``None``: the last layer,
         whose accumulators are the logits). ``kernel``, ``stride`` and ``padding`` apply to ``conv2d``;
-        ``signed_out`` lets the output go negative (the residual branch before an ``add``).
+        ``signed_out`` lets the output go negative (the residual branch before an ``add``); ``groups``
+        makes a ``conv2d`` grouped (weight ``[out, in / groups, k, k]``).
         """
         src = src or self.last
         in_shape = self.shapes[src]
@@ -138,8 +140,10 @@ class NetBuilder:
             out_shape: tuple[int, ...] = (out,)
         else:
             c, h, w = in_shape
-            weight = random_weights(self.rng, (out, c, kernel, kernel), w_bits)
+            weight = random_weights(self.rng, (out, c // groups, kernel, kernel), w_bits)
             extra = dict(kernel=(kernel, kernel), stride=(stride, stride), padding=(padding, padding))
+            if groups != 1:
+                extra["groups"] = groups
             out_shape = (out, (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
         bias = self.rng.integers(-(2 ** (w_bits + s_bits)), 2 ** (w_bits + s_bits) + 1, size=out, dtype=np.int64)
         cls = LinearLayer if kind == "linear" else Conv2dLayer
