@@ -175,7 +175,10 @@ def test_weight_packing_round_trips():
         pack_weights(np.array([[8]]), WeightLayout(1, 1, 1, 1, 4))
 
 
-@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)])
+# every block is also simulated under Verilator inside whole networks by the default run (test_cosim, test_gen_*);
+# this bank of isolated blocks under random stalls takes minutes, so it runs with -m slow
+@pytest.mark.slow
+@pytest.mark.parametrize("full", [False, True])
 def test_blocks_against_reference_verilator(tmp_path, full):
     blocks, cases = build_cases(full=full)
     bank = component_bank(blocks)
