@@ -52,6 +52,15 @@ def pool_reference(values, shape, kernel, stride, kind: str, padding=(0, 0)) -> 
     return out
 
 
+
+def _pool_members(x_range, out_range, debug_taps: bool) -> dict:
+    """The ports both pool engines have: the input and output streams, and the debug taps when asked."""
+    members = {"x": In(stream.Signature(shape_of(x_range))), "y": Out(stream.Signature(shape_of(out_range)))}
+    if debug_taps:
+        members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed))
+        members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed))
+    return members
+
 class PoolEngine(wiring.Component):
     """Streaming max/sum pool.
 
@@ -79,11 +88,7 @@ class PoolEngine(wiring.Component):
         if min(self.out_hw) < 1:
             raise ValueError(f"pool window {list(kernel)} does not fit a {h}x{w} map")
         self.x_range, self.out_range, self.debug_taps = x_range, out_range, debug_taps
-        members = {"x": In(stream.Signature(shape_of(x_range))), "y": Out(stream.Signature(shape_of(out_range)))}
-        if debug_taps:
-            members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed))
-            members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed))
-        super().__init__(members)
+        super().__init__(_pool_members(x_range, out_range, debug_taps))
 
     def __repr__(self) -> str:
         return f"PoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, stride={self.stride})"
@@ -189,11 +194,7 @@ class WindowPoolEngine(wiring.Component):
         if min(self.out_hw) < 1:
             raise ValueError(f"pool window {list(kernel)} with padding {list(padding)} does not fit a {h}x{w} map")
         self.x_range, self.out_range, self.debug_taps = x_range, out_range, debug_taps
-        members = {"x": In(stream.Signature(shape_of(x_range))), "y": Out(stream.Signature(shape_of(out_range)))}
-        if debug_taps:
-            members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed))
-            members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed))
-        super().__init__(members)
+        super().__init__(_pool_members(x_range, out_range, debug_taps))
 
     def __repr__(self) -> str:
         return (f"WindowPoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, "
