@@ -4,13 +4,13 @@ A manifest is a safetensors file. Its integer tensors are the weights, biases
 and requantization constants; its metadata entry ``"bitspike"`` is a JSON
 document that describes the network layer by layer. Nothing is pickled.
 
-Format (version 1)
-------------------
+Format (version 2; version 1 is version 2 without ``neuron`` objects)
+----------------------------------------------------------------------
 Metadata ``bitspike`` (JSON object)::
 
     {
       "format": "bitspike-manifest",
-      "version": 1,
+      "version": 1,                            # 2 when a layer has a "neuron" object
       "name": "digits-mlp",
       "input": {"shape": [64], "bits": 8, "scale": 0.00392156862745098},
       "classes": ["0", "1", ...],              # optional labels, one per logit
@@ -27,7 +27,10 @@ layers, or ``"input"`` for the network input), ``in_shape`` and
     ``w_bits`` (B_w), ``s_bits`` (B_s of the neuron at the layer's input),
     ``timesteps`` (T), ``k`` (threshold θ = 2**k in current units),
     ``requant`` (``{"shift": SH, "lo": lo, "hi": hi}``, or ``null`` for the
-    last layer, whose accumulators are the logits). ``conv2d`` adds
+    last layer, whose accumulators are the logits). Version 2: instead of
+    ``k``, an optional ``neuron`` object ``{"mode", "fire", "reset",
+    "leak": [b, p], "threshold"}``, the time-stepped IF/LIF neuron
+    (docs/SEMANTICS.md §4.6). ``conv2d`` adds
     ``kernel``, ``stride``, ``padding`` (each ``[h, w]``).
     Tensors ``NAME.weight`` (``[out, in]`` or ``[out, in, kh, kw]``),
     ``NAME.bias`` (``[out]``, accumulator units), and, when ``requant`` is not
@@ -110,7 +113,10 @@ __all__ = [
 _Ctx = Ctx
 
 FORMAT = "bitspike-manifest"
-VERSION = 1
+#: the newest version this bitspike reads and writes; a manifest is written with the oldest version that holds it
+#: (version 1 unless a layer has a ``neuron`` object), so networks without the new fields keep their bytes
+VERSION = 2
+VERSIONS = (1, 2)
 METADATA_KEY = "bitspike"
 
 #: Size limits (docs/SEMANTICS.md §7). The generator holds a feature map's rows in line
@@ -178,7 +184,11 @@ class Manifest:
     layers: tuple[Layer, ...]
     classes: tuple[str, ...] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
-    version: int = VERSION
+
+    @property
+    def version(self) -> int:
+        """The format version the manifest is written with: the oldest that holds every layer."""
+        return max(l.min_version for l in self.layers) if self.layers else 1
 
     # ---- construction and checks
 
@@ -288,8 +298,9 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     if fmt != FORMAT:
         raise top.fail("format", f"expected {FORMAT!r}, got {fmt!r}: this is not a bitspike manifest")
     version = top.get(meta, "version")
-    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
-        raise top.fail("version", f"unknown manifest version {version!r}; this bitspike reads version {VERSION} (an integer)")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in VERSIONS:
+        raise top.fail("version", f"unknown manifest version {version!r}; this bitspike reads versions "
+                                  f"{', '.join(map(str, VERSIONS))} (an integer)")
     top.keys(meta, TOP_FIELDS, "the manifest")
     name = top.get(meta, "name")
     if not isinstance(name, str) or not name.isprintable() or len(name) > NETWORK_NAME_MAX:
@@ -300,6 +311,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
         raise top.fail("layers", "expected a non-empty list of layers")
 
     shapes: dict[str, tuple[int, ...]] = {"input": inp.shape}
+    steps: dict[str, int | None] = {"input": None}  # per-step currents (stepped layers), None: constant
     folded: dict[str, str] = {}  # lower-case name → name, to refuse names that differ only in case
     consumers: dict[str, list[str]] = {"input": []}
     layers: list[Layer] = []
@@ -343,6 +355,9 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
         actual_out = tuple(int(v) for v in layer.infer_out_shape(in_shapes, ctx))
         if actual_out != declared_out:
             raise ctx.fail("out_shape", f"declared {list(declared_out)} but the layer computes {list(actual_out)}")
+        if layer.min_version > version:
+            raise ctx.fail("neuron", f"needs manifest version {layer.min_version}, but the file says version {version}")
+        steps[lname] = layer.steps_out([steps[i] for i in inputs], ctx)
         total_elements += math.prod(actual_out)
         if total_elements > MAX_TOTAL_ELEMENTS:
             raise ctx.fail(
@@ -395,7 +410,7 @@ def from_parts(meta: Any, tensors: Mapping[str, np.ndarray]) -> Manifest:
     if not isinstance(info, Mapping):
         raise top.fail("info", "expected an object")
     manifest = Manifest(
-        name=name, input=inp, layers=tuple(layers), classes=None if classes is None else tuple(classes), info=dict(info), version=version
+        name=name, input=inp, layers=tuple(layers), classes=None if classes is None else tuple(classes), info=dict(info)
     )
     check_registers(manifest)
     return manifest

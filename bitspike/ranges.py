@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Range", "LayerRanges", "bits_for", "neuron_membrane_bounds", "neuron_ranges", "REGISTER_BITS",
+__all__ = ["Range", "LayerRanges", "bits_for", "neuron_membrane_bounds", "neuron_ranges", "stepped_neuron_ranges",
+           "REGISTER_BITS",
            "REGISTER_LO", "REGISTER_HI", "BOUNDED_REGISTERS", "INT64_LO", "INT64_HI", "EXACT_NEURON_LIMIT"]
 
 
@@ -72,6 +73,7 @@ BOUNDED_REGISTERS = {
     "count": "spike count",
     "acc": "accumulator",
     "out": "output current",
+    "leak": "leak product v·b + 2**(p−1)",
 }
 INT64_LO, INT64_HI = -(2**63), 2**63 - 1
 
@@ -136,6 +138,79 @@ def neuron_ranges(x: Range, k: int, s_bits: int, timesteps: int) -> tuple[list[R
     return per_t, Range(0, s_hi), Range(0, timesteps * s_hi)
 
 
+#: a round-fire neuron whose membrane range spans more spike values than this is bounded per step without
+#: splitting the range at every spike value (sound, looser)
+_SEGMENT_LIMIT = 64
+
+
+def _leak(v: int, b: int, p: int) -> int:
+    # floor((v·b + 2**(p−1)) / 2**p) in Python integers; b = 2**p gives v
+    return (v * b + ((1 << p) >> 1)) >> p
+
+
+def stepped_neuron_ranges(
+    x: Range, *, threshold: int, fire: str, reset: str, leak_mul: int, leak_shift: int, s_bits: int, timesteps: int
+) -> tuple[list[Range], list[Range], Range | None]:
+    """Sound ranges of the time-stepped neuron (docs/SEMANTICS.md §4.6) when every x_t may be anywhere in ``x``.
+
+    With v_(t−1) in [lo, hi], the next membrane is g(v_(t−1)) + x_t, where g(v) = leak(v) − s(v)·θ
+    (subtract) or leak(v) if s(v) = 0 else 0 (zero); leak and the spike s(v) never decrease as v grows. So on
+    each stretch of [lo, hi] where s(v) is one value, g is monotone and its image is the interval between its
+    ends; the union of those images, plus [x.lo, x.hi], bounds the next membrane. Binary (``gt``) neurons have
+    two stretches; a ``round`` neuron whose range spans more than a few dozen spike values is bounded by
+    [leak(lo) − s(hi)·θ, leak(hi) − s(lo)·θ] instead (also sound). The inputs of different steps are taken as
+    independent, which also covers a current that is the same at every step (squeezed mode).
+
+    Returns
+    -------
+    v_per_t, s_per_t, leak
+        The membrane after each step's update (t = 0 … T−1; v_0 = x_0, the membrane starts at 0), the spike
+        of each step, and the range of the leak's product v·b + 2**(p−1) over every membrane the leak sees
+        (``None`` for IF, which computes no product).
+    """
+    theta, q = threshold, (1 << s_bits) - 1
+    b, p = leak_mul, leak_shift
+    is_if = b == 1 << p
+
+    def spike(v: int) -> int:
+        if fire == "gt":
+            return int(v > theta)
+        return max(0, min(q, (2 * v + theta) // (2 * theta)))
+
+    def first_v(j: int) -> int:
+        """The smallest v whose spike is j (j ≥ 1)."""
+        if fire == "gt":
+            return theta + 1
+        return -((theta - 2 * j * theta) // 2)  # ceil((2jθ − θ) / 2)
+
+    def g(v: int, s: int) -> int:
+        if reset == "subtract":
+            return _leak(v, b, p) - s * theta
+        return _leak(v, b, p) if s == 0 else 0
+
+    v = Range(x.lo, x.hi)  # step 0: leak(0) + x_0 with no reset pending
+    v_per_t, s_per_t = [v], [Range(spike(v.lo), spike(v.hi))]
+    seen = v
+    for _ in range(timesteps - 1):
+        s_lo, s_hi = spike(v.lo), spike(v.hi)
+        if s_hi - s_lo > _SEGMENT_LIMIT:
+            lo = _leak(v.lo, b, p) - s_hi * theta if reset == "subtract" else min(_leak(v.lo, b, p), 0)
+            hi = _leak(v.hi, b, p) - s_lo * theta if reset == "subtract" else max(_leak(v.hi, b, p), 0)
+        else:
+            lo, hi = None, None
+            for j in range(s_lo, s_hi + 1):
+                a = v.lo if j == s_lo else first_v(j)
+                e = v.hi if j == s_hi else first_v(j + 1) - 1
+                lo = g(a, j) if lo is None else min(lo, g(a, j))
+                hi = g(e, j) if hi is None else max(hi, g(e, j))
+        v = Range(lo + x.lo, hi + x.hi)
+        v_per_t.append(v)
+        s_per_t.append(Range(spike(v.lo), spike(v.hi)))
+        seen = seen.union(v)
+    leak = None if is_if else Range(seen.lo * b + ((1 << p) >> 1), seen.hi * b + ((1 << p) >> 1))
+    return v_per_t, s_per_t, leak
+
+
 @dataclass(frozen=True)
 class LayerRanges:
     """Every register of one layer. Fields a layer kind lacks are ``None``."""
@@ -152,10 +227,11 @@ class LayerRanges:
     acc_per_channel: tuple[tuple[int, int], ...] | None = None
     product: Range | None = None  # acc·M + B (+ rnd) before the shift; add: a·Ma + b·Mb + rnd
     x_b: Range | None = None  # second input of an add
+    leak: Range | None = None  # a leaky stepped neuron's v·b + 2**(p−1)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "op": self.op}
-        for key in ("x", "x_b", "v", "s", "count", "acc", "product", "out"):
+        for key in ("x", "x_b", "v", "s", "count", "leak", "acc", "product", "out"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value.to_json()

@@ -17,7 +17,12 @@ Every register value is checked against the interval analysis
 hardware is sized by.
 
 The reference neuron :func:`neuron_steps` is the one every hardware test
-compares against.
+compares against. Layers with a time-stepped neuron (a ``neuron`` object,
+docs/SEMANTICS.md §4.6) run :func:`bitspike.host.stepped.neuron_run`, the
+one implementation of that neuron: the op's forward rule asks this model for
+it (:meth:`GoldenModel.stepped_neuron`). A stepped layer's output changes at
+every step: the model keeps it as ``[T, N, ...]`` and runs a layer without a
+neuron (pooling, flatten, add) on each step alike.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import torch
 from bitspike.analysis import LayerRanges, Range, analyse, needs_wide_product
 from bitspike.errors import RangeError
 from bitspike.manifest import Layer, Manifest, rounding_term
-from bitspike.ops.base import op_of
+from bitspike.ops.base import Ctx, op_of
 from bitspike.ops.kernels import LayerTrace, neuron_steps, shift_round
 from bitspike.ops.conv2d import conv2d_int as _conv2d_int  # noqa: F401  (kept for callers of this module)
 from bitspike.ops.pooling import pool
+from bitspike.host.stepped import neuron_run
 
 __all__ = ["neuron_steps", "GoldenModel", "GoldenResult", "LayerTrace", "to_input_ints", "pool", "shift_round"]
 
@@ -88,6 +94,10 @@ class GoldenModel:
         # layers whose product register (or a partial term of it) may leave int64: computed with Python integers
         self._wide: set[str] = {name for name, r in self.ranges.items() if needs_wide_product(manifest.layer(name), r)}
         self._cache: dict[str, torch.Tensor] = {}
+        # per-step values (T) or constant ones (None), as validation derived them
+        self.steps: dict[str, int | None] = {"input": None}
+        for layer in manifest.layers:
+            self.steps[layer.name] = layer.steps_out([self.steps[i] for i in layer.inputs], Ctx(layer.name))
 
     def __repr__(self) -> str:
         return f"GoldenModel({self.manifest!r}, check_ranges={self.check_ranges})"
@@ -141,12 +151,30 @@ class GoldenModel:
         shifted = total >> shift  # Python's >> on int is an arithmetic (floor) shift, as the contract says
         return torch.from_numpy(np.minimum(np.maximum(shifted, lo), hi).astype(np.int64))
 
+    def stepped_neuron(self, layer: Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The membrane and spikes ``[T, N, ...]`` of a layer's time-stepped neuron (§4.6).
+
+        ``x`` is ``[T, N, ...]`` when the layer's input changes per step, else ``[N, ...]``: the same current
+        at every step (a stepped layer after the network input or a squeezed layer, or a squeezed layer).
+        The membrane returned is each step's, after its update (what the neuron compares with θ).
+        """
+        neuron, T = layer.neuron, layer.timesteps
+        if neuron.mode == "stepped" and self.steps[layer.inputs[0]] is None:
+            x = x.unsqueeze(0).expand(T, *x.shape)
+        s, v = neuron_run(x, neuron, T, membrane=True)
+        return v, s
+
     def run_layer(self, layer: Layer, xs: list[torch.Tensor], trace: bool = False) -> tuple[torch.Tensor, LayerTrace | None]:
         """Run one layer on its input currents ``xs`` (int64, batch first): its op's forward rule.
 
+        Inputs that change per step are ``[T, N, ...]``; a layer without a neuron runs on each step alike.
         Returns the output current (or logits) and, with ``trace``, the layer's registers.
         """
-        return op_of(layer).forward(self, layer, xs, trace)
+        steps = [self.steps.get(i) for i in layer.inputs]
+        if layer.is_synaptic or steps[0] is None:
+            return op_of(layer).forward(self, layer, xs, trace)
+        out, lt = op_of(layer).forward(self, layer, [x.flatten(0, 1) for x in xs], trace)
+        return out.unflatten(0, (steps[0], -1)), lt
 
     def _synaptic(self, layer: Layer, x: torch.Tensor, trace: bool) -> tuple[torch.Tensor, LayerTrace | None]:
         # the one-input form some block tests call; prefer run_layer

@@ -9,7 +9,8 @@ manifest.
 
 The neuron, per layer
 ---------------------
-Fields (:class:`SteppedNeuron`): ``mode`` (``squeezed`` | ``stepped``),
+Fields (:class:`SteppedNeuron`, defined with the manifest schema in
+:mod:`bitspike.ops.neuron`): ``mode`` (``squeezed`` | ``stepped``),
 ``fire`` (``round`` | ``gt``), ``reset`` (``subtract`` | ``zero``), leak
 multiplier ``b`` and shift ``p`` (β = b / 2^p; IF is b = 2^p), threshold θ (a
 positive integer) and spike width B_s. With ``x_t`` the integer input current
@@ -79,7 +80,9 @@ import numpy as np
 import torch
 
 from bitspike.errors import BitspikeError
-from bitspike.host.golden import shift_round
+from bitspike.ops.kernels import shift_round
+# the neuron's fields and their rules are the manifest's (one definition, checked at load)
+from bitspike.ops.neuron import FIRE_RULES, NEURON_MODES, RESET_RULES, SteppedNeuron
 
 __all__ = [
     "NEURON_MODES",
@@ -91,75 +94,6 @@ __all__ = [
     "DenseStep",
     "dense_stack_run",
 ]
-
-NEURON_MODES = ("squeezed", "stepped")
-FIRE_RULES = ("round", "gt")
-RESET_RULES = ("subtract", "zero")
-
-
-@dataclass(frozen=True)
-class SteppedNeuron:
-    """The integer neuron of one layer (see the module docstring for the update).
-
-    Parameters
-    ----------
-    threshold
-        θ, a positive integer.
-    mode
-        ``"stepped"`` (a new current every step) or ``"squeezed"`` (one current for all steps).
-    fire
-        ``"gt"`` (binary spike when v > θ; snnTorch, NIR) or ``"round"`` (the paper's multi-bit spike).
-    reset
-        ``"subtract"`` (v − s·θ, snnTorch's default) or ``"zero"`` (NIR's ``v_reset = 0``).
-    leak_mul, leak_shift
-        b and p: β = b / 2^p, with 0 ≤ b ≤ 2^p (snnTorch clamps β to [0, 1]). IF is b = 2^p (``1, 0``).
-    spike_bits
-        B_s; ``fire="gt"`` emits binary spikes, so it needs B_s = 1.
-
-    Raises
-    ------
-    BitspikeError
-        A field out of range; the message names the field and the value.
-    """
-
-    threshold: int
-    mode: str = "stepped"
-    fire: str = "gt"
-    reset: str = "subtract"
-    leak_mul: int = 1
-    leak_shift: int = 0
-    spike_bits: int = 1
-
-    def __post_init__(self):
-        def need(ok: bool, field: str, expected: str):
-            if not ok:
-                raise BitspikeError(f"neuron field '{field}': expected {expected}, not {getattr(self, field)!r}")
-
-        is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-        need(self.mode in NEURON_MODES, "mode", f"one of {list(NEURON_MODES)}")
-        need(self.fire in FIRE_RULES, "fire", f"one of {list(FIRE_RULES)}")
-        need(self.reset in RESET_RULES, "reset", f"one of {list(RESET_RULES)}")
-        need(is_int(self.threshold) and self.threshold > 0, "threshold", "a positive integer")
-        need(is_int(self.leak_shift) and 0 <= self.leak_shift <= 32, "leak_shift", "an integer 0 … 32")
-        need(is_int(self.leak_mul) and 0 <= self.leak_mul <= (1 << self.leak_shift),
-             "leak_mul", f"an integer 0 … 2**leak_shift = {1 << self.leak_shift} (beta in [0, 1])")  # fmt: skip
-        need(is_int(self.spike_bits) and self.spike_bits >= 1, "spike_bits", "a positive integer")
-        need(self.fire != "gt" or self.spike_bits == 1, "spike_bits", "1 with fire 'gt' (binary spikes)")
-
-    @property
-    def beta(self) -> float:
-        """The leak factor b / 2^p (1.0 for IF)."""
-        return self.leak_mul / (1 << self.leak_shift)
-
-    @property
-    def is_if(self) -> bool:
-        """True when the neuron does not leak (b = 2^p)."""
-        return self.leak_mul == 1 << self.leak_shift
-
-    @property
-    def max_spike(self) -> int:
-        return (1 << self.spike_bits) - 1
-
 
 def leak(v: torch.Tensor, neuron: SteppedNeuron) -> torch.Tensor:
     """``floor((v·b + r_p) / 2^p)``: round to nearest, ties towards +∞; exactly ``v`` for IF."""

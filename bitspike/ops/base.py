@@ -218,6 +218,21 @@ class Layer:
         """Bits of weight memory the layer declares (Σ numel(W)·B_w; 0 without weights)."""
         return 0
 
+    @property
+    def min_version(self) -> int:
+        """The oldest manifest version that can hold the layer."""
+        return 1
+
+    def steps_out(self, in_steps: list[int | None], ctx: Ctx) -> int | None:
+        """How many per-step currents the layer emits, given its inputs' (``None``: one for all steps).
+
+        A layer without a neuron acts on each step's currents alike: its inputs must agree.
+        """
+        if len(set(in_steps)) > 1:
+            what = ", ".join(f"'{i}': {'constant' if n is None else f'{n} steps'}" for i, n in zip(self.inputs, in_steps))
+            raise ctx.fail("inputs", f"its inputs change over time differently ({what}); they must agree")
+        return in_steps[0]
+
     def infer_out_shape(self, in_shapes: list[tuple[int, ...]], ctx: Ctx) -> tuple[int, ...]:
         raise NotImplementedError
 

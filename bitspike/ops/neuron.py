@@ -8,7 +8,9 @@ adds only its synapse: its weight shape, its integer sum, its plan geometry
 and its engine class.
 
 * schema: :class:`SynapticLayer` (fields ``w_bits``, ``s_bits``,
-  ``timesteps``, ``k``, ``requant``) and :class:`Requant`;
+  ``timesteps``, ``k``, ``requant``, and since manifest version 2 an optional
+  ``neuron`` object, :class:`SteppedNeuron`: the time-stepped IF/LIF neuron of
+  docs/SEMANTICS.md §4.6) and :class:`Requant`;
 * range rule: the neuron's exact ranges (:func:`bitspike.ranges.neuron_ranges`),
   then the accumulator per output channel from the weights' signs, then the
   requantizer's product and clamp;
@@ -28,7 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from bitspike.ranges import LayerRanges, Range, neuron_ranges
+from bitspike.ranges import LayerRanges, Range, neuron_ranges, stepped_neuron_ranges
 from bitspike.gen.ir import PlanNode
 
 from .base import (
@@ -49,14 +51,116 @@ from .base import (
     weight_limit,
 )
 
-__all__ = ["Requant", "SynapticLayer", "SynapticNode", "SynapticOp"]
+__all__ = ["Requant", "SynapticLayer", "SynapticNode", "SynapticOp", "SteppedNeuron", "NEURON_MODES", "FIRE_RULES",
+           "RESET_RULES", "NEURON_FIELDS", "THRESHOLD_LIMIT", "LEAK_SHIFT_RANGE"]
+
+NEURON_MODES = ("squeezed", "stepped")
+FIRE_RULES = ("round", "gt")
+RESET_RULES = ("subtract", "zero")
+#: the fields of a layer's ``neuron`` object
+NEURON_FIELDS = ("mode", "fire", "reset", "leak", "threshold")
+#: θ < THRESHOLD_LIMIT: with every register inside 62 bits, 2·v + θ stays inside int64
+THRESHOLD_LIMIT = 2**40
+LEAK_SHIFT_RANGE = (0, 32)
+
+
+@dataclass(frozen=True)
+class SteppedNeuron:
+    """The integer neuron of one synaptic layer (docs/SEMANTICS.md §4.6; the update is in :mod:`bitspike.host.stepped`).
+
+    Parameters
+    ----------
+    threshold
+        θ, a positive integer (below :data:`THRESHOLD_LIMIT`).
+    mode
+        ``"stepped"`` (a new current every step, the synapse runs every step) or ``"squeezed"`` (one current
+        for all steps, the synapse multiplies the spike count).
+    fire
+        ``"gt"`` (binary spike when v > θ; snnTorch, NIR) or ``"round"`` (the paper's multi-bit spike).
+    reset
+        ``"subtract"`` (v − s·θ, snnTorch's default) or ``"zero"`` (NIR's ``v_reset = 0``).
+    leak_mul, leak_shift
+        b and p: β = b / 2^p, with 0 ≤ b ≤ 2^p (snnTorch clamps β to [0, 1]). IF is b = 2^p (``1, 0``).
+    spike_bits
+        B_s; ``fire="gt"`` emits binary spikes, so it needs B_s = 1.
+
+    Raises
+    ------
+    BitspikeError
+        A field out of range; the message names the field and the value.
+    """
+
+    threshold: int
+    mode: str = "stepped"
+    fire: str = "gt"
+    reset: str = "subtract"
+    leak_mul: int = 1
+    leak_shift: int = 0
+    spike_bits: int = 1
+
+    def __post_init__(self):
+        from bitspike.errors import BitspikeError
+
+        problem = self.first_problem(**{f: getattr(self, f) for f in self.__dataclass_fields__})
+        if problem is not None:
+            name, expected = problem
+            raise BitspikeError(f"neuron field '{name}': expected {expected}, not {getattr(self, name)!r}")
+
+    @staticmethod
+    def first_problem(threshold, mode, fire, reset, leak_mul, leak_shift, spike_bits) -> tuple[str, str] | None:
+        """``(field, what was expected)`` for the first rule these values break, or ``None``."""
+        is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+        p_ok = is_int(leak_shift) and LEAK_SHIFT_RANGE[0] <= leak_shift <= LEAK_SHIFT_RANGE[1]
+        rules = [
+            ("mode", lambda: mode in NEURON_MODES, f"one of {list(NEURON_MODES)}"),
+            ("fire", lambda: fire in FIRE_RULES, f"one of {list(FIRE_RULES)}"),
+            ("reset", lambda: reset in RESET_RULES, f"one of {list(RESET_RULES)}"),
+            ("threshold", lambda: is_int(threshold) and 0 < threshold < THRESHOLD_LIMIT, "an integer 1 … 2**40 − 1"),
+            ("leak_shift", lambda: p_ok, f"an integer {LEAK_SHIFT_RANGE[0]} … {LEAK_SHIFT_RANGE[1]}"),
+            ("leak_mul", lambda: is_int(leak_mul) and 0 <= leak_mul <= (1 << leak_shift),
+             "an integer 0 … 2**leak_shift (beta = b / 2**p in [0, 1])"),
+            ("spike_bits", lambda: is_int(spike_bits) and spike_bits >= 1, "a positive integer"),
+            ("spike_bits", lambda: fire != "gt" or spike_bits == 1, "1 with fire 'gt' (binary spikes)"),
+        ]
+        for name, ok, expected in rules:
+            if not ok():
+                return name, expected
+        return None
+
+    @property
+    def beta(self) -> float:
+        """The leak factor b / 2^p (1.0 for IF)."""
+        return self.leak_mul / (1 << self.leak_shift)
+
+    @property
+    def is_if(self) -> bool:
+        """True when the neuron does not leak (b = 2^p)."""
+        return self.leak_mul == 1 << self.leak_shift
+
+    @property
+    def max_spike(self) -> int:
+        return (1 << self.spike_bits) - 1
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's neuron of §4.1 (squeezed, round, subtract, no leak, θ a power of two)."""
+        return (self.mode, self.fire, self.reset) == ("squeezed", "round", "subtract") and self.is_if and (
+            self.threshold & (self.threshold - 1) == 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "fire": self.fire, "reset": self.reset, "leak": [self.leak_mul, self.leak_shift],
+                "threshold": self.threshold}
 
 
 @dataclass(frozen=True, eq=False)
 class SynapticLayer(Layer):
-    """A neuron (B_s, T, θ = 2**k) feeding a linear or conv2d synapse of B_w-bit weights."""
+    """A neuron (B_s, T, θ = 2**k) feeding a linear or conv2d synapse of B_w-bit weights.
 
-    json_fields: ClassVar[tuple[str, ...]] = ("w_bits", "s_bits", "timesteps", "k", "requant")
+    ``stepped`` is ``None`` for the paper's neuron (θ = 2**k, the JSON has ``k``), else the layer's
+    :class:`SteppedNeuron` (the JSON has a ``neuron`` object instead of ``k``, and ``k`` is 0 and unused).
+    """
+
+    json_fields: ClassVar[tuple[str, ...]] = ("w_bits", "s_bits", "timesteps", "k", "requant", "neuron")
 
     w_bits: int = 8
     s_bits: int = 8
@@ -65,10 +169,40 @@ class SynapticLayer(Layer):
     weight: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     bias: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     requant: Requant | None = None
+    stepped: SteppedNeuron | None = None
 
     @property
     def is_synaptic(self) -> bool:
         return True
+
+    @property
+    def neuron(self) -> SteppedNeuron:
+        """The layer's neuron in the fields of §4.6 (the paper's neuron too: squeezed, round, subtract, IF)."""
+        if self.stepped is not None:
+            return self.stepped
+        return SteppedNeuron(threshold=1 << self.k, mode="squeezed", fire="round", spike_bits=self.s_bits)
+
+    @property
+    def min_version(self) -> int:
+        """The manifest version that can hold the layer (2: a ``neuron`` object)."""
+        return 1 if self.stepped is None else 2
+
+    def steps_out(self, in_steps: list[int | None], ctx: Ctx) -> int | None:
+        """How many per-step currents the layer emits (``None``: one current for all steps).
+
+        A stepped layer takes a constant current (the network input, a squeezed layer's output) or the
+        per-step currents of stepped layers with the same T; its output is per step, except for the last
+        layer, whose logits are summed over the steps. A squeezed layer needs a constant current.
+        """
+        (steps,) = in_steps
+        mode = self.neuron.mode
+        if mode == "squeezed" and steps is not None:
+            raise ctx.fail("neuron", f"a squeezed neuron needs one current for all steps, but its input "
+                                     f"'{self.inputs[0]}' changes at each of {steps} steps; make it mode 'stepped'")
+        if mode == "stepped" and steps is not None and steps != self.timesteps:
+            raise ctx.fail("timesteps", f"{self.timesteps} steps, but its input '{self.inputs[0]}' gives {steps} "
+                                        "per-step currents (stepped layers in a chain share T)")
+        return self.timesteps if mode == "stepped" and self.requant is not None else None
 
     @property
     def is_output(self) -> bool:
@@ -111,11 +245,14 @@ class SynapticLayer(Layer):
             "w_bits": self.w_bits,
             "s_bits": self.s_bits,
             "timesteps": self.timesteps,
-            "k": self.k,
             "requant": None
             if self.requant is None
             else {"shift": self.requant.shift, "lo": self.requant.lo, "hi": self.requant.hi},
         }
+        if self.stepped is None:
+            out["k"] = self.k
+        else:
+            out["neuron"] = self.stepped.to_json()
         return out
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -132,7 +269,16 @@ class SynapticLayer(Layer):
         w_bits = ctx.int_in(meta, "w_bits", *W_BITS_RANGE)
         s_bits = ctx.int_in(meta, "s_bits", *S_BITS_RANGE)
         timesteps = ctx.int_in(meta, "timesteps", *TIMESTEPS_RANGE)
-        k = ctx.int_in(meta, "k", *K_RANGE)
+        stepped = None
+        if "neuron" in meta:
+            if "k" in meta:
+                raise ctx.fail("k", "give either k (θ = 2**k, the paper's neuron) or a neuron object with its "
+                                    "threshold, not both")
+            k, stepped = 0, cls._parse_neuron(ctx.get(meta, "neuron"), s_bits, ctx)
+            if stepped.is_paper:  # one network, one file: the paper's neuron is always written as k
+                k, stepped = stepped.threshold.bit_length() - 1, None
+        else:
+            k = ctx.int_in(meta, "k", *K_RANGE)
         lim = weight_limit(w_bits)
         weight = ctx.tensor(
             tensors, f"{name}.weight", weight_shape, -lim, lim, what=f" (B_w = {w_bits} allows −{lim} … {lim})"
@@ -156,7 +302,31 @@ class SynapticLayer(Layer):
             mult = ctx.tensor(tensors, f"{name}.rq_mult", (out,), -MULT_LIMIT + 1, MULT_LIMIT - 1)
             rq_bias = ctx.tensor(tensors, f"{name}.rq_bias", (out,), -BIAS_LIMIT + 1, BIAS_LIMIT - 1)
             requant = Requant(multiplier=mult, bias=rq_bias, shift=shift, lo=lo, hi=hi)
-        return dict(w_bits=w_bits, s_bits=s_bits, timesteps=timesteps, k=k, weight=weight, bias=bias, requant=requant)
+        return dict(w_bits=w_bits, s_bits=s_bits, timesteps=timesteps, k=k, weight=weight, bias=bias, requant=requant,
+                    stepped=stepped)
+
+    @staticmethod
+    def _parse_neuron(meta: Any, s_bits: int, ctx: Ctx) -> SteppedNeuron:
+        if not isinstance(meta, Mapping):
+            raise ctx.fail("neuron", f"expected an object with fields {list(NEURON_FIELDS)}, got {meta!r:.80}")
+        ctx.keys(meta, NEURON_FIELDS, "neuron")
+        values = {name: ctx.get(meta, name) for name in NEURON_FIELDS}
+        leak = values.pop("leak")
+        if (not isinstance(leak, list) or len(leak) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in leak)):
+            raise ctx.fail("neuron.leak", f"expected [b, p], two integers (beta = b / 2**p), got {leak!r:.80}")
+        for name in ("mode", "fire", "reset"):
+            if not isinstance(values[name], str):
+                raise ctx.fail(f"neuron.{name}", f"expected a string, got {values[name]!r:.80}")
+        fields = dict(values, leak_mul=leak[0], leak_shift=leak[1], spike_bits=s_bits)
+        problem = SteppedNeuron.first_problem(**fields)
+        if problem is not None:
+            name, expected = problem
+            where = "s_bits" if name == "spike_bits" else ("neuron.leak" if name.startswith("leak") else f"neuron.{name}")
+            raise ctx.fail(where, f"expected {expected}, got {fields[name]!r:.80}")
+        if fields["leak_mul"] == 1 << fields["leak_shift"]:  # every b = 2**p is the same neuron: store it one way
+            fields.update(leak_mul=1, leak_shift=0)
+        return SteppedNeuron(**fields)
 
 
 
@@ -205,7 +375,25 @@ class SynapticOp(Op):
 
     def ranges(self, layer: SynapticLayer, inputs: list[Range]) -> LayerRanges:
         x = inputs[0]
-        v_t, s, count = neuron_ranges(x, layer.k, layer.s_bits, layer.timesteps)
+        leak = None
+        bias_times = 1  # how many times the bias enters the accumulator
+        if layer.stepped is None:
+            v_t, s, count = neuron_ranges(x, layer.k, layer.s_bits, layer.timesteps)
+            syn_count = count  # the synapse multiplies the spike count
+        else:
+            n = layer.stepped
+            v_t, s_t, leak = stepped_neuron_ranges(x, threshold=n.threshold, fire=n.fire, reset=n.reset,
+                                                   leak_mul=n.leak_mul, leak_shift=n.leak_shift, s_bits=layer.s_bits,
+                                                   timesteps=layer.timesteps)
+            s = s_t[0]
+            for r in s_t[1:]:
+                s = s.union(r)
+            count = Range(sum(r.lo for r in s_t), sum(r.hi for r in s_t))
+            syn_count = count
+            if n.mode == "stepped" and layer.requant is not None:
+                syn_count = s  # the synapse runs every step on that step's spikes
+            elif n.mode == "stepped":
+                bias_times = layer.timesteps  # the logits are Σ_t (W·s_t + b)
         v = v_t[0]
         for r in v_t[1:]:
             v = v.union(r)
@@ -213,13 +401,13 @@ class SynapticOp(Op):
         w = layer.weight.reshape(layer.weight.shape[0], -1).astype(object)
         pos = np.where(w > 0, w, 0).sum(axis=1)
         neg = np.where(w < 0, w, 0).sum(axis=1)
-        bias = layer.bias.astype(object)
-        acc_hi_c = pos * count.hi + neg * count.lo + bias
-        acc_lo_c = neg * count.hi + pos * count.lo + bias
+        bias = layer.bias.astype(object) * bias_times
+        acc_hi_c = pos * syn_count.hi + neg * syn_count.lo + bias
+        acc_lo_c = neg * syn_count.hi + pos * syn_count.lo + bias
         acc = Range(int(acc_lo_c.min()), int(acc_hi_c.max()))
         per_channel = tuple((int(a), int(b)) for a, b in zip(acc_lo_c, acc_hi_c))
         if layer.requant is None:
-            return LayerRanges(layer.name, layer.op, x, acc, v, tuple(v_t), s, count, acc, per_channel)
+            return LayerRanges(layer.name, layer.op, x, acc, v, tuple(v_t), s, count, acc, per_channel, leak=leak)
         rq = layer.requant
         m = rq.multiplier.astype(object)
         p1, p2 = acc_lo_c * m, acc_hi_c * m
@@ -230,7 +418,7 @@ class SynapticOp(Op):
         out_lo = max(rq.lo, min(rq.hi, int(prod_lo_c.min()) >> rq.shift))
         out_hi = min(rq.hi, max(rq.lo, int(prod_hi_c.max()) >> rq.shift))
         out = Range(out_lo, out_hi)
-        return LayerRanges(layer.name, layer.op, x, out, v, tuple(v_t), s, count, acc, per_channel, product)
+        return LayerRanges(layer.name, layer.op, x, out, v, tuple(v_t), s, count, acc, per_channel, product, leak=leak)
 
     def wide_product(self, layer: SynapticLayer, r: LayerRanges) -> bool:
         if layer.requant is None or r.acc_per_channel is None:
@@ -260,15 +448,27 @@ class SynapticOp(Op):
         x = xs[0]
         r = model.ranges[layer.name]
         model.check(layer, "x", x, r.x)
-        v, s = neuron_steps(x, layer.k, layer.s_bits, layer.timesteps)
+        weight = model.cached(f"{layer.name}.weight", lambda: torch.from_numpy(layer.weight.astype(np.int64)))
+        bias = torch.from_numpy(layer.bias)
+        if layer.stepped is None:
+            v, s = neuron_steps(x, layer.k, layer.s_bits, layer.timesteps)
+        else:
+            # the time-stepped neuron of §4.6, run by the golden model's one implementation (bitspike.host.stepped);
+            # x is [T, N, ...] when the input changes per step, else [N, ...]
+            v, s = model.stepped_neuron(layer, x)
         model.check(layer, "v", v, r.v)
         model.check(layer, "s", s, r.s)
         count = s.sum(dim=0)
         model.check(layer, "count", count, r.count)
-        weight = model.cached(f"{layer.name}.weight", lambda: torch.from_numpy(layer.weight.astype(np.int64)))
-        bias = torch.from_numpy(layer.bias)
         shape = (1, -1) + (1,) * (count.dim() - 2)
-        acc = self.synapse(count, weight, layer) + bias.view(shape)
+        per_step = layer.stepped is not None and layer.stepped.mode == "stepped"
+        if per_step:
+            # the synapse runs at every step on that step's spikes: the steps are folded into the batch axis
+            acc = self.synapse(s.flatten(0, 1), weight, layer) + bias.view(shape)
+            if layer.requant is None:
+                acc = acc.unflatten(0, s.shape[:2]).sum(dim=0)  # the logits: Σ_t acc_t
+        else:
+            acc = self.synapse(count, weight, layer) + bias.view(shape)
         model.check(layer, "acc", acc, r.acc)
         if layer.requant is None:
             out = acc
@@ -280,12 +480,24 @@ class SynapticOp(Op):
                 prod = acc * torch.from_numpy(rq.multiplier).view(shape) + torch.from_numpy(rq.bias).view(shape)
                 model.check(layer, "product", prod + rounding_term(rq.shift), r.product)
                 out = torch.clamp(shift_round(prod, rq.shift), rq.lo, rq.hi)
+        if per_step and layer.requant is not None:  # every step requantized alike; the steps unfolded again
+            out = out.unflatten(0, s.shape[:2])
+            acc = acc.unflatten(0, s.shape[:2])
         model.check(layer, "out", out, r.out)
         return out, (LayerTrace(layer.name, layer.op, x, out, v, s, acc) if trace else None)
 
     # ---- plan
 
     def plan(self, index: int, layer: SynapticLayer, r: LayerRanges, manifest) -> SynapticNode:
+        if layer.stepped is not None:
+            from bitspike.errors import HardwareError
+
+            n = layer.stepped
+            raise HardwareError(
+                f"layer {index} '{layer.name}': the generator has no engine yet for this layer's neuron (mode "
+                f"'{n.mode}', fire '{n.fire}', reset '{n.reset}', leak {n.leak_mul}/2**{n.leak_shift}, threshold "
+                f"{n.threshold}); it builds only the paper's neuron (squeezed, round, subtract, no leak, threshold "
+                "2**k). The golden model runs the network: bitspike infer")
         return self.node(index, layer, manifest)
 
     def widths(self, node: PlanNode, layer: SynapticLayer, r: LayerRanges) -> dict[str, int]:
