@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "bitspike.manifest_cli",
     "bitspike.host.train_cli",
     "bitspike.host.export_cli",
+    "bitspike.host.import_cli",
     "bitspike.gen.gen_cli",
     "bitspike.sim.sim_cli",
     "bitspike.gen.build_cli",

@@ -1,0 +1,158 @@
+"""``bitspike import``: real snnTorch networks, written with ``snntorch.export_to_nir``, become manifests.
+
+The key check of issue #15: with β = 1 (IF) and weights, biases and thresholds that are integers already
+(and the integer pixels as input), the float snnTorch network and the imported integer model give the same
+output spike counts on every test sample (the update-order proof is in ``bitspike.host.stepped``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from bitspike.cli import main
+from bitspike.errors import BitspikeError
+from bitspike.host import snntorch_nets as sn
+from bitspike.host.data import images_for_manifest, load_dataset
+from bitspike.host.golden import GoldenModel
+from bitspike.host.nir_import import import_network, parse_bits
+from bitspike.host.nir_io import NirError, read_nir
+from bitspike.manifest import load
+
+
+def _integer_mlp(reset: str, seed: int = 0) -> torch.nn.Sequential:
+    """The digits MLP with β = 1 and integer weights, biases and thresholds (no training)."""
+    net = sn.digits_mlp(beta=1.0, reset=reset, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for lin, bias in ((net[1], 20), (net[3], 2)):
+            lin.weight.copy_(torch.randint(-3, 4, lin.weight.shape, generator=g).float())
+            lin.bias.copy_(torch.randint(-bias, bias + 1, lin.bias.shape, generator=g).float())
+        net[2].threshold.fill_(300.0)
+        net[4].threshold.fill_(4.0)
+    return net
+
+
+def _golden_counts(manifest, images) -> torch.Tensor:
+    return GoldenModel(manifest).run(images_for_manifest(images, manifest)).logits
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_integer_if_network_agrees_exactly_with_snntorch_on_every_sample(reset):
+    net = _integer_mlp(reset)
+    graph = sn.export(net, (1, 8, 8))
+    fnet = read_nir(graph, source="snntorch", reset=reset)
+    manifest, report = import_network(fnet, timesteps=8, input_scale=1.0)
+    assert manifest.version == 2 and all(r.exact_weights and r.current_shift == 0 for r in report)
+    assert [r.threshold for r in report[:2]] == [300, 4]
+    test = load_dataset("digits", "test")
+    want = sn.snntorch_counts(net, test.images, 8, pixel_scale=1.0)
+    got = _golden_counts(manifest, test.images)
+    assert len(got) == 360 and want.sum() > 0  # neurons do fire
+    assert torch.equal(got, want.to(torch.int64))  # every count of every one of the 360 samples
+
+
+def test_integer_conv_network_with_avgpool_agrees_exactly():
+    # conv → IF → avgpool(2) → flatten → linear → IF; linear weights multiples of 4, so the pool's 1/4
+    # folded into them keeps them integers and the whole network is exact
+    net = sn.fashion_cnn(channels=4, beta=1.0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randint(-2, 3, net[0].weight.shape, generator=g).float())
+        net[0].bias.copy_(torch.randint(-50, 51, net[0].bias.shape, generator=g).float())
+        net[4].weight.copy_(4 * torch.randint(-3, 4, net[4].weight.shape, generator=g).float())
+        net[4].bias.copy_(torch.randint(-2, 3, net[4].bias.shape, generator=g).float())
+        net[1].threshold.fill_(400.0)
+        net[5].threshold.fill_(6.0)
+    fnet = read_nir(sn.export(net, (1, 28, 28)), source="snntorch")
+    manifest, report = import_network(fnet, timesteps=6, input_scale=1.0)
+    assert [l.op for l in manifest.layers] == ["conv2d", "flatten", "linear", "linear"]
+    assert all(r.exact_weights for r in report)
+    images = load_dataset("fashion-mnist", "test").images[:120]
+    want = sn.snntorch_counts(net, images, 6, pixel_scale=1.0)
+    assert want.sum() > 0
+    assert torch.equal(_golden_counts(manifest, images), want.to(torch.int64))
+
+
+def test_cli_writes_the_manifest_and_reports_the_agreement(tmp_path, capsys):
+    path = tmp_path / "if.nir"
+    nir.write(path, sn.export(_integer_mlp("subtract"), (1, 8, 8)))
+    out, js = tmp_path / "if.bsm", tmp_path / "s.json"
+    code = main(["import", str(path), "-o", str(out), "--source", "snntorch", "--calib", "digits",
+                 "--input-scale", "1", "--json", str(js)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "reset 'subtract'" in text and "agree on 360/360" in text and "outputs equal on 360" in text
+    summary = json.loads(js.read_text())
+    c = summary["comparison"]
+    assert c["classes_agree"] == 360 and c["outputs_equal_samples"] == 360
+    assert c["float_accuracy"] == c["int_accuracy"]
+    m = load(out)
+    assert m.digest() == summary["digest"] and m.layers[1].stepped.threshold == 300
+    # the same command again gives the same bytes
+    again = tmp_path / "again.bsm"
+    assert main(["import", str(path), "-o", str(again), "--source", "snntorch", "--calib", "digits",
+                 "--input-scale", "1", "-q", "--samples", "10"]) == 0  # fmt: skip
+    assert again.read_bytes() == out.read_bytes()
+
+
+def _graph_with(node_name: str, node) -> nir.NIRGraph:
+    w = np.ones((3, 4), np.float32)
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}), "fc": nir.Affine(weight=w, bias=np.zeros(3, np.float32)),
+             node_name: node, "output": nir.Output(output_type={"output": np.array([3])})}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", node_name), (node_name, "output")])
+
+
+@pytest.mark.parametrize("node, words", [
+    (nir.CubaLIF(tau_syn=np.full(3, 2e-3), tau_mem=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3),
+                 v_threshold=np.ones(3)), ["node 'lif' (CubaLIF)", "synaptic current"]),
+    (nir.IF(r=np.ones(3), v_threshold=np.array([1.0, 2.0, 1.0])), ["node 'lif' (IF)", "field 'v_threshold'", "one value per layer"]),
+    (nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 10.0), v_leak=np.full(3, 0.5), v_threshold=np.ones(3)),
+     ["node 'lif' (LIF)", "field 'v_leak'"]),
+    (nir.Scale(scale=np.ones(3)), ["node 'lif' (Scale)", "not supported"]),
+])  # fmt: skip
+def test_cli_refuses_unsupported_nodes_naming_node_and_field(tmp_path, capsys, node, words):
+    path = tmp_path / "bad.nir"
+    nir.write(path, _graph_with("lif", node))
+    code = main(["import", str(path), "-o", str(tmp_path / "x.bsm"), "--reset", "zero"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "x.bsm").exists()
+
+
+def test_bits_option():
+    assert parse_bits("4", ["1", "3"]) == {"1": 4, "3": 4}
+    assert parse_bits("6/1,3=4", ["1", "3"]) == {"1": 6, "3": 4}
+    assert parse_bits(None, ["1"]) == {"1": 8}
+    for bad, words in [("4/2", "S must be 1"), ("1", "2 … 16"), ("9=4", "no synapse node '9'"), ("x", "expected W")]:
+        with pytest.raises(BitspikeError, match=words):
+            parse_bits(bad, ["1", "3"])
+
+
+def test_two_synapses_without_a_neuron_between_are_refused():
+    w = np.ones((4, 4), np.float32)
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}), "a": nir.Linear(weight=w),
+             "b": nir.Linear(weight=w), "output": nir.Output(output_type={"output": np.array([4])})}
+    g = nir.NIRGraph(nodes=nodes, edges=[("input", "a"), ("a", "b"), ("b", "output")])
+    with pytest.raises(NirError, match="node 'b' .*without a neuron in between"):
+        import_network(read_nir(g, reset="zero"))
+
+
+@pytest.mark.slow
+def test_trained_lif_mlp_imports_within_one_point_at_8_bits():
+    """snnTorch Leaky (β = 0.9) trained on digits; 8-bit weights: integer accuracy within 1 point of float."""
+    from bitspike.host.nir_import import compare
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    net = sn.digits_mlp(beta=0.9)
+    sn.train_snntorch(net, train.images, train.labels, timesteps=8, epochs=15)
+    fnet = read_nir(sn.export(net, (1, 8, 8)), source="snntorch")
+    manifest, _ = import_network(fnet, timesteps=8, bits=parse_bits("8", ["1", "3"]))
+    c = compare(fnet, manifest, test.images, test.labels, timesteps=8, input_scale=1 / 255)
+    assert abs(c["float_accuracy"] - c["int_accuracy"]) <= 0.01
