@@ -1,4 +1,8 @@
-"""``bitspike export``: turn a training run into a manifest and check it with the golden model."""
+"""``bitspike export``: turn a training run into a manifest and check it with the golden model.
+
+``bitspike export MODEL.bsm --nir -o MODEL.nir`` writes a manifest of binary time-stepped IF/LIF layers as a
+NIR graph instead (:mod:`bitspike.host.export_nir`).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,17 @@ def register(subparsers) -> None:
             "write the manifest, and evaluate the test set with the fake-quantized model and the integer golden model."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the training run's folder (holds checkpoint.ckpt)")
-    p.add_argument("-o", "--output", metavar="FILE", help="manifest to write (default: RUN_DIR/model.bsm)")
+    p.add_argument("run_dir", metavar="RUN_DIR|MODEL.bsm",
+                   help="the training run's folder (holds checkpoint.ckpt); with --nir, the manifest to write as NIR")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="manifest to write (default: RUN_DIR/model.bsm); with --nir the NIR file (default: MODEL.nir)")
+    p.add_argument("--nir", action="store_true",
+                   help="write the manifest MODEL.bsm as a NIR graph (binary stepped IF/LIF networks; others are "
+                        "refused with the reason)")
+    p.add_argument("--target", choices=["nir", "snntorch"], default="nir",
+                   help="--nir: plain NIR, or what snnTorch's import_from_nir reads correctly (default nir)")
+    p.add_argument("--allow-subtract", action="store_true",
+                   help="--nir: write a subtract-reset network (NIR's neurons reset to zero), marked for bitspike")
     p.add_argument("--current-bits", type=int, default=None, metavar="K",
                    help="threshold exponent k of the learnable neurons: currents resolve V_th/2**k (default: 8)")
     p.add_argument("--data", metavar="PATH", help="folder of the data set's files (default: the run's setting)")
@@ -35,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from bitspike.errors import BitspikeError
     from bitspike.host.export import DEFAULT_CURRENT_BITS, export_run
 
+    if args.nir:
+        return _run_nir(args)
     k = DEFAULT_CURRENT_BITS if args.current_bits is None else args.current_bits
     if not 1 <= k <= 20:
         raise BitspikeError(f"--current-bits must be 1 … 20, got {k}")
@@ -56,4 +71,21 @@ def run(args: argparse.Namespace) -> int:
         raise VerificationFailed(
             f"float and deploy accuracy differ by {summary['accuracy_gap_points']:.2f} points (> {args.max_gap})"
         )
+    return 0
+
+
+def _run_nir(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bitspike.host.export_nir import export_nir
+    from bitspike.io import write_json
+    from bitspike.manifest import load
+
+    manifest = load(args.run_dir)
+    out = Path(args.output) if args.output else Path(args.run_dir).with_suffix(".nir")
+    summary = export_nir(manifest, out, target=args.target, allow_subtract=args.allow_subtract)
+    print(f"wrote {out}: {len(summary['nodes']) - 2} NIR nodes ({', '.join(summary['nodes'][1:-1])}), reset "
+          f"{summary['reset']}; run it for T = {summary['timesteps']} steps on the integer input (pixels 0 … "
+          f"{2**manifest.input.bits - 1}, not scaled)")
+    write_json(args.json, summary)
     return 0

@@ -72,7 +72,7 @@ def test_integer_conv_network_with_avgpool_agrees_exactly():
     manifest, report = import_network(fnet, timesteps=6, input_scale=1.0)
     assert [l.op for l in manifest.layers] == ["conv2d", "flatten", "linear", "linear"]
     assert all(r.exact_weights for r in report)
-    images = load_dataset("fashion-mnist", "test").images[:120]
+    images = load_dataset("fashion-mnist", "test").images[:48]
     want = sn.snntorch_counts(net, images, 6, pixel_scale=1.0)
     assert want.sum() > 0
     assert torch.equal(_golden_counts(manifest, images), want.to(torch.int64))
@@ -156,3 +156,76 @@ def test_trained_lif_mlp_imports_within_one_point_at_8_bits():
     manifest, _ = import_network(fnet, timesteps=8, bits=parse_bits("8", ["1", "3"]))
     c = compare(fnet, manifest, test.images, test.labels, timesteps=8, input_scale=1 / 255)
     assert abs(c["float_accuracy"] - c["int_accuracy"]) <= 0.01
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NIR out: bitspike export --nir
+
+
+def _run_snntorch(module, pixels: torch.Tensor, T: int) -> torch.Tensor:
+    from snntorch import utils as snn_utils
+
+    snn_utils.reset(module)
+    counts = 0
+    with torch.no_grad():
+        for _ in range(T):
+            out = module(pixels)
+            counts = counts + (out[0] if isinstance(out, tuple) else out)
+    return counts
+
+
+def test_export_nir_round_trip_loads_in_snntorch_with_the_integer_models_counts(tmp_path, capsys):
+    from snntorch.import_nir import import_from_nir
+
+    fnet = read_nir(sn.export(_integer_mlp("zero", seed=2), (1, 8, 8)), reset="zero")
+    manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
+    bsm, out = tmp_path / "m.bsm", tmp_path / "m.nir"
+    manifest.save(bsm)
+    assert main(["export", str(bsm), "--nir", "--target", "snntorch", "-o", str(out)]) == 0
+    assert "run it for T = 8 steps" in capsys.readouterr().out
+    back = import_from_nir(nir.read(out))
+    test = load_dataset("digits", "test")
+    pixels = torch.as_tensor(test.images.reshape(len(test), -1), dtype=torch.float32)  # the manifest's input: flat
+    counts = _run_snntorch(back, pixels, 8)
+    want = _golden_counts(manifest, test.images)
+    assert want.sum() > 0 and torch.equal(counts.to(torch.int64), want)
+
+
+def test_export_nir_of_a_subtract_network_needs_the_flag_and_reads_back_exactly(tmp_path, capsys):
+    fnet = read_nir(sn.export(_integer_mlp("subtract", seed=4), (1, 8, 8)), source="snntorch")
+    manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
+    bsm, out = tmp_path / "m.bsm", tmp_path / "m.nir"
+    manifest.save(bsm)
+    assert main(["export", str(bsm), "--nir", "-o", str(out)]) == 1
+    assert "--allow-subtract" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(bsm), "--nir", "--allow-subtract", "-o", str(out)]) == 0
+    again = read_nir(out)
+    assert again.reset == "subtract" and [n.kind for n in again.nodes if hasattr(n, "kind")] == ["IF", "IF"]
+    test = load_dataset("digits", "test")
+    x = torch.as_tensor(test.images.reshape(len(test), -1), dtype=torch.float32)
+    assert torch.equal(again.counts(x, 8).to(torch.int64), _golden_counts(manifest, test.images))
+
+
+def _squeezed_middle():
+    from dataclasses import replace
+
+    fnet = read_nir(sn.export(_integer_mlp("zero"), (1, 8, 8)), reset="zero")
+    manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
+    mid = manifest.layers[1]
+    return manifest.replace_layer(mid.name, stepped=replace(mid.stepped, mode="squeezed"))
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: __import__("bitspike.testing", fromlist=["random_mlp"]).random_mlp(seed=0),
+     ["layer 0 'line0' (linear)", "requantizer shifts right"]),
+    (_squeezed_middle, ["layer 1 'n3' (linear)", "mode 'squeezed'", "binary spikes"]),
+])  # fmt: skip
+def test_export_nir_refuses_what_nir_cannot_express(tmp_path, capsys, make, words):
+    bsm = tmp_path / "m.bsm"
+    make().save(bsm)
+    assert main(["export", str(bsm), "--nir", "-o", str(tmp_path / "x.nir")]) == 1
+    err = capsys.readouterr().err
+    assert "NIR cannot express this layer" in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "x.nir").exists()
