@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"assumed: {note}")
         for layer in summary["layers"]:
             extra = "" if layer["threshold"] is None else (
-                f", threshold {layer['threshold']}, leak {layer['leak'][0]}/2**{layer['leak'][1]}")
+                f" → neuron node {layer['neuron_node']}: threshold {layer['threshold']}, leak "
+                f"{layer['leak'][0]}/2**{layer['leak'][1]}, current ×2**{layer['current_shift']}")
             exact = "integers already" if layer["exact_weights"] else f"scale {layer['weight_scale']:.4g}"
             print(f"  {layer['name']} (node {layer['node']}): {layer['w_bits']}-bit weights ({exact}){extra}")
     print(f"wrote {summary['output']} ({summary['manifest_layers']} layers, T = {summary['timesteps']}, "

@@ -25,14 +25,20 @@ is refused.
 
 Quantization
 ------------
-Per synapse one weight scale ``S_w``: 1 when the weights are integers that fit ``B_w`` already (then
-nothing is rounded), else ``max|W| / (2^(B_w−1) − 1)``; ``W_int = round(W / S_w)``. The accumulator's unit
-is ``S_w·S_in`` (``S_in``: the input scale for pixels, 1 for binary spikes). The requantizer multiplies the
-accumulator by 2^j (no shift, no clamp that can bind) and adds the bias, so that the next neuron's threshold
-``θ_int = round(θ / unit)`` resolves the float threshold to at least 2^12 units; j = 0 when θ and the bias
-are integer multiples of the unit and the neuron does not leak (the exact case). With β = 1, integer weights,
-biases, thresholds and inputs, every scale is 1, nothing rounds, and the integer network computes exactly
-what snnTorch computes (the proof is in :mod:`bitspike.host.stepped`).
+Weights: ``S_w = 1`` when they are integers that fit ``B_w`` already (nothing is rounded); else one scale per
+output channel, ``S_w[o] = max_i |W[o, i]| / (2^(B_w−1) − 1)`` (at least 1/256 of the largest, so a channel of
+near-zero weights keeps a coarse scale), and one scale for all channels of the last synapse, whose
+accumulators are the logits. ``W_int = round(W / S_w)``; channel o's accumulator has the unit
+``S_w[o]·S_in`` (``S_in``: the input scale for pixels, 1 for binary spikes).
+
+Currents: the requantizer has no shift and a clamp that cannot bind: it multiplies channel o's accumulator by
+``M[o] = round(2^j · S_w[o] / max S_w)`` and adds the bias, bringing every channel to one unit, and the next
+neuron's threshold is ``θ_int = round(θ / unit)``. j is the smallest that resolves θ to at least 2^12 units
+and every ``M[o]`` to at least 2^8 (so both round by at most 1/8192 and 1/512); j = 0 when the scales are
+all 1, θ and the bias are integer multiples of the unit and the neuron does not leak (the exact case). With
+β = 1, integer weights, biases, thresholds and inputs, nothing rounds, and the integer network computes
+exactly what snnTorch computes (the proof is in :mod:`bitspike.host.stepped`). No calibration data is
+needed for any of this; the data given to :func:`compare` measures the result.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from bitspike.errors import BitspikeError
 from bitspike.host.nir_io import Affine, Conv2d, Flatten, FloatNetwork, Neuron, NirError, Pool2d
 from bitspike.manifest import (
     CURRENT_LIMIT,
+    MULT_LIMIT,
     AvgPoolLayer,
     Conv2dLayer,
     FlattenLayer,
@@ -68,6 +75,10 @@ LEAK_SHIFT = 16
 THRESHOLD_UNITS = 2**12
 #: the readout layer's weights are 0 or 1: two bits (one-bit weights are ±1)
 READOUT_W_BITS = 2
+#: per-channel weight scales span at most this factor (a channel of near-zero weights keeps a coarse scale)
+CHANNEL_RANGE = 256
+#: per-channel scales: every requantizer multiplier resolves its channel's scale to at least this many units
+MULT_UNITS = 2**8
 
 
 @dataclass(frozen=True)
@@ -77,15 +88,17 @@ class ImportedLayer:
     name: str
     node: str
     w_bits: int
-    weight_scale: float
+    weight_scale: float  # the largest channel's S_w
     exact_weights: bool
-    threshold: int | None = None  # θ_int of the neuron the synapse feeds
+    per_channel: bool = False  # channels have their own S_w (the requantizer's multipliers differ)
+    neuron_node: str | None = None  # the NIR neuron the synapse feeds (None: the last layer)
+    threshold: int | None = None  # its θ_int
     leak: tuple[int, int] | None = None
     current_shift: int = 0  # j: the requantizer multiplies by 2^j
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "node": self.node, "w_bits": self.w_bits, "weight_scale": self.weight_scale,
-                "exact_weights": self.exact_weights, "threshold": self.threshold,
+                "per_channel": self.per_channel, "exact_weights": self.exact_weights, "neuron_node": self.neuron_node, "threshold": self.threshold,
                 "leak": None if self.leak is None else list(self.leak), "current_shift": self.current_shift}
 
 
@@ -265,11 +278,18 @@ def import_network(
                 raise NirError(f"a Conv2d needs a [C, H, W] input, receives {list(cur_shape)}", node=where)
         w_bits = bits.get(syn.name, 8)
         lim = weight_limit(w_bits)
-        wmax = float(np.abs(w).max()) if w.size else 0.0
+        rows = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if w.size else np.zeros(w.shape[0])
+        wmax = float(rows.max(initial=0.0))
         exact_w = _is_int(w) and wmax <= lim
-        s_w = 1.0 if (exact_w or wmax == 0.0) else wmax / lim
-        w_int = np.rint(w / s_w).astype(np.int64)
-        acc_unit = s_w * s_unit
+        if exact_w or wmax == 0.0:
+            s_w = np.ones(w.shape[0])
+        elif last:  # the logits are the accumulators themselves: one scale for all of them
+            s_w = np.full(w.shape[0], wmax / lim)
+        else:  # per output channel; the requantizer's multipliers bring the channels to one unit
+            s_w = np.maximum(rows, wmax / CHANNEL_RANGE) / lim
+        w_int = np.rint(w / s_w.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.int64)
+        s_ref = float(s_w.max())
+        acc_unit = s_ref * s_unit  # the unit of channel o's accumulator is s_w[o]·s_unit
         lname = _layer_name(syn.name, used)
 
         # the neuron in front of this synapse
@@ -287,7 +307,8 @@ def import_network(
         else:
             cls = LinearLayer
             out_shape = (int(w.shape[0]),)
-        info = dict(name=lname, node=syn.name, w_bits=w_bits, weight_scale=s_w, exact_weights=exact_w)
+        info = dict(name=lname, node=syn.name, w_bits=w_bits, weight_scale=s_ref, exact_weights=exact_w,
+                    per_channel=bool((s_w != s_ref).any()))
         if last:
             bias_int = np.rint(b / acc_unit).astype(np.int64)
             layers.append(cls(**common, out_shape=out_shape, bias=bias_int, requant=None))
@@ -304,18 +325,26 @@ def import_network(
         theta = _uniform(nxt, nxt.threshold, "v_threshold") / gain
         leak = _leak(nxt)
         unit0 = acc_unit / n_pool  # real current per integer unit at the neuron, before the 2^j
-        exact = leak == (1, 0) and float(theta / unit0).is_integer() and _is_int(b / acc_unit)
+        ratio = s_w / s_ref  # channel o's accumulator is multiplied by 2^j·ratio[o]
+        uniform = bool((ratio == 1.0).all())
+        exact = uniform and leak == (1, 0) and float(theta / unit0).is_integer() and _is_int(b / acc_unit)
         shift = 0
         if not exact:
-            while theta / unit0 * 2**shift < THRESHOLD_UNITS and shift < 40:
+            while shift < 40 and (theta / unit0 * 2**shift < THRESHOLD_UNITS
+                                  or (not uniform and 2**shift * float(ratio.min()) < MULT_UNITS)):
                 shift += 1
-        acc_bound = int(np.abs(w_int).reshape(w_int.shape[0], -1).sum(axis=1).max()) * s_max
-        rq_bias = np.rint(b / acc_unit * 2**shift).astype(np.int64)
-        while shift > 0 and (acc_bound << shift) + int(np.abs(rq_bias).max(initial=0)) > CURRENT_LIMIT // 2**10:
+        acc_rows = np.abs(w_int).reshape(w_int.shape[0], -1).sum(axis=1) * s_max
+
+        def constants(j: int) -> tuple[np.ndarray, np.ndarray, int]:
+            mult = np.rint(ratio * 2**j).astype(np.int64)
+            rq_b = np.rint(b / acc_unit * 2**j).astype(np.int64)
+            return mult, rq_b, int((acc_rows.astype(object) * mult.astype(object)).max()) + int(np.abs(rq_b).max(initial=0))
+
+        mult, rq_bias, bound = constants(shift)
+        while shift > 0 and bound > CURRENT_LIMIT // 2**10:
             shift -= 1  # keep every current, pooled sums included, far inside the clamp limit
-            rq_bias = np.rint(b / acc_unit * 2**shift).astype(np.int64)
-        bound = (acc_bound << shift) + int(np.abs(rq_bias).max(initial=0))
-        if bound > CURRENT_LIMIT:
+            mult, rq_bias, bound = constants(shift)
+        if bound > CURRENT_LIMIT or int(mult.max()) >= MULT_LIMIT:
             raise NirError(f"its currents could reach {bound}, beyond bitspike's 2**40", node=where, field="weight")
         theta_int = int(round(theta / unit0 * 2**shift))
         if not 1 <= theta_int < THRESHOLD_LIMIT:
@@ -324,8 +353,8 @@ def import_network(
                            field="v_threshold")  # fmt: skip
         n_out = out_shape[0]
         layers.append(cls(**common, out_shape=out_shape, bias=np.zeros(n_out, np.int64),
-                          requant=Requant(np.full(n_out, 1 << shift, np.int64), rq_bias, 0, -bound, bound)))
-        report.append(ImportedLayer(**info, threshold=theta_int, leak=leak, current_shift=shift))
+                          requant=Requant(mult, rq_bias, 0, -bound, bound)))
+        report.append(ImportedLayer(**info, neuron_node=nxt.name, threshold=theta_int, leak=leak, current_shift=shift))
         prev, cur_shape = lname, out_shape
         for op in cur_ops:
             oname = _layer_name(op.name, used)
@@ -360,7 +389,7 @@ def import_network(
                                       stepped=_stepped(nxt, theta_int, net), weight=np.eye(n, dtype=np.int64),
                                       bias=np.zeros(n, np.int64), requant=None))
             report.append(ImportedLayer(name=rname, node=nxt.name, w_bits=READOUT_W_BITS, weight_scale=1.0,
-                                        exact_weights=True))
+                                        exact_weights=True))  # fmt: skip
             break
     info = {"source": "nir", "reset": net.reset, "timesteps": timesteps, "input_scale": input_scale,
             "assumptions": list(net.assumptions), "layers": [r.to_json() for r in report]}

@@ -144,20 +144,6 @@ def test_two_synapses_without_a_neuron_between_are_refused():
         import_network(read_nir(g, reset="zero"))
 
 
-@pytest.mark.slow
-def test_trained_lif_mlp_imports_within_one_point_at_8_bits():
-    """snnTorch Leaky (β = 0.9) trained on digits; 8-bit weights: integer accuracy within 1 point of float."""
-    from bitspike.host.nir_import import compare
-
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    net = sn.digits_mlp(beta=0.9)
-    sn.train_snntorch(net, train.images, train.labels, timesteps=8, epochs=15)
-    fnet = read_nir(sn.export(net, (1, 8, 8)), source="snntorch")
-    manifest, _ = import_network(fnet, timesteps=8, bits=parse_bits("8", ["1", "3"]))
-    c = compare(fnet, manifest, test.images, test.labels, timesteps=8, input_scale=1 / 255)
-    assert abs(c["float_accuracy"] - c["int_accuracy"]) <= 0.01
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # NIR out: bitspike export --nir
 

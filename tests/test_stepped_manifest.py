@@ -168,3 +168,37 @@ def test_neuron_fields_are_checked_when_built_in_python():
         SteppedNeuron(3, spike_bits=2)
     assert SteppedNeuron(4, mode="squeezed", fire="round", spike_bits=3).is_paper
     assert not SteppedNeuron(3, mode="squeezed", fire="round", spike_bits=3).is_paper
+
+
+def test_stepped_conv_layer_runs_every_step():
+    """input [2, 5, 5] → conv 1×1 (pass-through) → stepped conv 3×3 → flatten → stepped readout, against torch."""
+    from bitspike.host.stepped import neuron_run
+    from bitspike.manifest import Conv2dLayer, FlattenLayer
+
+    rng = np.random.default_rng(11)
+    T, n1, n2 = 5, SteppedNeuron(6, leak_mul=13, leak_shift=4), SteppedNeuron(3, reset="zero")
+    w0, b0 = rng.integers(-3, 4, (3, 2, 1, 1)), rng.integers(-4, 5, 3)
+    w1, b1 = rng.integers(-3, 4, (4, 3, 3, 3)), rng.integers(-2, 3, 4)
+    layers = [
+        Conv2dLayer(name="c0", inputs=("input",), in_shape=(2, 5, 5), out_shape=(3, 5, 5), w_bits=4, s_bits=3,
+                    timesteps=1, k=0, weight=w0, bias=b0, requant=_identity_requant(3), kernel=(1, 1)),
+        Conv2dLayer(name="c1", inputs=("c0",), in_shape=(3, 5, 5), out_shape=(4, 2, 2), w_bits=4, s_bits=1,
+                    timesteps=T, weight=w1, bias=b1, requant=_identity_requant(4), kernel=(3, 3), stride=(2, 2),
+                    stepped=n1),
+        FlattenLayer(name="fl", inputs=("c1",), in_shape=(4, 2, 2), out_shape=(16,)),
+        LinearLayer(name="out", inputs=("fl",), in_shape=(16,), out_shape=(16,), w_bits=2, s_bits=1, timesteps=T,
+                    weight=np.eye(16, dtype=np.int64), bias=np.zeros(16, np.int64), requant=None, stepped=n2),
+    ]  # fmt: skip
+    m = Manifest.build("conv-stepped", InputSpec((2, 5, 5), 3, 1.0), layers)
+    x = torch.as_tensor(rng.integers(0, 8, (20, 2, 5, 5)))
+    got = GoldenModel(m).run(x).logits
+
+    def conv(h, w, b, stride):  # float64 holds these small integer sums exactly
+        out = torch.nn.functional.conv2d(h.double(), torch.as_tensor(w).double(), torch.as_tensor(b).double(), stride)
+        return out.round().to(torch.int64)
+
+    cur = conv(x, w0, b0, 1)
+    s1 = neuron_run(cur[None].expand(T, *cur.shape), n1)
+    acc = torch.stack([conv(s1[t], w1, b1, 2) for t in range(T)])
+    want = neuron_run(acc.flatten(2), n2).sum(0)
+    assert want.sum() > 0 and torch.equal(got, want)
