@@ -202,3 +202,31 @@ def test_stepped_conv_layer_runs_every_step():
     acc = torch.stack([conv(s1[t], w1, b1, 2) for t in range(T)])
     want = neuron_run(acc.flatten(2), n2).sum(0)
     assert want.sum() > 0 and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stepped_ranges_hold_for_currents_that_change_every_step(seed):
+    """Random neurons, currents drawn per step (extremes of the range often): every value inside the analysis."""
+    from bitspike.host.stepped import neuron_run
+    from bitspike.ranges import Range, stepped_neuron_ranges
+
+    rng = np.random.default_rng(seed)
+    p = int(rng.integers(0, 9))
+    fire = ["gt", "round"][seed % 2]
+    n = SteppedNeuron(int(rng.integers(1, 40)), fire=fire, reset=["subtract", "zero"][seed // 2 % 2],
+                      leak_mul=int(rng.integers(0, 2**p + 1)), leak_shift=p, spike_bits=1 if fire == "gt" else 3)
+    lo, hi = sorted(int(v) for v in rng.integers(-200, 300, 2))
+    T = int(rng.integers(1, 12))
+    v_t, s_t, leak = stepped_neuron_ranges(Range(lo, hi), threshold=n.threshold, fire=n.fire, reset=n.reset,
+                                           leak_mul=n.leak_mul, leak_shift=n.leak_shift, s_bits=n.spike_bits,
+                                           timesteps=T)  # fmt: skip
+    x = torch.as_tensor(rng.integers(lo, hi + 1, (T, 4000)))
+    ends = torch.as_tensor(rng.integers(0, 2, (T, 4000)))
+    x = torch.where(torch.as_tensor(rng.random((T, 4000)) < 0.5), torch.where(ends == 1, hi, lo), x)
+    s, v = neuron_run(x, n, membrane=True)
+    for t in range(T):
+        assert v_t[t].lo <= int(v[t].min()) and int(v[t].max()) <= v_t[t].hi, (t, v_t[t])
+        assert s_t[t].lo <= int(s[t].min()) and int(s[t].max()) <= s_t[t].hi
+    if leak is not None:
+        r = (1 << n.leak_shift) >> 1
+        assert leak.lo <= int(v.min()) * n.leak_mul + r and int(v.max()) * n.leak_mul + r <= leak.hi

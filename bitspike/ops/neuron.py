@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from bitspike.errors import BitspikeError
 from bitspike.ranges import LayerRanges, Range, neuron_ranges, stepped_neuron_ranges
 from bitspike.gen.ir import PlanNode
 
@@ -99,8 +100,6 @@ class SteppedNeuron:
     spike_bits: int = 1
 
     def __post_init__(self):
-        from bitspike.errors import BitspikeError
-
         problem = self.first_problem(**{f: getattr(self, f) for f in self.__dataclass_fields__})
         if problem is not None:
             name, expected = problem
@@ -218,7 +217,8 @@ class SynapticLayer(Layer):
 
     @property
     def threshold(self) -> int:
-        return 1 << self.k
+        """θ: 2**k for the paper's neuron, else the ``neuron`` object's."""
+        return 1 << self.k if self.stepped is None else self.stepped.threshold
 
     @property
     def spike_max(self) -> int:
@@ -497,7 +497,8 @@ class SynapticOp(Op):
                 f"layer {index} '{layer.name}': the generator has no engine yet for this layer's neuron (mode "
                 f"'{n.mode}', fire '{n.fire}', reset '{n.reset}', leak {n.leak_mul}/2**{n.leak_shift}, threshold "
                 f"{n.threshold}); it builds only the paper's neuron (squeezed, round, subtract, no leak, threshold "
-                "2**k). The golden model runs the network: bitspike infer")
+                "2**k). The golden model runs the network (bitspike.host.golden.GoldenModel; `bitspike import --calib` "
+                "reports its accuracy)")
         return self.node(index, layer, manifest)
 
     def widths(self, node: PlanNode, layer: SynapticLayer, r: LayerRanges) -> dict[str, int]:
