@@ -516,6 +516,9 @@ def import_file(
         data = (images, labels, str(inputs), None)
     input_bits = 8
     if data is not None:
+        if data[0].ndim < 2 or math.prod(data[0].shape[1:]) != math.prod(net.input_shape):
+            raise BitspikeError(f"{data[2]}: images of shape {list(data[0].shape[1:])} do not fit the network's "
+                                f"input {list(net.input_shape)}")
         top = int(data[0].max(initial=0))
         if int(data[0].min(initial=0)) < 0 or top > 2**16 - 1:
             raise BitspikeError(f"the images hold values {int(data[0].min())} … {top}; expected pixels 0 … 65535")

@@ -215,3 +215,24 @@ def test_export_nir_refuses_what_nir_cannot_express(tmp_path, capsys, make, word
     for w in words:
         assert w in err, err
     assert not (tmp_path / "x.nir").exists()
+
+
+def test_cli_compares_on_inputs_from_a_file_and_refuses_bad_ones(tmp_path, capsys):
+    path = tmp_path / "if.nir"
+    nir.write(path, sn.export(_integer_mlp("zero", seed=5), (1, 8, 8)))
+    test = load_dataset("digits", "test")
+    np.savez(tmp_path / "some.npz", images=test.images[:50], labels=test.labels[:50])
+    out = tmp_path / "m.bsm"
+    args = ["import", str(path), "-o", str(out), "--reset", "zero", "--input-scale", "1", "--inputs"]
+    assert main(args + [str(tmp_path / "some.npz")]) == 0
+    text = capsys.readouterr().out
+    assert "on 50 images of" in text and "agree on 50/50" in text and "accuracy float" in text
+    np.save(tmp_path / "float.npy", test.images[:5].astype(np.float32))
+    np.save(tmp_path / "fashion.npy", np.zeros((3, 1, 28, 28), np.uint8))
+    for name, words in [("float.npy", "must be integer pixels"), ("fashion.npy", "do not fit the network's input"),
+                        ("missing.npz", "no such file")]:
+        bad = tmp_path / f"{name}.bsm"
+        code = main(["import", str(path), "-o", str(bad), "--reset", "zero", "--inputs", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 1 and words in err and "Traceback" not in err, err
+        assert not bad.exists()
