@@ -8,8 +8,6 @@ cycles equal the planner's prediction, and a trained model with a depthwise conv
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -20,8 +18,6 @@ from bitspike.errors import HardwareError, ManifestError
 from bitspike.host.golden import GoldenModel
 from bitspike.manifest import InputSpec, Manifest, from_parts, loads
 from bitspike.testing import NetBuilder
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 def depthwise_net(seed: int = 0) -> Manifest:
@@ -209,34 +205,16 @@ def test_grouped_word_structure_hooks():
 # ---- generated hardware in Verilator
 
 
-def _check_network(m: Manifest, seed: int, samples: int = 4, fold: str = "auto") -> None:
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
-    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
-
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl", fold=fold)
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    x = np.random.default_rng(seed).integers(0, 256, size=(samples, *m.input.shape))
-    x[0] = 255
-    g = GoldenModel(m).run(x)
-    res = sim.run(x, trace=True, processes=1, stall_in=0.2, stall_out=0.3, seed=seed)
-    np.testing.assert_array_equal(res.logits, g.logits.numpy())
-    ref = ManifestGoldenTaps(m, sim.design.taps)
-    assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (samples, None)
-    for i in range(2):  # each inference alone, from reset: what the planner predicts, to the cycle
-        assert int(sim.run(x[i:i + 1], processes=1).cycles[0]) == sim.design.cycles_per_inference
-
-
-def test_depthwise_and_grouped_net_folded_cosim_bit_exact_and_timed():
-    _check_network(mixed_net(), seed=3, fold=MIXED_FOLD)
+def test_depthwise_and_grouped_net_folded_cosim_bit_exact_and_timed(check_cosim):
+    check_cosim(mixed_net(), seed=3, fold=MIXED_FOLD)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [21, 22])
-def test_grouped_nets_cosim_bit_exact_and_timed(seed):
-    _check_network(depthwise_net(seed), seed=seed)  # auto folds
-    _check_network(groups2_net(seed), seed=seed, fold="conv1=3x2")
-    _check_network(mixed_net(seed), seed=seed, fold="conv0=3x3,conv2=1x3")
+def test_grouped_nets_cosim_bit_exact_and_timed(seed, check_cosim):
+    check_cosim(depthwise_net(seed), seed=seed)  # auto folds
+    check_cosim(groups2_net(seed), seed=seed, fold="conv1=3x2")
+    check_cosim(mixed_net(seed), seed=seed, fold="conv0=3x3,conv2=1x3")
 
 
 # ---- training layer and export
