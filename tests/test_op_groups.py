@@ -214,6 +214,7 @@ def test_depthwise_and_grouped_net_folded_cosim_bit_exact_and_timed(check_cosim)
 def test_grouped_nets_cosim_bit_exact_and_timed(seed, check_cosim):
     check_cosim(depthwise_net(seed), seed=seed)  # auto folds
     check_cosim(groups2_net(seed), seed=seed, fold="conv1=3x2")
+    check_cosim(groups2_net(seed), seed=seed)  # auto: conv0 4x3, conv1 steps from 1 to 3 PEs (2 does not divide 3)
     check_cosim(mixed_net(seed), seed=seed, fold="conv0=3x3,conv2=1x3")
 
 

@@ -341,8 +341,8 @@ class Op:
 
         :func:`bitspike.gen.folding.folding_pass` widens a node only to the next value of one list
         or both, so every pair taken from them must be a fold :meth:`fold` accepts; an op with
-        constraints on its folds (a grouped conv2d's) leaves the illegal ones out here rather than
-        having them refused. They may be a subset of what :meth:`fold` accepts from the user (the
+        constraints on its folds (:mod:`bitspike.ops.conv2d`) leaves the illegal ones out here rather
+        than having them refused. They may be a subset of what :meth:`fold` accepts from the user (the
         synaptic ops list divisors, so that weight memories stay unpadded). Default: only 1 × 1.
         """
         return [1], [1]
