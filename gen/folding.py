@@ -1,10 +1,12 @@
 """The width, folding and LUT passes: register widths, how many PEs and lanes each engine gets, and LUTs.
 
 ``fold="auto"`` balances the layer pipeline: starting from one PE and one lane
-everywhere, it repeatedly widens the slowest foldable engine (the next
-divisor of its output or input count, so that weight memories stay
-unpadded) while the LUT estimate stays within the budget, until the slowest
-engine is no slower than what the streams allow. The LUT model is a coarse
+everywhere, it repeatedly widens the slowest foldable engine (to the next of
+the PE and lane counts its op offers, :meth:`bitspike.ops.base.Op.fold_choices`;
+the synaptic ops offer divisors of the outputs and of the inputs an output
+reads, so that weight memories stay unpadded) while the LUT estimate stays
+within the budget, until the slowest engine is no slower than what the
+streams allow. The LUT model is a coarse
 per-engine estimate, each op's own (:meth:`bitspike.ops.base.Op.estimate_luts`;
 calibrated on Yosys ``synth_xilinx``; products wider than ~30 bits of LUT
 logic are assumed to go to DSP blocks).
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bitspike.errors import HardwareError
 from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
@@ -23,10 +24,6 @@ __all__ = ["estimate_luts", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def estimate_luts(node: PlanNode) -> int:
@@ -70,14 +67,12 @@ def folding_pass(plan: Plan) -> Plan:
         total = sum(estimate_luts(n) for n in out)
         layer = by_name[node.name]
         candidates = []
-        for pes in [d for d in _divisors(node.out_features) if d > node.pes][:1] + [node.pes]:
-            for lanes in [d for d in _divisors(node.in_features) if d > node.lanes][:1] + [node.lanes]:
+        pes_choices, lanes_choices = OPS[node.op].fold_choices(node)  # legal folds only: none is refused
+        for pes in [d for d in pes_choices if d > node.pes][:1] + [node.pes]:
+            for lanes in [d for d in lanes_choices if d > node.lanes][:1] + [node.lanes]:
                 if (pes, lanes) == (node.pes, node.lanes):
                     continue
-                try:
-                    cand = _with_fold(node, layer, plan, pes, lanes)
-                except HardwareError:  # a fold the engine cannot take (a grouped conv's) is no candidate
-                    continue
+                cand = _with_fold(node, layer, plan, pes, lanes)
                 cost = total - estimate_luts(node) + estimate_luts(cand)
                 if cand.cycles < node.cycles and cost <= budget:
                     candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes, cand))

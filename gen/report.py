@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from bitspike.errors import HardwareError
 
 from .ir import Plan
@@ -38,6 +40,38 @@ class TapView:
     signed: bool
     order: str = "flat"
     count: int = 0  # values per inference (0: not known, e.g. a design from an older generator)
+
+    def to_int(self, raw: np.ndarray) -> np.ndarray:
+        """Raw unsigned port values → integers (sign-extended when the tap is signed).
+
+        ``raw`` is ``[n]`` or ``[n, words]`` 64-bit words, least significant first.
+        Values that fit int64 come back as an int64 array, wider ones (packed
+        spikes of T·B_s ≥ 64 bits, wide accumulators) as an object array of Python ints.
+        """
+        v = np.asarray(raw, dtype=np.uint64)
+        if v.ndim == 1:
+            v = v.reshape(-1, 1)
+        if self.width < 64 or (self.width == 64 and self.signed):
+            out = v[:, 0]
+            if self.width < 64:
+                out = out & np.uint64((1 << self.width) - 1)
+            out = out.astype(np.int64)  # a 64-bit signed value wraps here into its two's complement, as wanted
+            if self.signed and self.width < 64:
+                out = np.where(out >= (1 << (self.width - 1)), out - (1 << self.width), out)
+            return out
+        mask = (1 << self.width) - 1
+        vals = []
+        for row in v:
+            x = 0
+            for k, w in enumerate(row.tolist()):
+                x |= int(w) << (64 * k)
+            x &= mask
+            if self.signed and x >> (self.width - 1):
+                x -= 1 << self.width
+            vals.append(x)
+        out = np.empty(len(vals), dtype=object)
+        out[:] = vals
+        return out
 
 
 @dataclass(frozen=True)
@@ -77,63 +111,70 @@ class ReportView:
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
+    @classmethod
+    def read(cls, path: str | os.PathLike, *, check_files: bool = True) -> "ReportView":
+        """Read a ``report.json`` (or the folder holding one) written by ``bitspike gen``.
+
+        A subclass (:class:`bitspike.sim.design.DesignInfo`) reads into its own type.
+
+        Parameters
+        ----------
+        path
+            The file, or the generated folder.
+        check_files
+            Also check that every listed Verilog file exists next to the report.
+
+        Raises
+        ------
+        HardwareError
+            Naming the file: missing, unreadable, not JSON, a required key missing, or a listed
+            Verilog file absent.
+        """
+        path = Path(path)
+        if path.is_dir() or path.suffix != ".json":
+            path = path / "report.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HardwareError(
+                f"{path} not found: expected a folder written by 'bitspike gen' (Verilog files and report.json)"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HardwareError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise HardwareError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise HardwareError(f"{path} lacks the keys {missing} (docs/HARDWARE_INTERFACE.md lists them)")
+        try:
+            files = tuple(str(f) for f in data["verilog_files"])
+            taps = tuple(
+                TapView(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
+                        t.get("order", "flat"), int(t.get("count", 0)))
+                for t in data.get("taps") or []
+            )
+            view = cls(
+                path=path, top=str(data["top"]), verilog_files=files, input_bits=int(data["input_bits"]),
+                input_size=int(data["input_size"]), input_order=str(data["input_order"]),
+                num_classes=int(data["num_classes"]), result_width=int(data["result_width"]),
+                logit_width=int(data.get("logit_width", data["result_width"])),
+                logit_signed=bool(data.get("logit_signed", True)),
+                cycles_per_inference=data.get("cycles_per_inference"), initiation_interval=data.get("initiation_interval"),
+                taps=taps, layers=tuple(data.get("layers") or ()), data=data,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HardwareError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); docs/HARDWARE_INTERFACE.md "
+                                "describes the format") from None
+        if check_files:
+            for f in view.verilog_paths:
+                if not f.exists():
+                    raise HardwareError(f"{path} lists Verilog file {f.name}, which is not in {view.folder}")
+        return view
+
 
 def read_report(path: str | os.PathLike, *, check_files: bool = True) -> ReportView:
-    """Read a ``report.json`` (or the folder holding one) written by ``bitspike gen``.
-
-    Parameters
-    ----------
-    path
-        The file, or the generated folder.
-    check_files
-        Also check that every listed Verilog file exists next to the report.
-
-    Raises
-    ------
-    HardwareError
-        Naming the file: missing, unreadable, not JSON, a required key missing, or a listed
-        Verilog file absent.
-    """
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".json":
-        path = path / "report.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise HardwareError(
-            f"{path} not found: expected a folder written by 'bitspike gen' (Verilog files and report.json)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HardwareError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise HardwareError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise HardwareError(f"{path} lacks the keys {missing} (docs/HARDWARE_INTERFACE.md lists them)")
-    try:
-        files = tuple(str(f) for f in data["verilog_files"])
-        taps = tuple(
-            TapView(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
-                    t.get("order", "flat"), int(t.get("count", 0)))
-            for t in data.get("taps") or []
-        )
-        view = ReportView(
-            path=path, top=str(data["top"]), verilog_files=files, input_bits=int(data["input_bits"]),
-            input_size=int(data["input_size"]), input_order=str(data["input_order"]),
-            num_classes=int(data["num_classes"]), result_width=int(data["result_width"]),
-            logit_width=int(data.get("logit_width", data["result_width"])),
-            logit_signed=bool(data.get("logit_signed", True)),
-            cycles_per_inference=data.get("cycles_per_inference"), initiation_interval=data.get("initiation_interval"),
-            taps=taps, layers=tuple(data.get("layers") or ()), data=data,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HardwareError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); docs/HARDWARE_INTERFACE.md "
-                            "describes the format") from None
-    if check_files:
-        for f in view.verilog_paths:
-            if not f.exists():
-                raise HardwareError(f"{path} lists Verilog file {f.name}, which is not in {view.folder}")
-    return view
+    """Read a ``report.json`` (or the folder holding one) written by ``bitspike gen``: :meth:`ReportView.read`."""
+    return ReportView.read(path, check_files=check_files)
 
 
 @dataclass

@@ -11,10 +11,12 @@ synaptic one is in :mod:`bitspike.ops.neuron`, the pools' in
 * synaptic engine (:mod:`bitspike.rtl_templates.synapse`): a word of inputs
   can be issued ``INPUT_LATENCY`` clocks after its last element arrived
   (neuron register, then the write); the PE array takes one word per clock;
-  a group's sum enters the two-slot holding queue ``pe_latency(lanes)``
-  clocks after its last word issued; the last word of a group waits for a
-  free slot (the group two before it has drained); outputs are popped one
-  per clock in order and leave ``drain_latency`` clocks after their pop.
+  the sums of a round (``pes`` outputs, the RTL's output group) enter the
+  two-slot holding queue ``pe_latency(lanes)`` clocks after its last word
+  issued; the last word of a round waits for a free slot (the round two
+  before it has drained); outputs are popped one per clock in order and
+  leave ``drain_latency`` clocks after their pop. Which words a round reads
+  comes from the op's hooks (``tap_inputs``, ``frame_words``, ``words_read``).
 * output stage: each logit is forwarded one clock after it arrives; ``done``
   comes 2 clocks after the last logit.
 """

@@ -38,14 +38,13 @@ import numpy as np
 from bitspike.errors import HardwareError
 from bitspike.io import atomic_dir
 
-from .design import DesignInfo, TapInfo, tap_record, words_for  # DesignInfo, TapInfo, tap_record: re-exported
+from .design import DesignInfo, tap_record, words_for  # DesignInfo, tap_record: re-exported
 from .verilator import HARNESS_DIR, VerilatorBuild, build_executable, default_cache_dir, verilator_cpp_name
 
 __all__ = [
     "CoSim",
     "CoSimResult",
     "DesignInfo",
-    "TapInfo",
     "tap_record",
     "rtl_for_manifest",
     "pixel_stream",
@@ -216,7 +215,7 @@ class CoSim:
                  cache_dir: str | os.PathLike | None = None, jobs: int | None = None):
         if simulator not in SIMULATORS:
             raise HardwareError(f"simulator must be one of {list(SIMULATORS)}, not {simulator!r}")
-        self.design = DesignInfo.load(rtl_dir)
+        self.design = DesignInfo.read(rtl_dir)
         self.simulator = simulator
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.jobs = jobs
@@ -232,7 +231,7 @@ class CoSim:
         if trace not in self._builds:
             d = self.design
             self._builds[trace] = build_executable(
-                d.verilog_files, d.top, [HARNESS_DIR / "cosim_main.cpp"],
+                d.verilog_paths, d.top, [HARNESS_DIR / "cosim_main.cpp"],
                 generated={"cosim_design.h": design_header(d)},
                 trace=trace, cache_dir=self.cache_dir, jobs=self.jobs, name="cosim",
             )
@@ -318,7 +317,7 @@ class CoSim:
         (the kinds the design taps); packed spike beats are unpacked with the
         layer's ``s_bits`` and ``timesteps`` from report.json.
         """
-        per_layer = {int(l["index"]): l for l in self.design.report.get("layers", []) if "index" in l}
+        per_layer = {int(l["index"]): l for l in self.design.layers if "index" in l}
         taps = result.sample_taps(i)
         out: dict[str, dict[str, np.ndarray]] = {}
         for t in self.design.taps:

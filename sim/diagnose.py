@@ -23,9 +23,9 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from bitspike.errors import HardwareError
+from bitspike.gen.report import TapView
 
 from .cosim import CoSim, CoSimResult
-from .design import TapInfo
 
 __all__ = [
     "Divergence",
@@ -144,7 +144,7 @@ class GoldenTaps(Protocol):
     def sequences(self, images: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Per image, per tap port, the values the tap must show, in stream order."""
 
-    def locate(self, tap: TapInfo, position: int, count: int, expected: int | None,
+    def locate(self, tap: TapView, position: int, count: int, expected: int | None,
                got: int | None) -> tuple[tuple[int, ...], int | None]:
         """The neuron and timestep of value ``position`` (of ``count`` per image) of ``tap``."""
 
@@ -165,7 +165,7 @@ class ManifestGoldenTaps:
         The design's taps (``DesignInfo.taps``).
     """
 
-    def __init__(self, manifest, taps: Sequence[TapInfo]):
+    def __init__(self, manifest, taps: Sequence[TapView]):
         from bitspike.host.golden import GoldenModel
 
         self.manifest = manifest
@@ -177,7 +177,7 @@ class ManifestGoldenTaps:
     def __repr__(self) -> str:
         return f"ManifestGoldenTaps({self.manifest!r}, taps=<{len(self.taps)}>)"
 
-    def _layer(self, tap: TapInfo):
+    def _layer(self, tap: TapView):
         try:
             layer = self.manifest.layers[tap.index]
         except IndexError:
@@ -200,7 +200,7 @@ class ManifestGoldenTaps:
             for i in range(len(images))
         ]
 
-    def unpack(self, tap: TapInfo, beat: int, timestep: int, count: int) -> int:
+    def unpack(self, tap: TapView, beat: int, timestep: int, count: int) -> int:
         """The spike of ``timestep`` in a spike beat (``count`` beats per image tell whether beats are packed)."""
         from bitspike.gen.interface import stream_order
 
@@ -210,7 +210,7 @@ class ManifestGoldenTaps:
         bits = int(layer.s_bits)
         return (beat >> (timestep * bits)) & ((1 << bits) - 1)
 
-    def locate(self, tap: TapInfo, position: int, count: int, expected: int | None = None,
+    def locate(self, tap: TapView, position: int, count: int, expected: int | None = None,
                got: int | None = None) -> tuple[tuple[int, ...], int | None]:
         from bitspike.gen.interface import stream_order
 
@@ -250,12 +250,12 @@ def int_array(values) -> np.ndarray:
     return out
 
 
-def _ordered(taps: Sequence[TapInfo]) -> list[tuple[int, TapInfo]]:
+def _ordered(taps: Sequence[TapView]) -> list[tuple[int, TapView]]:
     return sorted(enumerate(taps), key=lambda it: (it[1].index, KIND_ORDER.get(it[1].kind, 9), it[0]))
 
 
 def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], golden: dict[str, np.ndarray],
-                   taps: Sequence[TapInfo], ref: GoldenTaps, start_cycle: int | None = None,
+                   taps: Sequence[TapView], ref: GoldenTaps, start_cycle: int | None = None,
                    rerun: str = "alone") -> Divergence | None:
     """The first divergence of one sample's taps (``hw``: port → (values, cycles)), or ``None`` if all agree."""
     for _, tap in _ordered(taps):
@@ -287,7 +287,7 @@ def compare_sample(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], go
 
 
 def list_mismatches(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], golden: dict[str, np.ndarray],
-                    taps: Sequence[TapInfo], ref: GoldenTaps, start_cycle: int | None = None,
+                    taps: Sequence[TapView], ref: GoldenTaps, start_cycle: int | None = None,
                     limit: int = 1000) -> tuple[list[dict], int]:
     """Every value where one sample's taps differ from the golden model (not only the first).
 
@@ -321,7 +321,7 @@ def list_mismatches(sample: int, hw: dict[str, tuple[np.ndarray, np.ndarray]], g
 
 
 def split_samples(result: CoSimResult, golden: list[dict[str, np.ndarray]],
-                  taps: Sequence[TapInfo]) -> list[dict[str, tuple[np.ndarray, np.ndarray]]] | None:
+                  taps: Sequence[TapView]) -> list[dict[str, tuple[np.ndarray, np.ndarray]]] | None:
     """Cut a traced run's tap records per sample by the golden counts; ``None`` when a tap's total is off."""
     split: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for tap in taps:
@@ -334,7 +334,7 @@ def split_samples(result: CoSimResult, golden: list[dict[str, np.ndarray]],
     return [{p: split[p][i] for p in split} for i in range(len(golden))]
 
 
-def compare_all(result: CoSimResult, golden: list[dict[str, np.ndarray]], taps: Sequence[TapInfo],
+def compare_all(result: CoSimResult, golden: list[dict[str, np.ndarray]], taps: Sequence[TapView],
                 ref: GoldenTaps, first_sample: int = 0) -> tuple[int, Divergence | None]:
     """Compare a traced run of many samples with their golden sequences.
 

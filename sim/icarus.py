@@ -198,7 +198,7 @@ class IcarusSim:
     """
 
     def __init__(self, design: DesignInfo | str | os.PathLike, cache_dir: str | os.PathLike | None = None):
-        self.design = design if isinstance(design, DesignInfo) else DesignInfo.load(design)
+        self.design = design if isinstance(design, DesignInfo) else DesignInfo.read(design)
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
         self.cache_root = (root / "icarus").resolve()
 
@@ -210,7 +210,7 @@ class IcarusSim:
         size = 1 << max(10, (max(1, max_values) - 1).bit_length())
         tb = make_testbench(self.design, size)
         h = hashlib.sha256(iverilog_version().encode() + tb.encode())
-        for f in self.design.verilog_files:
+        for f in self.design.verilog_paths:
             h.update(f.read_bytes())
         out_dir = self.cache_root / h.hexdigest()[:32]
         vvp = out_dir / "tb.vvp"
@@ -219,7 +219,7 @@ class IcarusSim:
         with atomic_dir(out_dir) as work:  # parallel workers may compile the same key: the first one's stays
             (work / "tb.v").write_text(tb)
             cmd = ["iverilog", "-g2012", "-o", str(work / "tb.vvp"), "-s", TB_NAME, str(work / "tb.v"),
-                   *[str(f) for f in self.design.verilog_files]]
+                   *[str(f) for f in self.design.verilog_paths]]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise HardwareError(f"iverilog failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-3000:]}")

@@ -221,7 +221,7 @@ def simulate(model, *, rtl=None, dataset=None, split="test", data_path=None, sam
         rtl_dir = Path(rtl)
     gen_seconds = time.perf_counter() - t0
     cosim = CoSim(rtl_dir, simulator, cache_dir=None if cache is None else cache / "verilator")
-    digest = cosim.design.report.get("manifest_digest")
+    digest = cosim.design.get("manifest_digest")
     if digest not in (None, manifest.digest()):
         log.warning("the RTL in %s was generated from another manifest (digest %s…), not %s", rtl_dir,
                     str(digest)[:12], model if not isinstance(model, Manifest) else manifest.name)

@@ -124,7 +124,7 @@ def test_a_wrong_spike_is_named_with_its_timestep(hw_cache):
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_sample
 
     m = random_mlp(3, sizes=(64, 24, 16, 10))
-    taps = DesignInfo.load(rtl_for_manifest(m, debug_taps=True, cache_dir=hw_cache / "rtl")).taps
+    taps = DesignInfo.read(rtl_for_manifest(m, debug_taps=True, cache_dir=hw_cache / "rtl")).taps
     ref = ManifestGoldenTaps(m, taps)
     x = np.random.default_rng(14).integers(0, 256, size=(1, 64)).astype(np.uint8)
     golden = ref.sequences(x)[0]

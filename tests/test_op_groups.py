@@ -8,8 +8,6 @@ cycles equal the planner's prediction, and a trained model with a depthwise conv
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -20,8 +18,6 @@ from bitspike.errors import HardwareError, ManifestError
 from bitspike.host.golden import GoldenModel
 from bitspike.manifest import InputSpec, Manifest, from_parts, loads
 from bitspike.testing import NetBuilder
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 def depthwise_net(seed: int = 0) -> Manifest:
@@ -162,41 +158,64 @@ def test_plan_folds_respect_the_groups():
     assert (node.groups, node.pes, node.lanes, node.in_features) == (2, 3, 2, 4)
     # 2 PE groups × 9 taps × 1 word, each 3·2·2 bits wide
     assert node.memory_bits == 2 * 9 * 3 * 2 * 2 == node.memory_bits_bound
-    auto = make_plan(m).layer("conv1")  # the auto folds pick only legal ones
-    assert 3 % auto.pes == 0 and auto.lanes <= 2
+    auto = make_plan(m).layer("conv1")  # the auto folds pick only legal ones: the next PE count after 1 is 3, not 2
+    assert (auto.pes, auto.lanes) == (3, 2)
+
+
+def test_grouped_word_structure_hooks():
+    """conv2d's synaptic hooks (what the shared weight layout, busy and arrival models read) split by group."""
+    from dataclasses import replace
+
+    from bitspike.gen.plan import make_plan
+    from bitspike.ops.base import OPS
+    from bitspike.ops.neuron import SynapticOp
+
+    conv = OPS["conv2d"]
+    m = groups2_net()
+    plan = make_plan(m, fold="conv1=3x2")
+    node = plan.layer("conv1")  # 2 groups of 2 inputs and 3 outputs
+    assert conv.tap_inputs(node) == 2
+    # one word per group (its 2 channels): words end at channels 1 and 3; round r (outputs 3r…) reads its group's
+    assert conv.frame_words(node) == [1, 3]
+    assert [conv.words_read(node, r) for r in range(2)] == [range(0, 1), range(1, 2)]
+    one = replace(node, pes=1, lanes=1)
+    assert conv.frame_words(one) == [0, 1, 2, 3]
+    assert [conv.words_read(one, r) for r in range(6)] == [range(0, 2)] * 3 + [range(2, 4)] * 3
+    # a group's 3 channels in words of 2 lanes: the second word of each group is half padding
+    mixed = make_plan(mixed_net(), fold=MIXED_FOLD).layer("conv2")
+    assert conv.frame_words(mixed) == [1, 2, 4, 5]
+    # the auto folder's choices: PE counts dividing 3, lane counts dividing 2; every pair is a fold conv2d takes
+    pes, lanes = conv.fold_choices(node)
+    assert (pes, lanes) == ([1, 3], [1, 2])
+    for p in pes:
+        for l in lanes:
+            assert conv.fold(node, m.layer("conv1"), plan.ranges["conv1"], p, l).pes == p
+    # one group: exactly the dense (shared) structure, for every fold
+    dense = replace(node, groups=1)
+    for p in range(1, 7):
+        for l in range(1, 5):
+            n = replace(dense, pes=p, lanes=l)
+            rounds = -(-n.out_features // p)
+            assert conv.frame_words(n) == SynapticOp.frame_words(conv, n)
+            assert [conv.words_read(n, r) for r in range(rounds)] == [SynapticOp.words_read(conv, n, r)
+                                                                      for r in range(rounds)]
+    assert conv.tap_inputs(dense) == 4 and conv.fold_choices(dense) == SynapticOp.fold_choices(conv, dense)
 
 
 # ---- generated hardware in Verilator
 
 
-def _check_network(m: Manifest, seed: int, samples: int = 4, fold: str = "auto") -> None:
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
-    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
-
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl", fold=fold)
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    x = np.random.default_rng(seed).integers(0, 256, size=(samples, *m.input.shape))
-    x[0] = 255
-    g = GoldenModel(m).run(x)
-    res = sim.run(x, trace=True, processes=1, stall_in=0.2, stall_out=0.3, seed=seed)
-    np.testing.assert_array_equal(res.logits, g.logits.numpy())
-    ref = ManifestGoldenTaps(m, sim.design.taps)
-    assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (samples, None)
-    for i in range(2):  # each inference alone, from reset: what the planner predicts, to the cycle
-        assert int(sim.run(x[i:i + 1], processes=1).cycles[0]) == sim.design.cycles_per_inference
-
-
-def test_depthwise_and_grouped_net_folded_cosim_bit_exact_and_timed():
-    _check_network(mixed_net(), seed=3, fold=MIXED_FOLD)
+def test_depthwise_and_grouped_net_folded_cosim_bit_exact_and_timed(check_cosim):
+    check_cosim(mixed_net(), seed=3, fold=MIXED_FOLD)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [21, 22])
-def test_grouped_nets_cosim_bit_exact_and_timed(seed):
-    _check_network(depthwise_net(seed), seed=seed)  # auto folds
-    _check_network(groups2_net(seed), seed=seed, fold="conv1=3x2")
-    _check_network(mixed_net(seed), seed=seed, fold="conv0=3x3,conv2=1x3")
+def test_grouped_nets_cosim_bit_exact_and_timed(seed, check_cosim):
+    check_cosim(depthwise_net(seed), seed=seed)  # auto folds
+    check_cosim(groups2_net(seed), seed=seed, fold="conv1=3x2")
+    check_cosim(groups2_net(seed), seed=seed)  # auto: conv0 4x3, conv1 steps from 1 to 3 PEs (2 does not divide 3)
+    check_cosim(mixed_net(seed), seed=seed, fold="conv0=3x3,conv2=1x3")
 
 
 # ---- training layer and export

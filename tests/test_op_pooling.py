@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,6 @@ from bitspike.host.golden import GoldenModel, pool
 from bitspike.manifest import AvgPoolLayer, InputSpec, Manifest, MaxPoolLayer, loads
 from bitspike.testing import NetBuilder as _Builder
 from bitspike.rtl_templates.pool import WindowPoolEngine, pool_reference
-
-CACHE = Path(__file__).resolve().parent.parent / "build" / "test-cache"
 
 
 def _pool_layer(b: _Builder, kind: str, kernel, stride, padding) -> str:
@@ -207,35 +204,11 @@ def test_window_engine_refuses_bad_geometry():
 # ---- whole networks in Verilator
 
 
-def _cosim(m: Manifest):
-    from bitspike.sim.cosim import CoSim, rtl_for_manifest
-
-    rtl = rtl_for_manifest(m, debug_taps=True, cache_dir=CACHE / "rtl")
-    sim = CoSim(rtl, cache_dir=CACHE / "verilator")
-    sim.build()
-    return sim
-
-
-def _check_network(m: Manifest, seed: int, samples: int = 5) -> None:
-    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
-
-    sim = _cosim(m)
-    x = np.random.default_rng(seed).integers(0, 256, size=(samples, *m.input.shape))
-    x[0] = 255
-    g = GoldenModel(m).run(x)
-    res = sim.run(x, trace=True, processes=1, stall_in=0.2, stall_out=0.3, seed=seed)
-    np.testing.assert_array_equal(res.logits, g.logits.numpy())
-    ref = ManifestGoldenTaps(m, sim.design.taps)
-    assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (samples, None)
-    for i in range(2):  # each inference alone, from reset: what the planner predicts, to the cycle
-        assert int(sim.run(x[i:i + 1], processes=1).cycles[0]) == sim.design.cycles_per_inference
-
-
-def test_padded_overlapping_pools_cosim_bit_exact_and_timed():
-    _check_network(two_pool_net(), seed=3)
+def test_padded_overlapping_pools_cosim_bit_exact_and_timed(check_cosim):
+    check_cosim(two_pool_net(), seed=3, samples=5)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15, 16])
-def test_random_pool_nets_cosim_bit_exact(seed):
-    _check_network(random_pool_net(seed), seed=seed, samples=4)
+def test_random_pool_nets_cosim_bit_exact(seed, check_cosim):
+    check_cosim(random_pool_net(seed), seed=seed, samples=4)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Ctx", "Layer", "Op", "OPS", "LAYER_KINDS", "register_op", "op_of", "weight_limit", "spike_max", "rounding_term",
-    "arrays_equal",
+    "arrays_equal", "divisors",
 ]
 
 #: Legal ranges, inclusive. Wider bit widths than the paper uses are allowed so
@@ -163,6 +163,11 @@ def arrays_equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
         return a is None and b is None
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` ≥ 1, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def rounding_term(shift: int) -> int:
@@ -345,6 +350,17 @@ class Op:
         if (pes, lanes) != (1, 1):
             raise HardwareError(f"fold for '{node.name}': a {self.name} layer has no PEs to fold")
         return replace(node)
+
+    def fold_choices(self, node: "PlanNode") -> tuple[list[int], list[int]]:
+        """The ``pes`` and the ``lanes`` values (each ascending) the auto folder may give the engine.
+
+        :func:`bitspike.gen.folding.folding_pass` widens a node only to the next value of one list
+        or both, so every pair taken from them must be a fold :meth:`fold` accepts; an op with
+        constraints on its folds (:mod:`bitspike.ops.conv2d`) leaves the illegal ones out here rather
+        than having them refused. They may be a subset of what :meth:`fold` accepts from the user (the
+        synaptic ops list divisors, so that weight memories stay unpadded). Default: only 1 × 1.
+        """
+        return [1], [1]
 
     def estimate_luts(self, node: "PlanNode") -> int:
         """Coarse LUT estimate of the engine (:mod:`bitspike.gen.folding`)."""

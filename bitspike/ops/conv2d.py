@@ -139,8 +139,27 @@ class Conv2dOp(SynapticOp):
                           kernel=tuple(layer.kernel), stride=tuple(layer.stride), padding=tuple(layer.padding),
                           groups=layer.groups)
 
-    def conv_groups(self, node):
-        return node.groups
+    # ---- the engine's word structure (the hooks of SynapticOp): groups split the words and the rounds
+
+    def tap_inputs(self, node):
+        """A grouped output reads only its group's ``in / groups`` channels at a tap."""
+        return node.in_features // node.groups
+
+    def frame_words(self, node):
+        """Each group's channels start a new word: ⌈(in / groups) / lanes⌉ words per group, group by group."""
+        gc, L = node.in_features // node.groups, node.lanes
+        return [q * gc + min(gc - 1, (j + 1) * L - 1) for q in range(node.groups) for j in range(-(-gc // L))]
+
+    def words_read(self, node, round_):
+        """A round's outputs lie in one group (``pes`` divides out / groups); it reads that group's words."""
+        q = round_ * node.pes // (node.out_features // node.groups)
+        per = -(-(node.in_features // node.groups) // node.lanes)
+        return range(q * per, (q + 1) * per)
+
+    def fold_choices(self, node):
+        """The shared divisors, less the PE counts that would let a round span two groups."""
+        pes, lanes = super().fold_choices(node)
+        return [p for p in pes if (node.out_features // node.groups) % p == 0], lanes
 
     def fold(self, node, layer, r, pes, lanes):
         from bitspike.errors import HardwareError

@@ -47,6 +47,7 @@ from .base import (
     Layer,
     Op,
     Requant,
+    divisors,
     rounding_term,
     spike_max,
     weight_limit,
@@ -515,15 +516,17 @@ class SynapticOp(Op):
         from bitspike.errors import HardwareError
         from bitspike.rtl_templates.weight_mem import WeightLayout
 
+        inputs = self.tap_inputs(node)
         if not 1 <= pes <= node.out_features:
             raise HardwareError(f"fold for '{node.name}': pes {pes} must be in 1 … {node.out_features} (its outputs)")
-        if not 1 <= lanes <= node.in_features // self.conv_groups(node):
-            raise HardwareError(f"fold for '{node.name}': lanes {lanes} must be in 1 … "
-                                f"{node.in_features // self.conv_groups(node)} (its inputs)")
-        # grouped: a weight word holds the input channels of one convolution group
-        layout = WeightLayout(node.out_features, node.in_features // self.conv_groups(node), pes, lanes, node.w_bits,
-                              taps=node.kernel[0] * node.kernel[1])
+        if not 1 <= lanes <= inputs:
+            raise HardwareError(f"fold for '{node.name}': lanes {lanes} must be in 1 … {inputs} (its inputs)")
+        layout = WeightLayout(node.out_features, inputs, pes, lanes, node.w_bits, taps=node.kernel[0] * node.kernel[1])
         return replace(node, pes=pes, lanes=lanes, memory_bits=layout.memory_bits)
+
+    def fold_choices(self, node: SynapticNode) -> tuple[list[int], list[int]]:
+        """Divisors of the outputs and of :meth:`tap_inputs`: weight memories without padding."""
+        return divisors(node.out_features), divisors(self.tap_inputs(node))
 
     def estimate_luts(self, node: SynapticNode) -> int:
         w = node.widths
@@ -545,24 +548,45 @@ class SynapticOp(Op):
     def with_dsp_blocks(self, node: SynapticNode, blocks: int) -> SynapticNode:
         return replace(node, dsp_blocks=blocks)
 
+    # ---- the engine's word structure: what the fold, memory and timing models read
+    #
+    # The engine computes the outputs of a pixel in rounds of ``pes`` (what the RTL calls an output
+    # group). A round issues, for each kernel tap, the frame words it reads, one a clock, each
+    # ``lanes`` inputs wide; its weights are stored in the same order. These three hooks describe that
+    # structure. The defaults are the dense synapse (linear, a plain conv); an op whose outputs each
+    # read only part of the inputs overrides them (:mod:`bitspike.ops.conv2d`), and the fold, memory,
+    # busy and arrival models here follow without change.
+
+    def tap_inputs(self, node: SynapticNode) -> int:
+        """Inputs one output reads at one kernel tap (the weight's second axis); a weight word's
+        ``lanes`` come from these. Dense: all ``in_features``."""
+        return node.in_features
+
+    def frame_words(self, node: SynapticNode) -> list[int]:
+        """The frame words of one input pixel, in the order the engine stores them: for each, the last
+        input of the pixel it holds (the word can be read once that input has arrived).
+        Dense: ⌈in_features / lanes⌉ words of ``lanes`` consecutive inputs."""
+        C, L = node.in_features, node.lanes
+        return [min(C - 1, (j + 1) * L - 1) for j in range(-(-C // L))]
+
+    def words_read(self, node: SynapticNode, round_: int) -> range:
+        """The frame words of a pixel (indices into :meth:`frame_words`) that round ``round_`` (outputs
+        ``round_ · pes`` on) reads at each kernel tap, in issue order. Dense: all of them."""
+        return range(len(self.frame_words(node)))
+
     # timing: see bitspike.gen.timing for the clock-by-clock model these follow
 
-    def conv_groups(self, node: SynapticNode) -> int:
-        """Convolution groups of the engine (1: dense; :mod:`bitspike.ops.conv2d` has grouped ones)."""
-        return 1
-
-    def _groups(self, node: SynapticNode) -> tuple[int, int, int]:
-        groups = -(-node.out_features // node.pes)
-        words = node.kernel[0] * node.kernel[1] * -(-(node.in_features // self.conv_groups(node)) // node.lanes)
-        last_n = node.out_features - (groups - 1) * node.pes
-        return groups, words, last_n
+    def _rounds(self, node: SynapticNode) -> tuple[list[range], int]:
+        """Per round of a pixel, the frame words it reads per tap; and the outputs of the last round."""
+        rounds = -(-node.out_features // node.pes)
+        return [self.words_read(node, g) for g in range(rounds)], node.out_features - (rounds - 1) * node.pes
 
     @staticmethod
     def _drain_model(node: SynapticNode):
         """The PE-to-output part of the engine's timing, shared by the busy and the latency models.
 
-        Returns ``finish(t_last, n, state) -> (pops, t_last)``: given the clock the group's last word
-        would issue (inputs permitting), the group's outputs ``n`` and the running ``state`` (last-pop
+        Returns ``finish(t_last, n, state) -> (pops, t_last)``: given the clock the round's last word
+        would issue (inputs permitting), the round's outputs ``n`` and the running ``state`` (last-pop
         clocks so far), the clocks of its pops and the clock its last word really issues.
         """
         from bitspike.rtl_templates.synapse import HOLD_SLOTS, pe_latency
@@ -581,15 +605,16 @@ class SynapticOp(Op):
         return finish
 
     def busy_cycles(self, node: SynapticNode) -> int:
-        groups, words, last_n = self._groups(node)
+        reads, last_n = self._rounds(node)
+        taps = node.kernel[0] * node.kernel[1]
         finish = self._drain_model(node)
         lastpops: list[int] = []
         t = -1
         frame_ends = []
         for _ in range(3):  # frames back to back, inputs always there: the third frame is in steady state
             for _pix in range(node.out_hw[0] * node.out_hw[1]):
-                for g in range(groups):
-                    _, t = finish(t + words, node.pes if g < groups - 1 else last_n, lastpops)
+                for g, words in enumerate(reads):
+                    _, t = finish(t + taps * len(words), node.pes if g < len(reads) - 1 else last_n, lastpops)
             frame_ends.append(lastpops[-1])
         busy = frame_ends[2] - frame_ends[1]
         return max(busy, node.in_elements, node.out_elements)
@@ -598,36 +623,31 @@ class SynapticOp(Op):
         from bitspike.rtl_templates.synapse import INPUT_LATENCY, drain_latency
 
         (arrivals,) = inputs
-        groups, words, last_n = self._groups(node)
-        C, L = node.in_features, node.lanes
-        cg = self.conv_groups(node)
-        gc = C // cg  # input channels of one convolution group; each starts a new frame word
-        jg = -(-gc // L)  # frame words per pixel of one convolution group
-        jc_n = cg * jg
-        per_q = groups // cg  # output groups per convolution group
+        reads, last_n = self._rounds(node)
+        ends = self.frame_words(node)
+        C, jn = node.in_features, len(ends)
         H, W = node.in_hw
         KH, KW = node.kernel
         never = -(10**9)
         finish = self._drain_model(node)
         out_delay = drain_latency("product" in node.widths)
-        # ready[(ih*W + iw)*jc_n + jc]: the clock from which that frame word can be read
-        ready = [arrivals[pix * C + q * gc + min(gc - 1, (jc + 1) * L - 1)] + INPUT_LATENCY
-                 for pix in range(H * W) for q in range(cg) for jc in range(jg)]
+        # ready[(ih*W + iw)*jn + j]: the clock from which that frame word can be read
+        ready = [arrivals[pix * C + e] + INPUT_LATENCY for pix in range(H * W) for e in ends]
         out: list[int] = []
         t = -1
         lastpops: list[int] = []
         for oh in range(node.out_hw[0]):
             for ow in range(node.out_hw[1]):
-                for g in range(groups):
+                for g, words in enumerate(reads):
                     for ky in range(KH):
                         ih = oh * node.stride[0] + ky - node.padding[0]
                         for kx in range(KW):
                             iw = ow * node.stride[1] + kx - node.padding[1]
                             inside = 0 <= ih < H and 0 <= iw < W
-                            for jc in range(jg):
-                                r = ready[(ih * W + iw) * jc_n + (g // per_q) * jg + jc] if inside else never
+                            for j in words:
+                                r = ready[(ih * W + iw) * jn + j] if inside else never
                                 t = max(t + 1, r)
-                    pops, t = finish(t, node.pes if g < groups - 1 else last_n, lastpops)
+                    pops, t = finish(t, node.pes if g < len(reads) - 1 else last_n, lastpops)
                     out.extend(p + out_delay for p in pops)
         return out
 
