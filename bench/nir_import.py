@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 import nir
-import numpy as np
 import torch
 
 from bitspike.host import snntorch_nets as S

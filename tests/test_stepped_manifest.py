@@ -17,7 +17,7 @@ import torch
 from bitspike.errors import HardwareError, ManifestError
 from bitspike.host.golden import GoldenModel
 from bitspike.host.stepped import DenseStep, dense_stack_run
-from bitspike.manifest import METADATA_KEY, InputSpec, LinearLayer, Manifest, Requant, from_parts, loads
+from bitspike.manifest import InputSpec, LinearLayer, Manifest, Requant, from_parts, loads
 from bitspike.ops.neuron import SteppedNeuron
 
 
