@@ -32,8 +32,8 @@ and the frame buffer that joins them:
 4. **Drain** (:class:`.drain.Drain`). A finished group goes to a two-slot holding queue (the PE
    array never waits for a drain unless two groups are waiting); outputs
    leave one per beat through the bias add and the staged requantizer
-   (:func:`.requant.requant_pipeline`); per-channel constants are read from
-   ROMs one clock ahead. The drain pipeline stalls as one while a registered
+   (:func:`.requant.requant_pipeline`); per-channel constants are prefetched from
+   ROMs (:func:`.drain.channel_rom`). The drain pipeline stalls as one while a registered
    skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
    slot, never the pipeline's enables.
 
