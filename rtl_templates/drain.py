@@ -6,7 +6,7 @@ waits for the drain unless two groups are waiting (the engine reserves a
 slot before it issues a group's last word, :data:`HOLD_SLOTS`). Outputs leave
 one per beat, channel by channel: the per-channel bias is added, then the
 staged requantizer (:func:`.requant.requant_pipeline`) runs; per-channel
-constants are read from ROMs one clock ahead. The drain pipeline stalls as
+constants are prefetched from ROMs (:func:`channel_rom`). The drain pipeline stalls as
 one while a registered skid slot behind ``y`` is full, so ``y.ready`` drives
 only ``y`` and the slot, never the pipeline's enables.
 
@@ -42,16 +42,29 @@ def const_range(values) -> Range:
     return Range(int(min(0, min(values))), int(max(0, max(values))))
 
 
-def channel_rom(m: Module, values: list[int], addr_next, name: str):
-    """Per-output-channel constants: a ROM read one clock ahead (``addr_next``), or a constant when all agree."""
+def channel_rom(m: Module, values: list[int], step, name: str):
+    """The per-output-channel constant of the channel at the head of the queue.
+
+    The channel index starts at 0 and moves to the next channel (cyclically) on every clock
+    with ``step``. The returned register holds ``values[channel]``; a second register holds the
+    next channel's value, and the ROM is read at a registered index two channels ahead, so the
+    clock with ``step`` only moves registers (no ROM lookup after the step decision). A constant
+    when all values agree.
+    """
     shape = shape_of(const_range(values))
     if len(set(values)) == 1:
         return Const(values[0], shape)
-    rom = memory.Memory(shape=shape, depth=len(values), init=values, attrs={"ram_style": "logic"})
+    n = len(values)
+    cur = Signal(shape, init=values[0], name=f"{name}_cur")
+    nxt = Signal(shape, init=values[1 % n], name=f"{name}_next")
+    ahead = Signal(range(n), init=2 % n, name=f"{name}_ahead")
+    rom = memory.Memory(shape=shape, depth=n, init=values, attrs={"ram_style": "logic"})
     m.submodules[name] = rom
-    port = rom.read_port()
-    m.d.comb += port.addr.eq(addr_next)
-    return port.data
+    port = rom.read_port(domain="comb")
+    m.d.comb += port.addr.eq(ahead)
+    with m.If(step):
+        m.d.sync += [cur.eq(nxt), nxt.eq(port.data), ahead.eq(Mux(ahead == n - 1, 0, ahead + 1))]
+    return cur
 
 
 def drain_reference(groups: list[list[int]], bias, requant: Requant | None, pes: int) -> list[int]:
@@ -170,12 +183,8 @@ class Drain(wiring.Component):
             m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
             m.d.sync += [b_n.eq(load_n), b_full.eq(1)]
 
-        # per-channel constants, read one clock ahead of the pop that uses them
-        out_idx = Signal(range(out_c))
-        idx_next = Signal(range(out_c))
-        m.d.comb += idx_next.eq(Mux(pop, Mux(out_idx == out_c - 1, 0, out_idx + 1), out_idx))
-        m.d.sync += out_idx.eq(idx_next)
-        bias_q = channel_rom(m, self.bias, idx_next, "bias_rom")
+        # per-channel constants of the head's channel, prefetched (each pop moves to the next channel)
+        bias_q = channel_rom(m, self.bias, pop, "bias_rom")
         acc_val = Signal(self.acc_shape)
         m.d.comb += acc_val.eq(a[0] + bias_q)
         if self.requant is None:
@@ -183,8 +192,8 @@ class Drain(wiring.Component):
             tap_acc, tap_acc_valid = acc_val, pop
         else:
             rq = self.requant
-            mult_q = channel_rom(m, [int(v) for v in rq.multiplier], idx_next, "mult_rom")
-            brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], idx_next, "rqbias_rom")
+            mult_q = channel_rom(m, [int(v) for v in rq.multiplier], pop, "mult_rom")
+            brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], pop, "rqbias_rom")
             acc_r = Signal(self.acc_shape)
             mult_r = Signal(mult_q.shape())
             brnd_r = Signal(brnd_q.shape())

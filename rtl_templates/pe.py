@@ -26,7 +26,7 @@ from .adder_tree import delay, pipelined_sum, tree_depth
 
 __all__ = ["weight_product", "shift_add_product", "is_narrow", "lut_cost", "ProductUnit", "NARROW_MAX_AREA",
            "product_reference", "PEArray", "pe_array_reference", "pe_array_latency", "pe_word_layout",
-           "word_tag_layout", "group_layout", "GroupSignature"]
+           "word_tag_layout", "group_layout", "GroupSignature", "staged_product", "PRODUCT_STAGES"]
 
 #: products whose operand widths multiply to at most this are always built in LUTs (a DSP block would be waste)
 NARROW_MAX_AREA = 32
@@ -137,9 +137,57 @@ def GroupSignature(pes: int, psum_shape) -> wiring.Signature:
     return wiring.Signature({"payload": Out(group_layout(pes, psum_shape)), "valid": Out(1)})
 
 
+#: registered stages of a product (see :func:`staged_product`)
+PRODUCT_STAGES = 2
+
+
 def pe_array_latency(lanes: int) -> int:
-    """Clocks from a word (and its tag) at the PE array's input to the clock its lane sums accumulate."""
-    return 2 + tree_depth(lanes)
+    """Clocks from a word (and its tag) at the PE array's input to the clock its lane sums accumulate.
+
+    The memory-output register, :data:`PRODUCT_STAGES` product registers, ``tree_depth(lanes)``
+    tree levels.
+    """
+    return 1 + PRODUCT_STAGES + tree_depth(lanes)
+
+
+def _reg(m: Module, value, name: str) -> Signal:
+    reg = Signal(value.shape(), name=name)
+    m.d.sync += reg.eq(value)
+    return reg
+
+
+def staged_product(m: Module, code, count, w_bits: int, use_dsp: bool, name: str, count_reg=None) -> Signal:
+    """``weight_product(code, count)`` through :data:`PRODUCT_STAGES` registers; returns the last one.
+
+    Each kind spends its two clocks where its delay is:
+
+    * narrow: the operands are registered once more, then the product (a mux or a short
+      shift-add) is registered. ``count_reg`` may give the count's second register, shared by
+      the PEs that read the same lane;
+    * DSP: the multiply's output is registered twice (the block's own output and pipeline
+      registers can absorb them);
+    * wide in logic: the narrower operand is cut in two; each half's product (half the rows of a
+      shift-add) is registered, and their shifted sum is registered next. With a signed weight cut,
+      the low half is unsigned and the high half keeps the sign, so ``w·c`` is exact.
+    """
+    cw = count.shape().width
+    if is_narrow(w_bits, cw):
+        code_r = _reg(m, code, f"{name}_w")
+        count_r = count_reg if count_reg is not None else _reg(m, count, f"{name}_c")
+        return _reg(m, weight_product(code_r, count_r, w_bits, False), name)
+    if use_dsp:
+        return _reg(m, _reg(m, code.as_signed() * count, f"{name}_m"), name)
+    w = code.as_signed()
+    if cw <= w_bits:  # cut the count (unsigned both halves)
+        h = cw // 2
+        lo = shift_add_product(w, count[:h])
+        hi = shift_add_product(w, count[h:])
+    else:  # cut the weight code: low bits unsigned, high bits signed
+        h = w_bits // 2
+        lo = shift_add_product(code[:h], count)
+        hi = shift_add_product(code[h:].as_signed(), count)
+    lo_r, hi_r = _reg(m, lo, f"{name}_lo"), _reg(m, hi, f"{name}_hi")
+    return _reg(m, lo_r + (hi_r << h), name)
 
 
 def pe_array_reference(words, w_bits: int) -> list[tuple[list[int], int]]:
@@ -159,7 +207,7 @@ class PEArray(wiring.Component):
     """``pes × lanes`` processing elements, a registered adder tree per PE and the accumulators.
 
     One word per clock: every PE p multiplies its ``lanes`` weight codes by the ``lanes`` counts
-    (:func:`weight_product`, registered), adds the products in a registered balanced tree
+    (:func:`staged_product`: :data:`PRODUCT_STAGES` registers), adds the products in a registered balanced tree
     (:func:`~.adder_tree.pipelined_sum`) and accumulates, restarting at a word tagged ``first``.
     A word tagged ``last`` emits the group's partial sums on ``o`` in the clock they accumulate,
     :func:`pe_array_latency` clocks after the word was at the input.
@@ -211,16 +259,15 @@ class PEArray(wiring.Component):
         wq = Signal.like(self.word.weights)
         cq = Signal.like(self.word.counts)
         m.d.sync += [wq.eq(self.word.weights), cq.eq(self.word.counts)]
+        # narrow products: the counts' second register, shared by every PE of a lane
+        cq2 = [_reg(m, cq[l], f"cq2_{l}") for l in range(L)] if is_narrow(wb, cw) else [None] * L
         n_dsp = 0
         for p in range(P):
             terms = []
             for l in range(L):
                 use_dsp = not is_narrow(wb, cw) and (self.dsp_products is None or n_dsp < self.dsp_products)
                 n_dsp += use_dsp
-                value = weight_product(wq[p][l], cq[l], wb, use_dsp)
-                prod = Signal(value.shape(), name=f"prod{p}_{l}")
-                m.d.sync += prod.eq(value)
-                terms.append(prod)
+                terms.append(staged_product(m, wq[p][l], cq[l], wb, use_dsp, f"prod{p}_{l}", cq2[l]))
             lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
             acc = Signal(self.psum_shape, name=f"psum{p}")
             acc_next = Signal(self.psum_shape, name=f"psum_next{p}")

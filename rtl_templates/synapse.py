@@ -22,16 +22,18 @@ and the frame buffer that joins them:
    products of indices). Taps in the zero padding read a word that is never
    written (0).
 3. **PE array** (:class:`.pe.PEArray`), pipelined. The memory outputs are registered (the block
-   RAM's output register), then the products (:mod:`.pe`: sign and ternary
-   weights as muxes, narrow products as shift-add logic, wide ones as DSP
-   multiplies, as many as ``dsp_blocks`` allows), then a balanced adder tree
+   RAM's output register), then the products in two registered stages
+   (:func:`.pe.staged_product`: sign and ternary weights as muxes, narrow
+   products as shift-add logic, wide ones as DSP multiplies, as many as
+   ``dsp_blocks`` allows, the other wide ones as two half products summed
+   in the second stage), then a balanced adder tree
    over the lanes with a register per level (:mod:`.adder_tree`), then the
    accumulator: :func:`pe_latency` clocks from issue to accumulate.
 4. **Drain** (:class:`.drain.Drain`). A finished group goes to a two-slot holding queue (the PE
    array never waits for a drain unless two groups are waiting); outputs
    leave one per beat through the bias add and the staged requantizer
-   (:func:`.requant.requant_pipeline`); per-channel constants are read from
-   ROMs one clock ahead. The drain pipeline stalls as one while a registered
+   (:func:`.requant.requant_pipeline`); per-channel constants are prefetched from
+   ROMs (:func:`.drain.channel_rom`). The drain pipeline stalls as one while a registered
    skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
    slot, never the pipeline's enables.
 
@@ -57,7 +59,7 @@ from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
 from .neuron import NeuronStage, check_neuron_params, shape_of
-from .pe import PEArray, is_narrow, lut_cost, word_tag_layout
+from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
 from .requant import piece_costs
 from .taps import TapSignature
 from .weight_mem import WeightLayout, pack_weights
@@ -77,11 +79,11 @@ INPUT_LATENCY = 2
 def pe_latency(lanes: int) -> int:
     """Clocks from a word's issue to the clock in which its lane sum enters the accumulator.
 
-    Issue → memory output (1) → registered memory output (2) → registered products (3) →
-    ``tree_depth(lanes)`` registered tree levels. A group's last word loads the holding
-    queue at the end of that clock.
+    Issue → memory output (1) → registered memory output (2) → ``PRODUCT_STAGES`` product
+    registers (:func:`~.pe.staged_product`: 3, 4) → ``tree_depth(lanes)`` registered tree
+    levels. A group's last word loads the holding queue at the end of that clock.
     """
-    return 3 + tree_depth(lanes)
+    return 2 + PRODUCT_STAGES + tree_depth(lanes)
 
 
 def dsp_candidates(*, w_bits: int, count_width: int, pes: int, lanes: int, acc_range: Range | None,

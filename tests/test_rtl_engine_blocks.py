@@ -20,7 +20,7 @@ from bitspike.analysis import LayerRanges, Range
 from bitspike.manifest import Requant
 from bitspike.rtl_templates.drain import HOLD_SLOTS, Drain, drain_reference
 from bitspike.rtl_templates.neuron import membrane_range, neuron_reference
-from bitspike.rtl_templates.pe import PEArray, pe_array_reference
+from bitspike.rtl_templates.pe import PRODUCT_STAGES, PEArray, pe_array_reference
 from bitspike.rtl_templates.synapse import SynapticEngine
 from bitspike.rtl_templates.window import (ConvAddressGenerator, LinearAddressGenerator, WindowGeometry,
                                            address_reference, default_address_generator)
@@ -97,7 +97,9 @@ def test_linear_generator_refuses_a_window():
 # ---- PE array
 
 @pytest.mark.parametrize("pes,lanes,w_bits,count_bits,dsp", [(1, 1, 1, 1, None), (3, 4, 2, 3, None), (2, 5, 8, 8, None),
-                                                             (2, 3, 8, 8, 2), (4, 2, 5, 6, 0), (1, 7, 3, 9, None)])
+                                                             (2, 3, 8, 8, 2), (4, 2, 5, 6, 0), (1, 7, 3, 9, None),
+                                                             # wide in logic: the count cut, then the weight
+                                                             (2, 2, 8, 8, 0), (2, 3, 5, 9, 0)])
 def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, dsp):
     dut = PEArray(pes=pes, lanes=lanes, w_bits=w_bits, count_bits=count_bits, psum_shape=signed(32), dsp_products=dsp)
     rng = random.Random(pes * 100 + lanes * 10 + w_bits)
@@ -149,7 +151,7 @@ def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, d
     _sim(dut, bench)
     assert got == want and len(want) == 12
     assert out_at == [c + dut.latency for c in last_at]
-    assert dut.latency == 2 + (lanes - 1).bit_length()
+    assert dut.latency == 1 + PRODUCT_STAGES + (lanes - 1).bit_length()
 
 
 def test_pe_array_rejects_bad_shape():
