@@ -180,16 +180,58 @@ def prepare(vdir: Path, dest: Path, timeout: float) -> dict[str, int]:
     return {n: len(w["bits"]) for n, w in mod["netnames"].items() if not w["hide_name"]}
 
 
+# Registers the split renamed, not just moved (gate name pattern → gold name): the PE array's flag pipeline
+# starts one register earlier, as the engine's ``tag``, so its d1 is the reference's d2; the neuron stage's
+# output register is the reference's ``count``. A wrong entry cannot make a false proof: it only stays unproven.
+_ALIASES = (
+    (re.compile(r"^(e\d+_[^.]+)\.tag$"), lambda m: f"{m[1]}.pe_flags_d1"),
+    (re.compile(r"^(e\d+_[^.]+)\.pe_array\.pe_flags_d(\d+)$"), lambda m: f"{m[1]}.pe_flags_d{int(m[2]) + 1}"),
+    (re.compile(r"^(e\d+_[^.]+)\.neuron\.o__payload$"), lambda m: f"{m[1]}.count"),
+    (re.compile(r"^(e\d+_[^.]+)\.neuron\.o__valid$"), lambda m: f"{m[1]}.count_valid"),
+    # the PE array's input register holds what the reference's memory read registers held
+    (re.compile(r"^(e\d+_[^.]+)\.pe_array\.word\.counts$"), lambda m: f"{m[1]}.rd__data"),
+    (re.compile(r"^(e\d+_[^.]+)\.pe_array\.word\.weights$"), lambda m: f"{m[1]}.wrd__data"),
+)
+# Reference registers that had no name (Amaranth wrote ``$signal``) and got one in the window block
+# (gold name pattern → gate name).
+_GOLD_ALIASES = (
+    (re.compile(r"^(e\d+_[^.]+)\.\$signal$"), lambda m: f"{m[1]}.local"),
+)
+
+
+def gold_renames(gold: dict[str, int], gate: dict[str, int]) -> dict[str, str]:
+    """Reference renames (gold name → gate name) from :data:`_GOLD_ALIASES`, where the gate name is new."""
+    out: dict[str, str] = {}
+    for n in sorted(gold):
+        for pat, to in _GOLD_ALIASES:
+            m = pat.match(n)
+            if m and to(m) in gate and to(m) not in gold and gate[to(m)] == gold[n]:
+                out[n] = to(m)
+    return out
+
+
 def match_names(gold: dict[str, int], gate: dict[str, int]) -> tuple[dict[str, str], set[str]]:
     """Gate renames (gate name → gold name) and the names both sides share after them.
 
-    A gate name absent from the gold side is matched to the gold name with one
-    hierarchy level dropped (``e0_line0.drain.hold0`` → ``e0_line0.hold0``) when
-    that name exists with the same width and is not itself a gate name.
+    A gate name that an entry of :data:`_ALIASES` maps to a gold name of the
+    same width is renamed to it. Otherwise a gate name absent from the gold
+    side is matched to the gold name with one hierarchy level dropped
+    (``e0_line0.drain.hold0`` → ``e0_line0.hold0``) when that name exists with
+    the same width and is not itself a gate name.
     """
     g = {n for n in gold if not _MEANINGLESS.search(n)}
     c = {n for n in gate if not _MEANINGLESS.search(n)}
     renames: dict[str, str] = {}
+    for n, w in sorted(gold_renames(gold, gate).items()):
+        gold[w] = gold[n]
+        g.add(w)
+    for n in sorted(c):
+        for pat, to in _ALIASES:
+            m = pat.match(n)
+            if m and to(m) in g and gold[to(m)] == gate[n] and to(m) not in renames.values():
+                renames[n] = to(m)
+    taken = set(renames.values())
+    c = {n for n in c if n not in renames and n not in taken}
     for n in sorted(c - g):
         parts = n.split(".")
         for i in range(1, len(parts) - 1):
@@ -200,9 +242,12 @@ def match_names(gold: dict[str, int], gate: dict[str, int]) -> tuple[dict[str, s
     return renames, (g & c) | set(renames.values())
 
 
-def _equiv_script(work: Path, renames: dict[str, str], hidden: set[str], body: str) -> str:
+def _equiv_script(work: Path, gold_alias: dict[str, str], renames: dict[str, str], hidden: set[str],
+                  body: str) -> str:
     lines = [f"read_rtlil {work / 'gold.il'}", f"rename {TOP} gold", f"read_rtlil {work / 'gate.il'}",
-             f"rename {TOP} gate", "cd gate"]
+             f"rename {TOP} gate", "cd gold"]
+    lines += [f"rename {a} {b}" for a, b in sorted(gold_alias.items())]
+    lines += ["cd ..", "cd gate"]
     lines += [f"rename {a} {b}" for a, b in sorted(renames.items())]
     lines += ["cd ..", "rename -hide gold/w:*$* gate/w:*$*"]
     # every other name outside the matching is made private on both sides, so equiv_make cannot pair it
@@ -234,7 +279,8 @@ def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int
     gold = prepare(gold_dir, work / "gold", timeout)
     gate = prepare(gate_dir, work / "gate", timeout)
     ports = _ports(work / "gold.json")
-    renames, matched = match_names(gold, gate)
+    gold_alias = gold_renames(gold, gate)
+    renames, matched = match_names(dict(gold), gate)
     meaningful = {n for n in set(gold) | set(gate) if not _MEANINGLESS.search(n)}
     hidden = meaningful - matched - set(renames)
     dropped: set[str] = set()
@@ -244,7 +290,7 @@ def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int
         body = (f"equiv_make gold gate equiv\nhierarchy -top equiv\nopt_merge\nopt_clean\nequiv_simple\n"
                 f"equiv_induct -seq {seq}\nequiv_status\n")
         log = work / f"induct{round_}.log"
-        ok, secs, timed_out = _run_yosys(_equiv_script(work, renames, hidden | dropped, body), log,
+        ok, secs, timed_out = _run_yosys(_equiv_script(work, gold_alias, renames, hidden | dropped, body), log,
                                          max(1.0, timeout - (time.monotonic() - t0)))
         if timed_out:
             rec.update(status="not proven", reason=f"induction did not finish within {timeout:.0f} s")
@@ -265,7 +311,7 @@ def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int
     if rec.get("status") is None and rec.get("unproven_cells") == 0:
         body = f"equiv_make -make_assert gold gate equiv\nhierarchy -top equiv\nsat -seq {bound} -prove-asserts -verify\n"
         log = work / "base.log"
-        ok, secs, timed_out = _run_yosys(_equiv_script(work, renames, hidden | dropped, body), log,
+        ok, secs, timed_out = _run_yosys(_equiv_script(work, gold_alias, renames, hidden | dropped, body), log,
                                          max(1.0, timeout - (time.monotonic() - t0)))
         if ok:
             rec.update(status="proven", method=f"k-induction: equiv_induct -seq {seq} (step) + "
@@ -307,11 +353,14 @@ def write_results(results: list[dict], meta: dict) -> None:
              "| design | result | method | matched signals | unmatched (ref / new) | $equiv cells | seconds |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in designs:
-        how = (f"induction N={r['seq']}, base K={r['bound']}" if r["status"] == "proven"
+        how = (f"k-induction N={r['seq']}, base K={r['bound']} cycles" if r["status"] == "proven"
                else r.get("reason", ""))
         lines.append(f"| {r['design']} | {r['status']} | {how} | {r.get('matched_signals', '')} | "
                      f"{r.get('unmatched_gold', '')} / {r.get('unmatched_gate', '')} | {r.get('equiv_cells', '')} | "
                      f"{r['seconds']} |")
+    for n in order:
+        if n not in merged:
+            lines.append(f"| {n} | not checked | not run yet: `python bench/equiv.py {n}` | | | | |")
     lines += ["", "Unmatched signals exist only on one side (registers the split re-timed or renamed); "
               "they are free in the induction step and need no match for the proof to hold."]
     atomic_write_text(RESULTS / "equiv.md", "\n".join(lines) + "\n")
