@@ -162,8 +162,10 @@ def _run_yosys(script: str, log: Path, timeout: float) -> tuple[bool, float, boo
     ys.write_text(script)
     t0 = time.monotonic()
     try:
-        r = subprocess.run(["nice", _yosys(), "-q", "-l", str(log), str(ys)], capture_output=True, text=True,
-                           timeout=timeout)
+        # absolute paths: yowasp's Yosys (WebAssembly) maps the host's folders by absolute path, except /tmp,
+        # which it replaces by a private temporary folder (so the work folder must not be under /tmp)
+        r = subprocess.run(["nice", _yosys(), "-q", "-l", str(log.resolve()), str(ys.resolve())], capture_output=True,
+                           text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, time.monotonic() - t0, True
     return r.returncode == 0, time.monotonic() - t0, False
@@ -171,6 +173,7 @@ def _run_yosys(script: str, log: Path, timeout: float) -> tuple[bool, float, boo
 
 def prepare(vdir: Path, dest: Path, timeout: float) -> dict[str, int]:
     """Flatten one side into ``dest``.il / .json; return its public wires (name → width)."""
+    vdir, dest = vdir.resolve(), dest.resolve()
     files = " ".join(str(p) for p in sorted(vdir.glob("*.v")))
     ok, _, _ = _run_yosys(f"read_verilog {files}\nhierarchy -top {TOP}\nproc\nflatten\nmemory\nopt_clean\n"
                           f"write_rtlil {dest}.il\nwrite_json {dest}.json\n", dest.with_suffix(".prep.log"), timeout)
@@ -192,22 +195,29 @@ _ALIASES = (
     (re.compile(r"^(e\d+_[^.]+)\.pe_array\.word\.counts$"), lambda m: f"{m[1]}.rd__data"),
     (re.compile(r"^(e\d+_[^.]+)\.pe_array\.word\.weights$"), lambda m: f"{m[1]}.wrd__data"),
 )
-# Reference registers that had no name (Amaranth wrote ``$signal``) and got one in the window block
-# (gold name pattern → gate name).
-_GOLD_ALIASES = (
-    (re.compile(r"^(e\d+_[^.]+)\.\$signal$"), lambda m: f"{m[1]}.local"),
-)
+# The window's counters had no name in the reference (Amaranth wrote ``$signal``, ``$signal$28``...) and keep
+# none in the window block (``window.$signal``, ``window.$signal$7``...). Within one engine each kind occurs
+# once per side, so the pair gets one clean name on both sides.
+_ANON = re.compile(r"^(e\d+_[^.]+)\.(?:window\.)?\$(signal(?:_wrap)?)(\$\d+)?$")
 
 
-def gold_renames(gold: dict[str, int], gate: dict[str, int]) -> dict[str, str]:
-    """Reference renames (gold name → gate name) from :data:`_GOLD_ALIASES`, where the gate name is new."""
-    out: dict[str, str] = {}
-    for n in sorted(gold):
-        for pat, to in _GOLD_ALIASES:
-            m = pat.match(n)
-            if m and to(m) in gate and to(m) not in gold and gate[to(m)] == gold[n]:
-                out[n] = to(m)
-    return out
+def anonymous_pairs(gold: dict[str, int], gate: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+    """Renames (gold, gate: old name → shared clean name) for the window's unnamed counters, unique kinds only."""
+    def kinds(names: dict[str, int], window: bool) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for n in sorted(names):
+            m = _ANON.match(n)
+            if m and (".window." in n) == window:
+                out.setdefault(f"{m[1]}.anon_{m[2]}{'_n' if m[3] else ''}", []).append(n)
+        return out
+
+    g, c = kinds(gold, False), kinds(gate, True)
+    gold_map, gate_map = {}, {}
+    for clean in sorted(set(g) & set(c)):
+        if len(g[clean]) == 1 and len(c[clean]) == 1 and gold[g[clean][0]] == gate[c[clean][0]]:
+            gold_map[g[clean][0]] = clean
+            gate_map[c[clean][0]] = clean
+    return gold_map, gate_map
 
 
 def match_names(gold: dict[str, int], gate: dict[str, int]) -> tuple[dict[str, str], set[str]]:
@@ -222,9 +232,11 @@ def match_names(gold: dict[str, int], gate: dict[str, int]) -> tuple[dict[str, s
     g = {n for n in gold if not _MEANINGLESS.search(n)}
     c = {n for n in gate if not _MEANINGLESS.search(n)}
     renames: dict[str, str] = {}
-    for n, w in sorted(gold_renames(gold, gate).items()):
+    gold_anon, gate_anon = anonymous_pairs(gold, gate)
+    for n, w in gold_anon.items():
         gold[w] = gold[n]
         g.add(w)
+    renames.update(gate_anon)
     for n in sorted(c):
         for pat, to in _ALIASES:
             m = pat.match(n)
@@ -248,6 +260,9 @@ def _equiv_script(work: Path, gold_alias: dict[str, str], renames: dict[str, str
              f"rename {TOP} gate", "cd gold"]
     lines += [f"rename {a} {b}" for a, b in sorted(gold_alias.items())]
     lines += ["cd ..", "cd gate"]
+    # a gate wire that already carries an alias's target name (the read data before the register that
+    # now holds it) steps aside first
+    lines += [f"rename -hide w:{b}" for b in sorted(set(renames.values()) - set(renames))]
     lines += [f"rename {a} {b}" for a, b in sorted(renames.items())]
     lines += ["cd ..", "rename -hide gold/w:*$* gate/w:*$*"]
     # every other name outside the matching is made private on both sides, so equiv_make cannot pair it
@@ -274,12 +289,13 @@ def _status(log: Path) -> tuple[int, int, set[str]]:
 def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int, bound: int,
                  timeout: float) -> dict:
     """Prove ``gate_dir`` equivalent to ``gold_dir`` (both folders of Verilog); the result record."""
+    work, gold_dir, gate_dir = work.resolve(), gold_dir.resolve(), gate_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     gold = prepare(gold_dir, work / "gold", timeout)
     gate = prepare(gate_dir, work / "gate", timeout)
     ports = _ports(work / "gold.json")
-    gold_alias = gold_renames(gold, gate)
+    gold_alias = anonymous_pairs(gold, gate)[0]
     renames, matched = match_names(dict(gold), gate)
     meaningful = {n for n in set(gold) | set(gate) if not _MEANINGLESS.search(n)}
     hidden = meaningful - matched - set(renames)
