@@ -286,6 +286,16 @@ def _status(log: Path) -> tuple[int, int, set[str]]:
     return int(m.group(1)), int(m.group(2)), names
 
 
+def _before_induction(log: Path) -> dict[str, int]:
+    """What equiv_simple left for equiv_induct (cells after opt_merge, and unproven), read from a cut-off log."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = re.findall(r"Found (\d+) unproven \$equiv cells \(\d+ groups\)", text)
+    proved = re.findall(r"Proved (\d+) previously unproven \$equiv cells", text)
+    if not found or not proved:
+        return {}
+    return {"unproven_after_merge": int(found[-1]), "left_for_induction": int(found[-1]) - int(proved[-1])}
+
+
 def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int, bound: int,
                  timeout: float) -> dict:
     """Prove ``gate_dir`` equivalent to ``gold_dir`` (both folders of Verilog); the result record."""
@@ -309,7 +319,8 @@ def check_design(name: str, gold_dir: Path, gate_dir: Path, work: Path, seq: int
         ok, secs, timed_out = _run_yosys(_equiv_script(work, gold_alias, renames, hidden | dropped, body), log,
                                          max(1.0, timeout - (time.monotonic() - t0)))
         if timed_out:
-            rec.update(status="not proven", reason=f"induction did not finish within {timeout:.0f} s")
+            rec.update(status="not proven", reason=f"induction did not finish within {timeout:.0f} s",
+                       **_before_induction(log))
             break
         proven, unproven, bad = _status(log)
         rec.update(rounds=round_, equiv_cells=proven + unproven, proven_cells=proven, unproven_cells=unproven)
@@ -366,11 +377,17 @@ def write_results(results: list[dict], meta: dict) -> None:
              "`equiv_make; opt_merge; equiv_simple; equiv_induct -seq N` for the induction step and "
              "`sat -seq K -prove-asserts` from the initial state for the base case. "
              "Rerun: `python bench/equiv.py`.", "",
-             "| design | result | method | matched signals | unmatched (ref / new) | $equiv cells | seconds |",
+             f"Machine: {meta.get('machine', 'not recorded')}.", "",
+             f"**Proven: {sum(r['status'] == 'proven' for r in designs)} of {len(order)} designs** "
+             f"(checked: {len(designs)}).", "",
+             "| design | result | method | matched names | unmatched public wires (ref / new) | $equiv bits | seconds |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in designs:
         how = (f"k-induction N={r['seq']}, base K={r['bound']} cycles" if r["status"] == "proven"
                else r.get("reason", ""))
+        if "left_for_induction" in r:
+            how += (f" ({r['unproven_after_merge']} $equiv bits left after opt_merge, "
+                    f"{r['left_for_induction']} after equiv_simple)")
         lines.append(f"| {r['design']} | {r['status']} | {how} | {r.get('matched_signals', '')} | "
                      f"{r.get('unmatched_gold', '')} / {r.get('unmatched_gate', '')} | {r.get('equiv_cells', '')} | "
                      f"{r['seconds']} |")
@@ -402,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown design(s) {unknown}; expected some of {every}")
     ref_commit = _git("rev-parse", args.ref_commit)
     meta = {"reference_commit": ref_commit, "current_commit": _git("rev-parse", "HEAD"),
+            "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} when the run began",
             "yosys": subprocess.run([_yosys(), "-V"], capture_output=True, text=True).stdout.strip().split(" (")[0]}
     ref_dir = args.ref_verilog or args.work / "ref"
     missing = [n for n in names if not (ref_dir / n).is_dir()]
