@@ -5,8 +5,12 @@ engine became four submodules) while ``report.json`` stayed byte-identical.
 This benchmark proves, with Yosys, that the new hardware computes the same as
 the old: for each design of ``tests/hw_digests.py`` it generates the Verilog
 with the reference generator (commit :data:`REF_COMMIT`, recorded before any
-change) and with the current tree, and runs a sequential equivalence check
-between the two ``bitspike_top`` modules.
+change) and with the generator at the end of the refactor (commit
+:data:`GATE_COMMIT`; ``--gate-commit tree`` takes this working tree), and runs
+a sequential equivalence check between the two ``bitspike_top`` modules.
+The default gate is that commit, not the current tree: the engines were then
+pipelined on purpose (products in two registered stages, #13), so today's
+Verilog is one clock deeper and is not cycle-equivalent to the reference.
 
 The method, per design:
 
@@ -60,6 +64,8 @@ RESULTS = ROOT / "results"
 WORK = REPO / "build" / "equiv"
 # the commit that recorded tests/data/hw_digests.json before the op-registry refactor (#12)
 REF_COMMIT = "f9d0812"
+# the last commit of the op-registry refactor and engine split, before the engines were pipelined (#13)
+GATE_COMMIT = "47669e6"
 TOP = "bitspike_top"
 # names that say nothing about what a wire is: Amaranth temporaries ($N, $signal) and Yosys read-port wires (_N_)
 _MEANINGLESS = re.compile(r"\$|(^|\.)_\d+_$")
@@ -369,9 +375,10 @@ def write_results(results: list[dict], meta: dict) -> None:
     order = [n for n, _, _ in _tests_module().cases()]
     designs = [merged[n] for n in order if n in merged]
     write_json(path, {**meta, "designs": designs})
-    lines = ["# Formal equivalence: current generator against the reference", "",
+    lines = ["# Formal equivalence: the refactored generator against the reference", "",
              f"Reference generator: commit `{meta['reference_commit']}` (the hardware digests recorded before the "
-             f"op-registry refactor). Current generator: commit `{meta['current_commit']}`. Yosys: {meta['yosys']}.",
+             f"op-registry refactor). Checked generator: commit `{meta.get('gate_commit', meta['current_commit'])}` "
+             f"(the end of the refactor; run from `{meta['current_commit']}`). Yosys: {meta['yosys']}.",
              "", "Designs of `tests/hw_digests.py`; per design the flattened `bitspike_top` of each side, "
              "signals matched by name (one hierarchy level dropped for the new submodules), "
              "`equiv_make; opt_merge; equiv_simple; equiv_induct -seq N` for the induction step and "
@@ -403,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help="only these designs (default: all of tests/hw_digests.py)")
     p.add_argument("--ref-commit", default=REF_COMMIT, help="the reference generator's commit (default %(default)s)")
+    p.add_argument("--gate-commit", default=GATE_COMMIT,
+                   help="the generator checked against the reference: a commit, or 'tree' for this working tree "
+                        "(default %(default)s, the end of the refactor)")
     p.add_argument("--ref-verilog", type=Path, help="reuse reference Verilog already generated here (DIR/<design>/)")
     p.add_argument("--seq", type=int, default=2, help="induction depth N (default %(default)s)")
     p.add_argument("--bound", type=int, default=4, help="base-case cycles K from the initial state (default %(default)s)")
@@ -418,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown design(s) {unknown}; expected some of {every}")
     ref_commit = _git("rev-parse", args.ref_commit)
-    meta = {"reference_commit": ref_commit, "current_commit": _git("rev-parse", "HEAD"),
+    gate_commit = "tree" if args.gate_commit == "tree" else _git("rev-parse", args.gate_commit)
+    meta = {"reference_commit": ref_commit, "current_commit": _git("rev-parse", "HEAD"), "gate_commit": gate_commit,
             "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} when the run began",
             "yosys": subprocess.run([_yosys(), "-V"], capture_output=True, text=True).stdout.strip().split(" (")[0]}
     ref_dir = args.ref_verilog or args.work / "ref"
@@ -428,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--ref-verilog {ref_dir}: no folder for {missing}")
         generate_reference(ref_commit, missing, ref_dir, args.work)
     recorded = json.loads(_git("show", f"{ref_commit}:tests/data/hw_digests.json"))
-    generate_current(names, args.work / "cur")
+    if gate_commit == "tree":
+        generate_current(names, args.work / "cur")
+    else:
+        if (args.work / "cur").exists():
+            shutil.rmtree(args.work / "cur")
+        generate_reference(gate_commit, names, args.work / "cur", args.work)
     results = []
     for n in names:
         ref_ok = _digests(ref_dir / n) == recorded.get(n)
