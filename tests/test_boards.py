@@ -174,6 +174,7 @@ def test_gowin_report_parsing_and_overflow():
     assert "BRAM (BSRAM): needs 30, the device has 26 (4 too many, 115%)" in str(overflow_error(board, cells, ""))
 
 
+@pytest.mark.slow  # a full synth_xilinx of the archive; the per-engine synth_xilinx run of test_gen_lint_synth stays in the default run
 def test_vendor_archive_for_arty_passes_synth_xilinx(tmp_path, standin_design):
     gen = standin_design(tmp_path / "gen", "test_boards stand-in")
     report = build_bitstream(None, "arty_a7_35", tmp_path / "out", gen_dir=gen, archive=True)

@@ -180,6 +180,7 @@ def test_build_standin_for_ecp5_25f(tmp_path, standin_design):
     assert report["clock_hz"] == 25_000_000 and report["clocks_per_bit"] == 25
 
 
+@pytest.mark.slow  # a Yosys run of a 40000-pixel design; the overflow message itself is checked in test_parse_nextpnr_log_and_overflow_message
 def test_design_too_big_fails_clearly(tmp_path, standin_design):
     # a 40000-pixel image: the bridge's frame buffer alone needs ~80 of the HX8K's 32 block RAMs
     gen = standin_design(tmp_path / "gen", "test_build stand-in", input_size=40000, num_classes=4)

@@ -84,6 +84,7 @@ def test_mlp_bit_exact_icarus(tmp_path):
     run_network_bench("icarus", m, report, _images(m, 3, 21), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
 
 
+@pytest.mark.slow  # the digits shape is timed by every `bitspike sim` run of the demo and bench/hw.py; the default run times smaller nets
 def test_digits_shape_cycles_within_5_percent(tmp_path):
     m = random_mlp(1, sizes=(64, 128, 10), w_bits=[2], s_bits=[2], timesteps=[1])
     report = generate(m, tmp_path / "gen")
