@@ -205,10 +205,14 @@ class SynapticEngine(wiring.Component):
         return self.layout.memory_bits
 
     def __repr__(self) -> str:
-        o, c, kh, kw = self.weight.shape
-        return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, stride={self.stride}, "
-                f"padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, timesteps={self.timesteps}, "
-                f"k={self.k}, pes={self.pes}, lanes={self.lanes}, dsp_blocks={self.dsp_blocks}, groups={self.groups})")
+        try:
+            o, c, kh, kw = self.weight.shape
+            return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, "
+                    f"stride={self.stride}, padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, "
+                    f"timesteps={self.timesteps}, k={self.k}, pes={self.pes}, lanes={self.lanes}, "
+                    f"dsp_blocks={self.dsp_blocks}, groups={self.groups})")
+        except AttributeError:  # a constructor that refused its parameters leaves a half-built engine
+            return f"{type(self).__name__}(refused)"
 
     def dsp_plan(self) -> tuple[int, int | None]:
         """``(PE products with a DSP block, requantizer pieces with one (None: no requantizer))``."""

@@ -194,7 +194,6 @@ def test_window_engine_under_stalls_matches_reference(kind):
     assert got == want
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")  # the refused engine is never elaborated
 def test_window_engine_refuses_bad_geometry():
     with pytest.raises(ValueError, match="padding"):
         WindowPoolEngine(kind="maxpool", shape=(1, 4, 4), kernel=(2, 2), stride=(1, 1), padding=(2, 0),
