@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from snntorch import utils as snn_utils
 from snntorch.import_nir import import_from_nir
 
 from bitspike.cli import write_json
@@ -44,15 +43,7 @@ T = 8
 
 
 def _importer_counts(graph, images: np.ndarray) -> torch.Tensor:
-    module = import_from_nir(graph)
-    snn_utils.reset(module)
-    x = torch.as_tensor(images, dtype=torch.float32) / 255.0
-    counts = 0
-    with torch.no_grad():
-        for _ in range(T):
-            out = module(x)
-            counts = counts + (out[0] if isinstance(out, tuple) else out)
-    return counts
+    return S.snntorch_counts(import_from_nir(graph), images, T)
 
 
 def _importer_row(graph, images, ref, labels) -> dict:

@@ -65,6 +65,20 @@ def fashion_cnn(channels: int = 8, beta: float = 0.9, threshold: float = 1.0, re
     )
 
 
+def integer_if_mlp(reset: str = "subtract", seed: int = 0) -> torch.nn.Sequential:
+    """:func:`digits_mlp` with β = 1 and integer weights, biases and thresholds (no training): an IF network
+    whose float run and bitspike's integer model must agree exactly (the import's exactness check)."""
+    net = digits_mlp(beta=1.0, reset=reset, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for lin, bias in ((net[1], 20), (net[3], 2)):
+            lin.weight.copy_(torch.randint(-3, 4, lin.weight.shape, generator=g).float())
+            lin.bias.copy_(torch.randint(-bias, bias + 1, lin.bias.shape, generator=g).float())
+        net[2].threshold.fill_(300.0)
+        net[4].threshold.fill_(4.0)
+    return net
+
+
 def _run(net: torch.nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
     snn_utils.reset(net)  # zero every Leaky's membrane (init_hidden keeps it inside the module)
     counts = None

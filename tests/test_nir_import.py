@@ -24,26 +24,13 @@ from bitspike.host.nir_io import NirError, read_nir
 from bitspike.manifest import load
 
 
-def _integer_mlp(reset: str, seed: int = 0) -> torch.nn.Sequential:
-    """The digits MLP with β = 1 and integer weights, biases and thresholds (no training)."""
-    net = sn.digits_mlp(beta=1.0, reset=reset, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for lin, bias in ((net[1], 20), (net[3], 2)):
-            lin.weight.copy_(torch.randint(-3, 4, lin.weight.shape, generator=g).float())
-            lin.bias.copy_(torch.randint(-bias, bias + 1, lin.bias.shape, generator=g).float())
-        net[2].threshold.fill_(300.0)
-        net[4].threshold.fill_(4.0)
-    return net
-
-
 def _golden_counts(manifest, images) -> torch.Tensor:
     return GoldenModel(manifest).run(images_for_manifest(images, manifest)).logits
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_integer_if_network_agrees_exactly_with_snntorch_on_every_sample(reset):
-    net = _integer_mlp(reset)
+    net = sn.integer_if_mlp(reset)
     graph = sn.export(net, (1, 8, 8))
     fnet = read_nir(graph, source="snntorch", reset=reset)
     manifest, report = import_network(fnet, timesteps=8, input_scale=1.0)
@@ -80,7 +67,7 @@ def test_integer_conv_network_with_avgpool_agrees_exactly():
 
 def test_cli_writes_the_manifest_and_reports_the_agreement(tmp_path, capsys):
     path = tmp_path / "if.nir"
-    nir.write(path, sn.export(_integer_mlp("subtract"), (1, 8, 8)))
+    nir.write(path, sn.export(sn.integer_if_mlp("subtract"), (1, 8, 8)))
     out, js = tmp_path / "if.bsm", tmp_path / "s.json"
     code = main(["import", str(path), "-o", str(out), "--source", "snntorch", "--calib", "digits",
                  "--input-scale", "1", "--json", str(js)])  # fmt: skip
@@ -148,22 +135,10 @@ def test_two_synapses_without_a_neuron_between_are_refused():
 # NIR out: bitspike export --nir
 
 
-def _run_snntorch(module, pixels: torch.Tensor, T: int) -> torch.Tensor:
-    from snntorch import utils as snn_utils
-
-    snn_utils.reset(module)
-    counts = 0
-    with torch.no_grad():
-        for _ in range(T):
-            out = module(pixels)
-            counts = counts + (out[0] if isinstance(out, tuple) else out)
-    return counts
-
-
 def test_export_nir_round_trip_loads_in_snntorch_with_the_integer_models_counts(tmp_path, capsys):
     from snntorch.import_nir import import_from_nir
 
-    fnet = read_nir(sn.export(_integer_mlp("zero", seed=2), (1, 8, 8)), reset="zero")
+    fnet = read_nir(sn.export(sn.integer_if_mlp("zero", seed=2), (1, 8, 8)), reset="zero")
     manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
     bsm, out = tmp_path / "m.bsm", tmp_path / "m.nir"
     manifest.save(bsm)
@@ -171,14 +146,13 @@ def test_export_nir_round_trip_loads_in_snntorch_with_the_integer_models_counts(
     assert "run it for T = 8 steps" in capsys.readouterr().out
     back = import_from_nir(nir.read(out))
     test = load_dataset("digits", "test")
-    pixels = torch.as_tensor(test.images.reshape(len(test), -1), dtype=torch.float32)  # the manifest's input: flat
-    counts = _run_snntorch(back, pixels, 8)
+    counts = sn.snntorch_counts(back, test.images.reshape(len(test), -1), 8, pixel_scale=1.0)  # input: flat
     want = _golden_counts(manifest, test.images)
     assert want.sum() > 0 and torch.equal(counts.to(torch.int64), want)
 
 
 def test_export_nir_of_a_subtract_network_needs_the_flag_and_reads_back_exactly(tmp_path, capsys):
-    fnet = read_nir(sn.export(_integer_mlp("subtract", seed=4), (1, 8, 8)), source="snntorch")
+    fnet = read_nir(sn.export(sn.integer_if_mlp("subtract", seed=4), (1, 8, 8)), source="snntorch")
     manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
     bsm, out = tmp_path / "m.bsm", tmp_path / "m.nir"
     manifest.save(bsm)
@@ -195,7 +169,7 @@ def test_export_nir_of_a_subtract_network_needs_the_flag_and_reads_back_exactly(
 def _squeezed_middle():
     from dataclasses import replace
 
-    fnet = read_nir(sn.export(_integer_mlp("zero"), (1, 8, 8)), reset="zero")
+    fnet = read_nir(sn.export(sn.integer_if_mlp("zero"), (1, 8, 8)), reset="zero")
     manifest, _ = import_network(fnet, timesteps=8, input_scale=1.0)
     mid = manifest.layers[1]
     return manifest.replace_layer(mid.name, stepped=replace(mid.stepped, mode="squeezed"))
@@ -219,7 +193,7 @@ def test_export_nir_refuses_what_nir_cannot_express(tmp_path, capsys, make, word
 
 def test_cli_compares_on_inputs_from_a_file_and_refuses_bad_ones(tmp_path, capsys):
     path = tmp_path / "if.nir"
-    nir.write(path, sn.export(_integer_mlp("zero", seed=5), (1, 8, 8)))
+    nir.write(path, sn.export(sn.integer_if_mlp("zero", seed=5), (1, 8, 8)))
     test = load_dataset("digits", "test")
     np.savez(tmp_path / "some.npz", images=test.images[:50], labels=test.labels[:50])
     out = tmp_path / "m.bsm"
