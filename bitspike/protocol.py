@@ -12,6 +12,11 @@ Frame (all multi-byte fields little-endian)::
 ``CRC`` is CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no
 reflection, no final xor) over ``VER … PAYLOAD`` (everything but the start
 byte and the CRC itself).
+
+Version 2 keeps this frame layout and changes the payloads: an INFER frame
+carries up to ``images_per_frame`` images, each bit-packed at the manifest's
+input width; a RESULT frame answers all of them; and the host may keep
+``window`` INFER frames outstanding (the board double-buffers them).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from enum import IntEnum
 from typing import Iterator
 
 SOF = 0xA5
-VERSION = 1
+VERSION = 2
+#: versions whose frame layout (header, CRC) this decoder reads, so that a board speaking another
+#: version can be recognised and named, never mistaken for line noise
+FRAMING_VERSIONS = (1, 2)
 HEADER_SIZE = 6  # SOF, VER, TYPE, SEQ, LEN_LO, LEN_HI
 TRAILER_SIZE = 2  # CRC_LO, CRC_HI
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE
@@ -36,9 +44,9 @@ class FrameType(IntEnum):
     """Frame types. Requests have the top bit clear, their replies set it."""
 
     HELLO = 0x01  #: host → board, empty payload
-    INFER = 0x02  #: host → board, one image's pixels
+    INFER = 0x02  #: host → board, one or more images, bit-packed
     HELLO_REPLY = 0x81  #: board → host, :class:`HelloInfo`
-    RESULT = 0x82  #: board → host, logits then class
+    RESULT = 0x82  #: board → host, per image: logits then class
     ERROR = 0x7F  #: board → host, ``[code]`` (an :class:`ErrorCode`)
 
 
@@ -50,6 +58,7 @@ class ErrorCode(IntEnum):
     BAD_TYPE = 3  #: unknown frame type
     BAD_VERSION = 4  #: the frame's protocol version is not the board's
     TIMEOUT = 5  #: the frame stopped arriving before it was complete (truncated)
+    BUSY = 6  #: both input buffers were full (the host sent more than ``window`` frames ahead)
 
 
 ERROR_TEXT = {
@@ -58,6 +67,7 @@ ERROR_TEXT = {
     ErrorCode.BAD_TYPE: "the board received a frame of unknown type",
     ErrorCode.BAD_VERSION: "the board speaks another protocol version",
     ErrorCode.TIMEOUT: "the board received a truncated frame (bytes stopped arriving mid-frame)",
+    ErrorCode.BUSY: "the board had no free input buffer for a frame (more frames were in flight than its window)",
 }
 
 
@@ -150,10 +160,13 @@ class FrameDecoder:
 
     Feed it bytes as they arrive; it yields :class:`Frame` objects and
     :class:`LineFault` notes. Bytes before a start byte are garbage. A
-    candidate frame with a bad version, an impossible length or a bad CRC is
+    candidate frame with an unknown version, an impossible length or a bad CRC is
     not trusted: the decoder drops only its start byte and searches again from
     the next byte, so a real frame hidden behind garbage (even garbage that
-    contains 0xA5) is still found.
+    contains 0xA5) is still found. Frames of every version in
+    :data:`FRAMING_VERSIONS` are returned with their ``version``: the caller
+    decides what a frame of an older version means (a board built with an
+    older bitspike).
 
     Parameters
     ----------
@@ -195,7 +208,7 @@ class FrameDecoder:
             if len(buf) < HEADER_SIZE:
                 return
             version, length = buf[1], buf[4] | (buf[5] << 8)
-            if version != VERSION:
+            if version not in FRAMING_VERSIONS:
                 yield LineFault("bad_version", bytes(buf[:1]))
                 del buf[:1]
                 continue
@@ -222,7 +235,7 @@ class FrameDecoder:
 
 @dataclass(frozen=True)
 class HelloInfo:
-    """What a board says about itself in its HELLO_REPLY (layout fixed by ``_HELLO``).
+    """What a board says about itself in its HELLO_REPLY (layout fixed by ``_FORMAT``).
 
     Attributes
     ----------
@@ -233,7 +246,7 @@ class HelloInfo:
     input_size
         Pixels per image (beats of the accelerator's pixel stream).
     input_bits
-        Bits per pixel; :attr:`pixel_bytes` bytes each on the wire.
+        Bits per pixel; an image is :attr:`image_bytes` bytes on the wire (bit-packed).
     num_classes
         Logits per result.
     logit_bytes
@@ -241,7 +254,13 @@ class HelloInfo:
     clock_hz, baud
         The bridge's clock and serial rate.
     cycles_per_inference
-        The generator's predicted latency of one image in clock cycles.
+        The generator's predicted latency of one image in accelerator clock cycles.
+    images_per_frame
+        Most images one INFER frame may carry.
+    window
+        Most INFER frames the host may have outstanding (sent, not yet answered).
+    initiation_interval
+        The generator's predicted accelerator cycles between images streamed back to back.
     """
 
     version: int
@@ -253,28 +272,35 @@ class HelloInfo:
     clock_hz: int
     baud: int
     cycles_per_inference: int
+    images_per_frame: int = 1
+    window: int = 1
+    initiation_interval: int = 0
 
-    _FORMAT = "<B32sIBBHBIII"
-
-    @property
-    def pixel_bytes(self) -> int:
-        return pixel_bytes(self.input_bits)
-
-    @property
-    def infer_payload_size(self) -> int:
-        return self.input_size * self.pixel_bytes
+    _FORMAT = "<B32sIBHBIIIHBBI"
 
     @property
-    def result_payload_size(self) -> int:
+    def image_bytes(self) -> int:
+        return image_bytes(self.input_size, self.input_bits)
+
+    @property
+    def result_bytes(self) -> int:
+        """Bytes of one image's answer in a RESULT payload."""
         return self.num_classes * self.logit_bytes + CLASS_BYTES
+
+    def infer_payload_size(self, images: int = 1) -> int:
+        return images * self.image_bytes
+
+    def result_payload_size(self, images: int = 1) -> int:
+        return images * self.result_bytes
 
     def pack(self) -> bytes:
         digest = bytes.fromhex(self.digest)
         if len(digest) != 32:
             raise ProtocolError(f"digest must be 32 bytes (64 hex digits), got {len(digest)} bytes")
         return struct.pack(
-            self._FORMAT, self.version, digest, self.input_size, self.input_bits, self.pixel_bytes,
-            self.num_classes, self.logit_bytes, self.clock_hz, self.baud, self.cycles_per_inference,
+            self._FORMAT, self.version, digest, self.input_size, self.input_bits, self.num_classes,
+            self.logit_bytes, self.clock_hz, self.baud, self.cycles_per_inference, self.image_bytes,
+            self.images_per_frame, self.window, self.initiation_interval,
         )
 
     @classmethod
@@ -285,18 +311,25 @@ class HelloInfo:
     def unpack(cls, payload: bytes) -> "HelloInfo":
         if len(payload) != cls.size():
             raise ProtocolError(f"HELLO_REPLY payload is {len(payload)} bytes, expected {cls.size()}")
-        v, digest, size, bits, pbytes, classes, lbytes, clk, baud, cycles = struct.unpack(cls._FORMAT, payload)
-        info = cls(v, digest.hex(), size, bits, classes, lbytes, clk, baud, cycles)
-        if pbytes != info.pixel_bytes:
-            raise ProtocolError(f"HELLO_REPLY says {pbytes} byte(s) per pixel for {bits}-bit pixels, expected {info.pixel_bytes}")
+        (v, digest, size, bits, classes, lbytes, clk, baud, cycles, ibytes, per_frame, window,
+         interval) = struct.unpack(cls._FORMAT, payload)
+        info = cls(v, digest.hex(), size, bits, classes, lbytes, clk, baud, cycles, per_frame, window, interval)
+        if not 1 <= bits <= 16:
+            raise ProtocolError(f"HELLO_REPLY says {bits}-bit pixels, expected 1 … 16")
+        if ibytes != info.image_bytes:
+            raise ProtocolError(f"HELLO_REPLY says {ibytes} bytes per image for {size} {bits}-bit pixels, "
+                                f"expected {info.image_bytes}")
+        if per_frame < 1 or window < 1:
+            raise ProtocolError(f"HELLO_REPLY says {per_frame} image(s) per frame and a window of {window} "
+                                f"frame(s); both must be at least 1")
         return info
 
 
-def pixel_bytes(input_bits: int) -> int:
-    """Bytes per pixel on the wire: 1 up to 8 bits, 2 up to 16."""
+def image_bytes(input_size: int, input_bits: int) -> int:
+    """Bytes of one image on the wire: its pixels bit-packed, padded to a whole byte."""
     if not 1 <= input_bits <= 16:
         raise ProtocolError(f"input bits must be 1 … 16, not {input_bits}")
-    return 1 if input_bits <= 8 else 2
+    return (input_size * input_bits + 7) // 8
 
 
 def logit_bytes(result_width: int) -> int:
@@ -306,21 +339,39 @@ def logit_bytes(result_width: int) -> int:
     return (result_width + 7) // 8
 
 
-def pack_pixels(values, input_bits: int) -> bytes:
-    """An INFER payload: the pixels (already in the accelerator's stream order), little-endian."""
-    nbytes = pixel_bytes(input_bits)
+def pack_image(values, input_bits: int) -> bytes:
+    """One image on the wire: the pixels (already in the accelerator's stream order) bit-packed.
+
+    Pixel ``i`` occupies bits ``i·B … i·B + B − 1`` of the image's bit string (``B`` = ``input_bits``),
+    bit 0 being the least significant bit of the first byte; the last byte is padded with zeros.
+    Lossless: every value ``0 … 2^B − 1`` is kept exactly.
+    """
+    if not 1 <= input_bits <= 16:
+        raise ProtocolError(f"input bits must be 1 … 16, not {input_bits}")
     top = (1 << input_bits) - 1
-    out = bytearray()
+    acc = 0
+    n = 0
     for v in values:
         v = int(v)
         if not 0 <= v <= top:
             raise ProtocolError(f"pixel value {v} does not fit in {input_bits} unsigned bits (0 … {top})")
-        out += v.to_bytes(nbytes, "little")
-    return bytes(out)
+        acc |= v << (n * input_bits)
+        n += 1
+    return acc.to_bytes((n * input_bits + 7) // 8, "little")
+
+
+def unpack_image(data: bytes, input_size: int, input_bits: int) -> list[int]:
+    """The pixels of one packed image (the inverse of :func:`pack_image`)."""
+    if len(data) != image_bytes(input_size, input_bits):
+        raise ProtocolError(f"a packed image of {input_size} {input_bits}-bit pixels is "
+                            f"{image_bytes(input_size, input_bits)} bytes, not {len(data)}")
+    acc = int.from_bytes(data, "little")
+    top = (1 << input_bits) - 1
+    return [(acc >> (i * input_bits)) & top for i in range(input_size)]
 
 
 def unpack_result(payload: bytes, num_classes: int, logit_nbytes: int) -> tuple[list[int], int]:
-    """Split a RESULT payload into (logits, class)."""
+    """Split one image's answer into (logits, class)."""
     expected = num_classes * logit_nbytes + CLASS_BYTES
     if len(payload) != expected:
         raise ProtocolError(f"RESULT payload is {len(payload)} bytes, expected {expected}")
@@ -330,3 +381,25 @@ def unpack_result(payload: bytes, num_classes: int, logit_nbytes: int) -> tuple[
     ]
     cls = int.from_bytes(payload[num_classes * logit_nbytes :], "little")
     return logits, cls
+
+
+def unpack_results(payload: bytes, images: int, num_classes: int, logit_nbytes: int) -> list[tuple[list[int], int]]:
+    """Split a RESULT payload answering ``images`` images into one (logits, class) per image, in order."""
+    one = num_classes * logit_nbytes + CLASS_BYTES
+    if len(payload) != images * one:
+        raise ProtocolError(f"RESULT payload is {len(payload)} bytes, expected {images} × {one}")
+    return [unpack_result(payload[i * one : (i + 1) * one], num_classes, logit_nbytes) for i in range(images)]
+
+
+def link_images_per_second(baud: int, image_nbytes: int, result_nbytes: int, images_per_frame: int) -> float:
+    """Images per second the serial line carries with full frames and a window that keeps both directions busy.
+
+    The UART is full duplex, so the busier direction sets the rate: with ``k`` images per frame an image
+    costs ``(OVERHEAD + k·image_bytes) / k`` bytes towards the board and ``(OVERHEAD + k·result_bytes) / k``
+    back, each byte ten bit times (8N1)::
+
+        images/s = baud / 10 / max(image_bytes + OVERHEAD/k, result_bytes + OVERHEAD/k)
+    """
+    k = images_per_frame
+    per_image = max(image_nbytes, result_nbytes) + OVERHEAD / k
+    return baud / 10 / per_image

@@ -1,9 +1,13 @@
 """The board driver: one :class:`Board` interface, and :class:`SerialBoard` on pyserial.
 
 A board runs one network. The host first asks who it is (HELLO) and refuses
-to go on when the board's manifest digest is not the one it expects; then it
-sends images (INFER) and reads back logits and class (RESULT). The frame
-format is :mod:`bitspike.protocol` (docs/PROTOCOL.md).
+to go on when the board's manifest digest is not the one it expects, or when
+the board speaks another protocol version (a bitstream built by an older
+bitspike); then it sends images, several per INFER frame, and reads back
+logits and classes (one RESULT frame per INFER). It keeps up to the board's
+``window`` INFER frames outstanding, so the line towards the board never
+idles while the board computes. The frame format is :mod:`bitspike.protocol`
+(docs/PROTOCOL.md).
 
 Every read has a deadline, so nothing here can hang. Replies are matched by
 sequence number and CRC, so a late, stale or damaged reply is never taken
@@ -22,6 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -52,9 +57,9 @@ class InferResult:
     cls
         The class index the board computed (argmax, ties to the lowest index).
     latency_s
-        Host-measured round trip: request sent to reply decoded.
+        Host-measured round trip of its frame: INFER sent to RESULT decoded.
     attempts
-        How many requests it took (1 without faults).
+        How many times its frame was sent (1 without faults).
     """
 
     logits: tuple[int, ...]
@@ -108,7 +113,7 @@ class Board(abc.ABC):
         """
         info = self.hello()
         if info.version != P.VERSION:
-            raise BoardMismatch(f"the board speaks protocol version {info.version}, this host speaks {P.VERSION}")
+            raise BoardMismatch(_version_text(info.version))
         if expected_digest is not None and info.digest != expected_digest.lower():
             raise BoardMismatch(
                 f"the board runs another network: its manifest digest is {info.digest[:16]}…, "
@@ -118,7 +123,7 @@ class Board(abc.ABC):
         return info
 
     def infer_many(self, images: Iterable[Sequence[int]]) -> list[InferResult]:
-        """Classify images one after the other."""
+        """Classify images (in order); a board driver may send them batched and overlapped."""
         return [self.infer(px) for px in images]
 
     def __enter__(self) -> "Board":
@@ -126,6 +131,11 @@ class Board(abc.ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _version_text(version: int) -> str:
+    return (f"the board speaks protocol version {version}, this host speaks version {P.VERSION}: rebuild and load "
+            f"the bitstream with this bitspike (bitspike build), or use the bitspike the bitstream was built with")
 
 
 class SerialBoard(Board):
@@ -186,7 +196,8 @@ class SerialBoard(Board):
     # ---- the request/reply loop
 
     def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFF
+        # 1 … 255: the board puts SEQ 0 on an ERROR for a frame that broke off before its SEQ
+        self._seq = self._seq % 255 + 1
         return self._seq
 
     def _write(self, frame: bytes) -> None:
@@ -236,6 +247,21 @@ class SerialBoard(Board):
         cls = BoardTimeout if all(p.startswith(("no answer", "no valid answer", "truncated")) for p in problems) else BoardError
         raise cls(f"board on {self.port!r} gave no valid {reply_type.name} reply to {ftype.name} after {len(problems)} attempt(s): {detail}")
 
+    def _board_error(self, item: P.Frame) -> str:
+        """What an ERROR frame says (a reason to retry), or raise for one that no retry can help."""
+        code = item.payload[0] if item.payload else 0
+        try:
+            name = P.ErrorCode(code).name
+            text = P.ERROR_TEXT[P.ErrorCode(code)]
+        except ValueError:
+            name, text = f"code {code}", f"the board reported unknown error code {code}"
+        self.stats.board_errors[name] = self.stats.board_errors.get(name, 0) + 1
+        if code == P.ErrorCode.BAD_VERSION:
+            raise BoardMismatch(f"board on {self.port!r}: {text} (this host speaks version {P.VERSION})")
+        if code in (P.ErrorCode.BAD_LENGTH, P.ErrorCode.BAD_TYPE):
+            raise BoardMismatch(f"board on {self.port!r}: {text}: it was built for another network or protocol")
+        return f"{text} ({name})"
+
     def _await_reply(self, seq: int, reply_type: P.FrameType, reply_len: int) -> P.Frame | str:
         """Read until the reply to ``seq`` arrives (returned) or a reason to retry (a string)."""
         deadline = time.monotonic() + self.timeout
@@ -251,23 +277,15 @@ class SerialBoard(Board):
                     log.debug("board %s: line fault %s", self.port, item)
                     continue
                 self.stats.frames_received += 1
+                if item.version != P.VERSION:
+                    # a board built by another bitspike: it rejects our frames (in its own version)
+                    raise BoardMismatch(f"board on {self.port!r}: {_version_text(item.version)}")
                 if item.seq != seq:
                     # a late reply to an earlier request, or noise that happened to pass the CRC
                     self.stats.stale_frames += 1
                     continue
                 if item.type == P.FrameType.ERROR:
-                    code = item.payload[0] if item.payload else 0
-                    try:
-                        name = P.ErrorCode(code).name
-                        text = P.ERROR_TEXT[P.ErrorCode(code)]
-                    except ValueError:
-                        name, text = f"code {code}", f"the board reported unknown error code {code}"
-                    self.stats.board_errors[name] = self.stats.board_errors.get(name, 0) + 1
-                    if code == P.ErrorCode.BAD_VERSION:
-                        raise BoardMismatch(f"board on {self.port!r}: {text} (this host speaks version {P.VERSION})")
-                    if code in (P.ErrorCode.BAD_LENGTH, P.ErrorCode.BAD_TYPE):
-                        raise BoardMismatch(f"board on {self.port!r}: {text}: it was built for another network or protocol")
-                    return f"{text} ({name})"
+                    return self._board_error(item)
                 if item.type != reply_type or len(item.payload) != reply_len:
                     return (f"reply of type {item.type_name()} with {len(item.payload)} payload bytes, "
                             f"expected {reply_type.name} with {reply_len}")
@@ -292,8 +310,17 @@ class SerialBoard(Board):
         except P.ProtocolError as exc:
             raise BoardError(f"board on {self.port!r} sent a malformed HELLO_REPLY: {exc}") from exc
         self.info = info
-        self._decoder.max_payload = max(P.HelloInfo.size(), info.result_payload_size)
+        self._decoder.max_payload = max(P.HelloInfo.size(), info.result_payload_size(info.images_per_frame))
         return info
+
+    def _packed(self, info: P.HelloInfo, pixels: Sequence[int]) -> bytes:
+        values = list(pixels)
+        if len(values) != info.input_size:
+            raise BoardError(f"image has {len(values)} pixels, the board's network takes {info.input_size}")
+        try:
+            return P.pack_image(values, info.input_bits)
+        except P.ProtocolError as exc:
+            raise BoardError(str(exc)) from exc
 
     def infer(self, pixels: Sequence[int]) -> InferResult:
         """Send one image (pixels in stream order, ``info.input_size`` of them) and read its logits and class.
@@ -303,19 +330,109 @@ class SerialBoard(Board):
         BoardError
             No valid reply after the retries, or a reply that contradicts itself.
         """
+        return self.infer_many([pixels])[0]
+
+    def infer_many(self, images: Iterable[Sequence[int]], *, images_per_frame: int | None = None,
+                   window: int | None = None) -> list[InferResult]:
+        """Classify ``images`` (each in stream order), batched into frames and overlapped on the line.
+
+        Images go ``images_per_frame`` to an INFER frame (default and maximum: the board's), and up
+        to ``window`` frames (default and maximum: the board's) are outstanding at once: the next
+        frame is sent as soon as one is answered, so while the board computes one frame the next is
+        already on the wire. Answers are matched to frames by sequence number. A frame whose answer
+        is lost, damaged or refused as recoverable (BAD_CRC, TIMEOUT, BUSY) is sent again with a
+        fresh sequence number, at most ``retries`` times; its images' :attr:`InferResult.attempts`
+        say how many sends it took.
+
+        Raises
+        ------
+        BoardError
+            An image that does not fit, a frame with no valid answer after the retries, or an
+            answer that contradicts itself (:class:`BoardTimeout` when every attempt of the failed
+            frame went unanswered; :class:`BoardMismatch` when the board was built for another
+            network or protocol).
+        """
         info = self.info or self.hello()
-        values = list(pixels)
-        if len(values) != info.input_size:
-            raise BoardError(f"image has {len(values)} pixels, the board's network takes {info.input_size}")
-        try:
-            payload = P.pack_pixels(values, info.input_bits)
-        except P.ProtocolError as exc:
-            raise BoardError(str(exc)) from exc
-        start = time.perf_counter()
-        frame, attempts = self._exchange(P.FrameType.INFER, payload, P.FrameType.RESULT, info.result_payload_size)
-        latency = time.perf_counter() - start
-        logits, cls = P.unpack_result(frame.payload, info.num_classes, info.logit_bytes)
-        best = max(logits)
-        if cls >= info.num_classes or cls != logits.index(best):
-            raise BoardError(f"board on {self.port!r} answered class {cls}, but its own logits {logits} give class {logits.index(best)}")
-        return InferResult(tuple(logits), cls, latency, attempts)
+        images = list(images)
+        packed = [self._packed(info, px) for px in images]  # every image is checked before anything is sent
+        per_frame = info.images_per_frame if images_per_frame is None else images_per_frame
+        win = info.window if window is None else window
+        if not 1 <= per_frame <= info.images_per_frame:
+            raise BoardError(f"images_per_frame must be 1 … {info.images_per_frame} (the board's), not {per_frame}")
+        if not 1 <= win <= info.window:
+            raise BoardError(f"window must be 1 … {info.window} frame(s) (the board's), not {win}")
+        if self._serial is None:
+            raise BoardError(f"board on {self.port!r} is closed")
+        frames = [list(range(i, min(i + per_frame, len(images)))) for i in range(0, len(images), per_frame)]
+        results: list[InferResult | None] = [None] * len(images)
+        todo = deque(range(len(frames)))
+        attempts = [0] * len(frames)
+        problems: list[list[str]] = [[] for _ in frames]
+        outstanding: dict[int, tuple[int, float, float, int]] = {}  # seq -> (frame, sent at, deadline, faults then)
+
+        def fail(f: int, problem: str) -> None:
+            problems[f].append(problem)
+            log.info("board %s: frame %d attempt %d: %s", self.port, f, attempts[f], problem)
+            if attempts[f] > self.retries:
+                detail = "; ".join(f"attempt {i + 1}: {p}" for i, p in enumerate(problems[f]))
+                timeouts = all(p.startswith(("no answer", "no valid answer", "truncated")) for p in problems[f])
+                raise (BoardTimeout if timeouts else BoardError)(
+                    f"board on {self.port!r} gave no valid RESULT reply to INFER (images {frames[f][0]} … "
+                    f"{frames[f][-1]}) after {attempts[f]} attempt(s): {detail}")
+            self.stats.retries += 1
+            todo.appendleft(f)
+
+        while todo or outstanding:
+            while todo and len(outstanding) < win:
+                f = todo.popleft()
+                seq = self._next_seq()
+                while seq in outstanding:
+                    seq = self._next_seq()
+                attempts[f] += 1
+                sent = time.perf_counter()
+                self._write(P.encode_frame(P.FrameType.INFER, seq, b"".join(packed[i] for i in frames[f])))
+                outstanding[seq] = (f, sent, time.monotonic() + self.timeout, sum(self.stats.line_faults.values()))
+            deadline = min(v[2] for v in outstanding.values())
+            chunk = self._read_some(deadline)
+            for item in self._decoder.feed(chunk):
+                if isinstance(item, P.LineFault):
+                    self.stats.count_fault(item.kind)
+                    log.debug("board %s: line fault %s", self.port, item)
+                    continue
+                self.stats.frames_received += 1
+                if item.version != P.VERSION:
+                    raise BoardMismatch(f"board on {self.port!r}: {_version_text(item.version)}")
+                if item.seq not in outstanding:
+                    self.stats.stale_frames += 1  # a late answer to a frame already sent again, or noise
+                    continue
+                f, sent, _, _ = outstanding.pop(item.seq)
+                if item.type == P.FrameType.ERROR:
+                    fail(f, self._board_error(item))
+                    continue
+                n = len(frames[f])
+                if item.type != P.FrameType.RESULT or len(item.payload) != info.result_payload_size(n):
+                    fail(f, f"reply of type {item.type_name()} with {len(item.payload)} payload bytes, "
+                            f"expected RESULT with {info.result_payload_size(n)}")
+                    continue
+                latency = time.perf_counter() - sent
+                for i, (logits, cls) in zip(frames[f], P.unpack_results(item.payload, n, info.num_classes,
+                                                                         info.logit_bytes)):
+                    if cls >= info.num_classes or cls != logits.index(max(logits)):
+                        raise BoardError(f"board on {self.port!r} answered class {cls} for image {i}, but its own "
+                                         f"logits {logits} give class {logits.index(max(logits))}")
+                    results[i] = InferResult(tuple(logits), cls, latency, attempts[f])
+            now = time.monotonic()
+            for seq in [s for s, v in outstanding.items() if v[2] <= now]:
+                f, _, _, faults_before = outstanding.pop(seq)
+                faults = sum(self.stats.line_faults.values()) - faults_before
+                partial = self._decoder.pending
+                if not outstanding:
+                    self._decoder.reset()  # nothing else is on its way: a partial frame is all that is left of it
+                dropped = f" ({faults} damaged or garbage frame(s) dropped)" if faults else ""
+                if partial:
+                    fail(f, f"truncated reply: {partial} byte(s) of a frame, then nothing for {self.timeout:.2f} s{dropped}")
+                elif faults:
+                    fail(f, f"no valid answer within {self.timeout:.2f} s{dropped}")
+                else:
+                    fail(f, f"no answer within {self.timeout:.2f} s")
+        return results  # type: ignore[return-value]

@@ -1,31 +1,33 @@
-"""UART ↔ accelerator bridge: the board side of the wire protocol (docs/PROTOCOL.md).
+"""UART ↔ accelerator bridge: the board side of the wire protocol (docs/PROTOCOL.md, version 2).
 
 The bridge receives frames (:mod:`bitspike.protocol`), checks them, and
 
 - answers HELLO with a HELLO_REPLY whose payload (manifest digest, sizes,
-  clock, baud) is a constant baked in at build time;
-- buffers an INFER frame's pixels in a block RAM and, only once its CRC is
-  known good, streams them into the accelerator; then sends the
-  accelerator's logits and class back as a RESULT frame;
-- drops any frame with a bad version, type, length or CRC, or one that stops
-  arriving mid-way (a timeout), reports it with an ERROR frame carrying the
-  frame's sequence number when it has one, and hunts for the next start
-  byte (resynchronisation).
+  clock, baud, images per frame, window) is a constant baked in at build time;
+- unpacks an INFER frame's bit-packed images into one of two pixel banks (a
+  block RAM) as its bytes arrive and, only once its CRC is known good, has
+  the feeder stream that bank into the accelerator, one pixel per
+  accelerator clock, while the next frame arrives in the other bank; the
+  accelerator's logits and classes go back as one RESULT frame per INFER;
+- drops any frame with a bad version, type, length or CRC, one that stops
+  arriving mid-way (a timeout), or one that finds both banks full (BUSY),
+  reports it with an ERROR frame carrying the frame's sequence number when it
+  has one, and hunts for the next start byte (resynchronisation).
 
-Because pixels are buffered, a corrupted or truncated frame never reaches
-the accelerator, so it can never be left with half an image. The buffer is
-read into the accelerator at one pixel per clock (a registered block-RAM read
-and a small FIFO that absorbs stalls), and the accelerator's answer goes into
-a FIFO that holds all of it, so the accelerator never waits for the UART.
-The accelerator may have its own clock (``accel_domain``, a PLL's on a
-board): the pixel buffer is then a dual-clock block RAM whose pass is
-started and acknowledged by pulse synchronizers, and the result FIFO is
-asynchronous (Gray-coded pointers). Receiving decides each header field and
-CRC byte as it arrives, and replies are queued from registers, so no clock
-cycle holds a frame check and a FIFO write together. Replies are
-queued (a small FIFO of reply requests, so an ERROR for a damaged frame is
-not lost while a RESULT is being sent); the host is stop-and-wait, since
-bytes arriving while an image is fed to the accelerator are dropped.
+Because pixels are buffered per bank, a corrupted or truncated frame never
+reaches the accelerator, so it can never be left with half an image. The
+receiver never stops listening (feeding runs beside it), so a host can keep
+two frames outstanding and the line towards the board never idles while the
+accelerator computes. The result FIFO holds a whole frame's answers, so a
+pass over a bank always finishes whatever the transmitter is doing, and the
+accelerator never waits for the UART longer than one frame. The accelerator
+may have its own clock (``accel_domain``, a PLL's on a board): the banks are
+then a dual-clock block RAM whose passes are started and acknowledged by pulse
+synchronizers (the bank's base address and pixel count are held still for the
+whole pass), and the result FIFO is asynchronous (Gray-coded pointers).
+Receiving decides each header field and CRC byte as it arrives, and replies
+are queued from registers, so no clock cycle holds a frame check and a FIFO
+write together.
 """
 
 from dataclasses import dataclass, field
@@ -42,6 +44,19 @@ from .uart import UartRx, UartTx, check_clocks_per_bit
 
 # reply kinds queued for the transmitter
 _KIND_HELLO, _KIND_RESULT, _KIND_ERROR = 0, 1, 2
+
+#: pixels per bank the default ``images_per_frame`` aims at (a 512-pixel bank is one small block RAM
+#: for digits-sized images; large images get one image per frame, where framing costs little)
+BANK_PIXELS = 512
+#: most images per INFER frame by default
+MAX_IMAGES_PER_FRAME = 8
+#: input banks: one being fed while the next frame arrives
+BANKS = 2
+
+
+def default_images_per_frame(input_size: int) -> int:
+    """Images per INFER frame by default: as many as fill :data:`BANK_PIXELS`, 1 … :data:`MAX_IMAGES_PER_FRAME`."""
+    return max(1, min(MAX_IMAGES_PER_FRAME, BANK_PIXELS // max(1, input_size)))
 
 
 @dataclass(frozen=True)
@@ -60,11 +75,13 @@ class BridgeConfig:
         UART bit period in clock cycles (small in simulation, ``clock/baud`` on a board).
     clock_hz, baud
         Reported in HELLO (informational; the bit period is what counts).
-    cycles_per_inference
-        The generator's predicted latency, reported in HELLO.
+    cycles_per_inference, initiation_interval
+        The generator's predicted latency and interval, reported in HELLO.
     timeout_cycles
         A frame whose next byte does not come within this many cycles is dropped
         (default: 64 byte times).
+    images_per_frame
+        Most images one INFER frame may carry (0: :func:`default_images_per_frame`).
     """
 
     digest: str
@@ -77,6 +94,8 @@ class BridgeConfig:
     baud: int = 0
     cycles_per_inference: int = 0
     timeout_cycles: int = field(default=0)
+    images_per_frame: int = 0
+    initiation_interval: int = 0
 
     def __post_init__(self):
         def need(cond, what):
@@ -85,8 +104,9 @@ class BridgeConfig:
 
         need(isinstance(self.digest, str) and len(self.digest) == 64 and all(c in "0123456789abcdef" for c in self.digest),
              f"digest must be 64 lowercase hex digits (sha256), not {self.digest!r}")
-        need(1 <= self.input_size and self.input_size * P.pixel_bytes(self.input_bits) <= P.MAX_PAYLOAD,
-             f"input_size {self.input_size} × {P.pixel_bytes(self.input_bits)} byte(s) must be 1 … {P.MAX_PAYLOAD} bytes")
+        need(1 <= self.input_bits <= 16, f"input_bits must be 1 … 16, not {self.input_bits}")
+        need(1 <= self.input_size and P.image_bytes(self.input_size, self.input_bits) <= P.MAX_PAYLOAD,
+             f"input_size {self.input_size} × {self.input_bits} bits must pack into 1 … {P.MAX_PAYLOAD} bytes")
         need(2 <= self.num_classes <= 0xFFFF, f"num_classes must be 2 … 65535, not {self.num_classes}")
         need(1 <= self.result_width <= 64, f"result_width must be 1 … 64 bits, not {self.result_width}")
         need(self.num_classes - 1 < 2**self.result_width, f"result_width {self.result_width} cannot hold class index {self.num_classes - 1}")
@@ -94,19 +114,40 @@ class BridgeConfig:
         if self.timeout_cycles == 0:
             object.__setattr__(self, "timeout_cycles", 64 * 10 * self.clocks_per_bit)
         need(self.timeout_cycles >= 20 * self.clocks_per_bit, f"timeout_cycles must cover at least 2 byte times, not {self.timeout_cycles}")
+        if self.images_per_frame == 0:
+            object.__setattr__(self, "images_per_frame", default_images_per_frame(self.input_size))
+        need(1 <= self.images_per_frame <= 255, f"images_per_frame must be 1 … 255, not {self.images_per_frame}")
+        k = self.images_per_frame
+        need(k * self.image_bytes <= P.MAX_PAYLOAD and k * self.result_bytes <= P.MAX_PAYLOAD,
+             f"{k} images per frame do not fit in a {P.MAX_PAYLOAD}-byte payload")
 
     @property
     def logit_bytes(self) -> int:
         return P.logit_bytes(self.result_width)
 
     @property
-    def pixel_bytes(self) -> int:
-        return P.pixel_bytes(self.input_bits)
+    def image_bytes(self) -> int:
+        return P.image_bytes(self.input_size, self.input_bits)
+
+    @property
+    def result_bytes(self) -> int:
+        """One image's answer in a RESULT payload."""
+        return self.num_classes * self.logit_bytes + P.CLASS_BYTES
+
+    @property
+    def window(self) -> int:
+        """INFER frames a host may have outstanding (one per input bank)."""
+        return BANKS
+
+    def link_images_per_second(self) -> float:
+        """What the line carries at :attr:`baud` (:func:`bitspike.protocol.link_images_per_second`)."""
+        return P.link_images_per_second(self.baud, self.image_bytes, self.result_bytes, self.images_per_frame)
 
     def hello_info(self) -> P.HelloInfo:
         """The HELLO_REPLY payload this bridge sends."""
         return P.HelloInfo(P.VERSION, self.digest, self.input_size, self.input_bits, self.num_classes,
-                           self.logit_bytes, self.clock_hz, self.baud, self.cycles_per_inference)
+                           self.logit_bytes, self.clock_hz, self.baud, self.cycles_per_inference,
+                           self.images_per_frame, self.window, self.initiation_interval)
 
 
 def crc16_next(crc, byte):
@@ -128,50 +169,56 @@ def _rom(m, name, values, index, width=8):
 
 
 class _Feeder(Elaboratable):
-    """Streams the pixel buffer into the accelerator, one pixel per clock of its own domain.
+    """Streams one bank of the pixel buffer into the accelerator, one pixel per clock of its own domain.
 
-    ``start`` (a one-cycle pulse) begins a pass over addresses ``0 … n-1`` of the buffer's read
-    port ``rd``; ``done`` pulses once the last pixel has been taken. The read port's data is
-    registered (a block RAM read), so a small FIFO after it absorbs the accelerator's stalls
-    without putting ``pixels.ready`` on the path into the memory's enable.
+    ``start`` (a one-cycle pulse) begins a pass over addresses ``base … base + count - 1`` of the
+    buffer's read port ``rd``; ``base`` and ``count`` are held still by the caller for the whole
+    pass (they may come from another clock domain). ``done`` pulses once the last pixel has been
+    taken. The read port's data is registered (a block RAM read), so a small FIFO after it absorbs
+    the accelerator's stalls without putting ``pixels.ready`` on the path into the memory's enable.
     """
 
     #: the FIFO after the memory read (three entries keep the rate at one pixel per clock)
     DEPTH = 4
 
-    def __init__(self, rd, n: int, width: int):
-        self.rd, self.n, self.width = rd, n, width
+    def __init__(self, rd, depth: int, max_count: int, width: int):
+        self.rd, self.width = rd, width
         self.start = Signal()
         self.done = Signal()
         self.busy = Signal()
+        self.base = Signal(range(depth))
+        self.count = Signal(range(max_count + 1))
         self.pixels_payload = Signal(width)
         self.pixels_valid = Signal()
         self.pixels_ready = Signal()
+        self._max = max_count
 
     def elaborate(self, platform):
         m = Module()
-        n, rd = self.n, self.rd
+        rd = self.rd
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.width, depth=self.DEPTH)
-        issued = Signal(range(n + 1))
-        taken = Signal(range(n + 1))
+        issued = Signal(range(self._max + 1))
+        left = Signal(range(self._max + 1))  # pixels not yet taken by the accelerator
+        addr = Signal.like(self.base)
+        n = Signal.like(self.count)  # the pass's length, latched at start
         inflight = Signal()  # a read issued last cycle: its data is on rd.data now
         # a read may be issued while the FIFO has room for it and for the one in flight
         issue = Signal()
         m.d.comb += issue.eq(self.busy & (issued != n) & (fifo.level + inflight < self.DEPTH - 1))
-        m.d.comb += [rd.addr.eq(issued), rd.en.eq(issue)]
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(issue)]
         m.d.sync += inflight.eq(issue)
         m.d.comb += [fifo.w_data.eq(rd.data), fifo.w_en.eq(inflight)]
         m.d.comb += [self.pixels_payload.eq(fifo.r_data), self.pixels_valid.eq(fifo.r_rdy),
                      fifo.r_en.eq(self.pixels_ready)]
         m.d.sync += self.done.eq(0)
         with m.If(issue):
-            m.d.sync += issued.eq(issued + 1)
+            m.d.sync += [issued.eq(issued + 1), addr.eq(addr + 1)]
         with m.If(self.pixels_valid & self.pixels_ready):
-            m.d.sync += taken.eq(taken + 1)
-            with m.If(taken == n - 1):
+            m.d.sync += left.eq(left - 1)
+            with m.If(left == 1):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.If(self.start):
-            m.d.sync += [self.busy.eq(1), issued.eq(0), taken.eq(0)]
+            m.d.sync += [self.busy.eq(1), issued.eq(0), addr.eq(self.base), n.eq(self.count), left.eq(self.count)]
         return m
 
 
@@ -238,11 +285,15 @@ class Bridge(wiring.Component):
         m.submodules.uart_tx = utx = UartTx(cfg.clocks_per_bit)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.bytes.ready.eq(1)]
 
-        # reply requests: kind (2 bits), seq (8), error code (8)
+        # HELLO and ERROR requests: kind (2 bits), seq (8), error code (8); dropped when full (noise only)
         m.submodules.replies = replies = SyncFIFOBuffered(width=18, depth=4)
+        # RESULT requests: seq (8) and images; one per bank fed, never dropped (at most BANKS + 1 queued:
+        # a bank is fed again only once the result FIFO has room, so after its previous RESULT began)
+        count_bits = Signal(range(cfg.images_per_frame + 1)).shape().width
+        m.submodules.answers = answers = SyncFIFOBuffered(width=8 + count_bits, depth=BANKS + 2)
 
-        # the accelerator's answers, buffered whole so it never waits for the UART
-        depth = cfg.num_classes + 1
+        # the accelerator's answers: a whole frame's, so a bank's pass never waits for the UART
+        depth = cfg.images_per_frame * (cfg.num_classes + 1)
         if self.crosses:
             results = AsyncFIFOBuffered(width=cfg.result_width, depth=depth, w_domain=self.accel_domain, r_domain="sync")
         else:
@@ -251,26 +302,27 @@ class Bridge(wiring.Component):
         m.d.comb += [results.w_data.eq(self.results.payload), results.w_en.eq(self.results.valid),
                      self.results.ready.eq(results.w_rdy)]
 
-        self._receiver(m, urx, replies)
-        tx_idle = self._transmitter(m, utx, replies, results)
+        self._receiver(m, urx, replies, answers, count_bits)
+        tx_idle = self._transmitter(m, utx, replies, answers, results, count_bits)
         # level, not r_rdy: a reply just queued is not readable for a cycle or two, but it is pending
-        nothing_queued = (replies.level == 0) & ~self._posting
+        nothing_queued = (replies.level == 0) & (answers.level == 0) & ~self._posting & ~self._busy_banks
         m.d.comb += self.idle.eq(self._rx_hunting & nothing_queued & tx_idle)
         m.d.comb += self.waiting.eq(self._rx_receiving & nothing_queued & tx_idle)
         return m
 
     # ------------------------------------------------------------------ receive side
 
-    def _receiver(self, m, urx, replies):
+    def _receiver(self, m, urx, replies, answers, count_bits):
         cfg = self.config
-        payload_len = cfg.input_size * cfg.pixel_bytes
+        n_px, bits, k_max = cfg.input_size, cfg.input_bits, cfg.images_per_frame
+        bank_px = n_px * k_max
         byte = urx.bytes.payload
         got = urx.bytes.valid
 
-        m.submodules.buffer = buffer = Memory(shape=cfg.input_bits, depth=cfg.input_size, init=[])
+        m.submodules.buffer = buffer = Memory(shape=bits, depth=BANKS * bank_px, init=[])
         wr = buffer.write_port()
         rd = buffer.read_port(domain=self.accel_domain)
-        feeder = _Feeder(rd, cfg.input_size, cfg.input_bits)
+        feeder = _Feeder(rd, BANKS * bank_px, bank_px, bits)
         m.submodules.feeder = DomainRenamer(self.accel_domain)(feeder) if self.crosses else feeder
         m.d.comb += [self.pixels.payload.eq(feeder.pixels_payload), self.pixels.valid.eq(feeder.pixels_valid),
                      feeder.pixels_ready.eq(self.pixels.ready)]
@@ -283,19 +335,77 @@ class Bridge(wiring.Component):
         else:
             m.d.comb += [feeder.start.eq(start), done.eq(feeder.done)]
 
+        # ---- the banks: filled alternately by the receiver, fed alternately by the feeder
+        full = [Signal(name=f"bank{b}_full") for b in range(BANKS)]
+        bank_seq = [Signal(8, name=f"bank{b}_seq") for b in range(BANKS)]
+        bank_count = [Signal(count_bits, name=f"bank{b}_count") for b in range(BANKS)]
+        wbank = Signal(range(BANKS))  # the bank the next INFER fills
+        fbank = Signal(range(BANKS))  # the bank fed next
+        feeding = Signal()
+        # the feeder's pass: base address and pixel count, held for the whole pass (they cross to acc_clk)
+        feed_base = Signal(range(BANKS * bank_px))
+        feed_pixels = Signal(range(bank_px + 1))
+        # the pass starts the cycle after its base and count are registered (the feeder latches them)
+        start_next = Signal()
+        m.d.sync += start_next.eq(0)
+        m.d.comb += start.eq(start_next)
+        m.d.comb += [feeder.base.eq(feed_base), feeder.count.eq(feed_pixels)]
+        pixels_of = _rom(m, "pixels_of", [k * n_px for k in range(k_max + 1)],
+                         Mux(fbank == 0, bank_count[0], bank_count[1]), width=feed_pixels.shape().width)
+        self._busy_banks = Signal()
+        m.d.comb += self._busy_banks.eq(feeding | start_next | full[0] | full[1])
+
+        # a finished pass queues its RESULT request (never dropped: the queue is sized for it)
+        m.d.comb += answers.w_data.eq(Mux(fbank == 0, Cat(bank_seq[0], bank_count[0]), Cat(bank_seq[1], bank_count[1])))
+        with m.If(feeding):
+            with m.If(done):
+                m.d.comb += answers.w_en.eq(1)
+                m.d.sync += [feeding.eq(0), fbank.eq(fbank + 1)]
+                with m.Switch(fbank):
+                    for b in range(BANKS):
+                        with m.Case(b):
+                            m.d.sync += full[b].eq(0)
+        with m.Else():
+            with m.Switch(fbank):
+                for b in range(BANKS):
+                    with m.Case(b):
+                        with m.If(full[b]):
+                            m.d.sync += [feeding.eq(1), start_next.eq(1), feed_base.eq(b * bank_px),
+                                         feed_pixels.eq(pixels_of)]
+
         crc = Signal(16, init=P.CRC_INIT)
         hcount = Signal(range(P.HEADER_SIZE))
-        count = Signal(range(max(payload_len, 2) + 1))
+        count = Signal(range(max(k_max * cfg.image_bytes, 2) + 1))
         last = Signal()  # the next payload byte is the last one
-        pixel_lo = Signal(8)
+        length = Signal(16)
+        length_m2 = Signal(16)  # LEN − 2, registered: the byte count it is compared with runs every byte
         silence = Signal(range(cfg.timeout_cycles + 1))
         timed_out = Signal()
         seq = Signal(8)
+        nimg = Signal(count_bits)  # images in the INFER frame being received
         # the header's checks, decided as its bytes arrive (one byte compared per cycle), so that the
         # cycle that queues a reply only reads flip-flops
         ver_ok, is_hello, is_infer = Signal(), Signal(), Signal()
-        len_lo_zero, len_lo_ok, len_zero, len_ok = Signal(), Signal(), Signal(), Signal()
+        len_zero, len_ok, bank_free = Signal(), Signal(), Signal()
         crc_lo_ok, crc_ok = Signal(), Signal()
+
+        # ---- the unpacker: payload bytes in, pixels of `bits` bits out, one per cycle, into the bank.
+        # A byte comes at most every 10 bit times (≥ 40 cycles) and holds at most 8 pixels, so the bit
+        # register is always drained before the next byte; each image starts on a byte boundary, so
+        # the bits after an image's last pixel are padding and are dropped.
+        acc = Signal(bits + 8)
+        acc_n = Signal(range(bits + 9))
+        take = Signal()  # a payload byte goes into the bit register this cycle
+        px = Signal(range(n_px))
+        waddr = Signal(range(BANKS * bank_px))
+        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(acc[:bits])]
+        with m.If(take):
+            m.d.sync += [acc.eq(acc | (byte << acc_n)), acc_n.eq(acc_n + 8)]
+        with m.Elif(acc_n >= bits):
+            m.d.comb += wr.en.eq(1)
+            m.d.sync += [waddr.eq(waddr + 1), px.eq(px + 1), acc.eq(acc >> bits), acc_n.eq(acc_n - bits)]
+            with m.If(px == n_px - 1):
+                m.d.sync += [px.eq(0), acc.eq(0), acc_n.eq(0)]
 
         # replies are queued one cycle after the decision, from registers
         post_en = Signal()
@@ -305,7 +415,7 @@ class Bridge(wiring.Component):
         m.d.comb += [replies.w_data.eq(post_data), replies.w_en.eq(post_en)]
 
         def post(kind, code=0):
-            # a reply is dropped when the queue is full (only possible with a misbehaving host)
+            # dropped when the queue is full (only possible with noise or a misbehaving host)
             m.d.sync += [post_en.eq(1), post_data.eq(Cat(Const(kind, 2), seq, Const(code, 8)))]
 
         # the silence counter runs in every receiving state; its comparison is registered
@@ -313,12 +423,12 @@ class Bridge(wiring.Component):
 
         self._rx_hunting = Signal()
         self._rx_receiving = Signal()
-        m.d.comb += wr.data.eq(Cat(pixel_lo, byte) if cfg.pixel_bytes == 2 else byte)
+        valid_lengths = [k * cfg.image_bytes for k in range(1, k_max + 1)]
 
         with m.FSM(name="rx_fsm"):
             with m.State("HUNT"):
                 m.d.comb += self._rx_hunting.eq(1)
-                m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT)]
+                m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT), seq.eq(0)]
                 with m.If(got & (byte == P.SOF)):
                     m.next = "HEADER"
 
@@ -335,21 +445,31 @@ class Bridge(wiring.Component):
                         with m.Case(2):
                             m.d.sync += seq.eq(byte)
                         with m.Case(3):
-                            m.d.sync += [len_lo_zero.eq(byte == 0), len_lo_ok.eq(byte == (payload_len & 0xFF))]
+                            m.d.sync += length[:8].eq(byte)
                         with m.Case(4):
-                            m.d.sync += [len_zero.eq(len_lo_zero & (byte == 0)),
-                                         len_ok.eq(len_lo_ok & (byte == (payload_len >> 8)))]
+                            m.d.sync += length[8:].eq(byte)
                     with m.If((hcount == 0) & (byte == P.SOF)):
                         # a start byte where the version belongs: the previous 0xA5 was noise; restart here
                         m.d.sync += [hcount.eq(0), crc.eq(P.CRC_INIT)]
                     with m.Elif(hcount == P.HEADER_SIZE - 2):
-                        m.next = "CHECK_HEADER"
+                        m.next = "CHECK_LENGTH"
                 with m.Elif(timed_out):
                     m.next = "TIMEOUT"
 
+            with m.State("CHECK_LENGTH"):
+                # LEN against the lengths an INFER may have (k whole images, 1 ≤ k ≤ images_per_frame)
+                m.d.comb += self._rx_receiving.eq(1)
+                m.d.sync += [len_zero.eq(length == 0), len_ok.eq(0), nimg.eq(0), length_m2.eq(length - 2),
+                             bank_free.eq(~Mux(wbank == 0, full[0], full[1]))]
+                for k, n in enumerate(valid_lengths, start=1):
+                    with m.If(length == n):
+                        m.d.sync += [len_ok.eq(1), nimg.eq(k)]
+                m.next = "CHECK_HEADER"
+
             with m.State("CHECK_HEADER"):
                 m.d.comb += self._rx_receiving.eq(1)
-                m.d.sync += [count.eq(0), last.eq(payload_len == 1)]
+                m.d.sync += [count.eq(0), last.eq(length == 1), px.eq(0), acc_n.eq(0), acc.eq(0),
+                             waddr.eq(Mux(wbank == 0, 0, bank_px))]
                 with m.If(~ver_ok):
                     post(_KIND_ERROR, int(P.ErrorCode.BAD_VERSION))
                     m.next = "HUNT"
@@ -363,6 +483,9 @@ class Bridge(wiring.Component):
                     with m.If(~len_ok):
                         post(_KIND_ERROR, int(P.ErrorCode.BAD_LENGTH))
                         m.next = "HUNT"
+                    with m.Elif(~bank_free):
+                        post(_KIND_ERROR, int(P.ErrorCode.BUSY))
+                        m.next = "HUNT"
                     with m.Else():
                         m.next = "PAYLOAD"
                 with m.Else():
@@ -372,12 +495,8 @@ class Bridge(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(got):
-                    m.d.sync += [count.eq(count + 1), last.eq(count == payload_len - 2),
-                                 crc.eq(crc16_next(crc, byte)), pixel_lo.eq(byte)]
-                    if cfg.pixel_bytes == 2:
-                        m.d.comb += [wr.addr.eq(count >> 1), wr.en.eq(count[0])]
-                    else:
-                        m.d.comb += [wr.addr.eq(count), wr.en.eq(1)]
+                    m.d.comb += take.eq(1)
+                    m.d.sync += [count.eq(count + 1), last.eq(count == length_m2), crc.eq(crc16_next(crc, byte))]
                     with m.If(last):
                         m.next = "CRC_LO"
                 with m.Elif(timed_out):
@@ -403,48 +522,44 @@ class Bridge(wiring.Component):
                 m.d.comb += self._rx_receiving.eq(1)
                 with m.If(~crc_ok):
                     post(_KIND_ERROR, int(P.ErrorCode.BAD_CRC))
-                    m.next = "HUNT"
                 with m.Elif(is_hello):
                     post(_KIND_HELLO)
-                    m.next = "HUNT"
                 with m.Else():
-                    m.d.comb += start.eq(1)
-                    m.next = "FEED"
+                    # the bank is good (its last pixels were unpacked during the CRC bytes): hand it to the feeder
+                    with m.Switch(wbank):
+                        for b in range(BANKS):
+                            with m.Case(b):
+                                m.d.sync += [full[b].eq(1), bank_seq[b].eq(seq), bank_count[b].eq(nimg)]
+                    m.d.sync += wbank.eq(wbank + 1)
+                m.next = "HUNT"
 
             with m.State("TIMEOUT"):
                 post(_KIND_ERROR, int(P.ErrorCode.TIMEOUT))
                 m.next = "HUNT"
 
-            # the frame is good: the feeder streams the buffered pixels into the accelerator
-            with m.State("FEED"):
-                with m.If(done):
-                    m.next = "QUEUE_RESULT"
-            with m.State("QUEUE_RESULT"):
-                # a RESULT request must never be dropped: its frame carries the accelerator's beats
-                with m.If(replies.level + post_en < replies.depth):
-                    post(_KIND_RESULT)
-                    m.next = "HUNT"
-
     # ------------------------------------------------------------------ transmit side
 
-    def _transmitter(self, m, utx, replies, results):
+    def _transmitter(self, m, utx, replies, answers, results, count_bits):
         cfg = self.config
         hello = cfg.hello_info().pack()
         lb = cfg.logit_bytes
-        result_len = cfg.num_classes * lb + P.CLASS_BYTES
+        k_max = cfg.images_per_frame
         beat_bytes = max(lb, P.CLASS_BYTES)
 
         kind = Signal(2)
         seq = Signal(8)
         code = Signal(8)
+        images = Signal(count_bits)
         crc = Signal(16)
-        index = Signal(range(max(len(hello), result_len, P.HEADER_SIZE) + 1))
+        index = Signal(range(max(len(hello), P.HEADER_SIZE) + 1))
         beat = Signal(8 * beat_bytes)
         beat_left = Signal(range(beat_bytes + 1))
-        beat_index = Signal(range(cfg.num_classes + 2))
+        beat_index = Signal(range(cfg.num_classes + 2))  # beats taken of the current image
+        image = Signal(count_bits)  # images whose class beat has been taken
         tx_idle = Signal()
 
         hello_byte = _rom(m, "hello_byte", hello, index)
+        result_len = _rom(m, "result_len", [k * cfg.result_bytes for k in range(k_max + 1)], images, width=16)
         out = Signal(8)
         send = Signal()
         add_crc = Signal()
@@ -460,10 +575,14 @@ class Bridge(wiring.Component):
         with m.FSM(name="tx_fsm"):
             with m.State("IDLE"):
                 m.d.comb += tx_idle.eq(utx.bytes.ready)
+                m.d.sync += [index.eq(0), crc.eq(P.CRC_INIT), beat_index.eq(0), beat_left.eq(0), image.eq(0)]
                 with m.If(replies.r_rdy):
                     m.d.comb += replies.r_en.eq(1)
-                    m.d.sync += [kind.eq(replies.r_data[:2]), seq.eq(replies.r_data[2:10]), code.eq(replies.r_data[10:]),
-                                 index.eq(0), crc.eq(P.CRC_INIT), beat_index.eq(0), beat_left.eq(0)]
+                    m.d.sync += [kind.eq(replies.r_data[:2]), seq.eq(replies.r_data[2:10]), code.eq(replies.r_data[10:])]
+                    m.next = "HEADER"
+                with m.Elif(answers.r_rdy):
+                    m.d.comb += answers.r_en.eq(1)
+                    m.d.sync += [kind.eq(_KIND_RESULT), seq.eq(answers.r_data[:8]), images.eq(answers.r_data[8:])]
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += [send.eq(1), add_crc.eq(index != 0)]
@@ -500,13 +619,15 @@ class Bridge(wiring.Component):
                         m.d.sync += [
                             beat.eq(Mux(is_class, results.r_data, results.r_data.as_signed())),
                             beat_left.eq(Mux(is_class, P.CLASS_BYTES, lb)),
-                            beat_index.eq(beat_index + 1),
+                            beat_index.eq(Mux(is_class, 0, beat_index + 1)),
                         ]
+                        with m.If(is_class):
+                            m.d.sync += image.eq(image + 1)
                 with m.Else():
                     m.d.comb += [send.eq(1), add_crc.eq(1), out.eq(beat[:8])]
                     with m.If(utx.bytes.ready):
                         m.d.sync += [beat.eq(beat >> 8), beat_left.eq(beat_left - 1)]
-                        with m.If((beat_left == 1) & (beat_index == cfg.num_classes + 1)):
+                        with m.If((beat_left == 1) & (beat_index == 0) & (image == images)):
                             m.next = "CRC_LO"
             with m.State("CRC_LO"):
                 m.d.comb += [send.eq(1), out.eq(crc[:8])]
@@ -574,6 +695,7 @@ def bridge_config_from_report(report: dict, *, clocks_per_bit: int, clock_hz: in
             num_classes=int(report["num_classes"]), result_width=int(report["result_width"]),
             clocks_per_bit=clocks_per_bit, clock_hz=clock_hz, baud=baud,
             cycles_per_inference=int(report.get("cycles_per_inference", 0)), timeout_cycles=timeout_cycles,
+            initiation_interval=int(report.get("initiation_interval", 0) or 0),
         )
     except KeyError as exc:
         raise ValueError(f"accelerator report.json lacks key {exc.args[0]!r} (docs/HARDWARE_INTERFACE.md lists the keys)") from None
@@ -590,4 +712,4 @@ def bridge_verilog(config: BridgeConfig, name: str = "bitspike_board", accel_dom
     return verilog.convert(BridgedAccelerator(config, accel_domain=accel_domain), name=name, emit_src=False)
 
 
-__all__ = ["BridgeConfig", "Bridge", "BridgedAccelerator", "bridge_config_from_report", "bridge_verilog", "crc16_next"]
+__all__ = ["BANKS", "BridgeConfig", "default_images_per_frame", "Bridge", "BridgedAccelerator", "bridge_config_from_report", "bridge_verilog", "crc16_next"]

@@ -65,6 +65,7 @@ def test_hello_reports_the_network(board):
     info = board.hello()
     assert info.digest == DIGEST
     assert (info.input_size, info.input_bits, info.num_classes, info.logit_bytes) == (INPUT_SIZE, 8, CLASSES, 3)
+    assert (info.images_per_frame, info.window) == (8, 2)
     assert info.version == P.VERSION
 
 
@@ -226,7 +227,7 @@ def test_stale_reply_is_not_taken_for_the_current_one(board):
 @pytest.mark.parametrize(
     "frame, code",
     [
-        (P.encode_frame(P.FrameType.INFER, 0x33, bytes(INPUT_SIZE), version=2), P.ErrorCode.BAD_VERSION),
+        (P.encode_frame(P.FrameType.INFER, 0x33, bytes(INPUT_SIZE), version=1), P.ErrorCode.BAD_VERSION),
         (P.encode_frame(0x09, 0x33, b""), P.ErrorCode.BAD_TYPE),
         (P.encode_frame(P.FrameType.INFER, 0x33, bytes(INPUT_SIZE + 1)), P.ErrorCode.BAD_LENGTH),
         (P.encode_frame(P.FrameType.HELLO, 0x33, b"x"), P.ErrorCode.BAD_LENGTH),

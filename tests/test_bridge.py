@@ -3,8 +3,9 @@
 A bit-level serial driver and monitor talk to the bridge's rx/tx pins; a
 plain Python model of an accelerator sits on its streams (with stalls on
 both). The reference for every reply is :func:`bitspike.protocol.encode_frame`.
-The configuration exercises 2-byte pixels (10 bits) and 12-bit logits that
-must be sign-extended to 2 bytes. Whole-design tests through Verilator and
+The configuration exercises 10-bit pixels bit-packed across byte
+boundaries (3 pixels in 4 bytes), two images per frame, and 12-bit logits
+that must be sign-extended to 2 bytes. Whole-design tests through Verilator and
 the pty are in test_board.py.
 """
 
@@ -21,7 +22,8 @@ from bitspike.rtl_templates.bridge import Bridge, BridgeConfig, crc16_next
 
 CPB = 4
 CFG = BridgeConfig(digest="5a" * 32, input_size=3, input_bits=10, num_classes=3, result_width=12,
-                   clocks_per_bit=CPB, clock_hz=1_000_000, baud=250_000, cycles_per_inference=42, timeout_cycles=200)
+                   clocks_per_bit=CPB, clock_hz=1_000_000, baud=250_000, cycles_per_inference=42, timeout_cycles=200,
+                   images_per_frame=2)
 
 
 def model_logits(px):
@@ -30,18 +32,21 @@ def model_logits(px):
     return logits, logits.index(max(logits))
 
 
-def expected_result(seq, px):
-    logits, cls = model_logits(px)
-    payload = b"".join(v.to_bytes(2, "little", signed=True) for v in logits) + cls.to_bytes(2, "little")
+def expected_result(seq, *images):
+    payload = b""
+    for px in images:
+        logits, cls = model_logits(px)
+        payload += b"".join(v.to_bytes(2, "little", signed=True) for v in logits) + cls.to_bytes(2, "little")
     return P.encode_frame(P.FrameType.RESULT, seq, payload)
 
 
 def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000, accel_domain="sync", acc_period=None, ready_p=0.6,
-               seed=0):
+               seed=0, stall_until=0):
     """Send ``requests`` (bytes, with ``None`` meaning "pause idle_cycles"), return (reply bytes, pixels seen, cycles).
 
     ``cycles`` holds the accelerator-clock cycle of every pixel taken. With ``accel_domain`` other
     than ``sync`` the stand-in accelerator runs on its own clock of period ``acc_period`` (µs).
+    The accelerator takes no pixel before its cycle ``stall_until`` (a busy accelerator).
     """
     dut = Bridge(CFG, accel_domain=accel_domain)
     rng = random.Random(seed)
@@ -93,7 +98,7 @@ def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000, accel_domain="sync
         pending = []
         cycle = 0
         while True:
-            ready = rng.random() < ready_p  # stalls on the pixel stream
+            ready = rng.random() < ready_p and cycle >= stall_until  # stalls on the pixel stream
             ctx.set(dut.pixels.ready, ready)
             # a beat moves on the clock edge where valid and ready are both high
             take = ready and ctx.get(dut.pixels.valid)
@@ -134,8 +139,8 @@ def run_bridge(requests, *, idle_cycles=0, max_cycles=60_000, accel_domain="sync
     return bytes(replies), pixels_seen, pixel_cycles
 
 
-def infer_frame(seq, px):
-    return P.encode_frame(P.FrameType.INFER, seq, P.pack_pixels(px, CFG.input_bits))
+def infer_frame(seq, *images):
+    return P.encode_frame(P.FrameType.INFER, seq, b"".join(P.pack_image(px, CFG.input_bits) for px in images))
 
 
 def test_crc_logic_matches_protocol():
@@ -172,7 +177,8 @@ def test_bad_frames_never_reach_the_accelerator_and_the_bridge_resyncs():
         b"\x00\x13" + bytes([P.SOF]),  # garbage ending in a false start byte
         bytes(bad_crc),
         P.encode_frame(0x44, 9, b""),  # unknown type
-        P.encode_frame(P.FrameType.INFER, 10, b"\x00\x00"),  # wrong length
+        P.encode_frame(P.FrameType.INFER, 10, b"\x00\x00"),  # wrong length: not whole images
+        P.encode_frame(P.FrameType.INFER, 14, bytes(3 * CFG.image_bytes)),  # more images than a frame holds
         infer_frame(11, px2),
     ]
     replies, seen, _ = run_bridge(requests)
@@ -181,6 +187,7 @@ def test_bad_frames_never_reach_the_accelerator_and_the_bridge_resyncs():
     assert (7, P.ErrorCode.BAD_CRC) in errors
     assert (9, P.ErrorCode.BAD_TYPE) in errors
     assert (10, P.ErrorCode.BAD_LENGTH) in errors
+    assert (14, P.ErrorCode.BAD_LENGTH) in errors
     assert items[-1].encode() == expected_result(11, px2)
     assert seen == px2  # only the good frame's pixels were fed
 
@@ -202,6 +209,38 @@ def test_pixels_reach_the_accelerator_one_per_clock():
     assert seen == px
     assert [c - cycles[0] for c in cycles] == list(range(CFG.input_size))
     assert replies == expected_result(3, px)
+
+
+def test_a_frame_of_several_images_gets_one_result_frame():
+    images = [[1, 1023, 512], [300, 0, 77]]
+    replies, seen, _ = run_bridge([infer_frame(5, *images), infer_frame(6, images[1])])
+    assert replies == expected_result(5, *images) + expected_result(6, images[1])
+    assert seen == images[0] + images[1] + images[1]
+
+
+def test_frames_sent_ahead_are_buffered_and_a_third_is_refused_as_busy():
+    # the accelerator is busy for a while: the first frame waits in bank 0, the second in bank 1, and a
+    # third finds no free bank (ERROR BUSY); the first two are answered, in order, once it runs
+    images = [[i, 2 * i, 1023 - i] for i in range(1, 4)]
+    requests = [infer_frame(30 + i, px) for i, px in enumerate(images)]
+    replies, seen, _ = run_bridge(requests, stall_until=4_000, ready_p=1.0)
+    items = [i for i in P.FrameDecoder().feed(replies) if isinstance(i, P.Frame)]
+    assert [(f.type, f.seq) for f in items] == [(P.FrameType.ERROR, 32), (P.FrameType.RESULT, 30),
+                                                (P.FrameType.RESULT, 31)]
+    assert items[0].payload == bytes([P.ErrorCode.BUSY])
+    assert replies.endswith(expected_result(30, images[0]) + expected_result(31, images[1]))
+    assert seen == images[0] + images[1]
+
+
+def test_next_frame_arrives_while_the_accelerator_computes():
+    # back-to-back frames against an accelerator that is slow to take pixels: no frame is refused,
+    # every answer is exact and in order (the receiver never stops listening while a bank is fed)
+    rng = random.Random(9)
+    images = [[rng.randrange(1024) for _ in range(CFG.input_size)] for _ in range(6)]
+    requests = [infer_frame(40 + i, images[2 * i], images[2 * i + 1]) for i in range(3)]
+    replies, seen, _ = run_bridge(requests, ready_p=0.05, seed=4)
+    assert replies == b"".join(expected_result(40 + i, images[2 * i], images[2 * i + 1]) for i in range(3))
+    assert seen == [p for px in images for p in px]
 
 
 # two unrelated clocks: the accelerator's period is not a rational multiple with a small denominator
@@ -227,6 +266,8 @@ def test_clock_domain_crossing_is_bit_exact_and_loses_nothing(acc_period, ready_
     ({"result_width": 1, "num_classes": 3}, "class index"),
     ({"clocks_per_bit": 2}, "clocks_per_bit"),
     ({"timeout_cycles": 10}, "timeout"),
+    ({"images_per_frame": 256}, "images_per_frame"),
+    ({"input_bits": 17}, "input_bits"),
 ])
 def test_bad_configuration_is_named(change, match):
     args = dict(digest="00" * 32, input_size=4, input_bits=8, num_classes=3, result_width=8, clocks_per_bit=8)
