@@ -15,7 +15,10 @@ on the iCEBreaker's FT2232H at 4 clocks per bit of its 12 MHz oscillator,
 1 Mbaud on the ULX3S's FT231X) and runs the accelerator from the PLL at the
 highest frequency not above the Fmax of a first place and route at the
 oscillator (``--clock auto``). Link-bound images/s is what the wire carries
-(8N1: ten bit times per byte of an INFER frame and its RESULT frame);
+under protocol v2 (docs/PROTOCOL.md): full frames of bit-packed images, the
+host keeping the board's window of frames in flight, so the busier
+direction of the full-duplex line sets the rate: baud / 10 / max(bytes per
+image to the board, bytes per image back), 8N1 being ten bit times a byte;
 compute-bound images/s is the PLL clock over the measured interval; their
 ratio says how far the link still is the bottleneck. The "before" link is
 115,200 baud with the accelerator on the oscillator.
@@ -132,7 +135,11 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
                   "link_domain_fmax_mhz": report.get("link_fmax_mhz"), "timing_met": report["timing_met"]},
         "link": {"baud": report["baud"], "clocks_per_bit": report["clocks_per_bit"],
                  "usb_serial": (report.get("usb_serial") or {}).get("chip"),
+                 "protocol_version": report["link"].get("protocol_version", 1),
+                 "images_per_frame": report["link"].get("images_per_frame", 1),
+                 "window": report["link"].get("window", 1),
                  "bytes_per_image": report["link"]["bytes_per_image"],
+                 "v1_bytes_per_image": _v1_bytes_per_image(report["accelerator"]),
                  "link_bound_images_per_second": round(link_ips, 1),
                  "compute_bound_images_per_second": round(compute_ips) if compute_ips else None,
                  "compute_to_link": round(compute_ips / link_ips, 2) if compute_ips else None},
@@ -140,6 +147,15 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
         "toolchain": report.get("toolchain"),
         "before": BEFORE.get((design, board)),
     }
+
+
+def _v1_bytes_per_image(acc: dict) -> int:
+    """Bytes per image under protocol v1 (INFER of one image, a byte per pixel up to 8 bits, then its RESULT)."""
+    from bitspike import protocol as P
+
+    pixel = 1 if int(acc["input_bits"]) <= 8 else 2
+    result = int(acc["num_classes"]) * P.logit_bytes(int(acc["result_width"])) + P.CLASS_BYTES
+    return int(acc["input_size"]) * pixel + result + 2 * P.OVERHEAD
 
 
 def _digest(manifest: Path) -> str:
@@ -182,7 +198,8 @@ def markdown(doc: dict) -> str:
         lk, ck = r.get("link"), r.get("clock")
         if lk and ck:
             bb = BEFORE_LINK.get(r["board"], {})
-            before_link = 115200 / 10 / lk["bytes_per_image"] if bb else None
+            v1_bytes = lk.get("v1_bytes_per_image") or lk["bytes_per_image"]  # rows measured under v1 have the sum
+            before_link = 115200 / 10 / v1_bytes if bb else None
             before_compute = bb["clock_mhz"] * 1e6 / b["interval"] if bb and b.get("interval") else None
             lines.append(f"| accelerator clock (MHz) | {_cell(bb.get('clock_mhz'))} | {ck['accelerator_mhz']:g}"
                          f"{' (PLL)' if ck.get('pll') else ''} |")
@@ -202,9 +219,20 @@ def markdown(doc: dict) -> str:
                               for p in ck["passes"])
             lines += ["", f"Clock passes (accelerator clock → its post-route Fmax): {steps}; timing "
                           f"{'met' if ck['timing_met'] else 'NOT met'} in both domains."]
-        if lk:
-            lines += ["", f"Link: {lk['usb_serial'] or 'USB-serial converter'} at {lk['baud']:,} baud, "
-                          f"{lk['bytes_per_image']} bytes per image (INFER + RESULT frames)."]
+        if lk and isinstance(lk["bytes_per_image"], dict):
+            bpi = lk["bytes_per_image"]
+            v1_ips = lk["baud"] / 10 / lk["v1_bytes_per_image"]
+            lines += ["", f"Link: {lk['usb_serial'] or 'USB-serial converter'} at {lk['baud']:,} baud, protocol "
+                          f"v{lk['protocol_version']}: {lk['images_per_frame']} bit-packed images per INFER frame, "
+                          f"{lk['window']} frames in flight; {bpi['to_board']:g} bytes per image to the board, "
+                          f"{bpi['to_host']:g} back. Link-bound images/s = baud / 10 / max(to board, back) (8N1, "
+                          f"full duplex: the busier direction sets the rate). Protocol v1 (one image per frame, a "
+                          f"byte per pixel, stop-and-wait, {lk['v1_bytes_per_image']} bytes per image both ways "
+                          f"together) carries {v1_ips:,.0f} images/s at this rate: compute / link "
+                          f"{lk['compute_bound_images_per_second'] / v1_ips:.2f}×."]
+        elif lk:
+            lines += ["", f"Link: {lk['usb_serial'] or 'USB-serial converter'} at {lk['baud']:,} baud, protocol v1: "
+                          f"{lk['bytes_per_image']} bytes per image (INFER + RESULT frames, stop-and-wait)."]
         for cp in r["critical_path"]:
             lines += ["", f"Critical path ({cp.get('clock')}): `{cp['from']}` → `{cp['to']}`, {cp['steps']} steps, "
                           f"{cp['logic_ns']} ns logic + {cp['routing_ns']} ns routing."]

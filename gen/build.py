@@ -338,6 +338,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
         clock_hz=clock_hz, baud=baud, cycles_per_inference=int(report.get("cycles_per_inference", 0)),
         timeout_cycles=max(20 * cpb, int(clock_hz * BRIDGE_TIMEOUT_S)),
+        initiation_interval=int(report.get("initiation_interval", 0) or 0),
     )
     return report, gen_dir, config
 
@@ -787,9 +788,15 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
     met = fmax is not None and fmax >= clock_mhz and (link_fmax is None or link_fmax >= config.clock_hz / 1e6)
     cycles = int(gen_report.get("cycles_per_inference", 0))
     interval = int(gen_report.get("initiation_interval", cycles) or cycles)
-    in_bytes = config.input_size * config.pixel_bytes + P.OVERHEAD
-    out_bytes = config.num_classes * config.logit_bytes + P.CLASS_BYTES + P.OVERHEAD
-    link_s = 10 * (in_bytes + out_bytes) / config.baud  # 8N1: ten bit times per byte
+    # protocol v2: full frames of k images, the host keeping the board's window of frames in flight, so the
+    # full-duplex line's busier direction sets the rate (bitspike.protocol.link_images_per_second)
+    k = config.images_per_frame
+    in_bytes = (P.OVERHEAD + k * config.image_bytes) / k  # per image, towards the board
+    out_bytes = (P.OVERHEAD + k * config.result_bytes) / k  # per image, back
+    link_ips = config.link_images_per_second()
+    link_s = 1.0 / link_ips
+    # one image alone: its INFER frame in, its RESULT frame out (8N1: ten bit times per byte)
+    alone_s = 10 * (2 * P.OVERHEAD + config.image_bytes + config.result_bytes) / config.baud
     compute_ips = acc_hz / interval if interval else float("inf")
 
     def perf(hz):
@@ -821,12 +828,16 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
         "timing": {"fmax_mhz": round(fmax, 2) if fmax else None, "target_mhz": clock_mhz, "met": met},
         "performance": {"latency_us": round(1e6 * cycles / (fmax * 1e6), 3) if fmax and cycles else None,
                         "latency_us_at_clock": round(1e6 * cycles / acc_hz, 3) if cycles else None},
-        "link": {"bytes_per_image": in_bytes + out_bytes, "latency_s": link_s + (cycles / acc_hz if cycles else 0),
-                 "images_per_second": 1.0 / link_s,
+        "link": {"protocol_version": P.VERSION, "images_per_frame": k, "window": config.window,
+                 "image_bytes": config.image_bytes, "result_bytes": config.result_bytes,
+                 "bytes_per_image": {"to_board": round(in_bytes, 3), "to_host": round(out_bytes, 3)},
+                 "formula": "baud / 10 / max(to_board, to_host) bytes per image (8N1, full duplex, full frames)",
+                 "latency_s": alone_s + (cycles / acc_hz if cycles else 0),
+                 "images_per_second": link_ips,
                  # how many times faster the accelerator computes than the wire carries images
                  "compute_to_link": round(compute_ips * link_s, 2) if interval else None},
         "latency_s": cycles / acc_hz if cycles else None,
-        "images_per_second": min(compute_ips, 1.0 / link_s),
+        "images_per_second": min(compute_ips, link_ips),
         "accelerator": {k: gen_report.get(k) for k in ("input_size", "input_bits", "num_classes", "result_width",
                                                        "weight_memory_bits", "layers")},
         "toolchain": {name: tool.version for name, tool in sorted(tools.items())},
@@ -858,7 +869,10 @@ def report_markdown(r: dict) -> str:
     if f and f["latency_s"]:
         lines.append(f"- at Fmax: latency {f['latency_s'] * 1e6:.1f} µs, {f['images_per_second']:.0f} images/s (accelerator)")
     lk = r["link"]
-    lines.append(f"- over UART at {r['baud']} baud: {lk['bytes_per_image']} bytes per image, {lk['images_per_second']:.1f} images/s, "
+    bpi = lk["bytes_per_image"]
+    lines.append(f"- over UART at {r['baud']} baud (protocol v{lk['protocol_version']}, {lk['images_per_frame']} images per "
+                 f"frame, {lk['window']} frames in flight): {bpi['to_board']:g} bytes per image to the board, "
+                 f"{bpi['to_host']:g} back; {lk['images_per_second']:.1f} images/s (the busier direction), "
                  f"latency {lk['latency_s'] * 1e3:.2f} ms" + (f"; the accelerator computes {lk['compute_to_link']:g}× "
                                                               f"faster than that" if lk.get("compute_to_link") else ""))
     lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items()), ""]

@@ -171,13 +171,22 @@ def run(args) -> int:
         board.close()
     summary.update(model=str(args.model), dataset=args.dataset, split=args.split, port=args.board)
     if args.board == "sim":
-        summary["sim_link"] = {"board": args.link, "clocks_per_bit": board.bridge_config.clocks_per_bit,
-                               "baud": board.bridge_config.baud, "clock_periods": board.periods}
+        cfg = board.bridge_config
+        cycles = board.link_cycles()
+        summary["sim_link"] = {"board": args.link, "clocks_per_bit": cfg.clocks_per_bit, "baud": cfg.baud,
+                               "clock_periods": board.periods, "link_cycles": cycles}
+        if cfg.clock_hz and cycles:
+            # simulated time on the board's link clock: what the line carried, HELLO and the last answer included
+            summary["sim_link"]["images_per_second"] = round(n * cfg.clock_hz / cycles, 1)
+            summary["sim_link"]["link_bound_images_per_second"] = round(cfg.link_images_per_second(), 1)
     write_json(args.json, summary)
     print(
         f"{args.board}: {summary['samples']} images, agreement with the golden model {summary['agree']}/{summary['samples']}, "
         f"accuracy {100 * summary['accuracy']:.2f}% (golden {100 * summary['golden_accuracy']:.2f}%), "
         f"latency {summary['latency_s'] * 1e3:.2f} ms, {summary['images_per_second']:.1f} images/s"
+        + (f" (simulated board time: {summary['sim_link']['images_per_second']:,.0f} images/s on the link, "
+           f"{summary['sim_link']['link_bound_images_per_second']:,.0f} the line's bound)"
+           if summary.get("sim_link", {}).get("images_per_second") else "")
     )
     if summary["agree"] != summary["samples"]:
         first = summary["mismatches"][0] if summary["mismatches"] else {}

@@ -93,6 +93,8 @@ class _FrameRules:
             elif rule[0] == "truncate":
                 if pos < rule[1]:
                     out.append(b)
+            elif rule[0] == "pass":
+                out.append(b)
             # "drop": nothing
         return bytes(out)
 
@@ -132,6 +134,11 @@ class FaultInjector:
         """Deliver only the first ``keep`` bytes of the next frame."""
         with self._lock:
             self._rules[self._check(direction)].rules.append(("truncate", int(keep)))
+
+    def pass_next(self, direction: str, frames: int = 1) -> None:
+        """Let the next ``frames`` frames through untouched (so a later rule hits a frame mid-window)."""
+        with self._lock:
+            self._rules[self._check(direction)].rules.extend([("pass",)] * int(frames))
 
     def drop_next(self, direction: str) -> None:
         """Lose the next frame entirely."""
@@ -389,3 +396,15 @@ class SimBoard(SerialBoard):
             super().close()
         finally:
             self.line.close()
+
+    def link_cycles(self) -> int | None:
+        """Link-clock cycles the harness simulated, once :meth:`close` has ended it (else ``None``).
+
+        The harness only advances the clocks while something is on the line or in the design (or a
+        frame is half received), so with the host's frames queued ahead this is the simulated time
+        the whole session (HELLO included) took on the board's clock.
+        """
+        for line in self.line.harness_stderr.decode(errors="replace").splitlines():
+            if line.startswith("cycles "):
+                return int(line.split()[1])
+        return None

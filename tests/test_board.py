@@ -80,6 +80,47 @@ def test_answers_match_the_reference(board):
     assert standin_reference(px[:1], CLASSES).min() < 0
 
 
+def test_batched_and_overlapped_answers_match_the_reference(board):
+    # 37 images: four full frames of 8 and one of 5, two frames in flight at a time
+    px = images(37, seed=20)
+    sent = board.stats.frames_sent
+    results = board.infer_many(px)
+    assert len(results) == 37
+    for result, row in zip(results, px):
+        check_answer(result, row)
+        assert result.attempts == 1
+    assert board.stats.frames_sent - sent == 5
+
+
+def test_crc_error_mid_window_is_retried_and_the_rest_is_answered(board):
+    px = images(24, seed=21)
+    board.faults.pass_next("to_board")  # the first frame goes through; the second's pixel byte is damaged
+    board.faults.flip_next("to_board", offset=P.HEADER_SIZE + 3)
+    results = board.infer_many(px)
+    for result, row in zip(results, px):
+        check_answer(result, row)
+    assert [r.attempts for r in results] == [1] * 8 + [2] * 8 + [1] * 8
+    assert board.stats.board_errors.get("BAD_CRC", 0) >= 1
+
+
+def test_damaged_answer_mid_window_is_retried(board):
+    px = images(24, seed=22)
+    board.faults.pass_next("to_host")
+    board.faults.flip_next("to_host", offset=P.HEADER_SIZE + 5)  # the second RESULT: only its CRC can tell
+    results = board.infer_many(px)
+    for result, row in zip(results, px):
+        check_answer(result, row)
+    assert [r.attempts for r in results] == [1] * 8 + [2] * 8 + [1] * 8
+
+
+def test_crc_error_mid_window_without_retries_fails_clearly(board):
+    board.retries = 0
+    board.faults.pass_next("to_board")
+    board.faults.flip_next("to_board", offset=-1)
+    with pytest.raises(BoardError, match=r"images 8 … 15\).*bad CRC"):
+        board.infer_many(images(24, seed=23))
+
+
 def test_board_with_another_network_is_refused(board):
     other = hashlib.sha256(b"another network").hexdigest()
     with pytest.raises(BoardMismatch, match="another network"):
@@ -251,6 +292,47 @@ def test_driver_raises_clearly_for_bad_length_from_mismatched_host(board):
         board._exchange(P.FrameType.INFER, bytes(INPUT_SIZE - 1), P.FrameType.RESULT, CLASSES * 3 + 2)
 
 
+def test_a_version_1_board_is_named(tmp_path):
+    """A board built before protocol v2 answers our frames with ERROR BAD_VERSION in its own (v1) frames."""
+    import os
+    import pty
+    import threading
+    import tty
+
+    from bitspike.host.board import SerialBoard
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def v1_bridge():  # what the v1 bridge sends for any frame of another version: ERROR BAD_VERSION, its SEQ
+        decoder = P.FrameDecoder()
+        while not stop.is_set():
+            ready = select.select([master], [], [], 0.02)[0]
+            if not ready:
+                continue
+            for item in decoder.feed(os.read(master, 4096)):
+                if isinstance(item, P.Frame):
+                    os.write(master, P.encode_frame(P.FrameType.ERROR, item.seq, bytes([P.ErrorCode.BAD_VERSION]), version=1))
+
+    import select
+
+    thread = threading.Thread(target=v1_bridge, daemon=True)
+    thread.start()
+    try:
+        b = SerialBoard(os.ttyname(slave), baudrate=3_000_000, timeout=TIMEOUT, retries=2)
+        start = time.monotonic()
+        with pytest.raises(BoardMismatch, match="protocol version 1, this host speaks version 2"):
+            b.connect(DIGEST)
+        assert time.monotonic() - start < TIMEOUT  # at once, no retries
+        b.close()
+    finally:
+        stop.set()
+        thread.join(2)
+        os.close(master)
+        os.close(slave)
+
+
 def test_unopenable_port_is_a_board_error():
     from bitspike.host.board import SerialBoard
 
@@ -315,8 +397,11 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     baud = {"icebreaker": 3_000_000, "ulx3s_85f": 1_000_000, "tang_nano_9k": 1_000_000}[board_name]
     cpb = clocks_per_bit_for(spec.clock_hz, baud)
     assert cpb == {"icebreaker": 4, "ulx3s_85f": 25, "tang_nano_9k": 27}[board_name]
-    assert summary["sim_link"] == {"board": board_name, "clocks_per_bit": cpb, "baud": baud,
-                                   "clock_periods": list(DEFAULT_PERIODS)}
+    link = summary["sim_link"]
+    assert {k: link[k] for k in ("board", "clocks_per_bit", "baud", "clock_periods")} == {
+        "board": board_name, "clocks_per_bit": cpb, "baud": baud, "clock_periods": list(DEFAULT_PERIODS)}
+    assert link["link_cycles"] > 0 and link["images_per_second"] > 0  # simulated board time, measured
+    assert summary["board"]["protocol_version"] == 2 and summary["board"]["window"] == 2
     assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, baud)  # HELLO as the bitstream's
     gen = json.loads((tmp_path / "sim" / "gen" / "report.json").read_text())
     assert gen["max_luts"] == lut_budget(spec)

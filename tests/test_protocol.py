@@ -95,11 +95,18 @@ def test_impossible_length_does_not_make_the_decoder_wait():
     assert any(i.kind == "too_long" for i in items if isinstance(i, P.LineFault))
 
 
-def test_other_version_is_not_decoded():
-    other = P.encode_frame(P.FrameType.HELLO, 1, version=2)
+def test_unknown_version_is_not_decoded():
+    other = P.encode_frame(P.FrameType.HELLO, 1, version=3)
     items = list(P.FrameDecoder().feed(other))
     assert frames_only(items) == []
     assert any(i.kind == "bad_version" for i in items if isinstance(i, P.LineFault))
+
+
+def test_a_version_1_frame_is_decoded_with_its_version():
+    # so the host can say "the board speaks version 1" instead of timing out on what looks like noise
+    assert P.VERSION == 2 and 1 in P.FRAMING_VERSIONS
+    old = P.encode_frame(P.FrameType.ERROR, 7, bytes([P.ErrorCode.BAD_VERSION]), version=1)
+    assert frames_only(P.FrameDecoder().feed(old)) == [P.Frame(P.FrameType.ERROR, 7, b"\x04", version=1)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -128,24 +135,56 @@ def test_a_single_bit_error_is_never_decoded_as_a_frame(payload, position, bit):
 
 
 def test_hello_info_round_trip_and_checks():
-    info = P.HelloInfo(P.VERSION, "ab" * 32, 784, 8, 10, 3, 12_000_000, 115200, 1234)
+    info = P.HelloInfo(P.VERSION, "ab" * 32, 784, 8, 10, 3, 12_000_000, 115200, 1234, 1, 2, 1024)
     data = info.pack()
-    assert len(data) == P.HelloInfo.size()
+    assert len(data) == P.HelloInfo.size() == 61
     assert P.HelloInfo.unpack(data) == info
-    assert info.infer_payload_size == 784 and info.result_payload_size == 32
+    assert info.image_bytes == 784 and info.result_bytes == 32
+    assert info.infer_payload_size(3) == 3 * 784 and info.result_payload_size(3) == 96
     with pytest.raises(P.ProtocolError, match="expected"):
         P.HelloInfo.unpack(data[:-1])
     with pytest.raises(P.ProtocolError, match="32 bytes"):
         P.HelloInfo(P.VERSION, "ab" * 31, 1, 8, 2, 1, 0, 0, 0).pack()
+    with pytest.raises(P.ProtocolError, match="at least 1"):
+        P.HelloInfo.unpack(P.HelloInfo(P.VERSION, "ab" * 32, 4, 8, 2, 1, 0, 0, 0, 0, 2).pack())
 
 
-def test_payload_helpers():
-    assert P.pack_pixels([0, 255, 7], 8) == b"\x00\xff\x07"
-    assert P.pack_pixels([1023, 1], 10) == b"\xff\x03\x01\x00"
+def test_images_are_bit_packed_losslessly():
+    assert P.pack_image([0, 255, 7], 8) == b"\x00\xff\x07"
+    assert P.pack_image([1023, 1], 10) == b"\xff\x07\x00"  # 20 bits: pixel 1 starts at bit 10
+    assert P.pack_image([1, 2, 3], 4) == b"\x21\x03"  # two 4-bit pixels per byte, low nibble first
+    assert len(P.pack_image([16] * 64, 5)) == P.image_bytes(64, 5) == 40
     with pytest.raises(P.ProtocolError, match="does not fit in 8"):
-        P.pack_pixels([256], 8)
+        P.pack_image([256], 8)
+    with pytest.raises(P.ProtocolError, match="does not fit in 5"):
+        P.pack_image([32], 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(1, 16), data=st.data())
+def test_pack_and_unpack_are_inverse(bits, data):
+    pixels = data.draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=1, max_size=40))
+    packed = P.pack_image(pixels, bits)
+    assert len(packed) == P.image_bytes(len(pixels), bits)
+    assert P.unpack_image(packed, len(pixels), bits) == pixels
+
+
+def test_result_helpers():
     assert P.logit_bytes(1) == 1 and P.logit_bytes(16) == 2 and P.logit_bytes(17) == 3
     payload = (-5).to_bytes(3, "little", signed=True) + (7).to_bytes(3, "little", signed=True) + b"\x01\x00"
     assert P.unpack_result(payload, 2, 3) == ([-5, 7], 1)
     with pytest.raises(P.ProtocolError, match="expected 8"):
         P.unpack_result(payload[:-1], 2, 3)
+    second = (9).to_bytes(3, "little", signed=True) + (-1).to_bytes(3, "little", signed=True) + b"\x00\x00"
+    assert P.unpack_results(payload + second, 2, 2, 3) == [([-5, 7], 1), ([9, -1], 0)]
+    with pytest.raises(P.ProtocolError, match="2 × 8"):
+        P.unpack_results(payload, 2, 2, 3)
+
+
+def test_link_rate_is_set_by_the_busier_direction():
+    # digits on the iCEBreaker: 64 five-bit pixels (40 bytes), 10 one-byte logits and a class (12 bytes),
+    # 8 images per frame at 3 Mbaud: 41 bytes per image towards the board, 13 back
+    ips = P.link_images_per_second(3_000_000, 40, 12, 8)
+    assert ips == pytest.approx(300_000 / 41)
+    assert P.link_images_per_second(3_000_000, 12, 40, 8) == ips  # whichever direction is busier
+    assert P.link_images_per_second(115_200, 64, 12, 1) == pytest.approx(11_520 / 72)
