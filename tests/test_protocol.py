@@ -182,8 +182,8 @@ def test_result_helpers():
 
 
 def test_link_rate_is_set_by_the_busier_direction():
-    # digits on the iCEBreaker: 64 five-bit pixels (40 bytes), 10 one-byte logits and a class (12 bytes),
-    # 8 images per frame at 3 Mbaud: 41 bytes per image towards the board, 13 back
+    # 64 five-bit pixels (40 bytes), 10 one-byte logits and a class (12 bytes), 8 images per frame at
+    # 3 Mbaud: 41 bytes per image towards the board, 13 back
     ips = P.link_images_per_second(3_000_000, 40, 12, 8)
     assert ips == pytest.approx(300_000 / 41)
     assert P.link_images_per_second(3_000_000, 12, 40, 8) == ips  # whichever direction is busier
