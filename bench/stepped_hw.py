@@ -44,6 +44,7 @@ from bitspike.host.golden import GoldenModel
 from bitspike.io import atomic_write_text, write_json
 from bitspike.manifest import load
 from bitspike.ops.neuron import SteppedNode
+from bitspike.sim.activity import SteppedActivity
 from bitspike.sim.cosim import CoSim
 from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
@@ -105,7 +106,7 @@ def golden_rates(manifest, images) -> dict[str, float]:
     return {k: v[0] / v[1] for k, v in sums.items()}
 
 
-def measure(sim: CoSim, manifest, x: np.ndarray, stepped: list[str], pipelined: bool) -> dict:
+def measure(sim: CoSim, manifest, x: np.ndarray, pipelined: bool) -> dict:
     """Bit-exact count (logits and every tap), spike rates from the hardware's taps, cycles per image alone
     (sequential); with ``pipelined`` also the back-to-back stream under random stalls on both ends."""
     golden = GoldenModel(manifest).run(x)
@@ -119,15 +120,9 @@ def measure(sim: CoSim, manifest, x: np.ndarray, stepped: list[str], pipelined: 
         out["pipelined_exact_all_taps"] = int(compare_all(res, sequences, sim.design.taps, ref)[0])
     seq = sim.run(x, trace=True, sequential=True)
     exact_taps, first = compare_all(seq, sequences, sim.design.taps, ref)
-    ports = {(t.layer, t.kind): t.port for t in sim.design.taps}
-    layers = {}
-    for name in stepped:
-        spk_v, spk_c = seq.taps[ports[(name, "spk")]]
-        _, acc_c = seq.taps[ports[(name, "acc")]]
-        n_spk, n_acc = len(spk_v) // len(x), len(acc_c) // len(x)
-        windows = [int(acc_c[(i + 1) * n_acc - 1] - spk_c[i * n_spk]) + 1 for i in range(len(x))]
-        layers[name] = {"spike_rate": float((spk_v != 0).mean()), "events": int((spk_v != 0).sum()),
-                        "busy_cycles_mean": float(np.mean(windows)), "busy_cycles_max": int(np.max(windows))}
+    activity = SteppedActivity(sim.design)
+    activity.add(seq)
+    layers = activity.summary()
     out.update({"exact_logits": int((seq.logits == golden.logits.numpy()).all(axis=1).sum()),
                 "exact_all_taps": int(exact_taps), "first_divergence": None if first is None else first.describe(),
                 "latency_mean": float(seq.cycles.mean()), "latency_max": int(seq.cycles.max()), "layers": layers,
@@ -224,13 +219,12 @@ def main(argv: list[str] | None = None) -> None:
             cfg["pes_per_layer"] = {n.name: n.pes for n in plan.layers if isinstance(n, SteppedNode)}
             cfg["predicted"] = {"rate_1": plan.cycles_per_inference,
                                 "calibration_rates": design(m, None, False, calib, pes=pes).cycles_per_inference}
-            cfg["events"] = measure(CoSim(work / f"{pes}-events", cache_dir=cache), m, x, stepped, pipelined=True)
+            cfg["events"] = measure(CoSim(work / f"{pes}-events", cache_dir=cache), m, x, pipelined=True)
             print(label, "events", json.dumps(cfg["events"]), flush=True)
             cfg["dense"] = {}
             for name in stepped:  # this layer walks densely, the others as before: its own cost, same inputs
                 design(m, work / f"{pes}-dense-{name}", {name}, pes=pes)
-                cfg["dense"][name] = measure(CoSim(work / f"{pes}-dense-{name}", cache_dir=cache), m, x, stepped,
-                                             pipelined=False)
+                cfg["dense"][name] = measure(CoSim(work / f"{pes}-dense-{name}", cache_dir=cache), m, x, pipelined=False)
                 print(label, "dense", name, json.dumps(cfg["dense"][name]), flush=True)
             data["configs"][label] = cfg
         if args.build:

@@ -147,3 +147,20 @@ def test_a_dense_walk_gives_the_same_integers_in_more_cycles(tmp_path, hw_cache)
         _check_bit_exact(sim, m, x, seed=9)
         cycles[dense] = [int(sim.run(x[i:i + 1], processes=1).cycles[0]) for i in range(len(x))]
     assert all(e < d for e, d in zip(cycles[False], cycles[True]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_an_imported_snntorch_if_mlp_runs_bit_exact_in_hardware(cosim_of, reset):
+    """snnTorch IF MLP (integer weights) → NIR → import → gen → Verilator: every tap equals the golden model."""
+    from bitspike.host import snntorch_nets as S
+    from bitspike.host.data import images_for_manifest, load_dataset
+    from bitspike.host.nir_import import import_network
+    from bitspike.host.nir_io import read_nir
+
+    net = S.integer_if_mlp(reset, seed=0)
+    manifest, _ = import_network(read_nir(S.export(net, (1, 8, 8)), source="snntorch", reset=reset), timesteps=8,
+                                 input_scale=1.0)
+    assert any(getattr(l, "stepped", None) is not None for l in manifest.layers)
+    x = images_for_manifest(load_dataset("digits", "test").images[:12], manifest)
+    _check_bit_exact(cosim_of(manifest), manifest, x, seed=2)
