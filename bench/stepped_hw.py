@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -106,6 +104,17 @@ def golden_rates(manifest, images) -> dict[str, float]:
     return {k: v[0] / v[1] for k, v in sums.items()}
 
 
+def raised_threshold(manifest, name: str, images) -> tuple[object, float]:
+    """The manifest with layer ``name``'s threshold raised by the smallest of a few factors that makes it fire at
+    ≤ 20% of its inputs per step on ``images`` (golden model): a sparse layer of the same trained network."""
+    neuron = manifest.layer(name).stepped
+    for factor in (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0):
+        net = manifest.replace_layer(name, stepped=replace(neuron, threshold=int(neuron.threshold * factor)))
+        if golden_rates(net, images)[name] <= 0.2:
+            return net, factor
+    raise SystemExit(f"no threshold factor up to 6 makes layer {name!r} fire at ≤ 20%")
+
+
 def measure(sim: CoSim, manifest, x: np.ndarray, pipelined: bool) -> dict:
     """Bit-exact count (logits and every tap), spike rates from the hardware's taps, cycles per image alone
     (sequential); with ``pipelined`` also the back-to-back stream under random stalls on both ends."""
@@ -131,15 +140,16 @@ def measure(sim: CoSim, manifest, x: np.ndarray, pipelined: bool) -> dict:
 
 
 def build_icebreaker(bsm: Path, work: Path, timeout: int) -> dict:
-    out = work / "ice"
-    cmd = [sys.executable, "-m", "bitspike", "build", str(bsm), "--board", "icebreaker", "-o", str(out),
-           "--json", str(work / "ice.json"), "--timeout", str(timeout)]
+    """``bitspike build --board icebreaker`` (the command's own code, in this process) and its JSON summary."""
+    from bitspike.cli import EXIT_OK, main
+
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"ok": False, "error": (proc.stderr or proc.stdout).strip()[-800:]}
-    data = json.loads((work / "ice.json").read_text())
-    return {"ok": True, "seconds": round(time.perf_counter() - t0, 1), "summary": data}
+    code = main(["build", str(bsm), "--board", "icebreaker", "-o", str(work / "ice"), "--json", str(work / "ice.json"),
+                 "--timeout", str(timeout)])
+    if code != EXIT_OK:
+        return {"ok": False, "error": f"bitspike build exited with {code} (its output says why)"}
+    return {"ok": True, "seconds": round(time.perf_counter() - t0, 1),
+            "summary": json.loads((work / "ice.json").read_text())}
 
 
 def write_markdown(data: dict) -> None:
@@ -163,6 +173,9 @@ def write_markdown(data: dict) -> None:
         lines += [
             f"## {label} (PEs: {', '.join(f'{k} {v}' for k, v in cfg['pes_per_layer'].items())})",
             "",
+            "- spike rates on the training split (golden model): "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in cfg["calibration_rates"].items()),
+            "",
             f"- bit-exact: logits {ev['exact_logits']}/{n}, every tap of every layer {ev['exact_all_taps']}/{n} "
             f"(each image alone); streamed back to back under 10% stalls: {ev['pipelined_exact_logits']}/{n} and "
             f"{ev['pipelined_exact_all_taps']}/{n}; dense-walk designs: "
@@ -174,6 +187,8 @@ def write_markdown(data: dict) -> None:
             "|---|---|---|---|---|---|",
         ]
         for name, e in ev["layers"].items():
+            if name not in cfg["dense"]:
+                continue
             d = cfg["dense"][name]["layers"][name]
             geo = data["geometry"][name]
             lines.append(f"| {name} | {geo['in']} → {geo['out']} | {100 * e['spike_rate']:.1f}% | "
@@ -182,8 +197,18 @@ def write_markdown(data: dict) -> None:
         lines.append("")
     ice = data.get("icebreaker")
     if ice:
-        lines.append(f"iCEBreaker (`bitspike build --board icebreaker`): {ice['summary_line']}" if ice.get("ok")
-                     else f"iCEBreaker build failed: {ice['error']}")
+        if ice.get("ok"):
+            b = ice["summary"]
+            lut = (b.get("utilization") or {}).get("LUT") or {}
+            fmax = b.get("fmax_mhz")
+            same = "the same manifest" if b.get("manifest_digest") == data["manifest_digest"] else \
+                "ANOTHER manifest (digest differs)"
+            lines.append(f"iCEBreaker (`bitspike build --board icebreaker`, {same}): {lut.get('used')} / "
+                         f"{lut.get('available')} LUTs ({lut.get('percent')}%), Fmax "
+                         f"{'-' if fmax is None else f'{fmax:.1f}'} MHz after place and route (nextpnr), accelerator "
+                         f"clock {b.get('clock_mhz')} MHz{'' if b.get('timing_met') else ' (timing NOT met)'}.")
+        else:
+            lines.append(f"iCEBreaker build failed: {ice['error']}")
         lines.append("")
     lines.append(f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.")
     atomic_write_text(RESULTS / "stepped_hw.md", "\n".join(lines) + "\n")
@@ -195,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--build", action="store_true", help="also build the iCEBreaker bitstream")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds for the bitstream build")
+    ap.add_argument("--build-json", metavar="FILE", help="instead of --build, record a build already made of the "
+                                                         "same manifest with `bitspike build --board icebreaker "
+                                                         "--json FILE`")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bitspike-stepped-") as tmp:
         work = Path(tmp)
@@ -204,33 +232,45 @@ def main(argv: list[str] | None = None) -> None:
         else:
             bsm, data["training"] = train_and_import(work, args.seed)
         m = load(bsm)
+        data["manifest_digest"] = m.digest()
         test = load_dataset("digits", "test")
         x = images_for_manifest(test.images, m)
         stepped = [l.name for l in m.layers if getattr(l, "stepped", None) is not None and l.stepped.mode == "stepped"]
         data["geometry"] = {l.name: {"in": int(l.weight.shape[1]), "out": int(l.weight.shape[0])}
                             for l in m.layers if l.name in stepped}
-        calib = golden_rates(m, images_for_manifest(load_dataset("digits", "train").images, m))
-        data["calibration_rates"] = calib
+        train_x = images_for_manifest(load_dataset("digits", "train").images, m)
+        data["calibration_rates"] = golden_rates(m, train_x)
+        sparse, factor = raised_threshold(m, stepped[0], train_x)
+        data["raised_threshold"] = {"layer": stepped[0], "factor": factor,
+                                    "threshold": sparse.layer(stepped[0]).stepped.threshold}
         cache = work / "verilator"
         data["configs"] = {}
-        for label, pes in (("auto fold", None), ("one PE per stepped layer", 1)):
-            cfg: dict = {"pes": pes}
-            plan = design(m, work / f"{pes}-events", False, pes=pes)
+        configs = [("auto fold", m, None, stepped), ("one PE per stepped layer", m, 1, stepped),
+                   (f"{stepped[0]} with its threshold × {factor} (firing at ≤ 20%), one PE per stepped layer", sparse,
+                    1, stepped[:1])]
+        for i, (label, net, pes, densify) in enumerate(configs):
+            cfg: dict = {"pes": pes, "calibration_rates": golden_rates(net, train_x)}
+            plan = design(net, work / f"{i}-events", False, pes=pes)
             cfg["pes_per_layer"] = {n.name: n.pes for n in plan.layers if isinstance(n, SteppedNode)}
             cfg["predicted"] = {"rate_1": plan.cycles_per_inference,
-                                "calibration_rates": design(m, None, False, calib, pes=pes).cycles_per_inference}
-            cfg["events"] = measure(CoSim(work / f"{pes}-events", cache_dir=cache), m, x, pipelined=True)
+                                "calibration_rates": design(net, None, False, cfg["calibration_rates"],
+                                                            pes=pes).cycles_per_inference}
+            cfg["events"] = measure(CoSim(work / f"{i}-events", cache_dir=cache), net, x, pipelined=True)
             print(label, "events", json.dumps(cfg["events"]), flush=True)
             cfg["dense"] = {}
-            for name in stepped:  # this layer walks densely, the others as before: its own cost, same inputs
-                design(m, work / f"{pes}-dense-{name}", {name}, pes=pes)
-                cfg["dense"][name] = measure(CoSim(work / f"{pes}-dense-{name}", cache_dir=cache), m, x, pipelined=False)
+            for name in densify:  # this layer walks densely, the others as before: its own cost, same inputs
+                design(net, work / f"{i}-dense-{name}", {name}, pes=pes)
+                cfg["dense"][name] = measure(CoSim(work / f"{i}-dense-{name}", cache_dir=cache), net, x,
+                                             pipelined=False)
                 print(label, "dense", name, json.dumps(cfg["dense"][name]), flush=True)
             data["configs"][label] = cfg
-        if args.build:
-            ice = build_icebreaker(bsm, work, args.timeout)
-            if ice.get("ok"):
-                ice["summary_line"] = json.dumps(ice["summary"])[:600]
+        if args.build or args.build_json:
+            if args.build:
+                ice = build_icebreaker(bsm, work, args.timeout)
+            elif Path(args.build_json).exists():
+                ice = {"ok": True, "seconds": None, "summary": json.loads(Path(args.build_json).read_text())}
+            else:
+                ice = {"ok": False, "error": f"no build summary at {args.build_json}"}
             data["icebreaker"] = ice
             print("icebreaker", json.dumps(ice)[:2000], flush=True)
     data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}

@@ -164,7 +164,7 @@ class SteppedLinearEngine(wiring.Component):
         return (v * Const(n.leak_mul, unsigned(max(1, n.leak_mul.bit_length()))) + ((1 << n.leak_shift) >> 1)) \
             >> n.leak_shift
 
-    def _fire(self, m: Module, v):
+    def _fire(self, v):
         n = self.neuron
         theta = n.threshold
         if n.fire == "gt":
@@ -245,7 +245,7 @@ class SteppedLinearEngine(wiring.Component):
             m.d.comb += v_new.eq(self._leak(v_old) + x_cur - s_old * n.threshold)
         else:
             m.d.comb += v_new.eq(self._leak(Mux(s_old == 0, v_old, 0)) + x_cur)
-        m.d.comb += s_new.eq(self._fire(m, v_new))
+        m.d.comb += s_new.eq(self._fire(v_new))
         push = Signal()
         m.d.comb += push.eq(v1 & ((s_new != 0) | Const(int(self.dense))))
         m.d.comb += [mwr.addr.eq(i1), mwr.data.v.eq(v_new), mwr.data.s.eq(s_new), mwr.en.eq(v1),
