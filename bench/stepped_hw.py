@@ -162,7 +162,9 @@ def write_markdown(data: dict) -> None:
         "digits test images. Spike rates: the fraction of a layer's inputs that spike per step, counted on the "
         "hardware's spike taps. Busy cycles: per image run alone, the clocks from the layer's first neuron update "
         "to its last accumulator (mean over the images). \"dense\" is the same design with only that layer "
-        "queueing every input, spike or not (same inputs, so the difference is the layer's own walk). The planner "
+        "queueing every input, spike or not (same inputs, so the difference is the layer's own walk; a layer whose "
+        "window its producer sets, as the readout's is set by the per-step currents of n3, shows little of what its "
+        "walk saves). The planner "
         "predicts at rate 1 (every input spikes: the worst case `bitspike gen` reports) or at the rates the golden "
         "model measures on the training split.",
         "",
