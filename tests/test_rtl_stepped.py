@@ -1,8 +1,8 @@
 """The stepped engine (rtl_templates/stepped.py) co-simulated against the golden model, bit-exact.
 
-One small network covers the neuron's rules: a paper-neuron layer passes the pixels on as one current for all
-steps; then three stepped layers, LIF with subtract reset and the multi-bit ``round`` spike, IF with zero reset
-and ``gt``, and a LIF ``gt`` readout whose logits are Σ_t acc_t. Two of them are folded onto several PEs (one with
+One small network covers the neuron's rules: three stepped layers, LIF with subtract reset and the multi-bit
+``round`` spike (its current, the pixels, is one for all steps and replayed), IF with zero reset and ``gt``, and
+a LIF ``gt`` readout whose logits are Σ_t acc_t. Two of them are folded onto several PEs (one with
 a short last group). The design runs under random stalls on both streams and every debug tap (input currents,
 the spikes of every neuron at every step, the accumulators, the outputs) must equal the golden model's.
 """
@@ -30,15 +30,12 @@ def _requant(n: int, shift: int, hi: int) -> Requant:
 def _net(n2=SteppedNeuron(9, fire="round", spike_bits=2, leak_mul=13, leak_shift=4),
          n3=SteppedNeuron(4, reset="zero"), n4=SteppedNeuron(3, leak_mul=3, leak_shift=2)) -> Manifest:
     rng = np.random.default_rng(5)
-    w1, b1 = rng.integers(-7, 8, (16, 12)), rng.integers(-5, 6, 16)
-    w2, b2 = rng.integers(-7, 8, (14, 16)), rng.integers(-3, 4, 14)
+    w2, b2 = rng.integers(-7, 8, (14, 12)), rng.integers(-3, 4, 14)
     w3, b3 = rng.integers(-7, 8, (12, 14)), rng.integers(-2, 3, 12)
     w4, b4 = rng.integers(-7, 8, (10, 12)), rng.integers(-2, 3, 10)
     layers = [
-        LinearLayer(name="fc1", inputs=("input",), in_shape=(12,), out_shape=(16,), w_bits=4, s_bits=4, timesteps=1,
-                    k=0, weight=w1, bias=b1, requant=_requant(16, 3, 60)),
-        LinearLayer(name="fc2", inputs=("fc1",), in_shape=(16,), out_shape=(14,), w_bits=4, s_bits=n2.spike_bits, timesteps=T,
-                    weight=w2, bias=b2, requant=_requant(14, 1, 40), stepped=n2),
+        LinearLayer(name="fc2", inputs=("input",), in_shape=(12,), out_shape=(14,), w_bits=4, s_bits=n2.spike_bits,
+                    timesteps=T, weight=w2, bias=b2, requant=_requant(14, 1, 40), stepped=n2),
         LinearLayer(name="fc3", inputs=("fc2",), in_shape=(14,), out_shape=(12,), w_bits=4, s_bits=1, timesteps=T,
                     weight=w3, bias=b3, requant=_requant(12, 0, 30), stepped=n3),
         LinearLayer(name="out", inputs=("fc3",), in_shape=(12,), out_shape=(10,), w_bits=4, s_bits=1, timesteps=T,
@@ -77,7 +74,7 @@ def test_stepped_if_and_lif_layers_are_bit_exact_at_every_tap(cosim_of):
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
     layers = list(m.layers)
-    layers[2] = replace(layers[2], stepped=replace(layers[2].stepped, threshold=5))
+    layers[1] = replace(layers[1], stepped=replace(layers[1].stepped, threshold=5))
     wrong = Manifest.build(m.name, m.input, layers)
     ref = ManifestGoldenTaps(wrong, sim.design.taps)
     exact, first = compare_all(res, ref.sequences(x), sim.design.taps, ref)
@@ -102,14 +99,14 @@ def test_the_plan_predicts_cycles_from_the_spike_rate():
     sparse = replace(node, spike_rate=0.2)
     assert sparse.expected_events() == 3
     assert op.busy_cycles(sparse) < op.busy_cycles(node) == T * max(stepped_step_cycles(14, 14, 12, 1))
-    assert plan.layer("fc2").per_step_input is False  # fc1's current is one for all steps: replayed T times
+    assert plan.layer("fc2").per_step_input is False  # the pixels are one current for all steps: replayed T times
     assert not plan.layer("out").requantized and plan.cycles_per_inference > 0
 
 
 def test_what_has_no_stepped_engine_is_refused_by_name():
     from bitspike.gen.plan import make_plan
 
-    with pytest.raises(HardwareError, match="layer 1 'fc2': field s_bits"):
+    with pytest.raises(HardwareError, match="layer 0 'fc2': field s_bits"):
         make_plan(_net(n2=SteppedNeuron(9, fire="round", spike_bits=5)))
     rng = np.random.default_rng(0)
     n = SteppedNeuron(4)
