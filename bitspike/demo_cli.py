@@ -8,6 +8,13 @@ Stages: train (digits MLP 64-64-32-10 whose every layer allocates its bits,
 the first one too, target 2/2/1.5) → export → gen →
 sim (the whole 360-image test set through the RTL) → build (a bitstream for
 one board) → infer (a few images through the simulated board's serial line).
+
+``--source snntorch`` brings a network from elsewhere instead: train an
+snnTorch ``Leaky`` digits MLP (β = 0.9, T = 8) and write it with
+``snntorch.export_to_nir`` → ``bitspike import`` (``--source snntorch``,
+8-bit weights) → gen (event-driven stepped engines, debug taps) → sim
+(``--trace``: every layer bit-exact, the stepped layers' spike rates and
+cycles) → build.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's digits default; --quick: 4)")
     p.add_argument("--infer-samples", type=int, default=20, help="images sent through the simulated board (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source", choices=("bitspike", "snntorch"), default="bitspike",
+                   help="'bitspike' (default): train with bitspike; 'snntorch': train an snnTorch Leaky MLP, "
+                        "export it to NIR and import it (bitspike import --source snntorch)")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write the figures (default on)")
     add_common(p)
     p.set_defaults(func=run)
@@ -98,6 +108,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.source == "snntorch":
+        return _run_snntorch(args, out)
     run_dir = out / "train"
     model = out / "digits.bsm"
     rtl = out / "rtl"
@@ -231,6 +243,96 @@ def _summary(by: dict[str, dict[str, Any]], stages: list[Stage], out: Path, figu
     table += [(f"figure: {k}", v) for k, v in figures.items()]
     return {"table": table, "stages": {s.name: {"argv": s.argv, "seconds": s.seconds, "summary": s.summary} for s in stages},
             "figures": figures, "wall_s": wall}
+
+
+# ---- --source snntorch: a network trained elsewhere, through NIR
+
+#: the snnTorch network's timesteps and weight bits
+SNN_T = 8
+SNN_BITS = "8"
+
+
+def _train_snntorch(out: Path, epochs: int, seed: int) -> dict[str, Any]:
+    """Train the snnTorch digits MLP and write it with ``export_to_nir`` (the user's side of the hand-over)."""
+    import nir
+
+    from .host import snntorch_nets as S
+    from .host.data import load_dataset
+
+    train = load_dataset("digits", "train")
+    net = S.digits_mlp(seed=seed)
+    fit = S.train_snntorch(net, train.images, train.labels, timesteps=SNN_T, epochs=epochs, seed=seed)
+    nir.write(out / "digits.nir", S.export(net, (1, 8, 8)))
+    return {"epochs": fit.epochs, "seconds": fit.seconds, "loss": fit.loss, "nir": str(out / "digits.nir")}
+
+
+def _run_snntorch(args, out: Path) -> int:
+    from .errors import BitspikeError
+    from .io import write_json
+    from .manifest_cli import format_table
+
+    epochs = args.epochs if args.epochs is not None else (3 if args.quick else 15)
+    nir_path, model, rtl = out / "digits.nir", out / "digits.bsm", out / "rtl"
+    sim_samples = 64 if args.quick else 360
+    stages = [
+        Stage("import", ["import", str(nir_path), "-o", str(model), "--source", "snntorch", "--bits", SNN_BITS,
+                         "--timesteps", str(SNN_T), "--calib", "digits", "--json", str(out / "import.json")],
+              out / "import.json"),
+        Stage("gen", ["gen", str(model), "-o", str(rtl), "--debug-taps", "--json", str(out / "gen.json")],
+              out / "gen.json"),
+        Stage("sim", ["sim", str(model), "--rtl", str(rtl), "--dataset", "digits", "--samples", str(sim_samples),
+                      "--trace", "--json", str(out / "sim.json")], out / "sim.json"),
+    ]
+    if args.board != "none":
+        stages.append(Stage("build", ["build", str(model), "--board", args.board, "-o", str(out / "build"),
+                                      "--json", str(out / "build.json")], out / "build.json"))
+    total = len(stages) + 1
+    t0 = time.perf_counter()
+    print(f"\n[1/{total}] train snnTorch: Leaky digits MLP (β = 0.9, T = {SNN_T}, {epochs} epochs) → "
+          f"export_to_nir → {nir_path}", flush=True)
+    train = _train_snntorch(out, epochs, args.seed)
+    print(f"[1/{total}] train snnTorch done in {train['seconds']:.1f} s", flush=True)
+    try:
+        for i, stage in enumerate(stages, 2):
+            _run_stage(stage, i, total, args.quiet)
+    except DemoFailed as exc:
+        raise BitspikeError(str(exc)) from None
+    by = {s.name: s.summary for s in stages}
+    imp, sim, build = (by.get(k, {}) for k in ("import", "sim", "build"))
+    cmp_ = imp.get("comparison") or {}
+    cyc = sim.get("cycles_per_inference") or {}
+    table = [
+        ("snnTorch float accuracy", _pct(cmp_.get("float_accuracy"))),
+        (f"integer accuracy ({SNN_BITS}-bit weights, golden model)", _pct(cmp_.get("int_accuracy"))),
+        ("same class as snnTorch", f"{cmp_.get('classes_agree')}/{cmp_.get('samples')}"),
+        ("hardware accuracy (RTL, Verilator)", _pct(sim.get("hw_accuracy"))),
+        ("bit-exact (RTL vs golden: logits / every tap)",
+         f"{sim.get('bit_exact')}/{sim.get('samples')} / {sim.get('layer_exact')}/{sim.get('samples')}"),
+        ("cycles per inference (RTL min/median/max)",
+         f"{cyc.get('min')}/{cyc.get('median')}/{cyc.get('max')}" if isinstance(cyc, dict) else str(cyc)),
+    ]
+    for name, st in (sim.get("stepped_layers") or {}).items():
+        table.append((f"stepped layer {name}: spike rate, busy cycles",
+                      f"{100 * st['spike_rate']:.1f}%, {st['busy_cycles_mean']:.0f}"))
+    if build:
+        util = _get(build, "utilization", "LUT") or {}
+        fmax = build.get("fmax_mhz")
+        table += [(f"{build.get('device', build.get('board'))}: LUT",
+                   f"{util.get('used')} / {util.get('available')}" if util else "-"),
+                  ("Fmax (nextpnr)", f"{fmax:.1f} MHz" if fmax is not None else "-")]
+    wall = time.perf_counter() - t0
+    table += [("stage times", ", ".join([f"train {train['seconds']:.0f}s"] + [f"{s.name} {s.seconds:.0f}s"
+                                                                           for s in stages])),
+              ("total wall time", f"{wall:.0f} s"), ("artifacts", str(out))]
+    print("\n" + "=" * 72)
+    print("bitspike demo: snnTorch digits MLP → NIR → bitspike → RTL")
+    print("=" * 72)
+    print(format_table(["", "value"], [[k, v] for k, v in table], align="ll"))
+    write_json(args.json or out / "demo.json", {"table": table, "train": train, "wall_s": wall,
+                           "stages": {s.name: {"argv": s.argv, "seconds": s.seconds, "summary": s.summary}
+                                      for s in stages}})
+    ok = sim.get("bit_exact") == sim.get("samples") and sim.get("layer_exact") == sim.get("samples")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

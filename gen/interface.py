@@ -52,6 +52,9 @@ def golden_tap_sequence(manifest: Manifest, golden_trace: Mapping[str, Any], sam
     n = sample_index
     in_order = stream_order(manifest, man_layer.inputs[0])
     out_order = stream_order(manifest, layer)
+    stepped = getattr(man_layer, "stepped", None)
+    if stepped is not None and stepped.mode == "stepped":
+        return _stepped_sequence(lt, n, kind, in_order, out_order, man_layer)
     if kind == "x":
         return stream_values(lt.x[n], in_order)
     if kind == "out":
@@ -64,4 +67,25 @@ def golden_tap_sequence(manifest: Manifest, golden_trace: Mapping[str, Any], sam
         per_t = [stream_values(s[t], in_order) for t in range(T)]
         bits = man_layer.s_bits
         return [sum(per_t[t][i] << (t * bits) for t in range(T)) for i in range(len(per_t[0]))]
+    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc or out)")
+
+
+def _stepped_sequence(lt, n: int, kind: str, in_order: np.ndarray, out_order: np.ndarray, layer) -> list[int]:
+    """A stepped layer's taps (:mod:`bitspike.rtl_templates.stepped`): values that change per step come
+    step-major (all elements of step 0, then step 1, …), one spike per beat; a constant input or the
+    last layer's summed logits come once."""
+    T = layer.timesteps
+
+    def values(tensor, order, per_step: bool) -> list[int]:
+        if not per_step:
+            return stream_values(tensor[n], order)
+        return [v for t in range(T) for v in stream_values(tensor[t, n], order)]
+
+    if kind == "x":  # [T, N, ...] when the input changes per step, else [N, ...]
+        return values(lt.x, in_order, lt.x.dim() == len(layer.in_shape) + 2)
+    if kind == "spk":
+        return values(lt.s, in_order, True)
+    if kind in ("acc", "out"):
+        tensor = lt.acc if kind == "acc" else lt.out
+        return values(tensor, out_order, tensor.dim() == len(layer.out_shape) + 2)
     raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc or out)")

@@ -71,11 +71,12 @@ class BitspikeTop(wiring.Component):
                     layer = m.layers[lp.index]
                     shape_of_kind = layer.in_shape if kind in ("x", "spk") else layer.out_shape
                     # count: values the tap shows per inference (one per element; spikes come packed,
-                    # T per beat), so a traced run can clock on until every tap has shown them all
+                    # T per beat; an engine whose taps show per-step values says how many in its
+                    # tap_counts), so a traced run can clock on until every tap has shown them all
                     self.taps.append({"layer": lp.name, "index": lp.index, "kind": kind, "port": port,
                                       "width": shape.width, "signed": shape.signed,
                                       "order": "flat" if len(shape_of_kind) == 1 else "hwc",
-                                      "count": int(np.prod(shape_of_kind))})
+                                      "count": int(getattr(eng, "tap_counts", {}).get(kind, np.prod(shape_of_kind)))})
         super().__init__(members)
 
     def elaborate(self, platform):

@@ -221,7 +221,11 @@ class ManifestGoldenTaps:
             order, shape = stream_order(self.manifest, layer.name), tuple(layer.out_shape)
         timestep = None
         element = position
-        if tap.kind == "spk":
+        stepped = getattr(layer, "stepped", None)
+        if stepped is not None and stepped.mode == "stepped" and count > len(order):
+            # a stepped engine's per-step values come step-major (rtl_templates/stepped.py)
+            timestep, element = divmod(position, len(order))
+        elif tap.kind == "spk":
             steps = int(getattr(layer, "timesteps", 1))
             if count == len(order):
                 # one beat per element, its T spikes packed (t = 0 in the lowest s_bits bits)

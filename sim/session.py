@@ -69,6 +69,10 @@ class SimSummary:
         if p.get("layer_exact") is not None:
             lines.append(f"  every layer        {p['layer_exact']}/{p['samples']} samples at every debug tap "
                          f"({p['tap_values']} values compared)")
+        if p.get("stepped_layers"):
+            from .activity import SteppedActivity
+
+            lines += SteppedActivity.text(p["stepped_layers"])
         if p.get("hw_accuracy") is None:
             lines.append("  accuracy           no labels: bit-exact comparison only")
         else:
@@ -290,11 +294,15 @@ def simulate(model, *, rtl=None, dataset=None, split="test", data_path=None, sam
             raise HardwareError(f"--trace needs debug taps, and {rtl_dir} has none: regenerate it with "
                                 "'bitspike gen --debug-taps' or leave out --rtl")
         say("comparing every layer through the debug taps …")
+        from .activity import SteppedActivity
+
+        activity = SteppedActivity(cosim.design)
         values = 0
         chunk = 256
         for lo in range(0, n, chunk):
             part = images[lo:lo + chunk]
             traced = cosim.run(part, trace=True, processes=processes, **opts)
+            activity.add(traced)
             seqs = ref.sequences(part)
             values += sum(len(v) for s in seqs for v in s.values())
             per_sample = split_samples(traced, seqs, taps)
@@ -319,6 +327,8 @@ def simulate(model, *, rtl=None, dataset=None, split="test", data_path=None, sam
                 mismatch_count += count
         payload["layer_exact"] = int(layer_ok.sum())
         payload["tap_values"] = values
+        if activity.layers:  # stepped engines: their cycles follow their spikes
+            payload["stepped_layers"] = activity.summary()
     bad = np.nonzero(~exact_mask)[0]
     if (len(bad) or first is not None) and ref is not None:
         local = int(bad[0]) if len(bad) else first.sample - first_index

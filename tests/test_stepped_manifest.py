@@ -155,12 +155,19 @@ def test_a_leak_product_that_could_leave_int64_is_refused():
     assert "layer 1 'fc2'" in message and "'leak'" in message and "62-bit" in message
 
 
-def test_the_generator_refuses_stepped_layers():
+def test_the_generator_refuses_what_it_has_no_stepped_engine_for():
+    """Stepped linear layers get an engine (tests/test_rtl_stepped.py); a squeezed neuron that is not the paper's
+    has none, and the refusal names the layer and the field."""
     from bitspike.gen.plan import make_plan
 
     m, _ = _net(4, *NEURONS[1], 4)
-    with pytest.raises(HardwareError, match="layer 1 'fc2': the generator has no engine yet for this layer's neuron"):
-        make_plan(m)
+    make_plan(m)  # stepped linear layers: planned
+    odd = SteppedNeuron(3, mode="squeezed", fire="round", spike_bits=2)
+    layers = list(m.layers)
+    layers[1] = replace(layers[1], stepped=odd, s_bits=2)
+    bad = Manifest.build("odd-squeezed", m.input, layers[:2] + [replace(layers[2], stepped=SteppedNeuron(5))])
+    with pytest.raises(HardwareError, match="layer 1 'fc2': field neuron.mode"):
+        make_plan(bad)
 
 
 def test_neuron_fields_are_checked_when_built_in_python():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import register_op
-from .neuron import SynapticLayer, SynapticNode, SynapticOp
+from .neuron import SteppedNode, SynapticLayer, SynapticNode, SynapticOp, stepped_linear_node
 
 __all__ = ["LinearLayer", "LinearNode", "LinearOp"]
 
@@ -61,22 +61,39 @@ class LinearOp(SynapticOp):
     def synapse(self, count, weight, layer):
         return count @ weight.t()
 
-    def node(self, index, layer, manifest):
+    @staticmethod
+    def _column_order(layer, manifest):
         from bitspike.ops.stream import stream_order
+
+        # inputs arrive in their producer's stream order (HWC after a flatten): permute the weight columns to match
+        order = tuple(int(v) for v in stream_order(manifest, layer.inputs[0]))
+        return None if order == tuple(range(len(order))) else order
+
+    def stepped_node(self, index, layer, r, manifest):
+        """A stepped neuron: the event-driven engine (:mod:`bitspike.rtl_templates.stepped`)."""
+        return stepped_linear_node(index, layer, manifest, self._column_order(layer, manifest))
+
+    def node(self, index, layer, manifest):
         from bitspike.gen.ir import safe_name
 
         out_f, in_f = layer.weight.shape
-        # inputs arrive in their producer's stream order (HWC after a flatten): permute the weight columns to match
-        order = tuple(int(v) for v in stream_order(manifest, layer.inputs[0]))
+        order = self._column_order(layer, manifest)
         return LinearNode(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
                           w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                           in_features=in_f, out_features=out_f, params=layer.params, macs=layer.macs,
-                          column_order=None if order == tuple(range(len(order))) else order)
+                          column_order=order)
 
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.linear import LinearEngine
 
         weight = layer.weight if node.column_order is None else layer.weight[:, list(node.column_order)]
+        if isinstance(node, SteppedNode):
+            from bitspike.rtl_templates.stepped import SteppedLinearEngine
+
+            return SteppedLinearEngine(weight=weight, bias=layer.bias, neuron=layer.neuron, timesteps=layer.timesteps,
+                                       w_bits=layer.w_bits, requant=layer.requant, ranges=plan.ranges[layer.name],
+                                       per_step_input=node.per_step_input, pes=node.pes, dense=node.dense,
+                                       debug_taps=debug, dsp_blocks=node.dsp_blocks)
         return LinearEngine(weight=weight, **self.engine_kwargs(plan, node, layer, debug))
 
 

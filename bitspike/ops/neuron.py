@@ -53,7 +53,7 @@ from .base import (
     weight_limit,
 )
 
-__all__ = ["Requant", "SynapticLayer", "SynapticNode", "SynapticOp", "SteppedNeuron", "NEURON_MODES", "FIRE_RULES",
+__all__ = ["Requant", "SynapticLayer", "SynapticNode", "SynapticOp", "SteppedNeuron", "SteppedNode", "NEURON_MODES", "FIRE_RULES",
            "RESET_RULES", "NEURON_FIELDS", "THRESHOLD_LIMIT", "LEAK_SHIFT_RANGE"]
 
 NEURON_MODES = ("squeezed", "stepped")
@@ -490,19 +490,20 @@ class SynapticOp(Op):
     # ---- plan
 
     def plan(self, index: int, layer: SynapticLayer, r: LayerRanges, manifest) -> SynapticNode:
-        if layer.stepped is not None:
-            from bitspike.errors import HardwareError
-
-            n = layer.stepped
-            raise HardwareError(
-                f"layer {index} '{layer.name}': the generator has no engine yet for this layer's neuron (mode "
-                f"'{n.mode}', fire '{n.fire}', reset '{n.reset}', leak {n.leak_mul}/2**{n.leak_shift}, threshold "
-                f"{n.threshold}); it builds only the paper's neuron (squeezed, round, subtract, no leak, threshold "
-                "2**k). The golden model runs the network (bitspike.host.golden.GoldenModel; `bitspike import --calib` "
-                "reports its accuracy)")
+        if layer.stepped is not None:  # a time-stepped neuron: the engine of the op's stepped_node (or a refusal)
+            return self.stepped_node(index, layer, r, manifest)
         return self.node(index, layer, manifest)
 
+    def stepped_node(self, index: int, layer: SynapticLayer, r: LayerRanges, manifest) -> SynapticNode:
+        """The plan node of a layer with a ``neuron`` object; an op without a stepped engine refuses it."""
+        from bitspike.errors import HardwareError
+
+        raise HardwareError(_stepped_refusal(index, layer, f"the generator has no stepped engine for op '{layer.op}' "
+                                                           "(stepped layers are built for op 'linear' only)"))
+
     def widths(self, node: PlanNode, layer: SynapticLayer, r: LayerRanges) -> dict[str, int]:
+        if isinstance(node, SteppedNode):
+            return stepped_widths(node, layer, r)
         from bitspike.rtl_templates.synapse import partial_sum_range
 
         psum = partial_sum_range(layer.weight.reshape(layer.weight.shape[0], -1), r.count.hi)
@@ -513,6 +514,8 @@ class SynapticOp(Op):
         return out
 
     def fold(self, node: SynapticNode, layer: SynapticLayer, r: LayerRanges, pes: int, lanes: int) -> SynapticNode:
+        if isinstance(node, SteppedNode):
+            return stepped_fold(node, layer, pes, lanes)
         from bitspike.errors import HardwareError
         from bitspike.rtl_templates.weight_mem import WeightLayout
 
@@ -526,9 +529,13 @@ class SynapticOp(Op):
 
     def fold_choices(self, node: SynapticNode) -> tuple[list[int], list[int]]:
         """Divisors of the outputs and of :meth:`tap_inputs`: weight memories without padding."""
+        if isinstance(node, SteppedNode):
+            return divisors(node.out_features), [1]
         return divisors(node.out_features), divisors(self.tap_inputs(node))
 
     def estimate_luts(self, node: SynapticNode) -> int:
+        if isinstance(node, SteppedNode):
+            return stepped_luts(node)
         w = node.widths
         cw, psum = w["count"], w["psum"]
         mult = cw if node.w_bits == 1 else (node.w_bits * cw if node.w_bits * cw < 30 else 0)
@@ -538,6 +545,8 @@ class SynapticOp(Op):
         return 60 + node.pes * per_pe + neuron + requant + node.lanes * cw
 
     def dsp_candidates(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode) -> list[tuple[int, str]]:
+        if isinstance(node, SteppedNode):
+            return stepped_dsp_candidates(node, layer, r)
         from bitspike.rtl_templates.synapse import dsp_candidates
 
         requant = layer.requant
@@ -605,6 +614,8 @@ class SynapticOp(Op):
         return finish
 
     def busy_cycles(self, node: SynapticNode) -> int:
+        if isinstance(node, SteppedNode):
+            return stepped_busy_cycles(node)
         reads, last_n = self._rounds(node)
         taps = node.kernel[0] * node.kernel[1]
         finish = self._drain_model(node)
@@ -620,6 +631,8 @@ class SynapticOp(Op):
         return max(busy, node.in_elements, node.out_elements)
 
     def arrival_times(self, node: SynapticNode, layer: SynapticLayer, plan, inputs: list[list[int]]) -> list[int]:
+        if isinstance(node, SteppedNode):
+            return stepped_arrival_times(node, inputs[0])
         from bitspike.rtl_templates.synapse import INPUT_LATENCY, drain_latency
 
         (arrivals,) = inputs
@@ -735,3 +748,192 @@ class SynapticOp(Op):
             lo = torch.ceil(z_f - err).to(torch.int64)
             hi = torch.floor(z_f + err).to(torch.int64)
             state.iv[layer.name] = (lo.clamp(rq.lo, rq.hi), hi.clamp(rq.lo, rq.hi))
+
+
+# ----------------------------------------------------------------------------------------------
+# Stepped layers in hardware (docs/SEMANTICS.md §5): the plan, widths and timing of the event-driven
+# engine (bitspike.rtl_templates.stepped). Kept apart from the squeezed engine's rules above: the
+# SynapticOp hooks hand a SteppedNode to these functions.
+
+
+@dataclass(frozen=True)
+class SteppedNode(SynapticNode):
+    """A stepped linear engine: per-input membranes, an event queue walked per output group, a drain.
+
+    ``spike_rate`` is the fraction of the inputs the planner expects to spike per step (1.0: every input,
+    the dense worst case, which the generator assumes unless told otherwise); ``dense`` makes the engine
+    queue every input (a dense walk, for measuring what the events save).
+    """
+
+    per_step_input: bool = False
+    requantized: bool = True  # False for the last layer: its logits are summed over the steps and drained once
+    dense: bool = False
+    spike_rate: float = 1.0
+    neuron_fields: tuple[tuple[str, Any], ...] = ()
+
+    def expected_events(self) -> int:
+        """Events per step at :attr:`spike_rate` (every input for a dense walk)."""
+        import math
+
+        return self.in_features if self.dense else min(self.in_features, math.ceil(self.spike_rate * self.in_features))
+
+    def to_json(self) -> dict[str, Any]:
+        from bitspike.rtl_templates.stepped import stepped_step_cycles
+
+        out = super().to_json()
+        ev = self.expected_events()
+        neuron_c, walk_c = stepped_step_cycles(ev, self.in_features, self.out_features, self.pes)
+        dense_n, dense_w = stepped_step_cycles(self.in_features, self.in_features, self.out_features, self.pes)
+        groups = -(-self.out_features // self.pes)
+        out["stepped"] = {
+            **dict(self.neuron_fields), "per_step_input": self.per_step_input, "walk": "dense" if self.dense else "events",
+            "spike_rate": self.spike_rate, "expected_events_per_step": ev,
+            # the walk's clocks per step: groups · max(events, 1) + gap; the neuron's: inputs + 1
+            "walk_cycles_per_step": walk_c, "neuron_cycles_per_step": neuron_c,
+            "dense_walk_cycles_per_step": dense_w, "cycles_per_event": groups,
+        }
+        return out
+
+
+def _stepped_refusal(index: int, layer: SynapticLayer, why: str) -> str:
+    n = layer.neuron
+    return (f"layer {index} '{layer.name}': {why}. Its neuron: mode '{n.mode}', fire '{n.fire}', reset '{n.reset}', "
+            f"leak {n.leak_mul}/2**{n.leak_shift}, threshold {n.threshold}, s_bits {layer.s_bits}. The golden model "
+            "runs it (bitspike.host.golden.GoldenModel)")
+
+
+def _layer_steps(manifest) -> dict[str, int | None]:
+    """Per layer (and ``"input"``): T for per-step values, ``None`` for one value over all steps."""
+    from .base import Ctx
+
+    steps: dict[str, int | None] = {"input": None}
+    for layer in manifest.layers:
+        steps[layer.name] = layer.steps_out([steps[i] for i in layer.inputs], Ctx(layer.name))
+    return steps
+
+
+def stepped_linear_node(index: int, layer: SynapticLayer, manifest, column_order) -> SteppedNode:
+    """The plan node of a stepped linear layer, or a :class:`HardwareError` naming what has no engine."""
+    from bitspike.errors import HardwareError
+    from bitspike.gen.ir import safe_name, stream_source
+    from bitspike.rtl_templates.stepped import ROUND_SPIKE_LIMIT
+
+    from .base import OPS
+
+    n = layer.neuron
+    if n.mode != "stepped":
+        raise HardwareError(_stepped_refusal(index, layer, "field neuron.mode: the generator builds a squeezed "
+                                                           "neuron only as the paper's (fire 'round', reset 'subtract', "
+                                                           "no leak, threshold 2**k); make it mode 'stepped'"))
+    if n.fire == "round" and n.max_spike > ROUND_SPIKE_LIMIT:
+        raise HardwareError(_stepped_refusal(index, layer, f"field s_bits: a stepped 'round' neuron is built for at "
+                                                           f"most {ROUND_SPIKE_LIMIT.bit_length()}-bit spikes"))
+    for other in manifest.layers:  # per-step outputs go only to stepped engines
+        if OPS[other.op].passthrough_stream or not any(stream_source(manifest, i) == layer.name for i in other.inputs):
+            continue
+        ok = other.op == "linear" and other.stepped is not None and other.stepped.mode == "stepped"
+        if not ok:
+            raise HardwareError(_stepped_refusal(index, layer, f"its per-step outputs feed layer '{other.name}' (op "
+                                                               f"'{other.op}'), and the generator streams per-step "
+                                                               "currents only into stepped linear layers"))
+    per_step = _layer_steps(manifest)[layer.inputs[0]] is not None
+    out_f, in_f = layer.weight.shape
+    fields = (("mode", n.mode), ("fire", n.fire), ("reset", n.reset), ("leak", [n.leak_mul, n.leak_shift]),
+              ("threshold", n.threshold))
+    return SteppedNode(index=index, name=layer.name, op=layer.op, engine=f"e{index}_{safe_name(layer.name)}",
+                       w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
+                       in_features=in_f, out_features=out_f, params=layer.params, macs=layer.macs,
+                       column_order=column_order, per_step_input=per_step, requantized=layer.requant is not None,
+                       neuron_fields=fields)
+
+
+def stepped_widths(node: SteppedNode, layer: SynapticLayer, r: LayerRanges) -> dict[str, int]:
+    from bitspike.rtl_templates.synapse import partial_sum_range
+
+    psum = partial_sum_range(layer.weight, r.s.hi if layer.requant is not None else r.count.hi)
+    out = {"x": r.x.width, "v": r.v.width, "s": r.s.width, "psum": psum.width, "acc": r.acc.width, "out": r.out.width}
+    if r.product is not None:
+        out["product"] = r.product.width
+    if r.leak is not None:
+        out["leak"] = r.leak.width
+    return out
+
+
+def stepped_fold(node: SteppedNode, layer: SynapticLayer, pes: int, lanes: int) -> SteppedNode:
+    from bitspike.errors import HardwareError
+    from bitspike.rtl_templates.weight_mem import WeightLayout
+
+    if not 1 <= pes <= node.out_features:
+        raise HardwareError(f"fold for '{node.name}': pes {pes} must be in 1 … {node.out_features} (its outputs)")
+    if lanes != 1:
+        raise HardwareError(f"fold for '{node.name}': a stepped layer walks one event per clock; lanes must be 1, "
+                            f"not {lanes}")
+    layout = WeightLayout(node.out_features, node.in_features, pes, 1, node.w_bits)
+    return replace(node, pes=pes, lanes=1, memory_bits=layout.memory_bits)
+
+
+def stepped_luts(node: SteppedNode) -> int:
+    w = node.widths
+    per_pe = 2 * w.get("psum", 8) + (node.w_bits if node.s_bits == 1 else node.w_bits * node.s_bits)
+    neuron = 3 * w.get("v", 8) + (2 * w.get("leak", 0)) + 2 * node.in_features.bit_length()
+    requant = 3 * w.get("acc", 8) + w.get("out", 8)
+    return 90 + node.pes * per_pe + neuron + requant
+
+
+def stepped_dsp_candidates(node: SteppedNode, layer: SynapticLayer, r: LayerRanges) -> list[tuple[int, str]]:
+    from bitspike.rtl_templates.synapse import dsp_candidates
+
+    requant = layer.requant
+    # the walk's products are weight × spike (B_s ≤ 4 bits): narrow, never DSP candidates
+    return dsp_candidates(w_bits=layer.w_bits, count_width=1, pes=node.pes, lanes=1,
+                          acc_range=r.acc if requant is not None else None,
+                          multipliers=requant.multiplier if requant is not None else None)
+
+
+def stepped_busy_cycles(node: SteppedNode) -> int:
+    """Clocks per inference in steady state at the expected spike rate: T steps of the slower of the
+    neuron and the walk (they overlap: the event queue has two banks)."""
+    from bitspike.rtl_templates.stepped import stepped_step_cycles
+
+    neuron_c, walk_c = stepped_step_cycles(node.expected_events(), node.in_features, node.out_features, node.pes)
+    return node.timesteps * max(neuron_c, walk_c)
+
+
+def stepped_arrival_times(node: SteppedNode, arrivals: list[int]) -> list[int]:
+    """Output beat clocks at the expected spike rate (a prediction: the real walk follows the spikes).
+
+    The neuron takes input (t, i) one clock after the later of its arrival and the previous input, one
+    clock more at a step's start and not before its event bank is free; the walk of step t starts when
+    the neuron has queued the step and the previous walk is done; a group's sums reach the drain
+    :data:`~bitspike.rtl_templates.stepped.WALK_LATENCY` clocks after its last slot, and leave one per
+    clock, :func:`~bitspike.rtl_templates.drain.drain_latency` later.
+    """
+    from bitspike.rtl_templates.drain import drain_latency
+    from bitspike.rtl_templates.stepped import STEP_GAP, WALK_LATENCY
+
+    T, C, O, P = node.timesteps, node.in_features, node.out_features, node.pes
+    G = -(-O // P)
+    per_group = max(node.expected_events(), 1)
+    out_delay = drain_latency(node.requantized)
+    drains_each_step = node.requantized
+    t_issue = -1
+    walk_free = -1
+    bank_free = [-1, -1]
+    out: list[int] = []
+    last_pop = -1
+    for t in range(T):
+        first = max(t_issue + 2, bank_free[t % 2])
+        for i in range(C):
+            a = arrivals[t * C + i] if node.per_step_input else (arrivals[i] if t == 0 else -1)
+            t_issue = max(first if i == 0 else t_issue + 1, a)
+        queued = t_issue + 2  # the update stage writes the step's last event, the bank is full
+        start = max(queued, walk_free)
+        ends = [start + (g + 1) * per_group - 1 for g in range(G)]
+        walk_free = ends[-1] + 1 + STEP_GAP
+        bank_free[t % 2] = ends[-1] + 1
+        if drains_each_step or t == T - 1:
+            for g, end in enumerate(ends):
+                for _p in range(min(P, O - g * P)):
+                    last_pop = max(end + WALK_LATENCY + 1, last_pop + 1)
+                    out.append(last_pop + out_delay)
+    return out
