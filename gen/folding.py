@@ -20,7 +20,7 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["estimate_luts", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
+__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "BRAM_SHAPES", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
@@ -45,26 +45,119 @@ def _with_fold(node: PlanNode, layer, plan: Plan, pes: int, lanes: int) -> PlanN
     return replace(node, cycles=op.busy_cycles(node))
 
 
+#: block-RAM shapes ``(depth, width)`` a memory can be cut into, per family (ECP5 DP16KD and Gowin BSRAM:
+#: 18 Kb, up to 36 bits wide as a one-read-port memory; iCE40 SB_RAM40_4K: 4 Kb, up to 16 bits)
+BRAM_SHAPES = {
+    "ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+    "gowin": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+    "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
+}
+#: families without LUT RAM: their other memories go to block RAM too, from :data:`NO_LUT_RAM_MIN_BITS` on
+NO_LUT_RAM = ("ice40",)
+#: smaller memories Yosys builds from logic there (``synth_ice40``: a 16 × 16 frame buffer takes a block,
+#: a 32 × 2 weight memory none)
+NO_LUT_RAM_MIN_BITS = 256
+
+
+def bram_blocks(depth: int, width: int, family: str) -> int:
+    """Block RAMs of ``family`` a ``depth × width`` memory takes: the fewest over the shapes it can be cut into.
+
+    Families without a table use the 18 Kb shapes.
+    """
+    shapes = BRAM_SHAPES.get(family, BRAM_SHAPES["ecp5"])
+    return min(-(-depth // d) * -(-width // w) for d, w in shapes)
+
+
+def estimate_brams(node: PlanNode, family: str) -> int:
+    """Block RAMs of one engine on ``family``: its block memories (:meth:`bitspike.ops.base.Op.memories`;
+    exact), and on a family without LUT RAM its other memories of :data:`NO_LUT_RAM_MIN_BITS` or more."""
+    return sum(bram_blocks(d, w, family) for d, w, block in OPS[node.op].memories(node)
+               if block or (family in NO_LUT_RAM and d * w >= NO_LUT_RAM_MIN_BITS))
+
+
+def estimate_resources(plan: Plan, family: str, layers: tuple[PlanNode, ...] | None = None,
+                       dsp_blocks: int | None = None) -> dict:
+    """The planner's resource estimate of the accelerator (``layers``: the plan's unless given).
+
+    Returns ``{"lut", "ff", "dsp", "bram"}`` totals and ``"layers"`` (name → the same per engine).
+    ``lut`` is in the LUT model's units (:func:`estimate_luts`) and includes the products that a
+    ``dsp_blocks`` limit moves into logic (:func:`bitspike.gen.dsp.logic_product_luts`); ``dsp``
+    and ``bram`` count what the generated engines instantiate.
+    """
+    from .dsp import allocate_dsps, logic_product_luts
+
+    layers = plan.layers if layers is None else layers
+    if dsp_blocks is None:
+        dsp_blocks = plan.options.dsp_blocks
+    if dsp_blocks is not None and any(getattr(n, "dsp_blocks", None) is None for n in layers if OPS[n.op].foldable):
+        layers = allocate_dsps(plan.manifest, plan.ranges, layers, dsp_blocks)
+    by_name = {l.name: l for l in plan.manifest.layers}
+    per = {}
+    for n in layers:
+        op = OPS[n.op]
+        per[n.name] = {"lut": op.estimate_luts(n), "ff": op.estimate_ffs(n) if n.engine else 0,
+                       "dsp": op.estimate_dsps(n, by_name[n.name], plan.ranges[n.name]) if n.engine else 0,
+                       "bram": estimate_brams(n, family) if n.engine else 0}
+    total = {k: sum(v[k] for v in per.values()) for k in ("lut", "ff", "dsp", "bram")}
+    total["lut"] += logic_product_luts(plan.manifest, plan.ranges, layers, dsp_blocks)
+    return dict(total, layers=per)
+
+
+def _fits(total: dict, device, max_luts: int | None) -> str | None:
+    """The first resource ``total`` exceeds (``lut``, ``ff``, ``bram``), or ``None``."""
+    limits = {"lut": device.lut if max_luts is None else max_luts, "ff": device.ff, "bram": device.bram}
+    return next((k for k, v in limits.items() if total[k] > v), None)
+
+
 @register_pass("folding")
 def folding_pass(plan: Plan) -> Plan:
-    """Set ``pes``, ``lanes``, memory bits and busy cycles of every node (the user's folds, or auto)."""
+    """Set ``pes``, ``lanes``, memory bits and busy cycles of every node (the user's folds, or auto).
+
+    ``fold="auto"`` widens the slowest foldable engine step by step, each step to the candidate
+    with the least cycles × LUTs, until the slowest is no slower than the streams allow (the input
+    pixels, and each engine's own input and output elements). Without a device it spends the LUT
+    budget (``max_luts``, :data:`DEFAULT_MAX_LUTS`). With one (``options.device``, a
+    :class:`~bitspike.gen.boards.DeviceBudget`) a step is taken only while the whole plan's LUTs
+    (with the products the part's DSP count moves into logic), flip-flops and block RAMs stay within
+    the device's budget, so the part is filled for the best interval. With ``options.target_interval``
+    the widening stops as soon as the slowest engine meets it: the fewest LUTs that reach it.
+
+    Raises
+    ------
+    HardwareError
+        A target interval that the streams' floor or the device budget does not allow.
+    """
+    from bitspike.errors import HardwareError
+
     manifest = plan.manifest
     folds = plan.options.folds
     by_name = {l.name: l for l in manifest.layers}
     out = [_with_fold(n, by_name[n.name], plan, *(folds or {}).get(n.name, (1, 1))) for n in plan.layers]
     if folds is not None:
         return replace(plan, layers=tuple(out))
+    device, target = plan.options.device, plan.options.target_interval
     budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
     floor = manifest.input.size  # no engine needs to be faster than the pixel stream
+    family = device.family if device is not None else "ecp5"
+    dsp_limit = device.dsp if device is not None else None
+
+    def floor_of(node: PlanNode) -> int:
+        return max(floor, node.in_elements, node.out_elements)
+
+    def fits(layers: list[PlanNode]) -> bool:
+        if device is None:
+            return sum(estimate_luts(n) for n in layers) <= budget
+        total = estimate_resources(plan, family, tuple(layers), dsp_limit)
+        return _fits(total, device, plan.options.max_luts) is None
+
     while True:
         foldable = [i for i, n in enumerate(out) if OPS[n.op].foldable]
         if not foldable:
             break
         slowest = max(foldable, key=lambda i: (out[i].cycles, -i))
         node = out[slowest]
-        if node.cycles <= max(floor, node.in_elements, node.out_elements):
+        if node.cycles <= floor_of(node) or (target is not None and node.cycles <= target):
             break
-        total = sum(estimate_luts(n) for n in out)
         layer = by_name[node.name]
         candidates = []
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)  # legal folds only: none is refused
@@ -73,13 +166,30 @@ def folding_pass(plan: Plan) -> Plan:
                 if (pes, lanes) == (node.pes, node.lanes):
                     continue
                 cand = _with_fold(node, layer, plan, pes, lanes)
-                cost = total - estimate_luts(node) + estimate_luts(cand)
-                if cand.cycles < node.cycles and cost <= budget:
+                if cand.cycles < node.cycles and fits(out[:slowest] + [cand] + out[slowest + 1:]):
                     candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes, cand))
         if not candidates:
             break
         out[slowest] = min(candidates, key=lambda c: c[:4])[4]
+    if target is not None:
+        worst = max((n for n in out if OPS[n.op].foldable), key=lambda n: n.cycles, default=None)
+        reached = max([n.cycles for n in out] + [floor])
+        if reached > target:
+            if worst is None or worst.cycles <= floor_of(worst):
+                why = (f"the streams set a floor of {reached} cycles (one element per clock: the input's "
+                       f"{floor} pixels and each engine's input and output elements)")
+            else:
+                limit = (f"{device.part}'s budget ({_budget_text(device)})" if device is not None
+                         else f"a LUT budget of {budget}")
+                why = (f"within {limit} the best fold reaches {reached} cycles (slowest engine '{worst.name}' "
+                       f"at {worst.pes}x{worst.lanes})")
+            raise HardwareError(f"--target-fps needs an interval of at most {target} cycles, but {why}; lower "
+                                f"--target-fps, raise --clock, or pick a larger device")
     return replace(plan, layers=tuple(out))
+
+
+def _budget_text(device) -> str:
+    return f"{device.lut} estimated LUTs, {device.ff} FFs, {device.dsp} DSPs, {device.bram} BRAMs"
 
 
 @register_pass("luts")
