@@ -140,14 +140,13 @@ def test_gen_cli_refuses_bad_device_options(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_build_stops_before_place_and_route_when_yosys_counts_overflow(tmp_path, capsys):
-    """A manual fold whose weight memory needs more block RAMs than the UP5K has: `bitspike build` exits 1
-    after synthesis, naming the resource and the excess, and nextpnr never runs."""
+    """A weight memory larger than the UP5K's block RAMs (256 × 128 8-bit weights: 64 blocks of 4 Kb, the part
+    has 30): `bitspike build` exits 1 after synthesis, naming the resource and the excess; nextpnr never runs."""
     model = tmp_path / "mlp.bsm"
-    m = _mlp()
+    m = _mlp((256, 128, 10))
     m.save(model)
-    a, b = (l.name for l in m.layers)
     out = tmp_path / "out"
-    code = main(["build", str(model), "--board", "icebreaker", "-o", str(out), "--fold", f"{a}=32x4,{b}=1x1",
+    code = main(["build", str(model), "--board", "icebreaker", "-o", str(out), "--fold", f"{m.layers[0].name}=1x1",
                  "--clock", "12", "--quiet"])
     assert code == 1
     err = capsys.readouterr().err

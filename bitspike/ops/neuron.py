@@ -539,7 +539,7 @@ class SynapticOp(Op):
 
     def estimate_ffs(self, node: SynapticNode) -> int:
         """Flip-flops of the engine's registers, counted from its structure (Yosys ``synth_ecp5`` of the digits
-        MLP's fc1 at 4×4: 1,501; this model: 1,496).
+        MLP's fc1 at 4×4: 1,501; this model: 1,491).
 
         Per clock's word: the memory output and its register (``2·pes·lanes·B_w``), the frame read and its
         register (``2·lanes·count``), the product stages (:data:`~bitspike.rtl_templates.pe.PRODUCT_STAGES`
