@@ -113,51 +113,52 @@ def _fits(total: dict, device, max_luts: int | None) -> str | None:
 def folding_pass(plan: Plan) -> Plan:
     """Set ``pes``, ``lanes``, memory bits and busy cycles of every node (the user's folds, or auto).
 
-    ``fold="auto"`` widens the slowest foldable engine step by step, each step to the candidate
-    with the least cycles × LUTs, until the slowest is no slower than the streams allow (the input
-    pixels, and each engine's own input and output elements). Without a device it spends the LUT
-    budget (``max_luts``, :data:`DEFAULT_MAX_LUTS`). With one (``options.device``, a
-    :class:`~bitspike.gen.boards.DeviceBudget`) a step is taken only while the whole plan's LUTs
-    (with the products the part's DSP count moves into logic), flip-flops and block RAMs stay within
-    the device's budget, so the part is filled for the best interval. With ``options.target_interval``
-    the widening stops as soon as the slowest engine meets it: the fewest LUTs that reach it.
+    ``fold="auto"`` without a device or a target (:func:`_balance`): widen the slowest foldable
+    engine step by step, each step to the candidate with the least cycles × LUTs, while the LUT
+    estimate stays within ``max_luts`` (:data:`DEFAULT_MAX_LUTS`), until the slowest is no slower
+    than the streams allow (the input pixels, and each engine's own input and output elements).
+
+    With a device (``options.device``, a :class:`~bitspike.gen.boards.DeviceBudget`) or a target
+    interval (``options.target_interval``, ``--target-fps``), :func:`_fill`: for an interval ``T``
+    every engine takes its cheapest fold (fewest estimated LUTs, then block RAMs) whose busy cycles
+    are at most ``T``; the plan is that of the smallest ``T`` whose whole estimate (LUTs with the
+    products the part's DSP count moves into logic, flip-flops, block RAMs) fits the device, down
+    to the floor the streams set; with a target, ``T`` is the target: the fewest LUTs that reach it.
 
     Raises
     ------
     HardwareError
-        A target interval that the streams' floor or the device budget does not allow.
+        A target interval that the streams' floor or the budget does not allow.
     """
-    from bitspike.errors import HardwareError
-
     manifest = plan.manifest
     folds = plan.options.folds
     by_name = {l.name: l for l in manifest.layers}
     out = [_with_fold(n, by_name[n.name], plan, *(folds or {}).get(n.name, (1, 1))) for n in plan.layers]
     if folds is not None:
         return replace(plan, layers=tuple(out))
-    device, target = plan.options.device, plan.options.target_interval
+    if plan.options.device is None and plan.options.target_interval is None:
+        return replace(plan, layers=tuple(_balance(plan, out)))
+    return replace(plan, layers=tuple(_fill(plan, out)))
+
+
+def _floor_of(plan: Plan, node: PlanNode) -> int:
+    # no engine needs to be faster than the pixel stream, nor than its own stream elements
+    return max(plan.manifest.input.size, node.in_elements, node.out_elements)
+
+
+def _balance(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
+    """The LUT-budget folder (no device): widen the slowest engine while the LUT estimate allows."""
+    by_name = {l.name: l for l in plan.manifest.layers}
     budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
-    floor = manifest.input.size  # no engine needs to be faster than the pixel stream
-    family = device.family if device is not None else "ecp5"
-    dsp_limit = device.dsp if device is not None else None
-
-    def floor_of(node: PlanNode) -> int:
-        return max(floor, node.in_elements, node.out_elements)
-
-    def fits(layers: list[PlanNode]) -> bool:
-        if device is None:
-            return sum(estimate_luts(n) for n in layers) <= budget
-        total = estimate_resources(plan, family, tuple(layers), dsp_limit)
-        return _fits(total, device, plan.options.max_luts) is None
-
     while True:
         foldable = [i for i, n in enumerate(out) if OPS[n.op].foldable]
         if not foldable:
             break
         slowest = max(foldable, key=lambda i: (out[i].cycles, -i))
         node = out[slowest]
-        if node.cycles <= floor_of(node) or (target is not None and node.cycles <= target):
+        if node.cycles <= _floor_of(plan, node):
             break
+        total = sum(estimate_luts(n) for n in out)
         layer = by_name[node.name]
         candidates = []
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)  # legal folds only: none is refused
@@ -166,26 +167,84 @@ def folding_pass(plan: Plan) -> Plan:
                 if (pes, lanes) == (node.pes, node.lanes):
                     continue
                 cand = _with_fold(node, layer, plan, pes, lanes)
-                if cand.cycles < node.cycles and fits(out[:slowest] + [cand] + out[slowest + 1:]):
+                cost = total - estimate_luts(node) + estimate_luts(cand)
+                if cand.cycles < node.cycles and cost <= budget:
                     candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes, cand))
         if not candidates:
             break
         out[slowest] = min(candidates, key=lambda c: c[:4])[4]
+    return out
+
+
+def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
+    """The device filler and the target-interval folder (see :func:`folding_pass`)."""
+    from bitspike.errors import HardwareError
+
+    device, target = plan.options.device, plan.options.target_interval
+    by_name = {l.name: l for l in plan.manifest.layers}
+    family = device.family if device is not None else "ecp5"
+    dsp_limit = device.dsp if device is not None else plan.options.dsp_blocks
+    budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
+    # every legal fold of every foldable engine, cheapest first: (luts, brams, pes·lanes, pes) → node
+    options: dict[int, list[PlanNode]] = {}
+    for i, node in enumerate(out):
+        if not OPS[node.op].foldable:
+            continue
+        pes_choices, lanes_choices = OPS[node.op].fold_choices(node)
+        folds = [_with_fold(node, by_name[node.name], plan, p, l) for p in pes_choices for l in lanes_choices]
+        options[i] = sorted(folds, key=lambda n: (estimate_luts(n), estimate_brams(n, family), n.pes * n.lanes,
+                                                  n.pes))
+    fixed = max([n.cycles for i, n in enumerate(out) if i not in options] + [plan.manifest.input.size])
+    floor = max([fixed] + [_floor_of(plan, out[i]) for i in options])
+
+    def at(interval: int) -> list[PlanNode] | None:
+        layers = list(out)
+        for i, folds in options.items():
+            best = next((n for n in folds if n.cycles <= interval), None)
+            if best is None:
+                return None
+            layers[i] = best
+        return layers
+
+    def fits(layers: list[PlanNode]) -> bool:
+        if device is None:
+            return sum(estimate_luts(n) for n in layers) <= budget
+        return _fits(estimate_resources(plan, family, tuple(layers), dsp_limit), device, plan.options.max_luts) is None
+
+    def interval_of(layers: list[PlanNode]) -> int:
+        return max([n.cycles for n in layers] + [plan.manifest.input.size])
+
     if target is not None:
-        worst = max((n for n in out if OPS[n.op].foldable), key=lambda n: n.cycles, default=None)
-        reached = max([n.cycles for n in out] + [floor])
-        if reached > target:
-            if worst is None or worst.cycles <= floor_of(worst):
-                why = (f"the streams set a floor of {reached} cycles (one element per clock: the input's "
-                       f"{floor} pixels and each engine's input and output elements)")
-            else:
-                limit = (f"{device.part}'s budget ({_budget_text(device)})" if device is not None
-                         else f"a LUT budget of {budget}")
-                why = (f"within {limit} the best fold reaches {reached} cycles (slowest engine '{worst.name}' "
-                       f"at {worst.pes}x{worst.lanes})")
-            raise HardwareError(f"--target-fps needs an interval of at most {target} cycles, but {why}; lower "
-                                f"--target-fps, raise --clock, or pick a larger device")
-    return replace(plan, layers=tuple(out))
+        if target < floor:
+            raise HardwareError(f"--target-fps needs an interval of at most {target} cycles, but the streams set a "
+                                f"floor of {floor} cycles (one element per clock: the input's "
+                                f"{plan.manifest.input.size} pixels and each engine's input and output elements); "
+                                "lower --target-fps or raise --clock")
+        layers = at(target)
+        if layers is None or not fits(layers):
+            limit = (f"{device.part}'s budget ({_budget_text(device)})" if device is not None
+                     else f"a LUT budget of {budget}")
+            best = _fill(replace(plan, options=replace(plan.options, target_interval=None)), out) \
+                if device is not None else None
+            reach = f"; the best fold within it reaches {interval_of(best)} cycles" if best else ""
+            raise HardwareError(f"--target-fps needs an interval of at most {target} cycles, which does not fit "
+                                f"within {limit}{reach}; lower --target-fps, raise --clock, or pick a larger device")
+        return layers
+    # the intervals the engines can take, from the floor up; the estimate shrinks as the interval grows,
+    # so the smallest that fits is found by bisection
+    steps = sorted({n.cycles for folds in options.values() for n in folds if n.cycles >= floor} | {floor})
+    lo, hi = 0, len(steps) - 1
+    slowest_alone = at(steps[-1])
+    if slowest_alone is None or not fits(slowest_alone):
+        return out  # not even the narrowest folds fit: 1 × 1 everywhere (the build's fit check says what overflows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        layers = at(steps[mid])
+        if layers is not None and fits(layers):
+            hi = mid
+        else:
+            lo = mid + 1
+    return at(steps[lo])
 
 
 def _budget_text(device) -> str:

@@ -140,20 +140,21 @@ def test_gen_cli_refuses_bad_device_options(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_build_stops_before_place_and_route_when_yosys_counts_overflow(tmp_path, capsys):
-    """A weight memory larger than the UP5K's block RAMs (256 × 128 8-bit weights: 64 blocks of 4 Kb, the part
-    has 30): `bitspike build` exits 1 after synthesis, naming the resource and the excess; nextpnr never runs."""
+    """A weight memory larger than the HX1K's block RAMs (128 × 64 8-bit weights: 16 blocks of 4 Kb, all the
+    part has, before the frame buffers): `bitspike build` exits 1 after synthesis, naming the resource and the
+    excess; nextpnr never runs."""
     model = tmp_path / "mlp.bsm"
-    m = _mlp((256, 128, 10))
+    m = _mlp((128, 64, 10))
     m.save(model)
     out = tmp_path / "out"
-    code = main(["build", str(model), "--board", "icebreaker", "-o", str(out), "--fold", f"{m.layers[0].name}=1x1",
+    code = main(["build", str(model), "--board", "icestick", "-o", str(out), "--fold", f"{m.layers[0].name}=1x1",
                  "--clock", "12", "--quiet"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "does not fit on icebreaker" in err and "Yosys' counts before place and route" in err
+    assert "does not fit on icestick" in err and "Yosys' counts before place and route" in err
     assert "BRAM (ICESTORM_RAM): needs" in err and "too many" in err and "Traceback" not in err
     assert not (out / "build" / "top.asc").exists() and not (out / "build" / "top.tim").exists()
     # the check read the flat synthesis log: its counts are the ones in the message
-    cells = synthesis_fit(get_board("icebreaker"), yosys_cells((out / "build" / "top.rpt").read_text()))
+    cells = synthesis_fit(get_board("icestick"), yosys_cells((out / "build" / "top.rpt").read_text()))
     used = cells["ICESTORM_RAM"]["used"]
-    assert used > 30 and f"BRAM (ICESTORM_RAM): needs {used}, the device has 30 ({used - 30} too many" in err
+    assert used > 16 and f"BRAM (ICESTORM_RAM): needs {used}, the device has 16 ({used - 16} too many" in err
