@@ -120,8 +120,10 @@ def markdown(doc: dict) -> str:
              "`python bench/fit.py` — see its docstring. The fold fills the part's budget "
              "(`bitspike.gen.boards.device_budget`: LUT 50 %, FF 50 %, DSP 100 %, BRAM 85 % of the data sheet's "
              "counts; LUTs in the planner's units, 2 LUT4 per unit less 900 LUT4 for the bridge) and stops at the "
-             "floor the streams set. Estimates are the planner's (`bitspike.gen.folding.estimate_resources`); "
-             "DSP and block-RAM counts are exact for the engines. Images/s at the stated clock = clock / interval.",
+             "floor the streams set. Estimates are the planner's (`bitspike.gen.folding.estimate_resources`): "
+             "DSP blocks and the weight memories' block RAMs are exact, the other RAMs follow Yosys' mapping "
+             "costs; the bridge and the top's skew FIFOs are not in them. Images/s at the stated clock = "
+             "clock / interval; the tightest resource is the one closest to its budget.",
              ""]
     for r in doc["rows"]:
         b, cap, e = r["budget"], r["part_capacity"], r["estimate"]
@@ -142,6 +144,8 @@ def markdown(doc: dict) -> str:
             if measured:
                 cell += f" {measured['utilization'].get(name, 0):,} |"
             lines.append(cell)
+        tight = max(("lut", "ff", "dsp", "bram"), key=lambda k: e[k] / b[k] if b[k] else 0)
+        lines += ["", f"Tightest resource: {names[tight]} ({100 * e[tight] / b[tight]:.0f} % of its budget)."]
         y = r.get("yosys")
         if y:
             verdict = "fits" if y["fits"] else f"does not fit: {y['message']}"

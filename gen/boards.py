@@ -209,9 +209,9 @@ ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_h
 #: engine's registers; the digits MLP's fc1 is within 1 % of Yosys). DSP: all of them: the
 #: allocator (:mod:`bitspike.gen.dsp`) never instantiates more multipliers than the part has and
 #: moves the rest into logic, which the LUT estimate then pays for. BRAM: 85 %: the weight
-#: memories' block count is exact (:func:`~bitspike.gen.folding.bram_blocks`); what Yosys puts in
-#: block RAM of its own choice besides (the frame buffers on iCE40, which has no LUT RAM; the
-#: bridge's input buffer) is estimated by the same shapes, not known
+#: memories' block count is exact (:func:`~bitspike.gen.folding.bram_blocks`); the other RAMs follow
+#: Yosys' mapping costs (:func:`~bitspike.gen.folding.memory_blocks`); the bridge's input buffer and
+#: the top's skew FIFOs are not in the estimate
 HEADROOM = {"lut": 0.50, "ff": 0.50, "dsp": 1.00, "bram": 0.85}
 #: LUT4s the board design spends per unit of the planner's LUT estimate (which is calibrated on
 #: ``synth_xilinx``): Yosys ``synth_ecp5`` of the digits MLP's engines at 4×4 / 2×2 gives 1,615 LUT4

@@ -20,7 +20,7 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "BRAM_SHAPES", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
+__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
@@ -52,11 +52,12 @@ BRAM_SHAPES = {
     "gowin": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
     "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
 }
-#: families without LUT RAM: their other memories go to block RAM too, from :data:`NO_LUT_RAM_MIN_BITS` on
-NO_LUT_RAM = ("ice40",)
-#: smaller memories Yosys builds from logic there (``synth_ice40``: a 16 × 16 frame buffer takes a block,
-#: a 32 × 2 weight memory none)
-NO_LUT_RAM_MIN_BITS = 256
+#: Yosys ``memory_libmap``'s costs (its techlibs' ``cost`` lines): one block RAM, one 16 × 4 LUT RAM
+#: (ECP5 ``TRELLIS_DPR16X4``; Gowin's 16 × 4 shadow RAM alike); ``None``: the family has no LUT RAM
+BRAM_COST = {"ecp5": 128, "gowin": 128, "ice40": 64}
+LUTRAM_COST = {"ecp5": 4, "gowin": 4, "ice40": None}
+#: what a RAM bit costs built from flip-flops and LUTs (Yosys' default ``-logic-cost-ram``)
+LOGIC_COST_PER_RAM_BIT = 1.0
 
 
 def bram_blocks(depth: int, width: int, family: str) -> int:
@@ -68,11 +69,31 @@ def bram_blocks(depth: int, width: int, family: str) -> int:
     return min(-(-depth // d) * -(-width // w) for d, w in shapes)
 
 
+def memory_blocks(depth: int, width: int, kind: str, family: str) -> int:
+    """Block RAMs that Yosys gives one memory of ``kind`` (:meth:`bitspike.ops.base.Op.memories`).
+
+    ``block``: marked ``ram_style = "block"``, always block RAM. ``ram``: a RAM with a registered read,
+    which goes where ``memory_libmap`` finds it cheapest: block RAM, LUT RAM (16 × 4 cells) or logic
+    (e.g. a 16 × 64 frame buffer: 16 LUT RAM cells, cost 64, against one DP16KD, cost 128, on ECP5; a
+    16 × 16 one on iCE40: one block, cost 64, against 256 bits of logic). ``async``: read without a
+    clock, never block RAM.
+    """
+    if kind == "block":
+        return bram_blocks(depth, width, family)
+    if kind != "ram":
+        return 0
+    blocks = bram_blocks(depth, width, family)
+    lutram = LUTRAM_COST.get(family, 4)
+    alternatives = [LOGIC_COST_PER_RAM_BIT * depth * width]
+    if lutram is not None:
+        alternatives.append(lutram * -(-depth // 16) * -(-width // 4))
+    return blocks if BRAM_COST.get(family, 128) * blocks < min(alternatives) else 0
+
+
 def estimate_brams(node: PlanNode, family: str) -> int:
-    """Block RAMs of one engine on ``family``: its block memories (:meth:`bitspike.ops.base.Op.memories`;
-    exact), and on a family without LUT RAM its other memories of :data:`NO_LUT_RAM_MIN_BITS` or more."""
-    return sum(bram_blocks(d, w, family) for d, w, block in OPS[node.op].memories(node)
-               if block or (family in NO_LUT_RAM and d * w >= NO_LUT_RAM_MIN_BITS))
+    """Block RAMs of one engine on ``family``: :func:`memory_blocks` of each of its memories
+    (:meth:`bitspike.ops.base.Op.memories`)."""
+    return sum(memory_blocks(d, w, kind, family) for d, w, kind in OPS[node.op].memories(node))
 
 
 def estimate_resources(plan: Plan, family: str, layers: tuple[PlanNode, ...] | None = None,

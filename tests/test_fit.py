@@ -16,7 +16,7 @@ from bitspike.cli import main
 from bitspike.gen import generate
 from bitspike.gen.boards import HEADROOM, PARTS, device_budget, find_part, get_board, lut_budget
 from bitspike.gen.build import overflow_error, synthesis_fit, yosys_cells
-from bitspike.gen.folding import bram_blocks, estimate_resources
+from bitspike.gen.folding import bram_blocks, estimate_resources, memory_blocks
 from bitspike.gen.plan import make_plan
 from bitspike.testing import random_mlp
 
@@ -33,6 +33,11 @@ def test_bram_blocks_take_the_best_shape():
     assert bram_blocks(64, 1024, "ecp5") == 29
     assert bram_blocks(1024, 64, "ice40") == 16
     assert bram_blocks(4096, 1, "ice40") == 2
+    # RAMs go where Yosys' mapping costs put them: LUT RAM for a 16 × 64 frame buffer on ECP5, a block on
+    # iCE40 (no LUT RAM) from 16 × 16 on, logic below; a memory read without a clock never in block RAM
+    assert (memory_blocks(16, 64, "ram", "ecp5"), memory_blocks(16, 16, "ram", "ice40")) == (0, 1)
+    assert memory_blocks(16, 2, "ram", "ice40") == 0 and memory_blocks(2049, 32, "ram", "ecp5") == 5
+    assert memory_blocks(4096, 8, "async", "ecp5") == 0 and memory_blocks(16, 64, "block", "ecp5") == 2
 
 
 def test_estimates_match_what_yosys_instantiates(tmp_path):

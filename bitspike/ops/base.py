@@ -381,11 +381,13 @@ class Op:
         blocks = getattr(node, "dsp_blocks", None)
         return self.reserved_dsps + (n if blocks is None else min(n, blocks))
 
-    def memories(self, node: "PlanNode") -> list[tuple[int, int, bool]]:
-        """The engine's memories as ``(depth, width, block)``; ``block``: marked ``ram_style = "block"``.
+    def memories(self, node: "PlanNode") -> list[tuple[int, int, str]]:
+        """The engine's memories as ``(depth, width, kind)``.
 
-        :func:`bitspike.gen.folding.estimate_brams` maps them to the family's block RAMs. Default:
-        none (the engine's buffers are registers or small LUT RAMs).
+        ``kind``: ``"block"`` (marked ``ram_style = "block"``), ``"ram"`` (written and read with a clock:
+        Yosys picks block RAM, LUT RAM or logic by cost), ``"async"`` (read without a clock: never block
+        RAM), ``"rom"`` (a small constant table: logic).
+        :func:`bitspike.gen.folding.memory_blocks` maps them to the family's block RAMs. Default: none.
         """
         return []
 

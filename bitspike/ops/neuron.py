@@ -563,7 +563,7 @@ class SynapticOp(Op):
         n = len(self.dsp_candidates(layer, r, node))
         return self.reserved_dsps + (n if node.dsp_blocks is None else min(n, node.dsp_blocks))
 
-    def memories(self, node: SynapticNode) -> list[tuple[int, int, bool]]:
+    def memories(self, node: SynapticNode) -> list[tuple[int, int, str]]:
         """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on)
         and the double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word
         after them when the window pads)."""
@@ -574,8 +574,8 @@ class SynapticOp(Op):
                            taps=node.kernel[0] * node.kernel[1])
         frame = node.in_hw[0] * node.in_hw[1] * len(self.frame_words(node))
         has_pad = tuple(node.padding) != (0, 0)
-        return [(lay.depth, lay.word_bits, lay.memory_bits >= BLOCK_RAM_MIN_BITS),
-                (2 * frame + has_pad, node.lanes * node.widths["count"], False)]
+        return [(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom"),
+                (2 * frame + has_pad, node.lanes * node.widths["count"], "ram")]
 
     def dsp_candidates(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode) -> list[tuple[int, str]]:
         from bitspike.rtl_templates.synapse import dsp_candidates
