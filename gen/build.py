@@ -545,6 +545,10 @@ def build_bitstream(
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
+    # what the fit check before place and route compared: Yosys' counts against the part's data sheet
+    result["synthesis_fit"] = synthesis_fit(spec, yosys_cells(synth_log))
+    if device is not None:
+        result["device_budget"] = device.to_json()
     return _write_reports(out, result, times)
 
 

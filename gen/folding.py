@@ -1,15 +1,20 @@
 """The width, folding and LUT passes: register widths, how many PEs and lanes each engine gets, and LUTs.
 
-``fold="auto"`` balances the layer pipeline: starting from one PE and one lane
-everywhere, it repeatedly widens the slowest foldable engine (to the next of
-the PE and lane counts its op offers, :meth:`bitspike.ops.base.Op.fold_choices`;
-the synaptic ops offer divisors of the outputs and of the inputs an output
-reads, so that weight memories stay unpadded) while the LUT estimate stays
-within the budget, until the slowest engine is no slower than what the
-streams allow. The LUT model is a coarse
+``fold="auto"`` balances the layer pipeline. With only a LUT budget it starts
+from one PE and one lane everywhere and repeatedly widens the slowest foldable
+engine (to the next of the PE and lane counts its op offers,
+:meth:`bitspike.ops.base.Op.fold_choices`; the synaptic ops offer divisors of
+the outputs and of the inputs an output reads, so that weight memories stay
+unpadded) while the LUT estimate stays within the budget, until the slowest
+engine is no slower than what the streams allow. For a device (``gen --board``,
+``--device``, ``bitspike build``) it fills the part instead: the smallest
+interval whose per-engine cheapest folds fit the part's LUTs, flip-flops, DSP
+blocks and block RAMs (:func:`estimate_resources`), or with a target interval
+the fewest LUTs that reach it (:func:`folding_pass`). The LUT model is a coarse
 per-engine estimate, each op's own (:meth:`bitspike.ops.base.Op.estimate_luts`;
 calibrated on Yosys ``synth_xilinx``; products wider than ~30 bits of LUT
-logic are assumed to go to DSP blocks).
+logic are assumed to go to DSP blocks); the DSP and weight-memory block-RAM
+counts are exact.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES", "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
+__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES",
+           "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
