@@ -249,7 +249,7 @@ def main(argv=None) -> int:
             build = WORK / f"{r['design']}-{r['board']}-s{r['seed']}" / "build"
             if (build / "top.report.json").exists():
                 r["critical_path"] = _critical_path(build)
-            if r.get("build_seconds") is None:
+            if r.get("build_seconds") is None and _build_seconds(build.parent) is not None:
                 r["build_seconds"] = _build_seconds(build.parent)
         (RESULTS / "hw.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         (RESULTS / "hw.md").write_text(markdown(doc))
