@@ -84,7 +84,8 @@ def plan_row(design: str, manifest, board: str, synth: bool) -> dict:
     cap = dev.capacity
     row = {
         "design": design, "board": board, "part": dev.part, "manifest_digest": manifest.digest(),
-        "fold": {n.name: f"{n.pes}x{n.lanes}" for n in plan.layers if getattr(n, "w_bits", None)},
+        # a list, in layer order (the JSON is written with sorted keys)
+        "fold": [[n.name, f"{n.pes}x{n.lanes}"] for n in plan.layers if getattr(n, "w_bits", None)],
         "cycles_per_inference": plan.cycles_per_inference, "initiation_interval": plan.initiation_interval,
         "clock_mhz": CLOCK_MHZ, "images_per_second": round(CLOCK_MHZ * 1e6 / plan.initiation_interval, 1),
         "estimate": {k: est[k] for k in ("lut", "ff", "dsp", "bram")},
@@ -128,19 +129,21 @@ def markdown(doc: dict) -> str:
     for r in doc["rows"]:
         b, cap, e = r["budget"], r["part_capacity"], r["estimate"]
         lines += [f"## {r['design']} on {r['board']} ({r['part']})", "",
-                  f"fold {', '.join(f'{k} {v}' for k, v in r['fold'].items())}", "",
+                  f"fold {', '.join(f'{k} {v}' for k, v in r['fold'])}", "",
                   f"cycles per inference {r['cycles_per_inference']:,}; interval {r['initiation_interval']:,} "
                   f"cycles; **{r['images_per_second']:,.0f} images/s at {r['clock_mhz']:g} MHz**; planned in "
                   f"{r['plan_seconds']} s", ""]
         m = _measured(r["design"], r["board"])
-        measured = m if m and m.get("fold") == r["fold"] else None
+        measured = m if m and m.get("fold") == dict(r["fold"]) else None
         head = "| | estimate | budget | part |" + (" nextpnr (bench/hw.py) |" if measured else "")
         lines += [head, "|---|---:|---:|---:|" + ("---:|" if measured else "")]
         names = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram": "BRAM"}
         for k, name in names.items():
-            est = f"{e[k]:,}" + (" (units)" if k == "lut" else "")
+            # LUTs: the planner's units, and the LUT4s they stand for on the board (device_budget's conversion)
+            est = (f"{e[k]:,} units ≈ {round(b['lut4_per_estimate'] * e[k] + b['fixed_lut4']):,} LUT4" if k == "lut"
+                   else f"{e[k]:,}")
             part = cap[k]
-            cell = f"| {name} | {est} | {b[k]:,} | {part:,} |"
+            cell = f"| {name} | {est} | {b[k]:,}{' units' if k == 'lut' else ''} | {part:,} |"
             if measured:
                 cell += f" {measured['utilization'].get(name, 0):,} |"
             lines.append(cell)
