@@ -49,7 +49,8 @@ from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, che
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "yosys_cells", "synthesis_fit", "DEFAULT_BAUD", "domain_fmax"]
+__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "yosys_cells", "synthesis_fit",
+           "DEFAULT_BAUD", "domain_fmax"]
 #: seconds of silence after which the bridge drops a half-received frame
 BRIDGE_TIMEOUT_S = 0.05
 NAME = "top"
