@@ -155,6 +155,8 @@ def markdown(doc: dict) -> str:
             lines += ["", f"Yosys `synth_ecp5` of the accelerator ({y['seconds']} s): LUT {y['accelerator']['lut']:,}, "
                           f"FF {y['accelerator']['ff']:,}, DSP {y['accelerator']['dsp']}, BRAM {y['accelerator']['bram']}"
                           f"; with the bridge's LUTs the fit check {verdict}."]
+        if r.get("note"):
+            lines += ["", r["note"]]
         lines.append("")
     lines += [f"Machine: {doc['machine']}.", ""]
     return "\n".join(lines)
@@ -188,6 +190,10 @@ def main(argv=None) -> int:
             print(f"{design} on {board}", flush=True)
             rows.append(plan_row(design, manifest, board, args.synth))
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    for r in rows:  # a note on a run (what did not finish) stays until a run with the Yosys check replaces it
+        prev = next((o for o in old["rows"] if (o["design"], o["board"]) == (r["design"], r["board"])), None)
+        if prev and prev.get("note") and "yosys" not in r and prev.get("manifest_digest") == r["manifest_digest"]:
+            r["note"] = prev["note"]
     mine = {(r["design"], r["board"]) for r in rows}
     rows = sorted([r for r in old["rows"] if (r["design"], r["board"]) not in mine] + rows,
                   key=lambda r: (r["design"], r["board"]))
