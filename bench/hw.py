@@ -146,6 +146,7 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
         "bit_exact": f"{sim['bit_exact']}/{sim['samples']}" if isinstance(sim["samples"], int) else "not run",
         "toolchain": report.get("toolchain"),
         "before": BEFORE.get((design, board)),
+        "build_seconds": _build_seconds(out),
     }
 
 
@@ -156,6 +157,12 @@ def _v1_bytes_per_image(acc: dict) -> int:
     pixel = 1 if int(acc["input_bits"]) <= 8 else 2
     result = int(acc["num_classes"]) * P.logit_bytes(int(acc["result_width"])) + P.CLASS_BYTES
     return int(acc["input_size"]) * pixel + result + 2 * P.OVERHEAD
+
+
+def _build_seconds(out: Path) -> dict | None:
+    """The build's times (``build_stats.json``: generate, toolchain), kept apart from the reports."""
+    path = out / "build_stats.json"
+    return json.loads(path.read_text()).get("seconds") if path.exists() else None
 
 
 def _digest(manifest: Path) -> str:
@@ -233,6 +240,10 @@ def markdown(doc: dict) -> str:
         elif lk:
             lines += ["", f"Link: {lk['usb_serial'] or 'USB-serial converter'} at {lk['baud']:,} baud, protocol v1: "
                           f"{lk['bytes_per_image']} bytes per image (INFER + RESULT frames, stop-and-wait)."]
+        bs = r.get("build_seconds")
+        if bs:
+            lines += ["", f"Build time: generate {bs.get('generate', 0):,.0f} s, Yosys + nextpnr "
+                          f"{bs.get('toolchain', 0):,.0f} s (2 CPUs shared with other jobs, under nice)."]
         for cp in r["critical_path"]:
             lines += ["", f"Critical path ({cp.get('clock')}): `{cp['from']}` → `{cp['to']}`, {cp['steps']} steps, "
                           f"{cp['logic_ns']} ns logic + {cp['routing_ns']} ns routing."]
@@ -266,6 +277,8 @@ def main(argv=None) -> int:
             build = WORK / f"{r['design']}-{r['board']}-s{r['seed']}" / "build"
             if (build / "top.report.json").exists():
                 r["critical_path"] = _critical_path(build)
+            if r.get("build_seconds") is None and _build_seconds(build.parent) is not None:
+                r["build_seconds"] = _build_seconds(build.parent)
         (RESULTS / "hw.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         (RESULTS / "hw.md").write_text(markdown(doc))
         return 0

@@ -22,7 +22,7 @@ __all__ = ["generate"]
 
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
-             dsp_blocks: int | None = None):
+             dsp_blocks: int | None = None, device=None, target_interval: int | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -42,6 +42,13 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     dsp_blocks
         The target device's DSP blocks (:mod:`bitspike.gen.dsp` shares them out per product);
         ``None``: every product that is not narrow is a DSP multiply.
+    device
+        A :class:`~bitspike.gen.boards.DeviceBudget` (:func:`~bitspike.gen.boards.device_budget`):
+        ``fold="auto"`` fills its LUTs, flip-flops and block RAMs for the best interval, and the report
+        gets the plan's resource estimate (``estimated_resources``).
+    target_interval
+        With ``fold="auto"``: stop at the first fold whose interval is at most this many cycles (the
+        fewest LUTs that reach it; ``--target-fps``).
 
     Returns
     -------
@@ -57,9 +64,15 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     if not isinstance(manifest, Manifest):
         manifest = load(manifest)
     out_dir = Path(out_dir)
-    plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
+    plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
+                     target_interval=target_interval)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
+    if device is not None:
+        from .folding import estimate_resources
+
+        report.data["device_budget"] = device.to_json()
+        report.data["estimated_resources"] = estimate_resources(plan, device.family)
     report.out_dir = out_dir
     if synth is not None:
         from .synth import synthesize

@@ -20,7 +20,7 @@ What the platforms do not say is the capacity of the part: :data:`PARTS`
 holds LUT, flip-flop, DSP, block-RAM and PLL counts from the vendors' data
 sheets (the family tables of the iCE40 UltraPlus / LP/HX, ECP5/ECP5-5G,
 MachXO2/3, GW1N/GW2A, 7-series / Spartan-6 / UltraScale, Cyclone III/IV/V and
-MAX 10 data sheets). Those figures size the folding (:func:`lut_budget`) and
+MAX 10 data sheets). Those figures size the folding (:func:`device_budget`) and
 the ``bitspike boards`` listing; a build reports what nextpnr counts on the
 exact device.
 """
@@ -37,6 +37,7 @@ from functools import lru_cache
 from bitspike.errors import BoardError
 
 __all__ = ["Part", "BoardSpec", "PARTS", "all_boards", "get_board", "board_names", "part_capacity", "lut_budget",
+           "DeviceBudget", "device_budget", "find_part", "part_family", "HEADROOM",
            "OPEN_FAMILIES", "board_table", "UsbSerial", "USB_SERIAL", "DEFAULT_BAUD", "LINK_RATES", "default_baud",
            "check_baud"]
 
@@ -201,17 +202,119 @@ _CELLS = {
 #: names users typed before the table came from amaranth-boards, and short ones
 ALIASES = {"ulx3s": "ulx3s_85f", "ecp5_25f": "ulx3s_25f", "ice40_hx8k": "ice40_hx8k_b_evn", "hx8k": "ice40_hx8k_b_evn",
            "up5k": "icebreaker", "ice40_hx1k": "icestick", "arty": "arty_a7_35", "de10nano": "de10_nano"}
-#: share of the part's LUTs that ``fold="auto"`` may spend on the accelerator (see :func:`lut_budget`)
-LUT_SHARE = 0.11
-#: the smallest budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
+#: share of each of the part's resources that ``fold="auto"`` may plan for (:func:`device_budget`).
+#: LUT: half the logic. The planner's LUT model is off by up to 61 % (mean 42.5 %) against Yosys
+#: (bench/results/cost.md), so a plan at 50 % lands at most near 80 %; nextpnr's placement and
+#: routing time grows steeply past ~70 % of the logic. FF: half (the flip-flop model counts the
+#: engine's registers; the digits MLP's fc1 is within 1 % of Yosys). DSP: all of them: the
+#: allocator (:mod:`bitspike.gen.dsp`) never instantiates more multipliers than the part has and
+#: moves the rest into logic, which the LUT estimate then pays for. BRAM: 85 %: the weight
+#: memories' block count is exact (:func:`~bitspike.gen.folding.bram_blocks`); the other RAMs follow
+#: Yosys' mapping costs (:func:`~bitspike.gen.folding.memory_blocks`); the bridge's input buffer and
+#: the top's skew FIFOs are not in the estimate
+HEADROOM = {"lut": 0.50, "ff": 0.50, "dsp": 1.00, "bram": 0.85}
+#: LUT4s the board design spends per unit of the planner's LUT estimate (which is calibrated on
+#: ``synth_xilinx``): Yosys ``synth_ecp5`` of the digits MLP's engines at 4×4 / 2×2 gives 1,615 LUT4
+#: for an estimate of 827 (1.95×); six-input LUTs and ALMs count as one unit each
+LUT4_PER_ESTIMATE = 2.0
+#: LUT4s of what every build adds around the accelerator (UART bridge, clocking, the top's glue): the
+#: ECP5-85F digits build placed 2,545 LUT4 where Yosys gave the engines and the top 1,615
+FIXED_LUT4 = 900
+#: the smallest LUT budget :func:`lut_budget` gives: below it the generator keeps one PE and one lane everywhere
 MIN_LUT_BUDGET = 100
-#: cap on the budget. The host link bounds the speed that matters: over the UART at 3 Mbaud (the
-#: fastest default, :func:`default_baud`) a digits image and its answer (92 bytes) take 0.31 ms,
-#: while the fold this budget gives (2×4) has an interval of 1,024 cycles, 26 µs at a 40 MHz PLL
-#: clock. Wider folds multiply the big parts' multipliers and block RAMs and their place and route
-#: time (the digits MLP folded 8×8 for a 3,000 budget was still routing the ECP5-85F after 20
-#: minutes) for speed the link cannot use
-MAX_LUT_BUDGET = 1000
+
+
+@dataclass(frozen=True)
+class DeviceBudget:
+    """What ``fold="auto"`` may plan for on one part: its resources times :data:`HEADROOM`.
+
+    Attributes
+    ----------
+    lut
+        In units of the planner's LUT estimate (:meth:`bitspike.ops.base.Op.estimate_luts`).
+    ff, dsp, bram
+        Flip-flops, DSP blocks and block RAMs of the part's kinds.
+    family
+        The FPGA family (selects the block-RAM shapes, :func:`bitspike.gen.folding.bram_blocks`).
+    part
+        The :data:`PARTS` key.
+    capacity
+        The part's full :class:`Part`.
+    """
+
+    lut: int
+    ff: int
+    dsp: int
+    bram: int
+    family: str
+    part: str
+    capacity: Part
+
+    def scaled(self, factor: float) -> "DeviceBudget":
+        """The budget with LUTs, flip-flops and block RAMs times ``factor`` (a re-plan after an overflow).
+        DSP blocks stay: the allocator keeps them within the part whatever the fold."""
+        from dataclasses import replace
+
+        return replace(self, lut=max(1, int(self.lut * factor)), ff=max(1, int(self.ff * factor)),
+                       bram=int(self.bram * factor))
+
+    def to_json(self) -> dict:
+        return {"part": self.part, "family": self.family, "lut": self.lut, "ff": self.ff, "dsp": self.dsp,
+                "bram": self.bram, "headroom": dict(HEADROOM), "lut4_per_estimate": LUT4_PER_ESTIMATE,
+                "fixed_lut4": FIXED_LUT4}
+
+
+#: family of each :data:`PARTS` key, for ``--device PART`` (from the key's prefix)
+_PART_FAMILY = (("iCE40", "ice40"), ("LFE5", "ecp5"), ("LCMXO", "machxo2"), ("GW", "gowin"), ("xc", "xilinx"),
+                ("5C", "intel"), ("EP", "intel"), ("10M", "intel"))
+
+
+def part_family(part: str) -> str:
+    """The family of a :data:`PARTS` key (``LFE5-85F`` → ``ecp5``)."""
+    return next(f for prefix, f in _PART_FAMILY if part.startswith(prefix))
+
+
+def find_part(name: str) -> str:
+    """The :data:`PARTS` key for ``name``: a key (case does not matter) or a full device name
+    (``LFE5U-85F``, ``LFE5UM5G-85F``, ``iCE40UP5K``, ``xc7a35ti``).
+
+    Raises
+    ------
+    BoardError
+        For a part the table does not know; the message lists the keys.
+    """
+    keys = {k.lower(): k for k in PARTS}
+    if name.lower() in keys:
+        return keys[name.lower()]
+    for family in ("ecp5", "machxo2", "gowin", "xilinx", "intel"):
+        for spelling in (name, name.upper()):
+            key = part_key(family, spelling)
+            if key in PARTS:
+                return key
+    raise BoardError(f"--device {name!r}: unknown part; known parts: {', '.join(PARTS)}")
+
+
+def device_budget(target: "BoardSpec | str") -> DeviceBudget | None:
+    """The resources ``fold="auto"`` may fill on a board (a :class:`BoardSpec` or board name) or a part
+    (``"part:KEY"`` or a :class:`Part` key via :func:`find_part`): the part's counts times :data:`HEADROOM`,
+    LUTs converted to the planner's estimate units (:data:`LUT4_PER_ESTIMATE`, :data:`FIXED_LUT4`).
+
+    Six-input LUTs and ALMs count double (as LUT4s). Returns ``None`` for a board whose part
+    :data:`PARTS` does not know.
+    """
+    if isinstance(target, str) and target.startswith("part:"):
+        key = find_part(target[5:])
+        cap, family = PARTS[key], part_family(key)
+    else:
+        spec = get_board(target) if isinstance(target, str) else target
+        cap, family = spec.capacity, spec.family
+        if cap is None:
+            return None
+        key = part_key(family, spec.device)
+    lut4 = cap.lut * (2 if cap.lut_kind in ("LUT6", "ALM") else 1)
+    luts = max(MIN_LUT_BUDGET, int((HEADROOM["lut"] * lut4 - FIXED_LUT4) / LUT4_PER_ESTIMATE))
+    return DeviceBudget(lut=luts, ff=int(HEADROOM["ff"] * cap.ff), dsp=int(HEADROOM["dsp"] * cap.dsp),
+                        bram=int(HEADROOM["bram"] * cap.bram), family=family, part=key, capacity=cap)
 
 
 @dataclass(frozen=True)
@@ -427,22 +530,15 @@ def part_capacity(spec_or_family, device: str | None = None) -> Part | None:
 
 
 def lut_budget(board: "BoardSpec | str") -> int | None:
-    """The generator's LUT budget (``fold="auto"``) for ``board``: a share of the part's LUTs.
+    """The LUT part of :func:`device_budget` (in the planner's estimate units), or ``None`` for an unknown part.
 
-    The generator's per-engine LUT model is calibrated on ``synth_xilinx``; on LUT4 fabrics the
-    accelerator plus the UART bridge come out at several times that estimate, and wider folds also
-    split the weight memories into more block RAMs. 11 % of the logic cells (580 of the UP5K's
-    5280) folds the digits MLP 2×4 / 1×2, which placed at 70 % of the logic cells and 21 of the 30
-    block RAMs (bench/results/boards.md); the same share is used for every part, with six-input
-    LUTs (and ALMs) counted double. Returns ``None`` for a part whose capacity is unknown (the
-    generator's default applies).
+    There is no cap any more: the old one (1,000) kept place-and-route time down when the fold
+    could only grow with the budget; ``fold="auto"`` now stops at the floor the streams set (the
+    digits MLP reaches it at a few thousand estimated LUTs), and a network that fills the part
+    takes longer to place and route (bench/results/hw.md states the build times).
     """
-    spec = get_board(board) if isinstance(board, str) else board
-    cap = spec.capacity
-    if cap is None:
-        return None
-    luts = cap.lut * (2 if cap.lut_kind in ("LUT6", "ALM") else 1)
-    return int(min(MAX_LUT_BUDGET, max(MIN_LUT_BUDGET, round(LUT_SHARE * luts, -1))))
+    budget = device_budget(board)
+    return None if budget is None else budget.lut
 
 
 def check_baud(board: "BoardSpec", baud: int) -> int:

@@ -44,11 +44,13 @@ from bitspike.io import atomic_file, write_json
 from bitspike.rtl_templates.clocking import PLL_FAMILIES
 
 from .report import read_report
-from .boards import DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, get_board, lut_budget
+from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, device_budget,
+                     get_board)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "DEFAULT_BAUD", "domain_fmax"]
+__all__ = ["build_bitstream", "find_toolchain", "parse_nextpnr", "overflow_error", "yosys_cells", "synthesis_fit",
+           "DEFAULT_BAUD", "domain_fmax"]
 #: seconds of silence after which the bridge drops a half-received frame
 BRIDGE_TIMEOUT_S = 0.05
 NAME = "top"
@@ -179,8 +181,56 @@ def yosys_flip_flops(log_text: str, family: str) -> int | None:
     return total
 
 
-def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareError | None:
-    """A clear error when the design needs more of some resource than the device has, else None."""
+def yosys_cells(log_text: str) -> dict[str, int]:
+    """The cell counts of the whole design in the last statistics block of a Yosys log (``top.rpt``)."""
+    blocks = log_text.split("Printing statistics")
+    if len(blocks) < 2:
+        return {}
+    last = blocks[-1].split("=== design hierarchy ===")[-1]
+    last = re.split(r"\n\d+\.\d+\. Executing", last)[0]
+    cells: dict[str, int] = {}
+    for m in re.finditer(r"^\s*(\d+)\s+([A-Za-z_][\w]*)\s*$", last, re.M):
+        cells[m.group(2)] = cells.get(m.group(2), 0) + int(m.group(1))
+    return cells
+
+
+def synthesis_fit(board: BoardSpec, cells: dict[str, int]) -> dict:
+    """Yosys' counts of a synthesized board design against the part, in :func:`overflow_error`'s form.
+
+    Returns ``{nextpnr cell: {"used", "available"}}`` for the resources the report lists (LUT, FF,
+    DSP, BRAM). LUTs are Yosys' LUT cells with carry cells as two LUTs and LUT RAMs at their LUT cost
+    (:mod:`bitspike.gen.synth`); nextpnr adds some route-through LUTs, so a design that passes can
+    still overflow at place and route, but one that fails here cannot fit. On iCE40 a logic cell
+    holds a LUT and a flip-flop: the design needs at least as many cells as it has of either.
+    Empty when the part's capacity is unknown.
+    """
+    from .synth import _category
+
+    cap = board.capacity
+    if cap is None:
+        return {}
+    used = {"lut": 0, "ff": 0, "bram": 0, "dsp": 0}
+    for cell, n in cells.items():
+        cat = _category(cell, board.family)
+        if cat is not None:
+            used[cat[0]] += cat[1] * n
+    if board.family == "ice40":
+        used["lut"] = max(used["lut"], used["ff"])
+    out = {}
+    for res, key, avail in (("LUT", "lut", cap.lut), ("FF", "ff", cap.ff), ("DSP", "dsp", cap.dsp),
+                            ("BRAM", "bram", cap.bram)):
+        cell = board.resources.get(res)
+        if cell:
+            out[cell] = {"used": used[key], "available": avail}
+    return out
+
+
+def overflow_error(board: BoardSpec, cells: dict, log_text: str, stage: str = "") -> HardwareError | None:
+    """A clear error when the design needs more of some resource than the device has, else None.
+
+    ``stage`` says where the counts come from (the pre-place-and-route check: Yosys' counts
+    against the part's data sheet).
+    """
     # a cell type the device lists with none available but the tools placed anyway (nextpnr-himbaechel's
     # Gowin TBUF) is no overflow; the resources bitspike reports always are
     reported = set(board.resources.values())
@@ -201,7 +251,7 @@ def overflow_error(board: BoardSpec, cells: dict, log_text: str) -> HardwareErro
             share = f", {100 * used / avail:.0f}%" if avail else ""
             parts.append(f"{what}: needs {used}, the device has {avail} ({used - avail} too many{share})")
     return HardwareError(
-        f"the design does not fit on {board.name} ({board.description}): " + "; ".join(parts)
+        f"the design does not fit on {board.name} ({board.description}){stage}: " + "; ".join(parts)
         + ". Try a smaller fold (bitspike build --fold with fewer PEs, or --max-luts), fewer bits "
           "(retrain with lower targets for B_w / B_s), or a larger device."
     )
@@ -272,12 +322,12 @@ def _board_top(board: BoardSpec, config, pll=None):
     return BoardTop()
 
 
-def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None) -> dict:
+def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
-    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device)
     return dict(read_report(gen_dir).data)
 
 
@@ -309,7 +359,7 @@ _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Int
                 "Apicula": "yosys, nextpnr-himbaechel (as NEXTPNR_GOWIN) and apycula's gowin_pack"}
 
 
-def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times):
+def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None):
     """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config)."""
     from bitspike.rtl_templates.bridge import BridgeConfig
 
@@ -320,7 +370,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         gen_dir = out / "gen"
         # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
         dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
-        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks)
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device)
     else:
         gen_dir = Path(gen_dir)
         report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it
@@ -389,9 +439,10 @@ def build_bitstream(
         above it (the oscillator's frequency: no PLL), and when place and route misses it, once
         more at the highest not above the Fmax reached. Other boards run on the oscillator.
     fold, max_luts
-        Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the budget is the
-        board's (:func:`~bitspike.gen.boards.lut_budget`), halved and built again while the
-        design overflows the device.
+        Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the fold fills the
+        board's part (:func:`~bitspike.gen.boards.device_budget`: a share of its LUTs, flip-flops,
+        DSP blocks and block RAMs), and the budget is halved and the design built again while it
+        overflows the device.
     gen_dir
         Use this already generated accelerator (its report.json and Verilog) instead of generating.
     seed
@@ -423,9 +474,11 @@ def build_bitstream(
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     board_budget = gen_dir is None and fold == "auto" and max_luts is None
-    budget = lut_budget(spec) if board_budget else max_luts
+    # fold="auto" fills the part's LUTs, flip-flops, DSPs and block RAMs (a share of each, boards.HEADROOM)
+    device = device_budget(spec) if board_budget else None
+    budget = device.lut if device is not None else max_luts
     report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget, gen_dir=gen_dir,
-                                       times=times)
+                                       times=times, device=device)
     if archive:
         return write_archive(spec, report, gen_dir, config, out, times, budget, estimate=estimate)
 
@@ -450,11 +503,13 @@ def build_bitstream(
             attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
             if not board_budget or budget is None or budget <= 1:
                 raise exc.error from None
-            # the board's budget is a share of its LUTs; block RAMs or multipliers can still run out first
+            # the budget is an estimate: the part can still run out; plan again with half of everything
             budget = budget // 2 if budget // 2 >= MIN_LUT_BUDGET else 1
+            if device is not None:
+                device = device.scaled(budget / device.lut)
             log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
             report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
-                                               gen_dir=None, times=times)
+                                               gen_dir=None, times=times, device=device)
     passes = [_pass_record(parsed, osc_hz, pll)]
     if pll_ok and (clock_mhz is None or pll is not None):
         # the timing result picks the clock: the highest the PLL makes at or below the achieved Fmax
@@ -492,6 +547,10 @@ def build_bitstream(
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
+    # what the fit check before place and route compared: Yosys' counts against the part's data sheet
+    result["synthesis_fit"] = synthesis_fit(spec, yosys_cells(synth_log))
+    if device is not None:
+        result["device_budget"] = device.to_json()
     return _write_reports(out, result, times)
 
 
@@ -730,10 +789,17 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
         env[_ENV.get(name, name.upper().replace("-", "_"))] = tool.path
     env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
     log_path = build_dir / "toolchain.log"
+    scripts = _split_script(build_dir / f"build_{NAME}.sh")
+    t_end = time.monotonic() + timeout
     try:
         with open(log_path, "w") as logf:
-            proc = subprocess.run(["sh", f"build_{NAME}.sh"], cwd=build_dir, env=env, stdout=logf,
-                                  stderr=subprocess.STDOUT, timeout=timeout)
+            for i, script in enumerate(scripts):
+                proc = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                      timeout=max(1.0, t_end - time.monotonic()))
+                if i == 0 and len(scripts) > 1 and proc.returncode == 0:
+                    _check_fit(spec, build_dir)  # the fit, before place and route
+                if proc.returncode != 0:
+                    break
     except subprocess.TimeoutExpired:
         raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}") from None
     log_text = log_path.read_text(errors="replace")
@@ -749,6 +815,34 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
         tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     return parsed, build_dir, log_path, synth_opts
+
+
+def _split_script(script: Path) -> list[str]:
+    """Amaranth's build script cut after synthesis: ``[synthesis script, the rest]`` (both written next to it),
+    so that the fit is checked before place and route; ``[the script]`` when it has no Yosys call followed by
+    a nextpnr call."""
+    lines = script.read_text().splitlines()
+    synth = next((i for i, l in enumerate(lines) if l.lstrip().startswith('"$YOSYS"')), None)
+    pnr = next((i for i, l in enumerate(lines) if l.lstrip().startswith('"$NEXTPNR')), None)
+    if synth is None or pnr is None or pnr <= synth:
+        return [script.name]
+    head = lines[:synth]
+    (script.parent / "build_synth.sh").write_text("\n".join(lines[:pnr]) + "\n")
+    (script.parent / "build_pnr.sh").write_text("\n".join(head + lines[pnr:]) + "\n")
+    return ["build_synth.sh", "build_pnr.sh"]
+
+
+def _check_fit(spec: BoardSpec, build_dir: Path) -> None:
+    """Raise :class:`_Overflow` when Yosys' counts of the synthesized design exceed the part."""
+    rpt = build_dir / f"{NAME}.rpt"
+    if not rpt.exists():
+        return
+    cells = synthesis_fit(spec, yosys_cells(rpt.read_text(errors="replace")))
+    problem = overflow_error(spec, cells, "", stage=" (Yosys' counts before place and route, against the part's "
+                                                    "data sheet)")
+    if problem is not None:
+        over = [c for c, v in cells.items() if v["used"] > v["available"]]
+        raise _Overflow(problem, over, cells)
 
 
 def _gowin_himbaechel(script: str) -> str:

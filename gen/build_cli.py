@@ -33,8 +33,11 @@ def register(subparsers) -> None:
                         "oscillator): 'auto' (default) places and routes once at the oscillator and then runs the "
                         "accelerator at the highest PLL frequency not above the Fmax it reached; a number: the highest "
                         "PLL frequency not above it (lower, once, if place and route misses it)")
-    p.add_argument("--fold", default="auto", metavar="SPEC", help="folding for the generator ('auto' or NAME=PESxLANES,...)")
-    p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
+    p.add_argument("--fold", default="auto", metavar="SPEC",
+                   help="folding for the generator: 'auto' (fill a share of the board's LUTs, FFs, DSPs and block "
+                        "RAMs for the best interval; halved and built again on overflow) or NAME=PESxLANES,...")
+    p.add_argument("--max-luts", type=int, default=None, metavar="N",
+                   help="LUT budget for --fold auto instead of the board's part")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "

@@ -29,7 +29,7 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["allocate_dsps", "engine_candidates", "dsp_pass", "RESERVED_PER_ENGINE"]
+__all__ = ["allocate_dsps", "engine_candidates", "logic_product_luts", "dsp_pass", "RESERVED_PER_ENGINE"]
 
 #: blocks kept back for engines whose multiplies the allocator does not place (the residual add's two
 #: products; a pool's address arithmetic), so Yosys never finds the device short; each op says its own
@@ -56,6 +56,15 @@ def allocate_dsps(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers:
         return layers
     if isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0:
         raise HardwareError(f"the DSP budget must be a non-negative integer, not {dsp_blocks!r}")
+    pool, budget = _pool(manifest, ranges, layers, dsp_blocks)
+    share = {i: 0 for i in range(len(layers))}
+    for _, _, i, _ in pool[:budget]:
+        share[i] += 1
+    return tuple(OPS[lp.op].with_dsp_blocks(lp, share[i]) for i, lp in enumerate(layers))
+
+
+def _pool(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers: tuple[PlanNode, ...], dsp_blocks: int):
+    """Every engine's candidates, in the order the allocator hands out blocks, and the blocks it hands out."""
     by_name = {l.name: l for l in manifest.layers}
     budget = max(0, dsp_blocks - sum(OPS[lp.op].reserved_dsps for lp in layers))
     pool = []
@@ -63,10 +72,20 @@ def allocate_dsps(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers:
         for rank, (cost, kind) in enumerate(engine_candidates(by_name[lp.name], ranges[lp.name], lp)):
             pool.append((-cost, kind != "requant", i, rank))
     pool.sort()
-    share = {i: 0 for i in range(len(layers))}
-    for _, _, i, _ in pool[:budget]:
-        share[i] += 1
-    return tuple(OPS[lp.op].with_dsp_blocks(lp, share[i]) for i, lp in enumerate(layers))
+    return pool, budget
+
+
+def logic_product_luts(manifest: Manifest, ranges: Mapping[str, LayerRanges], layers: tuple[PlanNode, ...],
+                       dsp_blocks: int | None) -> int:
+    """LUTs of the candidate products that :func:`allocate_dsps` leaves in logic (the part has too few blocks).
+
+    The folding pass adds them to the LUT estimate, whose per-engine models count every candidate
+    as a DSP multiply. 0 without a limit.
+    """
+    if dsp_blocks is None:
+        return 0
+    pool, budget = _pool(manifest, ranges, layers, dsp_blocks)
+    return sum(-c[0] for c in pool[budget:])
 
 
 @register_pass("dsp")

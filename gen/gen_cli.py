@@ -22,7 +22,14 @@ def register(subparsers) -> None:
                    help="'auto' (balance the pipeline within --max-luts) or per-layer folds NAME=PESxLANES,...")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--board", default=None, metavar="NAME",
-                   help="take the --fold auto LUT budget from this board's part (`bitspike boards`), unless --max-luts")
+                   help="plan for this board's part (`bitspike boards`): --fold auto fills its LUTs, FFs, DSPs and "
+                        "block RAMs (a stated share of each) for the best interval")
+    p.add_argument("--device", default=None, metavar="PART",
+                   help="as --board, for a part of the table (LFE5-85F, iCE40UP5K, xc7a35t, ...)")
+    p.add_argument("--target-fps", type=float, default=None, metavar="N",
+                   help="--fold auto: the fewest LUTs that reach N images/s at --clock, instead of the best interval")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="the accelerator clock --target-fps counts with (default: the board's clock)")
     p.add_argument("--debug-taps", action="store_true", help="add observation ports dbgJ_KIND (co-simulation)")
     p.add_argument("--synth", choices=SYNTH_TARGETS, default=None, help="run Yosys and add LUT/FF/BRAM/DSP per engine")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on the output")
@@ -30,16 +37,54 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def plan_options(board: str | None, device: str | None, max_luts: int | None, target_fps: float | None,
+                 clock_mhz: float | None, fold) -> dict:
+    """The generator's ``max_luts``, ``dsp_blocks``, ``device`` and ``target_interval`` for the CLI's options.
+
+    Raises
+    ------
+    BitspikeError
+        ``--board`` with ``--device``, an unknown board or part, a bad ``--target-fps`` / ``--clock``,
+        ``--target-fps`` without a clock to count with or with a manual fold.
+    """
+    from bitspike.errors import BitspikeError
+
+    from .boards import device_budget, get_board
+
+    if board is not None and device is not None:
+        raise BitspikeError("give --board or --device, not both")
+    if max_luts is not None and max_luts < 1:
+        raise BitspikeError(f"--max-luts must be a positive number of LUTs, not {max_luts}")
+    out: dict = {"max_luts": max_luts}
+    spec = get_board(board) if board is not None else None
+    budget = device_budget(spec if spec is not None else f"part:{device}") if board or device else None
+    if budget is not None:
+        out.update(device=budget, dsp_blocks=budget.dsp, max_luts=budget.lut if max_luts is None else max_luts)
+    if clock_mhz is not None and not clock_mhz > 0:
+        raise BitspikeError(f"--clock {clock_mhz:g}: the frequency must be positive (MHz)")
+    if target_fps is not None:
+        if not target_fps > 0:
+            raise BitspikeError(f"--target-fps {target_fps:g}: must be a positive number of images per second")
+        if fold != "auto":
+            raise BitspikeError("--target-fps chooses the fold: it needs --fold auto")
+        if clock_mhz is None:
+            if spec is None or not spec.clock_hz:
+                raise BitspikeError("--target-fps needs the clock it counts with: give --clock MHZ (or a --board "
+                                    "with a default clock)")
+            clock_mhz = spec.clock_hz / 1e6
+        interval = int(clock_mhz * 1e6 // target_fps)
+        if interval < 1:
+            raise BitspikeError(f"--target-fps {target_fps:g} at {clock_mhz:g} MHz is less than a clock per image")
+        out["target_interval"] = interval
+        log.info("--target-fps %g at %g MHz: an interval of at most %d cycles", target_fps, clock_mhz, interval)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from . import generate
 
-    max_luts = args.max_luts
-    if args.board is not None and max_luts is None:
-        from .boards import get_board, lut_budget
-
-        max_luts = lut_budget(get_board(args.board))
-    report = generate(args.manifest, args.out, fold=args.fold, max_luts=max_luts,
-                      debug_taps=args.debug_taps, synth=args.synth)
+    report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
+                      **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold))
     if args.lint:
         from .lint import lint_verilog
 
@@ -47,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     d = report.to_json()
     summary = {k: d[k] for k in ("cycles_per_inference", "initiation_interval", "weight_memory_bits",
                                  "weight_memory_bits_bound", "verilog_files")}
+    if "estimated_resources" in d:
+        summary["estimated_resources"] = {k: v for k, v in d["estimated_resources"].items() if k != "layers"}
     summary["out_dir"] = str(args.out)
     if "synthesis" in d:
         summary["synthesis_total"] = d["synthesis"]["total"]
@@ -58,5 +105,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"bitspike gen: {len(d['verilog_files'])} Verilog files in {args.out}; "
           f"{d['cycles_per_inference']} cycles per inference, interval {d['initiation_interval']}, "
           f"weight memory {d['weight_memory_bits']} bits (bound {d['weight_memory_bits_bound']})")
+    if "estimated_resources" in d:
+        est, b = d["estimated_resources"], d["device_budget"]
+        print(f"estimate for {b['part']}: " + ", ".join(
+            f"{k.upper()} {est[k]}/{b[k]}" for k in ("lut", "ff", "dsp", "bram")) + " (LUTs in the planner's units)")
     write_json(args.json, summary)
     return 0

@@ -95,11 +95,15 @@ REPORT_DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """What the user asked for: per-layer folds (``None``: auto), the LUT budget, the DSP budget."""
+    """What the user asked for: per-layer folds (``None``: auto), the LUT budget, the DSP budget, the device
+    whose resources ``fold="auto"`` fills (a :class:`bitspike.gen.boards.DeviceBudget`) and the interval it
+    must reach instead of the best (``--target-fps``)."""
 
     folds: Mapping[str, tuple[int, int]] | None = None
     max_luts: int | None = None
     dsp_blocks: int | None = None
+    device: Any = None
+    target_interval: int | None = None
 
 
 @dataclass(frozen=True)

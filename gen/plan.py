@@ -79,7 +79,7 @@ def _check_graph(manifest: Manifest) -> None:
 
 
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
-              dsp_blocks: int | None = None) -> Plan:
+              dsp_blocks: int | None = None, device=None, target_interval: int | None = None) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -92,6 +92,9 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         LUT budget for ``fold="auto"`` (estimated; see :mod:`bitspike.gen.folding`).
     dsp_blocks
         The device's DSP blocks, shared out per product (:mod:`bitspike.gen.dsp`); ``None``: no limit.
+    device, target_interval
+        The :class:`~bitspike.gen.boards.DeviceBudget` that ``fold="auto"`` fills, and the interval it must
+        reach with the fewest LUTs instead (:func:`bitspike.gen.folding.folding_pass`).
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -110,5 +113,6 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         if unknown:
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     plan = Plan(manifest=manifest, ranges=ranges, layers=tuple(nodes), fold="auto" if folds is None else "manual",
-                max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks))
+                max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
+                                        target_interval=target_interval))
     return run_flow(plan)

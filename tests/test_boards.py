@@ -17,7 +17,7 @@ import pytest
 
 from bitspike.cli import main
 from bitspike.errors import BoardError, HardwareError
-from bitspike.gen.boards import (MAX_LUT_BUDGET, MIN_LUT_BUDGET, OPEN_FAMILIES, PARTS, all_boards, board_table,
+from bitspike.gen.boards import (FIXED_LUT4, HEADROOM, LUT4_PER_ESTIMATE, MIN_LUT_BUDGET, OPEN_FAMILIES, PARTS, all_boards, board_table,
                                  get_board, lut_budget, part_key)
 from bitspike.gen.build import build_bitstream, overflow_error, parse_nextpnr
 
@@ -101,15 +101,16 @@ def test_part_keys():
 
 def test_lut_budget_follows_the_capacity():
     small, mid, big = (lut_budget(get_board(n)) for n in ("icestick", "icebreaker", "ulx3s_85f"))
-    assert MIN_LUT_BUDGET <= small < mid < big <= MAX_LUT_BUDGET
-    assert mid == 580  # 11 % of the UP5K's 5280 logic cells, to the nearest ten
-    assert big == MAX_LUT_BUDGET  # the link, not the fold, bounds a big part's speed
+    assert MIN_LUT_BUDGET == small < mid < big
+    # the LUT share of the part, less the bridge's LUTs, in the planner's units; no cap (device_budget)
+    assert mid == int((HEADROOM["lut"] * 5280 - FIXED_LUT4) / LUT4_PER_ESTIMATE) == 870
+    assert big == int((HEADROOM["lut"] * 84000 - FIXED_LUT4) / LUT4_PER_ESTIMATE) == 20550
     # six-input LUTs count double
     from dataclasses import replace
 
     small_x7 = replace(get_board("cmod_a7_15"), capacity=replace(PARTS["xc7a15t"], lut=2000))
     small_ice = replace(get_board("icestick"), capacity=replace(PARTS["iCE40HX1K"], lut=2000))
-    assert lut_budget(small_x7) == 440 and lut_budget(small_ice) == 220
+    assert lut_budget(small_x7) == 550 and lut_budget(small_ice) == MIN_LUT_BUDGET
 
 
 def test_boards_without_a_serial_path_are_refused(tmp_path):

@@ -8,7 +8,8 @@ place, everything the tool chain knows about that op:
 * its range rule (:meth:`Op.ranges`, used by :mod:`bitspike.analysis`),
 * its integer forward (:meth:`Op.forward`, used by :mod:`bitspike.host.golden`),
 * its plan node and costs: LUTs, DSP candidates, memory and cycles
-  (:meth:`Op.plan`, :meth:`Op.widths`, :meth:`Op.fold`, :meth:`Op.estimate_luts`,
+  (:meth:`Op.plan`, :meth:`Op.widths`, :meth:`Op.fold`, :meth:`Op.estimate_luts` and the other
+  resource estimates (:meth:`Op.estimate_ffs`, :meth:`Op.estimate_dsps`, :meth:`Op.memories`),
   :meth:`Op.busy_cycles`, :meth:`Op.arrival_times`, used by :mod:`bitspike.gen`),
 * its engine builder with the debug taps it offers (:meth:`Op.build_engine`),
 * its export and audit rules (:meth:`Op.export_layer`, :meth:`Op.audit_step`,
@@ -365,6 +366,30 @@ class Op:
     def estimate_luts(self, node: "PlanNode") -> int:
         """Coarse LUT estimate of the engine (:mod:`bitspike.gen.folding`)."""
         return 40 + 3 * node.widths.get("out", 8)
+
+    def estimate_ffs(self, node: "PlanNode") -> int:
+        """Coarse flip-flop estimate of the engine: its input and output registers and a few counters."""
+        return 32 + 2 * (node.widths.get("x", 8) + node.widths.get("out", 8))
+
+    def estimate_dsps(self, node: "PlanNode", layer: Layer, r: "LayerRanges") -> int:
+        """DSP blocks the engine instantiates (exact): its allotted candidates plus :attr:`reserved_dsps`.
+
+        A node without an allotment yet (``dsp_blocks`` unset: no device limit) builds every
+        candidate as a DSP multiply.
+        """
+        n = len(self.dsp_candidates(layer, r, node))
+        blocks = getattr(node, "dsp_blocks", None)
+        return self.reserved_dsps + (n if blocks is None else min(n, blocks))
+
+    def memories(self, node: "PlanNode") -> list[tuple[int, int, str]]:
+        """The engine's memories as ``(depth, width, kind)``.
+
+        ``kind``: ``"block"`` (marked ``ram_style = "block"``), ``"ram"`` (written and read with a clock:
+        Yosys picks block RAM, LUT RAM or logic by cost), ``"async"`` (read without a clock: never block
+        RAM), ``"rom"`` (a small constant table: logic).
+        :func:`bitspike.gen.folding.memory_blocks` maps them to the family's block RAMs. Default: none.
+        """
+        return []
 
     def dsp_candidates(self, layer: Layer, r: "LayerRanges", node: "PlanNode") -> list[tuple[int, str]]:
         """The engine's products that may become DSP multiplies, best first, as ``(LUT cost, kind)``."""

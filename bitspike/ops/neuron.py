@@ -544,6 +544,46 @@ class SynapticOp(Op):
         requant = 3 * w["acc"] + w["out"]
         return 60 + node.pes * per_pe + neuron + requant + node.lanes * cw
 
+    def estimate_ffs(self, node: SynapticNode) -> int:
+        """Flip-flops of the engine's registers, counted from its structure (Yosys ``synth_ecp5`` of the digits
+        MLP's fc1 at 4×4: 1,501; this model: 1,491).
+
+        Per clock's word: the memory output and its register (``2·pes·lanes·B_w``), the frame read and its
+        register (``2·lanes·count``), the product stages (:data:`~bitspike.rtl_templates.pe.PRODUCT_STAGES`
+        registers of weight and count bits per product), the registered adder tree (``lanes − 1`` partial
+        sums per PE), the accumulators and the holding queue, the requantizer's stages and the neuron.
+        """
+        from bitspike.rtl_templates.drain import HOLD_SLOTS
+        from bitspike.rtl_templates.pe import PRODUCT_STAGES
+
+        w = node.widths
+        cw, psum, acc = w["count"], w["psum"], w["acc"]
+        products = node.pes * node.lanes
+        word = 2 * products * node.w_bits + 2 * node.lanes * cw
+        stages = PRODUCT_STAGES * products * (node.w_bits + cw)
+        tree = node.pes * max(0, node.lanes - 1) * psum
+        accumulate = (1 + HOLD_SLOTS) * node.pes * acc
+        requant = 3 * w.get("product", acc) + 2 * w["out"]
+        return 60 + word + stages + tree + accumulate + requant + 2 * w["v"] + cw
+
+    def estimate_dsps(self, node: SynapticNode, layer: SynapticLayer, r: LayerRanges) -> int:
+        n = len(self.dsp_candidates(layer, r, node))
+        return self.reserved_dsps + (n if node.dsp_blocks is None else min(n, node.dsp_blocks))
+
+    def memories(self, node: SynapticNode) -> list[tuple[int, int, str]]:
+        """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on)
+        and the double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word
+        after them when the window pads)."""
+        from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
+        from bitspike.rtl_templates.weight_mem import WeightLayout
+
+        lay = WeightLayout(node.out_features, self.tap_inputs(node), node.pes, node.lanes, node.w_bits,
+                           taps=node.kernel[0] * node.kernel[1])
+        frame = node.in_hw[0] * node.in_hw[1] * len(self.frame_words(node))
+        has_pad = tuple(node.padding) != (0, 0)
+        return [(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom"),
+                (2 * frame + has_pad, node.lanes * node.widths["count"], "ram")]
+
     def dsp_candidates(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode) -> list[tuple[int, str]]:
         if isinstance(node, SteppedNode):
             return stepped_dsp_candidates(node, layer, r)

@@ -222,6 +222,13 @@ class PoolOp(Op):
         out[-1] = t_end + 2
         return out
 
+    def memories(self, node):
+        """The row buffer of the streaming engine (read without a clock), else the double-buffered frame."""
+        C, (H, W) = node.in_features, node.in_hw
+        if node.streaming:
+            return [(node.out_hw[1] * C, node.widths["out"], "async")]
+        return [(2 * C * H * W, node.widths["x"], "ram")]
+
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.pool import PoolEngine, WindowPoolEngine
 
