@@ -22,7 +22,7 @@ __all__ = ["generate"]
 
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
-             dsp_blocks: int | None = None):
+             dsp_blocks: int | None = None, fuse: str | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -42,6 +42,10 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     dsp_blocks
         The target device's DSP blocks (:mod:`bitspike.gen.dsp` shares them out per product);
         ``None``: every product that is not narrow is a DSP multiply.
+    fuse
+        Fused requantize-and-fire (:mod:`bitspike.gen.fuse`): ``"auto"`` (where exact and cheaper),
+        ``"off"`` or ``"on"`` (everywhere exact, else an error); ``None``: the default
+        (:data:`bitspike.gen.fuse.DEFAULT_FUSE`).
 
     Returns
     -------
@@ -51,13 +55,15 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     from bitspike.manifest import Manifest, load
 
     from .emit import emit_verilog
+    from .fuse import DEFAULT_FUSE
     from .plan import make_plan
     from .report import build_report
 
     if not isinstance(manifest, Manifest):
         manifest = load(manifest)
     out_dir = Path(out_dir)
-    plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks)
+    plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks,
+                     fuse=DEFAULT_FUSE if fuse is None else fuse)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     report.out_dir = out_dir
