@@ -605,14 +605,14 @@ class SynapticOp(Op):
     def output_luts(node: SynapticNode) -> int:
         """The estimate's share for the requantizer, or for the fused thresholds that replace it.
 
-        Thresholds: one comparator (a carry chain as wide as the accumulator) per level, their
-        channel ROM (``channels × levels`` threshold words in LUT4s, 16 bits a LUT) and the count's
-        adder; the requantizer: its staged adds and clamp (the multiply goes to DSP blocks).
+        On the folder's basis, which leaves out the per-channel constant ROMs of both: the
+        requantizer's staged adds and clamp (the multiply goes to DSP blocks), or one comparator (a
+        carry chain as wide as the accumulator) per threshold level and the count's adder. (Whether
+        to fuse is decided by :meth:`fusion_saving`, a finer model with the ROMs and the multiply.)
         """
         w = node.widths
         if node.fused is not None:
-            levels = node.fused.levels
-            return levels * (w["acc"] + 1) + (node.out_features * levels * w["threshold"]) // 16 + 2 * levels
+            return node.fused.levels * (w["acc"] + 3)
         return 3 * w["acc"] + w["out"]
 
     def dsp_candidates(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode) -> list[tuple[int, str]]:
