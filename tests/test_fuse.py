@@ -49,6 +49,12 @@ def _conv_flatten():
                   image=(1, 4, 4))
 
 
+def _shared():
+    """The MLP test_cosim, test_diagnose and test_icarus co-simulate: the default (auto) fuses line0 → line1
+    (binary spikes, one threshold a channel), and its Verilator build is cached for all of them."""
+    return random_mlp(3, sizes=(64, 24, 16, 10))
+
+
 def _contract(acc: np.ndarray, m: int, b: int, shift: int, lo: int, hi: int, k: int, s_bits: int, t: int):
     x = np.clip((acc.astype(object) * m + b + rounding_term(shift)) >> shift, lo, hi).astype(np.int64)
     _, s = neuron_steps(torch.from_numpy(x), k, s_bits, t)
@@ -79,34 +85,36 @@ def test_plan_thresholds_equal_the_contract_for_every_accumulator(make):
         assert "x" not in plan.layer(consumer.name).widths and "product" not in node.widths
 
 
-@pytest.mark.parametrize("make", [_mlp, pytest.param(_conv_flatten, marks=pytest.mark.slow)])
-def test_fused_designs_cosimulate_bit_exact(make, check_cosim):
+@pytest.mark.parametrize("make,fuse", [(_shared, None), pytest.param(_mlp, "on", marks=pytest.mark.slow),
+                                       pytest.param(_conv_flatten, "on", marks=pytest.mark.slow)])
+def test_fused_designs_cosimulate_bit_exact(make, fuse, check_cosim):
     m = make()
-    assert all(b.fused for b in make_plan(m, fuse="on").fusion)
-    check_cosim(m, seed=3, samples=4, fuse="on")
+    plan = make_plan(m) if fuse is None else make_plan(m, fuse=fuse)
+    assert any(b.fused for b in plan.fusion) and (fuse is None or all(b.fused for b in plan.fusion))
+    check_cosim(m, seed=3, samples=4, **({} if fuse is None else {"fuse": fuse}))
 
 
 def test_a_wrong_fused_count_is_named_by_layer_neuron_and_cycle(cosim_of):
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
-    m = _mlp()
-    sim = cosim_of(m, fuse="on")
+    m = _shared()
+    sim = cosim_of(m)  # the default fuses line0 → line1
     cnt = [t for t in sim.design.taps if t.kind == "cnt"]
-    assert [t.layer for t in cnt] == ["line0", "line1"]
-    assert not any(t.kind in ("x", "spk") and t.index > 0 for t in sim.design.taps)  # fused consumers: no neuron
+    assert [t.layer for t in cnt] == ["line0"]
+    assert not any(t.kind in ("x", "spk") and t.layer == "line1" for t in sim.design.taps)  # fused consumer: no neuron
     x = np.random.default_rng(0).integers(0, 256, size=(2, *m.input.shape))
     res = sim.run(x, trace=True, processes=1)
     ref = ManifestGoldenTaps(m, sim.design.taps)
     golden = ref.sequences(x)
     assert compare_all(res, golden, sim.design.taps, ref) == (2, None)
-    port = cnt[1].port
+    port = cnt[0].port
     vals, cycles = res.taps[port]
     bad = vals.copy()
     bad[3] += 1
     res.taps[port] = (bad, cycles)
     n_ok, div = compare_all(res, golden, sim.design.taps, ref)
     assert n_ok == 1 and div is not None  # sample 1 is still exact
-    assert (div.layer, div.kind, div.sample, div.neuron, div.cycle) == ("line1", "cnt", 0, (3,), int(cycles[3]))
+    assert (div.layer, div.kind, div.sample, div.neuron, div.cycle) == ("line0", "cnt", 0, (3,), int(cycles[3]))
     assert div.expected == int(golden[0][port][3]) and div.got == div.expected + 1
 
 
