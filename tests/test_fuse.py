@@ -56,7 +56,9 @@ def _shared():
 
 
 def _contract(acc: np.ndarray, m: int, b: int, shift: int, lo: int, hi: int, k: int, s_bits: int, t: int):
-    x = np.clip((acc.astype(object) * m + b + rounding_term(shift)) >> shift, lo, hi).astype(np.int64)
+    exact_in_int64 = int(np.abs(acc).max()) * abs(m) + abs(b) + rounding_term(shift) < 2**62
+    a = acc.astype(np.int64 if exact_in_int64 else object)
+    x = np.clip((a * m + b + rounding_term(shift)) >> shift, lo, hi).astype(np.int64)
     _, s = neuron_steps(torch.from_numpy(x), k, s_bits, t)
     return s.sum(dim=0).numpy()
 
