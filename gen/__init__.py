@@ -22,7 +22,8 @@ __all__ = ["generate"]
 
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
-             dsp_blocks: int | None = None, device=None, target_interval: int | None = None):
+             dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
+             fuse: str | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -49,6 +50,10 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     target_interval
         With ``fold="auto"``: stop at the first fold whose interval is at most this many cycles (the
         fewest LUTs that reach it; ``--target-fps``).
+    fuse
+        Fused requantize-and-fire (:mod:`bitspike.gen.fuse`): ``"auto"`` (where exact and cheaper),
+        ``"off"`` or ``"on"`` (everywhere exact, else an error); ``None``: the default
+        (:data:`bitspike.gen.fuse.DEFAULT_FUSE`).
 
     Returns
     -------
@@ -58,6 +63,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     from bitspike.manifest import Manifest, load
 
     from .emit import emit_verilog
+    from .fuse import DEFAULT_FUSE
     from .plan import make_plan
     from .report import build_report
 
@@ -65,7 +71,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         manifest = load(manifest)
     out_dir = Path(out_dir)
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                     target_interval=target_interval)
+                     target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
                    help="--fold auto: the fewest LUTs that reach N images/s at --clock, instead of the best interval")
     p.add_argument("--clock", type=float, default=None, metavar="MHZ",
                    help="the accelerator clock --target-fps counts with (default: the board's clock)")
+    p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
+                   help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
+                        "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
     p.add_argument("--debug-taps", action="store_true", help="add observation ports dbgJ_KIND (co-simulation)")
     p.add_argument("--synth", choices=SYNTH_TARGETS, default=None, help="run Yosys and add LUT/FF/BRAM/DSP per engine")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on the output")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from . import generate
 
     report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
-                      **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold))
+                      **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold),
+                      fuse=args.fuse)
     if args.lint:
         from .lint import lint_verilog
 
@@ -97,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     summary["out_dir"] = str(args.out)
     if "synthesis" in d:
         summary["synthesis_total"] = d["synthesis"]["total"]
+    if "fusion" in d:
+        summary["fused"] = [f"{b['producer']}->{b['consumer']}" for b in d["fusion"] if b["fused"]]
     if not args.quiet:
         for lp in d["layers"]:
             log.info("%-12s %-8s B_w=%-2s B_s=%-2s T=%-2s %3d PEs x %2d lanes  %6d mem bits  %5d cycles", lp["name"],

@@ -42,6 +42,7 @@ def golden_tap_sequence(manifest: Manifest, golden_trace: Mapping[str, Any], sam
         ``x``/``out``/``acc``: one value per element in stream order (HWC or flat).
         ``spk``: one value per input element in stream order, the element's T
         spikes packed into one integer, t = 0 in the lowest ``s_bits`` bits.
+        ``cnt`` (a fused layer): the spike counts Σ_t s_t of the layer it feeds, one per output element.
     """
     if tap is not None:
         layer, kind = tap["layer"], tap["kind"]
@@ -61,13 +62,19 @@ def golden_tap_sequence(manifest: Manifest, golden_trace: Mapping[str, Any], sam
         return stream_values(lt.out[n], out_order)
     if kind == "acc":
         return stream_values(lt.acc[n], out_order)
+    if kind == "cnt":
+        # a fused boundary's stream: the spike counts of the one engine it feeds, in this layer's stream order
+        from .fuse import fused_reader
+
+        reader = fused_reader(manifest, layer)
+        return stream_values(np.asarray(golden_trace[reader.name].s[:, n], dtype=np.int64).sum(axis=0), out_order)
     if kind == "spk":
         s = np.asarray(lt.s[:, n], dtype=np.int64)  # (T, *in_shape)
         T = s.shape[0]
         per_t = [stream_values(s[t], in_order) for t in range(T)]
         bits = man_layer.s_bits
         return [sum(per_t[t][i] << (t * bits) for t in range(T)) for i in range(len(per_t[0]))]
-    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc or out)")
+    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc, out or cnt)")
 
 
 def _stepped_sequence(lt, n: int, kind: str, in_order: np.ndarray, out_order: np.ndarray, layer) -> list[int]:
@@ -88,4 +95,4 @@ def _stepped_sequence(lt, n: int, kind: str, in_order: np.ndarray, out_order: np
     if kind in ("acc", "out"):
         tensor = lt.acc if kind == "acc" else lt.out
         return values(tensor, out_order, tensor.dim() == len(layer.out_shape) + 2)
-    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc or out)")
+    raise HardwareError(f"unknown tap kind {kind!r} (expected x, spk, acc, out or cnt)")

@@ -96,14 +96,15 @@ REPORT_DEFAULTS: dict[str, Any] = {
 @dataclass(frozen=True)
 class PlanOptions:
     """What the user asked for: per-layer folds (``None``: auto), the LUT budget, the DSP budget, the device
-    whose resources ``fold="auto"`` fills (a :class:`bitspike.gen.boards.DeviceBudget`) and the interval it
-    must reach instead of the best (``--target-fps``)."""
+    whose resources ``fold="auto"`` fills (a :class:`bitspike.gen.boards.DeviceBudget`), the interval it
+    must reach instead of the best (``--target-fps``) and fusion."""
 
     folds: Mapping[str, tuple[int, int]] | None = None
     max_luts: int | None = None
     dsp_blocks: int | None = None
     device: Any = None
     target_interval: int | None = None
+    fuse: str = "off"  # fused requantize-and-fire: "auto", "off" or "on" (bitspike.gen.fuse)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class Plan:
     initiation_interval: int = 0
     estimated_luts: int = 0
     options: PlanOptions = field(default_factory=PlanOptions, repr=False, compare=False)
+    # the fuse pass's decision per layer boundary (bitspike.gen.fuse.Boundary), in network order
+    fusion: tuple = ()
 
     @property
     def logit_width(self) -> int:
@@ -150,7 +153,7 @@ Pass = Callable[[Plan], Plan]
 #: pass name → pass; a module that defines passes registers them when imported
 PASSES: dict[str, Pass] = {}
 #: the passes :func:`bitspike.gen.plan.make_plan` runs, in order
-FLOW: tuple[str, ...] = ("widths", "folding", "dsp", "timing", "luts")
+FLOW: tuple[str, ...] = ("widths", "fuse", "folding", "dsp", "timing", "luts")
 
 
 def register_pass(name: str) -> Callable[[Pass], Pass]:

@@ -3,7 +3,8 @@
 :func:`make_plan` analyses the manifest, asks each layer's op
 (:mod:`bitspike.ops`) for its plan node, and runs the registered passes of
 :data:`bitspike.gen.ir.FLOW` over the plan: register widths and folding
-(:mod:`bitspike.gen.folding`), the DSP allotment (:mod:`bitspike.gen.dsp`),
+(:mod:`bitspike.gen.folding`), fused requantize-and-fire (:mod:`bitspike.gen.fuse`), the DSP
+allotment (:mod:`bitspike.gen.dsp`),
 the cycle model (:mod:`bitspike.gen.timing`) and the LUT estimate.
 Everything downstream (the Amaranth top, the report) reads only the plan.
 """
@@ -20,6 +21,7 @@ from bitspike.ops.base import OPS
 # the pass modules register their passes when imported
 from . import dsp as _dsp  # noqa: F401
 from . import folding as _folding  # noqa: F401
+from .fuse import DEFAULT_FUSE
 from . import timing as _timing  # noqa: F401
 from .ir import Plan, PlanNode, PlanOptions, run_flow, safe_name, self_add_in_step, stream_source
 
@@ -79,7 +81,8 @@ def _check_graph(manifest: Manifest) -> None:
 
 
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
-              dsp_blocks: int | None = None, device=None, target_interval: int | None = None) -> Plan:
+              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
+              fuse: str = DEFAULT_FUSE) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -95,6 +98,8 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
     device, target_interval
         The :class:`~bitspike.gen.boards.DeviceBudget` that ``fold="auto"`` fills, and the interval it must
         reach with the fewest LUTs instead (:func:`bitspike.gen.folding.folding_pass`).
+    fuse
+        Fused requantize-and-fire (:mod:`bitspike.gen.fuse`): ``"auto"``, ``"off"`` or ``"on"``.
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -114,5 +119,5 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     plan = Plan(manifest=manifest, ranges=ranges, layers=tuple(nodes), fold="auto" if folds is None else "manual",
                 max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                                        target_interval=target_interval))
+                                        target_interval=target_interval, fuse=fuse))
     return run_flow(plan)

@@ -219,6 +219,12 @@ class Report:
             widths = " ".join(f"{k}:{v}" for k, v in sorted(l["widths"].items()))
             lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {l['w_bits'] or '-'} | {l['s_bits'] or '-'} | "
                          f"{l['timesteps'] or '-'} | {l['pes']} | {l['lanes']} | {widths} | {l['memory_bits']} | {l['cycles']} |")
+        if "fusion" in d:
+            fused = [f"{b['producer']} → {b['consumer']} ({b['levels']} thresholds a channel)"
+                     for b in d["fusion"] if b["fused"]]
+            lines += ["", f"## Fused requantize-and-fire (--fuse {d['fuse']})", "",
+                      "- fused: " + ("; ".join(fused) if fused else "none")]
+            lines += [f"- not fused: {b['producer']} → {b['consumer']}: {b['reason']}" for b in d["fusion"] if not b["fused"]]
         synth = d.get("synthesis")
         if synth:
             lines += ["", f"## Synthesis ({synth['target']}, Yosys)", "", "| module | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]
@@ -264,4 +270,7 @@ def build_report(plan: Plan, verilog_files: list[str], taps: list[dict[str, Any]
         "max_luts": plan.max_luts,
         "estimated_luts": plan.estimated_luts,
     }
+    if plan.options.fuse != "off":  # --fuse off writes the report of a generator without fusion, byte for byte
+        data["fuse"] = plan.options.fuse
+        data["fusion"] = [b.to_json() for b in plan.fusion]
     return Report(data=data, plan=plan)

@@ -25,15 +25,21 @@ from .neuron import shape_of
 from .pe import GroupSignature
 from .requant import REQUANT_LATENCY, requant_pipeline, requant_reference
 from .taps import TapSignature
+from .threshold import threshold_stage, threshold_words
 
-__all__ = ["Drain", "drain_reference", "drain_latency", "channel_rom", "const_range", "HOLD_SLOTS"]
+__all__ = ["Drain", "drain_reference", "drain_latency", "channel_rom", "const_range", "HOLD_SLOTS", "FUSED_LATENCY",
+           "threshold_stage", "threshold_words"]
 
 #: groups the holding queue takes (one draining, one waiting)
 HOLD_SLOTS = 2
+#: clocks from a pop to ``y`` with fused thresholds (input register · comparisons · count-and-output)
+FUSED_LATENCY = 3
 
 
-def drain_latency(requantized: bool) -> int:
+def drain_latency(requantized: bool, fused: bool = False) -> int:
     """Clocks from an output's pop off the holding queue to its ``y.valid``."""
+    if fused:
+        return FUSED_LATENCY
     return REQUANT_LATENCY if requantized else 1
 
 
@@ -67,9 +73,10 @@ def channel_rom(m: Module, values: list[int], step, name: str):
     return cur
 
 
-def drain_reference(groups: list[list[int]], bias, requant: Requant | None, pes: int) -> list[int]:
+def drain_reference(groups: list[list[int]], bias, requant: Requant | None, pes: int, fused=None) -> list[int]:
     """The values ``y`` carries for finished groups ``groups`` (each the ``pes`` partial sums, in order;
-    the group index cycles over the output channels), in the order it carries them."""
+    the group index cycles over the output channels), in the order it carries them (with ``fused``:
+    the fused spike counts, :meth:`~.threshold.FusedThresholds.count`)."""
     out_c = len(bias)
     n_groups = -(-out_c // pes)
     out = []
@@ -78,7 +85,9 @@ def drain_reference(groups: list[list[int]], bias, requant: Requant | None, pes:
         for p in range(min(pes, out_c - g * pes)):
             o = g * pes + p
             acc = int(psums[p]) + int(bias[o])
-            if requant is None:
+            if fused is not None:
+                out.append(fused.count(o, acc))
+            elif requant is None:
                 out.append(acc)
             else:
                 out.append(requant_reference(acc, int(requant.multiplier[o]), int(requant.bias[o]), requant.shift,
@@ -103,6 +112,9 @@ class Drain(wiring.Component):
         Analysed shape of acc·M + B + rnd (with ``requant``).
     dsp_pieces
         Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`).
+    fused
+        :class:`~.threshold.FusedThresholds` of the requantizer and the next layer's neuron: ``y``
+        carries spike counts (``out_shape`` wide) and the requantizer is not built.
 
     Ports
     -----
@@ -118,18 +130,23 @@ class Drain(wiring.Component):
     """
 
     def __init__(self, *, pes: int, bias, psum_shape, acc_shape, out_shape, requant: Requant | None = None,
-                 product_shape=None, dsp_pieces: int | None = None):
+                 product_shape=None, dsp_pieces: int | None = None, fused=None):
         self.pes = pes
+        self.fused = fused
         self.bias = [int(v) for v in bias]
         if not self.bias or not 1 <= pes <= len(self.bias):
             raise ValueError(f"Drain needs 1 … {len(self.bias)} pes for {len(self.bias)} channels, not {pes!r}")
-        if requant is not None and product_shape is None:
+        if fused is not None and len(fused.base) != len(self.bias):
+            raise ValueError(f"Drain fused thresholds are for {len(fused.base)} channels, not {len(self.bias)}")
+        if fused is not None and Shape.cast(out_shape).signed:
+            raise ValueError("Drain with fused thresholds emits counts: out_shape must be unsigned")
+        if requant is not None and product_shape is None and fused is None:
             raise ValueError("Drain with a requantizer needs product_shape")
         self.psum_shape, self.acc_shape = Shape.cast(psum_shape), Shape.cast(acc_shape)
         self.out_shape = Shape.cast(out_shape)
         self.requant, self.product_shape, self.dsp_pieces = requant, product_shape, dsp_pieces
         self.groups = -(-len(self.bias) // pes)
-        self.latency = drain_latency(requant is not None)
+        self.latency = drain_latency(requant is not None, fused is not None)
         super().__init__({
             "i": In(GroupSignature(pes, self.psum_shape)),
             "y": Out(stream.Signature(self.out_shape)),
@@ -139,7 +156,7 @@ class Drain(wiring.Component):
 
     def __repr__(self) -> str:
         return (f"Drain(pes={getattr(self, 'pes', '?')}, channels={len(getattr(self, 'bias', []))}, "
-                f"requant={getattr(self, 'requant', None) is not None})")
+                f"requant={getattr(self, 'requant', None) is not None}, fused={getattr(self, 'fused', None) is not None})")
 
     def elaborate(self, platform):
         m = Module()
@@ -187,7 +204,18 @@ class Drain(wiring.Component):
         bias_q = channel_rom(m, self.bias, pop, "bias_rom")
         acc_val = Signal(self.acc_shape)
         m.d.comb += acc_val.eq(a[0] + bias_q)
-        if self.requant is None:
+        if self.fused is not None:
+            words, bw, tw = threshold_words(self.fused)
+            word_q = channel_rom(m, words, pop, "thr_rom")
+            acc_r = Signal(self.acc_shape)
+            word_r = Signal(Shape.cast(word_q.shape()).width)
+            v0 = Signal()
+            with m.If(adv):
+                m.d.sync += [acc_r.eq(acc_val), word_r.eq(word_q), v0.eq(pop)]
+            y_stage_valid, y_val = threshold_stage(m, v0, acc_r, word_r, levels=self.fused.levels, bw=bw, tw=tw,
+                                                   enable=adv, name="thr")
+            tap_acc, tap_acc_valid = acc_r, v0 & adv
+        elif self.requant is None:
             y_val, y_stage_valid = acc_val, pop
             tap_acc, tap_acc_valid = acc_val, pop
         else:

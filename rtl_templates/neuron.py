@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitspike.ranges import Range, neuron_membrane_bounds
 
-__all__ = ["NeuronStage", "neuron_step", "neuron_reference", "unrolled_neuron", "membrane_range",
+__all__ = ["NeuronStage", "CountStage", "neuron_step", "neuron_reference", "unrolled_neuron", "membrane_range",
            "check_neuron_params", "shape_of"]
 
 
@@ -149,6 +149,40 @@ class NeuronStage(wiring.Component):
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [self.o.payload.eq(count), self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+class CountStage(wiring.Component):
+    """The neuron stage of an engine whose input already carries spike counts (a fused boundary).
+
+    The producing engine's drain compares its accumulators with thresholds
+    (:mod:`.threshold`) and sends the counts Σ_t s_t this engine's neuron would have made, so the
+    neuron is left out: the stage only registers the count, with :class:`NeuronStage`'s handshake
+    and latency (one clock), so the engine's timing does not change.
+
+    Parameters
+    ----------
+    count_shape
+        Shape of the count (the stream's payload and the register).
+    """
+
+    def __init__(self, count_shape):
+        self.count_shape = Shape.cast(count_shape)
+        super().__init__({
+            "i": In(stream.Signature(self.count_shape)),
+            "o": Out(stream.Signature(self.count_shape)),
+        })
+
+    def __repr__(self) -> str:
+        return f"CountStage({getattr(self, 'count_shape', '?')!r})"
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m

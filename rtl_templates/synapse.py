@@ -58,7 +58,7 @@ from bitspike.ranges import LayerRanges, Range
 from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
-from .neuron import NeuronStage, check_neuron_params, shape_of
+from .neuron import CountStage, NeuronStage, check_neuron_params, shape_of
 from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
 from .requant import piece_costs
 from .taps import TapSignature
@@ -144,13 +144,27 @@ class SynapticEngine(wiring.Component):
     address_generator
         Builds the window/address generator from the engine's :class:`~.window.WindowGeometry`
         (default :func:`~.window.default_address_generator`: linear or sliding window).
+    fused, fused_width
+        Fused requantize-and-fire at the output (:class:`~.threshold.FusedThresholds` of this
+        layer's requantizer and the next layer's neuron): the drain compares with thresholds instead
+        of requantizing, and ``y`` carries the next layer's spike counts, ``fused_width`` bits
+        (unsigned; the next engine's count width).
+    counts_in
+        The input stream carries spike counts (the previous engine is fused): the neuron is left out
+        (:class:`~.neuron.CountStage`) and ``x`` is the count width wide.
     """
 
     def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
                  timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
                  debug_taps: bool = False, dsp_blocks: int | None = None,
-                 groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None):
+                 groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None,
+                 fused=None, fused_width: int = 0, counts_in: bool = False):
         check_neuron_params(s_bits, timesteps, k)
+        if fused is not None and requant is None:
+            raise ValueError("engine fused thresholds replace a requantizer: the output layer has none")
+        if fused is not None and (isinstance(fused_width, bool) or not isinstance(fused_width, int) or fused_width < 1):
+            raise ValueError(f"engine fused_width must be a positive integer with fused thresholds, not {fused_width!r}")
+        self.fused, self.fused_width, self.counts_in = fused, fused_width, bool(counts_in)
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
             raise ValueError(f"SynapticEngine weight must be [out, in, kh, kw], got shape {list(weight.shape)}")
@@ -187,17 +201,23 @@ class SynapticEngine(wiring.Component):
         lo_c = np.minimum(0, np.where(w2 < 0, w2, 0).sum(axis=1) * ranges.count.hi) + self.bias
         hi_c = np.maximum(0, np.where(w2 > 0, w2, 0).sum(axis=1) * ranges.count.hi) + self.bias
         assert ranges.acc.contains(int(lo_c.min()), int(hi_c.max())), "analysed accumulator range too narrow"
-        self.x_shape = shape_of(ranges.x)
-        self.out_shape = shape_of(ranges.out)
+        self.x_shape = unsigned(ranges.count.width) if self.counts_in else shape_of(ranges.x)
+        self.out_shape = unsigned(fused_width) if fused is not None else shape_of(ranges.out)
         members = {
             "x": In(stream.Signature(self.x_shape)),
             "y": Out(stream.Signature(self.out_shape)),
         }
         if debug_taps:
-            members["tap_x"] = Out(TapSignature(ranges.x.width, ranges.x.signed))
-            members["tap_spk"] = Out(TapSignature(s_bits * timesteps))
+            # fused boundaries: the producer's y carries the next layer's counts (tap "cnt"); the
+            # consumer has no neuron, so neither currents nor spikes to show
+            if not self.counts_in:
+                members["tap_x"] = Out(TapSignature(ranges.x.width, ranges.x.signed))
+                members["tap_spk"] = Out(TapSignature(s_bits * timesteps))
             members["tap_acc"] = Out(TapSignature(ranges.acc.width, ranges.acc.signed))
-            members["tap_out"] = Out(TapSignature(ranges.out.width, ranges.out.signed))
+            if fused is None:
+                members["tap_out"] = Out(TapSignature(ranges.out.width, ranges.out.signed))
+            else:
+                members["tap_cnt"] = Out(TapSignature(fused_width))
         super().__init__(members)
 
     @property
@@ -210,18 +230,20 @@ class SynapticEngine(wiring.Component):
             return (f"{type(self).__name__}(out={o}, in={c}, kernel=({kh}, {kw}), in_hw={self.in_hw}, "
                     f"stride={self.stride}, padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, "
                     f"timesteps={self.timesteps}, k={self.k}, pes={self.pes}, lanes={self.lanes}, "
-                    f"dsp_blocks={self.dsp_blocks}, groups={self.groups})")
+                    f"dsp_blocks={self.dsp_blocks}, groups={self.groups}, fused={self.fused is not None}, "
+                    f"counts_in={self.counts_in})")
         except AttributeError:  # a constructor that refused its parameters leaves a half-built engine
             return f"{type(self).__name__}(refused)"
 
     def dsp_plan(self) -> tuple[int, int | None]:
         """``(PE products with a DSP block, requantizer pieces with one (None: no requantizer))``."""
+        multiplied = self.requant is not None and self.fused is None  # fused thresholds have no multiply
         cands = dsp_candidates(w_bits=self.w_bits, count_width=self.count_range.width, pes=self.pes,
-                               lanes=self.lanes, acc_range=self.ranges.acc if self.requant is not None else None,
-                               multipliers=self.requant.multiplier if self.requant is not None else None)
+                               lanes=self.lanes, acc_range=self.ranges.acc if multiplied else None,
+                               multipliers=self.requant.multiplier if multiplied else None)
         chosen = cands if self.dsp_blocks is None else cands[:self.dsp_blocks]
         pe = sum(1 for _, kind in chosen if kind == "pe")
-        rq = sum(1 for _, kind in chosen if kind == "requant") if self.requant is not None else None
+        rq = sum(1 for _, kind in chosen if kind == "requant") if multiplied else None
         return pe, rq
 
 
@@ -246,8 +268,11 @@ class SynapticEngine(wiring.Component):
         zero_word = 2 * frame
 
         # ---- neuron stage: current in, registered spike count out
-        m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
-                                                count_shape=unsigned(cw))
+        if self.counts_in:
+            m.submodules.neuron = nrn = CountStage(unsigned(cw))
+        else:
+            m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
+                                                    count_shape=unsigned(cw))
         wiring.connect(m, wiring.flipped(self.x), nrn.i)
 
         # ---- writer: pack channel counts into words of a double-buffered frame memory
@@ -325,18 +350,22 @@ class SynapticEngine(wiring.Component):
         m.submodules.drain = drain = Drain(
             pes=P, bias=self.bias, psum_shape=shape_of(self.psum_range), acc_shape=shape_of(r.acc),
             out_shape=self.out_shape, requant=self.requant, product_shape=shape_of(r.product) if self.requant is not None else None,
-            dsp_pieces=rq_dsp)
+            dsp_pieces=rq_dsp, fused=self.fused)
         wiring.connect(m, pes.o, drain.i)
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)
 
         if self.debug_taps:
             x_accept = self.x.valid & self.x.ready
+            if not self.counts_in:
+                m.d.comb += [
+                    self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
+                    self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
+                ]
+            tap_y = self.tap_out if self.fused is None else self.tap_cnt
             m.d.comb += [
-                self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
-                self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
                 self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
-                self.tap_out.payload.eq(self.y.payload), self.tap_out.valid.eq(self.y.valid & self.y.ready),
+                tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
             ]
         return m
 

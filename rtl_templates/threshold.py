@@ -18,7 +18,11 @@ path, which is kept otherwise.
 
 :class:`ThresholdUnit` is the hardware: a stream of accumulators (channels
 in order, cycling) in, spike counts out, in two registered stages (the
-comparisons, then their count plus the base).
+comparisons, then their count plus the base). Its stages are
+:func:`threshold_words` (the per-channel ROM word) and :func:`threshold_stage`
+(the registered comparisons), which the synaptic engine's drain
+(:class:`~.drain.Drain`) uses in place of its requantizer when the planner
+fuses a layer boundary (:mod:`bitspike.gen.fuse`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from bitspike.ranges import Range, bits_for
+from bitspike.ranges import Range
 from bitspike.ops.base import rounding_term
 
 __all__ = ["FusedThresholds", "fused_thresholds", "next_neuron_counts", "fusion_saves_luts", "ThresholdUnit",
-           "threshold_reference"]
+           "threshold_reference", "threshold_words", "threshold_stage", "fusion_lut_saving"]
 
 
 def next_neuron_counts(lo: int, hi: int, k: int, s_bits: int, timesteps: int) -> list[int]:
@@ -129,8 +133,28 @@ def threshold_reference(acc: int, mult: int, bias: int, shift: int, lo: int, hi:
     return next_neuron_counts(x, x, k, s_bits, timesteps)[0]
 
 
+def fusion_lut_saving(fused: FusedThresholds, *, acc_width: int, mult_width: int, bias_width: int,
+                      out_width: int, requant_in_dsp: bool, neuron_luts: int) -> int:
+    """LUT4s the thresholds save against the multiplier path (requantizer + next neuron); negative: they cost more.
+
+    Thresholds: one comparator (a carry chain of the accumulator's width) per level, the count's
+    adder, and their per-channel ROM words (``1 + base + levels × threshold`` bits, 16 bits a LUT4;
+    none when every channel has the same word). The multiplier path: the multiply in logic unless
+    it has DSP blocks (about ``acc × mult / 2`` LUT4s of shift-add), the two-level tree adding its
+    pieces and ``B + rnd``, the clamp, the ROMs of ``M`` and ``B + rnd``, and the next neuron.
+    """
+    channels = len(fused.base)
+    words, bw, tw = threshold_words(fused)
+    rom_bits = 0 if len(set(words)) == 1 else channels * (1 + bw + fused.levels * tw)
+    thresholds = fused.levels * (acc_width + 1) + 2 * fused.levels + -(-rom_bits // 16)
+    multiply = 0 if requant_in_dsp else (acc_width * mult_width) // 2
+    multiplier_path = (multiply + 2 * (acc_width + mult_width) + 2 * out_width
+                       + -(-channels * (mult_width + bias_width) // 16) + neuron_luts)
+    return multiplier_path - thresholds
+
+
 def fusion_saves_luts(fused: FusedThresholds | None, channels: int, mult_width: int, requant_in_dsp: bool) -> bool:
-    """Whether thresholds are cheaper than the multiplier path (requantizer + next neuron), coarsely.
+    """Whether thresholds are cheaper than the multiplier path, coarsely (:func:`fusion_lut_saving` is finer).
 
     Thresholds cost one comparator per level plus their ROM (``channels × levels`` words, in LUTs);
     the multiplier path costs its multiply (nothing in LUTs when it has DSP blocks), the wide add,
@@ -142,6 +166,56 @@ def fusion_saves_luts(fused: FusedThresholds | None, channels: int, mult_width: 
     thresholds = fused.levels * aw + (channels * fused.levels * aw) // 16  # LUT4 ROM: 16 bits a LUT
     multiplier = (0 if requant_in_dsp else aw * mult_width) + 3 * (aw + mult_width)
     return thresholds < multiplier
+
+
+def threshold_words(fused) -> tuple[list[int], int, int]:
+    """Per channel one ROM word ``neg | base << 1 | t'_0 << (1 + bw) | …``; returns ``(words, bw, tw)``.
+
+    ``t'_j`` is the threshold on acc itself: ``t_j`` for a rising channel (count when acc ≥ t_j),
+    ``−t_j`` for a falling one (count when acc ≤ −t_j), so the hardware never negates acc.
+    """
+    signed_t = [[s * t for t in row] for s, row in zip(fused.sign, fused.thresholds)]
+    flat = [t for row in signed_t for t in row]
+    tw = Range(min(flat + [-1]), max(flat + [0])).width
+    count_max = max(b + fused.levels for b in fused.base)
+    bw = max(1, count_max.bit_length())
+    words = []
+    for o, row in enumerate(signed_t):
+        word = (1 if fused.sign[o] < 0 else 0) | (fused.base[o] << 1)
+        for j, t in enumerate(row):
+            word |= (t & ((1 << tw) - 1)) << (1 + bw + j * tw)
+        words.append(word)
+    return words, bw, tw
+
+
+def threshold_stage(m: Module, valid, acc, word, *, levels: int, bw: int, tw: int, enable, name: str = "thr"):
+    """The fused comparisons after the drain's input register; returns ``(valid, count)`` for the output register.
+
+    ``acc`` and ``word`` (the channel's :func:`threshold_words` entry) are input-register outputs.
+    One registered stage holds the ``levels`` comparisons (each one carry chain and a mux on the
+    channel's direction) and the base; the caller registers base + #passed (the thresholds ascend, so
+    the passed ones are a thermometer code and their number is the count above the base).
+    """
+    total = 1 + bw + levels * tw
+    width = len(word)
+    if width < total:  # a ROM sized to its largest word drops the top threshold's leading zeros (its sign bit)
+        word = Cat(word, Const(0, total - width))
+    neg, base = word[0], word[1:1 + bw]
+    passed = Signal(max(1, levels), name=f"{name}_passed")
+    base_r = Signal(bw, name=f"{name}_base")
+    v1 = Signal(name=f"{name}_v1")
+    with m.If(enable):
+        m.d.sync += [v1.eq(valid), base_r.eq(base)]
+        if levels:
+            bits = []
+            for j in range(levels):
+                t = word[1 + bw + j * tw:1 + bw + (j + 1) * tw].as_signed()
+                bits.append(Mux(neg, acc <= t, acc >= t))
+            m.d.sync += passed.eq(Cat(*bits))
+    count = Signal(range(2**bw + levels), name=f"{name}_count")
+    m.d.comb += count.eq(base_r + sum(passed[j] for j in range(levels)) if levels else base_r)
+    return v1, count
+
 
 
 class ThresholdUnit(wiring.Component):
@@ -178,9 +252,7 @@ class ThresholdUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         f = self.fused
-        C, Q = self.channels, f.levels
-        flat = [t for row in f.thresholds for t in row]
-        tw = bits_for(min(flat + [-1]), max(flat + [0]))  # signed: thresholds compare with ±acc
+        C = self.channels
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
         idx = Signal(range(C))
@@ -188,27 +260,13 @@ class ThresholdUnit(wiring.Component):
         accept = self.i.valid & self.i.ready
         m.d.comb += idx_next.eq(Mux(accept, Mux(idx == C - 1, 0, idx + 1), idx))
         m.d.sync += idx.eq(idx_next)
-        # one ROM word per channel: sign, base and the thresholds, read one clock ahead
-        bw = max(1, self.count_max.bit_length())
-        words = []
-        for o in range(C):
-            word = (1 if f.sign[o] < 0 else 0) | (f.base[o] << 1)
-            for j in range(Q):
-                word |= (f.thresholds[o][j] & ((1 << tw) - 1)) << (1 + bw + j * tw)
-            words.append(word)
-        rom = memory.Memory(shape=1 + bw + Q * tw, depth=C, init=words, attrs={"ram_style": "logic"})
+        # one ROM word per channel (direction, base, thresholds on acc), read one clock ahead
+        words, bw, tw = threshold_words(f)
+        rom = memory.Memory(shape=max(1, max(words).bit_length()), depth=C, init=words, attrs={"ram_style": "logic"})
         m.submodules.rom = rom
         port = rom.read_port()
         m.d.comb += port.addr.eq(idx_next)
-        neg, base = port.data[0], port.data[1:1 + bw]
-        a = Signal(signed(self.i.payload.shape().width + 1))
-        m.d.comb += a.eq(Mux(neg, -self.i.payload, self.i.payload))
-        passed = Signal(max(1, Q))
-        base_r = Signal(bw)
-        v1 = Signal()
+        v, count = threshold_stage(m, accept, self.i.payload, port.data, levels=f.levels, bw=bw, tw=tw, enable=adv)
         with m.If(adv):
-            m.d.sync += [v1.eq(accept), base_r.eq(base)]
-            m.d.sync += passed.eq(Cat(*[a >= port.data[1 + bw + j * tw:1 + bw + (j + 1) * tw].as_signed()
-                                        for j in range(Q)]) if Q else Const(0, 1))
-            m.d.sync += [self.o.valid.eq(v1), self.o.payload.eq(base_r + sum(passed[j] for j in range(Q)) if Q else base_r)]
+            m.d.sync += [self.o.valid.eq(v), self.o.payload.eq(count)]
         return m

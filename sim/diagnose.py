@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: the order in which values flow through one layer
-KIND_ORDER = {"x": 0, "spk": 1, "acc": 2, "out": 3}
+KIND_ORDER = {"x": 0, "spk": 1, "acc": 2, "out": 3, "cnt": 3}  # cnt: a fused layer's out (the next layer's counts)
 
 
 @dataclass

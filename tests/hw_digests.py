@@ -55,7 +55,12 @@ def _fashion_cnn_shaped(seed: int):
 
 
 def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
-    """(case name, manifest factory, ``generate`` keyword arguments)."""
+    """(case name, manifest factory, ``generate`` keyword arguments).
+
+    The recorded designs are generated with ``fuse="off"``: the hardware of the generator before fused
+    requantize-and-fire, byte for byte. The ``+fuse`` cases are the default (``fuse`` not given,
+    :data:`bitspike.gen.fuse.DEFAULT_FUSE`) for the designs where it fuses a boundary.
+    """
     from bitspike.testing import random_cnn, random_mlp
 
     out: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []
@@ -74,7 +79,15 @@ def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
     out.append(("digits-up5k", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 8}))
     out.append(("digits-ecp5", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 156}))
     out.append(("fashion-cnn", lambda: _fashion_cnn_shaped(0), {"max_luts": 3000}))
+    out = [(name, factory, {**kwargs, "fuse": "off"}) for name, factory, kwargs in out]
+    out += [(f"{name}+fuse", factory, {k: v for k, v in kwargs.items() if k != "fuse"}) for name, factory, kwargs in out
+            if name in FUSED_CASES]
     return out
+
+
+#: digest designs the default (``fuse="auto"``) fuses; the others differ from ``fuse="off"`` only by the
+#: report's ``fuse``/``fusion`` entries, which tests/test_fuse.py checks
+FUSED_CASES = ("mlp-1bit", "mlp3")
 
 
 def digest_dir(path: Path) -> dict[str, str]:

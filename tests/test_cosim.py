@@ -112,7 +112,8 @@ def test_generated_mlp_is_bit_exact_at_every_layer_under_backpressure(mlp):
     np.testing.assert_array_equal(res.logits, g.logits.numpy())
     np.testing.assert_array_equal(res.classes, g.classes.numpy())
     ref = ManifestGoldenTaps(m, sim.design.taps)
-    assert {t.kind for t in sim.design.taps} == {"x", "spk", "acc", "out"}
+    # a fused boundary (bitspike.gen.fuse) streams counts: its producer shows "cnt" instead of "out"
+    assert {"x", "spk", "acc"} <= {t.kind for t in sim.design.taps} <= {"x", "spk", "acc", "out", "cnt"}
     assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (120, None)
     # latency on its own matches the generator's prediction (FINN checks the same way)
     alone = sim.run(x[:4], processes=1, sequential=True)
@@ -174,8 +175,9 @@ def test_per_layer_trace_of_one_sample(mlp):
         layers = sim.layer_trace(res, i)
         for layer in m.synaptic_layers:
             got, lt = layers[layer.name], g[layer.name]
-            np.testing.assert_array_equal(got["x"], lt.x[i].numpy())
-            np.testing.assert_array_equal(got["spk"], lt.s[:, i].numpy().T)  # [elements, T]
+            if "x" in got:  # a layer fed by a fused boundary has no neuron: no x or spk tap
+                np.testing.assert_array_equal(got["x"], lt.x[i].numpy())
+                np.testing.assert_array_equal(got["spk"], lt.s[:, i].numpy().T)  # [elements, T]
             np.testing.assert_array_equal(got["acc"], lt.acc[i].numpy())
     with pytest.raises(HardwareError, match="no taps"):
         sim.run(x[:1], processes=1).sample_taps(0)

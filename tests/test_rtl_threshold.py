@@ -86,3 +86,58 @@ def test_threshold_unit_under_stalls():
     expected = [fused.count(i % C, a) for i, a in enumerate(accs)]
     p_valid, p_ready = rng.random(6 * n) < 0.6, rng.random(6 * n) < 0.6
     assert run_stalled(dut, accs, lambda ctx, a: ctx.set(dut.i.payload, a), p_valid, p_ready) == expected
+
+
+@pytest.mark.parametrize("pes,out_c,seed", [(1, 1, 0), (3, 7, 1), (2, 5, 2)])
+def test_drain_with_fused_thresholds_emits_the_counts_under_stalls(pes, out_c, seed):
+    """The synaptic engine's drain with thresholds in place of its requantizer: counts, channels in order."""
+    import random
+
+    from amaranth import signed, unsigned
+    from amaranth.sim import Simulator
+
+    from bitspike.rtl_templates.drain import HOLD_SLOTS, Drain, drain_reference
+    from bitspike.rtl_templates.threshold import threshold_reference
+
+    rng = random.Random(seed)
+    bias = [rng.randint(-300, 300) for _ in range(out_c)]
+    mult = [rng.choice([-7, 0, 5, 300, rng.randint(-2000, 2000)]) for _ in range(out_c)]
+    rq_bias = [rng.randint(-5000, 5000) for _ in range(out_c)]
+    shift, lo, hi = rng.randint(0, 9), -rng.randint(0, 20), rng.randint(1, 40)
+    fused = fused_thresholds(mult, rq_bias, shift, lo, hi, Range(-4096, 4095), 1, 2, 2)
+    dut = Drain(pes=pes, bias=bias, psum_shape=signed(12), acc_shape=signed(13), out_shape=unsigned(3),  # 0 … T·q = 6
+                fused=fused)
+    groups_n = -(-out_c // pes)
+    groups = [[rng.choice([-2048, 2047, rng.randint(-2048, 2047)]) for _ in range(pes)] for _ in range(4 * groups_n)]
+    want = drain_reference(groups, bias, None, pes, fused=fused)
+    # the fused counts are the contract's: requantize, then the next neuron
+    flat = [(i % groups_n) * pes + p for i in range(len(groups)) for p in range(min(pes, out_c - (i % groups_n) * pes))]
+    accs = [groups[i][p] + bias[(i % groups_n) * pes + p] for i in range(len(groups))
+            for p in range(min(pes, out_c - (i % groups_n) * pes))]
+    assert want == [threshold_reference(a, mult[o], rq_bias[o], shift, lo, hi, 1, 2, 2) for a, o in zip(accs, flat)]
+    got = []
+
+    async def bench(ctx):
+        sent, slots = 0, 0
+        for _ in range(40 * len(groups) * pes):
+            offer = sent < len(groups) and slots < HOLD_SLOTS and rng.random() < 0.6
+            ctx.set(dut.i.valid, offer)
+            if offer:
+                for p in range(pes):
+                    ctx.set(dut.i.payload.psum[p], groups[sent][p])
+                ctx.set(dut.i.payload.last_group, int(sent % groups_n == groups_n - 1))
+            ctx.set(dut.y.ready, rng.random() < 0.5)
+            await ctx.delay(1e-7)
+            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
+                got.append(ctx.get(dut.y.payload))
+            slots += int(offer) - ctx.get(dut.freed)
+            sent += int(offer)
+            await ctx.tick()
+            if len(got) == len(want):
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want

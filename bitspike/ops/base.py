@@ -399,6 +399,29 @@ class Op:
         """The node with its share of the DSP budget (ops without candidates keep the node)."""
         return node
 
+    # ---- fused requantize-and-fire (bitspike.gen.fuse)
+
+    def fused_output(self, layer: Layer, r: "LayerRanges", consumer: Layer):
+        """Thresholds that turn this layer's output into ``consumer``'s spike counts exactly, or why not.
+
+        Returns a :class:`bitspike.rtl_templates.threshold.FusedThresholds`, or a string saying why
+        the boundary cannot be fused (default: the op has no requantizer to fuse).
+        """
+        return f"a {self.name} layer has no requantizer to fuse with the next neuron"
+
+    def counts_refused(self, layer: Layer) -> str | None:
+        """Why this layer's engine cannot take spike counts instead of currents (``None``: it can)."""
+        return f"a {self.name} engine takes currents, not spike counts"
+
+    def fusion_saving(self, layer: Layer, r: "LayerRanges", node: "PlanNode", consumer: "PlanNode", fused,
+                      dsp_blocks: int | None) -> int:
+        """LUTs a fused boundary out of this layer into ``consumer`` saves (negative: it costs more)."""
+        raise NotImplementedError(f"op {self.name!r} has no fused output")
+
+    def with_fusion(self, node: "PlanNode", fused=None, fused_width: int = 0, counts_in: bool = False) -> "PlanNode":
+        """The node with a fused output (thresholds, count width) and/or a count input."""
+        raise NotImplementedError(f"op {self.name!r} takes no fused boundary")
+
     def busy_cycles(self, node: "PlanNode") -> int:
         """Clocks per inference the engine itself needs in steady state (its initiation interval)."""
         return node.in_elements

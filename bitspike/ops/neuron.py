@@ -353,12 +353,17 @@ class SynapticNode(PlanNode):
     dsp_blocks: int | None = None
     # streaming order permutation of the weight columns (None: identity)
     column_order: tuple[int, ...] | None = None
+    # fused requantize-and-fire (bitspike.gen.fuse): the drain's thresholds (y carries the next
+    # layer's counts, fused_width bits), and whether x carries counts (the neuron is left out)
+    fused: Any = None
+    fused_width: int = 0
+    counts_in: bool = False
 
 
 class SynapticOp(Op):
     """The shared rules of the synaptic ops; subclasses give the synapse (:meth:`synapse`, :meth:`node`)."""
 
-    taps: ClassVar[tuple[str, ...]] = ("x", "spk", "acc", "out")
+    taps: ClassVar[tuple[str, ...]] = ("x", "spk", "acc", "out", "cnt")
     foldable: ClassVar[bool] = True
     synaptic: ClassVar[bool] = True
 
@@ -513,6 +518,59 @@ class SynapticOp(Op):
             out["product"] = r.product.width
         return out
 
+    # ---- fused requantize-and-fire
+
+    def fused_output(self, layer: SynapticLayer, r: LayerRanges, consumer):
+        from bitspike.rtl_templates.threshold import fused_thresholds
+
+        if layer.requant is None:
+            return "the output layer has no requantizer"
+        if layer.stepped is not None:
+            return "its neuron is time-stepped"
+        rq = layer.requant
+        fused = fused_thresholds(rq.multiplier, rq.bias, rq.shift, rq.lo, rq.hi, r.acc, consumer.k, consumer.s_bits,
+                                 consumer.timesteps)
+        if fused is None:
+            return (f"the spike count of '{consumer.name}' is not monotone in its current over {rq.lo} … {rq.hi}, "
+                    "so no thresholds are exact")
+        return fused
+
+    def counts_refused(self, layer: SynapticLayer) -> str | None:
+        if layer.stepped is not None:
+            return f"'{layer.name}' has a time-stepped neuron (only the paper's squeezed neuron fires from a count)"
+        return None
+
+    def fusion_saving(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode, consumer: SynapticNode, fused,
+                      dsp_blocks: int | None) -> int:
+        """:func:`bitspike.rtl_templates.threshold.fusion_lut_saving` for this requantizer and the consumer's neuron.
+
+        The requantizer's multiply is taken to have DSP blocks unless the device has none
+        (``dsp_blocks == 0``); the consumer's neuron is :meth:`neuron_luts`.
+        """
+        from bitspike.rtl_templates.drain import const_range
+        from bitspike.rtl_templates.threshold import fusion_lut_saving
+
+        rq = layer.requant
+        brnd = [int(v) + rounding_term(rq.shift) for v in rq.bias]
+        return fusion_lut_saving(fused, acc_width=r.acc.width, mult_width=const_range(rq.multiplier).width,
+                                 bias_width=const_range(brnd).width, out_width=r.out.width,
+                                 requant_in_dsp=dsp_blocks != 0, neuron_luts=self.neuron_luts(consumer))
+
+    def with_fusion(self, node: SynapticNode, fused=None, fused_width: int = 0, counts_in: bool = False) -> SynapticNode:
+        widths = dict(node.widths)
+        if fused is not None:
+            from bitspike.rtl_templates.threshold import threshold_words
+
+            widths.pop("product", None)  # no multiply: the thresholds' width instead
+            widths["threshold"] = threshold_words(fused)[2]
+            widths["out"] = fused_width
+        if counts_in:
+            widths.pop("x", None)  # no neuron: the counts arrive
+            widths.pop("v", None)
+        return replace(node, widths=widths, fused=fused if fused is not None else node.fused,
+                       fused_width=fused_width if fused is not None else node.fused_width,
+                       counts_in=counts_in or node.counts_in)
+
     def fold(self, node: SynapticNode, layer: SynapticLayer, r: LayerRanges, pes: int, lanes: int) -> SynapticNode:
         if isinstance(node, SteppedNode):
             return stepped_fold(node, layer, pes, lanes)
@@ -540,9 +598,29 @@ class SynapticOp(Op):
         cw, psum = w["count"], w["psum"]
         mult = cw if node.w_bits == 1 else (node.w_bits * cw if node.w_bits * cw < 30 else 0)
         per_pe = node.lanes * (mult + psum) + 2 * psum
-        neuron = 2 * node.timesteps * w["v"] if cw > 1 or node.timesteps > 1 else w["x"]
-        requant = 3 * w["acc"] + w["out"]
-        return 60 + node.pes * per_pe + neuron + requant + node.lanes * cw
+        return 60 + node.pes * per_pe + self.neuron_luts(node) + self.output_luts(node) + node.lanes * cw
+
+    @staticmethod
+    def neuron_luts(node: SynapticNode) -> int:
+        """The estimate's share for the neuron (none when the input carries counts)."""
+        w = node.widths
+        if node.counts_in:
+            return 0
+        return 2 * node.timesteps * w["v"] if w["count"] > 1 or node.timesteps > 1 else w["x"]
+
+    @staticmethod
+    def output_luts(node: SynapticNode) -> int:
+        """The estimate's share for the requantizer, or for the fused thresholds that replace it.
+
+        On the folder's basis, which leaves out the per-channel constant ROMs of both: the
+        requantizer's staged adds and clamp (the multiply goes to DSP blocks), or one comparator (a
+        carry chain as wide as the accumulator) per threshold level and the count's adder. (Whether
+        to fuse is decided by :meth:`fusion_saving`, a finer model with the ROMs and the multiply.)
+        """
+        w = node.widths
+        if node.fused is not None:
+            return node.fused.levels * (w["acc"] + 3)
+        return 3 * w["acc"] + w["out"]
 
     def estimate_ffs(self, node: SynapticNode) -> int:
         """Flip-flops of the engine's registers, counted from its structure (Yosys ``synth_ecp5`` of the digits
@@ -589,7 +667,7 @@ class SynapticOp(Op):
             return stepped_dsp_candidates(node, layer, r)
         from bitspike.rtl_templates.synapse import dsp_candidates
 
-        requant = layer.requant
+        requant = layer.requant if node.fused is None else None  # fused thresholds have no multiply
         return dsp_candidates(w_bits=layer.w_bits, count_width=r.count.width, pes=node.pes, lanes=node.lanes,
                               acc_range=r.acc if requant is not None else None,
                               multipliers=requant.multiplier if requant is not None else None)
@@ -683,7 +761,7 @@ class SynapticOp(Op):
         KH, KW = node.kernel
         never = -(10**9)
         finish = self._drain_model(node)
-        out_delay = drain_latency("product" in node.widths)
+        out_delay = drain_latency(layer.requant is not None, node.fused is not None)
         # ready[(ih*W + iw)*jn + j]: the clock from which that frame word can be read
         ready = [arrivals[pix * C + e] + INPUT_LATENCY for pix in range(H * W) for e in ends]
         out: list[int] = []
@@ -708,7 +786,8 @@ class SynapticOp(Op):
         """The keyword arguments both engine classes take."""
         return dict(bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                     requant=layer.requant, ranges=plan.ranges[layer.name], pes=node.pes, lanes=node.lanes,
-                    debug_taps=debug, dsp_blocks=node.dsp_blocks)
+                    debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
+                    counts_in=node.counts_in)
 
     # ---- export and audit
 
