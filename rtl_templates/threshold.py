@@ -82,6 +82,11 @@ class FusedThresholds:
         return self.base[channel] + sum(1 for t in self.thresholds[channel] if a >= t)
 
 
+#: the widest current range [lo, hi] whose counts :func:`fused_thresholds` enumerates; a wider one is
+#: not fused (the check would take longer than generating the design)
+ENUMERATION_LIMIT = 1 << 16
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
 
@@ -92,11 +97,17 @@ def fused_thresholds(mult, bias, shift: int, lo: int, hi: int, acc_range: Range,
 
     ``mult``, ``bias``, ``shift``, ``lo``, ``hi`` are the producing layer's requantizer;
     ``k``, ``s_bits``, ``timesteps`` the next layer's neuron. ``None`` when the next neuron's count is
-    not monotone in its current over [lo, hi] (then thresholds cannot be exact).
+    not monotone in its current over [lo, hi] (then thresholds cannot be exact), or when [lo, hi]
+    holds more than :data:`ENUMERATION_LIMIT` currents (too many to check).
     """
+    if hi - lo + 1 > ENUMERATION_LIMIT:
+        return None
     f = next_neuron_counts(lo, hi, k, s_bits, timesteps)
     if any(b < a for a, b in zip(f, f[1:])):
         return None
+    least = []  # least[j]: the least current whose count is at least j (f is non-decreasing)
+    for i, c in enumerate(f):
+        least += [lo + i] * (c + 1 - len(least))
     rnd = rounding_term(shift)
     never = max(abs(acc_range.lo), abs(acc_range.hi)) + 1  # above every ±acc
     floor_ = -never + 1  # at or below every ±acc: always passed
@@ -114,7 +125,7 @@ def fused_thresholds(mult, bias, shift: int, lo: int, hi: int, acc_range: Range,
         base = f[max(lo, min(hi, (a_low * m_o + b_o + rnd) >> shift)) - lo]
         row = []
         for j in range(base + 1, f[-1] + 1):
-            x_j = lo + next(i for i, c in enumerate(f) if c >= j)  # least current with count ≥ j
+            x_j = least[j]  # least current with count ≥ j
             c = x_j * (1 << shift) - b_o - rnd  # x(acc) ≥ x_j ⇔ acc·M ≥ c
             t = _ceil_div(c, m_o) if m_o > 0 else -(c // m_o)  # M < 0: acc ≤ ⌊c/M⌋ ⇔ −acc ≥ −⌊c/M⌋
             row.append(min(never, max(floor_, t)))

@@ -521,13 +521,16 @@ class SynapticOp(Op):
     # ---- fused requantize-and-fire
 
     def fused_output(self, layer: SynapticLayer, r: LayerRanges, consumer):
-        from bitspike.rtl_templates.threshold import fused_thresholds
+        from bitspike.rtl_templates.threshold import ENUMERATION_LIMIT, fused_thresholds
 
         if layer.requant is None:
             return "the output layer has no requantizer"
         if layer.stepped is not None:
             return "its neuron is time-stepped"
         rq = layer.requant
+        if rq.hi - rq.lo + 1 > ENUMERATION_LIMIT:
+            return (f"its current range {rq.lo} … {rq.hi} holds more than {ENUMERATION_LIMIT} values, too many to "
+                    "check the thresholds by enumeration")
         fused = fused_thresholds(rq.multiplier, rq.bias, rq.shift, rq.lo, rq.hi, r.acc, consumer.k, consumer.s_bits,
                                  consumer.timesteps)
         if fused is None:
@@ -642,7 +645,7 @@ class SynapticOp(Op):
         tree = node.pes * max(0, node.lanes - 1) * psum
         accumulate = (1 + HOLD_SLOTS) * node.pes * acc
         requant = 3 * w.get("product", acc) + 2 * w["out"]
-        return 60 + word + stages + tree + accumulate + requant + 2 * w["v"] + cw
+        return 60 + word + stages + tree + accumulate + requant + 2 * w.get("v", 0) + cw  # no v: a fused consumer
 
     def estimate_dsps(self, node: SynapticNode, layer: SynapticLayer, r: LayerRanges) -> int:
         n = len(self.dsp_candidates(layer, r, node))
