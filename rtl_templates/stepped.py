@@ -4,18 +4,23 @@ A *stepped* linear layer (docs/SEMANTICS.md §5) keeps each input neuron's
 membrane from one timestep to the next and runs its synapse at every step on
 that step's spikes. This engine does it with work proportional to the spikes:
 
-1. **Neuron** (two registered stages). For step t it takes the ``in`` input
-   currents one per clock: from the ``x`` stream (per-step currents of a
-   stepped predecessor, step-major, or the constant input at step 0, which
-   it also stores) or, at steps 1 … T−1 of a constant input, from its own
-   current memory (the current replayed). Each neuron's membrane and last
-   spike live in a memory of ``in`` words (read, update, write back); the
-   update is the layer's exact integer rule: leak ``floor((v·b + 2**(p−1)) /
-   2**p)``, reset subtract or zero from the previous step's spike, fire
-   ``v > θ`` (gt) or the rounded multi-bit spike (round). Every input that
-   spiked is pushed into the step's **event queue** as its address and its
-   spike value; zeros are skipped (``dense=True`` pushes every input: the
-   same result, the cycles of a dense walk, for comparison).
+1. **Neuron** (registered stages, one input per clock). For step t it takes
+   the ``in`` input currents: from the ``x`` stream (per-step currents of a
+   stepped predecessor, step-major) or, for a constant input, from a
+   two-bank current memory (the stream fills one bank while the steps of the
+   previous inference replay the other; step 0 reads a current the clock after
+   it arrives). Each neuron's membrane and last spike live in a memory of
+   ``in`` words: read, operand register (the leak's operand u and the rest
+   d = x − s·θ), the leak ``floor((u·b + 2**(p−1)) / 2**p)`` as a registered
+   tree of u's copies shifted by the set bits of the constant b (no
+   multiplier), the new membrane registered, then fire (``v > θ``, or the
+   rounded multi-bit spike), write-back and event push in the next clock
+   (:func:`neuron_latency` clocks after issue). A step waits only while a
+   membrane it would read is still in flight (layers of fewer inputs than the
+   latency). Every input that spiked is pushed into the step's **event
+   queue** as its address and its spike value; zeros are skipped
+   (``dense=True`` pushes every input: the same result, the cycles of a
+   dense walk, for comparison).
 2. **Event walk**. The event queue is double-buffered (one bank fills while
    the other is walked), so the neuron of step t+1 runs while the synapse of
    step t walks. For every output group (``pes`` outputs) the walk reads the
@@ -217,7 +222,10 @@ class SteppedLinearEngine(wiring.Component):
         ewr, erd = evq.write_port(), evq.read_port()
 
         full = Signal(2)  # event bank b holds a complete step, not yet walked
-        cnt = [Signal(range(in_c + 1), name=f"count{b}") for b in range(2)]
+        # per bank, registered when the step is queued: no events, and the last event's index (the walk's
+        # last-slot test is then one equality, not a subtraction on its critical path)
+        empty = [Signal(name=f"empty{b}") for b in range(2)]
+        cnt_last = [Signal(range(in_c), name=f"last_event{b}") for b in range(2)]
         bank_t = [Signal(range(T), name=f"bank_step{b}") for b in range(2)]
 
         n_idx = Signal(range(in_c))
@@ -326,7 +334,8 @@ class SteppedLinearEngine(wiring.Component):
             m.d.sync += [ev_cnt.eq(0), n_bank.eq(~n_bank)]
             for b in range(2):
                 with m.If(n_bank == b):
-                    m.d.sync += [cnt[b].eq(ev_cnt + push), bank_t[b].eq(vK.t)]
+                    m.d.sync += [empty[b].eq((ev_cnt == 0) & ~push), cnt_last[b].eq(Mux(push, ev_cnt, ev_cnt - 1)),
+                                 bank_t[b].eq(vK.t)]
 
         # ================= event walk: issue (A) → event read (B) → weight read (C) → accumulate =================
         rb = Signal()
@@ -336,12 +345,14 @@ class SteppedLinearEngine(wiring.Component):
         gap = Signal(range(STEP_GAP + 1))
         slots = Signal(range(HOLD_SLOTS + 2))
         freed = Signal()
-        a_cnt = Signal(range(in_c + 1))
+        a_empty = Signal()
+        a_end = Signal(range(in_c))
         a_t = Signal(range(T))
-        m.d.comb += [a_cnt.eq(Mux(rb, cnt[1], cnt[0])), a_t.eq(Mux(rb, bank_t[1], bank_t[0]))]
+        m.d.comb += [a_empty.eq(Mux(rb, empty[1], empty[0])), a_end.eq(Mux(rb, cnt_last[1], cnt_last[0])),
+                     a_t.eq(Mux(rb, bank_t[1], bank_t[0]))]
         a_last = Signal()  # the group's last slot
         a_drains = Signal()  # this step's group sums go to the drain
-        m.d.comb += [a_last.eq((a_cnt == 0) | (e == a_cnt - 1)),
+        m.d.comb += [a_last.eq(a_empty | (e == a_end)),
                      a_drains.eq(Const(1) if not last_layer else (a_t == T - 1))]
         walk = Signal()
         m.d.comb += walk.eq(full.bit_select(rb, 1) & (gap == 0) & (~(a_last & a_drains) | (slots < HOLD_SLOTS)))
@@ -372,7 +383,7 @@ class SteppedLinearEngine(wiring.Component):
         tb = Signal(tag)
         gb = Signal(range(G))
         wbb = Signal(range(lay.depth + 1))
-        m.d.sync += [tb.valid.eq(walk), tb.first.eq(e == 0), tb.last.eq(a_last), tb.empty.eq(a_cnt == 0),
+        m.d.sync += [tb.valid.eq(walk), tb.first.eq(e == 0), tb.last.eq(a_last), tb.empty.eq(a_empty),
                      tb.drains.eq(a_drains), tb.carry.eq(Const(int(last_layer)) & (a_t != 0)),
                      tb.last_group.eq(g == G - 1), gb.eq(g), wbb.eq(wbase)]
         # stage B: the event is out of its memory; read its weight word (and, last layer, the group's carry)
