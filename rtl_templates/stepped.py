@@ -258,8 +258,12 @@ class SteppedLinearEngine(wiring.Component):
             m.d.comb += [src_ok.eq((n_step != 0) | (n_idx < Mux(x_rb, xcount[1], xcount[0]))),
                          xrd.addr.eq(Mux(x_rb, n_idx + in_c, n_idx))]
             inference_issued = issue & (n_idx == in_c - 1) & (n_step == T - 1)
+            # the replayed bank is freed the clock after its last read (a register between the issue test and
+            # the bank counters; the writer cannot be on that bank before: it is full until freed)
+            freeing, freeing_bank = Signal(), Signal()
+            m.d.sync += [freeing.eq(inference_issued), freeing_bank.eq(x_rb)]
             for b in range(2):
-                with m.If(inference_issued & (x_rb == b)):
+                with m.If(freeing & (freeing_bank == b)):
                     m.d.sync += xcount[b].eq(0)
                 with m.Elif(x_take & (x_wb == b)):
                     m.d.sync += xcount[b].eq(xcount[b] + 1)
