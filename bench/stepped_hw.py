@@ -190,6 +190,12 @@ def write_markdown(data: dict) -> None:
                f"({ev['interval_median']:.0f} median); planner: {cfg['predicted']['interval_rate_1']} at rate 1, "
                f"{cfg['predicted']['interval_calibration_rates']} at the calibration rates"]
               if "interval_mean" in ev else []),
+            *([f"- every stepped layer walking densely (every input queued: what rate 1 assumes): latency alone "
+               f"{cfg['dense_all']['latency_mean']:.0f} cycles mean, interval {cfg['dense_all']['interval_mean']:.0f} "
+               f"mean; planner: {cfg['predicted']['dense_all']['latency']} and "
+               f"{cfg['predicted']['dense_all']['interval']}; bit-exact: each alone "
+               f"{cfg['dense_all']['exact_all_taps']}/{n}, streamed under stalls {cfg['dense_all']['pipelined_exact_all_taps']}/{n}"]
+              if "dense_all" in cfg else []),
             "",
             "| stepped layer | inputs → outputs | spike rate | busy cycles, events | busy cycles, dense | events / dense |",
             "|---|---|---|---|---|---|",
@@ -275,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
                                 "interval_calibration_rates": at_rates.initiation_interval}
             cfg["events"] = measure(CoSim(work / f"{i}-events", cache_dir=cache), net, x, pipelined=True)
             print(label, "events", json.dumps(cfg["events"]), flush=True)
+            # every stepped layer walking densely: every input queued, what the rate-1 prediction assumes
+            plan_dense = design(net, work / f"{i}-dense-all", True, pes=pes)
+            cfg["predicted"]["dense_all"] = {"latency": plan_dense.cycles_per_inference,
+                                             "interval": plan_dense.initiation_interval}
+            cfg["dense_all"] = measure(CoSim(work / f"{i}-dense-all", cache_dir=cache), net, x, pipelined=True)
+            print(label, "dense all", json.dumps(cfg["dense_all"]), flush=True)
             cfg["dense"] = {}
             for name in densify:  # this layer walks densely, the others as before: its own cost, same inputs
                 design(net, work / f"{i}-dense-{name}", {name}, pes=pes)
