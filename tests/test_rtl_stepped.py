@@ -4,7 +4,8 @@ One small network covers the neuron's rules: three stepped layers, LIF with subt
 ``round`` spike (its current, the pixels, is one for all steps and replayed), IF with zero reset and ``gt``, and
 a LIF ``gt`` readout whose logits are Σ_t acc_t. Two of them are folded onto several PEs (with short last
 groups) and have fewer inputs than their neuron's latency (a step waits for the membranes' write-backs). The design runs under random stalls on both streams and every debug tap (input currents,
-the spikes of every neuron at every step, the accumulators, the outputs) must equal the golden model's.
+the spikes of every neuron at every step, the accumulators, the outputs) must equal the golden model's. The
+default test runs it in Icarus Verilog; the slow ones build it (and an imported snnTorch MLP) with Verilator.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def _check_bit_exact(sim, m: Manifest, x: np.ndarray, seed: int):
 
 
 def test_stepped_if_and_lif_layers_are_bit_exact_at_every_tap(cosim_of):
+    # Icarus Verilog: no C++ build (a Verilator build costs ~40 s cold); the slow tests below run Verilator
     m = _net()
-    sim = cosim_of(m, fold=FOLD)
+    sim = cosim_of(m, "icarus", fold=FOLD)
     x = _inputs(m, 6, seed=3)
     golden, res = _check_bit_exact(sim, m, x, seed=3)
     # the net is not trivial: every stepped layer spikes, and not at every input and step
