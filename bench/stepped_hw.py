@@ -127,6 +127,9 @@ def measure(sim: CoSim, manifest, x: np.ndarray, pipelined: bool) -> dict:
         res = sim.run(x, trace=True, stall_in=0.1, stall_out=0.1)
         out["pipelined_exact_logits"] = int((res.logits == golden.logits.numpy()).all(axis=1).sum())
         out["pipelined_exact_all_taps"] = int(compare_all(res, sequences, sim.design.taps, ref)[0])
+        free = sim.run(x, processes=1)  # back to back without stalls, one stream: the initiation interval
+        out["interval_median"] = free.initiation_interval
+        out["interval_mean"] = float((free.end[-1] - free.end[0]) / max(1, len(x) - 1))
     seq = sim.run(x, trace=True, sequential=True)
     exact_taps, first = compare_all(seq, sequences, sim.design.taps, ref)
     activity = SteppedActivity(sim.design)
@@ -183,6 +186,16 @@ def write_markdown(data: dict) -> None:
             + ", ".join(f"{k} {d['exact_all_taps']}/{n}" for k, d in cfg["dense"].items()),
             f"- latency per image alone: {ev['latency_mean']:.0f} cycles mean ({ev['latency_max']} max); planner: "
             f"{cfg['predicted']['rate_1']} at rate 1, {cfg['predicted']['calibration_rates']} at the calibration rates",
+            *([f"- initiation interval, streamed back to back without stalls: {ev['interval_mean']:.0f} cycles mean "
+               f"({ev['interval_median']:.0f} median); planner: {cfg['predicted']['interval_rate_1']} at rate 1, "
+               f"{cfg['predicted']['interval_calibration_rates']} at the calibration rates"]
+              if "interval_mean" in ev else []),
+            *([f"- every stepped layer walking densely (every input queued: what rate 1 assumes): latency alone "
+               f"{cfg['dense_all']['latency_mean']:.0f} cycles mean, interval {cfg['dense_all']['interval_mean']:.0f} "
+               f"mean; planner: {cfg['predicted']['dense_all']['latency']} and "
+               f"{cfg['predicted']['dense_all']['interval']}; bit-exact: each alone "
+               f"{cfg['dense_all']['exact_all_taps']}/{n}, streamed under stalls {cfg['dense_all']['pipelined_exact_all_taps']}/{n}"]
+              if "dense_all" in cfg else []),
             "",
             "| stepped layer | inputs → outputs | spike rate | busy cycles, events | busy cycles, dense | events / dense |",
             "|---|---|---|---|---|---|",
@@ -262,11 +275,18 @@ def main(argv: list[str] | None = None) -> None:
             cfg: dict = {"pes": pes, "calibration_rates": golden_rates(net, train_x)}
             plan = design(net, work / f"{i}-events", False, pes=pes)
             cfg["pes_per_layer"] = {n.name: n.pes for n in plan.layers if isinstance(n, SteppedNode)}
-            cfg["predicted"] = {"rate_1": plan.cycles_per_inference,
-                                "calibration_rates": design(net, None, False, cfg["calibration_rates"],
-                                                            pes=pes).cycles_per_inference}
+            at_rates = design(net, None, False, cfg["calibration_rates"], pes=pes)
+            cfg["predicted"] = {"rate_1": plan.cycles_per_inference, "calibration_rates": at_rates.cycles_per_inference,
+                                "interval_rate_1": plan.initiation_interval,
+                                "interval_calibration_rates": at_rates.initiation_interval}
             cfg["events"] = measure(CoSim(work / f"{i}-events", cache_dir=cache), net, x, pipelined=True)
             print(label, "events", json.dumps(cfg["events"]), flush=True)
+            # every stepped layer walking densely: every input queued, what the rate-1 prediction assumes
+            plan_dense = design(net, work / f"{i}-dense-all", True, pes=pes)
+            cfg["predicted"]["dense_all"] = {"latency": plan_dense.cycles_per_inference,
+                                             "interval": plan_dense.initiation_interval}
+            cfg["dense_all"] = measure(CoSim(work / f"{i}-dense-all", cache_dir=cache), net, x, pipelined=True)
+            print(label, "dense all", json.dumps(cfg["dense_all"]), flush=True)
             cfg["dense"] = {}
             for name in densify:  # this layer walks densely, the others as before: its own cost, same inputs
                 design(net, work / f"{i}-dense-{name}", {name}, pes=pes)

@@ -4,18 +4,23 @@ A *stepped* linear layer (docs/SEMANTICS.md §5) keeps each input neuron's
 membrane from one timestep to the next and runs its synapse at every step on
 that step's spikes. This engine does it with work proportional to the spikes:
 
-1. **Neuron** (two registered stages). For step t it takes the ``in`` input
-   currents one per clock: from the ``x`` stream (per-step currents of a
-   stepped predecessor, step-major, or the constant input at step 0, which
-   it also stores) or, at steps 1 … T−1 of a constant input, from its own
-   current memory (the current replayed). Each neuron's membrane and last
-   spike live in a memory of ``in`` words (read, update, write back); the
-   update is the layer's exact integer rule: leak ``floor((v·b + 2**(p−1)) /
-   2**p)``, reset subtract or zero from the previous step's spike, fire
-   ``v > θ`` (gt) or the rounded multi-bit spike (round). Every input that
-   spiked is pushed into the step's **event queue** as its address and its
-   spike value; zeros are skipped (``dense=True`` pushes every input: the
-   same result, the cycles of a dense walk, for comparison).
+1. **Neuron** (registered stages, one input per clock). For step t it takes
+   the ``in`` input currents: from the ``x`` stream (per-step currents of a
+   stepped predecessor, step-major) or, for a constant input, from a
+   two-bank current memory (the stream fills one bank while the steps of the
+   previous inference replay the other; step 0 reads a current the clock after
+   it arrives). Each neuron's membrane and last spike live in a memory of
+   ``in`` words: read, operand register (the leak's operand u and the rest
+   d = x − s·θ), the leak ``floor((u·b + 2**(p−1)) / 2**p)`` as a registered
+   tree of u's copies shifted by the set bits of the constant b (no
+   multiplier), the new membrane registered, then fire (``v > θ``, or the
+   rounded multi-bit spike), write-back and event push in the next clock
+   (:func:`neuron_latency` clocks after issue). A step waits only while a
+   membrane it would read is still in flight (layers of fewer inputs than the
+   latency). Every input that spiked is pushed into the step's **event
+   queue** as its address and its spike value; zeros are skipped
+   (``dense=True`` pushes every input: the same result, the cycles of a
+   dense walk, for comparison).
 2. **Event walk**. The event queue is double-buffered (one bank fills while
    the other is walked), so the neuron of step t+1 runs while the synapse of
    step t walks. For every output group (``pes`` outputs) the walk reads the
@@ -46,6 +51,8 @@ from amaranth.lib.wiring import In, Out
 
 from bitspike.ops.base import Requant
 from bitspike.ranges import LayerRanges
+from bitspike.ranges import Range
+from .adder_tree import delay, pipelined_sum, tree_depth
 from .drain import HOLD_SLOTS, Drain
 from .neuron import shape_of
 from .pe import weight_product
@@ -53,8 +60,8 @@ from .synapse import BLOCK_RAM_MIN_BITS, partial_sum_range
 from .taps import TapSignature
 from .weight_mem import WeightLayout, pack_weights
 
-__all__ = ["SteppedLinearEngine", "stepped_step_cycles", "ROUND_SPIKE_LIMIT",
-           "WALK_LATENCY", "STEP_GAP"]
+__all__ = ["SteppedLinearEngine", "stepped_step_cycles", "neuron_latency", "ROUND_SPIKE_LIMIT",
+           "WALK_LATENCY", "STEP_GAP", "NEURON_BASE_LATENCY"]
 
 #: a ``round`` neuron's spike is found by comparing 2v with (2j − 1)·θ for every j ≤ q: at most this many
 ROUND_SPIKE_LIMIT = 15
@@ -64,14 +71,33 @@ WALK_LATENCY = 3
 STEP_GAP = WALK_LATENCY
 
 
-def stepped_step_cycles(events: int, in_features: int, out_features: int, pes: int) -> tuple[int, int]:
+#: clocks from a neuron's issue to its write-back without a leak: membrane read, operand register, new-membrane
+#: register (the write-back, the spike and the event are in the clock after)
+NEURON_BASE_LATENCY = 3
+
+
+def neuron_latency(leak_mul: int, leak_shift: int) -> int:
+    """Clocks from a neuron's issue (its membrane's read address) to its write-back (spike and event).
+
+    :data:`NEURON_BASE_LATENCY`, plus, for a leaky neuron, the levels of the registered tree that adds
+    the copies of the membrane shifted by the set bits of ``leak_mul`` and the rounding term.
+    """
+    if leak_mul == 1 << leak_shift:
+        return NEURON_BASE_LATENCY
+    return NEURON_BASE_LATENCY + tree_depth(bin(leak_mul).count("1") + 1)
+
+
+def stepped_step_cycles(events: int, in_features: int, out_features: int, pes: int,
+                        latency: int = NEURON_BASE_LATENCY) -> tuple[int, int]:
     """``(neuron clocks, walk clocks)`` of one step with ``events`` queued events.
 
-    The neuron takes one input per clock and a clock between steps; the walk takes one slot per event
-    and output group (a group without events takes one slot), then :data:`STEP_GAP` clocks.
+    The neuron takes one input per clock; an input is read again at the next step only after its
+    write-back (``latency`` clocks, :func:`neuron_latency`), so a layer of fewer than ``latency + 1``
+    inputs waits between steps. The walk takes one slot per event and output group (a group without
+    events takes one slot), then :data:`STEP_GAP` clocks.
     """
     groups = -(-out_features // pes)
-    return in_features + 1, groups * max(events, 1) + STEP_GAP
+    return max(in_features, latency + 1), groups * max(events, 1) + STEP_GAP
 
 
 class SteppedLinearEngine(wiring.Component):
@@ -183,14 +209,12 @@ class SteppedLinearEngine(wiring.Component):
         v_shape = shape_of(r.v)
         last_layer = self.requant is None
 
-        # ================= neuron: two stages (issue, update) =================
+        # ================= neuron: issue → read → leak tree → add → fire and write =================
+        K = neuron_latency(n.leak_mul, n.leak_shift)
+        wait_after_step = max(0, K + 1 - in_c)  # a membrane is written back before the next step reads it
         mem = memory.Memory(shape=data.StructLayout({"v": v_shape, "s": unsigned(sb)}), depth=in_c, init=[])
         m.submodules.membrane = mem
         mrd, mwr = mem.read_port(), mem.write_port()
-        if not self.per_step_input:
-            xmem = memory.Memory(shape=self.x_shape, depth=in_c, init=[])
-            m.submodules.currents = xmem
-            xrd, xwr = xmem.read_port(), xmem.write_port()
         # event queue: two banks of in_c events (address, spike)
         ev_layout = data.StructLayout({"i": unsigned(max(1, (in_c - 1).bit_length())), "s": unsigned(sb)})
         evq = memory.Memory(shape=ev_layout, depth=2 * in_c, init=[])
@@ -198,68 +222,124 @@ class SteppedLinearEngine(wiring.Component):
         ewr, erd = evq.write_port(), evq.read_port()
 
         full = Signal(2)  # event bank b holds a complete step, not yet walked
-        cnt = [Signal(range(in_c + 1), name=f"count{b}") for b in range(2)]
+        # per bank, registered when the step is queued: no events, and the last event's index (the walk's
+        # last-slot test is then one equality, not a subtraction on its critical path)
+        empty = [Signal(name=f"empty{b}") for b in range(2)]
+        cnt_last = [Signal(range(in_c), name=f"last_event{b}") for b in range(2)]
         bank_t = [Signal(range(T), name=f"bank_step{b}") for b in range(2)]
 
         n_idx = Signal(range(in_c))
         n_step = Signal(range(T))
-        n_bank = Signal()
-        ev_cnt = Signal(range(in_c + 1))
-        # stage 1 (update)
-        v1 = Signal()
-        i1 = Signal(range(in_c))
-        t1 = Signal(range(T))
-        x1 = Signal(self.x_shape)
-        stream1 = Signal()
-        last1 = Signal()
-
-        from_stream = Signal()
-        src_ok = Signal()
+        i_bank = Signal()  # the event bank the step being issued will fill
+        n_wait = Signal(range(wait_after_step + 1))
         issue = Signal()
-        m.d.comb += from_stream.eq(Const(1) if self.per_step_input else (n_step == 0))
-        m.d.comb += src_ok.eq(Mux(from_stream, self.x.valid, 1))
-        # a clock between steps (the membrane written back before it is read again), and a free event bank
-        can = ~(v1 & last1) & ~full.bit_select(n_bank, 1)
-        m.d.comb += [issue.eq(can & src_ok), self.x.ready.eq(can & from_stream)]
+        src_ok = Signal()
+        tap_x_valid = Signal()
+        if self.per_step_input:
+            m.d.comb += src_ok.eq(self.x.valid)
+        else:
+            # the constant currents in a two-bank memory: the next inference's stream in while this one's
+            # steps replay the current bank (the producer does not wait through steps 1 … T−1)
+            xmem = memory.Memory(shape=self.x_shape, depth=2 * in_c, init=[])
+            m.submodules.currents = xmem
+            xrd, xwr = xmem.read_port(), xmem.write_port()
+            xcount = [Signal(range(in_c + 1), name=f"currents{b}") for b in range(2)]
+            x_wb, x_idx, x_rb = Signal(), Signal(range(in_c)), Signal()
+            x_take = Signal()
+            m.d.comb += [self.x.ready.eq(Mux(x_wb, xcount[1], xcount[0]) != in_c),
+                         x_take.eq(self.x.valid & self.x.ready), tap_x_valid.eq(x_take),
+                         xwr.addr.eq(Mux(x_wb, x_idx + in_c, x_idx)), xwr.data.eq(self.x.payload),
+                         xwr.en.eq(x_take)]
+            with m.If(x_take):
+                m.d.sync += x_idx.eq(Mux(x_idx == in_c - 1, 0, x_idx + 1))
+                with m.If(x_idx == in_c - 1):
+                    m.d.sync += x_wb.eq(~x_wb)
+            # step 0 reads a current the clock after it is written; later steps find the bank complete
+            m.d.comb += [src_ok.eq((n_step != 0) | (n_idx < Mux(x_rb, xcount[1], xcount[0]))),
+                         xrd.addr.eq(Mux(x_rb, n_idx + in_c, n_idx))]
+            inference_issued = issue & (n_idx == in_c - 1) & (n_step == T - 1)
+            # the replayed bank is freed the clock after its last read (a register between the issue test and
+            # the bank counters; the writer cannot be on that bank before: it is full until freed)
+            freeing, freeing_bank = Signal(), Signal()
+            m.d.sync += [freeing.eq(inference_issued), freeing_bank.eq(x_rb)]
+            for b in range(2):
+                with m.If(freeing & (freeing_bank == b)):
+                    m.d.sync += xcount[b].eq(0)
+                with m.Elif(x_take & (x_wb == b)):
+                    m.d.sync += xcount[b].eq(xcount[b] + 1)
+            with m.If(inference_issued):
+                m.d.sync += x_rb.eq(~x_rb)
+        can = (n_wait == 0) & ~full.bit_select(i_bank, 1)
+        m.d.comb += issue.eq(can & src_ok)
+        if self.per_step_input:
+            m.d.comb += self.x.ready.eq(can)
         m.d.comb += mrd.addr.eq(n_idx)
-        if not self.per_step_input:
-            m.d.comb += [xrd.addr.eq(n_idx), xwr.addr.eq(n_idx), xwr.data.eq(self.x.payload),
-                         xwr.en.eq(issue & from_stream)]
-        m.d.sync += v1.eq(issue)
+        with m.If(n_wait != 0):
+            m.d.sync += n_wait.eq(n_wait - 1)
         with m.If(issue):
-            m.d.sync += [i1.eq(n_idx), t1.eq(n_step), x1.eq(self.x.payload), stream1.eq(from_stream),
-                         last1.eq(n_idx == in_c - 1)]
             with m.If(n_idx == in_c - 1):
-                m.d.sync += [n_idx.eq(0), n_step.eq(Mux(n_step == T - 1, 0, n_step + 1))]
+                m.d.sync += [n_idx.eq(0), n_step.eq(Mux(n_step == T - 1, 0, n_step + 1)), i_bank.eq(~i_bank),
+                             n_wait.eq(wait_after_step)]
             with m.Else():
                 m.d.sync += n_idx.eq(n_idx + 1)
 
+        # the slot's bookkeeping travels beside the values: issued at c, written back at c + K
+        meta_layout = data.StructLayout({"valid": 1, "i": range(in_c), "t": range(T), "last": 1})
+        meta0 = Signal(meta_layout)
+        m.d.comb += [meta0.valid.eq(issue), meta0.i.eq(n_idx), meta0.t.eq(n_step), meta0.last.eq(n_idx == in_c - 1)]
+        meta = delay(m, meta0, K, "nrn_meta")
+        x1 = Signal(self.x_shape)  # stage 1: the membrane and the current are out of their memories
+        if self.per_step_input:
+            m.d.sync += x1.eq(self.x.payload)
+            m.d.comb += tap_x_valid.eq(meta[1].valid)
         x_cur = Signal(self.x_shape)
-        m.d.comb += x_cur.eq(x1 if self.per_step_input else Mux(stream1, x1, xrd.data))
-        v_old = Signal(v_shape)
-        s_old = Signal(unsigned(sb))
-        m.d.comb += [v_old.eq(Mux(t1 == 0, 0, mrd.data.v)), s_old.eq(Mux(t1 == 0, 0, mrd.data.s))]
-        v_new = Signal(v_shape)
-        s_new = Signal(unsigned(sb))
+        m.d.comb += x_cur.eq(x1 if self.per_step_input else xrd.data)
+        first = meta[1].t == 0  # step 0: v = 0, no spike pending
+        v_old, s_old = Mux(first, 0, mrd.data.v), Mux(first, 0, mrd.data.s)
+        # stage 2 (registered): the leak's operand u and the rest of the update d
+        u2 = Signal(v_shape)
+        theta_out = n.threshold * n.max_spike if n.reset == "subtract" else 0
+        d_shape = shape_of(Range(r.x.lo - theta_out, r.x.hi))
+        d2 = Signal(d_shape)
         if n.reset == "subtract":
-            m.d.comb += v_new.eq(self._leak(v_old) + x_cur - s_old * n.threshold)
+            m.d.sync += [u2.eq(v_old), d2.eq(x_cur - s_old * n.threshold)]
         else:
-            m.d.comb += v_new.eq(self._leak(Mux(s_old == 0, v_old, 0)) + x_cur)
+            m.d.sync += [u2.eq(Mux(s_old == 0, v_old, 0)), d2.eq(x_cur)]
+        # the leak floor((u·b + 2**(p−1)) / 2**p) as a registered tree of u's shifted copies (b is a constant:
+        # one term per set bit, no multiplier, nothing for Yosys to put in a DSP block the allotment does not count)
+        if n.is_if:
+            leaked = u2
+        else:
+            terms = [u2 << j if j else u2 for j in range(n.leak_mul.bit_length()) if n.leak_mul >> j & 1]
+            terms.append(Const((1 << n.leak_shift) >> 1))
+            root = pipelined_sum(m, terms, name="leak")
+            product = Signal(shape_of(r.leak))
+            m.d.comb += product.eq(root)
+            leaked = product >> n.leak_shift
+        d_at = delay(m, d2, K - NEURON_BASE_LATENCY, "nrn_d")[-1]
+        # stage K−1 (registered): the new membrane; stage K: fire, write back, queue the event
+        v_new = Signal(v_shape)
+        m.d.sync += v_new.eq(leaked + d_at)
+        vK = meta[K]
+        s_new = Signal(unsigned(sb))
         m.d.comb += s_new.eq(self._fire(v_new))
         push = Signal()
-        m.d.comb += push.eq(v1 & ((s_new != 0) | Const(int(self.dense))))
-        m.d.comb += [mwr.addr.eq(i1), mwr.data.v.eq(v_new), mwr.data.s.eq(s_new), mwr.en.eq(v1),
-                     ewr.addr.eq(Mux(n_bank, ev_cnt + in_c, ev_cnt)), ewr.data.i.eq(i1),
+        m.d.comb += push.eq(vK.valid & ((s_new != 0) | Const(int(self.dense))))
+        n_bank = Signal()  # the event bank the written-back step fills
+        ev_cnt = Signal(range(in_c + 1))
+        m.d.comb += [mwr.addr.eq(vK.i), mwr.data.v.eq(v_new), mwr.data.s.eq(s_new), mwr.en.eq(vK.valid),
+                     ewr.addr.eq(Mux(n_bank, ev_cnt + in_c, ev_cnt)), ewr.data.i.eq(vK.i),
                      ewr.data.s.eq(s_new), ewr.en.eq(push)]
         step_done = Signal()
-        m.d.comb += step_done.eq(v1 & last1)
+        m.d.comb += step_done.eq(vK.valid & vK.last)
         with m.If(push):
             m.d.sync += ev_cnt.eq(ev_cnt + 1)
         with m.If(step_done):
             m.d.sync += [ev_cnt.eq(0), n_bank.eq(~n_bank)]
             for b in range(2):
                 with m.If(n_bank == b):
-                    m.d.sync += [cnt[b].eq(ev_cnt + push), bank_t[b].eq(t1)]
+                    m.d.sync += [empty[b].eq((ev_cnt == 0) & ~push), cnt_last[b].eq(Mux(push, ev_cnt, ev_cnt - 1)),
+                                 bank_t[b].eq(vK.t)]
 
         # ================= event walk: issue (A) → event read (B) → weight read (C) → accumulate =================
         rb = Signal()
@@ -269,12 +349,14 @@ class SteppedLinearEngine(wiring.Component):
         gap = Signal(range(STEP_GAP + 1))
         slots = Signal(range(HOLD_SLOTS + 2))
         freed = Signal()
-        a_cnt = Signal(range(in_c + 1))
+        a_empty = Signal()
+        a_end = Signal(range(in_c))
         a_t = Signal(range(T))
-        m.d.comb += [a_cnt.eq(Mux(rb, cnt[1], cnt[0])), a_t.eq(Mux(rb, bank_t[1], bank_t[0]))]
+        m.d.comb += [a_empty.eq(Mux(rb, empty[1], empty[0])), a_end.eq(Mux(rb, cnt_last[1], cnt_last[0])),
+                     a_t.eq(Mux(rb, bank_t[1], bank_t[0]))]
         a_last = Signal()  # the group's last slot
         a_drains = Signal()  # this step's group sums go to the drain
-        m.d.comb += [a_last.eq((a_cnt == 0) | (e == a_cnt - 1)),
+        m.d.comb += [a_last.eq(a_empty | (e == a_end)),
                      a_drains.eq(Const(1) if not last_layer else (a_t == T - 1))]
         walk = Signal()
         m.d.comb += walk.eq(full.bit_select(rb, 1) & (gap == 0) & (~(a_last & a_drains) | (slots < HOLD_SLOTS)))
@@ -305,7 +387,7 @@ class SteppedLinearEngine(wiring.Component):
         tb = Signal(tag)
         gb = Signal(range(G))
         wbb = Signal(range(lay.depth + 1))
-        m.d.sync += [tb.valid.eq(walk), tb.first.eq(e == 0), tb.last.eq(a_last), tb.empty.eq(a_cnt == 0),
+        m.d.sync += [tb.valid.eq(walk), tb.first.eq(e == 0), tb.last.eq(a_last), tb.empty.eq(a_empty),
                      tb.drains.eq(a_drains), tb.carry.eq(Const(int(last_layer)) & (a_t != 0)),
                      tb.last_group.eq(g == G - 1), gb.eq(g), wbb.eq(wbase)]
         # stage B: the event is out of its memory; read its weight word (and, last layer, the group's carry)
@@ -362,8 +444,9 @@ class SteppedLinearEngine(wiring.Component):
 
         if self.debug_taps:
             m.d.comb += [
-                self.tap_x.payload.eq(x_cur), self.tap_x.valid.eq(v1 & stream1),
-                self.tap_spk.payload.eq(s_new), self.tap_spk.valid.eq(v1),
+                self.tap_x.payload.eq(x1 if self.per_step_input else self.x.payload),
+                self.tap_x.valid.eq(tap_x_valid),
+                self.tap_spk.payload.eq(s_new), self.tap_spk.valid.eq(meta[K].valid),
                 self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
                 self.tap_out.payload.eq(self.y.payload), self.tap_out.valid.eq(self.y.valid & self.y.ready),
             ]

@@ -69,8 +69,9 @@ class SteppedActivity:
             rate = self.spikes[name] / self.values[name]
             T = int(entry["timesteps"])
             events = self.spikes[name] / max(1, self.images)
-            neuron_c, walk_c = stepped_step_cycles(round(events / T), int(entry["in_features"]),
-                                                   int(entry["out_features"]), int(entry["pes"]))
+            _, walk_c = stepped_step_cycles(round(events / T), int(entry["in_features"]),
+                                            int(entry["out_features"]), int(entry["pes"]))
+            neuron_c = int(entry["stepped"]["neuron_cycles_per_step"])  # the neuron's clocks do not follow the spikes
             w = self.windows.get(name) or [0]
             out[name] = {"spike_rate": rate, "events_per_inference": events,
                          "busy_cycles_mean": float(np.mean(w)), "busy_cycles_max": int(np.max(w)),

@@ -899,18 +899,26 @@ class SteppedNode(SynapticNode):
 
         return self.in_features if self.dense else min(self.in_features, math.ceil(self.spike_rate * self.in_features))
 
+    def neuron_latency(self) -> int:
+        """Clocks from a neuron's issue to its write-back (:func:`~bitspike.rtl_templates.stepped.neuron_latency`)."""
+        from bitspike.rtl_templates.stepped import NEURON_BASE_LATENCY, neuron_latency
+
+        leak = dict(self.neuron_fields).get("leak")
+        return NEURON_BASE_LATENCY if leak is None else neuron_latency(int(leak[0]), int(leak[1]))
+
     def to_json(self) -> dict[str, Any]:
         from bitspike.rtl_templates.stepped import stepped_step_cycles
 
         out = super().to_json()
         ev = self.expected_events()
-        neuron_c, walk_c = stepped_step_cycles(ev, self.in_features, self.out_features, self.pes)
-        dense_n, dense_w = stepped_step_cycles(self.in_features, self.in_features, self.out_features, self.pes)
+        lat = self.neuron_latency()
+        neuron_c, walk_c = stepped_step_cycles(ev, self.in_features, self.out_features, self.pes, lat)
+        dense_n, dense_w = stepped_step_cycles(self.in_features, self.in_features, self.out_features, self.pes, lat)
         groups = -(-self.out_features // self.pes)
         out["stepped"] = {
             **dict(self.neuron_fields), "per_step_input": self.per_step_input, "walk": "dense" if self.dense else "events",
             "spike_rate": self.spike_rate, "expected_events_per_step": ev,
-            # the walk's clocks per step: groups · max(events, 1) + gap; the neuron's: inputs + 1
+            # the walk's clocks per step: groups · max(events, 1) + gap; the neuron's: max(inputs, latency + 1)
             "walk_cycles_per_step": walk_c, "neuron_cycles_per_step": neuron_c,
             "dense_walk_cycles_per_step": dense_w, "cycles_per_event": groups,
         }
@@ -1017,16 +1025,20 @@ def stepped_busy_cycles(node: SteppedNode) -> int:
     neuron and the walk (they overlap: the event queue has two banks)."""
     from bitspike.rtl_templates.stepped import stepped_step_cycles
 
-    neuron_c, walk_c = stepped_step_cycles(node.expected_events(), node.in_features, node.out_features, node.pes)
+    neuron_c, walk_c = stepped_step_cycles(node.expected_events(), node.in_features, node.out_features, node.pes,
+                                           node.neuron_latency())
     return node.timesteps * max(neuron_c, walk_c)
 
 
 def stepped_arrival_times(node: SteppedNode, arrivals: list[int]) -> list[int]:
     """Output beat clocks at the expected spike rate (a prediction: the real walk follows the spikes).
 
-    The neuron takes input (t, i) one clock after the later of its arrival and the previous input, one
-    clock more at a step's start and not before its event bank is free; the walk of step t starts when
-    the neuron has queued the step and the previous walk is done; a group's sums reach the drain
+    The neuron issues input (t, i) at the earliest clock after the previous input, not before it arrives
+    (a per-step current is taken as it arrives; a constant current is written into the current memory on
+    arrival and read at step 0 one clock later), not before the event bank of step t is free, and, at a
+    step's start, not before the previous step's write-backs are due
+    (:func:`~bitspike.rtl_templates.stepped.neuron_latency` clocks after issue). The walk of step t starts
+    the clock after the step's last write-back and once the previous walk is done; a group's sums reach the drain
     :data:`~bitspike.rtl_templates.stepped.WALK_LATENCY` clocks after its last slot, and leave one per
     clock, :func:`~bitspike.rtl_templates.drain.drain_latency` later.
     """
@@ -1035,6 +1047,8 @@ def stepped_arrival_times(node: SteppedNode, arrivals: list[int]) -> list[int]:
 
     T, C, O, P = node.timesteps, node.in_features, node.out_features, node.pes
     G = -(-O // P)
+    K = node.neuron_latency()
+    wait = max(0, K + 1 - C)
     per_group = max(node.expected_events(), 1)
     out_delay = drain_latency(node.requantized)
     drains_each_step = node.requantized
@@ -1044,11 +1058,11 @@ def stepped_arrival_times(node: SteppedNode, arrivals: list[int]) -> list[int]:
     out: list[int] = []
     last_pop = -1
     for t in range(T):
-        first = max(t_issue + 2, bank_free[t % 2])
+        first = max(t_issue + 1 + wait, bank_free[t % 2])
         for i in range(C):
-            a = arrivals[t * C + i] if node.per_step_input else (arrivals[i] if t == 0 else -1)
+            a = arrivals[t * C + i] if node.per_step_input else (arrivals[i] + 1 if t == 0 else -1)
             t_issue = max(first if i == 0 else t_issue + 1, a)
-        queued = t_issue + 2  # the update stage writes the step's last event, the bank is full
+        queued = t_issue + K + 1  # the step's last write-back is done, its event bank is full
         start = max(queued, walk_free)
         ends = [start + (g + 1) * per_group - 1 for g in range(G)]
         walk_free = ends[-1] + 1 + STEP_GAP
