@@ -30,3 +30,38 @@ def run_stalled(dut, beats, put, p_valid, p_ready) -> list:
     sim.add_testbench(bench)
     sim.run()
     return got
+
+
+def run_drain_stalled(dut, groups, groups_n: int, rng, want_len: int) -> list:
+    """Feed a :class:`~bitspike.rtl_templates.drain.Drain` its PE groups (``groups[i][p]`` partial sums, every
+    ``groups_n``-th the last of an output pixel) under random valid/ready stalls, never more than
+    ``HOLD_SLOTS`` un-freed, until ``want_len`` values came out; returns them."""
+    from bitspike.rtl_templates.drain import HOLD_SLOTS
+
+    pes = len(groups[0])
+    got = []
+
+    async def bench(ctx):
+        sent, slots = 0, 0
+        for _ in range(40 * len(groups) * pes):
+            offer = sent < len(groups) and slots < HOLD_SLOTS and rng.random() < 0.6
+            ctx.set(dut.i.valid, offer)
+            if offer:
+                for p in range(pes):
+                    ctx.set(dut.i.payload.psum[p], groups[sent][p])
+                ctx.set(dut.i.payload.last_group, int(sent % groups_n == groups_n - 1))
+            ctx.set(dut.y.ready, rng.random() < 0.5)
+            await ctx.delay(1e-7)
+            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
+                got.append(ctx.get(dut.y.payload))
+            slots += int(offer) - ctx.get(dut.freed)
+            sent += int(offer)
+            await ctx.tick()
+            if len(got) == want_len:
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got

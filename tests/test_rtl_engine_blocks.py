@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from amaranth import signed
 from amaranth.sim import Simulator
+from stream_bench import run_drain_stalled
 
 from bitspike.analysis import LayerRanges, Range
 from bitspike.manifest import Requant
-from bitspike.rtl_templates.drain import HOLD_SLOTS, Drain, drain_reference
+from bitspike.rtl_templates.drain import Drain, drain_reference
 from bitspike.rtl_templates.neuron import membrane_range, neuron_reference
 from bitspike.rtl_templates.pe import PRODUCT_STAGES, PEArray, pe_array_reference
 from bitspike.rtl_templates.synapse import SynapticEngine
@@ -181,29 +182,7 @@ def test_drain_emits_every_channel_in_order_under_stalls(pes, out_c, requantized
     groups_n = -(-out_c // pes)
     groups = [[rng.choice([-2048, 2047, rng.randint(-2048, 2047)]) for _ in range(pes)] for _ in range(4 * groups_n)]
     want = drain_reference(groups, bias, rq, pes)
-    got = []
-
-    async def bench(ctx):
-        sent, slots = 0, 0
-        for _ in range(40 * len(groups) * pes):
-            offer = sent < len(groups) and slots < HOLD_SLOTS and rng.random() < 0.6
-            ctx.set(dut.i.valid, offer)
-            if offer:
-                for p in range(pes):
-                    ctx.set(dut.i.payload.psum[p], groups[sent][p])
-                ctx.set(dut.i.payload.last_group, int(sent % groups_n == groups_n - 1))
-            ctx.set(dut.y.ready, rng.random() < 0.5)
-            await ctx.delay(1e-7)
-            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
-                got.append(ctx.get(dut.y.payload))
-            slots += int(offer) - ctx.get(dut.freed)
-            sent += int(offer)
-            await ctx.tick()
-            if len(got) == len(want):
-                break
-
-    _sim(dut, bench)
-    assert got == want
+    assert run_drain_stalled(dut, groups, groups_n, rng, len(want)) == want
 
 
 def test_drain_refuses_more_pes_than_channels():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream_bench import run_stalled
+from stream_bench import run_drain_stalled, run_stalled
 
 from bitspike.analysis import Range, analyse
 from bitspike.host.golden import neuron_steps
@@ -94,9 +94,8 @@ def test_drain_with_fused_thresholds_emits_the_counts_under_stalls(pes, out_c, s
     import random
 
     from amaranth import signed, unsigned
-    from amaranth.sim import Simulator
 
-    from bitspike.rtl_templates.drain import HOLD_SLOTS, Drain, drain_reference
+    from bitspike.rtl_templates.drain import Drain, drain_reference
     from bitspike.rtl_templates.threshold import threshold_reference
 
     rng = random.Random(seed)
@@ -115,29 +114,4 @@ def test_drain_with_fused_thresholds_emits_the_counts_under_stalls(pes, out_c, s
     accs = [groups[i][p] + bias[(i % groups_n) * pes + p] for i in range(len(groups))
             for p in range(min(pes, out_c - (i % groups_n) * pes))]
     assert want == [threshold_reference(a, mult[o], rq_bias[o], shift, lo, hi, 1, 2, 2) for a, o in zip(accs, flat)]
-    got = []
-
-    async def bench(ctx):
-        sent, slots = 0, 0
-        for _ in range(40 * len(groups) * pes):
-            offer = sent < len(groups) and slots < HOLD_SLOTS and rng.random() < 0.6
-            ctx.set(dut.i.valid, offer)
-            if offer:
-                for p in range(pes):
-                    ctx.set(dut.i.payload.psum[p], groups[sent][p])
-                ctx.set(dut.i.payload.last_group, int(sent % groups_n == groups_n - 1))
-            ctx.set(dut.y.ready, rng.random() < 0.5)
-            await ctx.delay(1e-7)
-            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
-                got.append(ctx.get(dut.y.payload))
-            slots += int(offer) - ctx.get(dut.freed)
-            sent += int(offer)
-            await ctx.tick()
-            if len(got) == len(want):
-                break
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == want
+    assert run_drain_stalled(dut, groups, groups_n, rng, len(want)) == want
