@@ -271,15 +271,7 @@ class SerialBoard(Board):
             chunk = self._read_some(deadline)
             if not chunk:
                 continue
-            for item in self._decoder.feed(chunk):
-                if isinstance(item, P.LineFault):
-                    self.stats.count_fault(item.kind)
-                    log.debug("board %s: line fault %s", self.port, item)
-                    continue
-                self.stats.frames_received += 1
-                if item.version != P.VERSION:
-                    # a board built by another bitspike: it rejects our frames (in its own version)
-                    raise BoardMismatch(f"board on {self.port!r}: {_version_text(item.version)}")
+            for item in self._frames(chunk):
                 if item.seq != seq:
                     # a late reply to an earlier request, or noise that happened to pass the CRC
                     self.stats.stale_frames += 1
@@ -291,14 +283,30 @@ class SerialBoard(Board):
                             f"expected {reply_type.name} with {reply_len}")
                 return item
         faults = sum(self.stats.line_faults.values()) - faults_before
-        partial = self._decoder.pending
+        return self._silence(faults, self._decoder.pending, time.monotonic() - started)
+
+    def _frames(self, chunk: bytes):
+        """The whole frames in ``chunk`` (line faults counted and skipped); a frame of another protocol
+        version raises :class:`BoardMismatch`: a board built by another bitspike rejects our frames."""
+        for item in self._decoder.feed(chunk):
+            if isinstance(item, P.LineFault):
+                self.stats.count_fault(item.kind)
+                log.debug("board %s: line fault %s", self.port, item)
+                continue
+            self.stats.frames_received += 1
+            if item.version != P.VERSION:
+                raise BoardMismatch(f"board on {self.port!r}: {_version_text(item.version)}")
+            yield item
+
+    def _silence(self, faults: int, partial: int, waited: float) -> str:
+        """Why no answer came in the timeout: ``faults`` frames dropped meanwhile, ``partial`` bytes pending."""
         dropped = f" ({faults} damaged or garbage frame(s) dropped)" if faults else ""
         if partial:
             # a damaged frame's own bytes can hold a false start byte: then both are worth saying
             return f"truncated reply: {partial} byte(s) of a frame, then nothing for {self.timeout:.2f} s{dropped}"
         if faults:
             return f"no valid answer within {self.timeout:.2f} s{dropped}"
-        return f"no answer within {time.monotonic() - started:.2f} s"
+        return f"no answer within {waited:.2f} s"
 
     # ---- public
 
@@ -394,14 +402,7 @@ class SerialBoard(Board):
                 outstanding[seq] = (f, sent, time.monotonic() + self.timeout, sum(self.stats.line_faults.values()))
             deadline = min(v[2] for v in outstanding.values())
             chunk = self._read_some(deadline)
-            for item in self._decoder.feed(chunk):
-                if isinstance(item, P.LineFault):
-                    self.stats.count_fault(item.kind)
-                    log.debug("board %s: line fault %s", self.port, item)
-                    continue
-                self.stats.frames_received += 1
-                if item.version != P.VERSION:
-                    raise BoardMismatch(f"board on {self.port!r}: {_version_text(item.version)}")
+            for item in self._frames(chunk):
                 if item.seq not in outstanding:
                     self.stats.stale_frames += 1  # a late answer to a frame already sent again, or noise
                     continue
@@ -428,11 +429,5 @@ class SerialBoard(Board):
                 partial = self._decoder.pending
                 if not outstanding:
                     self._decoder.reset()  # nothing else is on its way: a partial frame is all that is left of it
-                dropped = f" ({faults} damaged or garbage frame(s) dropped)" if faults else ""
-                if partial:
-                    fail(f, f"truncated reply: {partial} byte(s) of a frame, then nothing for {self.timeout:.2f} s{dropped}")
-                elif faults:
-                    fail(f, f"no valid answer within {self.timeout:.2f} s{dropped}")
-                else:
-                    fail(f, f"no answer within {self.timeout:.2f} s")
+                fail(f, self._silence(faults, partial, self.timeout))
         return results  # type: ignore[return-value]
