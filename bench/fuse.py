@@ -58,23 +58,11 @@ def _mlp(seed: int, sizes, bits, name: str):
     return b.manifest(name)
 
 
-def _cnn(seed: int):
-    """The bench's Fashion ``cnn`` shape: conv16-pool-conv32-pool-fc, 8/8/1 then 2/2/1."""
-    from bitspike.manifest import InputSpec
-    from bitspike.testing import NetBuilder
-
-    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
-    b.synaptic("conv2d", 16, 8, 8, 1, 0, 2, 2)
-    b.pool("maxpool")
-    b.synaptic("conv2d", 32, 2, 2, 1, 2, 2, 2)
-    b.pool("maxpool")
-    b.flatten()
-    b.synaptic("linear", 10, 2, 2, 1, 2, None, None)
-    return b.manifest(f"fashion-cnn-shaped-{seed}")
 
 
 def designs(digits: Path | None) -> dict:
     from bitspike.manifest import load
+    from bitspike.testing import fashion_cnn_shaped
 
     out = {
         # the digits MLP (64-128-10; fc1 8/8/1, fc2 2/2/1): fc2's neuron has 2-bit spikes, 3 thresholds a channel
@@ -85,7 +73,7 @@ def designs(digits: Path | None) -> dict:
         "mlp-b1": _mlp(1, (32, 32, 24, 10), [(8, 8, 1, 0), (1, 1, 1, 0), (1, 1, 1, 0)], "mlp-binary-1"),
         # 2/2/2 layers: T = 2 steps of 2-bit spikes, 6 thresholds a channel
         "mlp-t2": _mlp(2, (32, 32, 24, 10), [(8, 8, 1, 0), (2, 2, 2, 1), (2, 2, 2, 1)], "mlp-t2-2"),
-        "cnn": _cnn(0),
+        "cnn": fashion_cnn_shaped(0),
     }
     return out
 

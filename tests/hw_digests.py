@@ -39,19 +39,6 @@ def _digits_shaped(seed: int):
     return b.manifest(f"digits-shaped-{seed}")
 
 
-def _fashion_cnn_shaped(seed: int):
-    """The benchmark's Fashion ``cnn`` shape (conv16-pool-conv32-pool-fc), 2/2/1 after an 8/8/1 first layer."""
-    from bitspike.manifest import InputSpec
-    from bitspike.testing import NetBuilder
-
-    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
-    b.synaptic("conv2d", 16, 8, 8, 1, 0, 2, 2)
-    b.pool("maxpool")
-    b.synaptic("conv2d", 32, 2, 2, 1, 2, 2, 2)
-    b.pool("maxpool")
-    b.flatten()
-    b.synaptic("linear", 10, 2, 2, 1, 2, None, None)
-    return b.manifest(f"fashion-cnn-shaped-{seed}")
 
 
 def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
@@ -61,7 +48,7 @@ def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
     requantize-and-fire, byte for byte. The ``+fuse`` cases are the default (``fuse`` not given,
     :data:`bitspike.gen.fuse.DEFAULT_FUSE`) for the designs where it fuses a boundary.
     """
-    from bitspike.testing import random_cnn, random_mlp
+    from bitspike.testing import fashion_cnn_shaped, random_cnn, random_mlp
 
     out: list[tuple[str, Callable[[], Any], dict[str, Any]]] = []
     for s in range(4):
@@ -78,7 +65,7 @@ def cases() -> list[tuple[str, Callable[[], Any], dict[str, Any]]]:
     out.append(("digits-taps", lambda: _digits_shaped(0), {"fold": "line0=8x8,line1=2x2", "debug_taps": True}))
     out.append(("digits-up5k", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 8}))
     out.append(("digits-ecp5", lambda: _digits_shaped(0), {"max_luts": 1000, "dsp_blocks": 156}))
-    out.append(("fashion-cnn", lambda: _fashion_cnn_shaped(0), {"max_luts": 3000}))
+    out.append(("fashion-cnn", lambda: fashion_cnn_shaped(0), {"max_luts": 3000}))
     out = [(name, factory, {**kwargs, "fuse": "off"}) for name, factory, kwargs in out]
     out += [(f"{name}+fuse", factory, {k: v for k, v in kwargs.items() if k != "fuse"}) for name, factory, kwargs in out
             if name in FUSED_CASES]

@@ -15,13 +15,14 @@ Everything here is deterministic: the same arguments give the same manifest or
 design, byte for byte.
 """
 
-from .nets import NetBuilder, random_cnn, random_mlp, random_weights, requant_for
+from .nets import NetBuilder, fashion_cnn_shaped, random_cnn, random_mlp, random_weights, requant_for
 from .standin import StandinGoldenTaps, standin_cosim, standin_reference, standin_verilog
 
 __all__ = [
     "NetBuilder",
     "random_mlp",
     "random_cnn",
+    "fashion_cnn_shaped",
     "random_weights",
     "requant_for",
     "standin_verilog",

@@ -30,7 +30,7 @@ from bitspike.manifest import (
     weight_limit,
 )
 
-__all__ = ["NetBuilder", "random_mlp", "random_cnn", "random_weights", "requant_for"]
+__all__ = ["NetBuilder", "random_mlp", "random_cnn", "random_weights", "requant_for", "fashion_cnn_shaped"]
 
 #: the manifests' ``info["generator"]``: the module's name before it moved here (the manifests' digests, and
 #: the hardware digests recorded in tests/data/hw_digests.json, include it)
@@ -256,3 +256,16 @@ def random_cnn(
     wb, sb, t, k = specs[j]
     b.synaptic("linear", classes, wb, sb, t, k, None, None)
     return b.manifest(f"random-cnn-{seed}")
+
+
+def fashion_cnn_shaped(seed: int) -> Manifest:
+    """The benchmarks' Fashion ``cnn`` shape (conv16-pool-conv32-pool-fc on 1×28×28), random weights:
+    8/8/1 in the first layer, 2/2/1 after it."""
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(1, 28, 28), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 16, 8, 8, 1, 0, 2, 2)
+    b.pool("maxpool")
+    b.synaptic("conv2d", 32, 2, 2, 1, 2, 2, 2)
+    b.pool("maxpool")
+    b.flatten()
+    b.synaptic("linear", 10, 2, 2, 1, 2, None, None)
+    return b.manifest(f"fashion-cnn-shaped-{seed}")
