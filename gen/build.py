@@ -322,12 +322,12 @@ def _board_top(board: BoardSpec, config, pll=None):
     return BoardTop()
 
 
-def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None) -> dict:
+def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None, fuse=None) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
-    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device)
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device, fuse=fuse)
     return dict(read_report(gen_dir).data)
 
 
@@ -359,7 +359,7 @@ _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Int
                 "Apicula": "yosys, nextpnr-himbaechel (as NEXTPNR_GOWIN) and apycula's gowin_pack"}
 
 
-def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None):
+def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None, fuse=None):
     """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config)."""
     from bitspike.rtl_templates.bridge import BridgeConfig
 
@@ -370,7 +370,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         gen_dir = out / "gen"
         # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
         dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
-        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device)
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse)
     else:
         gen_dir = Path(gen_dir)
         report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it
@@ -415,6 +415,7 @@ def build_bitstream(
     archive: bool = False,
     estimate: bool = True,
     uart_pins: tuple[str, str] | None = None,
+    fuse: str | None = None,
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -457,6 +458,9 @@ def build_bitstream(
     uart_pins
         ``(tx, rx)``: put the bridge's UART on these pins (:meth:`BoardSpec.with_uart`), e.g. for a
         USB-serial adapter on a board whose own USB goes to the FPGA.
+    fuse
+        Fused requantize-and-fire, as :func:`bitspike.gen.generate` takes it (``"auto"``, ``"off"``,
+        ``"on"``; ``None``: auto). Ignored with ``gen_dir``.
 
     Raises
     ------
@@ -478,7 +482,7 @@ def build_bitstream(
     device = device_budget(spec) if board_budget else None
     budget = device.lut if device is not None else max_luts
     report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget, gen_dir=gen_dir,
-                                       times=times, device=device)
+                                       times=times, device=device, fuse=fuse)
     if archive:
         return write_archive(spec, report, gen_dir, config, out, times, budget, estimate=estimate)
 
@@ -509,7 +513,7 @@ def build_bitstream(
                 device = device.scaled(budget / device.lut)
             log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
             report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
-                                               gen_dir=None, times=times, device=device)
+                                               gen_dir=None, times=times, device=device, fuse=fuse)
     passes = [_pass_record(parsed, osc_hz, pll)]
     if pll_ok and (clock_mhz is None or pll is not None):
         # the timing result picks the clock: the highest the PLL makes at or below the achieved Fmax

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
                         "RAMs for the best interval; halved and built again on overflow) or NAME=PESxLANES,...")
     p.add_argument("--max-luts", type=int, default=None, metavar="N",
                    help="LUT budget for --fold auto instead of the board's part")
+    p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
+                   help="fused requantize-and-fire, as `bitspike gen --fuse` (default auto)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             raise BitspikeError(f"--clock {args.clock!r}: the frequency must be positive")
     manifest = load(args.model)
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
-                             max_luts=args.max_luts,
+                             max_luts=args.max_luts, fuse=args.fuse,
                              seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":

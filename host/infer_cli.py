@@ -57,7 +57,9 @@ def _open_board(args, manifest):
             log.info("simulating %s's link: %d Hz clock, %d baud, %d clocks per bit", args.link, link["clock_hz"],
                      link["baud"], link["clocks_per_bit"])
             extra = {"clocks_per_bit": link["clocks_per_bit"], "clock_hz": link["clock_hz"], "baud": link["baud"],
-                     "max_luts": link["max_luts"] if args.fold == "auto" else None}
+                     "dsp_blocks": link["dsp_blocks"]}
+            if args.fold == "auto":  # the bitstream's fold: the part's LUTs, flip-flops, DSPs and block RAMs
+                extra.update(max_luts=link["max_luts"], device=link["device"])
         log.info("building the simulated board in %s", work)
         return SimBoard.from_manifest(manifest, work, fold=args.fold, timeout=args.timeout, retries=args.retries, **extra)
     from bitspike.gen.boards import DEFAULT_BAUD
@@ -68,7 +70,11 @@ def _open_board(args, manifest):
 
 
 def board_link(name: str, baud: int | None) -> dict:
-    """The link settings of ``name``'s bitstream at ``baud``: clock, clocks per bit and folding budget.
+    """The link settings of ``name``'s bitstream at ``baud``: clock, clocks per bit and what its fold fills.
+
+    ``device`` is the part's :func:`~bitspike.gen.boards.device_budget` and ``dsp_blocks`` its DSP count,
+    the two things ``bitspike build --board name`` folds and shares products with, so a simulated board
+    runs the bitstream's fold.
 
     ``baud=None`` takes the rate ``bitspike build`` gives the board by default.
 
@@ -79,7 +85,7 @@ def board_link(name: str, baud: int | None) -> dict:
         converter cannot make.
     """
     from bitspike.errors import BitspikeError
-    from bitspike.gen.boards import check_baud, default_baud, get_board, lut_budget
+    from bitspike.gen.boards import check_baud, default_baud, device_budget, get_board
 
     spec = get_board(name)
     if spec.serial_problem:
@@ -90,8 +96,10 @@ def board_link(name: str, baud: int | None) -> dict:
         cpb = check_baud(spec, baud)
     except BitspikeError as exc:
         raise BitspikeError(f"--link {name}: {exc}") from None
+    device = device_budget(spec)
     return {"board": spec.name, "clock_hz": spec.clock_hz, "baud": baud, "clocks_per_bit": cpb,
-            "max_luts": lut_budget(spec)}
+            "max_luts": None if device is None else device.lut, "device": device,
+            "dsp_blocks": None if spec.capacity is None else spec.capacity.dsp}
 
 
 def infer_dataset(board, manifest, images, labels) -> dict:

@@ -373,18 +373,20 @@ class SimBoard(SerialBoard):
 
     @classmethod
     def from_manifest(cls, manifest, work_dir: str | os.PathLike, *, fold="auto", max_luts: int | None = None,
-                      **kwargs) -> "SimBoard":
+                      device=None, dsp_blocks: int | None = None, **kwargs) -> "SimBoard":
         """Generate the accelerator for ``manifest`` into ``work_dir/gen`` and simulate it as a board.
 
-        ``max_luts`` is the folding budget (a board's, to simulate its bitstream's fold); ``kwargs``
-        go to the constructor (``clocks_per_bit``: a board's bit period, ``timeout``, ``retries``).
+        ``max_luts``, ``device`` (a :class:`~bitspike.gen.boards.DeviceBudget`) and ``dsp_blocks`` are
+        what :func:`bitspike.gen.generate` folds with: a board's, to simulate its bitstream's fold.
+        ``kwargs`` go to the constructor (``clocks_per_bit``: a board's bit period, ``timeout``,
+        ``retries``).
         """
         try:
             from bitspike.gen import generate
         except ImportError as exc:
             raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
         gen_dir = Path(work_dir) / "gen"
-        generate(manifest, gen_dir, fold=fold, max_luts=max_luts)
+        generate(manifest, gen_dir, fold=fold, max_luts=max_luts, device=device, dsp_blocks=dsp_blocks)
         return cls.from_generated(gen_dir, **kwargs)
 
     def __repr__(self) -> str:

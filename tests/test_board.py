@@ -405,6 +405,15 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, baud)  # HELLO as the bitstream's
     gen = json.loads((tmp_path / "sim" / "gen" / "report.json").read_text())
     assert gen["max_luts"] == lut_budget(spec)
+    # the fold and DSP share `bitspike build --board B` generates (the part's device budget and DSP count)
+    from bitspike.gen import generate
+    from bitspike.gen.boards import device_budget
+    from bitspike.gen.build import _fold_of
+
+    generate(model, tmp_path / "ref", device=device_budget(spec), max_luts=lut_budget(spec),
+                   dsp_blocks=spec.capacity.dsp)
+    built = json.loads((tmp_path / "ref" / "report.json").read_text())
+    assert _fold_of(gen) == _fold_of(built) and gen["estimated_resources"] == built["estimated_resources"]
 
 
 def test_infer_cli_link_refuses_a_board_without_a_uart(tmp_path, capsys):

@@ -161,3 +161,19 @@ def test_gen_cli_fuse_option_and_report(tmp_path, capsys):
     assert main(["gen", str(cnn), "-o", str(tmp_path / "cnn"), "--fuse", "on", "-q"]) == 1
     err = capsys.readouterr().err
     assert "conv0" in err and "Traceback" not in err
+
+
+
+def test_build_fuse_option_reaches_the_generator(tmp_path):
+    """`bitspike build --fuse off|on` generates the accelerator it builds as `gen --fuse` would (an archive
+    build without the Yosys estimate: no synthesis, no place and route)."""
+    from bitspike.gen.build import build_bitstream
+
+    for fuse in ("on", "off"):
+        out = tmp_path / fuse
+        build_bitstream(_mlp(), "arty_a7_35", out, archive=True, estimate=False, fuse=fuse)
+        rep = json.loads((out / "gen" / "report.json").read_text())
+        if fuse == "on":
+            assert rep["fuse"] == "on" and [b["fused"] for b in rep["fusion"]] == [True, True]
+        else:
+            assert "fuse" not in rep and "fusion" not in rep
