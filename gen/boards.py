@@ -410,7 +410,8 @@ class BoardSpec:
     @property
     def description(self) -> str:
         clock = f"{self.clock_hz / 1e6:g} MHz" if self.clock_hz else "no default clock"
-        return f"{self.platform.split(':')[1].removesuffix('Platform')} ({self.device}-{self.package}, {clock})"
+        name = self.platform.split(':')[1].removesuffix('Platform').rstrip('_')  # ULX3S_85F_Platform → ULX3S_85F
+        return f"{name} ({self.device}-{self.package}, {clock})"
 
     @property
     def serial_problem(self) -> str | None:
