@@ -346,15 +346,24 @@ def import_network(
             mult, rq_bias, bound = constants(shift)
         if bound > CURRENT_LIMIT or int(mult.max()) >= MULT_LIMIT:
             raise NirError(f"its currents could reach {bound}, beyond bitspike's 2**40", node=where, field="weight")
-        theta_int = int(round(theta / unit0 * 2**shift))
+        # the multipliers may need more resolution (MULT_UNITS) than the threshold does (THRESHOLD_UNITS): the
+        # requantizer's right shift drops the bits only the multipliers needed, so the currents and the
+        # membranes are no wider than the threshold's resolution asks (e.g. 22 bits, not 32, for a conv
+        # layer's per-channel scales)
+        theta_shift = 0
+        while theta_shift < shift and theta / unit0 * 2**theta_shift < THRESHOLD_UNITS:
+            theta_shift += 1
+        down = shift - theta_shift
+        theta_int = int(round(theta / unit0 * 2**theta_shift))
         if not 1 <= theta_int < THRESHOLD_LIMIT:
             raise NirError(f"threshold {theta} is {theta_int} current units; expected 1 … 2**40 − 1 "
                            "(a threshold far below the weights' resolution?)", node=f"node {nxt.name!r} ({nxt.kind})",
                            field="v_threshold")  # fmt: skip
         n_out = out_shape[0]
         layers.append(cls(**common, out_shape=out_shape, bias=np.zeros(n_out, np.int64),
-                          requant=Requant(mult, rq_bias, 0, -bound, bound)))
-        report.append(ImportedLayer(**info, neuron_node=nxt.name, threshold=theta_int, leak=leak, current_shift=shift))
+                          requant=Requant(mult, rq_bias, down, -(bound >> down) - 1, (bound >> down) + 1)))
+        report.append(ImportedLayer(**info, neuron_node=nxt.name, threshold=theta_int, leak=leak,
+                                    current_shift=theta_shift))
         prev, cur_shape = lname, out_shape
         for op in cur_ops:
             oname = _layer_name(op.name, used)

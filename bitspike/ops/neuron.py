@@ -634,6 +634,8 @@ class SynapticOp(Op):
         registers of weight and count bits per product), the registered adder tree (``lanes − 1`` partial
         sums per PE), the accumulators and the holding queue, the requantizer's stages and the neuron.
         """
+        if isinstance(node, SteppedNode):
+            return stepped_ffs(node)
         from bitspike.rtl_templates.drain import HOLD_SLOTS
         from bitspike.rtl_templates.pe import PRODUCT_STAGES
 
@@ -655,6 +657,8 @@ class SynapticOp(Op):
         """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on)
         and the double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word
         after them when the window pads)."""
+        if isinstance(node, SteppedNode):
+            return stepped_memories(node)
         from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
         from bitspike.rtl_templates.weight_mem import WeightLayout
 
@@ -1008,6 +1012,43 @@ def stepped_luts(node: SteppedNode) -> int:
     neuron = 3 * w.get("v", 8) + (2 * w.get("leak", 0)) + 2 * node.in_features.bit_length()
     requant = 3 * w.get("acc", 8) + w.get("out", 8)
     return 90 + node.pes * per_pe + neuron + requant
+
+
+def stepped_memories(node: SteppedNode) -> list[tuple[int, int, str]]:
+    """The memories of :class:`~bitspike.rtl_templates.stepped.SteppedLinearEngine`: the weights (block RAM
+    from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on), the membranes and last spikes
+    (one word per input), the two-bank event queue (address and spike), the two-bank current memory of a
+    constant input, and the last layer's carry of group sums."""
+    from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
+    from bitspike.rtl_templates.weight_mem import WeightLayout
+
+    w, C = node.widths, node.in_features
+    sb = max(1, node.s_bits)
+    lay = WeightLayout(node.out_features, C, node.pes, 1, node.w_bits)
+    out = [(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom"),
+           (C, w["v"] + sb, "ram"), (2 * C, max(1, (C - 1).bit_length()) + sb, "ram")]
+    if not node.per_step_input:
+        out.append((2 * C, w["x"], "ram"))
+    if not node.requantized:
+        out.append((-(-node.out_features // node.pes), node.pes * w["psum"], "ram"))
+    return out
+
+
+def stepped_ffs(node: SteppedNode) -> int:
+    """Flip-flops of the stepped engine's registers, counted from its structure: the neuron's stages (the
+    current and membrane words through :meth:`SteppedNode.neuron_latency` stages, the leak tree's partial
+    sums), the walk's stage registers (event, weight word), the accumulators and the drain's group
+    registers and holding queue, and the requantizer's stages."""
+    from bitspike.rtl_templates.drain import HOLD_SLOTS
+
+    w = node.widths
+    v, x, psum, acc = w["v"], w["x"], w["psum"], w["acc"]
+    idx = max(1, (node.in_features - 1).bit_length())
+    neuron = node.neuron_latency() * (v + idx + 4) + x + 2 * w.get("leak", 0)
+    walk = 3 * (idx + node.s_bits) + 2 * node.pes * node.w_bits
+    accumulate = (2 + HOLD_SLOTS) * node.pes * psum
+    requant = (3 * w.get("product", acc) + 2 * w["out"]) if node.requantized else 0
+    return 60 + neuron + walk + accumulate + requant
 
 
 def stepped_dsp_candidates(node: SteppedNode, layer: SynapticLayer, r: LayerRanges) -> list[tuple[int, str]]:
