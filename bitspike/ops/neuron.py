@@ -1006,12 +1006,44 @@ def stepped_fold(node: SteppedNode, layer: SynapticLayer, pes: int, lanes: int) 
     return replace(node, pes=pes, lanes=1, memory_bits=layout.memory_bits)
 
 
+#: the stepped engine's LUT model: LUTs per unit of each of its terms (:func:`stepped_luts`), fitted to Yosys
+#: ``synth_ice40`` of the engines alone (bench/stepped_hw.py --lut-model; bench/results/stepped_hw.md)
+STEPPED_LUT_COEF = {"walk": 2.25, "neuron": 1.0, "leak": 0.22, "requant": 3.5, "cascade": 2.0, "last": 100.0}
+#: the deepest block RAM mode the cascade term counts in (iCE40's SB_RAM40_4K as 512 × 8)
+CASCADE_DEPTH = 512
+
+
 def stepped_luts(node: SteppedNode) -> int:
+    """LUTs of one stepped engine, from its structure and widths (:data:`STEPPED_LUT_COEF` per unit).
+
+    - walk: per PE an accumulator and its drain registers (``2·psum``) and the weight × spike mux (``B_w``;
+      ``B_w·B_s`` for a multi-bit spike);
+    - neuron: the operand, membrane, compare and write-back path (``4·v + x``) and the counters of the
+      neuron and the event queue (``10`` per index bit);
+    - leak: the registered tree of the membrane's shifted copies, one adder as wide as the leak's product
+      per set bit of b (none for IF);
+    - requant: the requantizer's adds and clamp (``3·acc + out``; none for the last layer);
+    - cascade: the read multiplexers of memories deeper than one block RAM (each word bit, per block
+      beyond the first in depth, :data:`CASCADE_DEPTH`);
+    - last: the last layer's carry and one-drain control.
+
+    Fitted on the digits MLP (LIF and IF), and the Fashion conv network's 1,152-input layer at 4- and 8-bit
+    weights, at 1–10 PEs: within ±11% of Yosys there (bench/results/stepped_hw.md).
+    """
+    import math
+
     w = node.widths
-    per_pe = 2 * w.get("psum", 8) + (node.w_bits if node.s_bits == 1 else node.w_bits * node.s_bits)
-    neuron = 3 * w.get("v", 8) + (2 * w.get("leak", 0)) + 2 * node.in_features.bit_length()
-    requant = 3 * w.get("acc", 8) + w.get("out", 8)
-    return 90 + node.pes * per_pe + neuron + requant
+    c = STEPPED_LUT_COEF
+    idx = max(1, (node.in_features - 1).bit_length())
+    walk = node.pes * (2 * w["psum"] + (node.w_bits if node.s_bits == 1 else node.w_bits * node.s_bits))
+    neuron = 4 * w["v"] + w["x"] + 10 * idx
+    leak_mul, leak_shift = dict(node.neuron_fields).get("leak", (1, 0))
+    leak = 0 if leak_mul == 1 << leak_shift else bin(leak_mul).count("1") * w.get("leak", 0)
+    requant = 3 * w["acc"] + w["out"] if node.requantized else 0
+    cascade = sum(width * max(0, math.ceil(depth / CASCADE_DEPTH) - 1)
+                  for depth, width, kind in stepped_memories(node) if kind != "rom")
+    return round(c["walk"] * walk + c["neuron"] * neuron + c["leak"] * leak + c["requant"] * requant
+                 + c["cascade"] * cascade + c["last"] * (not node.requantized))
 
 
 def stepped_memories(node: SteppedNode) -> list[tuple[int, int, str]]:
