@@ -1008,7 +1008,7 @@ def stepped_fold(node: SteppedNode, layer: SynapticLayer, pes: int, lanes: int) 
 
 #: the stepped engine's LUT model: LUTs per unit of each of its terms (:func:`stepped_luts`), fitted to Yosys
 #: ``synth_ice40`` of the engines alone (bench/stepped_hw.py --lut-model; bench/results/stepped_hw.md)
-STEPPED_LUT_COEF = {"walk": 2.25, "neuron": 1.0, "leak": 0.22, "requant": 3.5, "cascade": 2.0, "last": 100.0}
+STEPPED_LUT_COEF = {"base": 165.0, "walk": 2.25, "neuron": 0.3, "leak": 0.33, "requant": 1.85, "cascade": 3.0}
 #: the deepest block RAM mode the cascade term counts in (iCE40's SB_RAM40_4K as 512 × 8)
 CASCADE_DEPTH = 512
 
@@ -1023,9 +1023,10 @@ def stepped_luts(node: SteppedNode) -> int:
     - leak: the registered tree of the membrane's shifted copies, one adder as wide as the leak's product
       per set bit of b (none for IF);
     - requant: the requantizer's adds and clamp (``3·acc + out``; none for the last layer);
-    - cascade: the read multiplexers of memories deeper than one block RAM (each word bit, per block
-      beyond the first in depth, :data:`CASCADE_DEPTH`);
-    - last: the last layer's carry and one-drain control.
+    - cascade: the read multiplexers and write decoders of the read-write memories (membranes, event
+      queue, currents) deeper than one block RAM (each word bit, per block beyond the first in depth,
+      :data:`CASCADE_DEPTH`); the weight memory's, a ROM, cost little more with depth;
+    - base: the control (bank flags, step and group counters, the drain's handshakes).
 
     Fitted on the digits MLP (LIF and IF), and the Fashion conv network's 1,152-input layer at 4- and 8-bit
     weights, at 1–10 PEs: within ±11% of Yosys there (bench/results/stepped_hw.md).
@@ -1041,9 +1042,9 @@ def stepped_luts(node: SteppedNode) -> int:
     leak = 0 if leak_mul == 1 << leak_shift else bin(leak_mul).count("1") * w.get("leak", 0)
     requant = 3 * w["acc"] + w["out"] if node.requantized else 0
     cascade = sum(width * max(0, math.ceil(depth / CASCADE_DEPTH) - 1)
-                  for depth, width, kind in stepped_memories(node) if kind != "rom")
-    return round(c["walk"] * walk + c["neuron"] * neuron + c["leak"] * leak + c["requant"] * requant
-                 + c["cascade"] * cascade + c["last"] * (not node.requantized))
+                  for depth, width, kind in stepped_memories(node) if kind == "ram")
+    return round(c["base"] + c["walk"] * walk + c["neuron"] * neuron + c["leak"] * leak + c["requant"] * requant
+                 + c["cascade"] * cascade)
 
 
 def stepped_memories(node: SteppedNode) -> list[tuple[int, int, str]]:
@@ -1069,18 +1070,22 @@ def stepped_memories(node: SteppedNode) -> list[tuple[int, int, str]]:
 def stepped_ffs(node: SteppedNode) -> int:
     """Flip-flops of the stepped engine's registers, counted from its structure: the neuron's stages (the
     current and membrane words through :meth:`SteppedNode.neuron_latency` stages, the leak tree's partial
-    sums), the walk's stage registers (event, weight word), the accumulators and the drain's group
-    registers and holding queue, and the requantizer's stages."""
+    sums: half of one leak-product word per set bit of b, Yosys trims their constant low bits), the walk's
+    stage registers (event, weight word), the accumulators and the drain's holding queue, the
+    requantizer's stages, and the control (bank flags, counters, handshakes). Against Yosys ``synth_ice40`` of
+    the engines the LUT model was fitted on: within ±11%."""
     from bitspike.rtl_templates.drain import HOLD_SLOTS
 
     w = node.widths
     v, x, psum, acc = w["v"], w["x"], w["psum"], w["acc"]
     idx = max(1, (node.in_features - 1).bit_length())
-    neuron = node.neuron_latency() * (v + idx + 4) + x + 2 * w.get("leak", 0)
+    leak_mul, leak_shift = dict(node.neuron_fields).get("leak", (1, 0))
+    tree = 0 if leak_mul == 1 << leak_shift else bin(leak_mul).count("1") * w.get("leak", 0) // 2
+    neuron = node.neuron_latency() * (v + idx + 4) + x + 2 * w.get("leak", 0) + tree
     walk = 3 * (idx + node.s_bits) + 2 * node.pes * node.w_bits
-    accumulate = (2 + HOLD_SLOTS) * node.pes * psum
+    accumulate = (1 + HOLD_SLOTS) * node.pes * psum
     requant = (3 * w.get("product", acc) + 2 * w["out"]) if node.requantized else 0
-    return 60 + neuron + walk + accumulate + requant
+    return 160 + neuron + walk + accumulate + requant
 
 
 def stepped_dsp_candidates(node: SteppedNode, layer: SynapticLayer, r: LayerRanges) -> list[tuple[int, str]]:
