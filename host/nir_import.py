@@ -31,11 +31,13 @@ near-zero weights keeps a coarse scale), and one scale for all channels of the l
 accumulators are the logits. ``W_int = round(W / S_w)``; channel o's accumulator has the unit
 ``S_w[o]·S_in`` (``S_in``: the input scale for pixels, 1 for binary spikes).
 
-Currents: the requantizer has no shift and a clamp that cannot bind: it multiplies channel o's accumulator by
-``M[o] = round(2^j · S_w[o] / max S_w)`` and adds the bias, bringing every channel to one unit, and the next
-neuron's threshold is ``θ_int = round(θ / unit)``. j is the smallest that resolves θ to at least 2^12 units
-and every ``M[o]`` to at least 2^8 (so both round by at most 1/8192 and 1/512); j = 0 when the scales are
-all 1, θ and the bias are integer multiples of the unit and the neuron does not leak (the exact case). With
+Currents: the requantizer has a clamp that cannot bind: it multiplies channel o's accumulator by
+``M[o] = round(2^j · S_w[o] / max S_w)``, adds the bias and shifts right by r (rounding), bringing every
+channel to one unit, and the next neuron's threshold is ``θ_int = round(θ / unit)``. j is the smallest that
+resolves θ to at least 2^12 units and every ``M[o]`` to at least 2^8 (so both round by at most 1/8192 and
+1/512); j − r is the smallest that resolves θ alone, so the currents and membranes carry no bits only the
+multipliers needed; j = r = 0 when the scales are all 1, θ and the bias are integer multiples of the unit and
+the neuron does not leak (the exact case). With
 β = 1, integer weights, biases, thresholds and inputs, nothing rounds, and the integer network computes
 exactly what snnTorch computes (the proof is in :mod:`bitspike.host.stepped`). No calibration data is
 needed for any of this; the data given to :func:`compare` measures the result.
