@@ -54,3 +54,25 @@ def test_an_imported_snntorch_conv_network_is_bit_exact_at_every_tap(cosim_of):
     assert (res.logits == golden.logits.numpy()).all()
     ref = ManifestGoldenTaps(manifest, sim.design.taps)
     assert compare_all(res, ref.sequences(x), sim.design.taps, ref) == (len(x), None)
+
+
+def test_a_board_plan_counts_the_stepped_engines_memories():
+    """The board-filling fold prices every engine's memories and registers (a stepped engine's included: its
+    block RAM count once failed on the squeezed engine's fields)."""
+    from bitspike.gen.boards import device_budget
+    from bitspike.gen.folding import estimate_brams, estimate_resources
+    from bitspike.ops.base import OPS
+
+    manifest, _ = import_network(read_nir(S.export(_tiny_cnn(), (1, 8, 8)), source="snntorch"), timesteps=T)
+    device = device_budget("icebreaker")
+    plan = make_plan(manifest, device=device)
+    est = estimate_resources(plan, device.family)
+    stepped = [n for n in plan.layers if isinstance(n, SteppedNode)]
+    assert len(stepped) == 2
+    for node in stepped:
+        # weights, membranes, two event banks; two current banks for a constant input, a carry for the last layer
+        mems = OPS[node.op].memories(node)
+        assert mems[1][0] == node.in_features and mems[2][0] == 2 * node.in_features
+        assert len(mems) == 3 + (not node.per_step_input) + (not node.requantized)
+        assert est["layers"][node.name]["bram"] == estimate_brams(node, device.family)
+        assert est["layers"][node.name]["ff"] == OPS[node.op].estimate_ffs(node) > 0
