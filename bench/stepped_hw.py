@@ -14,10 +14,19 @@ The snnTorch digits MLP (``Leaky``, β = 0.9, threshold 1, subtract reset, T = 8
   rates measured by the golden model on the calibration (training) split.
 
 With ``--build`` it also builds the iCEBreaker bitstream (``bitspike build --board icebreaker``) and
-records LUTs and the Fmax nextpnr reached. Writes ``bench/results/stepped_hw.json`` and ``.md``::
+records LUTs and the Fmax nextpnr reached.
+
+With ``--fashion`` it runs the Fashion-MNIST conv network instead (snnTorch ``fashion_cnn``: Conv(1→8, 5, s2)
+→ ``Leaky`` → AvgPool 2 → Flatten → Linear(288, 10) → ``Leaky``, what ``bench/snntorch_nir.py`` trains), imported
+at 8- and 4-bit weights (the spike-side average pool folds into the stepped layer's weights: 1,152 stepped
+inputs), each co-simulated on the first ``--samples`` Fashion test images (events, and the stepped layer
+walking densely), and merges its section into the results already written (the digits rows stay). With
+``--build`` it builds the 4-bit import for the iCEBreaker; ``--fashion-build-json`` records a build already
+made. Writes ``bench/results/stepped_hw.json`` and ``.md``::
 
     nice python bench/stepped_hw.py --build
     python bench/stepped_hw.py --manifest model.bsm      # an imported manifest instead of training one
+    nice python bench/stepped_hw.py --fashion --samples 1000 --fashion-build-json ice.json
 """
 
 from __future__ import annotations
@@ -155,6 +164,226 @@ def build_icebreaker(bsm: Path, work: Path, timeout: int) -> dict:
             "summary": json.loads((work / "ice.json").read_text())}
 
 
+FASHION_BITS = (8, 4)
+#: the Fashion import built for the iCEBreaker: 8-bit weights need ~94 kbit, beyond its 30 block RAMs
+FASHION_BUILD_BITS = 4
+
+
+def fashion_train_and_import(work: Path, seed: int) -> tuple[dict[int, Path], dict]:
+    """Train the snnTorch Fashion conv network as ``bench/snntorch_nir.py`` does (10,000 training images, 2
+    epochs), export it to NIR and import it at each of :data:`FASHION_BITS` (the whole test split as
+    ``--calib``)."""
+    import nir
+    import torch
+
+    from bitspike.host import snntorch_nets as S
+    from bitspike.host.nir_import import import_file
+
+    torch.set_num_threads(1)  # torch's float sums group by thread: one thread, the same weights on any machine
+    train = load_dataset("fashion-mnist", "train")
+    net = S.fashion_cnn(channels=8, seed=seed)
+    fit = S.train_snntorch(net, train.images[:10_000], train.labels[:10_000], timesteps=T, epochs=2, seed=seed)
+    nir.write(work / "fashion.nir", S.export(net, (1, 28, 28)))
+    paths, imports = {}, {}
+    for bits in FASHION_BITS:
+        paths[bits] = work / f"fashion-{bits}.bsm"
+        s = import_file(str(work / "fashion.nir"), str(paths[bits]), source="snntorch", bits=str(bits), timesteps=T,
+                        calib="fashion-mnist")
+        imports[bits] = {"comparison": s["comparison"],
+                         "layers": {l["name"]: {k: l[k] for k in ("threshold", "current_shift", "w_bits")}
+                                    for l in s["layers"]}}
+    return paths, {"seed": seed, "train_images": 10_000, "epochs": 2, "train_seconds": round(fit.seconds, 1),
+                   "imports": imports}
+
+
+def fashion_run(work: Path, bsm: Path, samples: int, cache: Path) -> dict:
+    """One Fashion import: its plan, widths and memories, co-simulated (events, and the stepped layers
+    walking densely) on the first ``samples`` test images."""
+    from bitspike.gen.folding import memory_blocks
+    from bitspike.ops.base import OPS
+
+    m = load(bsm)
+    x = images_for_manifest(load_dataset("fashion-mnist", "test").images[:samples], m)
+    train_x = images_for_manifest(load_dataset("fashion-mnist", "train").images[:2000], m)
+    rates = golden_rates(m, train_x)
+    tag = bsm.stem
+    plan = design(m, work / f"{tag}-events", False)
+    at_rates = design(m, None, False, rates)
+    out: dict = {"manifest_digest": m.digest(), "calibration_rates": rates,
+                 "engines": {n.name: {"op": n.op, "pes": n.pes, "lanes": n.lanes, "widths": dict(n.widths),
+                                      "memory_bits": n.memory_bits,
+                                      "ice40_block_rams": sum(memory_blocks(d, w, k, "ice40")
+                                                              for d, w, k in OPS[n.op].memories(n))}
+                             for n in plan.layers if n.engine},
+                 "predicted": {"rate_1": plan.cycles_per_inference, "interval_rate_1": plan.initiation_interval,
+                               "calibration_rates": at_rates.cycles_per_inference,
+                               "interval_calibration_rates": at_rates.initiation_interval}}
+    out["events"] = measure(CoSim(work / f"{tag}-events", cache_dir=cache), m, x, pipelined=True)
+    print(tag, "events", json.dumps(out["events"]), flush=True)
+    plan_dense = design(m, work / f"{tag}-dense", True)
+    out["predicted"]["dense_all"] = {"latency": plan_dense.cycles_per_inference,
+                                     "interval": plan_dense.initiation_interval}
+    out["dense_all"] = measure(CoSim(work / f"{tag}-dense", cache_dir=cache), m, x, pipelined=False)
+    print(tag, "dense", json.dumps(out["dense_all"]), flush=True)
+    return out
+
+
+def fashion_markdown(f: dict) -> list[str]:
+    tr = f["training"]
+    lines = [
+        "## Fashion-MNIST conv network",
+        "",
+        f"snnTorch `fashion_cnn` (Conv(1→8, 5, stride 2) → `Leaky` → AvgPool 2 → Flatten → Linear(288, 10) → "
+        f"`Leaky`; β = 0.9, threshold 1, subtract reset, T = {T}), trained on {tr['train_images']} images, "
+        f"{tr['epochs']} epochs ({tr['train_seconds']} s), exported with `export_to_nir`, imported with "
+        "`--source snntorch --calib fashion-mnist`: the conv runs once on the pixels (T = 1, a squeezed "
+        "pass-through neuron), its currents feed the stepped layer n4 (the conv's 1,152 `Leaky` neurons; the "
+        "spike-side average pool folded into n4's weights, 1,152 → 10), then the stepped readout (10 → 10). "
+        "Co-simulated in Verilator with debug taps on the first Fashion test images (spike rates and busy "
+        "cycles as above; \"dense\": every stepped layer queueing every input). The digits rows above were "
+        "measured on the import before the requantizer's right shift (docs/NIR.md: the same network now "
+        "imports with narrower membranes); these rows and the LUT model's on the current import.",
+        "",
+        "| weights | float / integer accuracy (10,000 test) | classes agree | thresholds n4, readout | "
+        "membrane bits n4, readout | bit-exact alone / streamed (all taps) | dense walk bit-exact | "
+        "latency alone: measured / planner (calib. rates, rate 1) | interval: measured / planner (calib., rate 1) "
+        "| n4, readout spike rates | n4 busy: events / dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for bits, r in f["runs"].items():
+        imp = tr["imports"][bits]["comparison"]
+        ev, de, pr = r["events"], r["dense_all"], r["predicted"]
+        n = ev["samples"]
+        th = tr["imports"][bits]["layers"]  # a layer's entry has the threshold of the neuron after it
+        lay = ev["layers"]
+        lines.append(
+            f"| {bits}-bit | {100 * imp['float_accuracy']:.2f}% / {100 * imp['int_accuracy']:.2f}% | "
+            f"{imp['classes_agree']}/{imp['samples']} | {th['n0']['threshold']}, {th['n4']['threshold']} | "
+            f"{r['engines']['n4']['widths']['v']}, {r['engines']['readout']['widths']['v']} | "
+            f"{ev['exact_all_taps']}/{n} / {ev['pipelined_exact_all_taps']}/{n} | {de['exact_all_taps']}/{n} | "
+            f"{ev['latency_mean']:.0f} / {pr['calibration_rates']} ({100 * (ev['latency_mean'] / pr['calibration_rates'] - 1):+.1f}%), "
+            f"{pr['rate_1']} | {ev['interval_mean']:.0f} / {pr['interval_calibration_rates']} "
+            f"({100 * (ev['interval_mean'] / pr['interval_calibration_rates'] - 1):+.1f}%), {pr['interval_rate_1']} | "
+            f"{100 * lay['n4']['spike_rate']:.1f}%, {100 * lay['readout']['spike_rate']:.1f}% | "
+            f"{lay['n4']['busy_cycles_mean']:.0f} / {de['layers']['n4']['busy_cycles_mean']:.0f} |")
+    lines.append("")
+    for bits, r in f["runs"].items():
+        lines.append(f"- {bits}-bit engines (auto fold): " + "; ".join(
+            f"{k} {e['op']} {e['pes']} PEs, {e['memory_bits']} weight bits, {e['ice40_block_rams']} iCE40 block RAMs "
+            f"(planner)" for k, e in r["engines"].items()))
+    lines.append("")
+    ice = f.get("icebreaker")
+    if ice:
+        lines += [fashion_build_line(ice, f), ""]
+    return lines
+
+
+def fashion_build_line(ice: dict, f: dict) -> str:
+    if not ice.get("ok"):
+        same = ", the same network" if ice.get("same_network") else ""
+        why = ""
+        if "engines" in f["runs"].get(str(FASHION_BUILD_BITS), {}):
+            why = (" The planner's count at the auto fold: " + ", ".join(
+                f"{k} {e['ice40_block_rams']}" for k, e in f["runs"][str(FASHION_BUILD_BITS)]["engines"].items())
+                + " block RAMs; the stepped layer's 1,152 membranes, its two event banks and its two current "
+                  "banks need block RAM at any fold, beside its weights.")
+        return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import{same}): "
+                f"{ice['error']}{why}")
+    b = ice["summary"]
+    u = b.get("utilization") or {}
+
+    def cell(kind):
+        c = u.get(kind) or {}
+        return f"{c.get('used')} / {c.get('available')}"
+
+    fmax = b.get("fmax_mhz")
+    return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import): LUT {cell('LUT')}, "
+            f"FF {cell('FF')}, BRAM {cell('BRAM')}, DSP {cell('DSP')}; Fmax "
+            f"{'-' if fmax is None else f'{fmax:.1f}'} MHz (nextpnr, seed {b.get('seed')}), clock "
+            f"{b.get('clock_mhz')} MHz.")
+
+
+#: per manifest, the PEs per stepped layer whose engines the LUT model is compared at
+LUT_FOLDS = {"digits": (1, 2, 5, 10), "digits-if": (1, 5), "fashion-4": (1, 10), "fashion-8": (1, 5)}
+
+
+def if_import(work: Path) -> Path:
+    """The integer IF MLP (β = 1: no leak tree) of ``snntorch_nets.integer_if_mlp``, imported: the LUT model's
+    engines without a leak."""
+    from bitspike.host import snntorch_nets as S
+    from bitspike.host.nir_import import import_network
+    from bitspike.host.nir_io import read_nir
+
+    net = S.integer_if_mlp("subtract", seed=0)
+    m, _ = import_network(read_nir(S.export(net, (1, 8, 8)), source="snntorch"), timesteps=T, input_scale=1.0)
+    return m.save(work / "digits-if.bsm")
+
+
+def lut_model_rows(manifests: dict[str, Path], work: Path, folds: dict[str, tuple[int, ...]] = LUT_FOLDS,
+                   measured: list[dict] | None = None) -> list[dict]:
+    """The stepped engines' LUT model (:func:`bitspike.ops.neuron.stepped_luts`) against Yosys ``synth_ice40``
+    of each engine alone (its Verilog file, the engine as top: no other engine, no bridge), at each fold.
+
+    ``measured``: rows of an earlier run (same manifests, by digest) whose Yosys counts are taken instead of
+    synthesizing again (the model is evaluated anew)."""
+    known = {(r["digest"], r["layer"], r["pes"]): r for r in measured or []}
+    from bitspike.gen.synth import synthesize
+    from bitspike.ops.base import OPS
+    from bitspike.ops.neuron import stepped_luts
+
+    rows = []
+    for label, path in manifests.items():
+        m = load(path)
+        digest = m.digest()
+        for pes in folds[label]:
+            plan = design(m, None, False, pes=pes)
+            out = work / f"{label}-{pes}"
+            if not all((digest, n.name, n.pes) in known for n in plan.layers if isinstance(n, SteppedNode)):
+                emit_verilog(plan, out)
+            for n in plan.layers:
+                if not isinstance(n, SteppedNode):
+                    continue
+                t0 = time.perf_counter()
+                old = known.get((digest, n.name, n.pes))
+                if old is not None:
+                    yosys, synth_s = old["yosys"], old["synth_s"]
+                else:
+                    r = synthesize([out / f"{n.engine}.v"], "ice40", out / n.engine, top=f"bitspike_top.{n.engine}")
+                    yosys, synth_s = r["total"], round(time.perf_counter() - t0)
+                rows.append({"manifest": label, "digest": digest, "layer": n.name, "pes": n.pes,
+                             "in": n.in_features, "out": n.out_features, "w_bits": n.w_bits, "widths": dict(n.widths),
+                             "leak": dict(n.neuron_fields).get("leak"), "model": stepped_luts(n),
+                             "model_ff": OPS[n.op].estimate_ffs(n), "yosys": yosys,
+                             "synth_s": synth_s})
+                print("lut model", json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def lut_markdown(rows: list[dict]) -> list[str]:
+    lines = ["## The stepped engine's LUT model against Yosys",
+             "",
+             "`stepped_luts` (bitspike/ops/neuron.py, the planner's estimate of a stepped engine) against Yosys "
+             "`synth_ice40 -dsp` of each stepped engine alone (its Verilog file as top: `python bench/stepped_hw.py "
+             "--lut-model`). LUTs are SB_LUT4 cells (a carry chain's SB_CARRY shares its LUT's logic cell). The "
+             "model before this fit gave 641 and 259 LUTs for the digits design's n3 (10 PEs) and readout "
+             "(2 PEs), where Yosys counts 1,171 and 352.",
+             "",
+             "| network | layer | inputs → outputs | B_w | PEs | v / leak / psum bits | model LUTs | Yosys LUTs | "
+             "model / Yosys | model FF | Yosys FF | Yosys BRAM / DSP |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        y, w = r["yosys"], r["widths"]
+        lines.append(f"| {r['manifest']} | {r['layer']} | {r['in']} → {r['out']} | {r['w_bits']} | {r['pes']} | "
+                     f"{w['v']} / {w.get('leak', '-')} / {w['psum']} | {r['model']} | {y['lut']} | "
+                     f"{r['model'] / y['lut']:.2f} | {r['model_ff']} | {y['ff']} | {y['bram']} / {y['dsp']} |")
+    errs = [abs(r["model"] / r["yosys"]["lut"] - 1) for r in rows]
+    ff = [abs(r["model_ff"] / r["yosys"]["ff"] - 1) for r in rows]
+    if errs:
+        lines += ["", f"LUTs: largest error {100 * max(errs):.1f}%, mean {100 * sum(errs) / len(errs):.1f}% over "
+                      f"{len(rows)} engines; FFs: largest {100 * max(ff):.1f}%, mean {100 * sum(ff) / len(ff):.1f}%."]
+    return lines + [""]
+
+
 def write_markdown(data: dict) -> None:
     lines = [
         "# Stepped layers in hardware: the event-driven engine on a trained snnTorch network",
@@ -224,6 +453,10 @@ def write_markdown(data: dict) -> None:
         else:
             lines.append(f"iCEBreaker build failed: {ice['error']}")
         lines.append("")
+    if data.get("fashion"):
+        lines += fashion_markdown(data["fashion"])
+    if data.get("lut_model"):
+        lines += lut_markdown(data["lut_model"]["rows"])
     lines.append(f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.")
     atomic_write_text(RESULTS / "stepped_hw.md", "\n".join(lines) + "\n")
 
@@ -240,7 +473,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--record-build", metavar="FILE", help="only add a build summary (`bitspike build --board "
                                                            "icebreaker --json FILE` of the same manifest) to the "
                                                            "results already written, and rewrite the markdown")
+    ap.add_argument("--fashion", action="store_true", help="run the Fashion-MNIST conv network only and merge its "
+                                                           "section into the results already written")
+    ap.add_argument("--samples", type=int, default=1000, help="--fashion: test images to co-simulate (default 1000)")
+    ap.add_argument("--fashion-build-json", metavar="FILE", help="--fashion: record a build already made of the "
+                                                                 f"{FASHION_BUILD_BITS}-bit import (`bitspike build "
+                                                                 "--board icebreaker --json FILE`)")
+    ap.add_argument("--lut-model", action="store_true", help="only compare the stepped engines' LUT model with "
+                                                             "Yosys synth_ice40 (digits and Fashion imports, several "
+                                                             "folds) and merge it into the results already written")
+    ap.add_argument("--lut-rows", metavar="FILE", help="--lut-model: take the Yosys counts of rows already measured "
+                                                       "(a JSON list of lut_model_rows, same manifests by digest) "
+                                                       "instead of synthesizing again")
+    ap.add_argument("--fashion-build-log", metavar="FILE", help="--fashion: record a build of the same import that "
+                                                                "did not fit, from its log")
+    ap.add_argument("--lut-manifests", metavar="LABEL=FILE,...", help="--lut-model: these manifests (labels of "
+                                                                     f"{sorted(LUT_FOLDS)}) instead of training")
+    ap.add_argument("--fashion-build-manifest", metavar="FILE", help="--fashion-build-log: the manifest it built")
     args = ap.parse_args(argv)
+    if args.lut_model:
+        return lut_main(args)
+    if args.fashion_build_log and not args.fashion:  # only record the build in the results already written
+        data = json.loads((RESULTS / "stepped_hw.json").read_text())
+        f = data["fashion"]
+        f["icebreaker"] = fashion_build_from_log(args, f["runs"][str(FASHION_BUILD_BITS)]["manifest_digest"])
+        write_json(RESULTS / "stepped_hw.json", data)
+        write_markdown(data)
+        return
+    if args.fashion:
+        return fashion_main(args)
     if args.record_build:
         data = json.loads((RESULTS / "stepped_hw.json").read_text())
         data["icebreaker"] = {"ok": True, "seconds": None, "summary": json.loads(Path(args.record_build).read_text())}
@@ -305,6 +566,69 @@ def main(argv: list[str] | None = None) -> None:
             print("icebreaker", json.dumps(ice)[:2000], flush=True)
     data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     write_json(RESULTS / "stepped_hw.json", data)
+    write_markdown(data)
+
+
+def lut_main(args) -> None:
+    from bitspike.ops.neuron import stepped_luts
+
+    path = RESULTS / "stepped_hw.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    measured = json.loads(Path(args.lut_rows).read_text()) if args.lut_rows else None
+    with tempfile.TemporaryDirectory(prefix="bitspike-stepped-luts-") as tmp:
+        work = Path(tmp)
+        if args.lut_manifests:
+            manifests = {k: Path(v) for k, v in (e.split("=", 1) for e in args.lut_manifests.split(","))}
+        else:
+            digits, _ = train_and_import(work, args.seed)
+            fashion, _ = fashion_train_and_import(work, args.seed)
+            manifests = {"digits": digits, "digits-if": if_import(work), "fashion-4": fashion[4],
+                         "fashion-8": fashion[8]}
+        rows = lut_model_rows(manifests, work, measured=measured)
+    data["lut_model"] = {"rows": rows, "model_source": stepped_luts.__doc__.strip().splitlines()[0]}
+    write_json(path, data)
+    write_markdown(data)
+
+
+def fashion_build_from_log(args, digest: str) -> dict:
+    """A build that stopped at the fit check (it writes no summary): what its log says did not fit, and whether
+    it built the same network as the run whose manifest has ``digest`` (the same layers under another
+    manifest name count as the same: ``bitspike import`` names the manifest after its file)."""
+    from bitspike.manifest import Manifest
+
+    text = Path(args.fashion_build_log).read_text()
+    lines = [ln for ln in text.splitlines() if "does not fit" in ln]
+    out = {"ok": False, "error": lines[0].split("; generating again")[0] if lines else
+           f"no fit report in {args.fashion_build_log}"}
+    if args.fashion_build_manifest:
+        built = load(args.fashion_build_manifest)
+        renamed = Manifest.build("nir-import", built.input, list(built.layers), built.classes, built.info)
+        out["same_network"] = digest in (built.digest(), renamed.digest())
+        if not out["same_network"]:
+            out["error"] += f" [built from another manifest, {built.digest()[:12]}…]"
+    return out
+
+
+def fashion_main(args) -> None:
+    path = RESULTS / "stepped_hw.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="bitspike-stepped-fashion-") as tmp:
+        work = Path(tmp)
+        paths, training = fashion_train_and_import(work, args.seed)
+        f: dict = {"training": training, "samples": args.samples, "runs": {}}
+        for bits, bsm in paths.items():
+            f["runs"][bits] = fashion_run(work, bsm, args.samples, work / "verilator")
+        if args.build:
+            f["icebreaker"] = build_icebreaker(paths[FASHION_BUILD_BITS], work, args.timeout)
+        elif args.fashion_build_log:
+            f["icebreaker"] = fashion_build_from_log(args, f["runs"][FASHION_BUILD_BITS]["manifest_digest"])
+        elif args.fashion_build_json:
+            b = json.loads(Path(args.fashion_build_json).read_text())
+            same = b.get("manifest_digest") == f["runs"][FASHION_BUILD_BITS]["manifest_digest"]
+            f["icebreaker"] = {"ok": True, "seconds": None, "summary": b} if same else \
+                {"ok": False, "error": f"the build in {args.fashion_build_json} is of another manifest"}
+    data["fashion"] = json.loads(json.dumps(f))  # int keys as the JSON file has them
+    write_json(path, data)
     write_markdown(data)
 
 

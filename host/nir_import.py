@@ -31,11 +31,13 @@ near-zero weights keeps a coarse scale), and one scale for all channels of the l
 accumulators are the logits. ``W_int = round(W / S_w)``; channel o's accumulator has the unit
 ``S_w[o]·S_in`` (``S_in``: the input scale for pixels, 1 for binary spikes).
 
-Currents: the requantizer has no shift and a clamp that cannot bind: it multiplies channel o's accumulator by
-``M[o] = round(2^j · S_w[o] / max S_w)`` and adds the bias, bringing every channel to one unit, and the next
-neuron's threshold is ``θ_int = round(θ / unit)``. j is the smallest that resolves θ to at least 2^12 units
-and every ``M[o]`` to at least 2^8 (so both round by at most 1/8192 and 1/512); j = 0 when the scales are
-all 1, θ and the bias are integer multiples of the unit and the neuron does not leak (the exact case). With
+Currents: the requantizer has a clamp that cannot bind: it multiplies channel o's accumulator by
+``M[o] = round(2^j · S_w[o] / max S_w)``, adds the bias and shifts right by r (rounding), bringing every
+channel to one unit, and the next neuron's threshold is ``θ_int = round(θ / unit)``. j is the smallest that
+resolves θ to at least 2^12 units and every ``M[o]`` to at least 2^8 (so both round by at most 1/8192 and
+1/512); j − r is the smallest that resolves θ alone, so the currents and membranes carry no bits only the
+multipliers needed; j = r = 0 when the scales are all 1, θ and the bias are integer multiples of the unit and
+the neuron does not leak (the exact case). With
 β = 1, integer weights, biases, thresholds and inputs, nothing rounds, and the integer network computes
 exactly what snnTorch computes (the proof is in :mod:`bitspike.host.stepped`). No calibration data is
 needed for any of this; the data given to :func:`compare` measures the result.
@@ -346,15 +348,24 @@ def import_network(
             mult, rq_bias, bound = constants(shift)
         if bound > CURRENT_LIMIT or int(mult.max()) >= MULT_LIMIT:
             raise NirError(f"its currents could reach {bound}, beyond bitspike's 2**40", node=where, field="weight")
-        theta_int = int(round(theta / unit0 * 2**shift))
+        # the multipliers may need more resolution (MULT_UNITS) than the threshold does (THRESHOLD_UNITS): the
+        # requantizer's right shift drops the bits only the multipliers needed, so the currents and the
+        # membranes are no wider than the threshold's resolution asks (e.g. 22 bits, not 32, for a conv
+        # layer's per-channel scales)
+        theta_shift = 0
+        while theta_shift < shift and theta / unit0 * 2**theta_shift < THRESHOLD_UNITS:
+            theta_shift += 1
+        down = shift - theta_shift
+        theta_int = int(round(theta / unit0 * 2**theta_shift))
         if not 1 <= theta_int < THRESHOLD_LIMIT:
             raise NirError(f"threshold {theta} is {theta_int} current units; expected 1 … 2**40 − 1 "
                            "(a threshold far below the weights' resolution?)", node=f"node {nxt.name!r} ({nxt.kind})",
                            field="v_threshold")  # fmt: skip
         n_out = out_shape[0]
         layers.append(cls(**common, out_shape=out_shape, bias=np.zeros(n_out, np.int64),
-                          requant=Requant(mult, rq_bias, 0, -bound, bound)))
-        report.append(ImportedLayer(**info, neuron_node=nxt.name, threshold=theta_int, leak=leak, current_shift=shift))
+                          requant=Requant(mult, rq_bias, down, -(bound >> down) - 1, (bound >> down) + 1)))
+        report.append(ImportedLayer(**info, neuron_node=nxt.name, threshold=theta_int, leak=leak,
+                                    current_shift=theta_shift))
         prev, cur_shape = lname, out_shape
         for op in cur_ops:
             oname = _layer_name(op.name, used)

@@ -634,6 +634,8 @@ class SynapticOp(Op):
         registers of weight and count bits per product), the registered adder tree (``lanes − 1`` partial
         sums per PE), the accumulators and the holding queue, the requantizer's stages and the neuron.
         """
+        if isinstance(node, SteppedNode):
+            return stepped_ffs(node)
         from bitspike.rtl_templates.drain import HOLD_SLOTS
         from bitspike.rtl_templates.pe import PRODUCT_STAGES
 
@@ -655,6 +657,8 @@ class SynapticOp(Op):
         """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on)
         and the double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word
         after them when the window pads)."""
+        if isinstance(node, SteppedNode):
+            return stepped_memories(node)
         from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
         from bitspike.rtl_templates.weight_mem import WeightLayout
 
@@ -1002,12 +1006,86 @@ def stepped_fold(node: SteppedNode, layer: SynapticLayer, pes: int, lanes: int) 
     return replace(node, pes=pes, lanes=1, memory_bits=layout.memory_bits)
 
 
+#: the stepped engine's LUT model: LUTs per unit of each of its terms (:func:`stepped_luts`), fitted to Yosys
+#: ``synth_ice40`` of the engines alone (bench/stepped_hw.py --lut-model; bench/results/stepped_hw.md)
+STEPPED_LUT_COEF = {"base": 165.0, "walk": 2.25, "neuron": 0.3, "leak": 0.33, "requant": 1.85, "cascade": 3.0}
+#: the deepest block RAM mode the cascade term counts in (iCE40's SB_RAM40_4K as 512 × 8)
+CASCADE_DEPTH = 512
+
+
 def stepped_luts(node: SteppedNode) -> int:
+    """LUTs of one stepped engine, from its structure and widths (:data:`STEPPED_LUT_COEF` per unit).
+
+    - walk: per PE an accumulator and its drain registers (``2·psum``) and the weight × spike mux (``B_w``;
+      ``B_w·B_s`` for a multi-bit spike);
+    - neuron: the operand, membrane, compare and write-back path (``4·v + x``) and the counters of the
+      neuron and the event queue (``10`` per index bit);
+    - leak: the registered tree of the membrane's shifted copies, one adder as wide as the leak's product
+      per set bit of b (none for IF);
+    - requant: the requantizer's adds and clamp (``3·acc + out``; none for the last layer);
+    - cascade: the read multiplexers and write decoders of the read-write memories (membranes, event
+      queue, currents) deeper than one block RAM (each word bit, per block beyond the first in depth,
+      :data:`CASCADE_DEPTH`); the weight memory's, a ROM, cost little more with depth;
+    - base: the control (bank flags, step and group counters, the drain's handshakes).
+
+    Fitted on the digits MLP (LIF and IF), and the Fashion conv network's 1,152-input layer at 4- and 8-bit
+    weights, at 1–10 PEs: within ±11% of Yosys there (bench/results/stepped_hw.md).
+    """
+    import math
+
     w = node.widths
-    per_pe = 2 * w.get("psum", 8) + (node.w_bits if node.s_bits == 1 else node.w_bits * node.s_bits)
-    neuron = 3 * w.get("v", 8) + (2 * w.get("leak", 0)) + 2 * node.in_features.bit_length()
-    requant = 3 * w.get("acc", 8) + w.get("out", 8)
-    return 90 + node.pes * per_pe + neuron + requant
+    c = STEPPED_LUT_COEF
+    idx = max(1, (node.in_features - 1).bit_length())
+    walk = node.pes * (2 * w["psum"] + (node.w_bits if node.s_bits == 1 else node.w_bits * node.s_bits))
+    neuron = 4 * w["v"] + w["x"] + 10 * idx
+    leak_mul, leak_shift = dict(node.neuron_fields).get("leak", (1, 0))
+    leak = 0 if leak_mul == 1 << leak_shift else bin(leak_mul).count("1") * w.get("leak", 0)
+    requant = 3 * w["acc"] + w["out"] if node.requantized else 0
+    cascade = sum(width * max(0, math.ceil(depth / CASCADE_DEPTH) - 1)
+                  for depth, width, kind in stepped_memories(node) if kind == "ram")
+    return round(c["base"] + c["walk"] * walk + c["neuron"] * neuron + c["leak"] * leak + c["requant"] * requant
+                 + c["cascade"] * cascade)
+
+
+def stepped_memories(node: SteppedNode) -> list[tuple[int, int, str]]:
+    """The memories of :class:`~bitspike.rtl_templates.stepped.SteppedLinearEngine`: the weights (block RAM
+    from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on), the membranes and last spikes
+    (one word per input), the two-bank event queue (address and spike), the two-bank current memory of a
+    constant input, and the last layer's carry of group sums."""
+    from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
+    from bitspike.rtl_templates.weight_mem import WeightLayout
+
+    w, C = node.widths, node.in_features
+    sb = max(1, node.s_bits)
+    lay = WeightLayout(node.out_features, C, node.pes, 1, node.w_bits)
+    out = [(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom"),
+           (C, w["v"] + sb, "ram"), (2 * C, max(1, (C - 1).bit_length()) + sb, "ram")]
+    if not node.per_step_input:
+        out.append((2 * C, w["x"], "ram"))
+    if not node.requantized:
+        out.append((-(-node.out_features // node.pes), node.pes * w["psum"], "ram"))
+    return out
+
+
+def stepped_ffs(node: SteppedNode) -> int:
+    """Flip-flops of the stepped engine's registers, counted from its structure: the neuron's stages (the
+    current and membrane words through :meth:`SteppedNode.neuron_latency` stages, the leak tree's partial
+    sums: half of one leak-product word per set bit of b, Yosys trims their constant low bits), the walk's
+    stage registers (event, weight word), the accumulators and the drain's holding queue, the
+    requantizer's stages, and the control (bank flags, counters, handshakes). Against Yosys ``synth_ice40`` of
+    the engines the LUT model was fitted on: within ±11%."""
+    from bitspike.rtl_templates.drain import HOLD_SLOTS
+
+    w = node.widths
+    v, x, psum, acc = w["v"], w["x"], w["psum"], w["acc"]
+    idx = max(1, (node.in_features - 1).bit_length())
+    leak_mul, leak_shift = dict(node.neuron_fields).get("leak", (1, 0))
+    tree = 0 if leak_mul == 1 << leak_shift else bin(leak_mul).count("1") * w.get("leak", 0) // 2
+    neuron = node.neuron_latency() * (v + idx + 4) + x + 2 * w.get("leak", 0) + tree
+    walk = 3 * (idx + node.s_bits) + 2 * node.pes * node.w_bits
+    accumulate = (1 + HOLD_SLOTS) * node.pes * psum
+    requant = (3 * w.get("product", acc) + 2 * w["out"]) if node.requantized else 0
+    return 160 + neuron + walk + accumulate + requant
 
 
 def stepped_dsp_candidates(node: SteppedNode, layer: SynapticLayer, r: LayerRanges) -> list[tuple[int, str]]:
