@@ -325,9 +325,14 @@ class SynapticEngine(wiring.Component):
         issue = Signal()
         local = gen.local
         pad = gen.pad if "pad" in gen.signature.members else Const(0)
+        if "wr_en" in gen.signature.members:  # a generator that watches the writer (.zeroskip)
+            m.d.comb += [gen.wr_en.eq(wr.en), gen.wr_word.eq(wr_word), gen.wr_bank.eq(wr_bank),
+                         gen.wr_nonzero.eq(wr.data.as_value().any())]
+        # a generator with whole_frame issues from a bank only once the whole frame is in
+        streaming = Const(0) if getattr(gen, "whole_frame", False) else (wr_bank == rd_bank) & (local < wr_word)
         m.d.comb += [
             gen.issue.eq(issue),
-            available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
+            available.eq(pad | full.bit_select(rd_bank, 1) | streaming),
             # the last word of a group reserves a slot of the holding queue
             issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
             rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
