@@ -137,8 +137,8 @@ def write_markdown(data: dict) -> None:
         "Nonzero-word rate: the share of a layer's frame words (its `lanes` spike counts) holding a nonzero "
         "count, counted on the hardware's spike taps. Window: per image run alone, the clocks from the "
         "layer's first accumulator to its last (the walk of every output group but the first), mean over the "
-        "images. Model: the planner's window at the measured rate (`max(ceil(rate · words), 1)` words a "
-        "group). Area: Yosys `synth_ice40` per engine (LUTs; BRAM tiles).",
+        "images. Model: the planner's window at the measured rate (`max(rate · words, 1)` words a "
+        "group on average). Area: Yosys `synth_ice40` per engine (LUTs; BRAM tiles).",
         "",
     ]
     for label, cfg in data["configs"].items():

@@ -232,7 +232,7 @@ class Report:
                 z = l.get("zero_skip")
                 if z is not None:
                     lines.append(f"- {l['name']}: walk of nonzero words, planned at a nonzero-word rate of "
-                                 f"{100 * z['nonzero_rate']:.0f}% ({z['expected_words_per_group']} of "
+                                 f"{100 * z['nonzero_rate']:.0f}% ({z['expected_words_per_group']:g} of "
                                  f"{z['frame_words']} words per output group, {z['groups']} groups)")
             lines += [f"- dense: {name}: {why}" for name, why in zs["dense"].items()]
         synth = d.get("synthesis")

@@ -330,9 +330,12 @@ class SynapticEngine(wiring.Component):
                          gen.wr_nonzero.eq(wr.data.as_value().any())]
         # a generator with whole_frame issues from a bank only once the whole frame is in
         streaming = Const(0) if getattr(gen, "whole_frame", False) else (wr_bank == rd_bank) & (local < wr_word)
+        ready = pad | full.bit_select(rd_bank, 1) | streaming
+        if "hold" in gen.signature.members:  # the generator's next word is not settled yet
+            ready = ready & ~gen.hold
         m.d.comb += [
             gen.issue.eq(issue),
-            available.eq(pad | full.bit_select(rd_bank, 1) | streaming),
+            available.eq(ready),
             # the last word of a group reserves a slot of the holding queue
             issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
             rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad

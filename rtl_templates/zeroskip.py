@@ -19,8 +19,9 @@ WindowGeometry.is_pointwise`):
 
 The walk starts on a bank once the whole frame is in (``whole_frame``; a dense walk may follow the
 writer word by word, but which words are nonzero is only known at the end). The list is read one clock
-ahead (its read port is addressed with the next clock's entry and is transparent to its write port, so an
-entry written in the clock the bank completes is seen), so every output is a memory or register output:
+ahead (its read port is addressed with the next clock's entry; it is not transparent, so that it maps to
+block RAM on every family, and ``hold`` stops the walk for the one clock in which an entry written as it
+was read still shows its old value), so every output is a memory or register output:
 the engine's pipeline (no memory read, multiply and adder in one clock) is unchanged behind it. Squeezed
 conv layers stay dense (their window reads each frame word at several taps).
 
@@ -36,10 +37,25 @@ from amaranth.lib.wiring import In, Out
 
 from .window import WindowGeometry
 
-__all__ = ["ZeroSkipGenerator", "zero_skip_generator", "zero_skip_reference", "nonzero_words", "MIN_FRAME_WORDS"]
+__all__ = ["ZeroSkipGenerator", "zero_skip_generator", "zero_skip_reference", "nonzero_words", "list_bits",
+           "list_in_block_ram", "MIN_FRAME_WORDS", "LIST_BLOCK_MIN_BITS"]
 
 #: a frame of one word has nothing to skip (a group issues at least one word): skipping needs two or more
 MIN_FRAME_WORDS = 2
+#: nonzero lists of at least this many bits are marked ``ram_style = "block"``: a part without LUT RAM
+#: (iCE40) would otherwise build them from flip-flops and a read multiplexer (Yosys ``synth_ice40``: 768
+#: bits took 768 flip-flops and ~870 LUT4s)
+LIST_BLOCK_MIN_BITS = 256
+
+
+def list_bits(frame_words: int) -> int:
+    """Bits of the nonzero list of an engine with ``frame_words`` words a bank (two banks of word indices)."""
+    return 2 * frame_words * max(1, (frame_words - 1).bit_length())
+
+
+def list_in_block_ram(frame_words: int) -> bool:
+    """Whether the nonzero list is marked for block RAM (:data:`LIST_BLOCK_MIN_BITS`)."""
+    return list_bits(frame_words) >= LIST_BLOCK_MIN_BITS
 
 
 def nonzero_words(counts: np.ndarray, lanes: int) -> np.ndarray:
@@ -86,6 +102,8 @@ class ZeroSkipGenerator(wiring.Component):
     wr_en, wr_word, wr_bank, wr_nonzero : In
         The engine's frame writer: a word is written this clock, its index within its bank, the bank, and
         whether any of its counts is nonzero.
+    hold : Out(1)
+        The list entry shown is stale this clock (it was written as it was read): issue nothing.
 
     The engine waits for a complete bank before it issues from it (``whole_frame``).
     """
@@ -108,6 +126,7 @@ class ZeroSkipGenerator(wiring.Component):
             "waddr": Out(range(geometry.weight_words)),
             "first": Out(1), "word_last": Out(1), "last_group": Out(1), "frame_last": Out(1),
             "wr_en": In(1), "wr_word": In(range(J + 1)), "wr_bank": In(1), "wr_nonzero": In(1),
+            "hold": Out(1),
         })
 
     def __repr__(self) -> str:
@@ -118,9 +137,10 @@ class ZeroSkipGenerator(wiring.Component):
         J, G = self.geometry.frame_words, self.geometry.out_groups
 
         # the nonzero list: bank b's entries at b·J …; nz[b] counts them
-        m.submodules.nz_list = lst = memory.Memory(shape=range(J), depth=2 * J, init=[])
+        attrs = {"ram_style": "block"} if list_in_block_ram(J) else {}
+        m.submodules.nz_list = lst = memory.Memory(shape=range(J), depth=2 * J, init=[], attrs=attrs)
         lw = lst.write_port()
-        lr = lst.read_port(transparent_for=(lw,))
+        lr = lst.read_port()  # not transparent: block RAM on every family (iCE40's cannot bypass)
         nz = [Signal(range(J + 1), name=f"nz{b}") for b in range(2)]
 
         # ---- writer side: a bank's first word restarts its list
@@ -166,6 +186,9 @@ class ZeroSkipGenerator(wiring.Component):
             lr.addr.eq(Mux(nxt_bank, nxt_idx + J, nxt_idx)),
         ]
         m.d.sync += [idx.eq(nxt_idx), bank.eq(nxt_bank)]
+        # an entry written in the clock it was read shows its old value the next clock: hold the walk for
+        # that clock (it happens only as a bank completes with its first nonzero word last)
+        m.d.sync += self.hold.eq(lw.en & (lw.addr == lr.addr))
         return m
 
 

@@ -9,8 +9,8 @@ Zero-word skipping (``bitspike gen --zero-skip``, :mod:`bitspike.gen.zeroskip`):
 engine may walk only the frame words that hold a nonzero count
 (:mod:`bitspike.rtl_templates.zeroskip`). Its node then says so (``zero_skip``) and carries the
 expected fraction of nonzero words (``nonzero_rate``, 1.0 unless told: the dense worst case); the busy
-and arrival models below count ``max(⌈rate · words⌉, 1)`` words per output group, issued once the
-whole frame is in.
+and arrival models below count ``max(rate · words, 1)`` words per output group on average (whole words,
+spread over the groups: :meth:`LinearNode.group_words`), issued once the whole frame is in.
 """
 
 from __future__ import annotations
@@ -73,18 +73,25 @@ class LinearNode(SynapticNode):
         """Frame words per inference (⌈in_features / lanes⌉)."""
         return -(-self.in_features // self.lanes)
 
-    def expected_words(self) -> int:
-        """Words an output group issues at :attr:`nonzero_rate`: ``max(⌈rate · words⌉, 1)`` (all when dense)."""
+    def expected_words(self) -> float:
+        """Words an output group issues at :attr:`nonzero_rate`: ``max(rate · words, 1)`` (all when dense)."""
         J = self.frame_words
         if not self.zero_skip:
-            return J
-        return min(J, max(1, math.ceil(self.nonzero_rate * J - 1e-9)))  # the margin: a rate of n / J gives n
+            return float(J)
+        return min(float(J), max(1.0, self.nonzero_rate * J))
+
+    def group_words(self, group: int) -> int:
+        """Words the cycle model gives output group ``group``: :meth:`expected_words` on average, as whole words
+        (the first ``g`` groups together get ⌊g · expected⌋), so the model follows the mean of a rate that is
+        not a whole number of words instead of rounding it up in every group."""
+        w = self.expected_words()
+        return math.floor((group + 1) * w + 1e-9) - math.floor(group * w + 1e-9)  # the margin: n / J · J is n
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
         if self.zero_skip:  # only then: the report of a dense engine stays as it was
             out["zero_skip"] = {"walk": "nonzero words", "nonzero_rate": self.nonzero_rate,
-                                "frame_words": self.frame_words, "expected_words_per_group": self.expected_words(),
+                                "frame_words": self.frame_words, "expected_words_per_group": round(self.expected_words(), 3),
                                 "groups": -(-self.out_features // self.pes)}
         return out
 
@@ -119,9 +126,13 @@ class LinearOp(SynapticOp):
     def zero_skip_luts(self, node) -> int:
         """The estimate's extra LUTs for skipping: the list's write and read counters, the group's weight base,
         the nonzero test of a word and the list memory (LUT RAM, 2 · words entries)."""
+        from bitspike.rtl_templates.zeroskip import list_bits, list_in_block_ram
+
         J = node.frame_words
         a, g = J.bit_length(), (J * -(-node.out_features // node.pes)).bit_length()
-        return 4 * a + 2 * g + -(-node.lanes * node.widths["count"] // 4) + -(-2 * J * a // 16) + 8
+        # a list below LIST_BLOCK_MIN_BITS is logic: flip-flops and a read multiplexer where there is no LUT RAM
+        in_logic = 0 if list_in_block_ram(J) else list_bits(J)
+        return 4 * a + 2 * g + -(-node.lanes * node.widths["count"] // 4) + in_logic + 8
 
     def with_zero_skip(self, node, on: bool, nonzero_rate: float | None = None):
         """The node with zero-word skipping on or off (and its expected nonzero-word rate), its cycles redone."""
@@ -135,7 +146,7 @@ class LinearOp(SynapticOp):
 
     def words_read(self, node, round_):
         if getattr(node, "zero_skip", False):
-            return range(node.expected_words())  # as many words as expected nonzero (which ones: the data's)
+            return range(node.group_words(round_))  # as many words as expected nonzero (which ones: the data's)
         return super().words_read(node, round_)
 
     def arrival_times(self, node, layer, plan, inputs):
@@ -187,7 +198,10 @@ class LinearOp(SynapticOp):
     def memories(self, node):
         out = super().memories(node)
         if getattr(node, "zero_skip", False):  # the nonzero list: 2 banks of word indices
-            out.append((2 * node.frame_words, max(1, (node.frame_words - 1).bit_length()), "ram"))
+            from bitspike.rtl_templates.zeroskip import list_in_block_ram
+
+            J = node.frame_words
+            out.append((2 * J, max(1, (J - 1).bit_length()), "block" if list_in_block_ram(J) else "ram"))
         return out
 
     def stepped_node(self, index, layer, r, manifest):
