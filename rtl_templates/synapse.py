@@ -144,6 +144,9 @@ class SynapticEngine(wiring.Component):
     address_generator
         Builds the window/address generator from the engine's :class:`~.window.WindowGeometry`
         (default :func:`~.window.default_address_generator`: linear or sliding window).
+        A generator with writer ports (``wr_en`` …) is shown every frame word written; one with
+        ``whole_frame`` is issued from only once its bank is complete, and its ``hold`` stops issue
+        (:mod:`.zeroskip`: the walk of the nonzero words).
     fused, fused_width
         Fused requantize-and-fire at the output (:class:`~.threshold.FusedThresholds` of this
         layer's requantizer and the next layer's neuron): the drain compares with thresholds instead

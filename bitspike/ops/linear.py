@@ -125,7 +125,8 @@ class LinearOp(SynapticOp):
 
     def zero_skip_luts(self, node) -> int:
         """The estimate's extra LUTs for skipping: the list's write and read counters, the group's weight base,
-        the nonzero test of a word and the list memory (LUT RAM, 2 · words entries)."""
+        the nonzero test of a word and, below :data:`~bitspike.rtl_templates.zeroskip.LIST_BLOCK_MIN_BITS`, the
+        list itself in logic (a list from that size on is one block RAM, :meth:`memories`)."""
         from bitspike.rtl_templates.zeroskip import list_bits, list_in_block_ram
 
         J = node.frame_words
