@@ -23,7 +23,7 @@ __all__ = ["generate"]
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-             fuse: str | None = None):
+             fuse: str | None = None, zero_skip: str | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -54,6 +54,9 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         Fused requantize-and-fire (:mod:`bitspike.gen.fuse`): ``"auto"`` (where exact and cheaper),
         ``"off"`` or ``"on"`` (everywhere exact, else an error); ``None``: the default
         (:data:`bitspike.gen.fuse.DEFAULT_FUSE`).
+    zero_skip
+        Zero-word skipping in squeezed linear engines (:mod:`bitspike.gen.zeroskip`): ``"auto"``, ``"off"``
+        or ``"on"``; ``None``: the default (:data:`bitspike.gen.zeroskip.DEFAULT_ZERO_SKIP`, off).
 
     Returns
     -------
@@ -64,6 +67,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
 
     from .emit import emit_verilog
     from .fuse import DEFAULT_FUSE
+    from .zeroskip import DEFAULT_ZERO_SKIP
     from .plan import make_plan
     from .report import build_report
 
@@ -71,7 +75,8 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         manifest = load(manifest)
     out_dir = Path(out_dir)
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                     target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse)
+                     target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse,
+                     zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

@@ -33,6 +33,12 @@ def register(subparsers) -> None:
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
                         "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
+    p.add_argument("--zero-skip", choices=("auto", "off", "on"), default=None,
+                   help="squeezed linear engines walk only the frame words with a nonzero spike count: nowhere "
+                        "(off, the default), where the neuron can emit 0 and the logic costs at most 10%% of the "
+                        "engine's LUTs (auto), or in every linear engine with two or more frame words (on); conv "
+                        "engines stay dense. Cycles are planned at a nonzero-word rate of 1 (the worst case); "
+                        "`bitspike sim --trace` measures the rate")
     p.add_argument("--debug-taps", action="store_true", help="add observation ports dbgJ_KIND (co-simulation)")
     p.add_argument("--synth", choices=SYNTH_TARGETS, default=None, help="run Yosys and add LUT/FF/BRAM/DSP per engine")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on the output")
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
                       **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold),
-                      fuse=args.fuse)
+                      fuse=args.fuse, zero_skip=args.zero_skip)
     if args.lint:
         from .lint import lint_verilog
 
@@ -101,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     summary["out_dir"] = str(args.out)
     if "synthesis" in d:
         summary["synthesis_total"] = d["synthesis"]["total"]
+    if "zero_skip" in d:
+        summary["zero_skip"] = d["zero_skip"]["layers"]
     if "fusion" in d:
         summary["fused"] = [f"{b['producer']}->{b['consumer']}" for b in d["fusion"] if b["fused"]]
     if not args.quiet:

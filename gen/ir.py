@@ -105,6 +105,7 @@ class PlanOptions:
     device: Any = None
     target_interval: int | None = None
     fuse: str = "off"  # fused requantize-and-fire: "auto", "off" or "on" (bitspike.gen.fuse)
+    zero_skip: str = "off"  # zero-word skipping: "auto", "off" or "on" (bitspike.gen.zeroskip)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ Pass = Callable[[Plan], Plan]
 #: pass name → pass; a module that defines passes registers them when imported
 PASSES: dict[str, Pass] = {}
 #: the passes :func:`bitspike.gen.plan.make_plan` runs, in order
-FLOW: tuple[str, ...] = ("widths", "fuse", "folding", "dsp", "timing", "luts")
+FLOW: tuple[str, ...] = ("widths", "fuse", "folding", "zero_skip", "dsp", "timing", "luts")
 
 
 def register_pass(name: str) -> Callable[[Pass], Pass]:

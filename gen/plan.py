@@ -23,6 +23,7 @@ from . import dsp as _dsp  # noqa: F401
 from . import folding as _folding  # noqa: F401
 from .fuse import DEFAULT_FUSE
 from . import timing as _timing  # noqa: F401
+from . import zeroskip as _zeroskip  # noqa: F401
 from .ir import Plan, PlanNode, PlanOptions, run_flow, safe_name, self_add_in_step, stream_source
 
 __all__ = ["LayerPlan", "Plan", "PlanNode", "make_plan", "parse_fold", "safe_name", "self_add_in_step",
@@ -82,7 +83,7 @@ def _check_graph(manifest: Manifest) -> None:
 
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
               dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-              fuse: str = DEFAULT_FUSE) -> Plan:
+              fuse: str = DEFAULT_FUSE, zero_skip: str = "off") -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -100,6 +101,9 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         reach with the fewest LUTs instead (:func:`bitspike.gen.folding.folding_pass`).
     fuse
         Fused requantize-and-fire (:mod:`bitspike.gen.fuse`): ``"auto"``, ``"off"`` or ``"on"``.
+    zero_skip
+        Zero-word skipping in squeezed linear engines (:mod:`bitspike.gen.zeroskip`): ``"auto"``, ``"off"``
+        or ``"on"``.
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -119,5 +123,5 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     plan = Plan(manifest=manifest, ranges=ranges, layers=tuple(nodes), fold="auto" if folds is None else "manual",
                 max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                                        target_interval=target_interval, fuse=fuse))
+                                        target_interval=target_interval, fuse=fuse, zero_skip=zero_skip))
     return run_flow(plan)

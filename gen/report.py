@@ -225,6 +225,16 @@ class Report:
             lines += ["", f"## Fused requantize-and-fire (--fuse {d['fuse']})", "",
                       "- fused: " + ("; ".join(fused) if fused else "none")]
             lines += [f"- not fused: {b['producer']} → {b['consumer']}: {b['reason']}" for b in d["fusion"] if not b["fused"]]
+        if "zero_skip" in d:
+            zs = d["zero_skip"]
+            lines += ["", f"## Zero-word skipping (--zero-skip {zs['mode']})", ""]
+            for l in d["layers"]:
+                z = l.get("zero_skip")
+                if z is not None:
+                    lines.append(f"- {l['name']}: walk of nonzero words, planned at a nonzero-word rate of "
+                                 f"{100 * z['nonzero_rate']:.0f}% ({z['expected_words_per_group']:g} of "
+                                 f"{z['frame_words']} words per output group, {z['groups']} groups)")
+            lines += [f"- dense: {name}: {why}" for name, why in zs["dense"].items()]
         synth = d.get("synthesis")
         if synth:
             lines += ["", f"## Synthesis ({synth['target']}, Yosys)", "", "| module | LUT | FF | BRAM | DSP |", "|---|---|---|---|---|"]
@@ -273,4 +283,12 @@ def build_report(plan: Plan, verilog_files: list[str], taps: list[dict[str, Any]
     if plan.options.fuse != "off":  # --fuse off writes the report of a generator without fusion, byte for byte
         data["fuse"] = plan.options.fuse
         data["fusion"] = [b.to_json() for b in plan.fusion]
+    if plan.options.zero_skip != "off":  # --zero-skip off (the default) writes the report as before, byte for byte
+        from .zeroskip import zero_skip_decisions
+
+        decided = zero_skip_decisions(plan, plan.options.zero_skip)
+        data["zero_skip"] = {"mode": plan.options.zero_skip,
+                             "layers": [n.name for n in plan.layers if getattr(n, "zero_skip", False)],
+                             "dense": {n.name: decided[n.name][1] for n in plan.layers
+                                       if not getattr(n, "zero_skip", False) and n.engine}}
     return Report(data=data, plan=plan)

@@ -144,6 +144,9 @@ class SynapticEngine(wiring.Component):
     address_generator
         Builds the window/address generator from the engine's :class:`~.window.WindowGeometry`
         (default :func:`~.window.default_address_generator`: linear or sliding window).
+        A generator with writer ports (``wr_en`` …) is shown every frame word written; one with
+        ``whole_frame`` is issued from only once its bank is complete, and its ``hold`` stops issue
+        (:mod:`.zeroskip`: the walk of the nonzero words).
     fused, fused_width
         Fused requantize-and-fire at the output (:class:`~.threshold.FusedThresholds` of this
         layer's requantizer and the next layer's neuron): the drain compares with thresholds instead
@@ -325,9 +328,17 @@ class SynapticEngine(wiring.Component):
         issue = Signal()
         local = gen.local
         pad = gen.pad if "pad" in gen.signature.members else Const(0)
+        if "wr_en" in gen.signature.members:  # a generator that watches the writer (.zeroskip)
+            m.d.comb += [gen.wr_en.eq(wr.en), gen.wr_word.eq(wr_word), gen.wr_bank.eq(wr_bank),
+                         gen.wr_nonzero.eq(wr.data.as_value().any())]
+        # a generator with whole_frame issues from a bank only once the whole frame is in
+        streaming = Const(0) if getattr(gen, "whole_frame", False) else (wr_bank == rd_bank) & (local < wr_word)
+        ready = pad | full.bit_select(rd_bank, 1) | streaming
+        if "hold" in gen.signature.members:  # the generator's next word is not settled yet
+            ready = ready & ~gen.hold
         m.d.comb += [
             gen.issue.eq(issue),
-            available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
+            available.eq(ready),
             # the last word of a group reserves a slot of the holding queue
             issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
             rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad

@@ -1,4 +1,4 @@
-"""Spike activity of stepped engines in a traced co-simulation run: spike rates, events and busy cycles.
+"""Activity of data-dependent engines in a traced co-simulation run: spike rates, nonzero words, busy cycles.
 
 A stepped layer's engine (:mod:`bitspike.rtl_templates.stepped`) does work in proportion to its spikes, so its
 cycles are a property of the data. Its debug taps show every neuron's spike at every step (``spk``, one value a
@@ -6,6 +6,14 @@ beat, step-major) and every accumulator (``acc``); from a traced run (:meth:`bit
 ``trace=True``) this module counts, per stepped layer, the inputs that spiked and the clocks from its first
 neuron update to its last accumulator of each image (its busy window), and puts the plan's cycle model next to
 them at the measured rate (:func:`bitspike.rtl_templates.stepped.stepped_step_cycles`).
+
+A squeezed linear engine that skips zero words (:mod:`bitspike.rtl_templates.zeroskip`, ``bitspike gen
+--zero-skip``) issues per output group only the frame words holding a nonzero spike count.
+:class:`ZeroSkipActivity` counts those words on the layer's spike taps (a count is nonzero when any of its
+spikes is; a fused consumer, which has no neuron, on its producer's ``cnt`` tap) and the clocks from the
+layer's first accumulator of an image to its last (its accumulator window: the walk of every output group
+but the first), and puts the plan's models next to them at the measured rate
+(:meth:`bitspike.ops.linear.LinearOp.accumulator_window` and ``busy_cycles``).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SteppedActivity"]
+__all__ = ["SteppedActivity", "ZeroSkipActivity"]
 
 
 @dataclass
@@ -85,4 +93,97 @@ class SteppedActivity:
         return [f"  stepped {name:<10} spike rate {100 * s['spike_rate']:.1f} %, {s['events_per_inference']:.1f} "
                 f"events/inference, busy {s['busy_cycles_mean']:.0f} cycles/inference (max {s['busy_cycles_max']}); "
                 f"model per step: walk {s['model_walk_cycles_per_step']}, neuron {s['model_neuron_cycles_per_step']}"
+                for name, s in summary.items()]
+
+
+@dataclass
+class ZeroSkipActivity:
+    """Running totals over traced runs of one design for its zero-skipping engines (:meth:`add`, :meth:`summary`).
+
+    Parameters
+    ----------
+    design
+        The design (:class:`bitspike.sim.design.DesignInfo`); its report's layer entries say which engines skip
+        (a ``zero_skip`` object) and their folding.
+    """
+
+    design: object
+    nonzero: dict[str, int] = field(default_factory=dict)
+    words: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, list[int]] = field(default_factory=dict)
+    images: int = 0
+
+    def _count_tap(self, index: int, name: str, kinds) -> tuple[str, str] | None:
+        """The tap that shows layer ``name``'s input counts: its own spikes, else its fused producer's counts."""
+        if (name, "spk") in kinds:
+            return name, "spk"
+        earlier = [l["name"] for l in self.design.layers if l["index"] < index]
+        for prev in reversed(earlier):
+            if (prev, "cnt") in kinds:
+                return prev, "cnt"
+            if (prev, "out") in kinds:  # a producer without fusion: its currents, not counts
+                return None
+        return None
+
+    @property
+    def layers(self) -> dict[str, tuple[dict, tuple[str, str]]]:
+        """The zero-skipping engines with accumulator taps and a tap of their counts: ``{name: (entry, tap)}``."""
+        kinds = {(t.layer, t.kind) for t in self.design.taps}
+        out = {}
+        for l in self.design.layers:
+            if not l.get("zero_skip") or (l["name"], "acc") not in kinds:
+                continue
+            src = self._count_tap(int(l["index"]), l["name"], kinds)
+            if src is not None:
+                out[l["name"]] = (l, src)
+        return out
+
+    def add(self, result) -> None:
+        """Count one traced run (:class:`~bitspike.sim.cosim.CoSimResult`; every image in it)."""
+        from bitspike.rtl_templates.zeroskip import nonzero_words
+
+        n = result.samples
+        if not n:
+            return
+        ports = {(t.layer, t.kind): t.port for t in self.design.taps}
+        for name, (entry, src) in self.layers.items():
+            vals, _ = result.taps[ports[src]]
+            _, acc_c = result.taps[ports[(name, "acc")]]
+            per_a = len(acc_c) // n
+            nz = nonzero_words(np.asarray(vals).reshape(n, -1), int(entry["lanes"]))
+            self.nonzero[name] = self.nonzero.get(name, 0) + int(nz.sum())
+            self.words[name] = self.words.get(name, 0) + int(nz.size)
+            self.windows.setdefault(name, []).extend(
+                int(acc_c[(i + 1) * per_a - 1] - acc_c[i * per_a]) + 1 for i in range(n) if per_a)
+        self.images += n
+
+    def summary(self) -> dict[str, dict]:
+        """Per zero-skipping layer: the measured nonzero-word rate, accumulator window (mean, max) and the plan's
+        window and busy cycles at the measured rate, and the rate the plan assumed."""
+        from bitspike.ops.linear import LINEAR
+
+        out = {}
+        for name, (entry, _) in self.layers.items():
+            if not self.words.get(name):
+                continue
+            rate = self.nonzero[name] / self.words[name]
+            at = LINEAR.node_from_report(entry, rate)
+            w = self.windows.get(name) or [0]
+            out[name] = {"walk": entry["zero_skip"]["walk"], "nonzero_rate": rate,
+                         "planned_rate": entry["zero_skip"]["nonzero_rate"],
+                         "frame_words": int(entry["zero_skip"]["frame_words"]),
+                         "nonzero_words_per_inference": self.nonzero[name] / max(1, self.images),
+                         "window_cycles_mean": float(np.mean(w)), "window_cycles_max": int(np.max(w)),
+                         "model_window_cycles": LINEAR.accumulator_window(at),
+                         "model_busy_cycles": LINEAR.busy_cycles(at), "planned_busy_cycles": int(entry["cycles"])}
+        return out
+
+    @staticmethod
+    def text(summary: dict[str, dict]) -> list[str]:
+        """One line per zero-skipping layer, for ``bitspike sim``'s summary."""
+        return [f"  zero-skip {name:<8} nonzero words {100 * s['nonzero_rate']:.1f} % "
+                f"({s['nonzero_words_per_inference']:.1f} of {s['frame_words']}/inference; planned at "
+                f"{100 * s['planned_rate']:.0f} %), accumulator window {s['window_cycles_mean']:.1f} cycles "
+                f"(max {s['window_cycles_max']}); model at the measured rate: window {s['model_window_cycles']}, "
+                f"busy {s['model_busy_cycles']} (planned {s['planned_busy_cycles']})"
                 for name, s in summary.items()]

@@ -447,7 +447,7 @@ def _generator_fingerprint() -> str:
 
 def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int = "auto",
                      max_luts: int | None = None, cache_dir: str | os.PathLike | None = None,
-                     fuse: str | None = None) -> Path:
+                     fuse: str | None = None, zero_skip: str | None = None) -> Path:
     """Generate the RTL of ``manifest`` (a :class:`~bitspike.manifest.Manifest` or a path) into a cached folder.
 
     The folder is keyed by the manifest's digest, the options and a hash of the
@@ -467,15 +467,16 @@ def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int 
     except ImportError as exc:
         raise HardwareError(f"the generator (bitspike.gen.generate) is not available: {exc}") from exc
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "rtl"
-    key = hashlib.sha256(json.dumps({
-        "manifest": manifest.digest(), "debug_taps": bool(debug_taps), "fold": fold, "max_luts": max_luts,
-        "fuse": fuse, "generator": _generator_fingerprint(),
-    }, sort_keys=True).encode()).hexdigest()[:32]
+    options = {"manifest": manifest.digest(), "debug_taps": bool(debug_taps), "fold": fold, "max_luts": max_luts,
+               "fuse": fuse, "generator": _generator_fingerprint()}
+    if zero_skip is not None:  # only then: the keys of the designs without it stay as they were
+        options["zero_skip"] = zero_skip
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
     out = root / key
     if (out / "report.json").exists():
         return out
     with atomic_dir(out) as work:  # parallel workers may generate the same key: the first one's folder stays
-        generate(manifest, work, fold=fold, max_luts=max_luts, debug_taps=debug_taps, fuse=fuse)
+        generate(manifest, work, fold=fold, max_luts=max_luts, debug_taps=debug_taps, fuse=fuse, zero_skip=zero_skip)
         if not (work / "report.json").exists():
             raise HardwareError(f"the generator wrote no report.json into {work}")
     return out

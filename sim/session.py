@@ -73,6 +73,10 @@ class SimSummary:
             from .activity import SteppedActivity
 
             lines += SteppedActivity.text(p["stepped_layers"])
+        if p.get("zero_skip_layers"):
+            from .activity import ZeroSkipActivity
+
+            lines += ZeroSkipActivity.text(p["zero_skip_layers"])
         if p.get("hw_accuracy") is None:
             lines.append("  accuracy           no labels: bit-exact comparison only")
         else:
@@ -294,15 +298,17 @@ def simulate(model, *, rtl=None, dataset=None, split="test", data_path=None, sam
             raise HardwareError(f"--trace needs debug taps, and {rtl_dir} has none: regenerate it with "
                                 "'bitspike gen --debug-taps' or leave out --rtl")
         say("comparing every layer through the debug taps …")
-        from .activity import SteppedActivity
+        from .activity import SteppedActivity, ZeroSkipActivity
 
         activity = SteppedActivity(cosim.design)
+        skipping = ZeroSkipActivity(cosim.design)
         values = 0
         chunk = 256
         for lo in range(0, n, chunk):
             part = images[lo:lo + chunk]
             traced = cosim.run(part, trace=True, processes=processes, **opts)
             activity.add(traced)
+            skipping.add(traced)
             seqs = ref.sequences(part)
             values += sum(len(v) for s in seqs for v in s.values())
             per_sample = split_samples(traced, seqs, taps)
@@ -329,6 +335,8 @@ def simulate(model, *, rtl=None, dataset=None, split="test", data_path=None, sam
         payload["tap_values"] = values
         if activity.layers:  # stepped engines: their cycles follow their spikes
             payload["stepped_layers"] = activity.summary()
+        if skipping.layers:  # zero-skipping engines: their cycles follow their nonzero words
+            payload["zero_skip_layers"] = skipping.summary()
     bad = np.nonzero(~exact_mask)[0]
     if (len(bad) or first is not None) and ref is not None:
         local = int(bad[0]) if len(bad) else first.sample - first_index
