@@ -138,14 +138,14 @@ def _golden(m, x):
     return [int(v) for v in out.reshape(-1)]
 
 
-@pytest.mark.parametrize("pes, lanes", [(2, 3), (1, 2), (3, 1)])
+@pytest.mark.parametrize("pes, lanes", [(2, 3), (3, 1)])
 def test_engine_is_exact_under_stalls(pes, lanes):
     m = _net()
     rng = np.random.default_rng(pes * 10 + lanes)
     x = _frames(m, rng)
     last_only = np.zeros((1, m.input.size), dtype=x.dtype)
     last_only[0, -1] = x.max()  # the only nonzero word is the last: its list entry is written as it is read
-    x = np.concatenate([x, last_only, x[:2]])
+    x = np.concatenate([x, last_only, x[:1]])
     eng = _engine(m, pes, lanes, skip=True)
     eng.i, eng.o = eng.x, eng.y  # the bench's stream names
     beats = [int(v) for v in x.reshape(-1)]
