@@ -5,7 +5,8 @@ One implementation, used by every engine and by its tests:
 chain of T shift-compare stages built from :func:`neuron_step`), so that a
 layer takes one input element per clock whatever its T; :class:`NeuronStage`
 is that chain with its result register, the first block of a synaptic
-engine. :func:`neuron_reference` is its plain-integer model.
+engine (``vec`` chains side by side on a vector stream, which carries
+``vec`` elements per beat). :func:`neuron_reference` is its plain-integer model.
 
 The threshold is θ = 2**k, so a step is an add, an arithmetic shift and a
 clamp: s = clip((v + 2**(k-1)) >> k, 0, q) (k = 0: clip(v, 0, q)), then

@@ -12,7 +12,8 @@ and the frame buffer that joins them:
 
 1. **Neuron stage** (:class:`.neuron.NeuronStage`). Each input current
    arrives on ``x``. An unrolled neuron turns it into its T spikes and their
-   count Σ_t s_t; the count is registered, then packed ``lanes`` channels to
+   count Σ_t s_t (``vec_in`` currents per beat on a vector stream, one
+   neuron each); the count is registered, then packed ``lanes`` channels to
    a word into a double-buffered frame memory (one bank fills while the
    other is read), so the next inference streams in while this one computes.
 2. **Window/address generator** (:mod:`.window`, pluggable: the
@@ -31,7 +32,8 @@ and the frame buffer that joins them:
    accumulator: :func:`pe_latency` clocks from issue to accumulate.
 4. **Drain** (:class:`.drain.Drain`). A finished group goes to a two-slot holding queue (the PE
    array never waits for a drain unless two groups are waiting); outputs
-   leave one per beat through the bias add and the staged requantizer
+   leave ``vec_out`` per beat (drain lanes side by side; one on a scalar
+   stream) through the bias add and the staged requantizer
    (:func:`.requant.requant_pipeline`); per-channel constants are prefetched from
    ROMs (:func:`.drain.channel_rom`). The drain pipeline stalls as one while a registered
    skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
