@@ -115,7 +115,8 @@ class Drain(wiring.Component):
     product_shape
         Analysed shape of acc·M + B + rnd (with ``requant``).
     dsp_pieces
-        Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`).
+        Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`), all drain lanes
+        together: each lane gets an equal share, its best pieces first (the first lanes one more).
     fused
         :class:`~.threshold.FusedThresholds` of the requantizer and the next layer's neuron: ``y``
         carries spike counts (``out_shape`` wide) and the requantizer is not built.
