@@ -10,7 +10,11 @@ nextpnr counts stand next to the estimate: that is what the headroom shares are
 judged by. With ``--synth`` the accelerator is also synthesized (Yosys
 ``synth_ecp5``, every engine) and its counts, with the bridge's LUTs
 (:data:`~bitspike.gen.boards.FIXED_LUT4`), are checked against the part as
-``bitspike build`` does before place and route.
+``bitspike build`` does before place and route. With ``--pnr`` (digits only) the
+same plan is built into a bitstream and co-simulated on the digits test split
+(:func:`bench.hw.run_one`: ``bitspike build --board``, one place and route at
+``--clock``, then ``bitspike sim``): the row gets nextpnr's counts and Fmax and
+the measured cycles alone and interval next to the predicted ones.
 
 Designs:
 
@@ -23,6 +27,7 @@ Run under ``nice``::
 
     python bench/fit.py --digits digits.bsm                 # both designs on ulx3s-85f
     python bench/fit.py --designs resnet20 --synth          # with the Yosys fit check (long)
+    python bench/fit.py --designs digits --digits digits.bsm --pnr --clock 100   # + bitstream, Fmax, co-simulation
 """
 
 from __future__ import annotations
@@ -85,7 +90,9 @@ def plan_row(design: str, manifest, board: str, synth: bool) -> dict:
     row = {
         "design": design, "board": board, "part": dev.part, "manifest_digest": manifest.digest(),
         # a list, in layer order (the JSON is written with sorted keys)
-        "fold": [[n.name, f"{n.pes}x{n.lanes}"] for n in plan.layers if getattr(n, "w_bits", None)],
+        # PESxLANES, and xVEC where the layer's output stream carries VEC elements per beat (a vector stream)
+        "fold": [[n.name, f"{n.pes}x{n.lanes}" + (f"x{n.vec_out}" if n.vec_out != 1 else "")]
+                 for n in plan.layers if getattr(n, "w_bits", None)],
         "cycles_per_inference": plan.cycles_per_inference, "initiation_interval": plan.initiation_interval,
         "clock_mhz": CLOCK_MHZ, "images_per_second": round(CLOCK_MHZ * 1e6 / plan.initiation_interval, 1),
         "estimate": {k: est[k] for k in ("lut", "ff", "dsp", "bram")},
@@ -104,6 +111,17 @@ def plan_row(design: str, manifest, board: str, synth: bool) -> dict:
         row["yosys"] = {"accelerator": total, "seconds": round(time.monotonic() - t0, 1),
                         "fits": err is None, "message": None if err is None else str(err)}
     return row
+
+
+def pnr_row(design: str, manifest_path: Path, board: str, seed: int, clock: str) -> dict:
+    """nextpnr and co-simulation figures of the board build of the same plan (bench/hw.py's ``run_one``)."""
+    sys.path.insert(0, str(ROOT))
+    from hw import run_one
+
+    r = run_one(design, manifest_path.resolve(), board.replace("_", "-"), seed, clock)
+    keep = ("seed", "fold", "utilization", "available", "fmax_mhz", "critical_path", "cycles_alone", "interval",
+            "images_per_second_at_fmax", "bit_exact", "clock", "build_seconds")
+    return {k: r.get(k) for k in keep}
 
 
 def _measured(design: str, board: str) -> dict | None:
@@ -133,9 +151,19 @@ def markdown(doc: dict) -> str:
                   f"cycles per inference {r['cycles_per_inference']:,}; interval {r['initiation_interval']:,} "
                   f"cycles; **{r['images_per_second']:,.0f} images/s at {r['clock_mhz']:g} MHz**; planned in "
                   f"{r['plan_seconds']} s", ""]
-        m = _measured(r["design"], r["board"])
+        m = r.get("pnr") or _measured(r["design"], r["board"])
         measured = m if m and m.get("fold") == dict(r["fold"]) else None
         head = "| | estimate | budget | part |" + (" nextpnr (bench/hw.py) |" if measured else "")
+        if measured:
+            c, i = measured["cycles_alone"], measured["interval"]
+            lines[-2:] = [f"cycles per inference {r['cycles_per_inference']:,}; interval {r['initiation_interval']:,} "
+                          f"cycles (predicted); measured in Verilator co-simulation on the test split: cycles alone "
+                          f"{c['measured']:,}, interval {i['measured']:,}; bit-exact {measured['bit_exact']}; "
+                          f"nextpnr Fmax **{measured['fmax_mhz']} MHz** (seed "
+                          f"{measured['seed']}, accelerator clock {measured['clock']['accelerator_mhz']} MHz, timing "
+                          f"{'met' if measured['clock']['timing_met'] else 'not met'}): "
+                          f"**{measured['images_per_second_at_fmax']:,} images/s at Fmax**; planned in "
+                          f"{r['plan_seconds']} s", ""]
         lines += [head, "|---|---:|---:|---:|" + ("---:|" if measured else "")]
         names = {"lut": "LUT", "ff": "FF", "dsp": "DSP", "bram": "BRAM"}
         for k, name in names.items():
@@ -169,6 +197,11 @@ def main(argv=None) -> int:
     p.add_argument("--boards", nargs="+", default=["ulx3s_85f"])
     p.add_argument("--synth", action="store_true", help="also run Yosys on the accelerator and check the fit")
     p.add_argument("--markdown-only", action="store_true", help="rewrite fit.md from fit.json and stop")
+    p.add_argument("--pnr", action="store_true",
+                   help="digits: also build the bitstream (nextpnr Fmax, counts) and co-simulate the test split")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (with --pnr)")
+    p.add_argument("--clock", default="auto",
+                   help="accelerator clock in MHz for the --pnr build (bitspike build --clock; auto: two passes)")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "fit.json"
@@ -189,6 +222,8 @@ def main(argv=None) -> int:
         for board in args.boards:
             print(f"{design} on {board}", flush=True)
             rows.append(plan_row(design, manifest, board, args.synth))
+            if args.pnr and design == "digits":
+                rows[-1]["pnr"] = pnr_row(design, Path(args.digits), board, args.seed, args.clock)
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
     for r in rows:  # a note on a run (what did not finish) stays until a run with the Yosys check replaces it
         prev = next((o for o in old["rows"] if (o["design"], o["board"]) == (r["design"], r["board"])), None)

@@ -121,7 +121,9 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
     compute_ips = clock_hz / interval if interval else None
     return {
         "design": design, "board": board, "device": report["device"], "seed": seed,
-        "fold": {l["name"]: f"{l['pes']}x{l['lanes']}" for l in gen["layers"] if l.get("w_bits")},
+        # PESxLANES, and xVEC where the layer's output stream carries VEC elements per beat (a vector stream)
+        "fold": {l["name"]: f"{l['pes']}x{l['lanes']}" + (f"x{l['vec_out']}" if l.get("vec_out", 1) != 1 else "")
+                 for l in gen["layers"] if l.get("w_bits")},
         "dsp_allotted": {l["name"]: l.get("dsp_blocks") for l in gen["layers"] if l.get("w_bits")},
         "utilization": util, "available": {k: v["available"] for k, v in report["utilization"].items()},
         "fmax_mhz": round(fmax, 2) if fmax else None,

@@ -10,7 +10,16 @@ engine is no slower than what the streams allow. For a device (``gen --board``,
 ``--device``, ``bitspike build``) it fills the part instead: the smallest
 interval whose per-engine cheapest folds fit the part's LUTs, flip-flops, DSP
 blocks and block RAMs (:func:`estimate_resources`), or with a target interval
-the fewest LUTs that reach it (:func:`folding_pass`). The LUT model is a coarse
+the fewest LUTs that reach it (:func:`folding_pass`).
+
+Vector streams: a stream from one synaptic engine to the one synaptic engine
+that reads it may carry several elements per beat (:func:`vector_edges`;
+``vec_out`` of the producer, ``vec_in`` of the consumer), so neither engine
+is held to one element per clock there. The device filler gives such an edge
+the smallest width that brings its beats down to the floor the other streams
+set (:func:`auto_vectors`) and keeps it only when the plan's interval gets
+shorter; a manual fold names it as a third number (``fc1=16x8x2``: fc1's
+output carries 2 per beat). The LUT model is a coarse
 per-engine estimate, each op's own (:meth:`bitspike.ops.base.Op.estimate_luts`;
 calibrated on Yosys ``synth_xilinx``; products wider than ~30 bits of LUT
 logic are assumed to go to DSP blocks); the DSP and weight-memory block-RAM
@@ -20,13 +29,14 @@ counts are exact.
 from __future__ import annotations
 
 from dataclasses import replace
+from math import gcd
 
-from bitspike.ops.base import OPS
+from bitspike.ops.base import OPS, divisors
 
-from .ir import Plan, PlanNode, register_pass
+from .ir import Plan, PlanNode, register_pass, stream_source
 
 __all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES",
-           "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass"]
+           "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass", "vector_edges", "auto_vectors"]
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
@@ -160,17 +170,147 @@ def folding_pass(plan: Plan) -> Plan:
     manifest = plan.manifest
     folds = plan.options.folds
     by_name = {l.name: l for l in manifest.layers}
-    out = [_with_fold(n, by_name[n.name], plan, *(folds or {}).get(n.name, (1, 1))) for n in plan.layers]
     if folds is not None:
+        nodes = _with_vectors(list(plan.layers), _manual_vectors(plan, folds))
+        out = [_with_fold(n, by_name[n.name], plan, *folds.get(n.name, (1, 1))[:2]) for n in nodes]
+        for n in out:
+            if (n.vec_in, n.vec_out) != (1, 1) and not OPS[n.op].vector_fits(n):
+                from bitspike.errors import HardwareError
+
+                raise HardwareError(f"fold for '{n.name}': {n.pes}x{n.lanes} does not take its vector streams "
+                                    f"({n.vec_in} in, {n.vec_out} out per beat): the pes must be a multiple of the "
+                                    "output's and the lanes of the input's elements per beat")
         return replace(plan, layers=tuple(out))
+    out = [_with_fold(n, by_name[n.name], plan, 1, 1) for n in plan.layers]
     if plan.options.device is None and plan.options.target_interval is None:
         return replace(plan, layers=tuple(_balance(plan, out)))
-    return replace(plan, layers=tuple(_fill(plan, out)))
+    return replace(plan, layers=tuple(_fill_vectors(plan, out)))
+
+
+def vector_edges(plan: Plan, nodes: list[PlanNode] | None = None) -> list[tuple[int, int]]:
+    """The streams that may carry vectors, as ``(producer, consumer)`` node indices, in network order.
+
+    A producer engine's stream qualifies when exactly one engine reads it (no fork, not the output
+    stage) and both ends take vectors on that side (:meth:`bitspike.ops.base.Op.vector_unit` above 1:
+    the synaptic engines; an op without hardware in between, a flatten, only re-indexes the stream).
+    """
+    nodes = list(plan.layers) if nodes is None else nodes
+    man = plan.manifest
+    index = {n.name: i for i, n in enumerate(nodes)}
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        if n.engine:
+            for src in man.layers[i].inputs:
+                readers.setdefault(stream_source(man, src), []).append(i)
+    edges = []
+    for src, users in readers.items():
+        if src == "input" or len(users) != 1 or src not in index:
+            continue
+        p, c = index[src], users[0]
+        if OPS[nodes[p].op].vector_unit(nodes[p], "out") > 1 and OPS[nodes[c].op].vector_unit(nodes[c], "in") > 1:
+            edges.append((p, c))
+    return sorted(edges)
+
+
+def _vector_unit(nodes: list[PlanNode], p: int, c: int) -> int:
+    """What every element count per beat of the edge ``p → c`` divides."""
+    return gcd(OPS[nodes[p].op].vector_unit(nodes[p], "out"), OPS[nodes[c].op].vector_unit(nodes[c], "in"))
+
+
+def _with_vectors(nodes: list[PlanNode], vecs: dict[int, tuple[int, int]]) -> list[PlanNode]:
+    """``nodes`` with ``vecs`` (producer index → (consumer index, elements per beat)) set on both ends."""
+    out = list(nodes)
+    for p, (c, v) in vecs.items():
+        out[p] = replace(out[p], vec_out=v)
+        out[c] = replace(out[c], vec_in=v)
+    return out
+
+
+def _manual_vectors(plan: Plan, folds) -> dict[int, tuple[int, int]]:
+    """The vector widths a manual fold names (``NAME=PESxLANESxVEC``), checked against the stream graph."""
+    from bitspike.errors import HardwareError
+
+    nodes = list(plan.layers)
+    edges = dict(vector_edges(plan))
+    index = {n.name: i for i, n in enumerate(nodes)}
+    vecs = {}
+    for name, spec in folds.items():
+        if len(spec) < 3 or spec[2] == 1:
+            continue
+        p, v = index[name], int(spec[2])
+        if p not in edges:
+            raise HardwareError(f"fold for '{name}': its output stream cannot carry {v} elements per beat (vector "
+                                "streams join a synaptic engine to the one synaptic engine that reads it)")
+        unit = _vector_unit(nodes, p, edges[p])
+        if unit % v:
+            raise HardwareError(f"fold for '{name}': {v} elements per beat must divide {unit} (the outputs of "
+                                f"'{name}' and the inputs per group of '{nodes[edges[p]].name}'); "
+                                f"choose one of {divisors(unit)}")
+        vecs[p] = (edges[p], v)
+    return vecs
+
+
+def auto_vectors(plan: Plan, nodes: list[PlanNode]) -> dict[int, tuple[int, int]]:
+    """The device filler's vector widths: producer index → (consumer index, elements per beat).
+
+    The floor the scalar streams set (the pixels, the non-foldable engines, every stream that cannot
+    carry vectors, the class beats) is the target; each vector edge whose elements exceed it gets the
+    smallest width (a divisor of :meth:`~bitspike.ops.base.Op.vector_unit` of both ends) whose beats
+    reach it, or the widest it can take.
+    """
+    edges = vector_edges(plan, nodes)
+    on_edge_out, on_edge_in = {p for p, _ in edges}, {c for _, c in edges}
+    floor = max([plan.manifest.input.size, plan.manifest.num_classes + 1]
+                + [n.cycles for n in nodes if not OPS[n.op].foldable]
+                + [n.out_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_out
+                   and i != len(nodes) - 1]
+                + [n.in_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_in])
+    vecs = {}
+    for p, c in edges:
+        elems = nodes[p].out_elements
+        if elems <= floor:
+            continue
+        widths = divisors(_vector_unit(nodes, p, c))
+        v = next((d for d in widths if -(-elems // d) <= floor), widths[-1])
+        if v > 1:
+            vecs[p] = (c, v)
+    return vecs
+
+
+def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
+    """:func:`_fill` with the vector widths of :func:`auto_vectors`, where they shorten the interval
+    (with a target interval: only where scalar streams cannot reach it)."""
+    from bitspike.errors import HardwareError
+
+    vecs = auto_vectors(plan, out)
+    if not vecs:
+        return _fill(plan, out)
+    by_name = {l.name: l for l in plan.manifest.layers}
+    vout = [_with_fold(n, by_name[n.name], plan, n.vec_out, n.vec_in) if (n.vec_in, n.vec_out) != (1, 1) else n
+            for n in _with_vectors(out, vecs)]
+
+    def interval(layers: list[PlanNode]) -> int:
+        return max([n.cycles for n in layers] + [plan.manifest.input.size])
+
+    def valid(layers: list[PlanNode]) -> bool:
+        return all(OPS[n.op].vector_fits(n) for n in layers if (n.vec_in, n.vec_out) != (1, 1))
+
+    if plan.options.target_interval is not None:
+        try:
+            return _fill(plan, out)
+        except HardwareError:
+            got = _fill(plan, vout)
+            if not valid(got):
+                raise
+            return got
+    scalar = _fill(plan, out)
+    vector = _fill(plan, vout)
+    return vector if valid(vector) and interval(vector) < interval(scalar) else scalar
 
 
 def _floor_of(plan: Plan, node: PlanNode) -> int:
-    # no engine needs to be faster than the pixel stream, nor than its own stream elements
-    return max(plan.manifest.input.size, node.in_elements, node.out_elements)
+    # no engine needs to be faster than the pixel stream, nor than its own stream beats
+    return max(plan.manifest.input.size, node.in_beats, node.out_beats)
 
 
 def _balance(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
@@ -218,7 +358,9 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         if not OPS[node.op].foldable:
             continue
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)
-        folds = [_with_fold(node, by_name[node.name], plan, p, l) for p in pes_choices for l in lanes_choices]
+        # a vector stream's end takes only folds that hold whole beats
+        folds = [_with_fold(node, by_name[node.name], plan, p, l) for p in pes_choices if p % node.vec_out == 0
+                 for l in lanes_choices if l % node.vec_in == 0]
         options[i] = sorted(folds, key=lambda n: (estimate_luts(n), estimate_brams(n, family), n.pes * n.lanes,
                                                   n.pes))
     fixed = max([n.cycles for i, n in enumerate(out) if i not in options] + [plan.manifest.input.size])
@@ -244,8 +386,8 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     if target is not None:
         if target < floor:
             raise HardwareError(f"--target-fps needs an interval of at most {target} cycles, but the streams set a "
-                                f"floor of {floor} cycles (one element per clock: the input's "
-                                f"{plan.manifest.input.size} pixels and each engine's input and output elements); "
+                                f"floor of {floor} cycles (one beat per clock: the input's "
+                                f"{plan.manifest.input.size} pixels and each engine's input and output beats); "
                                 "lower --target-fps or raise --clock")
         layers = at(target)
         if layers is None or not fits(layers):

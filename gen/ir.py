@@ -56,16 +56,29 @@ class PlanNode:
     pes: int = 1  # parallel output units (1 for engines that take no folding)
     lanes: int = 1  # inputs taken per clock per unit
     memory_bits: int = 0  # weight memory as laid out
+    # elements per beat of the input and output streams (vector streams, bitspike.gen.folding)
+    vec_in: int = 1
+    vec_out: int = 1
 
     @property
     def in_elements(self) -> int:
-        """Input beats per inference."""
+        """Input elements per inference."""
         return self.in_hw[0] * self.in_hw[1] * self.in_features
 
     @property
     def out_elements(self) -> int:
-        """Output beats per inference."""
+        """Output elements per inference."""
         return self.out_hw[0] * self.out_hw[1] * self.out_features
+
+    @property
+    def in_beats(self) -> int:
+        """Input beats per inference (``vec_in`` elements each)."""
+        return -(-self.in_elements // self.vec_in)
+
+    @property
+    def out_beats(self) -> int:
+        """Output beats per inference (``vec_out`` elements each)."""
+        return -(-self.out_elements // self.vec_out)
 
     @property
     def memory_bits_bound(self) -> int:
@@ -83,6 +96,8 @@ class PlanNode:
             "cycles": self.cycles, "in_hw": list(self.in_hw), "out_hw": list(self.out_hw),
         }
         out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in extra.items()})
+        # vector streams only where there are some: a design of scalar streams reports as before
+        out.update({k: getattr(self, k) for k in ("vec_in", "vec_out") if getattr(self, k) != 1})
         return out
 
 

@@ -33,8 +33,12 @@ __all__ = ["LayerPlan", "Plan", "PlanNode", "make_plan", "parse_fold", "safe_nam
 LayerPlan = PlanNode
 
 
-def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int]] | None:
-    """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}."""
+def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, ...]] | None:
+    """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}.
+
+    A third number is the elements per beat of the layer's output stream (a vector stream,
+    :mod:`bitspike.gen.folding`): ``"fc0=16x8x2"`` → ``{"fc0": (16, 8, 2)}``.
+    """
     if fold is None or fold == "auto":
         return None
     items: dict[str, Any]
@@ -63,11 +67,12 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, int
                 nums = [int(v) for v in spec]
             if len(nums) == 1:
                 nums.append(1)
-            if len(nums) != 2 or min(nums) < 1:
+            if len(nums) not in (2, 3) or min(nums) < 1:
                 raise ValueError
         except (TypeError, ValueError):
-            raise HardwareError(f"fold for layer {name!r}: expected PESxLANES with positive integers, got {spec!r}") from None
-        out[name] = (nums[0], nums[1])
+            raise HardwareError(f"fold for layer {name!r}: expected PESxLANES with positive integers, got {spec!r} "
+                                "(or PESxLANESxVEC: VEC outputs per stream beat)") from None
+        out[name] = tuple(nums) if len(nums) == 3 and nums[2] != 1 else (nums[0], nums[1])
     return out
 
 

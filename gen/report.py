@@ -40,6 +40,38 @@ class TapView:
     signed: bool
     order: str = "flat"
     count: int = 0  # values per inference (0: not known, e.g. a design from an older generator)
+    lanes: int = 1  # values per record (a vector stream's tap; ``width`` bits each, element 0 lowest)
+
+    @property
+    def port_width(self) -> int:
+        """Bits of the tap port: ``lanes`` values of ``width`` bits."""
+        return self.width * self.lanes
+
+    @property
+    def records(self) -> int:
+        """Records per inference (``count`` values, ``lanes`` a record)."""
+        return self.count // self.lanes
+
+    def values(self, raw: np.ndarray) -> np.ndarray:
+        """Raw port records → the values they carry, in stream order (:meth:`to_int` of each lane).
+
+        ``raw`` is ``[n, words]`` 64-bit words of ``port_width`` bits; a scalar tap is :meth:`to_int`.
+        """
+        if self.lanes == 1:
+            return self.to_int(raw)
+        v = np.asarray(raw, dtype=np.uint64)
+        if v.ndim == 1:
+            v = v.reshape(-1, 1)
+        words = max(1, -(-self.width // 64))
+        mask = (1 << self.width) - 1
+        split = np.zeros((len(v) * self.lanes, words), dtype=np.uint64)
+        for r, row in enumerate(v.tolist()):
+            whole = sum(int(w) << (64 * k) for k, w in enumerate(row))
+            for j in range(self.lanes):
+                x = (whole >> (j * self.width)) & mask
+                for k in range(words):
+                    split[r * self.lanes + j, k] = (x >> (64 * k)) & (2**64 - 1)
+        return self.to_int(split)
 
     def to_int(self, raw: np.ndarray) -> np.ndarray:
         """Raw unsigned port values → integers (sign-extended when the tap is signed).
@@ -150,7 +182,7 @@ class ReportView:
             files = tuple(str(f) for f in data["verilog_files"])
             taps = tuple(
                 TapView(t["layer"], int(t["index"]), t["kind"], t["port"], int(t["width"]), bool(t["signed"]),
-                        t.get("order", "flat"), int(t.get("count", 0)))
+                        t.get("order", "flat"), int(t.get("count", 0)), int(t.get("lanes", 1)))
                 for t in data.get("taps") or []
             )
             view = cls(
@@ -211,6 +243,11 @@ class Report:
             f"- weight memory: {d['weight_memory_bits']} bits (bound Σ params·B_w = {d['weight_memory_bits_bound']})",
             f"- input: {d['input_size']} × {d['input_bits']}-bit ({d['input_order']}); results {d['result_width']} bits "
             f"({d['num_classes']} logits, then the class)",
+        ]
+        vectors = [f"{l['name']} → {l['vec_out']} per beat" for l in d["layers"] if l.get("vec_out", 1) != 1]
+        if vectors:  # only designs with vector streams list them (the others' report stays as it was)
+            lines.append(f"- vector streams (outputs per beat): {', '.join(vectors)}")
+        lines += [
             "",
             "| # | layer | op | B_w | B_s | T | PEs | lanes | widths | memory bits | cycles |",
             "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -14,8 +14,10 @@ synaptic one is in :mod:`bitspike.ops.neuron`, the pools' in
   the sums of a round (``pes`` outputs, the RTL's output group) enter the
   two-slot holding queue ``pe_latency(lanes)`` clocks after its last word
   issued; the last word of a round waits for a free slot (the round two
-  before it has drained); outputs are popped one per clock in order and
-  leave ``drain_latency`` clocks after their pop. Which words a round reads
+  before it has drained); outputs are popped in order, ``vec_out`` per
+  clock (a vector stream's beat; one on a scalar stream), and leave
+  ``drain_latency`` clocks after their pop. A vector input's elements arrive
+  together, one beat per clock. Which words a round reads
   comes from the op's hooks (``tap_inputs``, ``frame_words``, ``words_read``).
 * output stage: each logit is forwarded one clock after it arrives; ``done``
   comes 2 clocks after the last logit.

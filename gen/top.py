@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from amaranth import Module, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Module, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.errors import HardwareError
@@ -66,8 +66,11 @@ class BitspikeTop(wiring.Component):
                     if member is None:
                         continue
                     shape = member.payload.shape()
+                    lanes = 1
+                    if isinstance(shape, data.ArrayLayout):  # a vector stream's tap: a beat's elements together
+                        shape, lanes = Shape.cast(shape.elem_shape), shape.length
                     port = f"dbg{lp.index}_{kind}"
-                    members[port] = Out(TapSignature(shape.width, shape.signed))
+                    members[port] = Out(TapSignature(shape.width, shape.signed, lanes))
                     layer = m.layers[lp.index]
                     shape_of_kind = layer.in_shape if kind in ("x", "spk") else layer.out_shape
                     # count: values the tap shows per inference (one per element; spikes come packed,
@@ -77,6 +80,8 @@ class BitspikeTop(wiring.Component):
                                       "width": shape.width, "signed": shape.signed,
                                       "order": "flat" if len(shape_of_kind) == 1 else "hwc",
                                       "count": int(getattr(eng, "tap_counts", {}).get(kind, np.prod(shape_of_kind)))})
+                    if lanes > 1:  # values per record (width is each value's); scalar taps report as before
+                        self.taps[-1]["lanes"] = lanes
         super().__init__(members)
 
     def elaborate(self, platform):

@@ -1,4 +1,4 @@
-"""The synaptic engine's drain: finished groups → bias → requantizer → one output per beat on ``y``.
+"""The synaptic engine's drain: finished groups → bias → requantizer → ``vec`` outputs per beat on ``y``.
 
 A finished group (``pes`` partial sums, from :class:`~.pe.PEArray`) goes to a
 two-slot holding queue: slot A drains, slot B waits, so the PE array never
@@ -6,7 +6,11 @@ waits for the drain unless two groups are waiting (the engine reserves a
 slot before it issues a group's last word, :data:`HOLD_SLOTS`). Outputs leave
 one per beat, channel by channel: the per-channel bias is added, then the
 staged requantizer (:func:`.requant.requant_pipeline`) runs; per-channel
-constants are prefetched from ROMs (:func:`channel_rom`). The drain pipeline stalls as
+constants are prefetched from ROMs (:func:`channel_rom`). With ``vec`` > 1
+(a vector stream) a pop takes ``vec`` consecutive channels at once and
+``vec`` drain lanes (bias, requantizer or fused thresholds, each with its
+own ROMs over the channels ``lane, lane + vec, …``) run side by side; ``y``
+then carries an array of ``vec`` outputs, lowest channel in element 0. The drain pipeline stalls as
 one while a registered skid slot behind ``y`` is full, so ``y.ready`` drives
 only ``y`` and the slot, never the pipeline's enables.
 
@@ -16,7 +20,7 @@ only ``y`` and the slot, never the pipeline's enables.
 from __future__ import annotations
 
 from amaranth import Const, Module, Mux, Shape, Signal
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.ranges import Range
@@ -111,10 +115,14 @@ class Drain(wiring.Component):
     product_shape
         Analysed shape of acc·M + B + rnd (with ``requant``).
     dsp_pieces
-        Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`).
+        Requantizer pieces built with ``*`` (:func:`.requant.requant_pipeline`), all drain lanes
+        together: each lane gets an equal share, its best pieces first (the first lanes one more).
     fused
         :class:`~.threshold.FusedThresholds` of the requantizer and the next layer's neuron: ``y``
         carries spike counts (``out_shape`` wide) and the requantizer is not built.
+    vec
+        Outputs per beat of ``y`` (drain lanes); must divide ``pes`` and the channel count. 1: ``y``'s
+        payload is one output (``out_shape``), else an array of ``vec`` of them.
 
     Ports
     -----
@@ -122,15 +130,16 @@ class Drain(wiring.Component):
         A finished group; the sender never offers a third while two are held (``freed`` says when
         one has left).
     y : Out(stream)
-        One output per beat, channels in order.
+        ``vec`` outputs per beat, channels in order.
     freed : Out(1)
         A group's last output leaves the holding queue this clock.
     tap_acc : Out(TapSignature)
-        The accumulator entering the requantizer (``y``'s value itself without one).
+        The accumulator entering the requantizer (``y``'s value itself without one); ``vec`` of them
+        per beat.
     """
 
     def __init__(self, *, pes: int, bias, psum_shape, acc_shape, out_shape, requant: Requant | None = None,
-                 product_shape=None, dsp_pieces: int | None = None, fused=None):
+                 product_shape=None, dsp_pieces: int | None = None, fused=None, vec: int = 1):
         self.pes = pes
         self.fused = fused
         self.bias = [int(v) for v in bias]
@@ -142,6 +151,10 @@ class Drain(wiring.Component):
             raise ValueError("Drain with fused thresholds emits counts: out_shape must be unsigned")
         if requant is not None and product_shape is None and fused is None:
             raise ValueError("Drain with a requantizer needs product_shape")
+        if isinstance(vec, bool) or not isinstance(vec, int) or vec < 1 or pes % vec or len(self.bias) % vec:
+            raise ValueError(f"Drain vec must be a positive integer dividing pes {pes} and the {len(self.bias)} "
+                             f"channels, not {vec!r}")
+        self.vec = vec
         self.psum_shape, self.acc_shape = Shape.cast(psum_shape), Shape.cast(acc_shape)
         self.out_shape = Shape.cast(out_shape)
         self.requant, self.product_shape, self.dsp_pieces = requant, product_shape, dsp_pieces
@@ -149,18 +162,19 @@ class Drain(wiring.Component):
         self.latency = drain_latency(requant is not None, fused is not None)
         super().__init__({
             "i": In(GroupSignature(pes, self.psum_shape)),
-            "y": Out(stream.Signature(self.out_shape)),
+            "y": Out(stream.Signature(self.out_shape if vec == 1 else data.ArrayLayout(self.out_shape, vec))),
             "freed": Out(1),
-            "tap_acc": Out(TapSignature(self.acc_shape.width, self.acc_shape.signed)),
+            "tap_acc": Out(TapSignature(self.acc_shape.width, self.acc_shape.signed, lanes=vec)),
         })
 
     def __repr__(self) -> str:
-        return (f"Drain(pes={getattr(self, 'pes', '?')}, channels={len(getattr(self, 'bias', []))}, "
+        return (f"Drain(pes={getattr(self, 'pes', '?')}, vec={getattr(self, 'vec', '?')}, "
+                f"channels={len(getattr(self, 'bias', []))}, "
                 f"requant={getattr(self, 'requant', None) is not None}, fused={getattr(self, 'fused', None) is not None})")
 
     def elaborate(self, platform):
         m = Module()
-        P, out_c = self.pes, len(self.bias)
+        P, V, out_c = self.pes, self.vec, len(self.bias)
         psum = self.i.payload.psum
         a = [Signal(self.psum_shape, name=f"hold{p}") for p in range(P)]
         b = [Signal(self.psum_shape, name=f"wait{p}") for p in range(P)]
@@ -180,12 +194,12 @@ class Drain(wiring.Component):
             # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
             adv.eq(~skid_valid),
             pop.eq((a_count != 0) & adv),
-            a_free.eq((a_count == 0) | (pop & (a_count == 1))),
-            self.freed.eq(pop & (a_count == 1)),
+            a_free.eq((a_count == 0) | (pop & (a_count == V))),
+            self.freed.eq(pop & (a_count == V)),
         ]
-        with m.If(pop):
-            m.d.sync += [a[p].eq(a[p + 1]) for p in range(P - 1)]
-            m.d.sync += a_count.eq(a_count - 1)
+        with m.If(pop):  # a pop takes the V channels at the head (V divides every group's count)
+            m.d.sync += [a[p].eq(a[p + V]) for p in range(P - V)]
+            m.d.sync += a_count.eq(a_count - V)
         with m.If(a_free):
             with m.If(b_full):
                 m.d.sync += [a[p].eq(b[p]) for p in range(P)]
@@ -200,40 +214,23 @@ class Drain(wiring.Component):
             m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
             m.d.sync += [b_n.eq(load_n), b_full.eq(1)]
 
-        # per-channel constants of the head's channel, prefetched (each pop moves to the next channel)
-        bias_q = channel_rom(m, self.bias, pop, "bias_rom")
-        acc_val = Signal(self.acc_shape)
-        m.d.comb += acc_val.eq(a[0] + bias_q)
-        if self.fused is not None:
-            words, bw, tw = threshold_words(self.fused)
-            word_q = channel_rom(m, words, pop, "thr_rom")
-            acc_r = Signal(self.acc_shape)
-            word_r = Signal(Shape.cast(word_q.shape()).width)
-            v0 = Signal()
-            with m.If(adv):
-                m.d.sync += [acc_r.eq(acc_val), word_r.eq(word_q), v0.eq(pop)]
-            y_stage_valid, y_val = threshold_stage(m, v0, acc_r, word_r, levels=self.fused.levels, bw=bw, tw=tw,
-                                                   enable=adv, name="thr")
-            tap_acc, tap_acc_valid = acc_r, v0 & adv
-        elif self.requant is None:
-            y_val, y_stage_valid = acc_val, pop
-            tap_acc, tap_acc_valid = acc_val, pop
+        # one drain lane per element of a beat; lane j serves channels j, j + V, … (its own ROMs)
+        y_vals, taps = [], []
+        y_stage_valid = tap_acc_valid = None
+        for j in range(V):
+            sfx = "" if V == 1 else str(j)  # a scalar drain keeps its signal names
+            y_stage_valid, y_val, tap_acc, tap_acc_valid = self._lane(m, a[j], pop, adv, self.bias[j::V], sfx, j)
+            y_vals.append(y_val)
+            taps.append(tap_acc)
+        if V == 1:
+            m.d.comb += [self.tap_acc.payload.eq(taps[0]), self.tap_acc.valid.eq(tap_acc_valid)]
+            y_val = y_vals[0]
         else:
-            rq = self.requant
-            mult_q = channel_rom(m, [int(v) for v in rq.multiplier], pop, "mult_rom")
-            brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias], pop, "rqbias_rom")
-            acc_r = Signal(self.acc_shape)
-            mult_r = Signal(mult_q.shape())
-            brnd_r = Signal(brnd_q.shape())
-            v0 = Signal()
-            with m.If(adv):
-                m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]
-            y_stage_valid, y_val = requant_pipeline(m, v0, acc_r, mult_r, brnd_r, shift=rq.shift, lo=rq.lo, hi=rq.hi,
-                                                    out_shape=self.out_shape, product_shape=Shape.cast(self.product_shape),
-                                                    enable=adv, dsp_pieces=self.dsp_pieces, name="rq")
-            tap_acc, tap_acc_valid = acc_r, v0 & adv
-        m.d.comb += [self.tap_acc.payload.eq(tap_acc), self.tap_acc.valid.eq(tap_acc_valid)]
-        skid = Signal(self.out_shape)
+            m.d.comb += [self.tap_acc.payload[j].eq(t) for j, t in enumerate(taps)]
+            m.d.comb += self.tap_acc.valid.eq(tap_acc_valid)
+            y_val = Signal(data.ArrayLayout(self.out_shape, V))
+            m.d.comb += [y_val[j].eq(v) for j, v in enumerate(y_vals)]
+        skid = Signal(self.out_shape if V == 1 else data.ArrayLayout(self.out_shape, V))
         with m.If(self.y.valid & ~self.y.ready):  # y is held: a value arriving now waits in the skid slot
             with m.If(adv & y_stage_valid):
                 m.d.sync += [skid.eq(y_val), skid_valid.eq(1)]
@@ -242,3 +239,42 @@ class Drain(wiring.Component):
         with m.Else():
             m.d.sync += [self.y.payload.eq(y_val), self.y.valid.eq(adv & y_stage_valid)]
         return m
+
+    def _lane(self, m: Module, head, pop, adv, bias: list[int], sfx: str, lane: int):
+        """One drain lane: bias, then the requantizer or the fused thresholds, for the channels ``bias`` lists.
+
+        Returns ``(valid, value)`` for the output register and ``(value, valid)`` of the accumulator tap.
+        """
+        V = self.vec
+        # per-channel constants of the head's channel, prefetched (each pop moves to the lane's next channel)
+        bias_q = channel_rom(m, bias, pop, f"bias_rom{sfx}")
+        acc_val = Signal(self.acc_shape, name=f"acc_val{sfx}")
+        m.d.comb += acc_val.eq(head + bias_q)
+        if self.fused is not None:
+            words, bw, tw = threshold_words(self.fused)
+            word_q = channel_rom(m, words[lane::V], pop, f"thr_rom{sfx}")
+            acc_r = Signal(self.acc_shape, name=f"acc_r{sfx}")
+            word_r = Signal(Shape.cast(word_q.shape()).width, name=f"word_r{sfx}")
+            v0 = Signal(name=f"v0{sfx}")
+            with m.If(adv):
+                m.d.sync += [acc_r.eq(acc_val), word_r.eq(word_q), v0.eq(pop)]
+            y_stage_valid, y_val = threshold_stage(m, v0, acc_r, word_r, levels=self.fused.levels, bw=bw, tw=tw,
+                                                   enable=adv, name=f"thr{sfx}")
+            return y_stage_valid, y_val, acc_r, v0 & adv
+        if self.requant is None:
+            return pop, acc_val, acc_val, pop
+        rq = self.requant
+        mult_q = channel_rom(m, [int(v) for v in rq.multiplier][lane::V], pop, f"mult_rom{sfx}")
+        brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias][lane::V], pop, f"rqbias_rom{sfx}")
+        acc_r = Signal(self.acc_shape, name=f"acc_r{sfx}")
+        mult_r = Signal(mult_q.shape(), name=f"mult_r{sfx}")
+        brnd_r = Signal(brnd_q.shape(), name=f"brnd_r{sfx}")
+        v0 = Signal(name=f"v0{sfx}")
+        with m.If(adv):
+            m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]
+        # the DSP pieces are shared out over the lanes, the best pieces of every lane first
+        pieces = self.dsp_pieces if self.dsp_pieces is None else self.dsp_pieces // V + (lane < self.dsp_pieces % V)
+        y_stage_valid, y_val = requant_pipeline(m, v0, acc_r, mult_r, brnd_r, shift=rq.shift, lo=rq.lo, hi=rq.hi,
+                                                out_shape=self.out_shape, product_shape=Shape.cast(self.product_shape),
+                                                enable=adv, dsp_pieces=pieces, name=f"rq{sfx}")
+        return y_stage_valid, y_val, acc_r, v0 & adv

@@ -5,7 +5,8 @@ One implementation, used by every engine and by its tests:
 chain of T shift-compare stages built from :func:`neuron_step`), so that a
 layer takes one input element per clock whatever its T; :class:`NeuronStage`
 is that chain with its result register, the first block of a synaptic
-engine. :func:`neuron_reference` is its plain-integer model.
+engine (``vec`` chains side by side on a vector stream, which carries
+``vec`` elements per beat). :func:`neuron_reference` is its plain-integer model.
 
 The threshold is θ = 2**k, so a step is an add, an arithmetic shift and a
 clamp: s = clip((v + 2**(k-1)) >> k, 0, q) (k = 0: clip(v, 0, q)), then
@@ -22,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from bitspike.ranges import Range, neuron_membrane_bounds
 
 __all__ = ["NeuronStage", "CountStage", "neuron_step", "neuron_reference", "unrolled_neuron", "membrane_range",
-           "check_neuron_params", "shape_of"]
+           "check_neuron_params", "shape_of", "vector_shape", "check_vec"]
 
 
 def check_neuron_params(s_bits: int, timesteps: int, k: int) -> None:
@@ -80,6 +81,17 @@ def unrolled_neuron(m: Module, x, k: int, s_bits: int, timesteps: int, v_shape: 
     return spikes, count
 
 
+def check_vec(vec, who: str) -> None:
+    """Refuse a vector width (elements per stream beat) that is not a positive integer."""
+    if isinstance(vec, bool) or not isinstance(vec, int) or vec < 1:
+        raise ValueError(f"{who} vec must be a positive integer (elements per beat), not {vec!r}")
+
+
+def vector_shape(shape, vec: int):
+    """A stream payload of ``vec`` elements of ``shape``: ``shape`` itself for 1, else an array (element 0 lowest)."""
+    return shape if vec == 1 else data.ArrayLayout(shape, vec)
+
+
 def neuron_reference(x: int, k: int, s_bits: int, timesteps: int) -> tuple[list[int], int]:
     """Plain-integer model of one element: its T spikes (t = 0 first) and their count Σ_t s_t."""
     q = (1 << s_bits) - 1
@@ -109,31 +121,37 @@ class NeuronStage(wiring.Component):
     count_shape
         Shape of the count register (default: ``range(T·q + 1)``); an analysed count range may be
         narrower, and the count is then truncated to it (exact: the analysis proves it fits).
+    vec
+        Currents per beat (a vector stream): ``vec`` unrolled neurons side by side. 1: the payloads
+        are single values; else arrays of ``vec`` (element 0 the first in stream order).
 
     Ports
     -----
     i : In(stream)
-        The current.
+        The current (``vec`` of them).
     o : Out(stream)
-        Σ_t s_t of the current accepted the clock before.
+        Σ_t s_t of the current(s) accepted the clock before.
     spikes : Out
-        The T spikes of ``i.payload`` (t = 0 in the lowest bits), combinational, for the debug tap.
+        The T spikes of ``i.payload`` (t = 0 in the lowest bits), combinational, for the debug tap
+        (with ``vec`` > 1: an array of ``vec`` such spike words).
     """
 
     def __init__(self, current: Range, s_bits: int, timesteps: int, k: int, *, membrane: Range | None = None,
-                 count_shape=None):
+                 count_shape=None, vec: int = 1):
         check_neuron_params(s_bits, timesteps, k)
         if not isinstance(current, Range):
             raise TypeError(f"NeuronStage current must be a Range, not {type(current).__name__}")
-        self.s_bits, self.timesteps, self.k = s_bits, timesteps, k
+        check_vec(vec, "NeuronStage")
+        self.s_bits, self.timesteps, self.k, self.vec = s_bits, timesteps, k, vec
         self.current_range = current
         self.membrane_range = membrane if membrane is not None else membrane_range(current, k, s_bits, timesteps)
         self.count_shape = Shape.cast(count_shape if count_shape is not None
                                       else range(timesteps * ((1 << s_bits) - 1) + 1))
+        spikes = data.ArrayLayout(unsigned(s_bits), timesteps)
         super().__init__({
-            "i": In(stream.Signature(shape_of(current))),
-            "o": Out(stream.Signature(self.count_shape)),
-            "spikes": Out(data.ArrayLayout(unsigned(s_bits), timesteps)),
+            "i": In(stream.Signature(vector_shape(shape_of(current), vec))),
+            "o": Out(stream.Signature(vector_shape(self.count_shape, vec))),
+            "spikes": Out(vector_shape(spikes, vec)),
         })
 
     def __repr__(self) -> str:
@@ -143,12 +161,22 @@ class NeuronStage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        spikes, count = unrolled_neuron(m, self.i.payload, self.k, self.s_bits, self.timesteps,
-                                        shape_of(self.membrane_range), name="nrn")
-        m.d.comb += [self.spikes[t].eq(s) for t, s in enumerate(spikes)]
+        if self.vec == 1:
+            spikes, count = unrolled_neuron(m, self.i.payload, self.k, self.s_bits, self.timesteps,
+                                            shape_of(self.membrane_range), name="nrn")
+            m.d.comb += [self.spikes[t].eq(s) for t, s in enumerate(spikes)]
+            counts = [(self.o.payload, count)]
+        else:
+            counts = []
+            for j in range(self.vec):
+                spikes, count = unrolled_neuron(m, self.i.payload[j], self.k, self.s_bits, self.timesteps,
+                                                shape_of(self.membrane_range), name=f"nrn{j}")
+                m.d.comb += [self.spikes[j][t].eq(s) for t, s in enumerate(spikes)]
+                counts.append((self.o.payload[j], count))
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(count), self.o.valid.eq(1)]
+            m.d.sync += [dst.eq(c) for dst, c in counts]
+            m.d.sync += self.o.valid.eq(1)
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m
@@ -166,13 +194,17 @@ class CountStage(wiring.Component):
     ----------
     count_shape
         Shape of the count (the stream's payload and the register).
+    vec
+        Counts per beat (a vector stream; payloads are arrays of ``vec`` when it is above 1).
     """
 
-    def __init__(self, count_shape):
+    def __init__(self, count_shape, vec: int = 1):
         self.count_shape = Shape.cast(count_shape)
+        check_vec(vec, "CountStage")
+        self.vec = vec
         super().__init__({
-            "i": In(stream.Signature(self.count_shape)),
-            "o": Out(stream.Signature(self.count_shape)),
+            "i": In(stream.Signature(vector_shape(self.count_shape, vec))),
+            "o": Out(stream.Signature(vector_shape(self.count_shape, vec))),
         })
 
     def __repr__(self) -> str:

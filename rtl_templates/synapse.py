@@ -12,7 +12,8 @@ and the frame buffer that joins them:
 
 1. **Neuron stage** (:class:`.neuron.NeuronStage`). Each input current
    arrives on ``x``. An unrolled neuron turns it into its T spikes and their
-   count Σ_t s_t; the count is registered, then packed ``lanes`` channels to
+   count Σ_t s_t (``vec_in`` currents per beat on a vector stream, one
+   neuron each); the count is registered, then packed ``lanes`` channels to
    a word into a double-buffered frame memory (one bank fills while the
    other is read), so the next inference streams in while this one computes.
 2. **Window/address generator** (:mod:`.window`, pluggable: the
@@ -31,7 +32,8 @@ and the frame buffer that joins them:
    accumulator: :func:`pe_latency` clocks from issue to accumulate.
 4. **Drain** (:class:`.drain.Drain`). A finished group goes to a two-slot holding queue (the PE
    array never waits for a drain unless two groups are waiting); outputs
-   leave one per beat through the bias add and the staged requantizer
+   leave ``vec_out`` per beat (drain lanes side by side; one on a scalar
+   stream) through the bias add and the staged requantizer
    (:func:`.requant.requant_pipeline`); per-channel constants are prefetched from
    ROMs (:func:`.drain.channel_rom`). The drain pipeline stalls as one while a registered
    skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
@@ -58,7 +60,7 @@ from bitspike.ranges import LayerRanges, Range
 from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
-from .neuron import CountStage, NeuronStage, check_neuron_params, shape_of
+from .neuron import CountStage, NeuronStage, check_neuron_params, shape_of, vector_shape
 from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
 from .requant import piece_costs
 from .taps import TapSignature
@@ -87,16 +89,17 @@ def pe_latency(lanes: int) -> int:
 
 
 def dsp_candidates(*, w_bits: int, count_width: int, pes: int, lanes: int, acc_range: Range | None,
-                   multipliers=None) -> list[tuple[int, str]]:
+                   multipliers=None, drain_lanes: int = 1) -> list[tuple[int, str]]:
     """The engine's products that may use a DSP block, best first: ``[(LUT cost saved, kind)]``.
 
-    ``kind`` is ``"requant"`` (a piece of the requantizer's multiply) or ``"pe"``. Narrow PE
-    products (:func:`~.pe.is_narrow`) are never candidates. The engine gives its first
-    ``dsp_blocks`` candidates a DSP block, in this order (ties: requantizer first).
+    ``kind`` is ``"requant"`` (a piece of the requantizer's multiply, one set per drain lane) or
+    ``"pe"``. Narrow PE products (:func:`~.pe.is_narrow`) are never candidates. The engine gives its
+    first ``dsp_blocks`` candidates a DSP block, in this order (ties: requantizer first).
     """
     out = []
     if acc_range is not None and multipliers is not None:
-        out += [(c, "requant") for c in piece_costs(shape_of(acc_range), shape_of(const_range(multipliers)))]
+        out += [(c, "requant") for c in piece_costs(shape_of(acc_range), shape_of(const_range(multipliers)))
+                for _ in range(drain_lanes)]
     if not is_narrow(w_bits, count_width):
         out += [(lut_cost(w_bits, count_width + 1), "pe")] * (pes * lanes)
     return sorted(out, key=lambda c: (-c[0], c[1] != "requant"))
@@ -155,13 +158,18 @@ class SynapticEngine(wiring.Component):
     counts_in
         The input stream carries spike counts (the previous engine is fused): the neuron is left out
         (:class:`~.neuron.CountStage`) and ``x`` is the count width wide.
+    vec_in, vec_out
+        Elements per beat of ``x`` and of ``y`` (vector streams; 1: one value per beat). ``vec_in``
+        neurons take a beat and write its counts into consecutive lanes of one frame word, so it must
+        divide ``lanes`` and the input channels of a group; ``vec_out`` drain lanes
+        (:class:`~.drain.Drain`) emit consecutive channels, so it must divide ``pes`` and the outputs.
     """
 
     def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
                  timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
                  debug_taps: bool = False, dsp_blocks: int | None = None,
                  groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None,
-                 fused=None, fused_width: int = 0, counts_in: bool = False):
+                 fused=None, fused_width: int = 0, counts_in: bool = False, vec_in: int = 1, vec_out: int = 1):
         check_neuron_params(s_bits, timesteps, k)
         if fused is not None and requant is None:
             raise ValueError("engine fused thresholds replace a requantizer: the output layer has none")
@@ -180,6 +188,12 @@ class SynapticEngine(wiring.Component):
                 raise ValueError(f"engine {name} must be an integer in 1 … {hi}, not {value!r}")
         if groups > 1 and (out_c // groups) % pes:
             raise ValueError(f"engine pes {pes} must divide the {out_c // groups} output channels of a group")
+        for name, value, within in (("vec_in", vec_in, (("lanes", lanes), ("input channels of a group", group_c))),
+                                    ("vec_out", vec_out, (("pes", pes), ("output channels", out_c)))):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or any(n % value for _, n in within):
+                raise ValueError(f"engine {name} must be a positive integer dividing "
+                                 + " and ".join(f"{what} ({n})" for what, n in within) + f", not {value!r}")
+        self.vec_in, self.vec_out = vec_in, vec_out
         self.groups = groups
         self.in_channels = group_c * groups
         self.weight, self.bias = weight, np.asarray(bias, dtype=np.int64)
@@ -207,20 +221,21 @@ class SynapticEngine(wiring.Component):
         self.x_shape = unsigned(ranges.count.width) if self.counts_in else shape_of(ranges.x)
         self.out_shape = unsigned(fused_width) if fused is not None else shape_of(ranges.out)
         members = {
-            "x": In(stream.Signature(self.x_shape)),
-            "y": Out(stream.Signature(self.out_shape)),
+            "x": In(stream.Signature(vector_shape(self.x_shape, vec_in))),
+            "y": Out(stream.Signature(vector_shape(self.out_shape, vec_out))),
         }
         if debug_taps:
             # fused boundaries: the producer's y carries the next layer's counts (tap "cnt"); the
-            # consumer has no neuron, so neither currents nor spikes to show
+            # consumer has no neuron, so neither currents nor spikes to show. A vector stream's taps
+            # show a beat's elements together (TapSignature lanes)
             if not self.counts_in:
-                members["tap_x"] = Out(TapSignature(ranges.x.width, ranges.x.signed))
-                members["tap_spk"] = Out(TapSignature(s_bits * timesteps))
-            members["tap_acc"] = Out(TapSignature(ranges.acc.width, ranges.acc.signed))
+                members["tap_x"] = Out(TapSignature(ranges.x.width, ranges.x.signed, lanes=vec_in))
+                members["tap_spk"] = Out(TapSignature(s_bits * timesteps, lanes=vec_in))
+            members["tap_acc"] = Out(TapSignature(ranges.acc.width, ranges.acc.signed, lanes=vec_out))
             if fused is None:
-                members["tap_out"] = Out(TapSignature(ranges.out.width, ranges.out.signed))
+                members["tap_out"] = Out(TapSignature(ranges.out.width, ranges.out.signed, lanes=vec_out))
             else:
-                members["tap_cnt"] = Out(TapSignature(fused_width))
+                members["tap_cnt"] = Out(TapSignature(fused_width, lanes=vec_out))
         super().__init__(members)
 
     @property
@@ -234,7 +249,7 @@ class SynapticEngine(wiring.Component):
                     f"stride={self.stride}, padding={self.padding}, w_bits={self.w_bits}, s_bits={self.s_bits}, "
                     f"timesteps={self.timesteps}, k={self.k}, pes={self.pes}, lanes={self.lanes}, "
                     f"dsp_blocks={self.dsp_blocks}, groups={self.groups}, fused={self.fused is not None}, "
-                    f"counts_in={self.counts_in})")
+                    f"counts_in={self.counts_in}, vec_in={self.vec_in}, vec_out={self.vec_out})")
         except AttributeError:  # a constructor that refused its parameters leaves a half-built engine
             return f"{type(self).__name__}(refused)"
 
@@ -243,7 +258,8 @@ class SynapticEngine(wiring.Component):
         multiplied = self.requant is not None and self.fused is None  # fused thresholds have no multiply
         cands = dsp_candidates(w_bits=self.w_bits, count_width=self.count_range.width, pes=self.pes,
                                lanes=self.lanes, acc_range=self.ranges.acc if multiplied else None,
-                               multipliers=self.requant.multiplier if multiplied else None)
+                               multipliers=self.requant.multiplier if multiplied else None,
+                               drain_lanes=self.vec_out)
         chosen = cands if self.dsp_blocks is None else cands[:self.dsp_blocks]
         pe = sum(1 for _, kind in chosen if kind == "pe")
         rq = sum(1 for _, kind in chosen if kind == "requant") if multiplied else None
@@ -271,14 +287,16 @@ class SynapticEngine(wiring.Component):
         zero_word = 2 * frame
 
         # ---- neuron stage: current in, registered spike count out
+        V = self.vec_in
         if self.counts_in:
-            m.submodules.neuron = nrn = CountStage(unsigned(cw))
+            m.submodules.neuron = nrn = CountStage(unsigned(cw), vec=V)
         else:
             m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
-                                                    count_shape=unsigned(cw))
+                                                    count_shape=unsigned(cw), vec=V)
         wiring.connect(m, wiring.flipped(self.x), nrn.i)
 
-        # ---- writer: pack channel counts into words of a double-buffered frame memory
+        # ---- writer: pack channel counts into words of a double-buffered frame memory (a beat's V counts
+        # go to V consecutive lanes of one word: V divides the lanes and a group's channels)
         inbuf = memory.Memory(shape=data.ArrayLayout(unsigned(cw), L), depth=2 * frame + has_pad, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
@@ -287,22 +305,23 @@ class SynapticEngine(wiring.Component):
         wr_bank = Signal()
         wr_word = Signal(range(frame + 1))
         wr_chan = Signal(range(group_c))  # the channel within its group; a group starts a new word
-        wr_lane = Signal(range(L))
+        wr_lane = Signal(range(L // V))  # the beat's lane slot (lanes wr_lane·V …)
         wr_last_elem = Signal()
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
         count = nrn.o.payload
+        elem = (lambda l: count) if V == 1 else (lambda l: count[l % V])  # the count lane l would take
         w_ready = Signal()
         m.d.comb += [
             w_ready.eq(~full.bit_select(wr_bank, 1)),
             nrn.o.ready.eq(w_ready),
-            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - 1)),
+            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - V)),
             wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
         ]
-        m.d.comb += [wr.data[l].eq(Mux(wr_lane == l, count, pack[l])) for l in range(L)]
+        m.d.comb += [wr.data[l].eq(Mux(wr_lane == l // V, elem(l), pack[l])) for l in range(L)]
         accept = nrn.o.valid & w_ready
         with m.If(accept):
-            m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - 1, 0, wr_chan + 1))
-            with m.If((wr_lane == L - 1) | (wr_chan == group_c - 1)):
+            m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - V, 0, wr_chan + V))
+            with m.If((wr_lane == L // V - 1) | (wr_chan == group_c - V)):
                 m.d.comb += wr.en.eq(1)
                 m.d.sync += [p.eq(0) for p in pack]
                 m.d.sync += [wr_lane.eq(0), wr_word.eq(wr_word + 1)]
@@ -311,8 +330,8 @@ class SynapticEngine(wiring.Component):
             with m.Else():
                 m.d.sync += wr_lane.eq(wr_lane + 1)
                 for l in range(L):
-                    with m.If(wr_lane == l):
-                        m.d.sync += pack[l].eq(count)
+                    with m.If(wr_lane == l // V):
+                        m.d.sync += pack[l].eq(elem(l))
 
         # ---- window/address generator: which frame word and weight word each issued clock reads
         m.submodules.window = gen = self.address_generator(geo)
@@ -361,7 +380,7 @@ class SynapticEngine(wiring.Component):
         m.submodules.drain = drain = Drain(
             pes=P, bias=self.bias, psum_shape=shape_of(self.psum_range), acc_shape=shape_of(r.acc),
             out_shape=self.out_shape, requant=self.requant, product_shape=shape_of(r.product) if self.requant is not None else None,
-            dsp_pieces=rq_dsp, fused=self.fused)
+            dsp_pieces=rq_dsp, fused=self.fused, vec=self.vec_out)
         wiring.connect(m, pes.o, drain.i)
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)

@@ -98,7 +98,7 @@ def design_header(design: DesignInfo) -> str:
     ]
     for i, t in enumerate(design.taps):
         lines.append(f"    X({i}u, {verilator_cpp_name(t.port + '__payload')}, {verilator_cpp_name(t.port + '__valid')}, "
-                     f"{t.count}ull) \\")
+                     f"{t.records}ull) \\")
     lines.append("    /* end */")
     return "\n".join(lines) + "\n"
 
@@ -395,8 +395,9 @@ class CoSim:
                 for p in parts:
                     rec = p["records"]
                     sel = rec[rec["tap"] == i]
-                    vals.append(t.to_int(sel["value"][:, :words_for(t.width)]))
-                    cyc.append(sel["cycle"].astype(np.int64))
+                    # a vector tap's record holds `lanes` values, all shown in its cycle
+                    vals.append(t.values(sel["value"][:, :words_for(t.port_width)]))
+                    cyc.append(np.repeat(sel["cycle"].astype(np.int64), t.lanes))
                 taps[t.port] = (np.concatenate(vals), np.concatenate(cyc))
         return CoSimResult(
             logits=logits, classes=classes, cycles=end - start, start=start, end=end,

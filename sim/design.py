@@ -56,7 +56,7 @@ class DesignInfo(ReportView):
     @property
     def tap_words(self) -> int:
         """64-bit words per recorded tap value (the widest tap decides)."""
-        return max([words_for(t.width) for t in self.taps] or [1])
+        return max([words_for(t.port_width) for t in self.taps] or [1])
 
     def logits_from_raw(self, raw: np.ndarray) -> np.ndarray:
         """Result beats (``result_width`` bits) → logits: sign-extended when the last layer's output range is

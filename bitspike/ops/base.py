@@ -352,6 +352,16 @@ class Op:
             raise HardwareError(f"fold for '{node.name}': a {self.name} layer has no PEs to fold")
         return replace(node)
 
+    def vector_unit(self, node: "PlanNode", side: str) -> int:
+        """Vector streams: every element count per beat the engine's ``side`` (``"in"`` or ``"out"``)
+        stream may carry divides this number, whatever the fold (:mod:`bitspike.gen.folding`); the
+        fold then needs to be compatible (:meth:`vector_fits`). Default 1: scalar streams only."""
+        return 1
+
+    def vector_fits(self, node: "PlanNode") -> bool:
+        """Whether the node's fold takes its ``vec_in`` and ``vec_out`` (only asked when one is above 1)."""
+        return False
+
     def fold_choices(self, node: "PlanNode") -> tuple[list[int], list[int]]:
         """The ``pes`` and the ``lanes`` values (each ascending) the auto folder may give the engine.
 

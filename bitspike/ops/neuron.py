@@ -588,6 +588,19 @@ class SynapticOp(Op):
         layout = WeightLayout(node.out_features, inputs, pes, lanes, node.w_bits, taps=node.kernel[0] * node.kernel[1])
         return replace(node, pes=pes, lanes=lanes, memory_bits=layout.memory_bits)
 
+    def vector_unit(self, node: SynapticNode, side: str) -> int:
+        """A beat's counts fill consecutive lanes of one frame word of one group (``in``: divides a group's
+        inputs); a beat's outputs come from consecutive drain lanes of one PE group (``out``: divides
+        the outputs). The stepped engine streams scalars."""
+        if isinstance(node, SteppedNode):
+            return 1
+        return self.tap_inputs(node) if side == "in" else node.out_features
+
+    def vector_fits(self, node: SynapticNode) -> bool:
+        """``vec_in`` divides the lanes (a beat never spans two words) and ``vec_out`` the PEs (nor two groups)."""
+        return (not isinstance(node, SteppedNode) and node.lanes % node.vec_in == 0 and node.pes % node.vec_out == 0
+                and self.tap_inputs(node) % node.vec_in == 0 and node.out_features % node.vec_out == 0)
+
     def fold_choices(self, node: SynapticNode) -> tuple[list[int], list[int]]:
         """Divisors of the outputs and of :meth:`tap_inputs`: weight memories without padding."""
         if isinstance(node, SteppedNode):
@@ -601,7 +614,9 @@ class SynapticOp(Op):
         cw, psum = w["count"], w["psum"]
         mult = cw if node.w_bits == 1 else (node.w_bits * cw if node.w_bits * cw < 30 else 0)
         per_pe = node.lanes * (mult + psum) + 2 * psum
-        return 60 + node.pes * per_pe + self.neuron_luts(node) + self.output_luts(node) + node.lanes * cw
+        # a vector stream: vec_in neurons, vec_out drain lanes
+        return (60 + node.pes * per_pe + node.vec_in * self.neuron_luts(node) + node.vec_out * self.output_luts(node)
+                + node.lanes * cw)
 
     @staticmethod
     def neuron_luts(node: SynapticNode) -> int:
@@ -646,8 +661,9 @@ class SynapticOp(Op):
         stages = PRODUCT_STAGES * products * (node.w_bits + cw)
         tree = node.pes * max(0, node.lanes - 1) * psum
         accumulate = (1 + HOLD_SLOTS) * node.pes * acc
-        requant = 3 * w.get("product", acc) + 2 * w["out"]
-        return 60 + word + stages + tree + accumulate + requant + 2 * w.get("v", 0) + cw  # no v: a fused consumer
+        requant = node.vec_out * (3 * w.get("product", acc) + 2 * w["out"])  # per drain lane
+        neuron = node.vec_in * (2 * w.get("v", 0) + cw)  # no v: a fused consumer
+        return 60 + word + stages + tree + accumulate + requant + neuron
 
     def estimate_dsps(self, node: SynapticNode, layer: SynapticLayer, r: LayerRanges) -> int:
         n = len(self.dsp_candidates(layer, r, node))
@@ -677,7 +693,8 @@ class SynapticOp(Op):
         requant = layer.requant if node.fused is None else None  # fused thresholds have no multiply
         return dsp_candidates(w_bits=layer.w_bits, count_width=r.count.width, pes=node.pes, lanes=node.lanes,
                               acc_range=r.acc if requant is not None else None,
-                              multipliers=requant.multiplier if requant is not None else None)
+                              multipliers=requant.multiplier if requant is not None else None,
+                              drain_lanes=node.vec_out)
 
     def with_dsp_blocks(self, node: SynapticNode, blocks: int) -> SynapticNode:
         return replace(node, dsp_blocks=blocks)
@@ -721,11 +738,12 @@ class SynapticOp(Op):
 
         Returns ``finish(t_last, n, state) -> (pops, t_last)``: given the clock the round's last word
         would issue (inputs permitting), the round's outputs ``n`` and the running ``state`` (last-pop
-        clocks so far), the clocks of its pops and the clock its last word really issues.
+        clocks so far), the clocks of its outputs' pops (``vec_out`` outputs share a pop) and the clock
+        its last word really issues.
         """
         from bitspike.rtl_templates.synapse import HOLD_SLOTS, pe_latency
 
-        E = pe_latency(node.lanes)
+        E, V = pe_latency(node.lanes), node.vec_out
 
         def finish(t_last: int, n: int, lastpops: list[int]) -> tuple[list[int], int]:
             if len(lastpops) >= HOLD_SLOTS:  # a slot of the holding queue frees the clock after its last pop
@@ -733,8 +751,8 @@ class SynapticOp(Op):
             first = t_last + E + 1
             if lastpops:
                 first = max(first, lastpops[-1] + 1)
-            lastpops.append(first + n - 1)
-            return [first + p for p in range(n)], t_last
+            lastpops.append(first + -(-n // V) - 1)
+            return [first + p // V for p in range(n)], t_last
 
         return finish
 
@@ -753,7 +771,7 @@ class SynapticOp(Op):
                     _, t = finish(t + taps * len(words), node.pes if g < len(reads) - 1 else last_n, lastpops)
             frame_ends.append(lastpops[-1])
         busy = frame_ends[2] - frame_ends[1]
-        return max(busy, node.in_elements, node.out_elements)
+        return max(busy, node.in_beats, node.out_beats)
 
     def arrival_times(self, node: SynapticNode, layer: SynapticLayer, plan, inputs: list[list[int]]) -> list[int]:
         if isinstance(node, SteppedNode):
@@ -794,7 +812,7 @@ class SynapticOp(Op):
         return dict(bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                     requant=layer.requant, ranges=plan.ranges[layer.name], pes=node.pes, lanes=node.lanes,
                     debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
-                    counts_in=node.counts_in)
+                    counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out)
 
     # ---- export and audit
 
