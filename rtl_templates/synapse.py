@@ -290,8 +290,8 @@ class SynapticEngine(wiring.Component):
         # a word no writer touches: padded taps read it and see counts of zero
         has_pad = geo.has_pad
         lb = self.line_buffer
-        # the line buffer's generator says how many words it addresses (its N)
-        m.submodules.window = gen = self.address_generator(geo)
+        # the line buffer's generator says how many words it addresses (its N); added as a submodule below
+        gen = self.address_generator(geo)
         if lb and "phys" not in gen.signature.members:
             raise ValueError(f"a line-buffered engine needs an address generator with the ports of "
                              f"LineBufferAddressGenerator, not {gen!r}")
@@ -365,6 +365,7 @@ class SynapticEngine(wiring.Component):
                         m.d.sync += pack[l].eq(count)
 
         # ---- window/address generator (made above): which frame word and weight word each issued clock reads
+        m.submodules.window = gen
         # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
         attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),

@@ -35,8 +35,8 @@ def test_sizes_are_the_window_spans():
     size = line_buffer_size(geo)
     assert size.min_words == 2 * 28 + 3 and size.frame_words == 784
     # look-ahead across the frame: the next frame's first window (2 rows + 3 pixels) while the boundary is
-    # the last window's corner (row 25, column 25)
-    assert size.words == 784 + 2 * 28 + 3 - (25 * 28 + 25)
+    # the last window's corner (row 25, column 25); and K_h = 3 rows of margin
+    assert size.words == 784 + 2 * 28 + 3 - (25 * 28 + 25) + 3 * 28
     # padding: the first windows' boundary stays at 0 until the corner leaves the top padding
     pad = WindowGeometry(in_hw=(6, 6), kernel=(3, 3), padding=(1, 1), channel_words=2)
     b = window_bounds(pad)
@@ -102,10 +102,11 @@ def test_line_buffer_generator_refuses_bad_sizes():
 
 @pytest.mark.parametrize("case", [
     # (groups, in, out, (h, w), kernel, stride, pad, pes, lanes, w_bits, requantized, smallest buffer)
-    (1, 3, 2, (7, 6), 3, 1, 1, 2, 2, 2, True, True),  # dense, padded
-    (1, 2, 3, (9, 8), 3, 2, 1, 3, 1, 3, False, True),  # stride 2 + padding
+    # the default run keeps two (the whole networks of tests/test_gen_cnn.py read line buffers too)
+    pytest.param((1, 3, 2, (7, 6), 3, 1, 1, 2, 2, 2, True, True), marks=pytest.mark.slow),  # dense, padded
+    pytest.param((1, 2, 3, (9, 8), 3, 2, 1, 3, 1, 3, False, True), marks=pytest.mark.slow),  # stride 2 + padding
     (1, 2, 2, (7, 7), 3, 3, 0, 1, 2, 2, False, True),  # stride 3 leaves the last row unread
-    (4, 4, 4, (6, 5), 3, 1, 1, 1, 1, 3, False, False),  # depthwise, the default size
+    pytest.param((4, 4, 4, (6, 5), 3, 1, 1, 1, 1, 3, False, False), marks=pytest.mark.slow),  # depthwise, default size
     (2, 6, 4, (6, 6), 2, 2, 0, 2, 2, 1, True, True),  # two groups, a word's second lane pads a group
 ], ids=["dense", "stride2", "stride3", "depthwise", "groups2"])
 def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
@@ -167,3 +168,54 @@ def test_frame_buffer_engine_is_still_built_on_request():
     kw = dict(weight=w, bias=np.zeros(2), in_hw=(5, 5), w_bits=2, s_bits=2, timesteps=1, k=0, requant=None, ranges=r)
     assert SynapticEngine(**kw).frame_memory_words == line_buffer_size(WindowGeometry(in_hw=(5, 5), kernel=(3, 3))).words
     assert SynapticEngine(**kw, line_buffer=False).frame_memory_words == 2 * 25
+
+
+# ---- whole networks through Verilator (the fast C++ harness): every tap bit-exact, the planner's cycles
+
+def _cosim_check(manifest, out, samples=4, **opts):
+    """Generate with taps, co-simulate alone and back to back under stalls; every tap must agree and the
+    measured latency and interval lie within 5% of the planner's."""
+    from bitspike.gen import generate
+    from bitspike.sim.cosim import CoSim
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
+
+    report = generate(manifest, out / "gen", debug_taps=True, **opts)
+    x = np.random.default_rng(1).integers(0, 2**manifest.input.bits, size=(samples, *manifest.input.shape))
+    sim = CoSim(out / "gen", cache_dir=out / "cache")
+    ref = ManifestGoldenTaps(manifest, sim.design.taps)
+    seqs = ref.sequences(x)
+    alone = sim.run(x, trace=True, sequential=True)
+    exact, first = compare_all(alone, seqs, sim.design.taps, ref)
+    assert exact == samples, first.describe()
+    stalled = sim.run(x, trace=True, stall_in=0.3, stall_out=0.3)
+    exact, first = compare_all(stalled, seqs, sim.design.taps, ref)
+    assert exact == samples, first.describe()
+    free = sim.run(x, processes=1)
+    want_lat, want_ii = report["cycles_per_inference"], report["initiation_interval"]
+    assert abs(int(alone.cycles.max()) - want_lat) <= 0.05 * want_lat, (alone.cycles, want_lat)
+    assert abs(free.initiation_interval - want_ii) <= 0.05 * want_ii, (free.initiation_interval, want_ii)
+    return report
+
+
+@pytest.mark.slow
+def test_fashion_cnn_through_line_buffers_bit_exact_and_timed(tmp_path):
+    from bitspike.testing import fashion_cnn_shaped
+
+    m = fashion_cnn_shaped(0)
+    report = _cosim_check(m, tmp_path, max_luts=3000, fuse="off")
+    conv = [l for l in report["layers"] if l["op"] == "conv2d"]
+    assert [l["activation_memory"]["kind"] for l in conv] == ["line", "line"]
+    assert all(l["activation_memory"]["bits"] * 10 < l["activation_memory"]["frame_bits"] for l in conv)
+
+
+@pytest.mark.slow
+def test_depthwise_and_strided_convs_through_line_buffers(tmp_path):
+    from bitspike.manifest import InputSpec
+    from bitspike.testing import NetBuilder
+
+    b = NetBuilder(np.random.default_rng(4), InputSpec(shape=(2, 9, 8), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 4, 8, 8, 1, 0, 2, 3, kernel=3, stride=2, padding=1)
+    b.synaptic("conv2d", 4, 3, 3, 1, 2, 2, 2, kernel=3, padding=1, groups=4)
+    b.flatten()
+    b.synaptic("linear", 5, 2, 2, 1, 2, None, None)
+    _cosim_check(b.manifest("dw-strided"), tmp_path)

@@ -254,6 +254,10 @@ class Conv2dOp(SynapticOp):
     #: plan line-buffered engines (False: the double-buffered whole frame, for comparisons)
     line_buffer = True
 
+    def __init__(self):
+        super().__init__()
+        self._busy_cache: dict[tuple, int] = {}
+
     def synapse(self, count, weight, layer):
         return conv2d_int(count, weight, layer.stride, layer.padding, layer.groups)
 
@@ -320,8 +324,13 @@ class Conv2dOp(SynapticOp):
         and the third."""
         if not node.line_buffer:
             return super().busy_cycles(node)
-        _, ends = line_buffer_schedule(self, node, 0, None, 3)
-        return max(ends[2] - ends[1], node.in_elements, node.out_elements)
+        # the folding search asks again and again for the same few folds: the replay depends only on these
+        key = (node.in_hw, node.in_features, node.out_features, node.kernel, node.stride, node.padding, node.groups,
+               node.pes, node.lanes)
+        if key not in self._busy_cache:
+            _, ends = line_buffer_schedule(self, node, 0, None, 3)
+            self._busy_cache[key] = max(ends[2] - ends[1], node.in_elements, node.out_elements)
+        return self._busy_cache[key]
 
     def arrival_times(self, node, layer, plan, inputs):
         if not node.line_buffer:
