@@ -320,18 +320,18 @@ class SynapticEngine(wiring.Component):
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
         count = nrn.o.payload
         w_ready = Signal()
-        write_beat = Signal()  # this element completes its word
-        m.d.comb += [
-            nrn.o.ready.eq(w_ready),
-            write_beat.eq((wr_lane == L - 1) | (wr_chan == group_c - 1)),
-            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - 1)),
-        ]
+        # this element completes its word (the frame path keeps the expression: its Verilog stays as it was)
+        write_beat = (wr_lane == L - 1) | (wr_chan == group_c - 1)
         if lb:
             # frames written and read, modulo 4: the writer is at most one frame ahead of the reader,
             # or one behind (a stride that leaves the map's last words unread lets the reader finish first)
             wr_frame, rd_frame, ahead = Signal(2), Signal(2), Signal(2)
             wr_phys = Signal(range(body))
             space = Signal()
+            beat = Signal(name="write_beat")  # a named wire for the ready path
+            m.d.comb += [beat.eq(write_beat), nrn.o.ready.eq(w_ready),
+                         wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - 1))]
+            write_beat = beat
             m.d.comb += [
                 ahead.eq(wr_frame - rd_frame),
                 # the word would overwrite word k − N: only once it lies below the reader's boundary
@@ -342,6 +342,8 @@ class SynapticEngine(wiring.Component):
         else:
             m.d.comb += [
                 w_ready.eq(~full.bit_select(wr_bank, 1)),
+                nrn.o.ready.eq(w_ready),
+                wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - 1)),
                 wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
             ]
         m.d.comb += [wr.data[l].eq(Mux(wr_lane == l, count, pack[l])) for l in range(L)]
@@ -378,25 +380,26 @@ class SynapticEngine(wiring.Component):
         issue = Signal()
         local = gen.local
         pad = gen.pad if "pad" in gen.signature.members else Const(0)
-        m.d.comb += [
-            gen.issue.eq(issue),
-            # the last word of a group reserves a slot of the holding queue
-            issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
-            wrd.addr.eq(gen.waddr),
-        ]
         if lb:
             # a tap is readable once written: the writer is a frame ahead, or in this frame past the word
             m.d.comb += [
+                gen.issue.eq(issue),
                 available.eq(pad | (ahead == 1) | ((ahead == 0) & (local < wr_word))),
+                # the last word of a group reserves a slot of the holding queue
+                issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
                 rd.addr.eq(Mux(pad, zero_word, gen.phys) if has_pad else gen.phys),
+                wrd.addr.eq(gen.waddr),
             ]
             with m.If(issue & gen.frame_last):
                 m.d.sync += rd_frame.eq(rd_frame + 1)
         else:
             m.d.comb += [
+                gen.issue.eq(issue),
                 available.eq(pad | full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & (local < wr_word))),
+                issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
                 rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
                            else Mux(rd_bank, local + frame, local)),
+                wrd.addr.eq(gen.waddr),
             ]
             with m.If(issue & gen.frame_last):
                 m.d.sync += rd_bank.eq(~rd_bank)
