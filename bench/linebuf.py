@@ -245,6 +245,11 @@ NOTES = [
     "The whole-frame engine already issued a window as soon as its words were written (it compared the read "
     "address with the writer's), so on these designs the line buffer keeps the cycles and intervals rather "
     "than shortening them; what it changes is the memory, and with it what fits a device (ResNet20).",
+    "Yosys (fashion-cnn, --synth): each conv engine alone as top. The line buffer's modular address registers, "
+    "boundary and write limits cost LUTs and FFs (conv0 +144 LUT / +47 FF, conv1 +243 / +77); block RAM drops "
+    "where the frame needed a block of its own (conv0: 5 -> 4 DP16KD). conv1's 785 × 16-bit frame and its "
+    "149 × 16-bit line buffer each take one DP16KD, so at this size the saving is bits, not blocks; its weights "
+    "fill the other four.",
     "ResNet20 is planned only: its co-simulation needs the generated top (several MB of Verilog) built by "
     "Verilator, which was not run for this benchmark on the shared 2-core machine.",
 ]
