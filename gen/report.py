@@ -256,6 +256,14 @@ class Report:
             widths = " ".join(f"{k}:{v}" for k, v in sorted(l["widths"].items()))
             lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {l['w_bits'] or '-'} | {l['s_bits'] or '-'} | "
                          f"{l['timesteps'] or '-'} | {l['pes']} | {l['lanes']} | {widths} | {l['memory_bits']} | {l['cycles']} |")
+        acts = [l for l in d["layers"] if "activation_memory" in l]
+        if acts:  # conv engines: the input memory the window is read from
+            lines += ["", "## Conv input memory", "",
+                      "| layer | buffer | words | bits | smallest (words) | whole frame (bits) |", "|---|---|---|---|---|---|"]
+            for l in acts:
+                a = l["activation_memory"]
+                lines.append(f"| {l['name']} | {a['kind']} | {a['words']} | {a['bits']} | {a.get('min_words', '-')} | "
+                             f"{a.get('frame_bits', a['bits'])} |")
         if "fusion" in d:
             fused = [f"{b['producer']} → {b['consumer']} ({b['levels']} thresholds a channel)"
                      for b in d["fusion"] if b["fused"]]

@@ -39,8 +39,13 @@ and the frame buffer that joins them:
    skid slot behind ``y`` is full, so ``y.ready`` drives only ``y`` and the
    slot, never the pipeline's enables.
 
-The sliding window is read out of the buffered frame (a frame buffer, not a
-line buffer: memory H·W·C·count bits per bank, simple and stall-proof).
+A convolution reads its windows out of a **line buffer** (:mod:`.linebuf`):
+a circular buffer of a few input rows of frame words, which the writer fills
+as far as the pending windows allow (it holds ``x.ready`` low on a word that
+would overwrite one still needed), so a window starts as soon as its last
+input arrived and the memory is O(K·W·C). A linear layer (and a conv built
+with ``line_buffer=False``) keeps the double-buffered whole frame (H·W·C
+counts per bank).
 
 Every width comes from :mod:`bitspike.analysis` (``LayerRanges``); the
 partial-sum register is sized from the actual weights: for output o the
@@ -65,6 +70,7 @@ from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
 from .requant import piece_costs
 from .taps import TapSignature
 from .weight_mem import WeightLayout, pack_weights
+from .linebuf import LineBufferAddressGenerator, line_buffer_size
 from .window import AddressGenerator, WindowGeometry, default_address_generator
 
 __all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS", "pe_latency",
@@ -163,13 +169,19 @@ class SynapticEngine(wiring.Component):
         neurons take a beat and write its counts into consecutive lanes of one frame word, so it must
         divide ``lanes`` and the input channels of a group; ``vec_out`` drain lanes
         (:class:`~.drain.Drain`) emit consecutive channels, so it must divide ``pes`` and the outputs.
+    line_buffer
+        A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
+        frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
+        custom ``address_generator`` the generator must have the ports of
+        :class:`~.linebuf.LineBufferAddressGenerator`.
     """
 
     def __init__(self, *, weight, bias, in_hw=(1, 1), stride=(1, 1), padding=(0, 0), w_bits: int, s_bits: int,
                  timesteps: int, k: int, requant: Requant | None, ranges: LayerRanges, pes: int = 1, lanes: int = 1,
                  debug_taps: bool = False, dsp_blocks: int | None = None,
                  groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None,
-                 fused=None, fused_width: int = 0, counts_in: bool = False, vec_in: int = 1, vec_out: int = 1):
+                 fused=None, fused_width: int = 0, counts_in: bool = False, vec_in: int = 1, vec_out: int = 1,
+                 line_buffer: bool = True):
         check_neuron_params(s_bits, timesteps, k)
         if fused is not None and requant is None:
             raise ValueError("engine fused thresholds replace a requantizer: the output layer has none")
@@ -208,9 +220,14 @@ class SynapticEngine(wiring.Component):
         if dsp_blocks is not None and (isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0):
             raise ValueError(f"engine dsp_blocks must be a non-negative integer or None, not {dsp_blocks!r}")
         self.dsp_blocks = dsp_blocks
-        self.address_generator = address_generator or default_address_generator
         # grouped: every word holds input channels of one group (the weights' second axis)
         self.layout = WeightLayout(out_c, group_c, pes, lanes, w_bits, taps=kh * kw)
+        geo = self.geometry()
+        # (a padding as wide as the kernel, which no manifest has, keeps the frame too)
+        self.line_buffer = (bool(line_buffer) and not geo.is_pointwise
+                            and all(p < k for p, k in zip(geo.padding, geo.kernel)))
+        self.address_generator = address_generator or (LineBufferAddressGenerator if self.line_buffer
+                                                       else default_address_generator)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
         # the partial sum plus the bias must stay inside the analysed accumulator range
@@ -241,6 +258,14 @@ class SynapticEngine(wiring.Component):
     @property
     def weight_memory_bits(self) -> int:
         return self.layout.memory_bits
+
+    @property
+    def frame_memory_words(self) -> int:
+        """Words of the input memory: the line buffer's ``N``, or the two frame banks (plus the zero word
+        of a padded window either way)."""
+        geo = self.geometry()
+        body = line_buffer_size(geo).words if self.line_buffer else 2 * geo.frame_words
+        return body + geo.has_pad
 
     def __repr__(self) -> str:
         try:
@@ -284,7 +309,14 @@ class SynapticEngine(wiring.Component):
         pe_dsp, rq_dsp = self.dsp_plan()
         # a word no writer touches: padded taps read it and see counts of zero
         has_pad = geo.has_pad
-        zero_word = 2 * frame
+        lb = self.line_buffer
+        # the line buffer's generator says how many words it addresses (its N); added as a submodule below
+        gen = self.address_generator(geo)
+        if lb and "phys" not in gen.signature.members:
+            raise ValueError(f"a line-buffered engine needs an address generator with the ports of "
+                             f"LineBufferAddressGenerator, not {gen!r}")
+        body = gen.words if lb else 2 * frame
+        zero_word = body
 
         # ---- neuron stage: current in, registered spike count out
         V = self.vec_in
@@ -295,9 +327,9 @@ class SynapticEngine(wiring.Component):
                                                     count_shape=unsigned(cw), vec=V)
         wiring.connect(m, wiring.flipped(self.x), nrn.i)
 
-        # ---- writer: pack channel counts into words of a double-buffered frame memory (a beat's V counts
-        # go to V consecutive lanes of one word: V divides the lanes and a group's channels)
-        inbuf = memory.Memory(shape=data.ArrayLayout(unsigned(cw), L), depth=2 * frame + has_pad, init=[])
+        # ---- writer: pack channel counts into words of the line buffer or a double-buffered frame memory (a
+        # beat's V counts go to V consecutive lanes of one word: V divides the lanes and a group's channels)
+        inbuf = memory.Memory(shape=data.ArrayLayout(unsigned(cw), L), depth=body + has_pad, init=[])
         m.submodules.inbuf = inbuf
         wr = inbuf.write_port()
         rd = inbuf.read_port()
@@ -311,30 +343,54 @@ class SynapticEngine(wiring.Component):
         count = nrn.o.payload
         elem = (lambda l: count) if V == 1 else (lambda l: count[l % V])  # the count lane l would take
         w_ready = Signal()
-        m.d.comb += [
-            w_ready.eq(~full.bit_select(wr_bank, 1)),
-            nrn.o.ready.eq(w_ready),
-            wr_last_elem.eq((wr_word == frame - 1) & (wr_chan == group_c - V)),
-            wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
-        ]
+        # this beat completes its word (the frame path keeps the expression: its Verilog stays as it was)
+        write_beat = (wr_lane == L // V - 1) | (wr_chan == group_c - V)
+        last_elem = (wr_word == frame - 1) & (wr_chan == group_c - V)
+        if lb:
+            # frames written and read, modulo 4: the writer is at most one frame ahead of the reader,
+            # or one behind (a stride that leaves the map's last words unread lets the reader finish first)
+            wr_frame, rd_frame, ahead = Signal(2), Signal(2), Signal(2)
+            wr_phys = Signal(range(body))
+            space = Signal()
+            beat = Signal(name="write_beat")  # a named wire for the ready path
+            m.d.comb += [beat.eq(write_beat), nrn.o.ready.eq(w_ready), wr_last_elem.eq(last_elem)]
+            write_beat = beat
+            m.d.comb += [
+                ahead.eq(wr_frame - rd_frame),
+                # the word would overwrite word k − N: only once it lies below the reader's boundary
+                space.eq(Mux(ahead == 0, wr_word < gen.lim_same, Mux(ahead == 1, wr_word < gen.lim_next, 1))),
+                w_ready.eq(~write_beat | space),
+                wr.addr.eq(wr_phys),
+            ]
+        else:
+            m.d.comb += [
+                w_ready.eq(~full.bit_select(wr_bank, 1)),
+                nrn.o.ready.eq(w_ready),
+                wr_last_elem.eq(last_elem),
+                wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
+            ]
         m.d.comb += [wr.data[l].eq(Mux(wr_lane == l // V, elem(l), pack[l])) for l in range(L)]
         accept = nrn.o.valid & w_ready
         with m.If(accept):
             m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - V, 0, wr_chan + V))
-            with m.If((wr_lane == L // V - 1) | (wr_chan == group_c - V)):
+            with m.If(write_beat):
                 m.d.comb += wr.en.eq(1)
                 m.d.sync += [p.eq(0) for p in pack]
                 m.d.sync += [wr_lane.eq(0), wr_word.eq(wr_word + 1)]
+                if lb:
+                    m.d.sync += wr_phys.eq(Mux(wr_phys == body - 1, 0, wr_phys + 1))
                 with m.If(wr_last_elem):
                     m.d.sync += [wr_word.eq(0), wr_bank.eq(~wr_bank)]
+                    if lb:
+                        m.d.sync += wr_frame.eq(wr_frame + 1)
             with m.Else():
                 m.d.sync += wr_lane.eq(wr_lane + 1)
                 for l in range(L):
                     with m.If(wr_lane == l // V):
                         m.d.sync += pack[l].eq(elem(l))
 
-        # ---- window/address generator: which frame word and weight word each issued clock reads
-        m.submodules.window = gen = self.address_generator(geo)
+        # ---- window/address generator (made above): which frame word and weight word each issued clock reads
+        m.submodules.window = gen
         # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
         attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),
@@ -350,23 +406,36 @@ class SynapticEngine(wiring.Component):
         if "wr_en" in gen.signature.members:  # a generator that watches the writer (.zeroskip)
             m.d.comb += [gen.wr_en.eq(wr.en), gen.wr_word.eq(wr_word), gen.wr_bank.eq(wr_bank),
                          gen.wr_nonzero.eq(wr.data.as_value().any())]
-        # a generator with whole_frame issues from a bank only once the whole frame is in
-        streaming = Const(0) if getattr(gen, "whole_frame", False) else (wr_bank == rd_bank) & (local < wr_word)
-        ready = pad | full.bit_select(rd_bank, 1) | streaming
-        if "hold" in gen.signature.members:  # the generator's next word is not settled yet
-            ready = ready & ~gen.hold
-        m.d.comb += [
-            gen.issue.eq(issue),
-            available.eq(ready),
-            # the last word of a group reserves a slot of the holding queue
-            issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
-            rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
-                       else Mux(rd_bank, local + frame, local)),
-            wrd.addr.eq(gen.waddr),
-        ]
-        with m.If(issue & gen.frame_last):
-            m.d.sync += rd_bank.eq(~rd_bank)
-        self._bank_handshake(m, geo, full, accept & wr_last_elem, wr_bank, issue & gen.frame_last, rd_bank)
+        if lb:
+            # a tap is readable once written: the writer is a frame ahead, or in this frame past the word
+            m.d.comb += [
+                gen.issue.eq(issue),
+                available.eq(pad | (ahead == 1) | ((ahead == 0) & (local < wr_word))),
+                # the last word of a group reserves a slot of the holding queue
+                issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
+                rd.addr.eq(Mux(pad, zero_word, gen.phys) if has_pad else gen.phys),
+                wrd.addr.eq(gen.waddr),
+            ]
+            with m.If(issue & gen.frame_last):
+                m.d.sync += rd_frame.eq(rd_frame + 1)
+        else:
+            # a generator with whole_frame issues from a bank only once the whole frame is in
+            streaming = Const(0) if getattr(gen, "whole_frame", False) else (wr_bank == rd_bank) & (local < wr_word)
+            ready = pad | full.bit_select(rd_bank, 1) | streaming
+            if "hold" in gen.signature.members:  # the generator's next word is not settled yet
+                ready = ready & ~gen.hold
+            m.d.comb += [
+                gen.issue.eq(issue),
+                available.eq(ready),
+                # the last word of a group reserves a slot of the holding queue
+                issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
+                rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
+                           else Mux(rd_bank, local + frame, local)),
+                wrd.addr.eq(gen.waddr),
+            ]
+            with m.If(issue & gen.frame_last):
+                m.d.sync += rd_bank.eq(~rd_bank)
+            self._bank_handshake(m, geo, full, accept & wr_last_elem, wr_bank, issue & gen.frame_last, rd_bank)
 
         # ---- PE array: the memory words and their tag (registered like the memory read) in, groups out
         m.submodules.pe_array = pes = PEArray(pes=P, lanes=L, w_bits=self.w_bits, count_bits=cw,

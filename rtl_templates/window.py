@@ -178,9 +178,14 @@ class AddressGenerator(wiring.Component):
         }
         if self.has_pad_port:
             members["pad"] = Out(1)
+        members.update(self.extra_members())
         super().__init__(members)
 
     has_pad_port = False
+
+    def extra_members(self) -> dict:
+        """Ports a subclass adds (none here)."""
+        return {}
 
     def local_shape(self):
         raise NotImplementedError
@@ -285,6 +290,9 @@ class ConvAddressGenerator(AddressGenerator):
         iw, iw0 = Signal(range(-pw, iw_hi + 1), init=-pw), Signal(range(-pw, iw_hi + 1), init=-pw)
         addr = [Signal(range(min(a_lo, 0), a_hi + 1), init=a_lo, name=n) for n in ("a_line", "a_pix", "a_row", "a_tap", "a_word")]
         a_line, a_pix, a_row, a_tap, local = addr
+        # the window's corner and output group offset, for subclasses that step more registers alongside
+        self._corner = (ih0, iw0)
+        self._gofs = None
         m.d.comb += self.pad.eq((ih < 0) | (ih >= h) | (iw < 0) | (iw >= w))
         if geo.conv_groups == 1:
             m.d.comb += self.local.eq(local)
@@ -296,6 +304,7 @@ class ConvAddressGenerator(AddressGenerator):
             gq = Signal(range(per_q))
             gofs = Signal(range((geo.conv_groups - 1) * jg + 1))
             m.d.comb += self.local.eq(local + gofs)
+            self._gofs = gofs
             with m.If(self.issue & step[3]):
                 m.d.sync += gq.eq(Mux(gq == per_q - 1, 0, gq + 1))
                 with m.If(gq == per_q - 1):
