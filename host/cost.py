@@ -65,11 +65,13 @@ PROJECTION_GRID = 4096
 def generator_estimate(op: str, *, w_bits: int | None, timesteps: int | None, pes: int, lanes: int,
                        widths: Mapping[str, int], in_features: int, out_features: int,
                        in_hw: tuple[int, int] = (1, 1), out_hw: tuple[int, int] = (1, 1),
-                       kernel: tuple[int, int] = (1, 1), luts: bool = True,
+                       kernel: tuple[int, int] = (1, 1), stride: tuple[int, int] = (1, 1),
+                       padding: tuple[int, int] = (0, 0), groups: int = 1, luts: bool = True,
                        cycles: bool = False) -> tuple[int | None, int | None]:
     """(LUT estimate, busy clocks) of one engine, from the generator's own model (``None`` where not asked).
 
-    Builds the generator's plan node (:mod:`bitspike.gen.ir`) and calls :func:`bitspike.gen.folding.estimate_luts`
+    Builds the generator's plan node (:mod:`bitspike.gen.ir`; a conv's stride, padding and groups set its
+    line buffer's schedule) and calls :func:`bitspike.gen.folding.estimate_luts`
     (``luts=True``) and :func:`bitspike.gen.timing.engine_busy` (``cycles=True``) on it.
     """
     from bitspike.gen.folding import estimate_luts
@@ -83,7 +85,8 @@ def generator_estimate(op: str, *, w_bits: int | None, timesteps: int | None, pe
                   kernel=tuple(kernel))
     if op in ("linear", "conv2d"):
         cls = LinearNode if op == "linear" else Conv2dNode
-        node = cls(w_bits=int(w_bits or 1), timesteps=int(timesteps or 1), **common)
+        extra = dict(stride=tuple(stride), padding=tuple(padding), groups=int(groups)) if op == "conv2d" else {}
+        node = cls(w_bits=int(w_bits or 1), timesteps=int(timesteps or 1), **common, **extra)
     else:
         node = PoolNode(stride=tuple(kernel), **common)
     return (estimate_luts(node) if luts else None), (engine_busy(node) if cycles else None)
@@ -122,8 +125,8 @@ class LayerCostSpec:
     ----------
     name, op
         Manifest layer name and ``"linear"`` / ``"conv2d"``.
-    in_features, out_features, in_hw, out_hw, kernel
-        Shape (channels and maps; 1×1 for a linear layer).
+    in_features, out_features, in_hw, out_hw, kernel, stride, padding, groups
+        Shape (channels and maps; 1×1 for a linear layer) and a conv's window.
     params, macs
         Weights and multiply-accumulates per inference.
     k
@@ -160,6 +163,9 @@ class LayerCostSpec:
     first: bool
     is_last: bool
     pools: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
     pes: int = 1
     lanes: int = 1
     input_bits: int = 8
@@ -218,7 +224,8 @@ def layer_luts(spec: LayerCostSpec, w_bits: int, s_bits: int, timesteps: int) ->
     widths = layer_widths(spec, w_bits, s_bits, timesteps)
     luts, _ = generator_estimate(spec.op, w_bits=w_bits, timesteps=timesteps, pes=spec.pes, lanes=spec.lanes,
                                  widths=widths, in_features=spec.in_features, out_features=spec.out_features,
-                                 in_hw=spec.in_hw, out_hw=spec.out_hw, kernel=spec.kernel)
+                                 in_hw=spec.in_hw, out_hw=spec.out_hw, kernel=spec.kernel, stride=spec.stride,
+                                 padding=spec.padding, groups=spec.groups)
     if not spec.first:
         xw = widths["x"]
         pool, _ = generator_estimate("maxpool", w_bits=None, timesteps=None, pes=1, lanes=1,
@@ -284,6 +291,8 @@ def specs_from_manifest(manifest, folds: Mapping[str, tuple[int, int]] | None = 
             in_hw=tuple(layer.in_shape[1:]) if conv else (1, 1), out_hw=tuple(layer.out_shape[1:]) if conv else (1, 1),
             kernel=tuple(layer.kernel) if conv else (1, 1), params=layer.params, macs=layer.macs, k=layer.k,
             x_signed=signed, first=idx == 0, is_last=layer.requant is None, pools=pools, pes=pes, lanes=lanes,
+            stride=tuple(layer.stride) if conv else (1, 1), padding=tuple(layer.padding) if conv else (0, 0),
+            groups=int(getattr(layer, "groups", 1) or 1) if conv else 1,
             input_bits=manifest.input.bits, w_ref=layer.w_bits, count_ref=c_hi,
             pos=np.where(w > 0, w, 0).sum(axis=1), neg=np.where(w < 0, w, 0).sum(axis=1),
             bias=np.asarray(layer.bias, np.int64), s_ref=layer.s_bits, x_ref=x0))
@@ -340,7 +349,8 @@ class CostModel:
         for s in self.specs:
             _, b = generator_estimate(s.op, w_bits=s.w_ref, timesteps=1, pes=s.pes, lanes=s.lanes, widths={},
                                       in_features=s.in_features, out_features=s.out_features, in_hw=s.in_hw,
-                                      out_hw=s.out_hw, kernel=s.kernel, luts=False, cycles=True)
+                                      out_hw=s.out_hw, kernel=s.kernel, stride=s.stride, padding=s.padding,
+                                      groups=s.groups, luts=False, cycles=True)
             busy.append(int(b or 0))
         # a max-pool engine is busy one clock per input beat: never longer than the engine that feeds it
         # (whose busy clocks are at least its output beats)
