@@ -233,6 +233,27 @@ def fashion_run(work: Path, bsm: Path, samples: int, cache: Path) -> dict:
     return out
 
 
+def board_fold_run(work: Path, bsm: Path, samples: int, cache: Path, fold: str | None) -> dict:
+    """The design ``bitspike build --board icebreaker`` builds (its fold, ``fold``, or the planner's first
+    board plan; the part's DSP blocks shared out as the build does), with debug taps, co-simulated on the
+    first ``samples`` Fashion test images (alone and streamed)."""
+    from bitspike.gen import generate
+    from bitspike.gen.boards import device_budget, get_board
+
+    m = load(bsm)
+    spec = get_board("icebreaker")
+    device = device_budget(spec)
+    out = work / f"{bsm.stem}-board"
+    report = generate(m, out, fold=fold or "auto", max_luts=None if fold else device.lut,
+                      dsp_blocks=spec.capacity.dsp, device=None if fold else device, debug_taps=True).to_json()
+    x = images_for_manifest(load_dataset("fashion-mnist", "test").images[:samples], m)
+    r = measure(CoSim(out, cache_dir=cache), m, x, pipelined=True)
+    r["fold"] = ",".join(f"{l['name']}={l['pes']}x{l['lanes']}" for l in report["layers"] if l.get("w_bits"))
+    r["predicted"] = {"rate_1": report["cycles_per_inference"], "interval_rate_1": report["initiation_interval"]}
+    print(bsm.stem, "board fold", json.dumps(r), flush=True)
+    return r
+
+
 def fashion_markdown(f: dict) -> list[str]:
     tr = f["training"]
     c = tr.get("channels", 8)
@@ -280,10 +301,28 @@ def fashion_markdown(f: dict) -> list[str]:
             f"{k} {e['op']} {e['pes']} PEs, {e['memory_bits']} weight bits, {e['ice40_block_rams']} iCE40 block RAMs "
             f"(planner)" for k, e in r["engines"].items()))
     lines.append("")
+    bf = f.get("board_fold")
+    if bf:
+        n = bf["samples"]
+        lines += [f"The {FASHION_BUILD_BITS}-bit import at the iCEBreaker build's fold ({bf['fold']}, the part's DSP "
+                  f"blocks shared out as the build does), with debug taps: {bf['exact_all_taps']}/{n} bit-exact at "
+                  f"every tap alone, {bf['pipelined_exact_all_taps']}/{n} streamed; latency {bf['latency_mean']:.0f} "
+                  f"cycles measured ({bf['predicted']['rate_1']} planned at rate 1), interval "
+                  f"{bf['interval_mean']:.0f} ({bf['predicted']['interval_rate_1']} at rate 1)" + board_rate(bf, f)
+                  + ".", ""]
     ice = f.get("icebreaker")
     if ice:
         lines += [fashion_build_line(ice, f), ""]
     return lines
+
+
+def board_rate(bf: dict, f: dict) -> str:
+    """The images/s the measured interval gives at the clock of the build (when there is one)."""
+    ice = f.get("icebreaker") or {}
+    hz = (ice.get("summary") or {}).get("accel_clock_hz") if ice.get("ok") else None
+    if not hz or not bf.get("interval_mean"):
+        return ""
+    return f": {hz / bf['interval_mean']:,.0f} images/s computed at the build's {hz / 1e6:g} MHz"
 
 
 def fashion_keys(data: dict) -> list[str]:
@@ -311,8 +350,12 @@ def fashion_build_line(ice: dict, f: dict) -> str:
 
     fmax = b.get("fmax_mhz")
     ips = ((b.get("compute") or {}).get("at_clock") or {}).get("images_per_second")
+    passes = "; ".join(f"{p['accelerator_fmax_mhz']} MHz at {p['accelerator_clock_mhz']} MHz"
+                       for p in b.get("clock_passes") or [])
     return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import, fold "
-            f"{b.get('fold', '?')}): LUT {cell('LUT')}, FF {cell('FF')}, BRAM {cell('BRAM')}, DSP {cell('DSP')}; "
+            f"{b.get('fold', '?')}, {len(b.get('overflowed_attempts') or [])} overflowed attempts): logic cells "
+            f"(LUT) {cell('LUT')}, FF {cell('FF')}, BRAM {cell('BRAM')}, DSP {cell('DSP')}; place-and-route passes "
+            f"(Fmax at the accelerator clock): {passes}; final "
             f"Fmax {'-' if fmax is None else f'{fmax:.1f}'} MHz (nextpnr, seed {b.get('seed')}), clock "
             f"{b.get('clock_mhz')} MHz{'' if b.get('timing_met', True) else ' (timing NOT met)'}"
             + ("" if ips is None else f"; {ips:,.0f} images/s computed at that clock (the planner's rate-1 "
@@ -497,6 +540,9 @@ def main(argv: list[str] | None = None) -> None:
                     "(default 8; another count is recorded as its own section, fashion_<N>ch)")
     ap.add_argument("--fashion-bits", default="8,4", help="--fashion: weight bits to import, comma-separated "
                     "(default 8,4; the build is of the 4-bit import)")
+    ap.add_argument("--board-fold-samples", type=int, default=0, help="--fashion: also co-simulate the 4-bit "
+                    "import at the iCEBreaker build's fold on this many test images (its fold from "
+                    "--fashion-build-json, else the planner's board plan)")
     ap.add_argument("--samples", type=int, default=1000, help="--fashion: test images to co-simulate (default 1000)")
     ap.add_argument("--fashion-build-json", metavar="FILE", help="--fashion: record a build already made of the "
                                                                  f"{FASHION_BUILD_BITS}-bit import (`bitspike build "
@@ -657,6 +703,11 @@ def fashion_main(args) -> None:
         f: dict = {"training": training, "samples": args.samples, "runs": {}}
         for bits, bsm in paths.items():
             f["runs"][bits] = fashion_run(work, bsm, args.samples, work / "verilator")
+        if args.board_fold_samples:
+            fold = json.loads(Path(args.fashion_build_json).read_text()).get("fold") if args.fashion_build_json \
+                else None
+            f["board_fold"] = board_fold_run(work, paths[FASHION_BUILD_BITS], args.board_fold_samples,
+                                             work / "verilator", fold)
         if args.build:
             f["icebreaker"] = build_icebreaker(paths[FASHION_BUILD_BITS], work, args.timeout)
         elif args.fashion_build_log:

@@ -447,7 +447,8 @@ def build_bitstream(
         Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the fold fills the
         board's part (:func:`~bitspike.gen.boards.device_budget`: a share of its LUTs, flip-flops,
         DSP blocks and block RAMs), and the budget is halved and the design built again while it
-        overflows the device.
+        overflows the device: a halved budget that plans the same Verilog is not built again, and an
+        overflow of anything but LUTs at the smallest fold ends the loop with the fit error.
     gen_dir
         Use this already generated accelerator (its report.json and Verilog) instead of generating.
     seed
