@@ -674,7 +674,7 @@ def fashion_build_from_log(args, digest: str) -> dict:
 
     text = Path(args.fashion_build_log).read_text()
     lines = [ln for ln in text.splitlines() if "does not fit" in ln]
-    out = {"ok": False, "error": lines[0].split("; generating again")[0] if lines else
+    out = {"ok": False, "error": lines[0].split("; generating again")[0].removeprefix("bitspike build: error: ") if lines else
            f"no fit report in {args.fashion_build_log}"}
     if args.fashion_build_manifest:
         built = load(args.fashion_build_manifest)
