@@ -22,11 +22,15 @@ at 8- and 4-bit weights (the spike-side average pool folds into the stepped laye
 inputs), each co-simulated on the first ``--samples`` Fashion test images (events, and the stepped layer
 walking densely), and merges its section into the results already written (the digits rows stay). With
 ``--build`` it builds the 4-bit import for the iCEBreaker; ``--fashion-build-json`` records a build already
-made. Writes ``bench/results/stepped_hw.json`` and ``.md``::
+made. ``--channels N`` trains ``fashion_cnn(channels=N)`` instead of the 8-channel network (its section is
+``fashion_Nch``, beside the 8-channel one; ``--fashion-bits`` the weight bits to import, the 4-bit one is
+the one built): 2 channels is the one that fits the iCEBreaker's 30 block RAMs (8 need 46, 4 the planner
+puts at 28). Writes ``bench/results/stepped_hw.json`` and ``.md``::
 
     nice python bench/stepped_hw.py --build
     python bench/stepped_hw.py --manifest model.bsm      # an imported manifest instead of training one
     nice python bench/stepped_hw.py --fashion --samples 1000 --fashion-build-json ice.json
+    nice python bench/stepped_hw.py --fashion --channels 2 --fashion-bits 4 --samples 500 --fashion-build-json ice.json
 """
 
 from __future__ import annotations
@@ -169,10 +173,11 @@ FASHION_BITS = (8, 4)
 FASHION_BUILD_BITS = 4
 
 
-def fashion_train_and_import(work: Path, seed: int) -> tuple[dict[int, Path], dict]:
-    """Train the snnTorch Fashion conv network as ``bench/snntorch_nir.py`` does (10,000 training images, 2
-    epochs), export it to NIR and import it at each of :data:`FASHION_BITS` (the whole test split as
-    ``--calib``)."""
+def fashion_train_and_import(work: Path, seed: int, channels: int = 8,
+                             bits_list: tuple[int, ...] = FASHION_BITS) -> tuple[dict[int, Path], dict]:  # fmt: skip
+    """Train the snnTorch Fashion conv network (``channels`` conv channels) as ``bench/snntorch_nir.py`` does
+    (10,000 training images, 2 epochs), export it to NIR and import it at each of ``bits_list`` (the whole
+    test split as ``--calib``)."""
     import nir
     import torch
 
@@ -181,18 +186,18 @@ def fashion_train_and_import(work: Path, seed: int) -> tuple[dict[int, Path], di
 
     torch.set_num_threads(1)  # torch's float sums group by thread: one thread, the same weights on any machine
     train = load_dataset("fashion-mnist", "train")
-    net = S.fashion_cnn(channels=8, seed=seed)
+    net = S.fashion_cnn(channels=channels, seed=seed)
     fit = S.train_snntorch(net, train.images[:10_000], train.labels[:10_000], timesteps=T, epochs=2, seed=seed)
     nir.write(work / "fashion.nir", S.export(net, (1, 28, 28)))
     paths, imports = {}, {}
-    for bits in FASHION_BITS:
+    for bits in bits_list:
         paths[bits] = work / f"fashion-{bits}.bsm"
         s = import_file(str(work / "fashion.nir"), str(paths[bits]), source="snntorch", bits=str(bits), timesteps=T,
                         calib="fashion-mnist")
         imports[bits] = {"comparison": s["comparison"],
                          "layers": {l["name"]: {k: l[k] for k in ("threshold", "current_shift", "w_bits")}
                                     for l in s["layers"]}}
-    return paths, {"seed": seed, "train_images": 10_000, "epochs": 2, "train_seconds": round(fit.seconds, 1),
+    return paths, {"seed": seed, "channels": channels, "train_images": 10_000, "epochs": 2, "train_seconds": round(fit.seconds, 1),
                    "imports": imports}
 
 
@@ -228,21 +233,45 @@ def fashion_run(work: Path, bsm: Path, samples: int, cache: Path) -> dict:
     return out
 
 
+def board_fold_run(work: Path, bsm: Path, samples: int, cache: Path, fold: str | None) -> dict:
+    """The design ``bitspike build --board icebreaker`` builds (its fold, ``fold``, or the planner's first
+    board plan; the part's DSP blocks shared out as the build does), with debug taps, co-simulated on the
+    first ``samples`` Fashion test images (alone and streamed)."""
+    from bitspike.gen import generate
+    from bitspike.gen.boards import device_budget, get_board
+
+    m = load(bsm)
+    spec = get_board("icebreaker")
+    device = device_budget(spec)
+    out = work / f"{bsm.stem}-board"
+    report = generate(m, out, fold=fold or "auto", max_luts=None if fold else device.lut,
+                      dsp_blocks=spec.capacity.dsp, device=None if fold else device, debug_taps=True).to_json()
+    x = images_for_manifest(load_dataset("fashion-mnist", "test").images[:samples], m)
+    r = measure(CoSim(out, cache_dir=cache), m, x, pipelined=True)
+    r["fold"] = ",".join(f"{l['name']}={l['pes']}x{l['lanes']}" for l in report["layers"] if l.get("w_bits"))
+    r["predicted"] = {"rate_1": report["cycles_per_inference"], "interval_rate_1": report["initiation_interval"]}
+    print(bsm.stem, "board fold", json.dumps(r), flush=True)
+    return r
+
+
 def fashion_markdown(f: dict) -> list[str]:
     tr = f["training"]
+    c = tr.get("channels", 8)
+    stepped = f"{c * 144:,}"
     lines = [
-        "## Fashion-MNIST conv network",
+        "## Fashion-MNIST conv network" + ("" if c == 8 else f", {c} channels"),
         "",
-        f"snnTorch `fashion_cnn` (Conv(1→8, 5, stride 2) → `Leaky` → AvgPool 2 → Flatten → Linear(288, 10) → "
+        f"snnTorch `fashion_cnn` (Conv(1→{c}, 5, stride 2) → `Leaky` → AvgPool 2 → Flatten → Linear({c * 36}, 10) → "
         f"`Leaky`; β = 0.9, threshold 1, subtract reset, T = {T}), trained on {tr['train_images']} images, "
         f"{tr['epochs']} epochs ({tr['train_seconds']} s), exported with `export_to_nir`, imported with "
         "`--source snntorch --calib fashion-mnist`: the conv runs once on the pixels (T = 1, a squeezed "
-        "pass-through neuron), its currents feed the stepped layer n4 (the conv's 1,152 `Leaky` neurons; the "
-        "spike-side average pool folded into n4's weights, 1,152 → 10), then the stepped readout (10 → 10). "
+        f"pass-through neuron), its currents feed the stepped layer n4 (the conv's {stepped} `Leaky` neurons; the "
+        f"spike-side average pool folded into n4's weights, {stepped} → 10), then the stepped readout (10 → 10). "
         "Co-simulated in Verilator with debug taps on the first Fashion test images (spike rates and busy "
-        "cycles as above; \"dense\": every stepped layer queueing every input). The digits rows above were "
-        "measured on the import before the requantizer's right shift (docs/NIR.md: the same network now "
-        "imports with narrower membranes); these rows and the LUT model's on the current import.",
+        "cycles as above; \"dense\": every stepped layer queueing every input)."
+        + ("" if c != 8 else " The digits rows above were measured on the import before the requantizer's right "
+           "shift (docs/NIR.md: the same network now imports with narrower membranes); these rows and the LUT "
+           "model's on the current import."),
         "",
         "| weights | float / integer accuracy (10,000 test) | classes agree | thresholds n4, readout | "
         "membrane bits n4, readout | bit-exact alone / streamed (all taps) | dense walk bit-exact | "
@@ -272,10 +301,33 @@ def fashion_markdown(f: dict) -> list[str]:
             f"{k} {e['op']} {e['pes']} PEs, {e['memory_bits']} weight bits, {e['ice40_block_rams']} iCE40 block RAMs "
             f"(planner)" for k, e in r["engines"].items()))
     lines.append("")
+    bf = f.get("board_fold")
+    if bf:
+        n = bf["samples"]
+        lines += [f"The {FASHION_BUILD_BITS}-bit import at the iCEBreaker build's fold ({bf['fold']}, the part's DSP "
+                  f"blocks shared out as the build does), with debug taps: {bf['exact_all_taps']}/{n} bit-exact at "
+                  f"every tap alone, {bf['pipelined_exact_all_taps']}/{n} streamed; latency {bf['latency_mean']:.0f} "
+                  f"cycles measured ({bf['predicted']['rate_1']} planned at rate 1), interval "
+                  f"{bf['interval_mean']:.0f} ({bf['predicted']['interval_rate_1']} at rate 1)" + board_rate(bf, f)
+                  + ".", ""]
     ice = f.get("icebreaker")
     if ice:
         lines += [fashion_build_line(ice, f), ""]
     return lines
+
+
+def board_rate(bf: dict, f: dict) -> str:
+    """The images/s the measured interval gives at the clock of the build (when there is one)."""
+    ice = f.get("icebreaker") or {}
+    hz = (ice.get("summary") or {}).get("accel_clock_hz") if ice.get("ok") else None
+    if not hz or not bf.get("interval_mean"):
+        return ""
+    return f": {hz / bf['interval_mean']:,.0f} images/s computed at the build's {hz / 1e6:g} MHz"
+
+
+def fashion_keys(data: dict) -> list[str]:
+    """The Fashion sections of the results: the 8-channel network's (``fashion``), then the smaller ones."""
+    return sorted((k for k in data if k == "fashion" or k.startswith("fashion_")), key=lambda k: (k != "fashion", k))
 
 
 def fashion_build_line(ice: dict, f: dict) -> str:
@@ -285,8 +337,8 @@ def fashion_build_line(ice: dict, f: dict) -> str:
         if "engines" in f["runs"].get(str(FASHION_BUILD_BITS), {}):
             why = (" The planner's count at the auto fold: " + ", ".join(
                 f"{k} {e['ice40_block_rams']}" for k, e in f["runs"][str(FASHION_BUILD_BITS)]["engines"].items())
-                + " block RAMs; the stepped layer's 1,152 membranes, its two event banks and its two current "
-                  "banks need block RAM at any fold, beside its weights.")
+                + f" block RAMs; the stepped layer's {f['training'].get('channels', 8) * 144:,} membranes, its two "
+                  "event banks and its two current banks need block RAM at any fold, beside its weights.")
         return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import{same}): "
                 f"{ice['error']}{why}")
     b = ice["summary"]
@@ -297,10 +349,19 @@ def fashion_build_line(ice: dict, f: dict) -> str:
         return f"{c.get('used')} / {c.get('available')}"
 
     fmax = b.get("fmax_mhz")
-    return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import): LUT {cell('LUT')}, "
-            f"FF {cell('FF')}, BRAM {cell('BRAM')}, DSP {cell('DSP')}; Fmax "
-            f"{'-' if fmax is None else f'{fmax:.1f}'} MHz (nextpnr, seed {b.get('seed')}), clock "
-            f"{b.get('clock_mhz')} MHz.")
+    ips = ((b.get("compute") or {}).get("at_clock") or {}).get("images_per_second")
+    passes = "; ".join(f"{p['accelerator_fmax_mhz']} MHz at {p['accelerator_clock_mhz']} MHz"
+                       for p in b.get("clock_passes") or [])
+    return (f"iCEBreaker (`bitspike build --board icebreaker`, {FASHION_BUILD_BITS}-bit import, fold "
+            f"{b.get('fold', '?')}, {len(b.get('overflowed_attempts') or [])} overflowed attempts): logic cells "
+            f"(LUT) {cell('LUT')}, FF {cell('FF')}, BRAM {cell('BRAM')}, DSP {cell('DSP')}; place-and-route passes "
+            f"(Fmax at the accelerator clock): {passes}; final "
+            f"Fmax {'-' if fmax is None else f'{fmax:.1f}'} MHz (nextpnr, seed {b.get('seed')}), clock "
+            f"{b.get('clock_mhz')} MHz{'' if b.get('timing_met', True) else ' (timing NOT met)'}"
+            + ("" if ips is None else f"; {ips:,.0f} images/s computed at that clock (the planner's rate-1 "
+                                      f"interval, {b.get('initiation_interval')} cycles: the worst case), "
+                                      f"{b.get('images_per_second'):,.0f} images/s over the UART at {b.get('baud')} "
+                                      "baud") + ".")
 
 
 #: per manifest, the PEs per stepped layer whose engines the LUT model is compared at
@@ -453,8 +514,8 @@ def write_markdown(data: dict) -> None:
         else:
             lines.append(f"iCEBreaker build failed: {ice['error']}")
         lines.append("")
-    if data.get("fashion"):
-        lines += fashion_markdown(data["fashion"])
+    for key in fashion_keys(data):
+        lines += fashion_markdown(data[key])
     if data.get("lut_model"):
         lines += lut_markdown(data["lut_model"]["rows"])
     lines.append(f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}.")
@@ -475,6 +536,13 @@ def main(argv: list[str] | None = None) -> None:
                                                            "results already written, and rewrite the markdown")
     ap.add_argument("--fashion", action="store_true", help="run the Fashion-MNIST conv network only and merge its "
                                                            "section into the results already written")
+    ap.add_argument("--channels", type=int, default=8, help="--fashion: conv channels of the snnTorch network "
+                    "(default 8; another count is recorded as its own section, fashion_<N>ch)")
+    ap.add_argument("--fashion-bits", default="8,4", help="--fashion: weight bits to import, comma-separated "
+                    "(default 8,4; the build is of the 4-bit import)")
+    ap.add_argument("--board-fold-samples", type=int, default=0, help="--fashion: also co-simulate the 4-bit "
+                    "import at the iCEBreaker build's fold on this many test images (its fold from "
+                    "--fashion-build-json, else the planner's board plan)")
     ap.add_argument("--samples", type=int, default=1000, help="--fashion: test images to co-simulate (default 1000)")
     ap.add_argument("--fashion-build-json", metavar="FILE", help="--fashion: record a build already made of the "
                                                                  f"{FASHION_BUILD_BITS}-bit import (`bitspike build "
@@ -497,6 +565,14 @@ def main(argv: list[str] | None = None) -> None:
         data = json.loads((RESULTS / "stepped_hw.json").read_text())
         f = data["fashion"]
         f["icebreaker"] = fashion_build_from_log(args, f["runs"][str(FASHION_BUILD_BITS)]["manifest_digest"])
+        write_json(RESULTS / "stepped_hw.json", data)
+        write_markdown(data)
+        return
+    if args.fashion_build_json and not args.fashion:  # only record a finished build in the results already written
+        data = json.loads((RESULTS / "stepped_hw.json").read_text())
+        f = data["fashion" if args.channels == 8 else f"fashion_{args.channels}ch"]
+        f["icebreaker"] = fashion_build_from_json(args.fashion_build_json,
+                                                  f["runs"][str(FASHION_BUILD_BITS)]["manifest_digest"])
         write_json(RESULTS / "stepped_hw.json", data)
         write_markdown(data)
         return
@@ -598,7 +674,7 @@ def fashion_build_from_log(args, digest: str) -> dict:
 
     text = Path(args.fashion_build_log).read_text()
     lines = [ln for ln in text.splitlines() if "does not fit" in ln]
-    out = {"ok": False, "error": lines[0].split("; generating again")[0] if lines else
+    out = {"ok": False, "error": lines[0].split("; generating again")[0].removeprefix("bitspike build: error: ") if lines else
            f"no fit report in {args.fashion_build_log}"}
     if args.fashion_build_manifest:
         built = load(args.fashion_build_manifest)
@@ -609,25 +685,38 @@ def fashion_build_from_log(args, digest: str) -> dict:
     return out
 
 
+def fashion_build_from_json(path: str, digest: str) -> dict:
+    """A finished build's summary (``bitspike build --json``), if it is of the manifest with ``digest``."""
+    b = json.loads(Path(path).read_text())
+    if b.get("manifest_digest") != digest:
+        return {"ok": False, "error": f"the build in {path} is of another manifest"}
+    return {"ok": True, "seconds": None, "summary": b}
+
+
 def fashion_main(args) -> None:
     path = RESULTS / "stepped_hw.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bitspike-stepped-fashion-") as tmp:
         work = Path(tmp)
-        paths, training = fashion_train_and_import(work, args.seed)
+        bits_list = tuple(int(b) for b in args.fashion_bits.split(","))
+        paths, training = fashion_train_and_import(work, args.seed, args.channels, bits_list)
         f: dict = {"training": training, "samples": args.samples, "runs": {}}
         for bits, bsm in paths.items():
             f["runs"][bits] = fashion_run(work, bsm, args.samples, work / "verilator")
+        if args.board_fold_samples:
+            fold = json.loads(Path(args.fashion_build_json).read_text()).get("fold") if args.fashion_build_json \
+                else None
+            f["board_fold"] = board_fold_run(work, paths[FASHION_BUILD_BITS], args.board_fold_samples,
+                                             work / "verilator", fold)
         if args.build:
             f["icebreaker"] = build_icebreaker(paths[FASHION_BUILD_BITS], work, args.timeout)
         elif args.fashion_build_log:
             f["icebreaker"] = fashion_build_from_log(args, f["runs"][FASHION_BUILD_BITS]["manifest_digest"])
         elif args.fashion_build_json:
-            b = json.loads(Path(args.fashion_build_json).read_text())
-            same = b.get("manifest_digest") == f["runs"][FASHION_BUILD_BITS]["manifest_digest"]
-            f["icebreaker"] = {"ok": True, "seconds": None, "summary": b} if same else \
-                {"ok": False, "error": f"the build in {args.fashion_build_json} is of another manifest"}
-    data["fashion"] = json.loads(json.dumps(f))  # int keys as the JSON file has them
+            f["icebreaker"] = fashion_build_from_json(args.fashion_build_json,
+                                                      f["runs"][FASHION_BUILD_BITS]["manifest_digest"])
+    key = "fashion" if args.channels == 8 else f"fashion_{args.channels}ch"
+    data[key] = json.loads(json.dumps(f))  # int keys as the JSON file has them
     write_json(path, data)
     write_markdown(data)
 

@@ -26,6 +26,7 @@ over a UART are refused (:func:`check_buildable`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -252,9 +253,13 @@ def overflow_error(board: BoardSpec, cells: dict, log_text: str, stage: str = ""
             parts.append(f"{what}: needs {used}, the device has {avail} ({used - avail} too many{share})")
     return HardwareError(
         f"the design does not fit on {board.name} ({board.description}){stage}: " + "; ".join(parts)
-        + ". Try a smaller fold (bitspike build --fold with fewer PEs, or --max-luts), fewer bits "
-          "(retrain with lower targets for B_w / B_s), or a larger device."
+        + _FOLD_ADVICE
     )
+
+
+#: the advice that ends an overflow error (dropped where the fold is already the smallest)
+_FOLD_ADVICE = (". Try a smaller fold (bitspike build --fold with fewer PEs, or --max-luts), fewer bits "
+                "(retrain with lower targets for B_w / B_s), or a larger device.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,7 +448,8 @@ def build_bitstream(
         Passed to the generator. With ``fold="auto"`` and no ``max_luts`` the fold fills the
         board's part (:func:`~bitspike.gen.boards.device_budget`: a share of its LUTs, flip-flops,
         DSP blocks and block RAMs), and the budget is halved and the design built again while it
-        overflows the device.
+        overflows the device: a halved budget that plans the same Verilog is not built again, and an
+        overflow of anything but LUTs at the smallest fold ends the loop with the fit error.
     gen_dir
         Use this already generated accelerator (its report.json and Verilog) instead of generating.
     seed
@@ -507,13 +513,23 @@ def build_bitstream(
             attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
             if not board_budget or budget is None or budget <= 1:
                 raise exc.error from None
-            # the budget is an estimate: the part can still run out; plan again with half of everything
-            budget = budget // 2 if budget // 2 >= MIN_LUT_BUDGET else 1
-            if device is not None:
-                device = device.scaled(budget / device.lut)
-            log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
-            report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
-                                               gen_dir=None, times=times, device=device, fuse=fuse)
+            final = _unfoldable_overflow(spec, manifest, report, exc, device)
+            if final is not None:  # a smaller budget cannot shrink it: no second Yosys run of the same design
+                raise final from None
+            overflowed = _design_digest(report, gen_dir, config)
+            while True:
+                # the budget is an estimate: the part can still run out; plan again with half of everything
+                budget = budget // 2 if budget // 2 >= MIN_LUT_BUDGET else 1
+                if device is not None:
+                    device = device.scaled(budget / device.lut)
+                log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
+                report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
+                                                   gen_dir=None, times=times, device=device, fuse=fuse)
+                if _design_digest(report, gen_dir, config) != overflowed:
+                    break
+                # the same Verilog again (the halved budget planned the same design): Yosys would say the same
+                if budget <= 1:
+                    raise exc.error from None
     passes = [_pass_record(parsed, osc_hz, pll)]
     if pll_ok and (clock_mhz is None or pll is not None):
         # the timing result picks the clock: the highest the PLL makes at or below the achieved Fmax
@@ -556,6 +572,52 @@ def build_bitstream(
     if device is not None:
         result["device_budget"] = device.to_json()
     return _write_reports(out, result, times)
+
+
+def _design_digest(report: dict, gen_dir: Path, config) -> str:
+    """SHA-256 of a generated design's Verilog files and its bridge settings: equal digests, equal bitstreams."""
+    h = hashlib.sha256(repr(config).encode())
+    for name in report["verilog_files"]:
+        h.update(name.encode() + b"\0" + (Path(gen_dir) / name).read_bytes())
+    return h.hexdigest()
+
+
+def _at_smallest_fold(manifest, report: dict, device) -> bool:
+    """Whether the generated design (``report``) has the fold the auto planner reaches at the floor of the
+    retry loop's LUT budget (the last plan it would try)."""
+    from .plan import make_plan
+
+    now = {l["name"]: (l["pes"], l["lanes"]) for l in report.get("layers", []) if l.get("w_bits")}
+    floor = device.scaled(1 / device.lut) if device is not None else None
+    dsp_blocks = device.dsp if device is not None else None
+    plan = make_plan(manifest, fold="auto", max_luts=1, dsp_blocks=dsp_blocks, device=floor)
+    return bool(now) and now == {n.name: (n.pes, n.lanes) for n in plan.layers if n.name in now}
+
+
+def _unfoldable_overflow(spec: BoardSpec, manifest, report: dict, exc: "_Overflow", device) -> HardwareError | None:
+    """The final fit error when halving the LUT budget again cannot help, else ``None``.
+
+    That is when a resource other than LUTs overflows (block RAM, DSP blocks, ...) and the design is
+    already at the smallest fold the planner makes: the next plan would be the same design and the same
+    Yosys run. The error names the resource and how much is over (Yosys' or nextpnr's counts) and the
+    layers whose memories take the most block RAM (the planner's estimate, when the report has it).
+    """
+    lut_cell = spec.resources.get("LUT")
+    others = [c for c in exc.cells if c != lut_cell]
+    if not others or manifest is None or not _at_smallest_fold(manifest, report, device):
+        return None
+    text = str(exc.error)
+    if text.endswith(_FOLD_ADVICE):
+        text = text[: -len(_FOLD_ADVICE)] + "."
+    per = (report.get("estimated_resources") or {}).get("layers") or {}
+    brams = sorted(((v.get("bram", 0), k) for k, v in per.items() if v.get("bram")), reverse=True)
+    if brams:
+        total = sum(b for b, _ in brams)
+        text += (f" The planner's block RAMs per layer ({total} in all): "
+                 + ", ".join(f"{k} {b}" for b, k in brams) + f"; the most in {brams[0][1]}.")
+    return HardwareError(
+        f"{text} The fold is already the smallest ({_fold_of(report)}): a smaller LUT budget builds the same "
+        "design. Try fewer bits (lower targets for B_w / B_s), a smaller network, or a larger device.")
 
 
 def _pll_for(spec: BoardSpec, f_max_hz: float):

@@ -211,3 +211,44 @@ def test_build_generated_mlp(tmp_path, board):
     report = _check_report(tmp_path / "out", board, get_board(board).family, get_board(board).bitstream_suffix)
     assert report["manifest_digest"] == manifest.digest()
     assert report["lut_budget"] == lut_budget(get_board(board)) and report["overflowed_attempts"] == []
+
+
+def _yosys_stats(ram_blocks: int, luts: int) -> str:
+    """A Yosys statistics block (the last one in ``top.rpt``) with these cell counts."""
+    return (f"3.59. Printing statistics.\n\n=== design hierarchy ===\n       {luts}   SB_LUT4\n       900   SB_DFFE\n"
+            f"       {ram_blocks}   SB_RAM40_4K\n       2   SB_MAC16\n")
+
+
+def test_block_ram_overflow_at_the_smallest_fold_stops_the_retries(tmp_path, monkeypatch):
+    """Yosys' counts of a design over the UP5K's 30 block RAMs, fed to the retry loop: it halves the LUT budget
+    only while the fold still shrinks, then raises the fit error naming the resource, the excess and the layer
+    with the most block RAM; a LUT overflow at the same fold is left to the loop."""
+    from bitspike.gen import build as B
+    from bitspike.testing import random_mlp
+
+    spec = get_board("icebreaker")
+    manifest = random_mlp(0, sizes=(16, 4), w_bits=[2], s_bits=[2], timesteps=[1])
+    rpt = tmp_path / "rpt"
+    rpt.mkdir()
+    tried = []  # (report, device budget) of each design the loop hands to the toolchain
+
+    def synthesized(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None):
+        tried.append(report)
+        B._check_fit(spec, rpt)  # the fit check that runs before place and route, on these counts
+
+    monkeypatch.setattr(B, "_run_with_dsp_fallback", synthesized)
+    (rpt / f"{B.NAME}.rpt").write_text(_yosys_stats(46, 3000))
+    with pytest.raises(HardwareError) as info:
+        build_bitstream(manifest, "icebreaker", tmp_path / "out")
+    text = str(info.value)
+    assert "BRAM (ICESTORM_RAM): needs 46, the device has 30 (16 too many, 153%)" in text
+    assert "The fold is already the smallest (line0=1x1)" in text and "Try a smaller fold" not in text
+    assert "block RAMs per layer" in text and "; the most in line0." in text
+    folds = [B._fold_of(r) for r in tried]
+    assert len(folds) >= 2 and len(set(folds)) == len(folds)  # each Yosys run a new fold, none repeated
+
+    # the smallest design overflowing in LUTs only: a smaller budget may still move logic, so no final error
+    (rpt / f"{B.NAME}.rpt").write_text(_yosys_stats(10, 6000))
+    with pytest.raises(B._Overflow) as over:
+        B._check_fit(spec, rpt)
+    assert B._unfoldable_overflow(spec, manifest, tried[-1], over.value, None) is None
