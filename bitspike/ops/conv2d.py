@@ -168,9 +168,10 @@ def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriv
     (:mod:`bitspike.rtl_templates.synapse`, :mod:`bitspike.rtl_templates.linebuf`):
 
     * the neuron register takes element e at ``x = max(offered, x_prev + 1, w_prev)`` (it holds one
-      element until the writer takes it); the writer takes it at ``w = x + 1``, and on a beat that completes
-      frame word k not before the reader's boundary has passed ``k − N`` (the boundary of window j holds
-      from the clock after window j − 1's last word issued); word k is readable from ``w + 1``;
+      element, or one beat of ``vec_in`` elements that share these clocks, until the writer takes it);
+      the writer takes it at ``w = x + 1``, and on a beat that completes frame word k not before the
+      reader's boundary has passed ``k − N`` (the boundary of window j holds from the clock after window
+      j − 1's last word issued); word k is readable from ``w + 1``;
     * the reader issues its words in order, each not before it is readable, and the round's holding-queue
       slot and pops as the whole-frame model (:meth:`SynapticOp._drain_model`).
 
@@ -228,8 +229,12 @@ def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriv
     x_prev, w_prev = never, never
     j_free = 0  # first window whose boundary lies above k − N
     per_frame = H * W * C
+    V = node.vec_in  # a beat's elements enter together (V divides a word's lanes: no beat spans two words)
     for e in range(frames * per_frame):
-        x = max(arrivals[e] if arrivals is not None else never, x_prev + 1, w_prev)
+        if e % V == 0:
+            x = max(arrivals[e] if arrivals is not None else never, x_prev + 1, w_prev)
+        else:
+            x = x_prev
         w = x + 1
         le = e % per_frame
         j = word_of.get(le % C)
