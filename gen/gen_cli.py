@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("manifest", help="the network manifest (.bsm)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder for the Verilog and report")
     p.add_argument("--fold", default="auto", metavar="SPEC",
-                   help="'auto' (balance the pipeline within --max-luts) or per-layer folds NAME=PESxLANES,...")
+                   help="'auto' (balance the pipeline within --max-luts) or per-layer folds NAME=PESxLANES,... "
+                        "(NAME=PESxLANESxVEC: the layer's output stream carries VEC values per beat)")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--board", default=None, metavar="NAME",
                    help="plan for this board's part (`bitspike boards`): --fold auto fills its LUTs, FFs, DSPs and "
