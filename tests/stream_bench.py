@@ -5,9 +5,14 @@ from __future__ import annotations
 from amaranth.sim import Simulator
 
 
-def run_stalled(dut, beats, put, p_valid, p_ready) -> list:
+def run_stalled(dut, beats, put, p_valid, p_ready, *, inp=None, out=None, stop_after: int | None = None) -> list:
     """Offer ``beats`` on ``dut.i`` (``put(ctx, beat)`` sets the payload) while ``p_valid[cycle]`` allows,
-    accept on ``dut.o`` while ``p_ready[cycle]`` allows, for ``len(p_valid)`` cycles; returns the payloads out."""
+    accept on ``dut.o`` while ``p_ready[cycle]`` allows, for ``len(p_valid)`` cycles; returns the payloads out.
+
+    ``inp``/``out``: the streams to drive and collect instead of ``dut.i``/``dut.o``; ``stop_after``: end
+    as soon as that many payloads came out (the rest of the cycles would add nothing but time)."""
+    inp = dut.i if inp is None else inp
+    out = dut.o if out is None else out
     got = []
 
     async def bench(ctx):
@@ -16,14 +21,16 @@ def run_stalled(dut, beats, put, p_valid, p_ready) -> list:
             offer = i < len(beats) and bool(p_valid[cycle])
             if offer:
                 put(ctx, beats[i])
-            ctx.set(dut.i.valid, offer)
-            ctx.set(dut.o.ready, bool(p_ready[cycle]))
+            ctx.set(inp.valid, offer)
+            ctx.set(out.ready, bool(p_ready[cycle]))
             await ctx.delay(1e-7)
-            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+            if ctx.get(inp.valid) and ctx.get(inp.ready):
                 i += 1
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                got.append(ctx.get(dut.o.payload))
+            if ctx.get(out.valid) and ctx.get(out.ready):
+                got.append(ctx.get(out.payload))
             await ctx.tick()
+            if stop_after is not None and len(got) >= stop_after:
+                break
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

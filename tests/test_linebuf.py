@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from stream_bench import run_stalled
 from test_rtl_engine_blocks import GEOMETRIES, _engine_ranges, _grouped_reference
 
 from bitspike.analysis import Range
@@ -137,28 +138,12 @@ def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
     want = _grouped_reference(xs, weight, bias, groups, stride, pad, s_bits, t, k, rq)
     beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]  # HWC, channel fastest
     srng = random.Random(sum(hw))
-    got = []
-
-    async def bench(ctx):
-        i = 0
-        for cycle in range(40000):
-            # bursts of back-pressure and of idle input, so the writer both runs ahead and falls behind
-            phase = (cycle // 97) % 3
-            offer = i < len(beats) and srng.random() < (0.95 if phase == 0 else 0.5)
-            ctx.set(dut.x.valid, offer)
-            if offer:
-                ctx.set(dut.x.payload, beats[i])
-            ctx.set(dut.y.ready, srng.random() < (0.2 if phase == 1 else 0.9))
-            await ctx.delay(1e-7)
-            if offer and ctx.get(dut.x.ready):
-                i += 1
-            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
-                got.append(ctx.get(dut.y.payload))
-            await ctx.tick()
-            if len(got) == len(want):
-                break
-
-    _sim(dut, bench)
+    # bursts of back-pressure and of idle input, so the writer both runs ahead and falls behind
+    phases = [(c // 97) % 3 for c in range(40000)]
+    p_valid = [srng.random() < (0.95 if ph == 0 else 0.5) for ph in phases]
+    p_ready = [srng.random() < (0.2 if ph == 1 else 0.9) for ph in phases]
+    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
+                      stop_after=len(want))
     assert got == want
 
 

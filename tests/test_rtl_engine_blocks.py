@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from amaranth import signed
 from amaranth.sim import Simulator
-from stream_bench import run_drain_stalled
+from stream_bench import run_drain_stalled, run_stalled
 
 from bitspike.analysis import LayerRanges, Range
 from bitspike.manifest import Requant
@@ -260,26 +260,10 @@ def test_grouped_conv_engine_matches_numpy(case):
     want = _grouped_reference(xs, weight, bias, groups, stride, pad, s_bits, t, k, rq)
     beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]  # HWC, channel fastest
     srng = random.Random(groups)
-    got = []
-
-    async def bench(ctx):
-        i = 0
-        for _ in range(20000):
-            offer = i < len(beats) and srng.random() < 0.8
-            ctx.set(dut.x.valid, offer)
-            if offer:
-                ctx.set(dut.x.payload, beats[i])
-            ctx.set(dut.y.ready, srng.random() < 0.7)
-            await ctx.delay(1e-7)
-            if offer and ctx.get(dut.x.ready):
-                i += 1
-            if ctx.get(dut.y.valid) and ctx.get(dut.y.ready):
-                got.append(ctx.get(dut.y.payload))
-            await ctx.tick()
-            if len(got) == len(want):
-                break
-
-    _sim(dut, bench)
+    p_valid = [srng.random() < 0.8 for _ in range(20000)]
+    p_ready = [srng.random() < 0.7 for _ in range(20000)]
+    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
+                      stop_after=len(want))
     assert got == want
 
 

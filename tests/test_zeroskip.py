@@ -147,11 +147,10 @@ def test_engine_is_exact_under_stalls(pes, lanes):
     last_only[0, -1] = x.max()  # the only nonzero word is the last: its list entry is written as it is read
     x = np.concatenate([x, last_only, x[:1]])
     eng = _engine(m, pes, lanes, skip=True)
-    eng.i, eng.o = eng.x, eng.y  # the bench's stream names
     beats = [int(v) for v in x.reshape(-1)]
     cycles = 40 * len(beats)
     got = run_stalled(eng, beats, lambda ctx, b: ctx.set(eng.x.payload, b), rng.random(cycles) < 0.6,
-                      rng.random(cycles) < 0.5)
+                      rng.random(cycles) < 0.5, inp=eng.x, out=eng.y)
     assert got == _golden(m, x)
 
 
