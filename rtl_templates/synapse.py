@@ -406,14 +406,20 @@ class SynapticEngine(wiring.Component):
         if "wr_en" in gen.signature.members:  # a generator that watches the writer (.zeroskip)
             m.d.comb += [gen.wr_en.eq(wr.en), gen.wr_word.eq(wr_word), gen.wr_bank.eq(wr_bank),
                          gen.wr_nonzero.eq(wr.data.as_value().any())]
+        replays = "replay" in gen.signature.members  # a conv generator replaying nonzero words (.convskip)
         if lb:
             # a tap is readable once written: the writer is a frame ahead, or in this frame past the word
+            readable = pad | (ahead == 1) | ((ahead == 0) & (local < wr_word))
+            rd_addr = Mux(pad, zero_word, gen.phys) if has_pad else gen.phys
+            if replays:
+                rd_addr = self._replay_read(m, gen, rd, rd_addr)
+                readable = readable | gen.replay  # a replayed word was read already
             m.d.comb += [
                 gen.issue.eq(issue),
-                available.eq(pad | (ahead == 1) | ((ahead == 0) & (local < wr_word))),
+                available.eq(readable),
                 # the last word of a group reserves a slot of the holding queue
                 issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
-                rd.addr.eq(Mux(pad, zero_word, gen.phys) if has_pad else gen.phys),
+                rd.addr.eq(rd_addr),
                 wrd.addr.eq(gen.waddr),
             ]
             with m.If(issue & gen.frame_last):
@@ -424,13 +430,17 @@ class SynapticEngine(wiring.Component):
             ready = pad | full.bit_select(rd_bank, 1) | streaming
             if "hold" in gen.signature.members:  # the generator's next word is not settled yet
                 ready = ready & ~gen.hold
+            rd_addr = (Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
+                       else Mux(rd_bank, local + frame, local))
+            if replays:
+                rd_addr = self._replay_read(m, gen, rd, rd_addr)
+                ready = ready | gen.replay  # a replayed word was read already
             m.d.comb += [
                 gen.issue.eq(issue),
                 available.eq(ready),
                 # the last word of a group reserves a slot of the holding queue
                 issue.eq(available & (~gen.word_last | (slots < HOLD_SLOTS))),
-                rd.addr.eq(Mux(pad, zero_word, Mux(rd_bank, local + frame, local)) if has_pad
-                           else Mux(rd_bank, local + frame, local)),
+                rd.addr.eq(rd_addr),
                 wrd.addr.eq(gen.waddr),
             ]
             with m.If(issue & gen.frame_last):
@@ -467,6 +477,13 @@ class SynapticEngine(wiring.Component):
                 tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
             ]
         return m
+
+    @staticmethod
+    def _replay_read(m: Module, gen, rd, scan_addr):
+        """Wire a replaying generator (:mod:`.convskip`): it sees the scan's read address and whether the word read
+        the clock before was nonzero; the read address is the replayed word's during a replay."""
+        m.d.comb += [gen.rd_addr.eq(scan_addr), gen.rd_nonzero.eq(rd.data.as_value().any())]
+        return Mux(gen.replay, gen.replay_addr, scan_addr)
 
     @staticmethod
     def _bank_handshake(m: Module, geo: WindowGeometry, full, complete, wr_bank, release, rd_bank) -> None:
