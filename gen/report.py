@@ -275,7 +275,11 @@ class Report:
             lines += ["", f"## Zero-word skipping (--zero-skip {zs['mode']})", ""]
             for l in d["layers"]:
                 z = l.get("zero_skip")
-                if z is not None:
+                if z is not None and "window_words" in z:  # a conv engine: group 0 scans, the others replay
+                    lines.append(f"- {l['name']}: scan of each window, then its nonzero words, planned at a "
+                                 f"nonzero-word rate of {100 * z['nonzero_rate']:.0f}% ({z['expected_words_per_group']:g} "
+                                 f"of {z['window_words']} window words per replayed output group, {z['groups']} groups)")
+                elif z is not None:
                     lines.append(f"- {l['name']}: walk of nonzero words, planned at a nonzero-word rate of "
                                  f"{100 * z['nonzero_rate']:.0f}% ({z['expected_words_per_group']:g} of "
                                  f"{z['frame_words']} words per output group, {z['groups']} groups)")

@@ -1,8 +1,11 @@
-"""The zero-skip pass: which squeezed linear engines walk only their nonzero frame words.
+"""The zero-skip pass: which squeezed linear and conv engines walk only their nonzero frame words.
 
 A squeezed linear engine may skip the frame words whose spike counts are all 0
 (:mod:`bitspike.rtl_templates.zeroskip`): each output group then issues max(nonzero words, 1) words
-instead of all of them, once the whole frame is in. What it saves depends on the data, so the plan
+instead of all of them, once the whole frame is in. A squeezed conv engine of two or more output groups
+may too (:mod:`bitspike.rtl_templates.convskip`): its first output group walks the window and notes the
+nonzero words, the others issue only those and the window's last (1 + nonzero words among the first
+T − 1, for T words a window), through the line buffer or the whole frame. What it saves depends on the data, so the plan
 counts with an expected nonzero-word rate per layer (the node's ``nonzero_rate``, 1.0 unless told:
 the dense worst case, so a plan never promises what the data may not give); ``bitspike sim --trace``
 reports the measured rate and busy cycles next to that prediction.
@@ -11,16 +14,17 @@ Modes (``PlanOptions.zero_skip``, ``bitspike gen --zero-skip``):
 
 * ``"off"`` (the default): every engine walks densely (the hardware of a generator without skipping,
   byte for byte);
-* ``"auto"``: every squeezed linear engine that can skip (:meth:`~bitspike.ops.linear.LinearOp.
-  zero_skip_refused`: two or more frame words), whose neuron can emit a count of 0 (the analysed count
-  range starts at 0) and whose skipping logic costs at most :data:`AUTO_MAX_SHARE` of the engine's LUT
-  estimate (:meth:`~bitspike.ops.linear.LinearOp.zero_skip_luts`). Deterministic: it reads the plan only;
-* ``"on"``: every squeezed linear engine that can skip; the others stay dense.
+* ``"auto"``: every squeezed engine that can skip (:meth:`~bitspike.ops.linear.LinearOp.
+  zero_skip_refused`: two or more frame words; :meth:`~bitspike.ops.conv2d.Conv2dOp.zero_skip_refused`:
+  two or more output groups, a window of two or more words, no convolution groups), whose neuron can emit
+  a count of 0 (the analysed count range starts at 0) and whose skipping logic costs at most
+  :data:`AUTO_MAX_SHARE` of the engine's LUT estimate (the ops' ``zero_skip_luts``). Deterministic: it
+  reads the plan only;
+* ``"on"``: every squeezed engine that can skip; the others stay dense.
 
-Conv engines (and the pools, the adds) always walk densely: a sliding window reads each frame word at
-several taps, and the conv window is being rebuilt around a line buffer. The plan's nodes say what was
-decided (a ``zero_skip`` entry in the report's layer, only where an engine skips); the pass logs the
-others with the reason.
+The pools and the adds always walk densely (they have no window of weights to skip). The plan's nodes
+say what was decided (a ``zero_skip`` entry in the report's layer, only where an engine skips); the pass
+logs the others with the reason.
 
 Off is the default because a rate of 1 predicts no gain (only the latency of waiting for a whole frame),
 so a plan cannot show a benefit without a measured rate.
@@ -77,7 +81,7 @@ def zero_skip_decisions(plan: Plan, mode: str) -> dict[str, tuple[bool, str]]:
 
 @register_pass("zero_skip")
 def zero_skip_pass(plan: Plan) -> Plan:
-    """The plan with ``zero_skip`` set on the linear engines that skip (``plan.options.zero_skip``)."""
+    """The plan with ``zero_skip`` set on the engines that skip (``plan.options.zero_skip``)."""
     from dataclasses import replace
 
     mode = getattr(plan.options, "zero_skip", DEFAULT_ZERO_SKIP)

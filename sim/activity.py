@@ -13,7 +13,10 @@ A squeezed linear engine that skips zero words (:mod:`bitspike.rtl_templates.zer
 spikes is; a fused consumer, which has no neuron, on its producer's ``cnt`` tap) and the clocks from the
 layer's first accumulator of an image to its last (its accumulator window: the walk of every output group
 but the first), and puts the plan's models next to them at the measured rate
-(:meth:`bitspike.ops.linear.LinearOp.accumulator_window` and ``busy_cycles``).
+(:meth:`bitspike.ops.linear.LinearOp.accumulator_window` and ``busy_cycles``). A squeezed conv engine that
+skips (:mod:`bitspike.rtl_templates.convskip`) replays in its output groups 1 … G − 1 the nonzero words of each
+window: for it the summary adds the nonzero-word rate inside its windows (what those groups issue) and the busy
+cycles of its model at that rate, next to the dense engine's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class SteppedActivity:
     spikes: dict[str, int] = field(default_factory=dict)
     values: dict[str, int] = field(default_factory=dict)
     windows: dict[str, list[int]] = field(default_factory=dict)
+    window_nz: dict[str, int] = field(default_factory=dict)
+    window_words: dict[str, int] = field(default_factory=dict)
     images: int = 0
 
     @property
@@ -64,6 +69,33 @@ class SteppedActivity:
             self.windows.setdefault(name, []).extend(
                 int(acc_c[(i + 1) * per_a - 1] - spk_c[i * per_s]) + 1 for i in range(n) if per_s and per_a)
         self.images += n
+
+    def _conv_words(self, name: str, entry: dict, counts: np.ndarray) -> np.ndarray:
+        """A conv engine's nonzero frame words (each pixel's channels start a word), and, into ``window_nz`` and
+        ``window_words``, the nonzero words among its windows' first T − 1 (what its replayed groups issue)."""
+        from bitspike.ops.conv2d import CONV2D
+        from bitspike.rtl_templates.convskip import conv_nonzero_words, conv_zero_skip_words
+
+        node = CONV2D.node_from_report(entry)
+        nz = conv_nonzero_words(counts, node.in_hw, node.lanes)
+        geo = node.geometry()
+        per = [sum(conv_zero_skip_words(geo, f)) - geo.out_hw[0] * geo.out_hw[1] for f in nz]
+        self.window_nz[name] = self.window_nz.get(name, 0) + int(sum(per))
+        self.window_words[name] = (self.window_words.get(name, 0)
+                                   + len(nz) * geo.out_hw[0] * geo.out_hw[1] * (node.window_words - 1))
+        return nz
+
+    def _conv_summary(self, name: str, entry: dict) -> dict:
+        """A conv engine's entries beyond the shared ones: the windows' nonzero-word rate (what its replayed
+        groups issue: 1 + rate · (T − 1) words) and the busy cycles of the model at that rate."""
+        from bitspike.ops.conv2d import CONV2D
+
+        rate = self.window_nz[name] / max(1, self.window_words[name])
+        at = CONV2D.node_from_report(entry, rate)
+        return {"window_nonzero_rate": rate, "window_words": at.window_words,
+                "replayed_words_per_group": at.expected_words(), "model_window_cycles": None,
+                "model_busy_cycles": CONV2D.busy_cycles(at),
+                "dense_busy_cycles": CONV2D.busy_cycles(CONV2D.node_from_report({k: v for k, v in entry.items() if k != "zero_skip"}))}
 
     def summary(self) -> dict[str, dict]:
         """Per stepped layer: spike rate, events per inference, busy cycles (mean, max) and the plan's walk and
@@ -111,6 +143,8 @@ class ZeroSkipActivity:
     nonzero: dict[str, int] = field(default_factory=dict)
     words: dict[str, int] = field(default_factory=dict)
     windows: dict[str, list[int]] = field(default_factory=dict)
+    window_nz: dict[str, int] = field(default_factory=dict)
+    window_words: dict[str, int] = field(default_factory=dict)
     images: int = 0
 
     def _count_tap(self, index: int, name: str, kinds) -> tuple[str, str] | None:
@@ -150,12 +184,42 @@ class ZeroSkipActivity:
             vals, _ = result.taps[ports[src]]
             _, acc_c = result.taps[ports[(name, "acc")]]
             per_a = len(acc_c) // n
-            nz = nonzero_words(np.asarray(vals).reshape(n, -1), int(entry["lanes"]))
+            if entry["op"] == "conv2d":
+                nz = self._conv_words(name, entry, np.asarray(vals).reshape(n, -1))
+            else:
+                nz = nonzero_words(np.asarray(vals).reshape(n, -1), int(entry["lanes"]))
             self.nonzero[name] = self.nonzero.get(name, 0) + int(nz.sum())
             self.words[name] = self.words.get(name, 0) + int(nz.size)
             self.windows.setdefault(name, []).extend(
                 int(acc_c[(i + 1) * per_a - 1] - acc_c[i * per_a]) + 1 for i in range(n) if per_a)
         self.images += n
+
+    def _conv_words(self, name: str, entry: dict, counts: np.ndarray) -> np.ndarray:
+        """A conv engine's nonzero frame words (each pixel's channels start a word), and, into ``window_nz`` and
+        ``window_words``, the nonzero words among its windows' first T − 1 (what its replayed groups issue)."""
+        from bitspike.ops.conv2d import CONV2D
+        from bitspike.rtl_templates.convskip import conv_nonzero_words, conv_zero_skip_words
+
+        node = CONV2D.node_from_report(entry)
+        nz = conv_nonzero_words(counts, node.in_hw, node.lanes)
+        geo = node.geometry()
+        per = [sum(conv_zero_skip_words(geo, f)) - geo.out_hw[0] * geo.out_hw[1] for f in nz]
+        self.window_nz[name] = self.window_nz.get(name, 0) + int(sum(per))
+        self.window_words[name] = (self.window_words.get(name, 0)
+                                   + len(nz) * geo.out_hw[0] * geo.out_hw[1] * (node.window_words - 1))
+        return nz
+
+    def _conv_summary(self, name: str, entry: dict) -> dict:
+        """A conv engine's entries beyond the shared ones: the windows' nonzero-word rate (what its replayed
+        groups issue: 1 + rate · (T − 1) words) and the busy cycles of the model at that rate."""
+        from bitspike.ops.conv2d import CONV2D
+
+        rate = self.window_nz[name] / max(1, self.window_words[name])
+        at = CONV2D.node_from_report(entry, rate)
+        return {"window_nonzero_rate": rate, "window_words": at.window_words,
+                "replayed_words_per_group": at.expected_words(), "model_window_cycles": None,
+                "model_busy_cycles": CONV2D.busy_cycles(at),
+                "dense_busy_cycles": CONV2D.busy_cycles(CONV2D.node_from_report({k: v for k, v in entry.items() if k != "zero_skip"}))}
 
     def summary(self) -> dict[str, dict]:
         """Per zero-skipping layer: the measured nonzero-word rate, accumulator window (mean, max) and the plan's
@@ -167,23 +231,38 @@ class ZeroSkipActivity:
             if not self.words.get(name):
                 continue
             rate = self.nonzero[name] / self.words[name]
-            at = LINEAR.node_from_report(entry, rate)
             w = self.windows.get(name) or [0]
             out[name] = {"walk": entry["zero_skip"]["walk"], "nonzero_rate": rate,
                          "planned_rate": entry["zero_skip"]["nonzero_rate"],
                          "frame_words": int(entry["zero_skip"]["frame_words"]),
                          "nonzero_words_per_inference": self.nonzero[name] / max(1, self.images),
                          "window_cycles_mean": float(np.mean(w)), "window_cycles_max": int(np.max(w)),
-                         "model_window_cycles": LINEAR.accumulator_window(at),
-                         "model_busy_cycles": LINEAR.busy_cycles(at), "planned_busy_cycles": int(entry["cycles"])}
+                         "planned_busy_cycles": int(entry["cycles"])}
+            if entry["op"] == "conv2d":
+                out[name].update(self._conv_summary(name, entry))
+            else:
+                at = LINEAR.node_from_report(entry, rate)
+                out[name].update(model_window_cycles=LINEAR.accumulator_window(at),
+                                 model_busy_cycles=LINEAR.busy_cycles(at))
         return out
 
     @staticmethod
     def text(summary: dict[str, dict]) -> list[str]:
         """One line per zero-skipping layer, for ``bitspike sim``'s summary."""
-        return [f"  zero-skip {name:<8} nonzero words {100 * s['nonzero_rate']:.1f} % "
-                f"({s['nonzero_words_per_inference']:.1f} of {s['frame_words']}/inference; planned at "
-                f"{100 * s['planned_rate']:.0f} %), accumulator window {s['window_cycles_mean']:.1f} cycles "
-                f"(max {s['window_cycles_max']}); model at the measured rate: window {s['model_window_cycles']}, "
-                f"busy {s['model_busy_cycles']} (planned {s['planned_busy_cycles']})"
-                for name, s in summary.items()]
+        lines = []
+        for name, s in summary.items():
+            line = (f"  zero-skip {name:<8} nonzero words {100 * s['nonzero_rate']:.1f} % "
+                    f"({s['nonzero_words_per_inference']:.1f} of {s['frame_words']}/inference; planned at "
+                    f"{100 * s['planned_rate']:.0f} %)")
+            if "window_nonzero_rate" in s:  # a conv engine: the replayed groups' words and the busy cycles
+                line += (f", in its windows {100 * s['window_nonzero_rate']:.1f} % ({s['replayed_words_per_group']:.2f} "
+                         f"of {s['window_words']} words a replayed group), accumulator window "
+                         f"{s['window_cycles_mean']:.1f} cycles (max {s['window_cycles_max']}); model at the measured "
+                         f"rate: busy {s['model_busy_cycles']} (dense {s['dense_busy_cycles']}, planned "
+                         f"{s['planned_busy_cycles']})")
+            else:
+                line += (f", accumulator window {s['window_cycles_mean']:.1f} cycles (max {s['window_cycles_max']}); "
+                         f"model at the measured rate: window {s['model_window_cycles']}, busy {s['model_busy_cycles']} "
+                         f"(planned {s['planned_busy_cycles']})")
+            lines.append(line)
+        return lines

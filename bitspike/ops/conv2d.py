@@ -19,11 +19,19 @@ writer stalls while its word would overwrite one a pending window needs, so
 the model replays writer and reader together (:func:`line_buffer_schedule`).
 ``Conv2dOp.line_buffer = False`` plans and builds the double-buffered whole
 frame instead (the benchmarks' "before").
+
+Zero-word skipping (``bitspike gen --zero-skip``, :mod:`bitspike.gen.zeroskip`): a squeezed conv engine
+of two or more output groups may replay, in groups 1 … G − 1, only the words of the window that group 0
+found nonzero (:mod:`bitspike.rtl_templates.convskip`). Its node says so (``zero_skip``) and carries the
+expected fraction of nonzero words (``nonzero_rate``, 1.0 unless told); the busy and arrival models give a
+replayed group ``1 + rate · (T − 1)`` words on average (:meth:`Conv2dNode.replay_words`), or the exact
+words of a frame's data (:func:`~bitspike.rtl_templates.convskip.conv_zero_skip_words`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from .base import MAX_DIM, register_op
@@ -129,6 +137,29 @@ class Conv2dNode(SynapticNode):
 
     groups: int = 1
     line_buffer: bool = True
+    zero_skip: bool = False
+    nonzero_rate: float = 1.0
+
+    @property
+    def window_words(self) -> int:
+        """Words one output group walks per pixel densely (kernel taps × the group's channel words): T."""
+        return self.kernel[0] * self.kernel[1] * -(-(self.in_features // self.groups) // self.lanes)
+
+    def expected_words(self) -> float:
+        """Words a replayed output group issues at :attr:`nonzero_rate`: ``1 + rate · (T − 1)`` (the last word
+        always; all T when dense)."""
+        T = self.window_words
+        if not self.zero_skip:
+            return float(T)
+        return 1.0 + self.nonzero_rate * (T - 1)
+
+    def replay_words(self, window: int, round_: int) -> int:
+        """Words the cycle model gives output group ``round_`` (≥ 1) of window ``window`` (within a frame):
+        :meth:`expected_words` on average, as whole words spread over the frame's replayed groups (as
+        :meth:`~bitspike.ops.linear.LinearNode.group_words` does)."""
+        e = self.expected_words()
+        k = window * (-(-self.out_features // self.pes) - 1) + round_ - 1
+        return math.floor((k + 1) * e + 1e-9) - math.floor(k * e + 1e-9)
 
     def geometry(self):
         """The engine's :class:`~bitspike.rtl_templates.window.WindowGeometry` (what its generator steps)."""
@@ -157,11 +188,17 @@ class Conv2dNode(SynapticNode):
     def to_json(self):
         out = super().to_json()
         out["activation_memory"] = self.activation_memory()
+        if self.zero_skip:  # only then: the report of a dense engine stays as it was
+            geo = self.geometry()
+            out["zero_skip"] = {"walk": "scan, then nonzero words", "nonzero_rate": self.nonzero_rate,
+                                "window_words": self.window_words, "frame_words": geo.frame_words,
+                                "expected_words_per_group": round(self.expected_words(), 3),
+                                "groups": geo.out_groups}
         return out
 
 
 def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arrivals: list[int] | None,
-                         frames: int) -> tuple[list[int], list[int]]:
+                         frames: int, replay: list[list[int]] | None = None) -> tuple[list[int], list[int]]:
     """The line-buffered engine's clocks for ``frames`` frames back to back: ``(output beats, frame ends)``.
 
     ``arrivals``: the clock each input beat is offered (``None``: always offered). Mirrors the RTL
@@ -176,7 +213,9 @@ def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriv
       slot and pops as the whole-frame model (:meth:`SynapticOp._drain_model`).
 
     A window whose words are all in when it starts takes the closed form of the whole-frame busy model;
-    the others go word by word.
+    the others go word by word. With zero skipping (``node.zero_skip``) rounds 1 on replay words read
+    already: round g of window i issues ``replay[f][i]`` words (frame f's data; ``None``: the node's
+    expected :meth:`Conv2dNode.replay_words`) back to back.
     """
     from bitspike.rtl_templates.linebuf import line_buffer_size, window_bounds
 
@@ -209,7 +248,9 @@ def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriv
         t = state["t"]
         fast = wt[f * F + bounds[li][1] - 1] + 1 <= t + 1
         for g, words in enumerate(reads):
-            if fast:
+            if g and node.zero_skip:
+                t += replay[f][li] if replay is not None else node.replay_words(li, g)
+            elif fast:
                 t += taps * len(words)
             else:
                 for ky in range(KH):
@@ -250,6 +291,60 @@ def line_buffer_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriv
         x_prev, w_prev = x, w
     while len(t_last) < frames * nw:
         read_window(len(t_last))
+    return out, frame_ends
+
+
+def line_buffer_size_words(geo) -> int:
+    """The line buffer's ``N`` for ``geo`` (:func:`~bitspike.rtl_templates.linebuf.line_buffer_size`)."""
+    from bitspike.rtl_templates.linebuf import line_buffer_size
+
+    return line_buffer_size(geo).words
+
+
+def frame_skip_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arrivals: list[int] | None,
+                        frames: int, replay: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """The whole-frame engine's clocks with zero skipping, ``frames`` frames back to back: ``(output beats of
+    the first frame, frame ends)``.
+
+    As the dense whole-frame model (:meth:`SynapticOp.arrival_times`): round 0 reads each word once it is
+    written (``arrivals``: the clock each input beat is offered; ``None``: every word ready), the later rounds
+    issue their replayed words back to back (``replay``: per window, of the frame's data; ``None``: the
+    node's expected ones). The banks alternate, so a frame's words are ready once they arrived.
+    """
+    from bitspike.rtl_templates.synapse import INPUT_LATENCY
+
+    reads, last_n = op._rounds(node)
+    ends = op.frame_words(node)
+    C, jn = node.in_features, len(ends)
+    H, W = node.in_hw
+    KH, KW = node.kernel
+    never = -(10**9)
+    finish = op._drain_model(node)
+    ready = ([never] * (H * W * jn) if arrivals is None else
+             [arrivals[pix * C + e] + INPUT_LATENCY for pix in range(H * W) for e in ends])
+    out: list[int] = []
+    frame_ends: list[int] = []
+    t = -1
+    lastpops: list[int] = []
+    for f in range(frames):
+        for i in range(node.out_hw[0] * node.out_hw[1]):
+            oh, ow = divmod(i, node.out_hw[1])
+            for g, words in enumerate(reads):
+                if g:
+                    t += replay[i] if replay is not None else node.replay_words(i, g)
+                else:
+                    for ky in range(KH):
+                        ih = oh * node.stride[0] + ky - node.padding[0]
+                        for kx in range(KW):
+                            iw = ow * node.stride[1] + kx - node.padding[1]
+                            inside = 0 <= ih < H and 0 <= iw < W
+                            for j in words:
+                                r = ready[(ih * W + iw) * jn + j] if inside and f == 0 else never
+                                t = max(t + 1, r)
+                pops, t = finish(t, node.pes if g < len(reads) - 1 else last_n, lastpops)
+                if f == 0:
+                    out.extend(p + out_delay for p in pops)
+        frame_ends.append(lastpops[-1])
     return out, frame_ends
 
 
@@ -328,30 +423,94 @@ class Conv2dOp(SynapticOp):
         :func:`line_buffer_schedule` with inputs always offered: the clocks between the ends of the second
         and the third."""
         if not node.line_buffer:
+            if node.zero_skip:
+                _, ends = frame_skip_schedule(self, node, 0, None, 3)
+                return max(ends[2] - ends[1], node.in_beats, node.out_beats)
             return super().busy_cycles(node)
         # the folding search asks again and again for the same few folds: the replay depends only on these
         key = (node.in_hw, node.in_features, node.out_features, node.kernel, node.stride, node.padding, node.groups,
-               node.pes, node.lanes)
+               node.pes, node.lanes) + ((node.nonzero_rate,) if node.zero_skip else ())
         if key not in self._busy_cache:
             _, ends = line_buffer_schedule(self, node, 0, None, 3)
             self._busy_cache[key] = max(ends[2] - ends[1], node.in_elements, node.out_elements)
         return self._busy_cache[key]
 
-    def arrival_times(self, node, layer, plan, inputs):
-        if not node.line_buffer:
-            return super().arrival_times(node, layer, plan, inputs)
+    def arrival_times(self, node, layer, plan, inputs, replay: list[list[int]] | None = None):
+        """The clocks the outputs leave, given the clocks the inputs are offered; ``replay``: with zero skipping,
+        the words of each replayed round per window (one list, :func:`~bitspike.rtl_templates.convskip.
+        conv_zero_skip_words` of the frame's data) instead of the node's expected ones."""
         from bitspike.rtl_templates.synapse import drain_latency
 
-        out, _ = line_buffer_schedule(self, node, drain_latency(layer.requant is not None, node.fused is not None),
-                                      inputs[0], 1)
+        delay = drain_latency(layer.requant is not None, node.fused is not None)
+        if not node.line_buffer:
+            if node.zero_skip:
+                return frame_skip_schedule(self, node, delay, inputs[0], 1, replay)[0]
+            return super().arrival_times(node, layer, plan, inputs)
+        out, _ = line_buffer_schedule(self, node, delay, inputs[0], 1, replay)
         return out
+
+    # ---- zero-word skipping (bitspike.gen.zeroskip asks these; bitspike.rtl_templates.convskip builds it)
+
+    def zero_skip_refused(self, node, r) -> str | None:
+        """Why this engine cannot skip zero words (``None``: it can)."""
+        from bitspike.rtl_templates.convskip import conv_skip_refused
+
+        return conv_skip_refused(node.geometry())
+
+    def zero_skip_luts(self, node) -> int:
+        """The estimate's extra LUTs for skipping: the list (T − 1 entries of a read address and a tap, in logic:
+        flip-flops and a read multiplexer where there is no LUT RAM), its counters (entries, replay index, group,
+        weight base), the read-address and weight-address multiplexers, the nonzero test of a word and, with a
+        line buffer, the held write limits."""
+        from bitspike.rtl_templates.convskip import conv_list_bits, input_memory_words
+
+        geo = node.geometry()
+        T, G = node.window_words, geo.out_groups
+        a = (input_memory_words(geo, node.line_buffer) - 1).bit_length()
+        t, g = T.bit_length(), (G * T).bit_length()
+        held = 2 * (geo.frame_words + line_buffer_size_words(geo)).bit_length() if node.line_buffer else 0
+        return (conv_list_bits(geo, node.line_buffer) + 2 * a + 3 * t + 2 * g + G.bit_length()
+                + -(-node.lanes * node.widths["count"] // 4) + held + 8)
+
+    def with_zero_skip(self, node, on: bool, nonzero_rate: float | None = None):
+        """The node with zero-word skipping on or off (and its expected nonzero-word rate), its cycles redone."""
+        rate = node.nonzero_rate if nonzero_rate is None else float(nonzero_rate)
+        if not 0.0 <= rate <= 1.0:
+            from bitspike.errors import HardwareError
+
+            raise HardwareError(f"layer '{node.name}': nonzero_rate must be in 0 … 1, not {rate!r}")
+        node = replace(node, zero_skip=bool(on), nonzero_rate=rate)
+        return replace(node, cycles=self.busy_cycles(node))
+
+    def estimate_luts(self, node):
+        base = super().estimate_luts(node)
+        return base + self.zero_skip_luts(node) if getattr(node, "zero_skip", False) else base
+
+    @staticmethod
+    def node_from_report(entry: dict, nonzero_rate: float | None = None) -> Conv2dNode:
+        """A conv node with the geometry and folding of a report's layer entry (for the cycle models)."""
+        z = entry.get("zero_skip") or {}
+        rate = z.get("nonzero_rate", 1.0) if nonzero_rate is None else nonzero_rate
+        pair = lambda key: tuple(int(v) for v in entry[key])  # noqa: E731
+        return Conv2dNode(index=int(entry["index"]), name=entry["name"], op="conv2d", engine=entry["engine"],
+                          in_features=int(entry["in_features"]), out_features=int(entry["out_features"]),
+                          pes=int(entry["pes"]), lanes=int(entry["lanes"]), widths=dict(entry["widths"]),
+                          in_hw=pair("in_hw"), out_hw=pair("out_hw"), kernel=pair("kernel"), stride=pair("stride"),
+                          padding=pair("padding"), vec_in=int(entry.get("vec_in", 1)),
+                          vec_out=int(entry.get("vec_out", 1)),
+                          line_buffer=entry.get("activation_memory", {}).get("kind", "line") == "line",
+                          zero_skip="zero_skip" in entry, nonzero_rate=float(rate))
 
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.conv import ConvEngine
 
+        kwargs = self.engine_kwargs(plan, node, layer, debug)
+        if node.zero_skip:
+            from bitspike.rtl_templates.convskip import conv_zero_skip_generator
+
+            kwargs["address_generator"] = conv_zero_skip_generator(line_buffer=node.line_buffer)
         return ConvEngine(weight=layer.weight, in_hw=node.in_hw, stride=node.stride, padding=node.padding,
-                          groups=node.groups, line_buffer=node.line_buffer,
-                          **self.engine_kwargs(plan, node, layer, debug))
+                          groups=node.groups, line_buffer=node.line_buffer, **kwargs)
 
     def export_fields(self, node):
         m = node.module
