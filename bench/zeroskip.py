@@ -1,4 +1,4 @@
-"""Benchmark: zero-word skipping in squeezed linear engines (``bitspike gen --zero-skip``), in co-simulation.
+"""Benchmark: zero-word skipping in squeezed linear and conv engines (``bitspike gen --zero-skip``), in co-simulation.
 
 The digits MLP of ``bitspike demo`` (64-64-32-10, every layer's bits learned, target 2/2/1.5; trained here
 with ``bitspike train``, or ``--digits`` names a manifest) is generated twice at the same fold: dense
@@ -17,10 +17,21 @@ the whole digits test split (360 images):
   with and without skipping.
 
 Two folds: the one ``--fold auto`` picks, and one with fewer lanes (more words per frame, so more to skip).
-Writes ``bench/results/zeroskip.json`` and ``.md``::
 
-    nice python bench/zeroskip.py
+Conv engines (``--conv``; ``--conv-only`` keeps the MLP figures of an earlier run and redoes these): the
+Fashion ``cnn`` shape (:func:`bitspike.testing.fashion_cnn_shaped`, seed 0: random weights of the trained
+network's shape) on the first ``--conv-samples`` Fashion-MNIST test images, dense and skipping at two folds
+(the one the 3,000-LUT budget of tests/hw_digests.py picks, where conv0 has one output group and stays dense,
+and a small one, every conv at four or more output groups). Co-simulated as above (bit-exact at every tap,
+each image alone and streamed under stalls); per conv engine the measured nonzero-word rate of its frames and
+of its windows (what its replayed output groups issue: 1 + rate · (T − 1) words), its accumulator window,
+skipping vs dense, and the planner's busy cycles at the measured window rate; the latency and the streamed
+interval, measured and planned; Yosys ``synth_ice40`` LUTs and BRAMs per engine. Writes
+``bench/results/zeroskip.json`` and ``.md``::
+
+    nice python bench/zeroskip.py --conv
     python bench/zeroskip.py --digits model.bsm --no-synth
+    nice python bench/zeroskip.py --conv-only --conv-samples 200
 """
 
 from __future__ import annotations
@@ -127,6 +138,171 @@ def run_config(label: str, manifest, fold: str, x, golden, work: Path, synth: bo
     return out
 
 
+CONV_FOLDS = {
+    # the fold of tests/hw_digests.py's 3,000-LUT budget: conv0 16x1 is one output group (dense), conv1 8x8 four
+    "fold 3000 LUTs": "conv0=16x1,conv1=8x8,line2=2x2",
+    "small fold": "conv0=4x1,conv1=4x4,line2=2x2",  # four and eight output groups
+}
+
+
+def conv_measure(rtl: Path, manifest, x: np.ndarray, golden) -> dict:
+    """:func:`measure` for a CNN: bit-exactness, latency, interval, every conv engine's accumulator window."""
+    sim = CoSim(rtl)
+    ref = ManifestGoldenTaps(manifest, sim.design.taps)
+    seqs = ref.sequences(x)
+    t0 = time.perf_counter()
+    alone = sim.run(x, trace=True, sequential=True)
+    stalled = sim.run(x, trace=True, stall_in=0.1, stall_out=0.1, seed=3)
+    free = sim.run(x)
+    activity = ZeroSkipActivity(sim.design)
+    activity.add(alone)
+    convs = [l["name"] for l in sim.design.layers if l["op"] == "conv2d"]
+    return {
+        "exact_logits_alone": int((alone.logits == golden).all(axis=1).sum()),
+        "exact_all_taps_alone": int(compare_all(alone, seqs, sim.design.taps, ref)[0]),
+        "exact_logits_stalled": int((stalled.logits == golden).all(axis=1).sum()),
+        "exact_all_taps_stalled": int(compare_all(stalled, seqs, sim.design.taps, ref)[0]),
+        "latency_mean": float(alone.cycles.mean()), "latency_predicted": int(sim.design.cycles_per_inference),
+        "interval_median": float(free.initiation_interval),
+        "interval_predicted": int(sim.design.data["initiation_interval"]),
+        "windows": {n: float(np.mean(acc_windows(alone, sim.design, n))) for n in convs},
+        "zero_skip": activity.summary(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def run_conv_config(label: str, manifest, fold: str, x, golden, work: Path, synth: bool) -> dict:
+    """One fold of the CNN, dense and skipping: :func:`conv_measure` of both, the plans, the area."""
+    from bitspike.gen import generate
+
+    out: dict = {"fold": fold}
+    designs = {}
+    for mode in ("off", "on"):
+        rep = generate(manifest, work / f"{label}-{mode}", fold=fold, debug_taps=True, zero_skip=mode, fuse="off")
+        designs[mode] = rep.to_json()
+        out[mode] = conv_measure(work / f"{label}-{mode}", manifest, x, golden)
+        print(label, mode, json.dumps({k: v for k, v in out[mode].items() if k != "zero_skip"}), flush=True)
+    out["skipping"] = designs["on"]["zero_skip"]["layers"]
+    out["dense_reasons"] = designs["on"]["zero_skip"]["dense"]
+    out["planned"] = {mode: {"latency": d["cycles_per_inference"], "interval": d["initiation_interval"],
+                             "cycles": {l["name"]: l["cycles"] for l in d["layers"] if l["op"] == "conv2d"}}
+                      for mode, d in designs.items()}
+    layers = {}
+    for name, s in out["on"]["zero_skip"].items():
+        if name not in out["off"]["windows"]:
+            continue
+        dense_w = out["off"]["windows"][name]
+        layers[name] = dict(s, dense_window_cycles_mean=dense_w, window_ratio=s["window_cycles_mean"] / dense_w)
+    out["layers"] = layers
+    if synth:
+        out["synth"] = {mode: synth_engines(manifest, fold, mode, work / f"{label}-{mode}-synth")
+                        for mode in ("off", "on")}
+    return out
+
+
+def conv_markdown(conv: dict) -> list[str]:
+    """The CNN part of the results file."""
+    lines = [
+        "# Zero-word skipping in squeezed conv engines",
+        "",
+        "Models: " + "; ".join(f"{k}: {v['what']} ({v['samples']} images)" for k, v in conv["models"].items())
+        + ". Verilator co-simulation of `bitspike gen "
+        "--zero-skip off` and `--zero-skip on` (`--fuse off`) at the same fold, with debug taps. A skipping conv "
+        "engine walks each window in its first output group and replays only the nonzero words (and the window's "
+        "last) in the others. Frame rate: the share of the engine's frame words holding a nonzero count; window "
+        "rate: the share of nonzero words among the first T − 1 words of its windows (padding counts as zero), "
+        "what a replayed group issues (1 + rate · (T − 1) words); both counted on the hardware's spike taps. "
+        "Window: per image run alone, the clocks from the engine's first accumulator to its last, mean over the "
+        "images. Model: the planner's busy cycles (one frame in steady state) at the measured window rate. Area: "
+        "Yosys `synth_ice40` per engine (LUTs; BRAM tiles).",
+        "",
+    ]
+    for label, cfg in conv["configs"].items():
+        on, off = cfg["on"], cfg["off"]
+        n = conv["models"][cfg["model"]]["samples"]
+        lines += [
+            f"## {label} (`{cfg['fold']}`)",
+            "",
+            f"- skipping: {', '.join(cfg['skipping']) or 'none'}; dense: "
+            + "; ".join(f"{k}: {v}" for k, v in cfg["dense_reasons"].items() if "walks its window densely" not in v),
+            f"- bit-exact, skipping: logits {on['exact_logits_alone']}/{n}, every tap {on['exact_all_taps_alone']}/{n} "
+            f"(each image alone), {on['exact_logits_stalled']}/{n} and {on['exact_all_taps_stalled']}/{n} streamed "
+            f"under 10% stalls; dense: {off['exact_all_taps_alone']}/{n} and {off['exact_all_taps_stalled']}/{n}",
+            f"- latency per image alone: skipping {on['latency_mean']:.1f} cycles (planned at rate 1: "
+            f"{on['latency_predicted']}), dense {off['latency_mean']:.1f} ({off['latency_predicted']}); interval "
+            f"streamed: skipping {on['interval_median']:.0f}, dense {off['interval_median']:.0f} (planned at rate 1: "
+            f"{on['interval_predicted']} and {off['interval_predicted']}); skipping / dense: latency "
+            f"{on['latency_mean'] / off['latency_mean']:.2f}, interval {on['interval_median'] / off['interval_median']:.2f}",
+            "",
+            "| layer | window words T | groups | frame rate | window rate | window, skipping | window, dense | "
+            "skipping / dense | busy: model at the rate / dense |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, s in cfg["layers"].items():
+            lines.append(f"| {name} | {s['window_words']} | {s['groups']} | {100 * s['nonzero_rate']:.1f}% | "
+                         f"{100 * s['window_nonzero_rate']:.1f}% | {s['window_cycles_mean']:.1f} | "
+                         f"{s['dense_window_cycles_mean']:.1f} | {s['window_ratio']:.2f} | "
+                         f"{s['model_busy_cycles']} / {s['dense_busy_cycles']} |")
+        if "synth" in cfg:
+            lines += ["", "| module | LUT dense | LUT skipping | BRAM dense | BRAM skipping |", "|---|---|---|---|---|"]
+            so, sn = cfg["synth"]["off"]["modules"], cfg["synth"]["on"]["modules"]
+            for mod in sorted(set(so) | set(sn)):
+                a, b = so.get(mod, {}), sn.get(mod, {})
+                lines.append(f"| {mod} | {a.get('lut', '-')} | {b.get('lut', '-')} | {a.get('bram', '-')} | "
+                             f"{b.get('bram', '-')} |")
+            to, tn = cfg["synth"]["off"]["total"], cfg["synth"]["on"]["total"]
+            lines.append(f"| **total** | {to['lut']} | {tn['lut']} | {to['bram']} | {tn['bram']} |")
+        lines.append("")
+    return lines
+
+
+DIGITS_CNN_FOLDS = {
+    "digits CNN, fold 8x1 / 8x8": "conv1=8x1,conv2=8x8,fc1=2x2",  # two and four output groups
+    "digits CNN, small fold": "conv1=4x1,conv2=4x4,fc1=2x2",  # four and eight
+}
+
+
+def train_digits_cnn(work: Path, seed: int) -> Path:
+    """The digits ``cnn`` (1×8×8 → conv 16 → pool → conv 32 → pool → linear), trained and exported here."""
+    from bitspike.cli import EXIT_OK, main
+
+    run = work / "train-cnn"
+    argv = ["train", "--dataset", "digits", "--arch", "cnn", "--seed", str(seed), "--threads", "1", "--out", str(run),
+            "-q"]
+    if main(argv) != EXIT_OK or main(["export", str(run), "-o", str(work / "digits_cnn.bsm"), "-q"]) != EXIT_OK:
+        raise SystemExit("training or exporting the digits CNN failed (its output says why)")
+    return work / "digits_cnn.bsm"
+
+
+def run_conv(samples: int, synth: bool, work: Path, digits_cnn: Path | None, seed: int) -> dict:
+    """The CNN part: the trained digits CNN at :data:`DIGITS_CNN_FOLDS` on the digits test split, and the
+    Fashion CNN shape at :data:`CONV_FOLDS` on the first ``samples`` Fashion-MNIST test images."""
+    from bitspike.host.data import load_dataset
+    from bitspike.testing import fashion_cnn_shaped
+
+    conv = {"models": {}, "configs": {}}
+    work.mkdir(parents=True, exist_ok=True)
+    dcnn = load(digits_cnn or train_digits_cnn(work, seed))
+    x = images_for_manifest(load_dataset("digits", "test").images, dcnn)
+    golden = GoldenModel(dcnn).run(x).logits.numpy()
+    conv["models"]["digits CNN"] = {"what": f"digits `cnn` ({'`' + str(digits_cnn) + '`' if digits_cnn else 'trained here with bitspike train, seed ' + str(seed)}), "
+                                            f"digits test split", "samples": len(x)}
+    for label, fold in DIGITS_CNN_FOLDS.items():
+        conv["configs"][label] = dict(run_conv_config(label.replace(" ", "-").replace(",", "").replace("/", ""), dcnn,
+                                                      fold, x, golden, work, synth), model="digits CNN")
+    manifest = fashion_cnn_shaped(0)
+    x = images_for_manifest(load_dataset("fashion-mnist", "test").images[:samples], manifest)
+    golden = GoldenModel(manifest).run(x).logits.numpy()
+    conv["models"]["Fashion CNN shape"] = {"what": "Fashion `cnn` shape (`bitspike.testing.fashion_cnn_shaped(0)`: "
+                                                   f"random weights), the first {len(x)} Fashion-MNIST test images",
+                                           "samples": len(x)}
+    for label, fold in CONV_FOLDS.items():
+        conv["configs"]["Fashion CNN shape, " + label] = dict(
+            run_conv_config("fashion-" + label.replace(" ", "-"), manifest, fold, x, golden, work, synth),
+            model="Fashion CNN shape")
+    return conv
+
+
 def write_markdown(data: dict) -> None:
     n = data["samples"]
     lines = [
@@ -173,12 +349,11 @@ def write_markdown(data: dict) -> None:
             to, tn = cfg["synth"]["off"]["total"], cfg["synth"]["on"]["total"]
             lines.append(f"| **total** | {to['lut']} | {tn['lut']} | {to['bram']} | {tn['bram']} |")
         lines.append("")
-    lines += [
-        "Squeezed conv layers walk densely (their window reads each frame word at several taps; the conv window "
-        "is being rebuilt around a line buffer), so a CNN's conv engines are not measured here.",
-        "",
-        f"Machine: {data['machine']}.",
-    ]
+    if "conv" in data:
+        lines += conv_markdown(data["conv"])
+    else:
+        lines += ["Conv engines: run `python bench/zeroskip.py --conv`.", ""]
+    lines += [f"Machine: {data['machine']}."]
     atomic_write_text(RESULTS / "zeroskip.md", "\n".join(lines) + "\n")
 
 
@@ -189,9 +364,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--narrow", default=None, metavar="FOLD",
                         help="the second fold (default: each linear layer at its auto PEs and a quarter of its lanes)")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys area figures")
+    parser.add_argument("--conv", action="store_true", help="also measure the conv engines (the Fashion CNN)")
+    parser.add_argument("--conv-only", action="store_true",
+                        help="measure only the conv engines; keep the MLP figures of bench/results/zeroskip.json")
+    parser.add_argument("--conv-samples", type=int, default=100, help="Fashion-MNIST test images for the CNN")
+    parser.add_argument("--digits-cnn", type=Path, default=None, help="a trained digits CNN manifest (default: train one)")
+    parser.add_argument("--cnn-seed", type=int, default=1, help="the training seed of the digits CNN")
     args = parser.parse_args(argv)
     from bitspike.gen.plan import make_plan
 
+    # yowasp Yosys cannot read absolute /tmp paths: the conv part builds under build/ in the repository
+    conv_work = Path(__file__).resolve().parents[1] / "build" / "bench_zeroskip"
+    if args.conv_only:
+        data = json.loads((RESULTS / "zeroskip.json").read_text())
+        data["conv"] = run_conv(args.conv_samples, not args.no_synth, conv_work, args.digits_cnn, args.cnn_seed)
+        data["machine"] = f"{platform.machine()}, Python {platform.python_version()}"
+        write_json(RESULTS / "zeroskip.json", data)
+        write_markdown(data)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bitspike-zeroskip-") as tmp:
         work = Path(tmp)
         bsm = args.digits or train_digits(work, args.seed)
@@ -210,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             data["configs"][label] = run_config(label.replace(" ", "-"), manifest, fold, x, golden, work,
                                                 not args.no_synth)
             print(json.dumps({label: data["configs"][label]["layers"]}, indent=1))
+    if args.conv:
+        data["conv"] = run_conv(args.conv_samples, not args.no_synth, conv_work, args.digits_cnn, args.cnn_seed)
     RESULTS.mkdir(exist_ok=True)
     write_json(RESULTS / "zeroskip.json", data)
     write_markdown(data)

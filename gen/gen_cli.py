@@ -35,11 +35,12 @@ def register(subparsers) -> None:
                    help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
                         "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
     p.add_argument("--zero-skip", choices=("auto", "off", "on"), default=None,
-                   help="squeezed linear engines walk only the frame words with a nonzero spike count: nowhere "
-                        "(off, the default), where the neuron can emit 0 and the logic costs at most 10%% of the "
-                        "engine's LUTs (auto), or in every linear engine with two or more frame words (on); conv "
-                        "engines stay dense. Cycles are planned at a nonzero-word rate of 1 (the worst case); "
-                        "`bitspike sim --trace` measures the rate")
+                   help="squeezed engines walk only the frame words with a nonzero spike count (linear: a list "
+                        "of them; conv of two or more output groups: group 0 reads the window, the others replay "
+                        "its nonzero words): nowhere (off, the default), where the neuron can emit 0 and the logic "
+                        "costs at most 10%% of the engine's LUTs (auto), or in every engine that can (on: linear "
+                        "with two or more frame words, conv without convolution groups). Cycles are planned at a "
+                        "nonzero-word rate of 1 (the worst case); `bitspike sim --trace` measures the rate")
     p.add_argument("--debug-taps", action="store_true", help="add observation ports dbgJ_KIND (co-simulation)")
     p.add_argument("--synth", choices=SYNTH_TARGETS, default=None, help="run Yosys and add LUT/FF/BRAM/DSP per engine")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall on the output")

@@ -12,6 +12,8 @@ once per pixel and the other groups skip the zeros:
   word's counts is nonzero); the read address of every nonzero word among the window's first T − 1 is
   appended to a small list with its tap (T − 1 entries: one window), and the address of the last word is
   kept apart.
+  The list is read one clock ahead (a block RAM from :data:`~.zeroskip.LIST_BLOCK_MIN_BITS` bits on, whose
+  read port cannot bypass: an entry written in the clock it is read is forwarded from a register).
 * **Replay.** Output groups 1 … G − 1 each issue the listed words and then the window's last word:
   ``n + 1`` words for n nonzero words among the first T − 1 (the last is always issued, so that every
   group issues at least one word and its ``word_last`` is known without looking ahead). The replayed
@@ -37,9 +39,10 @@ from amaranth.lib.wiring import In, Out
 
 from .linebuf import LineBufferAddressGenerator, line_buffer_size
 from .window import ConvAddressGenerator, WindowGeometry
+from .zeroskip import LIST_BLOCK_MIN_BITS
 
 __all__ = ["ConvZeroSkipGenerator", "conv_zero_skip_generator", "conv_zero_skip_words", "conv_skip_refused",
-           "conv_list_bits", "conv_nonzero_words", "input_memory_words"]
+           "conv_list_bits", "list_in_block_ram", "conv_nonzero_words", "input_memory_words"]
 
 
 def conv_skip_refused(geo: WindowGeometry) -> str | None:
@@ -67,6 +70,12 @@ def conv_list_bits(geo: WindowGeometry, line_buffer: bool) -> int:
     """Bits of the nonzero list: T − 1 entries of a read address of the input memory and a tap index."""
     taps = geo.kernel[0] * geo.kernel[1] * geo.group_words
     return (taps - 1) * (max(1, (input_memory_words(geo, line_buffer) - 1).bit_length()) + (taps - 1).bit_length())
+
+
+def list_in_block_ram(geo: WindowGeometry, line_buffer: bool) -> bool:
+    """Whether the nonzero list is marked for block RAM (from :data:`~.zeroskip.LIST_BLOCK_MIN_BITS` bits on,
+    as the linear engine's list: iCE40 has no LUT RAM, and builds a smaller list from flip-flops)."""
+    return conv_list_bits(geo, line_buffer) >= LIST_BLOCK_MIN_BITS
 
 
 def conv_nonzero_words(counts: np.ndarray, in_hw: tuple[int, int], lanes: int) -> np.ndarray:
@@ -167,9 +176,10 @@ class ConvZeroSkipGenerator(wiring.Component):
 
         # ---- the list: the read addresses of the nonzero words among the window's first T − 1
         entry = data.StructLayout({"addr": range(self.addr_words), "tap": range(T)})
-        m.submodules.nz_list = lst = memory.Memory(shape=entry, depth=T - 1, init=[])
+        attrs = {"ram_style": "block"} if list_in_block_ram(self.geometry, self.line_buffer) else {}
+        m.submodules.nz_list = lst = memory.Memory(shape=entry, depth=T - 1, init=[], attrs=attrs)
         lw = lst.write_port()
-        lr = lst.read_port(domain="comb")
+        lr = lst.read_port()  # not transparent (iCE40 block RAM cannot bypass): `fwd` below does it
         n = Signal(range(T))  # entries listed
         # the last clock issued a scan word before the window's last: its read address and tap
         rec, rec_addr, rec_tap = Signal(), Signal.like(self.rd_addr), Signal(range(T))
@@ -186,8 +196,15 @@ class ConvZeroSkipGenerator(wiring.Component):
         gbase = Signal(range(G * T))
         frame_end = Signal()  # the replayed window is the frame's last
         at_last = Signal()
-        m.d.comb += [at_last.eq(idx == n), lr.addr.eq(idx),
-                     self.replay_addr.eq(Mux(at_last, last_addr, lr.data.addr))]
+        # the list is read one clock ahead: addressed with the entry the next clock shows (entry 0 all through
+        # the scan); an entry written in the clock it is read is forwarded from a register
+        nxt_idx = Signal(range(T))
+        fwd, fwd_data = Signal(), Signal(entry)
+        shown = Signal(entry)
+        m.d.comb += [nxt_idx.eq(Mux(self.issue & replay, Mux(at_last, 0, idx + 1), idx)), lr.addr.eq(nxt_idx),
+                     shown.eq(Mux(fwd, fwd_data, lr.data))]
+        m.d.sync += [fwd.eq(lw.en & (lw.addr == lr.addr)), fwd_data.eq(lw.data)]
+        m.d.comb += [at_last.eq(idx == n), self.replay_addr.eq(Mux(at_last, last_addr, shown.addr))]
 
         # ---- the scan's ports, or the replay's
         m.d.comb += sc.issue.eq(self.issue & ~replay)
@@ -203,7 +220,7 @@ class ConvZeroSkipGenerator(wiring.Component):
                          self.lim_next.eq(Mux(replay, held[1], sc.lim_next))]
         with m.If(replay):
             m.d.comb += [
-                self.waddr.eq(gbase + Mux(at_last, T - 1, lr.data.tap)),
+                self.waddr.eq(gbase + Mux(at_last, T - 1, shown.tap)),
                 self.first.eq(idx == 0), self.word_last.eq(at_last),
                 self.last_group.eq(rg == G - 1), self.frame_last.eq(at_last & (rg == G - 1) & frame_end),
             ]

@@ -92,7 +92,7 @@ class SteppedActivity:
 
         rate = self.window_nz[name] / max(1, self.window_words[name])
         at = CONV2D.node_from_report(entry, rate)
-        return {"window_nonzero_rate": rate, "window_words": at.window_words,
+        return {"window_nonzero_rate": rate, "window_words": at.window_words, "groups": at.geometry().out_groups,
                 "replayed_words_per_group": at.expected_words(), "model_window_cycles": None,
                 "model_busy_cycles": CONV2D.busy_cycles(at),
                 "dense_busy_cycles": CONV2D.busy_cycles(CONV2D.node_from_report({k: v for k, v in entry.items() if k != "zero_skip"}))}
@@ -216,7 +216,7 @@ class ZeroSkipActivity:
 
         rate = self.window_nz[name] / max(1, self.window_words[name])
         at = CONV2D.node_from_report(entry, rate)
-        return {"window_nonzero_rate": rate, "window_words": at.window_words,
+        return {"window_nonzero_rate": rate, "window_words": at.window_words, "groups": at.geometry().out_groups,
                 "replayed_words_per_group": at.expected_words(), "model_window_cycles": None,
                 "model_busy_cycles": CONV2D.busy_cycles(at),
                 "dense_busy_cycles": CONV2D.busy_cycles(CONV2D.node_from_report({k: v for k, v in entry.items() if k != "zero_skip"}))}

@@ -412,11 +412,17 @@ class Conv2dOp(SynapticOp):
 
     def memories(self, node):
         """The weight memory and the input memory (:meth:`Conv2dNode.activation_memory`: the line buffer, or
-        the double-buffered frame)."""
-        if not node.line_buffer:
-            return super().memories(node)
-        weights = super().memories(node)[0]
-        return [weights, (node.activation_memory()["words"], node.lanes * node.widths["count"], "ram")]
+        the double-buffered frame), and a skipping engine's nonzero list."""
+        out = (super().memories(node) if not node.line_buffer else
+               [super().memories(node)[0], (node.activation_memory()["words"], node.lanes * node.widths["count"], "ram")])
+        if node.zero_skip:  # the nonzero list of the window: T − 1 entries
+            from bitspike.rtl_templates.convskip import conv_list_bits, list_in_block_ram
+
+            geo = node.geometry()
+            T = node.window_words
+            out.append((T - 1, conv_list_bits(geo, node.line_buffer) // (T - 1),
+                        "block" if list_in_block_ram(geo, node.line_buffer) else "ram"))
+        return out
 
     def busy_cycles(self, node):
         """The whole-frame model (the reader's own clocks), or for a line buffer three frames of
@@ -458,18 +464,20 @@ class Conv2dOp(SynapticOp):
         return conv_skip_refused(node.geometry())
 
     def zero_skip_luts(self, node) -> int:
-        """The estimate's extra LUTs for skipping: the list (T − 1 entries of a read address and a tap, in logic:
-        flip-flops and a read multiplexer where there is no LUT RAM), its counters (entries, replay index, group,
-        weight base), the read-address and weight-address multiplexers, the nonzero test of a word and, with a
-        line buffer, the held write limits."""
-        from bitspike.rtl_templates.convskip import conv_list_bits, input_memory_words
+        """The estimate's extra LUTs for skipping: below :data:`~bitspike.rtl_templates.zeroskip.
+        LIST_BLOCK_MIN_BITS` the list (T − 1 entries of a read address and a tap) in logic (flip-flops and a read
+        multiplexer where there is no LUT RAM; a larger list is one block RAM, :meth:`memories`), its counters
+        (entries, replay index, group, weight base), the read-address, weight-address and forwarding
+        multiplexers, the nonzero test of a word and, with a line buffer, the held write limits."""
+        from bitspike.rtl_templates.convskip import conv_list_bits, input_memory_words, list_in_block_ram
 
         geo = node.geometry()
         T, G = node.window_words, geo.out_groups
         a = (input_memory_words(geo, node.line_buffer) - 1).bit_length()
         t, g = T.bit_length(), (G * T).bit_length()
         held = 2 * (geo.frame_words + line_buffer_size_words(geo)).bit_length() if node.line_buffer else 0
-        return (conv_list_bits(geo, node.line_buffer) + 2 * a + 3 * t + 2 * g + G.bit_length()
+        in_logic = 0 if list_in_block_ram(geo, node.line_buffer) else conv_list_bits(geo, node.line_buffer)
+        return (in_logic + 3 * a + 4 * t + 2 * g + G.bit_length()
                 + -(-node.lanes * node.widths["count"] // 4) + held + 8)
 
     def with_zero_skip(self, node, on: bool, nonzero_rate: float | None = None):
