@@ -23,7 +23,7 @@ ahead (its read port is addressed with the next clock's entry; it is not transpa
 block RAM on every family, and ``hold`` stops the walk for the one clock in which an entry written as it
 was read still shows its old value), so every output is a memory or register output:
 the engine's pipeline (no memory read, multiply and adder in one clock) is unchanged behind it. Squeezed
-conv layers stay dense (their window reads each frame word at several taps).
+conv layers skip differently (their window reads each frame word at several taps): :mod:`.convskip`.
 
 :func:`zero_skip_reference` is the plain-Python model: the words one frame issues.
 """
@@ -114,7 +114,7 @@ class ZeroSkipGenerator(wiring.Component):
     def __init__(self, geometry: WindowGeometry):
         if not isinstance(geometry, WindowGeometry) or not geometry.is_pointwise:
             raise ValueError(f"ZeroSkipGenerator needs a pointwise (linear) geometry, not {geometry!r}: squeezed "
-                             "conv layers walk their window densely")
+                             "conv layers skip with rtl_templates.convskip")
         if geometry.frame_words < MIN_FRAME_WORDS:
             raise ValueError(f"ZeroSkipGenerator needs at least {MIN_FRAME_WORDS} frame words, not "
                              f"{geometry.frame_words} (with one word there is nothing to skip)")
