@@ -17,6 +17,7 @@ Designs without skipping keep their Verilog byte for byte (tests/test_hw_digests
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -182,14 +183,20 @@ def test_plan_modes_and_reasons():
     # a sparser expected rate: fewer busy cycles, through the line buffer and the whole frame
     for lb in (True, False):
         dense = CONV2D.fold(CONV2D.node(0, m.layers[0], m), m.layers[0], off.ranges["conv0"], 1, 1)
-        from dataclasses import replace
-
         dense = replace(dense, line_buffer=lb)
         sparse = CONV2D.with_zero_skip(dense, True, 0.25)
         assert sparse.expected_words() == 3.0 and CONV2D.busy_cycles(sparse) < CONV2D.busy_cycles(dense)
     a = make_plan(m, fuse="off", zero_skip="auto")
     b = make_plan(m, fuse="off", zero_skip="auto")
     assert [n.to_json() for n in a.layers] == [n.to_json() for n in b.layers]
+    # auto: where "on" skips, exactly the conv engines whose skipping logic is at most 10% of the engine's
+    from bitspike.gen.zeroskip import AUTO_MAX_SHARE
+
+    auto = zero_skip_decisions(off, "auto")  # decided on the dense plan, as the pass does
+    for n in off.layers:
+        if n.op == "conv2d" and decided[n.name][0]:
+            cheap = CONV2D.zero_skip_luts(n) <= AUTO_MAX_SHARE * CONV2D.estimate_luts(n)
+            assert auto[n.name][0] == cheap
 
 
 def test_gen_report_names_the_conv_walk(tmp_path):

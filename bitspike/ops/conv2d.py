@@ -464,21 +464,22 @@ class Conv2dOp(SynapticOp):
         return conv_skip_refused(node.geometry())
 
     def zero_skip_luts(self, node) -> int:
-        """The estimate's extra LUTs for skipping: below :data:`~bitspike.rtl_templates.zeroskip.
-        LIST_BLOCK_MIN_BITS` the list (T − 1 entries of a read address and a tap) in logic (flip-flops and a read
-        multiplexer where there is no LUT RAM; a larger list is one block RAM, :meth:`memories`), its counters
-        (entries, replay index, group, weight base), the read-address, weight-address and forwarding
-        multiplexers, the nonzero test of a word and, with a line buffer, the held write limits."""
-        from bitspike.rtl_templates.convskip import conv_list_bits, input_memory_words, list_in_block_ram
+        """The estimate's extra LUTs for skipping: the list's counters (entries, replay index, group, weight base),
+        the read-address, weight-address and forwarding multiplexers, the nonzero test of a word and, with a line
+        buffer, the held write limits; 4/3 of the count of their bits, calibrated on Yosys ``synth_ice40``
+        (bench/results/zeroskip.md: 77 … 146 LUTs more in the seven skipping conv engines measured, 1.05 … 1.57
+        times that count). The list
+        itself is a memory with a synchronous read (:meth:`memories`), which Yosys put in one block RAM in
+        each of those engines, however small."""
+        from bitspike.rtl_templates.convskip import input_memory_words
 
         geo = node.geometry()
         T, G = node.window_words, geo.out_groups
         a = (input_memory_words(geo, node.line_buffer) - 1).bit_length()
         t, g = T.bit_length(), (G * T).bit_length()
         held = 2 * (geo.frame_words + line_buffer_size_words(geo)).bit_length() if node.line_buffer else 0
-        in_logic = 0 if list_in_block_ram(geo, node.line_buffer) else conv_list_bits(geo, node.line_buffer)
-        return (in_logic + 3 * a + 4 * t + 2 * g + G.bit_length()
-                + -(-node.lanes * node.widths["count"] // 4) + held + 8)
+        bits = 3 * a + 4 * t + 2 * g + G.bit_length() + -(-node.lanes * node.widths["count"] // 4) + held + 8
+        return -(-4 * bits // 3)
 
     def with_zero_skip(self, node, on: bool, nonzero_rate: float | None = None):
         """The node with zero-word skipping on or off (and its expected nonzero-word rate), its cycles redone."""
