@@ -12,9 +12,10 @@ column keeps the figures measured on main before the engines were pipelined
 
 The link columns: ``bitspike build`` picks the board's default rate (3 Mbaud
 on the iCEBreaker's FT2232H at 4 clocks per bit of its 12 MHz oscillator,
-1 Mbaud on the ULX3S's FT231X) and runs the accelerator from the PLL at the
-highest frequency not above the Fmax of a first place and route at the
-oscillator (``--clock auto``). Link-bound images/s is what the wire carries
+and on the ULX3S's FT231X at 25/3 clocks per bit of its 25 MHz: a fractional
+bit period) and runs the accelerator from the PLL at the highest frequency
+not above the Fmax of a first place and route at the oscillator
+(``--clock auto``). Link-bound images/s is what the wire carries
 under protocol v2 (docs/PROTOCOL.md): full frames of bit-packed images, the
 host keeping the board's window of frames in flight, so the busier
 direction of the full-duplex line sets the rate: baud / 10 / max(bytes per

@@ -40,6 +40,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 T = 8
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_network(name, build, dataset, sample_shape, *, epochs, train_limit, seed, work: Path) -> dict:
     train = load_dataset(dataset, "train")
     net = build(seed)
@@ -110,7 +121,11 @@ def write_markdown(data: dict) -> None:
         f"reset); exported back with `export --nir --target snntorch` and loaded with snnTorch's `import_from_nir`: "
         f"{e['roundtrip_snntorch_counts_equal']}/{n}.",
         "",
-        f"Machine: {data['machine']['cpus']} CPUs, Python {data['machine']['python']}, torch {data['machine']['torch']}.",
+        f"Machine: {data['machine'].get('cpu', 'CPU not recorded')}, {data['machine']['cpus']} CPUs, Python "
+        f"{data['machine']['python']}, torch {data['machine']['torch']}. Training is in float on one thread: the "
+        "same network on every run of one kind of CPU, but another kind (its vector units sum in another order) "
+        "trains slightly different weights, so the accuracies move by a few tenths of a point between machines; "
+        "the exact checks do not.",
         "",
     ]
     atomic_write_text(RESULTS / "nir_import.md", "\n".join(lines))
@@ -130,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(run_network("fmnist-cnn-8", lambda s: S.fashion_cnn(channels=8, seed=s), "fashion-mnist",
                                     (1, 28, 28), epochs=2, train_limit=10_000, seed=0, work=work))  # fmt: skip
         data = {"networks": rows, "exact": exact_checks(work),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}}
+                "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
+                            "torch": torch.__version__}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(RESULTS / "nir_import.json", data)
     write_markdown(data)

@@ -261,7 +261,8 @@ def _train_snntorch(out: Path, epochs: int, seed: int) -> dict[str, Any]:
 
     train = load_dataset("digits", "train")
     net = S.digits_mlp(seed=seed)
-    fit = S.train_snntorch(net, train.images, train.labels, timesteps=SNN_T, epochs=epochs, seed=seed)
+    fit = S.train_snntorch(net, train.images, train.labels, timesteps=SNN_T, epochs=epochs, seed=seed,
+                           threads=1)  # one thread: the same network whatever the core count
     nir.write(out / "digits.nir", S.export(net, (1, 8, 8)))
     return {"epochs": fit.epochs, "seconds": fit.seconds, "loss": fit.loss, "nir": str(out / "digits.nir")}
 

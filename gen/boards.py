@@ -542,14 +542,17 @@ def lut_budget(board: "BoardSpec | str") -> int | None:
     return None if budget is None else budget.lut
 
 
-def check_baud(board: "BoardSpec", baud: int) -> int:
-    """The UART bit period (clocks per bit of the board's clock) for ``baud``, checked against the board.
+def check_baud(board: "BoardSpec", baud: int):
+    """The UART bit period (clocks per bit of the board's clock) for ``baud``, checked against the board:
+    an integer where one is within 2 % of the rate, else the exact ratio as a :class:`~fractions.Fraction`
+    (:func:`~bitspike.rtl_templates.uart.clocks_per_bit_for`).
 
     Raises
     ------
     BoardError
-        A rate above what the board's USB-serial converter takes, or one its clock cannot make
-        within 2 % (:func:`~bitspike.rtl_templates.uart.clocks_per_bit_for`).
+        A rate above what the board's USB-serial converter takes, or one its clock cannot make:
+        no integer period within 2 % and the exact one under
+        :data:`~bitspike.rtl_templates.uart.MIN_FRACTIONAL_CLOCKS_PER_BIT` clocks.
     """
     from bitspike.rtl_templates.uart import clocks_per_bit_for
 
@@ -571,10 +574,10 @@ def default_baud(board: "BoardSpec | str") -> int:
     """The link rate a build uses when none is given.
 
     On a board whose USB-serial converter bitspike knows (:data:`USB_SERIAL`): the fastest of
-    :data:`LINK_RATES` it takes and the board's clock divides within 2 % (the iCEBreaker's 12 MHz
-    makes 3 Mbaud in 4 clocks; the ULX3S's 25 MHz is 4 % off 3 and 2 Mbaud, 1.7 % off 1.5 Mbaud
-    and exact at 1 Mbaud). Elsewhere :data:`DEFAULT_BAUD` when the clock makes it, else the fastest
-    of the classic rates down to 115200 that it does.
+    :data:`LINK_RATES` it takes and the board's clock makes within 1 %, by an integer bit period or
+    an exact fractional one (the iCEBreaker's 12 MHz makes 3 Mbaud in 4 clocks; the ULX3S's 25 MHz
+    makes it in 25/3, where 8 clocks would be 4 % fast). Elsewhere :data:`DEFAULT_BAUD` when the
+    clock makes it, else the fastest of the classic rates down to 115200 that it does.
     """
     spec = get_board(board) if isinstance(board, str) else board
     candidates = LINK_RATES if spec.usb_serial is not None else (DEFAULT_BAUD,)

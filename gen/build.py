@@ -43,6 +43,7 @@ from bitspike.errors import BitspikeError, HardwareError
 from bitspike.io import atomic_file, write_json
 
 from bitspike.rtl_templates.clocking import PLL_FAMILIES
+from bitspike.rtl_templates.uart import format_bit_period, period_cycles
 
 from .report import read_report
 from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, device_budget,
@@ -392,7 +393,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         digest=report["manifest_digest"], input_size=int(report["input_size"]), input_bits=int(report["input_bits"]),
         num_classes=int(report["num_classes"]), result_width=int(report["result_width"]), clocks_per_bit=cpb,
         clock_hz=clock_hz, baud=baud, cycles_per_inference=int(report.get("cycles_per_inference", 0)),
-        timeout_cycles=max(20 * cpb, int(clock_hz * BRIDGE_TIMEOUT_S)),
+        timeout_cycles=max(period_cycles(cpb, 20), int(clock_hz * BRIDGE_TIMEOUT_S)),
         initiation_interval=int(report.get("initiation_interval", 0) or 0),
     )
     return report, gen_dir, config
@@ -804,7 +805,7 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
         "clock_hz": config.clock_hz,
         "clock_mhz": config.clock_hz / 1e6,
         "baud": config.baud,
-        "clocks_per_bit": config.clocks_per_bit,
+        "clocks_per_bit": format_bit_period(config.clocks_per_bit),
         "capacity": cap.to_json() if cap else None,
         "yosys_estimate": estimate,
         "utilization_estimate": util,
@@ -973,7 +974,7 @@ def _report(spec, gen_report, config, parsed, flip_flops, tools, bitstream, seed
         "accel_clock_hz": round(acc_hz, 3),
         "pll": pll.to_json() if pll is not None else None,
         "baud": config.baud,
-        "clocks_per_bit": config.clocks_per_bit,
+        "clocks_per_bit": format_bit_period(config.clocks_per_bit),
         "usb_serial": spec.usb_serial.to_json() if spec.usb_serial else None,
         "utilization": util,
         "nextpnr_cells": parsed["cells"],

@@ -54,7 +54,7 @@ def _open_board(args, manifest):
         extra = {}
         if args.link is not None:
             link = board_link(args.link, args.baud)
-            log.info("simulating %s's link: %d Hz clock, %d baud, %d clocks per bit", args.link, link["clock_hz"],
+            log.info("simulating %s's link: %d Hz clock, %d baud, %s clocks per bit", args.link, link["clock_hz"],
                      link["baud"], link["clocks_per_bit"])
             extra = {"clocks_per_bit": link["clocks_per_bit"], "clock_hz": link["clock_hz"], "baud": link["baud"],
                      "dsp_blocks": link["dsp_blocks"]}
@@ -179,9 +179,11 @@ def run(args) -> int:
         board.close()
     summary.update(model=str(args.model), dataset=args.dataset, split=args.split, port=args.board)
     if args.board == "sim":
+        from bitspike.rtl_templates.uart import format_bit_period
+
         cfg = board.bridge_config
         cycles = board.link_cycles()
-        summary["sim_link"] = {"board": args.link, "clocks_per_bit": cfg.clocks_per_bit, "baud": cfg.baud,
+        summary["sim_link"] = {"board": args.link, "clocks_per_bit": format_bit_period(cfg.clocks_per_bit), "baud": cfg.baud,
                                "clock_periods": board.periods, "link_cycles": cycles}
         if cfg.clock_hz and cycles:
             # simulated time on the board's link clock: what the line carried, HELLO and the last answer included

@@ -107,11 +107,22 @@ class TrainResult:
 
 
 def train_snntorch(net: torch.nn.Module, images: np.ndarray, labels: np.ndarray, *, timesteps: int = 8,
-                   epochs: int = 15, batch: int = 128, lr: float = 5e-3, seed: int = 0) -> TrainResult:  # fmt: skip
+                   epochs: int = 15, batch: int = 128, lr: float = 5e-3, seed: int = 0,
+                   threads: int | None = None) -> TrainResult:  # fmt: skip
     """Train with snnTorch's surrogate gradient: cross-entropy on the output spike counts, Adam.
 
-    Deterministic for a given seed and thread count (shuffling from ``seed``, CPU kernels).
+    Deterministic for a given seed and thread count (shuffling from ``seed``, CPU kernels): torch's float
+    sums group by thread, so ``threads`` (torch's CPU threads for this call, restored after; ``None``: as
+    set) pins the weights across machines.
     """
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return train_snntorch(net, images, labels, timesteps=timesteps, epochs=epochs, batch=batch, lr=lr,
+                                  seed=seed)
+        finally:
+            torch.set_num_threads(before)
     if len(images) != len(labels) or len(images) == 0:
         raise BitspikeError(f"training needs as many labels as images, got {len(images)} and {len(labels)}")
     x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0

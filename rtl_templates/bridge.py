@@ -40,7 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol as P
-from .uart import UartRx, UartTx, check_clocks_per_bit
+from .uart import BitPeriod, UartRx, UartTx, check_clocks_per_bit, period_cycles
 
 # reply kinds queued for the transmitter
 _KIND_HELLO, _KIND_RESULT, _KIND_ERROR = 0, 1, 2
@@ -72,7 +72,9 @@ class BridgeConfig:
     num_classes, result_width
         Logits per image and the width of the accelerator's ``results`` stream.
     clocks_per_bit
-        UART bit period in clock cycles (small in simulation, ``clock/baud`` on a board).
+        UART bit period in clock cycles (small in simulation, ``clock/baud`` on a board): an integer, or a
+        :class:`~fractions.Fraction` where no integer is within 2 % of the rate
+        (:func:`~bitspike.rtl_templates.uart.clocks_per_bit_for`).
     clock_hz, baud
         Reported in HELLO (informational; the bit period is what counts).
     cycles_per_inference, initiation_interval
@@ -89,7 +91,7 @@ class BridgeConfig:
     input_bits: int
     num_classes: int
     result_width: int
-    clocks_per_bit: int = 16
+    clocks_per_bit: BitPeriod = 16
     clock_hz: int = 0
     baud: int = 0
     cycles_per_inference: int = 0
@@ -110,10 +112,10 @@ class BridgeConfig:
         need(2 <= self.num_classes <= 0xFFFF, f"num_classes must be 2 … 65535, not {self.num_classes}")
         need(1 <= self.result_width <= 64, f"result_width must be 1 … 64 bits, not {self.result_width}")
         need(self.num_classes - 1 < 2**self.result_width, f"result_width {self.result_width} cannot hold class index {self.num_classes - 1}")
-        check_clocks_per_bit(self.clocks_per_bit)
+        object.__setattr__(self, "clocks_per_bit", check_clocks_per_bit(self.clocks_per_bit))
         if self.timeout_cycles == 0:
-            object.__setattr__(self, "timeout_cycles", 64 * 10 * self.clocks_per_bit)
-        need(self.timeout_cycles >= 20 * self.clocks_per_bit, f"timeout_cycles must cover at least 2 byte times, not {self.timeout_cycles}")
+            object.__setattr__(self, "timeout_cycles", period_cycles(self.clocks_per_bit, 64 * 10))
+        need(self.timeout_cycles >= period_cycles(self.clocks_per_bit, 20), f"timeout_cycles must cover at least 2 byte times, not {self.timeout_cycles}")
         if self.images_per_frame == 0:
             object.__setattr__(self, "images_per_frame", default_images_per_frame(self.input_size))
         need(1 <= self.images_per_frame <= 255, f"images_per_frame must be 1 … 255, not {self.images_per_frame}")
@@ -686,7 +688,7 @@ class BridgedAccelerator(wiring.Component):
         return m
 
 
-def bridge_config_from_report(report: dict, *, clocks_per_bit: int, clock_hz: int = 0, baud: int = 0,
+def bridge_config_from_report(report: dict, *, clocks_per_bit: BitPeriod, clock_hz: int = 0, baud: int = 0,
                               timeout_cycles: int = 0) -> BridgeConfig:
     """Build the :class:`BridgeConfig` for a generated accelerator from its report.json (docs/HARDWARE_INTERFACE.md)."""
     try:

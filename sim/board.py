@@ -25,6 +25,7 @@ import threading
 import tty
 from collections import deque
 from pathlib import Path
+from fractions import Fraction
 from typing import Sequence
 
 from bitspike import protocol as P
@@ -180,14 +181,14 @@ class SimulatedLine:
     executable
         The Verilated board harness (:func:`build_board_sim`).
     clocks_per_bit
-        The bit period the bridge was built with.
+        The bit period the bridge was built with (an integer, or a Fraction: the harness takes ``N/D``).
     fast_forward
         Cycles the harness advances per millisecond of silence in the middle of a frame.
     periods
         ``(link, accelerator)`` clock periods for a design with two clocks, else ``None``.
     """
 
-    def __init__(self, executable: str | os.PathLike, clocks_per_bit: int, fast_forward: int,
+    def __init__(self, executable: str | os.PathLike, clocks_per_bit: int | Fraction, fast_forward: int,
                  periods: tuple[int, int] | None = None):
         self.faults = FaultInjector()
         self._master, self._slave = pty.openpty()
@@ -274,7 +275,7 @@ def _bridge_source(config, out_dir: Path, accel_domain: str = "sync") -> Path:
 
 
 def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
-                    clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0,
+                    clocks_per_bit: int | Fraction = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0,
                     two_clocks: bool = True):
     """Build (or reuse from the Verilator cache) the simulated board for a generated accelerator.
 
@@ -302,7 +303,10 @@ def build_board_sim(accelerator_files: Sequence[str | os.PathLike], report: dict
     from bitspike.rtl_templates.bridge import bridge_config_from_report
     from bitspike.sim.verilator import build_executable
 
-    timeout_cycles = TIMEOUT_BYTE_TIMES * 10 * clocks_per_bit
+    from bitspike.rtl_templates.uart import check_clocks_per_bit, period_cycles
+
+    clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
+    timeout_cycles = period_cycles(clocks_per_bit, TIMEOUT_BYTE_TIMES * 10)
     config = bridge_config_from_report(report, clocks_per_bit=clocks_per_bit, clock_hz=clock_hz, baud=baud,
                                        timeout_cycles=timeout_cycles)
     bridge_file = _bridge_source(config, Path(work_dir), ACC_DOMAIN if two_clocks else "sync")
@@ -342,7 +346,7 @@ class SimBoard(SerialBoard):
     """
 
     def __init__(self, accelerator_files: Sequence[str | os.PathLike], report: dict, work_dir: str | os.PathLike, *,
-                 clocks_per_bit: int = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0, timeout: float = 2.0,
+                 clocks_per_bit: int | Fraction = DEFAULT_CLOCKS_PER_BIT, clock_hz: int = 0, baud: int = 0, timeout: float = 2.0,
                  retries: int = 2, periods: tuple[int, int] | None = DEFAULT_PERIODS):
         if periods is not None and (len(periods) != 2 or min(periods) < 1):
             raise ValueError(f"periods must be two positive integers (link, accelerator), not {periods!r}")
@@ -352,7 +356,7 @@ class SimBoard(SerialBoard):
         self.bridge_config = config
         self.periods = periods
         fast_forward = max(1, config.timeout_cycles // SIM_TIMEOUT_MS)
-        self.line = SimulatedLine(build.executable, clocks_per_bit, fast_forward, periods)
+        self.line = SimulatedLine(build.executable, config.clocks_per_bit, fast_forward, periods)
         self.faults = self.line.faults
         try:
             super().__init__(self.line.port, baudrate=baud or DEFAULT_PTY_BAUD, timeout=timeout, retries=retries)

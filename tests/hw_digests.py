@@ -10,7 +10,8 @@ refactor; ``tests/test_hw_digests.py`` compares.
 
 Re-record (only for a deliberate change, explained in the commit message)::
 
-    python tests/hw_digests.py --record
+    python tests/hw_digests.py --record            # every case
+    python tests/hw_digests.py --record digits     # only the named cases; the others keep theirs
 """
 
 from __future__ import annotations
@@ -102,11 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help=f"write {DIGESTS}")
     p.add_argument("names", nargs="*", help="only these cases")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.names) - {name for name, _, _ in cases()})
+    if unknown:
+        p.error(f"no such case: {', '.join(unknown)} (cases: {', '.join(name for name, _, _ in cases())})")
     got = compute(args.names or None)
     if args.record:
+        # naming cases re-records only those: the other cases keep their recorded digests
+        kept = json.loads(DIGESTS.read_text()) if args.names and DIGESTS.exists() else {}
+        known = {name for name, _, _ in cases()}
+        merged = {n: d for n, d in {**kept, **got}.items() if n in known}
         DIGESTS.parent.mkdir(parents=True, exist_ok=True)
-        DIGESTS.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
-        print(f"recorded {len(got)} cases in {DIGESTS}")
+        DIGESTS.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+        print(f"recorded {len(got)} cases in {DIGESTS} ({len(merged)} in all)")
         return 0
     want = json.loads(DIGESTS.read_text())
     bad = [n for n in got if got[n] != want.get(n)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -373,17 +374,17 @@ def test_infer_cli_on_a_generated_network(tmp_path):
     assert summary["link"]["retries"] == 0
 
 
-# one board in the default run (each bit period is its own Verilator build): the iCEBreaker's 3 Mbaud, the
-# fastest link (4 clocks per bit); the other families under slow
+# two boards in the default run (each bit period is its own Verilator build): the iCEBreaker's 3 Mbaud, the
+# fastest link (4 clocks per bit), and the ULX3S's 3 Mbaud in a fractional period (25/3 clocks); Gowin under slow
 @pytest.mark.parametrize("board_name", ["icebreaker", pytest.param("tang_nano_9k", marks=pytest.mark.slow),
-                                        pytest.param("ulx3s_85f", marks=pytest.mark.slow)])
+                                        "ulx3s_85f"])
 def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     """`infer --board sim --link B`: the bridge at B's default rate and bit period (its clock / the baud rate),
     B's fold, and the accelerator on its own clock behind the bridge's clock-domain crossing."""
     from bitspike.cli import main
     from bitspike.gen.boards import get_board, lut_budget
     from bitspike.testing import random_mlp
-    from bitspike.rtl_templates.uart import clocks_per_bit_for
+    from bitspike.rtl_templates.uart import clocks_per_bit_for, format_bit_period
 
     spec = get_board(board_name)
     model = tmp_path / "mlp.bsm"
@@ -394,12 +395,14 @@ def test_infer_cli_with_a_built_boards_link_settings(tmp_path, board_name):
     assert code == 0
     summary = json.loads(summary_path.read_text())
     assert summary["agree"] == summary["samples"] == 4
-    baud = {"icebreaker": 3_000_000, "ulx3s_85f": 1_000_000, "tang_nano_9k": 1_000_000}[board_name]
+    baud = {"icebreaker": 3_000_000, "ulx3s_85f": 3_000_000, "tang_nano_9k": 1_000_000}[board_name]
     cpb = clocks_per_bit_for(spec.clock_hz, baud)
-    assert cpb == {"icebreaker": 4, "ulx3s_85f": 25, "tang_nano_9k": 27}[board_name]
+    # the ULX3S's 25 MHz makes 3 Mbaud only in a fractional period: 25/3 clocks, the line simulated as the UART runs it
+    assert cpb == {"icebreaker": 4, "ulx3s_85f": Fraction(25, 3), "tang_nano_9k": 27}[board_name]
     link = summary["sim_link"]
     assert {k: link[k] for k in ("board", "clocks_per_bit", "baud", "clock_periods")} == {
-        "board": board_name, "clocks_per_bit": cpb, "baud": baud, "clock_periods": list(DEFAULT_PERIODS)}
+        "board": board_name, "clocks_per_bit": format_bit_period(cpb), "baud": baud,
+        "clock_periods": list(DEFAULT_PERIODS)}
     assert link["link_cycles"] > 0 and link["images_per_second"] > 0  # simulated board time, measured
     assert summary["board"]["protocol_version"] == 2 and summary["board"]["window"] == 2
     assert (summary["board"]["clock_hz"], summary["board"]["baud"]) == (spec.clock_hz, baud)  # HELLO as the bitstream's

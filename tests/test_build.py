@@ -95,8 +95,8 @@ def test_unusable_baud_is_refused(tmp_path, standin_design):
 def test_default_link_rates_per_board():
     from bitspike.gen.boards import USB_SERIAL, default_baud
 
-    # 12 MHz makes 3 Mbaud in exactly 4 clocks; 25 MHz is 4 % off 3 and 2 Mbaud and 1.7 % off 1.5 Mbaud
-    assert default_baud("icebreaker") == 3_000_000 and default_baud("ulx3s_85f") == 1_000_000
+    # 12 MHz makes 3 Mbaud in exactly 4 clocks; 25 MHz makes it in 25/3 (8 would be 4 % fast): a fractional period
+    assert default_baud("icebreaker") == 3_000_000 and default_baud("ulx3s_85f") == 3_000_000
     assert default_baud("tang_nano_9k") == 1_000_000  # no converter on record: the conservative rate
     assert USB_SERIAL["ulx3s_85f"].max_baud == 3_000_000 and "FT231X" in USB_SERIAL["ulx3s_85f"].source
     assert get_board("icebreaker").to_json()["default_baud"] == 3_000_000

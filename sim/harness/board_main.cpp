@@ -38,11 +38,18 @@
 
 namespace {
 
+// The bit period is N/D clocks (D = 1: an integer period). Both ends keep ``rem``, the time to the next
+// bit boundary in D-ths of a clock, as the bridge's UART does: a clock whose rem is under D is a boundary
+// (rem += N - D), any other takes D off, so edges stay within a clock of the ideal ones.
+struct Period {
+    long n = 16, d = 1;
+};
+
 struct Serializer {  // host → design: one 8N1 frame at a time
-    int cpb;
+    Period p;
     std::deque<uint8_t> queue;
     int bit = -1;  // -1 idle, 0 start, 1..8 data, 9 stop
-    int timer = 0;
+    long rem = 0;
     uint8_t byte = 0;
 
     bool busy() const { return bit >= 0 || !queue.empty(); }
@@ -53,21 +60,23 @@ struct Serializer {  // host → design: one 8N1 frame at a time
             byte = queue.front();
             queue.pop_front();
             bit = 0;
-            timer = 0;
+            rem = p.n - p.d;
         }
         int out = bit == 0 ? 0 : (bit == 9 ? 1 : (byte >> (bit - 1)) & 1);
-        if (++timer == cpb) {
-            timer = 0;
+        if (rem < p.d) {
+            rem += p.n - p.d;
             if (++bit == 10) bit = -1;
+        } else {
+            rem -= p.d;
         }
         return out;
     }
 };
 
 struct Deserializer {  // design → host
-    int cpb;
+    Period p;
     int bit = -1;
-    int timer = 0;
+    long rem = 0;
     uint8_t byte = 0;
 
     bool busy() const { return bit >= 0; }
@@ -77,13 +86,16 @@ struct Deserializer {  // design → host
         if (bit < 0) {
             if (level == 0) {  // start bit edge: sample the first data bit 1.5 bits later
                 bit = 0;
-                timer = cpb + cpb / 2 - 1;
+                rem = (3 * p.n) / 2 - p.d;
                 byte = 0;
             }
             return -1;
         }
-        if (timer-- > 0) return -1;
-        timer = cpb - 1;
+        if (rem >= p.d) {
+            rem -= p.d;
+            return -1;
+        }
+        rem += p.n - p.d;
         if (bit < 8) {
             byte |= (level & 1) << bit;
             bit++;
@@ -93,6 +105,15 @@ struct Deserializer {  // design → host
         return level ? byte : -1;
     }
 };
+
+// "16" or "25/3"; false when malformed
+bool parse_period(const char* text, Period& p) {
+    char* end = nullptr;
+    p.n = strtol(text, &end, 10);
+    p.d = 1;
+    if (*end == '/') p.d = strtol(end + 1, &end, 10);
+    return *end == 0 && p.d >= 1 && p.n >= 4 * p.d;
+}
 
 bool write_all(int fd, const std::vector<uint8_t>& data) {
     size_t done = 0;
@@ -111,15 +132,16 @@ bool write_all(int fd, const std::vector<uint8_t>& data) {
 
 int main(int argc, char** argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s CLOCKS_PER_BIT FAST_FORWARD_CYCLES_PER_MS\n", argv[0]);
+        fprintf(stderr, "usage: %s CLOCKS_PER_BIT[/DENOMINATOR] FAST_FORWARD_CYCLES_PER_MS\n", argv[0]);
         return 2;
     }
-    const int cpb = atoi(argv[1]);
+    Period period;
+    const bool period_ok = parse_period(argv[1], period);
     const long fast_forward = atol(argv[2]);
     const long link_period = argc > 4 ? atol(argv[3]) : 1;
     const long acc_period = argc > 4 ? atol(argv[4]) : 1;
-    if (cpb < 4 || fast_forward < 1 || link_period < 1 || acc_period < 1) {
-        fprintf(stderr, "board_sim: CLOCKS_PER_BIT must be >= 4, FAST_FORWARD and the periods >= 1\n");
+    if (!period_ok || fast_forward < 1 || link_period < 1 || acc_period < 1) {
+        fprintf(stderr, "board_sim: CLOCKS_PER_BIT must be N or N/D >= 4, FAST_FORWARD and the periods >= 1\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -127,8 +149,8 @@ int main(int argc, char** argv) {
 
     VerilatedContext ctx;
     Vbitspike_board top{&ctx};
-    Serializer ser{cpb};
-    Deserializer des{cpb};
+    Serializer ser{period};
+    Deserializer des{period};
     std::vector<uint8_t> out;
     uint64_t cycles = 0;
     uint64_t acc_cycles = 0;
