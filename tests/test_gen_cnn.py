@@ -74,6 +74,9 @@ def test_residual_add_bit_exact_and_timed(tmp_path, network_bench):
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
 
 
+# the default run's tests/test_hw_digests.py compares the generator's files (cnn-res among them, with debug taps)
+# with digests recorded in another interpreter, so a hash-seed dependence shows there too
+@pytest.mark.slow
 def test_generation_is_byte_identical_across_processes(tmp_path):
     import subprocess
     import sys
