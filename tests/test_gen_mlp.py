@@ -17,7 +17,6 @@ from bitspike.gen import generate
 from bitspike.gen.interface import golden_tap_sequence, input_order
 from bitspike.host.golden import GoldenModel
 from bitspike.testing import random_mlp
-from bitspike.sim.cocotb_tests.network_check import run_network_bench
 
 
 def _images(m, n, seed=0):
@@ -74,37 +73,37 @@ def test_golden_tap_sequence_matches_trace():
     (11, (23, 13, 7), "line0=3x4,line1=7x2"),  # folds that do not divide: padded groups and words
     pytest.param(12, (16, 12, 9, 5), "auto", marks=pytest.mark.slow),
 ])
-def test_mlp_bit_exact_with_taps_and_stalls_verilator(tmp_path, seed, sizes, fold):
+def test_mlp_bit_exact_with_taps_and_stalls_verilator(tmp_path, seed, sizes, fold, network_bench):
     m = random_mlp(seed, sizes=sizes, timesteps=range(1, 9))
     report = generate(m, tmp_path / "gen", fold=fold, debug_taps=True)
-    run_network_bench("verilator", m, report, _images(m, 6, seed), tmp_path / "sim", p_valid=0.6, p_ready=0.5)
+    network_bench("verilator", m, report, _images(m, 6, seed), tmp_path / "sim", p_valid=0.6, p_ready=0.5)
 
 
-def test_mlp_bit_exact_icarus(tmp_path):
+def test_mlp_bit_exact_icarus(tmp_path, network_bench):
     m = random_mlp(21, sizes=(12, 8, 4), w_bits=[1, 3], s_bits=[1, 5], timesteps=range(1, 9))
     report = generate(m, tmp_path / "gen", fold="line0=2x3,line1=4x2", debug_taps=True)
-    run_network_bench("icarus", m, report, _images(m, 3, 21), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
+    network_bench("icarus", m, report, _images(m, 3, 21), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
 
 
 @pytest.mark.slow  # the digits shape is timed by every `bitspike sim` run of the demo and bench/hw.py; the default run times smaller nets
-def test_digits_shape_cycles_within_5_percent(tmp_path):
+def test_digits_shape_cycles_within_5_percent(tmp_path, network_bench):
     m = random_mlp(1, sizes=(64, 128, 10), w_bits=[2], s_bits=[2], timesteps=[1])
     report = generate(m, tmp_path / "gen")
     assert report["cycles_per_inference"] <= 500
-    measured = run_network_bench("verilator", m, report, _images(m, 4, 1), tmp_path / "sim", timing=True)
+    measured = network_bench("verilator", m, report, _images(m, 4, 1), tmp_path / "sim", timing=True)
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]
     assert abs(measured["interval"] - report["initiation_interval"]) <= 0.05 * report["initiation_interval"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(30, 38))
-def test_mlp_sweep_verilator(tmp_path, seed):
+def test_mlp_sweep_verilator(tmp_path, seed, network_bench):
     rng = np.random.default_rng(seed)
     sizes = tuple(int(v) for v in rng.integers(3, 40, size=int(rng.integers(3, 5))))
     m = random_mlp(seed, sizes=sizes, timesteps=range(1, 9))
     folds = ",".join(f"{l.name}={int(rng.integers(1, l.weight.shape[0] + 1))}x{int(rng.integers(1, l.weight.shape[1] + 1))}"
                      for l in m.layers)
     report = generate(m, tmp_path / "gen", fold=folds, debug_taps=True)
-    run_network_bench("verilator", m, report, _images(m, 8, seed), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
-    measured = run_network_bench("verilator", m, report, _images(m, 3, seed), tmp_path / "timing", timing=True)
+    network_bench("verilator", m, report, _images(m, 8, seed), tmp_path / "sim", p_valid=0.7, p_ready=0.6)
+    measured = network_bench("verilator", m, report, _images(m, 3, seed), tmp_path / "timing", timing=True)
     assert abs(measured["latency"] - report["cycles_per_inference"]) <= 0.05 * report["cycles_per_inference"]

@@ -92,8 +92,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    # killed after epoch 2: 8 epochs leave six to cut into (each takes far longer than the 40 ms to the kill)
+    epochs = 8
     out = tmp_path / "k"
-    args = CLI + ["train", "--dataset", "digits", "--epochs", "20", "--threads", "1", "--quiet", "--out", str(out)]
+    args = CLI + ["train", "--dataset", "digits", "--epochs", str(epochs), "--threads", "1", "--quiet", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = out / "checkpoint.ckpt"
     deadline = time.time() + 120
@@ -105,12 +107,12 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = load_checkpoint(ckpt)  # whatever moment the kill hit, the checkpoint is whole
-    assert 2 <= state["epoch"] < 20, "the run was not killed mid-way"
+    assert 2 <= state["epoch"] < epochs, "the run was not killed mid-way"
     assert [h["epoch"] for h in state["history"]] == list(range(1, state["epoch"] + 1))
     resumed = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     done = load_checkpoint(ckpt)
-    assert done["epoch"] == 20 and [h["epoch"] for h in done["history"]] == list(range(1, 21))
+    assert done["epoch"] == epochs and [h["epoch"] for h in done["history"]] == list(range(1, epochs + 1))
     straight = subprocess.run(args[:-1] + [str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
     ref = load_checkpoint(tmp_path / "s")

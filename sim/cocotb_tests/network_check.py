@@ -40,8 +40,13 @@ def network_bench_config(manifest: Manifest, report: dict[str, Any], images: np.
     }
 
 
-def run_network_bench(simulator: str, manifest: Manifest, report, images: np.ndarray, build_dir, **kw) -> dict[str, Any]:
-    """Build the generated Verilog and run the network bench; returns the measured timing (if ``timing``)."""
+def run_network_bench(simulator: str, manifest: Manifest, report, images: np.ndarray, build_dir, *,
+                      cache_dir=None, cxx_opt: str | None = None, **kw) -> dict[str, Any]:
+    """Build the generated Verilog and run the network bench; returns the measured timing (if ``timing``).
+
+    ``cache_dir``: where the simulator build is kept and found again (:func:`~bitspike.sim.cocotb_util.run_cocotb`),
+    so a second bench of the same design (say, a timing run after the stalled one) does not build it again;
+    ``cxx_opt``: the Verilated model's C++ optimisation (``-O0`` builds in half the time)."""
     from bitspike.sim.cocotb_util import run_cocotb
 
     data = report.to_json() if hasattr(report, "to_json") else report
@@ -50,5 +55,6 @@ def run_network_bench(simulator: str, manifest: Manifest, report, images: np.nda
     measured = (build_dir / simulator / "measured.json").resolve()
     measured.parent.mkdir(parents=True, exist_ok=True)
     os.environ["BITSPIKE_TB_MEASURED"] = str(measured)
-    run_cocotb(simulator, report.verilog_paths, "bitspike_top", "bitspike.sim.cocotb_tests.network_tb", build_dir, cfg)
+    run_cocotb(simulator, report.verilog_paths, "bitspike_top", "bitspike.sim.cocotb_tests.network_tb", build_dir, cfg,
+               cache_dir=cache_dir, cxx_opt=cxx_opt)
     return json.loads(measured.read_text()) if measured.exists() else {}
