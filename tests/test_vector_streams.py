@@ -184,13 +184,18 @@ def test_vector_streams_are_bit_exact_at_every_tap_and_on_time(check_cosim, fuse
     check_cosim(_small(), seed=4, samples=6, fold=SMALL_FOLD, simulator="icarus", fuse=fuse)
 
 
-def _digits_split_check(cosim_of, manifest, fold):
+def test_accumulators_cleared_on_last_and_products_in_logic_are_bit_exact_and_on_time(check_cosim):
+    """``clear_on_last`` with every product in logic (``dsp_blocks=0``): the same sums at the same clocks."""
+    check_cosim(_small(), seed=5, samples=6, fold=SMALL_FOLD, simulator="icarus", dsp_blocks=0, clear_on_last=True)
+
+
+def _digits_split_check(cosim_of, manifest, fold, **options):
     """The 360 digits test images, streamed under stalls with every tap, then alone: bit-exact and on time."""
     from bitspike.host.data import images_for_manifest, load_dataset
     from bitspike.host.golden import GoldenModel
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
-    sim = cosim_of(manifest, fold=fold)
+    sim = cosim_of(manifest, fold=fold, **options)
     x = images_for_manifest(load_dataset("digits", "test").images, manifest)
     assert len(x) == 360
     golden = GoldenModel(manifest).run(x)
@@ -208,6 +213,13 @@ def _digits_split_check(cosim_of, manifest, fold):
 @pytest.mark.slow
 def test_digits_mlp_two_per_beat_on_the_whole_test_split(cosim_of):
     _digits_split_check(cosim_of, _digits_shaped(0), "line0=16x8x2,line1=5x4")
+
+
+@pytest.mark.slow
+def test_digits_mlp_two_per_beat_fast_build_on_the_whole_test_split(cosim_of):
+    """The ECP5-85F build at 100 MHz (bench/hw.py's i64 row): fc1's products in logic (only the requantizer's
+    4 pieces in DSP blocks) and the accumulators cleared after a group's last word."""
+    _digits_split_check(cosim_of, _digits_shaped(0), "line0=16x8x2,line1=5x4", dsp_blocks=4, clear_on_last=True)
 
 
 @pytest.mark.slow

@@ -358,6 +358,9 @@ class SynapticNode(PlanNode):
     fused: Any = None
     fused_width: int = 0
     counts_in: bool = False
+    # the accumulators clear after a group's last word instead of restarting through a mux at its first
+    # (bitspike.rtl_templates.pe.PEArray's clear_on_last; --clear-on-last): same cycles, a shorter path
+    clear_on_last: bool = False
 
 
 class SynapticOp(Op):
@@ -812,7 +815,9 @@ class SynapticOp(Op):
         return dict(bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                     requant=layer.requant, ranges=plan.ranges[layer.name], pes=node.pes, lanes=node.lanes,
                     debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
-                    counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out)
+                    counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out,
+                    # only when on: the stepped engine takes these keywords too and has no such stage
+                    **({"clear_on_last": True} if node.clear_on_last else {}))
 
     # ---- export and audit
 
