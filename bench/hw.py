@@ -35,7 +35,7 @@ options, e.g. the interval-64 digits MLP on the ECP5-85F with its PE products in
 its accumulators cleared after a group's last word::
 
     python bench/hw.py --digits digits.bsm --boards ulx3s-85f --variant i64 --fold fc1=16x8x2,fc2=5x4 \
-        --dsp-blocks 4 --clear-on-last --clock ulx3s-85f=100
+        --dsp-blocks 4 --fast-paths --clock ulx3s-85f=100
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ def _critical_path(build_dir: Path) -> list[dict]:
 
 def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False,
             skip_sim: bool = False, variant: str | None = None, fold: str = "auto",
-            dsp_blocks: int | None = None, clear_on_last: bool = False) -> dict:
+            dsp_blocks: int | None = None, fast_paths: bool = False) -> dict:
     """Build and co-simulate one design on one board; ``variant`` names a build with its own ``fold``,
-    ``dsp_blocks`` and ``clear_on_last`` (``bitspike build --fold``, ``--dsp-blocks``, ``--clear-on-last``),
+    ``dsp_blocks`` and ``fast_paths`` (``bitspike build --fold``, ``--dsp-blocks``, ``--fast-paths``),
     kept in a work folder and a row of its own."""
     out = WORK / (f"{design}-{board}-s{seed}" + (f"-{variant}" if variant else ""))
     options = [] if fold == "auto" else ["--fold", fold]
     options += [] if dsp_blocks is None else ["--dsp-blocks", str(dsp_blocks)]
-    options += ["--clear-on-last"] if clear_on_last else []
+    options += ["--fast-paths"] if fast_paths else []
     build_json = out / "build_summary.json"
     sim_json = out / "sim.json"
     # --reuse: a finished build and co-simulation of the same manifest in the work folder are read, not redone
@@ -297,10 +297,10 @@ def main(argv=None) -> int:
                    help="name this build (a row and work folder of its own beside the default build's)")
     p.add_argument("--fold", default="auto", metavar="SPEC", help="bitspike build --fold (default auto)")
     p.add_argument("--dsp-blocks", type=int, default=None, metavar="N", help="bitspike build --dsp-blocks")
-    p.add_argument("--clear-on-last", action="store_true", help="bitspike build --clear-on-last")
+    p.add_argument("--fast-paths", action="store_true", help="bitspike build --fast-paths")
     args = p.parse_args(argv)
-    if (args.fold != "auto" or args.dsp_blocks is not None or args.clear_on_last) and not args.variant:
-        p.error("--fold, --dsp-blocks and --clear-on-last build a variant: name it with --variant NAME")
+    if (args.fold != "auto" or args.dsp_blocks is not None or args.fast_paths) and not args.variant:
+        p.error("--fold, --dsp-blocks and --fast-paths build a variant: name it with --variant NAME")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
         doc = json.loads((RESULTS / "hw.json").read_text())
@@ -325,7 +325,7 @@ def main(argv=None) -> int:
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
             rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
-                                args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.clear_on_last))
+                                args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"

@@ -23,7 +23,7 @@ __all__ = ["generate"]
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-             fuse: str | None = None, zero_skip: str | None = None, clear_on_last: bool = False):
+             fuse: str | None = None, zero_skip: str | None = None, fast_paths: bool = False):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -57,11 +57,10 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     zero_skip
         Zero-word skipping in squeezed linear engines (:mod:`bitspike.gen.zeroskip`): ``"auto"``, ``"off"``
         or ``"on"``; ``None``: the default (:data:`bitspike.gen.zeroskip.DEFAULT_ZERO_SKIP`, off).
-    clear_on_last
-        Every dense synaptic engine clears its accumulators after a group's last word instead of
-        restarting them through a mux at its first (the same cycles; the path from the PE array into
-        the drain loses the tag's fan-out and the mux; ``--clear-on-last``). Off: the Verilog is as
-        without the option.
+    fast_paths
+        Shorter register-to-register paths in every dense synaptic engine, at the same cycles and sums
+        (``--fast-paths``: the PE arrays clear their accumulators after a group's last word, the drains
+        keep their queue state in registered flags). Off: the Verilog is as without the option.
 
     Returns
     -------
@@ -82,7 +81,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
                      target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse,
                      zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip,
-                     clear_on_last=clear_on_last)
+                     fast_paths=fast_paths)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

@@ -34,9 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--dsp-blocks", type=int, default=None, metavar="N",
                    help="DSP blocks the products may use, the widest first (bitspike.gen.dsp); the others are built as "
                         "pipelined logic (default: the part's count with --board/--device, else every wide product)")
-    p.add_argument("--clear-on-last", action="store_true",
-                   help="the PE arrays clear their accumulators after a group's last word instead of a mux at its "
-                        "first: the same sums and cycles, a shorter path into the drain (for a high clock)")
+    p.add_argument("--fast-paths", action="store_true",
+                   help="shorter register-to-register paths for a high clock, the same sums and cycles: the PE arrays "
+                        "clear their accumulators after a group's last word instead of a mux at its first, the "
+                        "drains keep their queue state in registered flags")
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
                         "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
                       **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold,
                                      args.dsp_blocks),
-                      fuse=args.fuse, zero_skip=args.zero_skip, clear_on_last=args.clear_on_last)
+                      fuse=args.fuse, zero_skip=args.zero_skip, fast_paths=args.fast_paths)
     if args.lint:
         from .lint import lint_verilog
 

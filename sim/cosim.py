@@ -449,10 +449,10 @@ def _generator_fingerprint() -> str:
 def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int = "auto",
                      max_luts: int | None = None, cache_dir: str | os.PathLike | None = None,
                      fuse: str | None = None, zero_skip: str | None = None, dsp_blocks: int | None = None,
-                     clear_on_last: bool = False) -> Path:
+                     fast_paths: bool = False) -> Path:
     """Generate the RTL of ``manifest`` (a :class:`~bitspike.manifest.Manifest` or a path) into a cached folder.
 
-    ``dsp_blocks`` and ``clear_on_last`` go to :func:`bitspike.gen.generate` (the products' DSP cap and the
+    ``dsp_blocks`` and ``fast_paths`` go to :func:`bitspike.gen.generate` (the products' DSP cap and the
     accumulators' clear after a group's last word).
 
     The folder is keyed by the manifest's digest, the options and a hash of the
@@ -478,15 +478,15 @@ def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int 
         options["zero_skip"] = zero_skip
     if dsp_blocks is not None:
         options["dsp_blocks"] = dsp_blocks
-    if clear_on_last:
-        options["clear_on_last"] = True
+    if fast_paths:
+        options["fast_paths"] = True
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
     out = root / key
     if (out / "report.json").exists():
         return out
     with atomic_dir(out) as work:  # parallel workers may generate the same key: the first one's folder stays
         generate(manifest, work, fold=fold, max_luts=max_luts, debug_taps=debug_taps, fuse=fuse, zero_skip=zero_skip,
-                 dsp_blocks=dsp_blocks, clear_on_last=clear_on_last)
+                 dsp_blocks=dsp_blocks, fast_paths=fast_paths)
         if not (work / "report.json").exists():
             raise HardwareError(f"the generator wrote no report.json into {work}")
     return out

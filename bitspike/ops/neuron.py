@@ -358,9 +358,10 @@ class SynapticNode(PlanNode):
     fused: Any = None
     fused_width: int = 0
     counts_in: bool = False
-    # the accumulators clear after a group's last word instead of restarting through a mux at its first
-    # (bitspike.rtl_templates.pe.PEArray's clear_on_last; --clear-on-last): same cycles, a shorter path
-    clear_on_last: bool = False
+    # shorter register-to-register paths, the same cycles (--fast-paths): the PE array's accumulators
+    # clear after a group's last word, the drain's queue state is in registered flags
+    # (bitspike.rtl_templates.synapse.SynapticEngine's fast_paths)
+    fast_paths: bool = False
 
 
 class SynapticOp(Op):
@@ -817,7 +818,7 @@ class SynapticOp(Op):
                     debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
                     counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out,
                     # only when on: the stepped engine takes these keywords too and has no such stage
-                    **({"clear_on_last": True} if node.clear_on_last else {}))
+                    **({"fast_paths": True} if node.fast_paths else {}))
 
     # ---- export and audit
 
