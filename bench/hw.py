@@ -30,6 +30,13 @@ Builds are CPU-heavy: they run one at a time, under ``nice``::
     python bench/hw.py --digits digits.bsm --boards icebreaker  # one board (rows merge into hw.json)
     python bench/hw.py --digits digits.bsm --clock icebreaker=37.17 ulx3s-85f=104.11  # one pass each
     python bench/hw.py --markdown-only
+
+A variant of a board's build is a row of its own: ``--variant NAME`` with its ``bitspike build``
+options, e.g. the interval-64 digits MLP on the ECP5-85F with its PE products in pipelined logic and
+its accumulators cleared after a group's last word::
+
+    python bench/hw.py --digits digits.bsm --boards ulx3s-85f --variant i64 --fold fc1=16x8x2,fc2=5x4 \
+        --dsp-blocks 4 --fast-paths --clock ulx3s-85f=100
 """
 
 from __future__ import annotations
@@ -93,8 +100,15 @@ def _critical_path(build_dir: Path) -> list[dict]:
 
 
 def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False,
-            skip_sim: bool = False) -> dict:
-    out = WORK / f"{design}-{board}-s{seed}"
+            skip_sim: bool = False, variant: str | None = None, fold: str = "auto",
+            dsp_blocks: int | None = None, fast_paths: bool = False) -> dict:
+    """Build and co-simulate one design on one board; ``variant`` names a build with its own ``fold``,
+    ``dsp_blocks`` and ``fast_paths`` (``bitspike build --fold``, ``--dsp-blocks``, ``--fast-paths``),
+    kept in a work folder and a row of its own."""
+    out = WORK / (f"{design}-{board}-s{seed}" + (f"-{variant}" if variant else ""))
+    options = [] if fold == "auto" else ["--fold", fold]
+    options += [] if dsp_blocks is None else ["--dsp-blocks", str(dsp_blocks)]
+    options += ["--fast-paths"] if fast_paths else []
     build_json = out / "build_summary.json"
     sim_json = out / "sim.json"
     # --reuse: a finished build and co-simulation of the same manifest in the work folder are read, not redone
@@ -102,7 +116,7 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
         json.loads((out / "report.json").read_text()).get("manifest_digest") == _digest(manifest)
     if not done:
         subprocess.run(_bitspike("build", str(manifest), "--board", board, "-o", str(out), "--seed", str(seed),
-                                 "--clock", clock, "--json", str(build_json), "-q"), check=True)
+                                 "--clock", clock, "--json", str(build_json), "-q", *options), check=True)
     report = json.loads((out / "report.json").read_text())
     gen = json.loads((out / "gen" / "report.json").read_text())
     if not done and not (skip_sim and build_json.exists()):
@@ -121,7 +135,8 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
     link_ips = report["link"]["images_per_second"]
     compute_ips = clock_hz / interval if interval else None
     return {
-        "design": design, "board": board, "device": report["device"], "seed": seed,
+        "design": design, "board": board, "device": report["device"], "seed": seed, "variant": variant,
+        "build_options": options,
         # PESxLANES, and xVEC where the layer's output stream carries VEC elements per beat (a vector stream)
         "fold": {l["name"]: f"{l['pes']}x{l['lanes']}" + (f"x{l['vec_out']}" if l.get("vec_out", 1) != 1 else "")
                  for l in gen["layers"] if l.get("w_bits")},
@@ -151,6 +166,11 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
         "before": BEFORE.get((design, board)),
         "build_seconds": _build_seconds(out),
     }
+
+
+def _row_key(row: dict) -> tuple[str, str, str]:
+    """What names a row of hw.json: design, board and variant (``""``: the default build)."""
+    return row["design"], row["board"], row.get("variant") or ""
 
 
 def _v1_bytes_per_image(acc: dict) -> int:
@@ -188,7 +208,9 @@ def markdown(doc: dict) -> str:
              "\"before\" is main before the engines were pipelined.", ""]
     for r in doc["rows"]:
         b = r.get("before") or {}
-        lines += [f"## {r['design']} on {r['board']} ({r['device']}), seed {r['seed']}", "",
+        title = f"{r['design']} ({r['variant']}: `bitspike build {' '.join(r['build_options'])}`)" \
+            if r.get("variant") else r["design"]
+        lines += [f"## {title} on {r['board']} ({r['device']}), seed {r['seed']}", "",
                   f"fold {', '.join(f'{k} {v}' for k, v in r['fold'].items())}; DSP blocks allotted per layer "
                   f"{r['dsp_allotted']}; bit-exact {r['bit_exact']}", "",
                   "| | before | after |", "|---|---:|---:|"]
@@ -272,12 +294,20 @@ def main(argv=None) -> int:
     p.add_argument("--skip-sim", action="store_true",
                    help="with --reuse: a board whose build is there but whose co-simulation is not gets the planner's "
                         "cycles only (marked not measured, bit-exactness not run)")
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help="name this build (a row and work folder of its own beside the default build's)")
+    p.add_argument("--fold", default="auto", metavar="SPEC", help="bitspike build --fold (default auto)")
+    p.add_argument("--dsp-blocks", type=int, default=None, metavar="N", help="bitspike build --dsp-blocks")
+    p.add_argument("--fast-paths", action="store_true", help="bitspike build --fast-paths")
     args = p.parse_args(argv)
+    if (args.fold != "auto" or args.dsp_blocks is not None or args.fast_paths) and not args.variant:
+        p.error("--fold, --dsp-blocks and --fast-paths build a variant: name it with --variant NAME")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
         doc = json.loads((RESULTS / "hw.json").read_text())
         for r in doc["rows"]:  # the critical paths again, where the build folders are still there
-            build = WORK / f"{r['design']}-{r['board']}-s{r['seed']}" / "build"
+            build = WORK / (f"{r['design']}-{r['board']}-s{r['seed']}"
+                            + (f"-{r['variant']}" if r.get("variant") else "")) / "build"
             if (build / "top.report.json").exists():
                 r["critical_path"] = _critical_path(build)
             if r.get("build_seconds") is None and _build_seconds(build.parent) is not None:
@@ -296,14 +326,13 @@ def main(argv=None) -> int:
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
             rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
-                                args.skip_sim))
+                                args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths))
     with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"
         old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-        mine = {(r["design"], r["board"]) for r in rows}
-        rows = sorted([r for r in old["rows"] if (r["design"], r["board"]) not in mine] + rows,
-                      key=lambda r: (r["design"], r["board"]))
+        mine = {_row_key(r) for r in rows}
+        rows = sorted([r for r in old["rows"] if _row_key(r) not in mine] + rows, key=_row_key)
         doc = {"machine": f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs",
                "rows": rows}
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

@@ -23,7 +23,7 @@ __all__ = ["generate"]
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-             fuse: str | None = None, zero_skip: str | None = None):
+             fuse: str | None = None, zero_skip: str | None = None, fast_paths: bool = False):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -57,6 +57,10 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     zero_skip
         Zero-word skipping in squeezed linear engines (:mod:`bitspike.gen.zeroskip`): ``"auto"``, ``"off"``
         or ``"on"``; ``None``: the default (:data:`bitspike.gen.zeroskip.DEFAULT_ZERO_SKIP`, off).
+    fast_paths
+        Shorter register-to-register paths in every dense synaptic engine, at the same cycles and sums
+        (``--fast-paths``: the PE arrays clear their accumulators after a group's last word, the drains
+        keep their queue state in registered flags). Off: the Verilog is as without the option.
 
     Returns
     -------
@@ -76,7 +80,8 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     out_dir = Path(out_dir)
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
                      target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse,
-                     zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip)
+                     zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip,
+                     fast_paths=fast_paths)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

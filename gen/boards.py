@@ -37,7 +37,7 @@ from functools import lru_cache
 from bitspike.errors import BoardError
 
 __all__ = ["Part", "BoardSpec", "PARTS", "all_boards", "get_board", "board_names", "part_capacity", "lut_budget",
-           "DeviceBudget", "device_budget", "find_part", "part_family", "HEADROOM",
+           "DeviceBudget", "device_budget", "check_dsp_blocks", "find_part", "part_family", "HEADROOM",
            "OPEN_FAMILIES", "board_table", "UsbSerial", "USB_SERIAL", "DEFAULT_BAUD", "LINK_RATES", "default_baud",
            "check_baud"]
 
@@ -315,6 +315,25 @@ def device_budget(target: "BoardSpec | str") -> DeviceBudget | None:
     luts = max(MIN_LUT_BUDGET, int((HEADROOM["lut"] * lut4 - FIXED_LUT4) / LUT4_PER_ESTIMATE))
     return DeviceBudget(lut=luts, ff=int(HEADROOM["ff"] * cap.ff), dsp=int(HEADROOM["dsp"] * cap.dsp),
                         bram=int(HEADROOM["bram"] * cap.bram), family=family, part=key, capacity=cap)
+
+
+def check_dsp_blocks(dsp_blocks, capacity: Part | None) -> int:
+    """``dsp_blocks`` (``--dsp-blocks``) checked against the part's DSP count (``capacity``, when known).
+
+    A build may give its products fewer DSP blocks than the part has: the allocator
+    (:mod:`bitspike.gen.dsp`) keeps the widest products in blocks and builds the rest as pipelined
+    logic, so fewer multipliers are spread over the die.
+
+    Raises
+    ------
+    BoardError
+        For a negative or non-integer count, or one above the part's.
+    """
+    if isinstance(dsp_blocks, bool) or not isinstance(dsp_blocks, int) or dsp_blocks < 0:
+        raise BoardError(f"--dsp-blocks must be a non-negative number of DSP blocks, not {dsp_blocks!r}")
+    if capacity is not None and dsp_blocks > capacity.dsp:
+        raise BoardError(f"--dsp-blocks {dsp_blocks}: the part has {capacity.dsp} DSP blocks")
+    return dsp_blocks
 
 
 @dataclass(frozen=True)

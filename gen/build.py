@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bitspike import protocol as P
@@ -46,8 +46,8 @@ from bitspike.rtl_templates.clocking import PLL_FAMILIES
 from bitspike.rtl_templates.uart import format_bit_period, period_cycles
 
 from .report import read_report
-from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, default_baud, device_budget,
-                     get_board)
+from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, check_dsp_blocks,
+                     default_baud, device_budget, get_board)
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +328,14 @@ def _board_top(board: BoardSpec, config, pll=None):
     return BoardTop()
 
 
-def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None, fuse=None) -> dict:
+def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None, fuse=None,
+              fast_paths=False) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
-    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device, fuse=fuse)
+    generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device, fuse=fuse,
+             fast_paths=fast_paths)
     return dict(read_report(gen_dir).data)
 
 
@@ -365,8 +367,12 @@ _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Int
                 "Apicula": "yosys, nextpnr-himbaechel (as NEXTPNR_GOWIN) and apycula's gowin_pack"}
 
 
-def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None, fuse=None):
-    """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config)."""
+def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None, fuse=None,
+             dsp_blocks=None, fast_paths=False):
+    """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config).
+
+    ``dsp_blocks``: the DSP blocks the products may use (``None``: the part's); ``fast_paths``: as
+    :func:`bitspike.gen.generate` takes it."""
     from bitspike.rtl_templates.bridge import BridgeConfig
 
     t0 = time.monotonic()
@@ -375,8 +381,9 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
             raise HardwareError("build_bitstream needs a manifest or an already generated accelerator (gen_dir)")
         gen_dir = out / "gen"
         # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
-        dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
-        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse)
+        if dsp_blocks is None:
+            dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse, fast_paths)
     else:
         gen_dir = Path(gen_dir)
         report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it
@@ -422,6 +429,8 @@ def build_bitstream(
     estimate: bool = True,
     uart_pins: tuple[str, str] | None = None,
     fuse: str | None = None,
+    dsp_blocks: int | None = None,
+    fast_paths: bool = False,
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -468,6 +477,14 @@ def build_bitstream(
     fuse
         Fused requantize-and-fire, as :func:`bitspike.gen.generate` takes it (``"auto"``, ``"off"``,
         ``"on"``; ``None``: auto). Ignored with ``gen_dir``.
+    dsp_blocks
+        The DSP blocks the products may use, at most the part's (``None``, the default: the part's).
+        Fewer keep the widest products in blocks and build the others as pipelined logic
+        (:mod:`bitspike.gen.dsp`): fewer multipliers spread over the die, a shorter route to and
+        from them. Ignored with ``gen_dir``.
+    fast_paths
+        The PE arrays clear their accumulators after a group's last word (:func:`bitspike.gen.generate`):
+        the same sums and cycles, a shorter path into the drains. Ignored with ``gen_dir``.
 
     Raises
     ------
@@ -487,9 +504,14 @@ def build_bitstream(
     board_budget = gen_dir is None and fold == "auto" and max_luts is None
     # fold="auto" fills the part's LUTs, flip-flops, DSPs and block RAMs (a share of each, boards.HEADROOM)
     device = device_budget(spec) if board_budget else None
+    if dsp_blocks is not None:
+        dsp_blocks = check_dsp_blocks(dsp_blocks, spec.capacity)
+        if device is not None:
+            device = replace(device, dsp=dsp_blocks)
     budget = device.lut if device is not None else max_luts
     report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget, gen_dir=gen_dir,
-                                       times=times, device=device, fuse=fuse)
+                                       times=times, device=device, fuse=fuse, dsp_blocks=dsp_blocks,
+                                       fast_paths=fast_paths)
     if archive:
         return write_archive(spec, report, gen_dir, config, out, times, budget, estimate=estimate)
 
@@ -525,7 +547,8 @@ def build_bitstream(
                     device = device.scaled(budget / device.lut)
                 log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
                 report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
-                                                   gen_dir=None, times=times, device=device, fuse=fuse)
+                                                   gen_dir=None, times=times, device=device, fuse=fuse,
+                                                   dsp_blocks=dsp_blocks, fast_paths=fast_paths)
                 if _design_digest(report, gen_dir, config) != overflowed:
                     break
                 # the same Verilog again (the halved budget planned the same design): Yosys would say the same

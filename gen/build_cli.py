@@ -38,6 +38,11 @@ def register(subparsers) -> None:
                         "RAMs for the best interval; halved and built again on overflow) or NAME=PESxLANES,...")
     p.add_argument("--max-luts", type=int, default=None, metavar="N",
                    help="LUT budget for --fold auto instead of the board's part")
+    p.add_argument("--dsp-blocks", type=int, default=None, metavar="N",
+                   help="DSP blocks the products may use, at most the part's (default: all of them); the others are "
+                        "built as pipelined logic, so fewer multipliers are spread over the die")
+    p.add_argument("--fast-paths", action="store_true",
+                   help="as `bitspike gen --fast-paths`: shorter paths from the PE arrays into and through the drains")
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire, as `bitspike gen --fuse` (default auto)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             raise BitspikeError(f"--clock {args.clock!r}: the frequency must be positive")
     manifest = load(args.model)
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
-                             max_luts=args.max_luts, fuse=args.fuse,
+                             max_luts=args.max_luts, fuse=args.fuse, dsp_blocks=args.dsp_blocks,
+                             fast_paths=args.fast_paths,
                              seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":

@@ -31,6 +31,13 @@ def register(subparsers) -> None:
                    help="--fold auto: the fewest LUTs that reach N images/s at --clock, instead of the best interval")
     p.add_argument("--clock", type=float, default=None, metavar="MHZ",
                    help="the accelerator clock --target-fps counts with (default: the board's clock)")
+    p.add_argument("--dsp-blocks", type=int, default=None, metavar="N",
+                   help="DSP blocks the products may use, the widest first (bitspike.gen.dsp); the others are built as "
+                        "pipelined logic (default: the part's count with --board/--device, else every wide product)")
+    p.add_argument("--fast-paths", action="store_true",
+                   help="shorter register-to-register paths for a high clock, the same sums and cycles: the PE arrays "
+                        "clear their accumulators after a group's last word instead of a mux at its first, the "
+                        "drains keep their queue state in registered flags")
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
                         "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
@@ -49,14 +56,17 @@ def register(subparsers) -> None:
 
 
 def plan_options(board: str | None, device: str | None, max_luts: int | None, target_fps: float | None,
-                 clock_mhz: float | None, fold) -> dict:
+                 clock_mhz: float | None, fold, dsp_blocks: int | None = None) -> dict:
     """The generator's ``max_luts``, ``dsp_blocks``, ``device`` and ``target_interval`` for the CLI's options.
+
+    ``dsp_blocks`` (``--dsp-blocks``) caps the DSP blocks below the part's (a faster build: fewer
+    multipliers spread over the die); ``None`` keeps the part's count.
 
     Raises
     ------
     BitspikeError
         ``--board`` with ``--device``, an unknown board or part, a bad ``--target-fps`` / ``--clock``,
-        ``--target-fps`` without a clock to count with or with a manual fold.
+        ``--target-fps`` without a clock to count with or with a manual fold, a bad ``--dsp-blocks``.
     """
     from bitspike.errors import BitspikeError
 
@@ -71,6 +81,14 @@ def plan_options(board: str | None, device: str | None, max_luts: int | None, ta
     budget = device_budget(spec if spec is not None else f"part:{device}") if board or device else None
     if budget is not None:
         out.update(device=budget, dsp_blocks=budget.dsp, max_luts=budget.lut if max_luts is None else max_luts)
+    if dsp_blocks is not None:
+        from dataclasses import replace
+
+        from .boards import check_dsp_blocks
+
+        out["dsp_blocks"] = check_dsp_blocks(dsp_blocks, budget.capacity if budget is not None else None)
+        if budget is not None:
+            out["device"] = replace(budget, dsp=dsp_blocks)
     if clock_mhz is not None and not clock_mhz > 0:
         raise BitspikeError(f"--clock {clock_mhz:g}: the frequency must be positive (MHz)")
     if target_fps is not None:
@@ -95,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
     from . import generate
 
     report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
-                      **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold),
-                      fuse=args.fuse, zero_skip=args.zero_skip)
+                      **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold,
+                                     args.dsp_blocks),
+                      fuse=args.fuse, zero_skip=args.zero_skip, fast_paths=args.fast_paths)
     if args.lint:
         from .lint import lint_verilog
 

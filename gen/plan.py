@@ -86,9 +86,21 @@ def _check_graph(manifest: Manifest) -> None:
                                 "stall on it")
 
 
+def _with_fast_paths(node: PlanNode, on: bool) -> PlanNode:
+    """``node`` with ``fast_paths`` set when ``on`` and it is a dense synaptic engine (a stepped
+    engine has neither the PE array nor the drain it changes)."""
+    from dataclasses import replace
+
+    from bitspike.ops.neuron import SteppedNode, SynapticNode
+
+    if on and isinstance(node, SynapticNode) and not isinstance(node, SteppedNode):
+        return replace(node, fast_paths=True)
+    return node
+
+
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
               dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-              fuse: str = DEFAULT_FUSE, zero_skip: str = "off") -> Plan:
+              fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -109,6 +121,10 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
     zero_skip
         Zero-word skipping in squeezed linear engines (:mod:`bitspike.gen.zeroskip`): ``"auto"``, ``"off"``
         or ``"on"``.
+    fast_paths
+        Every dense synaptic engine gets shorter register-to-register paths at the same cycles and
+        sums (:class:`bitspike.rtl_templates.synapse.SynapticEngine`'s ``fast_paths``: accumulators
+        cleared after a group's last word, the drain's queue state in registered flags).
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -120,7 +136,7 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         if op is None:
             raise HardwareError(f"layer {i} '{layer.name}': the generator has no engine for op {layer.op!r} "
                                 f"(supported: {', '.join(sorted(OPS))})")
-        nodes.append(op.plan(i, layer, ranges[layer.name], manifest))
+        nodes.append(_with_fast_paths(op.plan(i, layer, ranges[layer.name], manifest), fast_paths))
     folds = parse_fold(fold)
     if folds is not None:
         unknown = sorted(set(folds) - {l.name for l in manifest.layers})

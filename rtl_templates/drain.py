@@ -123,6 +123,11 @@ class Drain(wiring.Component):
     vec
         Outputs per beat of ``y`` (drain lanes); must divide ``pes`` and the channel count. 1: ``y``'s
         payload is one output (``out_shape``), else an array of ``vec`` of them.
+    registered_flags
+        Keep "the head slot is empty" and "the head slot holds its last beat" in registers beside its
+        count, so the queue's load enables (hundreds of flip-flops) come from flags, not from
+        comparisons of the count: the same behaviour, a shorter path at a high clock. Off: the
+        Verilog is as without it.
 
     Ports
     -----
@@ -139,8 +144,10 @@ class Drain(wiring.Component):
     """
 
     def __init__(self, *, pes: int, bias, psum_shape, acc_shape, out_shape, requant: Requant | None = None,
-                 product_shape=None, dsp_pieces: int | None = None, fused=None, vec: int = 1):
+                 product_shape=None, dsp_pieces: int | None = None, fused=None, vec: int = 1,
+                 registered_flags: bool = False):
         self.pes = pes
+        self.registered_flags = bool(registered_flags)
         self.fused = fused
         self.bias = [int(v) for v in bias]
         if not self.bias or not 1 <= pes <= len(self.bias):
@@ -193,23 +200,38 @@ class Drain(wiring.Component):
             load_n.eq(Mux(self.i.payload.last_group, last_n, P)),
             # a registered skid slot behind y: y.ready never reaches the drain pipeline's enables
             adv.eq(~skid_valid),
-            pop.eq((a_count != 0) & adv),
-            a_free.eq((a_count == 0) | (pop & (a_count == V))),
-            self.freed.eq(pop & (a_count == V)),
         ]
+        if self.registered_flags:
+            # a_empty == (a_count == 0) and a_last == (a_count == V) in every clock: each assignment
+            # of a_count below sets them from the value it assigns
+            a_empty, a_last = Signal(init=1, name="a_empty"), Signal(name="a_last")
+
+            def set_count(value):
+                return [a_count.eq(value), a_empty.eq(value == 0), a_last.eq(value == V)]
+
+            m.d.comb += [pop.eq(~a_empty & adv), a_free.eq(a_empty | (pop & a_last)), self.freed.eq(pop & a_last)]
+        else:
+            def set_count(value):
+                return a_count.eq(value)
+
+            m.d.comb += [
+                pop.eq((a_count != 0) & adv),
+                a_free.eq((a_count == 0) | (pop & (a_count == V))),
+                self.freed.eq(pop & (a_count == V)),
+            ]
         with m.If(pop):  # a pop takes the V channels at the head (V divides every group's count)
             m.d.sync += [a[p].eq(a[p + V]) for p in range(P - V)]
-            m.d.sync += a_count.eq(a_count - V)
+            m.d.sync += set_count(a_count - V)
         with m.If(a_free):
             with m.If(b_full):
                 m.d.sync += [a[p].eq(b[p]) for p in range(P)]
-                m.d.sync += [a_count.eq(b_n), b_full.eq(load)]
+                m.d.sync += [set_count(b_n), b_full.eq(load)]
                 with m.If(load):
                     m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
                     m.d.sync += b_n.eq(load_n)
             with m.Elif(load):
                 m.d.sync += [a[p].eq(psum[p]) for p in range(P)]
-                m.d.sync += a_count.eq(load_n)
+                m.d.sync += set_count(load_n)
         with m.Elif(load):
             m.d.sync += [b[p].eq(psum[p]) for p in range(P)]
             m.d.sync += [b_n.eq(load_n), b_full.eq(1)]

@@ -221,6 +221,11 @@ class PEArray(wiring.Component):
     dsp_products
         How many of the wide products are DSP multiplies (``*``), in PE-major order; the others and
         every narrow one (:func:`is_narrow`) are built in logic. ``None``: every wide product.
+    clear_on_last
+        Restart the accumulators by clearing them after a group's last word (their registers' reset)
+        instead of a mux at the group's first word: the same sums (every group's first word follows
+        the previous group's last, and the accumulators start at 0), and the path from the tag to the
+        drain's holding queue loses the tag's fan-out and the mux (a shorter path at a high clock).
 
     Ports
     -----
@@ -232,13 +237,15 @@ class PEArray(wiring.Component):
         The finished group.
     """
 
-    def __init__(self, *, pes: int, lanes: int, w_bits: int, count_bits: int, psum_shape, dsp_products: int | None = None):
+    def __init__(self, *, pes: int, lanes: int, w_bits: int, count_bits: int, psum_shape, dsp_products: int | None = None,
+                 clear_on_last: bool = False):
         for name, value in (("pes", pes), ("lanes", lanes), ("w_bits", w_bits), ("count_bits", count_bits)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PEArray {name} must be a positive integer, not {value!r}")
         self.pes, self.lanes, self.w_bits, self.count_bits = pes, lanes, w_bits, count_bits
         self.psum_shape = Shape.cast(psum_shape)
         self.dsp_products = dsp_products
+        self.clear_on_last = bool(clear_on_last)
         self.latency = pe_array_latency(lanes)
         super().__init__({
             "word": In(pe_word_layout(pes, lanes, w_bits, count_bits)),
@@ -247,7 +254,7 @@ class PEArray(wiring.Component):
         })
 
     def __repr__(self) -> str:
-        fields = ("pes", "lanes", "w_bits", "count_bits", "psum_shape", "dsp_products")
+        fields = ("pes", "lanes", "w_bits", "count_bits", "psum_shape", "dsp_products", "clear_on_last")
         return "PEArray(" + ", ".join(f"{f}={getattr(self, f, '?')!r}" for f in fields) + ")"
 
     def elaborate(self, platform):
@@ -271,6 +278,11 @@ class PEArray(wiring.Component):
             lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
             acc = Signal(self.psum_shape, name=f"psum{p}")
             acc_next = Signal(self.psum_shape, name=f"psum_next{p}")
+            if self.clear_on_last:  # cleared after the group's last word: acc is 0 at the next one's first
+                m.d.comb += [acc_next.eq(acc + lane_sum), self.o.payload.psum[p].eq(acc_next)]
+                with m.If(tag.valid):
+                    m.d.sync += acc.eq(Mux(tag.last, 0, acc_next))
+                continue
             m.d.comb += [acc_next.eq(Mux(tag.first, 0, acc) + lane_sum), self.o.payload.psum[p].eq(acc_next)]
             with m.If(tag.valid):
                 m.d.sync += acc.eq(acc_next)

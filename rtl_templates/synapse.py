@@ -169,6 +169,12 @@ class SynapticEngine(wiring.Component):
         neurons take a beat and write its counts into consecutive lanes of one frame word, so it must
         divide ``lanes`` and the input channels of a group; ``vec_out`` drain lanes
         (:class:`~.drain.Drain`) emit consecutive channels, so it must divide ``pes`` and the outputs.
+    fast_paths
+        Shorter register-to-register paths at the same cycles and sums, for a high clock: the PE array
+        clears its accumulators after a group's last word instead of a mux at its first
+        (:class:`~.pe.PEArray`'s ``clear_on_last``), and the drain keeps its queue's state in registered
+        flags (:class:`~.drain.Drain`'s ``registered_flags``). Off by default (the Verilog is then as
+        without it).
     line_buffer
         A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
         frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
@@ -181,7 +187,7 @@ class SynapticEngine(wiring.Component):
                  debug_taps: bool = False, dsp_blocks: int | None = None,
                  groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None,
                  fused=None, fused_width: int = 0, counts_in: bool = False, vec_in: int = 1, vec_out: int = 1,
-                 line_buffer: bool = True):
+                 line_buffer: bool = True, fast_paths: bool = False):
         check_neuron_params(s_bits, timesteps, k)
         if fused is not None and requant is None:
             raise ValueError("engine fused thresholds replace a requantizer: the output layer has none")
@@ -206,6 +212,7 @@ class SynapticEngine(wiring.Component):
                 raise ValueError(f"engine {name} must be a positive integer dividing "
                                  + " and ".join(f"{what} ({n})" for what, n in within) + f", not {value!r}")
         self.vec_in, self.vec_out = vec_in, vec_out
+        self.fast_paths = bool(fast_paths)
         self.groups = groups
         self.in_channels = group_c * groups
         self.weight, self.bias = weight, np.asarray(bias, dtype=np.int64)
@@ -449,7 +456,8 @@ class SynapticEngine(wiring.Component):
 
         # ---- PE array: the memory words and their tag (registered like the memory read) in, groups out
         m.submodules.pe_array = pes = PEArray(pes=P, lanes=L, w_bits=self.w_bits, count_bits=cw,
-                                              psum_shape=shape_of(self.psum_range), dsp_products=pe_dsp)
+                                              psum_shape=shape_of(self.psum_range), dsp_products=pe_dsp,
+                                              clear_on_last=self.fast_paths)
         tag = Signal(word_tag_layout())
         m.d.sync += [tag.valid.eq(issue), tag.first.eq(gen.first), tag.last.eq(gen.word_last),
                      tag.last_group.eq(gen.last_group)]
@@ -459,7 +467,8 @@ class SynapticEngine(wiring.Component):
         m.submodules.drain = drain = Drain(
             pes=P, bias=self.bias, psum_shape=shape_of(self.psum_range), acc_shape=shape_of(r.acc),
             out_shape=self.out_shape, requant=self.requant, product_shape=shape_of(r.product) if self.requant is not None else None,
-            dsp_pieces=rq_dsp, fused=self.fused, vec=self.vec_out)
+            dsp_pieces=rq_dsp, fused=self.fused, vec=self.vec_out,
+            **({"registered_flags": True} if self.fast_paths else {}))
         wiring.connect(m, pes.o, drain.i)
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)

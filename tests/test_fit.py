@@ -123,7 +123,30 @@ def test_gen_cli_board_target_fps_and_report(tmp_path, capsys):
     assert "estimate for LFE5-85F" in capsys.readouterr().out
 
 
+def test_gen_cli_dsp_blocks_caps_the_products_in_dsp_blocks(tmp_path):
+    """--dsp-blocks gives the products fewer blocks than the part has (the rest in logic), the fold
+    planner counting with the same cap; the count and the Verilog's multiplies follow it exactly."""
+    model = tmp_path / "mlp.bsm"
+    m = _mlp((16, 8, 4))
+    m.save(model)
+    fold = f"{m.layers[0].name}=4x4"
+    for n in (0, 3):
+        out = tmp_path / f"dsp{n}"
+        assert main(["gen", str(model), "-o", str(out), "--board", "ulx3s_85f", "--fold", fold, "--dsp-blocks",
+                     str(n), "--quiet"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert sum(l.get("dsp_blocks") or 0 for l in report["layers"]) == n
+        assert report["device_budget"]["dsp"] == n
+        assert sum((out / f).read_text().count(" * ") for f in report["verilog_files"]) == n
+    # without --dsp-blocks the part's count (the default build: unchanged)
+    assert main(["gen", str(model), "-o", str(tmp_path / "all"), "--board", "ulx3s_85f", "--fold", fold,
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "all" / "report.json").read_text())["device_budget"]["dsp"] == 156
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--board", "ulx3s_85f", "--dsp-blocks", "157"], "--dsp-blocks 157: the part has 156 DSP blocks"),
+    (["--board", "ulx3s_85f", "--dsp-blocks", "-1"], "--dsp-blocks must be a non-negative number of DSP blocks"),
     (["--board", "ulx3s_85f", "--device", "LFE5-85F"], "give --board or --device, not both"),
     (["--device", "LFE9-1000F"], "--device 'LFE9-1000F': unknown part"),
     (["--device", "LFE5-85F", "--target-fps", "1000"], "--target-fps needs the clock it counts with"),
@@ -141,6 +164,16 @@ def test_gen_cli_refuses_bad_device_options(tmp_path, capsys, args, message):
     assert main(["gen", str(model), "-o", str(tmp_path / "out"), *args]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_build_cli_refuses_more_dsp_blocks_than_the_part_has(tmp_path, capsys):
+    model = tmp_path / "mlp.bsm"
+    _mlp((16, 8, 4)).save(model)
+    assert main(["build", str(model), "--board", "ulx3s_85f", "-o", str(tmp_path / "out"), "--dsp-blocks", "200",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "--dsp-blocks 200: the part has 156 DSP blocks" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "gen").exists()  # refused before generating
 
 
 @pytest.mark.slow

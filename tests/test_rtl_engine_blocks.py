@@ -97,12 +97,16 @@ def test_linear_generator_refuses_a_window():
 
 # ---- PE array
 
-@pytest.mark.parametrize("pes,lanes,w_bits,count_bits,dsp", [(1, 1, 1, 1, None), (3, 4, 2, 3, None), (2, 5, 8, 8, None),
-                                                             (2, 3, 8, 8, 2), (4, 2, 5, 6, 0), (1, 7, 3, 9, None),
-                                                             # wide in logic: the count cut, then the weight
-                                                             (2, 2, 8, 8, 0), (2, 3, 5, 9, 0)])
-def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, dsp):
-    dut = PEArray(pes=pes, lanes=lanes, w_bits=w_bits, count_bits=count_bits, psum_shape=signed(32), dsp_products=dsp)
+@pytest.mark.parametrize("pes,lanes,w_bits,count_bits,dsp,clear", [
+    (1, 1, 1, 1, None, False), (3, 4, 2, 3, None, False), (2, 5, 8, 8, None, False), (2, 3, 8, 8, 2, False),
+    (4, 2, 5, 6, 0, False), (1, 7, 3, 9, None, False),
+    # wide in logic: the count cut, then the weight
+    (2, 2, 8, 8, 0, False), (2, 3, 5, 9, 0, False),
+    # clear_on_last: the same sums at the same clocks (the accumulators cleared after a last word)
+    (1, 1, 1, 1, None, True), (3, 4, 2, 3, None, True), (2, 3, 8, 8, 2, True), (2, 2, 8, 8, 0, True)])
+def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, dsp, clear):
+    dut = PEArray(pes=pes, lanes=lanes, w_bits=w_bits, count_bits=count_bits, psum_shape=signed(32), dsp_products=dsp,
+                  clear_on_last=clear)
     rng = random.Random(pes * 100 + lanes * 10 + w_bits)
     lim = (1 << (w_bits - 1)) - 1
 

@@ -25,9 +25,11 @@ def _flat(payloads, vec: int) -> list[int]:
 # ---- blocks
 
 
-@pytest.mark.parametrize("pes,out_c,vec,requantized,seed", [(4, 8, 2, True, 0), (6, 12, 3, False, 1),
-                                                            (6, 6, 3, True, 2), (4, 4, 4, True, 3)])
-def test_drain_lanes_emit_every_channel_in_order_under_stalls(pes, out_c, vec, requantized, seed):
+@pytest.mark.parametrize("pes,out_c,vec,requantized,seed,flags", [
+    (4, 8, 2, True, 0, False), (6, 12, 3, False, 1, False), (6, 6, 3, True, 2, False), (4, 4, 4, True, 3, False),
+    # registered_flags (--fast-paths): the queue's empty / last-beat state in registers, the same outputs
+    (4, 8, 2, True, 0, True), (6, 12, 3, False, 1, True), (4, 4, 4, True, 3, True), (5, 11, 1, True, 4, True)])
+def test_drain_lanes_emit_every_channel_in_order_under_stalls(pes, out_c, vec, requantized, seed, flags):
     from amaranth import signed
 
     from bitspike.ops.base import Requant
@@ -43,8 +45,9 @@ def test_drain_lanes_emit_every_channel_in_order_under_stalls(pes, out_c, vec, r
                      lo=-rng.randint(0, 20), hi=rng.randint(1, 40))
     dut = Drain(pes=pes, bias=bias, psum_shape=signed(12), acc_shape=signed(13),
                 out_shape=signed(8) if requantized else signed(14), requant=rq,
-                product_shape=signed(40) if requantized else None, dsp_pieces=1 if requantized else None, vec=vec)
-    groups_n = out_c // pes
+                product_shape=signed(40) if requantized else None, dsp_pieces=1 if requantized else None, vec=vec,
+                registered_flags=flags)
+    groups_n = -(-out_c // pes)
     groups = [[rng.choice([-2048, 2047, rng.randint(-2048, 2047)]) for _ in range(pes)] for _ in range(4 * groups_n)]
     want = drain_reference(groups, bias, rq, pes)
     got = run_drain_stalled(dut, groups, groups_n, rng, len(want) // vec)
@@ -184,13 +187,19 @@ def test_vector_streams_are_bit_exact_at_every_tap_and_on_time(check_cosim, fuse
     check_cosim(_small(), seed=4, samples=6, fold=SMALL_FOLD, simulator="icarus", fuse=fuse)
 
 
-def _digits_split_check(cosim_of, manifest, fold):
+def test_fast_paths_with_products_in_logic_are_bit_exact_and_on_time(check_cosim):
+    """``fast_paths`` (accumulators cleared after a last word, the drains' flags in registers) with every
+    product in logic (``dsp_blocks=0``): the same values at every tap, at the same clocks."""
+    check_cosim(_small(), seed=5, samples=6, fold=SMALL_FOLD, simulator="icarus", dsp_blocks=0, fast_paths=True)
+
+
+def _digits_split_check(cosim_of, manifest, fold, **options):
     """The 360 digits test images, streamed under stalls with every tap, then alone: bit-exact and on time."""
     from bitspike.host.data import images_for_manifest, load_dataset
     from bitspike.host.golden import GoldenModel
     from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
 
-    sim = cosim_of(manifest, fold=fold)
+    sim = cosim_of(manifest, fold=fold, **options)
     x = images_for_manifest(load_dataset("digits", "test").images, manifest)
     assert len(x) == 360
     golden = GoldenModel(manifest).run(x)
@@ -208,6 +217,13 @@ def _digits_split_check(cosim_of, manifest, fold):
 @pytest.mark.slow
 def test_digits_mlp_two_per_beat_on_the_whole_test_split(cosim_of):
     _digits_split_check(cosim_of, _digits_shaped(0), "line0=16x8x2,line1=5x4")
+
+
+@pytest.mark.slow
+def test_digits_mlp_two_per_beat_fast_build_on_the_whole_test_split(cosim_of):
+    """The ECP5-85F build at 100 MHz (bench/hw.py's i64 row): fc1's products in logic (only the requantizer's
+    4 pieces in DSP blocks) and the accumulators cleared after a group's last word."""
+    _digits_split_check(cosim_of, _digits_shaped(0), "line0=16x8x2,line1=5x4", dsp_blocks=4, fast_paths=True)
 
 
 @pytest.mark.slow

@@ -358,6 +358,10 @@ class SynapticNode(PlanNode):
     fused: Any = None
     fused_width: int = 0
     counts_in: bool = False
+    # shorter register-to-register paths, the same cycles (--fast-paths): the PE array's accumulators
+    # clear after a group's last word, the drain's queue state is in registered flags
+    # (bitspike.rtl_templates.synapse.SynapticEngine's fast_paths)
+    fast_paths: bool = False
 
 
 class SynapticOp(Op):
@@ -812,7 +816,9 @@ class SynapticOp(Op):
         return dict(bias=layer.bias, w_bits=layer.w_bits, s_bits=layer.s_bits, timesteps=layer.timesteps, k=layer.k,
                     requant=layer.requant, ranges=plan.ranges[layer.name], pes=node.pes, lanes=node.lanes,
                     debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
-                    counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out)
+                    counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out,
+                    # only when on: the stepped engine takes these keywords too and has no such stage
+                    **({"fast_paths": True} if node.fast_paths else {}))
 
     # ---- export and audit
 
