@@ -118,7 +118,7 @@ class PoolEngine(wiring.Component):
         super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
 
     def __repr__(self) -> str:
-        vec = f", vec={self.vec}" if self.vec != 1 else ""
+        vec = f", vec={self.vec}" if getattr(self, "vec", 1) != 1 else ""
         return f"PoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, stride={self.stride}{vec})"
 
     def elaborate(self, platform):
@@ -232,7 +232,7 @@ class WindowPoolEngine(wiring.Component):
         super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
 
     def __repr__(self) -> str:
-        vec = f", vec={self.vec}" if self.vec != 1 else ""
+        vec = f", vec={self.vec}" if getattr(self, "vec", 1) != 1 else ""
         return (f"WindowPoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, "
                 f"stride={self.stride}, padding={self.padding}{vec})")
 
