@@ -26,13 +26,13 @@ Run under ``nice``::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -106,18 +106,47 @@ def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def synth_command(extra: str):
+    """Run ``synth_ecp5`` with ``extra`` options inside the block (``-noabc9``: see :func:`synth_row`)."""
+    from bitspike.gen import synth
+
+    before = synth.TARGETS["ecp5"]
+    synth.TARGETS["ecp5"] = before.replace("synth_ecp5", f"synth_ecp5 {extra}") if extra else before
+    try:
+        yield
+    finally:
+        synth.TARGETS["ecp5"] = before
+
+
 def synth_row(manifest, name: str, fold: str) -> dict:
-    """Yosys ``synth_ecp5`` of the accelerator (``generate(..., synth="ecp5")``, no debug taps)."""
+    """Yosys ``synth_ecp5`` of the accelerator (``generate(..., synth="ecp5")``, no debug taps).
+
+    yowasp Yosys' ABC9 pass can stop on an internal assertion (``abc_ops_reintegrate.cc``: ``Assert
+    `wire' failed``) on some PE arrays; the design is then synthesized again with ``-noabc9`` (the older
+    ABC mapping), and the row says so.
+    """
+    from bitspike.errors import HardwareError
     from bitspike.gen import generate
     from bitspike.gen.folding import estimate_resources
 
-    t0 = time.monotonic()
-    report = generate(manifest, WORK / f"{name}-synth", fuse="off", synth="ecp5", **generate_options(fold))
-    est = estimate_resources(report.plan, "ecp5")
-    total = report.data["synthesis"]["total"]
-    return {"yosys": {k: int(total.get(k, 0)) for k in ("lut", "ff", "dsp", "bram")},
-            "estimate": {k: int(est[k]) for k in ("lut", "ff", "dsp", "bram")},
-            "seconds": round(time.monotonic() - t0, 1)}
+    for extra in ("", "-noabc9"):
+        t0 = time.monotonic()
+        try:
+            with synth_command(extra):
+                report = generate(manifest, WORK / f"{name}-synth{extra}", fuse="off", synth="ecp5",
+                                  **generate_options(fold))
+        except HardwareError as e:
+            print(f"{name}: Yosys failed ({str(e)[-200:]!r}){'' if extra else '; again with -noabc9'}", flush=True)
+            if extra:
+                return {"error": str(e)[-500:]}
+            continue
+        est = estimate_resources(report.plan, "ecp5")
+        total = report.data["synthesis"]["total"]
+        return {"yosys": {k: int(total.get(k, 0)) for k in ("lut", "ff", "dsp", "bram")},
+                "estimate": {k: int(est[k]) for k in ("lut", "ff", "dsp", "bram")},
+                "command": f"synth_ecp5 {extra} -noflatten".replace("  ", " "),
+                "seconds": round(time.monotonic() - t0, 1)}
 
 
 def _pct(measured, predicted) -> str:
@@ -147,9 +176,13 @@ def markdown(doc: dict) -> str:
                   "| fold | LUT | FF | DSP | BRAM (DP16KD) | planner's estimate LUT / FF / DSP / BRAM | seconds |",
                   "|---|---|---|---|---|---|---|"]
         for r in synth:
+            if "error" in r["synth"]:
+                lines.append(f"| {r['name']} | Yosys failed: {r['synth']['error'][-120:]!r} | | | | | |")
+                continue
             y, e = r["synth"]["yosys"], r["synth"]["estimate"]
-            lines.append(f"| {r['name']} | {y['lut']:,} | {y['ff']:,} | {y['dsp']} | {y['bram']} | "
-                         f"{e['lut']:,} / {e['ff']:,} / {e['dsp']} / {e['bram']} | {r['synth']['seconds']} |")
+            lines.append(f"| {r['name']} (`{r['synth']['command']}`) | {y['lut']:,} | {y['ff']:,} | {y['dsp']} | "
+                         f"{y['bram']} | {e['lut']:,} / {e['ff']:,} / {e['dsp']} / {e['bram']} | "
+                         f"{r['synth']['seconds']} |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -177,11 +210,10 @@ def main(argv=None) -> int:
     rows = []
     for name in args.folds:
         print(f"{name}: co-simulation", flush=True)
-        row = {"name": name, **cosim_row(manifest, name, FOLDS[name], args.samples)}
-        if args.synth:
-            print(f"{name}: Yosys", flush=True)
-            row["synth"] = synth_row(manifest, name, FOLDS[name])
-        rows.append(row)
+        rows.append({"name": name, **cosim_row(manifest, name, FOLDS[name], args.samples)})
+    for row in rows if args.synth else []:  # after every co-simulation: a long synthesis loses none of them
+        print(f"{row['name']}: Yosys", flush=True)
+        row["synth"] = synth_row(manifest, row["name"], FOLDS[row["name"]])
     doc = {"command": "python bench/vecpool.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d"), "samples": args.samples, "manifest_digest": manifest.digest(),
