@@ -374,16 +374,19 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
             if not valid(got):
                 raise
             return got
+    def usable(layers: list[PlanNode]) -> bool:  # _fill hands back its input when nothing fits the device
+        return valid(layers) and _plan_fits(plan, layers)
+
     scalar = _fill(plan, out)
     vector = _fill(plan, vout)
-    if not (valid(vector) and interval(vector) < interval(scalar)):
+    if not (usable(vector) and interval(vector) < interval(scalar)):
         return scalar
     # the engines may settle above the floor the widths aimed at (a conv's taps, the budget): narrower
     # vectors that reach the interval they settled at free their PEs and lanes for the rest
     settled = auto_vectors(plan, out, floor=interval(vector))
     if settled and settled != vecs:
         narrower = _fill(plan, vectored(settled))
-        if valid(narrower) and interval(narrower) <= interval(vector):
+        if usable(narrower) and interval(narrower) <= interval(vector):
             return narrower
     return vector
 
@@ -430,7 +433,6 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     device, target = plan.options.device, plan.options.target_interval
     by_name = {l.name: l for l in plan.manifest.layers}
     family = device.family if device is not None else "ecp5"
-    dsp_limit = device.dsp if device is not None else plan.options.dsp_blocks
     budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
     # every legal fold of every foldable engine, cheapest first: (luts, brams, pes·lanes, pes) → node
     options: dict[int, list[PlanNode]] = {}
@@ -456,9 +458,7 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         return layers
 
     def fits(layers: list[PlanNode]) -> bool:
-        if device is None:
-            return sum(estimate_luts(n) for n in layers) <= budget
-        return _fits(estimate_resources(plan, family, tuple(layers), dsp_limit), device, plan.options.max_luts) is None
+        return _plan_fits(plan, layers)
 
     def interval_of(layers: list[PlanNode]) -> int:
         return max([n.cycles for n in layers] + [plan.manifest.input.size])
@@ -494,6 +494,17 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         else:
             lo = mid + 1
     return at(steps[lo])
+
+
+def _plan_fits(plan: Plan, layers: list[PlanNode]) -> bool:
+    """Whether ``layers`` fit the device (its LUTs with the products its DSP count moves into logic,
+    flip-flops, block RAMs), or without a device the LUT budget."""
+    device = plan.options.device
+    if device is None:
+        budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
+        return sum(estimate_luts(n) for n in layers) <= budget
+    total = estimate_resources(plan, device.family, tuple(layers), device.dsp)
+    return _fits(total, device, plan.options.max_luts) is None
 
 
 def _budget_text(device) -> str:

@@ -162,6 +162,18 @@ def test_fashion_cnn_device_fold_streams_vectors_through_its_pools():
     assert est["dsp"] <= dev.dsp and est["lut"] <= dev.lut and est["bram"] <= dev.bram
 
 
+def test_a_device_the_vectors_do_not_fit_keeps_the_scalar_plan():
+    """iCEBreaker: the Fashion CNN's narrowest folds already overflow its 30 block RAMs; the device filler
+    then hands back scalar streams (as before vector pools), not a wider plan that fits no better."""
+    from bitspike.gen.boards import device_budget, get_board
+    from bitspike.gen.plan import make_plan
+    from bitspike.testing import fashion_cnn_shaped
+
+    dev = device_budget(get_board("icebreaker"))
+    p = make_plan(fashion_cnn_shaped(0), max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev)
+    assert all((n.vec_in, n.vec_out) == (1, 1) for n in p.layers)
+
+
 # ---- whole networks, co-simulated in Verilator
 
 
