@@ -106,13 +106,24 @@ def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
     }
 
 
+#: the fallback's Yosys script: ``synth_ecp5`` up to its LUT mapping, then the older ``abc`` LUT mapper (4-input
+#: LUTs, wide functions up to 7 inputs through the PFU muxes, as ``synth_ecp5``'s own), then the rest of it
+ABC_FALLBACK = "\n".join([
+    "synth_ecp5 -noflatten -top bitspike_top -run :map_luts",
+    "techmap -map +/lattice/latches_map.v",
+    "abc -lut 4:7 -dress",
+    "clean",
+    "synth_ecp5 -noflatten -top bitspike_top -run map_cells:",
+])
+
+
 @contextlib.contextmanager
-def synth_command(extra: str):
-    """Run ``synth_ecp5`` with ``extra`` options inside the block (``-noabc9``: see :func:`synth_row`)."""
+def synth_command(command: str | None):
+    """Run ``command`` as the ECP5 synthesis script inside the block (``None``: the generator's own)."""
     from bitspike.gen import synth
 
     before = synth.TARGETS["ecp5"]
-    synth.TARGETS["ecp5"] = before.replace("synth_ecp5", f"synth_ecp5 {extra}") if extra else before
+    synth.TARGETS["ecp5"] = before if command is None else command
     try:
         yield
     finally:
@@ -122,31 +133,32 @@ def synth_command(extra: str):
 def synth_row(manifest, name: str, fold: str) -> dict:
     """Yosys ``synth_ecp5`` of the accelerator (``generate(..., synth="ecp5")``, no debug taps).
 
-    yowasp Yosys' ABC9 pass can stop on an internal assertion (``abc_ops_reintegrate.cc``: ``Assert
-    `wire' failed``) on some PE arrays; the design is then synthesized again with ``-noabc9`` (the older
-    ABC mapping), and the row says so.
+    yowasp Yosys 0.70's ABC9 pass stops on an internal assertion on these designs (``abc_ops_reintegrate.cc``:
+    ``Assert `wire' failed``, in a PE array's module; flattened: ``rtlil.cc`` ``GetSize(conn.first) ==
+    GetSize(conn.second)``); the design is then synthesized again with the older ``abc`` LUT mapper in its
+    place (:data:`ABC_FALLBACK`), and the row says so.
     """
     from bitspike.errors import HardwareError
     from bitspike.gen import generate
     from bitspike.gen.folding import estimate_resources
 
-    for extra in ("", "-noabc9"):
+    for label, command in (("synth_ecp5 -noflatten", None), ("synth_ecp5 -noflatten, abc -lut 4:7 for abc9",
+                                                              ABC_FALLBACK)):
         t0 = time.monotonic()
         try:
-            with synth_command(extra):
-                report = generate(manifest, WORK / f"{name}-synth{extra}", fuse="off", synth="ecp5",
-                                  **generate_options(fold))
+            with synth_command(command):
+                report = generate(manifest, WORK / f"{name}-synth{'' if command is None else '-abc'}", fuse="off",
+                                  synth="ecp5", **generate_options(fold))
         except HardwareError as e:
-            print(f"{name}: Yosys failed ({str(e)[-200:]!r}){'' if extra else '; again with -noabc9'}", flush=True)
-            if extra:
+            print(f"{name}: Yosys failed ({str(e)[-200:]!r})", flush=True)
+            if command is not None:
                 return {"error": str(e)[-500:]}
             continue
         est = estimate_resources(report.plan, "ecp5")
         total = report.data["synthesis"]["total"]
         return {"yosys": {k: int(total.get(k, 0)) for k in ("lut", "ff", "dsp", "bram")},
                 "estimate": {k: int(est[k]) for k in ("lut", "ff", "dsp", "bram")},
-                "command": f"synth_ecp5 {extra} -noflatten".replace("  ", " "),
-                "seconds": round(time.monotonic() - t0, 1)}
+                "command": label, "seconds": round(time.monotonic() - t0, 1)}
 
 
 def _pct(measured, predicted) -> str:
@@ -195,6 +207,17 @@ NOTES = [
     "kernel taps per clock (a window-parallel word), which the generator does not have yet.",
     "Before vector pools every stream carried one element per beat, so maxpool1 took conv0's 12,544 output "
     "elements at one a clock, and that was the interval.",
+    "The device filler (auto) ends at conv0's 7,056 and then narrows the vectors to what that interval needs: "
+    "2 channels per beat into maxpool1 (6,272 beats), scalar into maxpool3 (6,272 elements), so the PEs and "
+    "lanes the wide beats would force (conv1 lanes a multiple of 16, pes of 8) stay free. The widest fold "
+    "reaches the same interval at twice the LUTs and 2.7 times the block RAMs, but a latency of 7,267 cycles "
+    "instead of 11,443: every engine after conv0 keeps up with it.",
+    "Yosys: yowasp Yosys 0.70's abc9 stops on an internal assertion on all three designs (abc_ops_reintegrate.cc "
+    "`Assert wire failed` in a PE array's module; flattened, rtlil.cc `GetSize(conn.first) == "
+    "GetSize(conn.second)`), the scalar one included, so this is not the vector pools' doing; the counts are "
+    "synth_ecp5's own flow with the older `abc -lut 4:7` mapper in place of abc9 (ABC_FALLBACK). LUT counts "
+    "LUT4, PFU muxes and carry cells as bitspike.gen.synth does. The same assertion would stop `bitspike "
+    "build` (it runs synth_ecp5 with abc9) on this design.",
 ]
 
 
