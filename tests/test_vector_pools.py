@@ -183,6 +183,12 @@ def test_conv_pool_conv_pool_fc_vectors_are_bit_exact_and_on_time(check_cosim):
 
 
 @pytest.mark.slow
+def test_vector_pool_into_a_zero_skipping_linear_layer_is_bit_exact(check_cosim):
+    """maxpool3's two channels per beat into the linear layer's zero-skip watcher (``--zero-skip on``)."""
+    check_cosim(conv_pool_net(0), seed=5, samples=4, fold="conv0=6x1x3,conv1=4x3x2,line2=4x2", zero_skip="on")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("seed,channels,pools,fold", [
     (1, (4, 6), (("avgpool", (2, 2), (2, 2), (0, 0)), ("maxpool", (2, 2), (2, 2), (0, 0))),
      "conv0=4x1x4,conv1=6x4x6,line2=2x6"),
