@@ -188,7 +188,8 @@ def pnr_row(name: str, seed: int, clock_mhz: float) -> dict:
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     (work / "nextpnr.log").write_text(proc.stdout + proc.stderr)
     got = parse_nextpnr(work / "pnr.json", proc.stdout + proc.stderr)
-    fmax = [a for a, _ in got["fmax_mhz"].values()]
+    # only a finished run's figure is after routing (the log's earlier ones are placement estimates)
+    fmax = [a for a, _ in got["fmax_mhz"].values()] if proc.returncode == 0 else []
     return {"seed": seed, "clock_mhz": clock_mhz, "rc": proc.returncode, "fmax_mhz": round(min(fmax), 2) if fmax else None,
             "cells": {k: v["used"] for k, v in got["cells"].items()
                       if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_RAMW")},
