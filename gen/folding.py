@@ -13,9 +13,10 @@ blocks and block RAMs (:func:`estimate_resources`), or with a target interval
 the fewest LUTs that reach it (:func:`folding_pass`).
 
 Vector streams: a stream from one synaptic engine to the one synaptic engine
-that reads it may carry several elements per beat (:func:`vector_edges`;
-``vec_out`` of the producer, ``vec_in`` of the consumer), so neither engine
-is held to one element per clock there. The device filler gives such an edge
+that reads it, directly or through pools, may carry several elements per beat
+(:func:`vector_edges`; ``vec_out`` of the producer, ``vec_in`` of the
+consumer; a pool passes the beats through, one width on both its sides:
+:func:`vector_chains`), so no engine is held to one element per clock there. The device filler gives such an edge
 the smallest width that brings its beats down to the floor the other streams
 set (:func:`auto_vectors`) and keeps it only when the plan's interval gets
 shorter; a manual fold names it as a third number (``fc1=16x8x2``: fc1's
@@ -36,7 +37,7 @@ from bitspike.ops.base import OPS, divisors
 from .ir import Plan, PlanNode, register_pass, stream_source
 
 __all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES",
-           "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass", "vector_edges", "auto_vectors"]
+           "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass", "vector_edges", "vector_chains", "auto_vectors"]
 
 #: LUT budget of ``fold="auto"`` when none is given
 DEFAULT_MAX_LUTS = 3000
@@ -192,7 +193,9 @@ def vector_edges(plan: Plan, nodes: list[PlanNode] | None = None) -> list[tuple[
 
     A producer engine's stream qualifies when exactly one engine reads it (no fork, not the output
     stage) and both ends take vectors on that side (:meth:`bitspike.ops.base.Op.vector_unit` above 1:
-    the synaptic engines; an op without hardware in between, a flatten, only re-indexes the stream).
+    the synaptic engines and the pools; an op without hardware in between, a flatten, only re-indexes
+    the stream). A pool passes beats through (:attr:`~bitspike.ops.base.Op.vector_through`), so its
+    streams qualify only together: both, or neither.
     """
     nodes = list(plan.layers) if nodes is None else nodes
     man = plan.manifest
@@ -209,12 +212,44 @@ def vector_edges(plan: Plan, nodes: list[PlanNode] | None = None) -> list[tuple[
         p, c = index[src], users[0]
         if OPS[nodes[p].op].vector_unit(nodes[p], "out") > 1 and OPS[nodes[c].op].vector_unit(nodes[c], "in") > 1:
             edges.append((p, c))
-    return sorted(edges)
+    while True:  # drop a pass-through engine's stream whose partner does not qualify (and so on down the chain)
+        outs, ins = {p for p, _ in edges}, {c for _, c in edges}
+        kept = [(p, c) for p, c in edges
+                if not (OPS[nodes[p].op].vector_through and p not in ins)
+                and not (OPS[nodes[c].op].vector_through and c not in outs)]
+        if kept == edges:
+            return sorted(edges)
+        edges = kept
+
+
+def vector_chains(plan: Plan, nodes: list[PlanNode] | None = None) -> list[list[tuple[int, int]]]:
+    """The vector edges (:func:`vector_edges`) grouped into the streams that must share one width: an edge
+    into a pass-through engine (a pool) and the edge out of it carry the same elements per beat."""
+    nodes = list(plan.layers) if nodes is None else nodes
+    edges = vector_edges(plan, nodes)
+    out_edge = {p: (p, c) for p, c in edges}
+    chains = []
+    for p, c in edges:
+        if OPS[nodes[p].op].vector_through:
+            continue  # not a chain's start: the edge into p leads here
+        chain = [(p, c)]
+        while OPS[nodes[chain[-1][1]].op].vector_through:
+            chain.append(out_edge[chain[-1][1]])
+        chains.append(chain)
+    return chains
 
 
 def _vector_unit(nodes: list[PlanNode], p: int, c: int) -> int:
     """What every element count per beat of the edge ``p → c`` divides."""
     return gcd(OPS[nodes[p].op].vector_unit(nodes[p], "out"), OPS[nodes[c].op].vector_unit(nodes[c], "in"))
+
+
+def _chain_unit(nodes: list[PlanNode], chain: list[tuple[int, int]]) -> int:
+    """What every element count per beat of a chain of edges divides (each edge's :func:`_vector_unit`)."""
+    unit = 0
+    for p, c in chain:
+        unit = gcd(unit, _vector_unit(nodes, p, c))
+    return unit
 
 
 def _with_vectors(nodes: list[PlanNode], vecs: dict[int, tuple[int, int]]) -> list[PlanNode]:
@@ -227,53 +262,84 @@ def _with_vectors(nodes: list[PlanNode], vecs: dict[int, tuple[int, int]]) -> li
 
 
 def _manual_vectors(plan: Plan, folds) -> dict[int, tuple[int, int]]:
-    """The vector widths a manual fold names (``NAME=PESxLANESxVEC``), checked against the stream graph."""
+    """The vector widths a manual fold names (``NAME=PESxLANESxVEC``), checked against the stream graph.
+
+    A width named on an engine whose stream runs through pools (``conv0=16x1x16`` before a maxpool)
+    applies to the pools' streams too; naming a pool's own (``pool1=1x1x16``) is allowed and must agree.
+    """
     from bitspike.errors import HardwareError
 
     nodes = list(plan.layers)
     edges = dict(vector_edges(plan))
+    chains = vector_chains(plan)
+    chain_of = {p: k for k, chain in enumerate(chains) for p, _ in chain}
     index = {n.name: i for i, n in enumerate(nodes)}
-    vecs = {}
+    named: dict[int, tuple[str, int]] = {}
     for name, spec in folds.items():
         if len(spec) < 3 or spec[2] == 1:
             continue
         p, v = index[name], int(spec[2])
         if p not in edges:
             raise HardwareError(f"fold for '{name}': its output stream cannot carry {v} elements per beat (vector "
-                                "streams join a synaptic engine to the one synaptic engine that reads it)")
-        unit = _vector_unit(nodes, p, edges[p])
+                                "streams join a synaptic engine, through pools, to the one synaptic engine that "
+                                "reads it)")
+        k = chain_of[p]
+        chain = chains[k]
+        unit = _chain_unit(nodes, chain)
         if unit % v:
-            raise HardwareError(f"fold for '{name}': {v} elements per beat must divide {unit} (the outputs of "
-                                f"'{name}' and the inputs per group of '{nodes[edges[p]].name}'); "
+            if len(chain) == 1:
+                why = f"the outputs of '{name}' and the inputs per group of '{nodes[edges[p]].name}'"
+            else:
+                why = "what every engine of the stream " + " → ".join(
+                    [f"'{nodes[chain[0][0]].name}'"] + [f"'{nodes[c].name}'" for _, c in chain]) + " takes"
+            raise HardwareError(f"fold for '{name}': {v} elements per beat must divide {unit} ({why}); "
                                 f"choose one of {divisors(unit)}")
-        vecs[p] = (edges[p], v)
-    return vecs
+        if k in named and named[k][1] != v:
+            other, w = named[k]
+            raise HardwareError(f"fold for '{name}': {v} elements per beat, but '{other}' gives the same stream "
+                                f"{w} (a pool passes its input's beats through); name one width")
+        named[k] = (name, v)
+    return {p: (c, v) for k, (_, v) in named.items() for p, c in chains[k]}
 
 
-def auto_vectors(plan: Plan, nodes: list[PlanNode]) -> dict[int, tuple[int, int]]:
+def _with_beats(node: PlanNode, v: int) -> PlanNode:
+    """A pass-through node with ``v`` elements per beat on both sides, its busy cycles counted again."""
+    node = replace(node, vec_in=v, vec_out=v)
+    return replace(node, cycles=OPS[node.op].busy_cycles(node))
+
+
+def auto_vectors(plan: Plan, nodes: list[PlanNode], floor: int | None = None) -> dict[int, tuple[int, int]]:
     """The device filler's vector widths: producer index → (consumer index, elements per beat).
 
-    The floor the scalar streams set (the pixels, the non-foldable engines, every stream that cannot
-    carry vectors, the class beats) is the target; each vector edge whose elements exceed it gets the
-    smallest width (a divisor of :meth:`~bitspike.ops.base.Op.vector_unit` of both ends) whose beats
-    reach it, or the widest it can take.
+    The floor the scalar streams set (the pixels, the non-foldable engines off the vector streams,
+    every stream that cannot carry vectors, the class beats) is the target, unless ``floor`` is
+    given; each chain of vector edges (:func:`vector_chains`) whose elements, or whose pools' busy
+    cycles, exceed it gets the smallest width (a divisor of what every engine on it takes) that
+    brings them all down to it, or the widest it can take.
     """
-    edges = vector_edges(plan, nodes)
-    on_edge_out, on_edge_in = {p for p, _ in edges}, {c for _, c in edges}
-    floor = max([plan.manifest.input.size, plan.manifest.num_classes + 1]
-                + [n.cycles for n in nodes if not OPS[n.op].foldable]
-                + [n.out_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_out
-                   and i != len(nodes) - 1]
-                + [n.in_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_in])
+    chains = vector_chains(plan, nodes)
+    on_edge_out = {p for chain in chains for p, _ in chain}
+    on_edge_in = {c for chain in chains for _, c in chain}
+    if floor is None:
+        floor = max([plan.manifest.input.size, plan.manifest.num_classes + 1]
+                    + [n.cycles for i, n in enumerate(nodes) if not OPS[n.op].foldable and i not in on_edge_in]
+                    + [n.out_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_out
+                       and i != len(nodes) - 1]
+                    + [n.in_elements for i, n in enumerate(nodes) if n.engine and i not in on_edge_in])
     vecs = {}
-    for p, c in edges:
-        elems = nodes[p].out_elements
-        if elems <= floor:
+    for chain in chains:
+        through = [c for _, c in chain if OPS[nodes[c].op].vector_through]
+
+        def reaches(v: int) -> bool:
+            return (all(-(-nodes[p].out_elements // v) <= floor for p, _ in chain)
+                    and all(_with_beats(nodes[c], v).cycles <= floor for c in through))
+
+        if reaches(1):
             continue
-        widths = divisors(_vector_unit(nodes, p, c))
-        v = next((d for d in widths if -(-elems // d) <= floor), widths[-1])
+        widths = divisors(_chain_unit(nodes, chain))
+        v = next((d for d in widths if reaches(d)), widths[-1])
         if v > 1:
-            vecs[p] = (c, v)
+            vecs.update({p: (c, v) for p, c in chain})
     return vecs
 
 
@@ -286,8 +352,12 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     if not vecs:
         return _fill(plan, out)
     by_name = {l.name: l for l in plan.manifest.layers}
-    vout = [_with_fold(n, by_name[n.name], plan, n.vec_out, n.vec_in) if (n.vec_in, n.vec_out) != (1, 1) else n
-            for n in _with_vectors(out, vecs)]
+
+    def vectored(vecs: dict[int, tuple[int, int]]) -> list[PlanNode]:
+        # a foldable end starts from the narrowest fold that holds its beats; a pool keeps its 1 × 1
+        return [n if (n.vec_in, n.vec_out) == (1, 1)
+                else _with_fold(n, by_name[n.name], plan, *((n.vec_out, n.vec_in) if OPS[n.op].foldable else (1, 1)))
+                for n in _with_vectors(out, vecs)]
 
     def interval(layers: list[PlanNode]) -> int:
         return max([n.cycles for n in layers] + [plan.manifest.input.size])
@@ -295,6 +365,7 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     def valid(layers: list[PlanNode]) -> bool:
         return all(OPS[n.op].vector_fits(n) for n in layers if (n.vec_in, n.vec_out) != (1, 1))
 
+    vout = vectored(vecs)
     if plan.options.target_interval is not None:
         try:
             return _fill(plan, out)
@@ -303,9 +374,21 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
             if not valid(got):
                 raise
             return got
+    def usable(layers: list[PlanNode]) -> bool:  # _fill hands back its input when nothing fits the device
+        return valid(layers) and _plan_fits(plan, layers)
+
     scalar = _fill(plan, out)
     vector = _fill(plan, vout)
-    return vector if valid(vector) and interval(vector) < interval(scalar) else scalar
+    if not (usable(vector) and interval(vector) < interval(scalar)):
+        return scalar
+    # the engines may settle above the floor the widths aimed at (a conv's taps, the budget): narrower
+    # vectors that reach the interval they settled at free their PEs and lanes for the rest
+    settled = auto_vectors(plan, out, floor=interval(vector))
+    if settled and settled != vecs:
+        narrower = _fill(plan, vectored(settled))
+        if usable(narrower) and interval(narrower) <= interval(vector):
+            return narrower
+    return vector
 
 
 def _floor_of(plan: Plan, node: PlanNode) -> int:
@@ -350,7 +433,6 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     device, target = plan.options.device, plan.options.target_interval
     by_name = {l.name: l for l in plan.manifest.layers}
     family = device.family if device is not None else "ecp5"
-    dsp_limit = device.dsp if device is not None else plan.options.dsp_blocks
     budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
     # every legal fold of every foldable engine, cheapest first: (luts, brams, pes·lanes, pes) → node
     options: dict[int, list[PlanNode]] = {}
@@ -376,9 +458,7 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         return layers
 
     def fits(layers: list[PlanNode]) -> bool:
-        if device is None:
-            return sum(estimate_luts(n) for n in layers) <= budget
-        return _fits(estimate_resources(plan, family, tuple(layers), dsp_limit), device, plan.options.max_luts) is None
+        return _plan_fits(plan, layers)
 
     def interval_of(layers: list[PlanNode]) -> int:
         return max([n.cycles for n in layers] + [plan.manifest.input.size])
@@ -414,6 +494,17 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         else:
             lo = mid + 1
     return at(steps[lo])
+
+
+def _plan_fits(plan: Plan, layers: list[PlanNode]) -> bool:
+    """Whether ``layers`` fit the device (its LUTs with the products its DSP count moves into logic,
+    flip-flops, block RAMs), or without a device the LUT budget."""
+    device = plan.options.device
+    if device is None:
+        budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
+        return sum(estimate_luts(n) for n in layers) <= budget
+    total = estimate_resources(plan, device.family, tuple(layers), device.dsp)
+    return _fits(total, device, plan.options.max_luts) is None
 
 
 def _budget_text(device) -> str:

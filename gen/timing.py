@@ -19,6 +19,10 @@ synaptic one is in :mod:`bitspike.ops.neuron`, the pools' in
   ``drain_latency`` clocks after their pop. A vector input's elements arrive
   together, one beat per clock. Which words a round reads
   comes from the op's hooks (``tap_inputs``, ``frame_words``, ``words_read``).
+* pools (:mod:`bitspike.rtl_templates.pool`): the streaming pool emits a
+  window's result the clock after its last element arrived; the frame-buffer
+  pool reads one window tap a clock, a beat's channels per tap on a vector
+  stream, and emits two clocks after the window's last tap.
 * output stage: each logit is forwarded one clock after it arrives; ``done``
   comes 2 clocks after the last logit.
 """

@@ -3,7 +3,7 @@
 Two engines:
 
 * :class:`PoolEngine`, for non-overlapping windows without padding (stride =
-  kernel, the usual 2×2/2), one element per clock: a row of ``Wo·C`` running
+  kernel, the usual 2×2/2), one beat per clock: a row of ``Wo·C`` running
   results is all the buffering needed (a line buffer of one output row).
   Each element updates the running max/sum of its window; the element that
   completes a window emits the result, so outputs leave in HWC order one
@@ -15,6 +15,14 @@ Two engines:
   nothing: they add 0 to a sum and never win a max.
 
 Rows and columns past the last full window are dropped (floor mode, as torch).
+
+Vector streams (``vec`` > 1, :mod:`bitspike.gen.folding`): a beat carries
+``vec`` consecutive channels of one pixel, in and out alike (``vec`` divides
+the channels), so the engines step channel groups where they stepped
+channels: the row or frame memory holds one beat per word, and ``vec``
+reductions work side by side. A pool on a vector stream thus takes a beat per
+clock, not an element, and passes the producer's beats on to the consumer
+unchanged in shape.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from bitspike.ranges import Range
 
-from .neuron import shape_of
+from .neuron import check_vec, shape_of, vector_shape
 from .synapse import TapSignature
 
 __all__ = ["PoolEngine", "WindowPoolEngine", "pool_reference"]
@@ -53,13 +61,27 @@ def pool_reference(values, shape, kernel, stride, kind: str, padding=(0, 0)) -> 
 
 
 
-def _pool_members(x_range, out_range, debug_taps: bool) -> dict:
-    """The ports both pool engines have: the input and output streams, and the debug taps when asked."""
-    members = {"x": In(stream.Signature(shape_of(x_range))), "y": Out(stream.Signature(shape_of(out_range)))}
+def _pool_members(x_range, out_range, debug_taps: bool, vec: int = 1) -> dict:
+    """The ports both pool engines have: the input and output streams (``vec`` elements per beat), and the
+    debug taps when asked (a beat's elements together)."""
+    members = {"x": In(stream.Signature(vector_shape(shape_of(x_range), vec))),
+               "y": Out(stream.Signature(vector_shape(shape_of(out_range), vec)))}
     if debug_taps:
-        members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed))
-        members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed))
+        members["tap_x"] = Out(TapSignature(x_range.width, x_range.signed, lanes=vec))
+        members["tap_out"] = Out(TapSignature(out_range.width, out_range.signed, lanes=vec))
     return members
+
+
+def _check_pool_vec(vec, channels: int, who: str) -> None:
+    """Refuse a beat width that is not a positive divisor of the channels (a beat never spans two pixels)."""
+    check_vec(vec, who)
+    if channels % vec:
+        raise ValueError(f"{who} vec {vec} must divide the {channels} channels (a beat holds channels of one pixel)")
+
+
+def _lanes(value, vec: int) -> list:
+    """The elements of a beat-wide value: the value itself on a scalar stream, else its ``vec`` array elements."""
+    return [value] if vec == 1 else [value[j] for j in range(vec)]
 
 class PoolEngine(wiring.Component):
     """Streaming max/sum pool.
@@ -74,9 +96,13 @@ class PoolEngine(wiring.Component):
         ``(h, w)``; stride must equal kernel.
     x_range, out_range
         Analysed ranges of input and output currents.
+    vec
+        Elements per beat of ``x`` and ``y`` (a vector stream: consecutive channels of one pixel;
+        it divides the channels). 1: one value per beat.
     """
 
-    def __init__(self, *, kind: str, shape, kernel, stride, x_range: Range, out_range: Range, debug_taps: bool = False):
+    def __init__(self, *, kind: str, shape, kernel, stride, x_range: Range, out_range: Range, debug_taps: bool = False,
+                 vec: int = 1):
         if kind not in ("maxpool", "avgpool"):
             raise ValueError(f"PoolEngine kind must be 'maxpool' or 'avgpool', not {kind!r}")
         if tuple(kernel) != tuple(stride):
@@ -87,28 +113,32 @@ class PoolEngine(wiring.Component):
         self.out_hw = ((h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1)
         if min(self.out_hw) < 1:
             raise ValueError(f"pool window {list(kernel)} does not fit a {h}x{w} map")
-        self.x_range, self.out_range, self.debug_taps = x_range, out_range, debug_taps
-        super().__init__(_pool_members(x_range, out_range, debug_taps))
+        _check_pool_vec(vec, c, "PoolEngine")
+        self.x_range, self.out_range, self.debug_taps, self.vec = x_range, out_range, debug_taps, vec
+        super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
 
     def __repr__(self) -> str:
-        return f"PoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, stride={self.stride})"
+        vec = f", vec={self.vec}" if getattr(self, "vec", 1) != 1 else ""
+        return f"PoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, stride={self.stride}{vec})"
 
     def elaborate(self, platform):
         m = Module()
         C, H, W = self.shape
+        V = self.vec
+        C = C // V  # beats per pixel: the odometer steps channel groups
         KH, KW = self.kernel
         HO, WO = self.out_hw
         ch = Signal(range(C))
         wk, col = Signal(range(KW)), Signal(range(WO + 1))
         hk, band = Signal(range(KH)), Signal(range(HO + 1))
         wpos, hpos = Signal(range(W)), Signal(range(H))
-        row = memory.Memory(shape=shape_of(self.out_range), depth=WO * C, init=[])
+        row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[])
         m.submodules.row = row
         rrd = row.read_port(domain="comb")
         rwr = row.write_port()
         in_window = Signal()
         first, final = Signal(), Signal()
-        new = Signal(shape_of(self.out_range))
+        new = Signal(vector_shape(shape_of(self.out_range), V))
         m.d.comb += [
             in_window.eq((col < WO) & (band < HO)),
             first.eq((hk == 0) & (wk == 0)),
@@ -119,10 +149,11 @@ class PoolEngine(wiring.Component):
             self.x.ready.eq(~self.y.valid | self.y.ready),
         ]
         x = self.x.payload
-        if self.kind == "maxpool":
-            m.d.comb += new.eq(Mux(first | (x > rrd.data), x, rrd.data))
-        else:
-            m.d.comb += new.eq(Mux(first, x, rrd.data + x))
+        for n, xe, r in zip(_lanes(new, V), _lanes(x, V), _lanes(rrd.data, V)):
+            if self.kind == "maxpool":
+                m.d.comb += n.eq(Mux(first | (xe > r), xe, r))
+            else:
+                m.d.comb += n.eq(Mux(first, xe, r + xe))
         accept = self.x.valid & self.x.ready
         emit = Signal()
         m.d.comb += emit.eq(accept & in_window & final)
@@ -165,6 +196,9 @@ class WindowPoolEngine(wiring.Component):
         ``(h, w)`` each; padding smaller than the kernel (every window holds an element of the map).
     x_range, out_range
         Analysed ranges of input and output currents.
+    vec
+        Elements per beat of ``x`` and ``y`` (consecutive channels of one pixel; it divides the
+        channels): the memory holds a beat per word and the reader a channel group per tap.
 
     The writer stores element n of a frame at ``bank·N + n`` (N = C·H·W) and
     takes a new element unless both banks hold frames not yet read. The
@@ -178,7 +212,7 @@ class WindowPoolEngine(wiring.Component):
     """
 
     def __init__(self, *, kind: str, shape, kernel, stride, padding=(0, 0), x_range: Range, out_range: Range,
-                 debug_taps: bool = False):
+                 debug_taps: bool = False, vec: int = 1):
         if kind not in ("maxpool", "avgpool"):
             raise ValueError(f"WindowPoolEngine kind must be 'maxpool' or 'avgpool', not {kind!r}")
         self.kind, self.shape = kind, tuple(shape)
@@ -193,22 +227,26 @@ class WindowPoolEngine(wiring.Component):
                        (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1)
         if min(self.out_hw) < 1:
             raise ValueError(f"pool window {list(kernel)} with padding {list(padding)} does not fit a {h}x{w} map")
-        self.x_range, self.out_range, self.debug_taps = x_range, out_range, debug_taps
-        super().__init__(_pool_members(x_range, out_range, debug_taps))
+        _check_pool_vec(vec, c, "WindowPoolEngine")
+        self.x_range, self.out_range, self.debug_taps, self.vec = x_range, out_range, debug_taps, vec
+        super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
 
     def __repr__(self) -> str:
+        vec = f", vec={self.vec}" if getattr(self, "vec", 1) != 1 else ""
         return (f"WindowPoolEngine(kind={self.kind!r}, shape={self.shape}, kernel={self.kernel}, "
-                f"stride={self.stride}, padding={self.padding})")
+                f"stride={self.stride}, padding={self.padding}{vec})")
 
     def elaborate(self, platform):
         m = Module()
         C, H, W = self.shape
+        V = self.vec
+        C = C // V  # beats per pixel: element n below is beat n, a channel group
         KH, KW = self.kernel
         SH, SW = self.stride
         PH, PW = self.padding
         HO, WO = self.out_hw
         N = C * H * W
-        frame = memory.Memory(shape=shape_of(self.x_range), depth=2 * N, init=[])
+        frame = memory.Memory(shape=vector_shape(shape_of(self.x_range), V), depth=2 * N, init=[])
         m.submodules.frame = frame
         wr = frame.write_port()
         rd = frame.read_port(transparent_for=())
@@ -286,16 +324,17 @@ class WindowPoolEngine(wiring.Component):
             m.d.sync += ahead.eq(ahead - 1)
 
         # the running result of the window; `have` says it holds an element (a max ignores padding)
-        acc = Signal(shape_of(self.out_range))
+        acc = Signal(vector_shape(shape_of(self.out_range), V))
         have = Signal()
-        new = Signal(shape_of(self.out_range))
+        new = Signal(vector_shape(shape_of(self.out_range), V))
         value = rd.data
         had = Signal()
         m.d.comb += had.eq(have & ~s1_first)
-        if self.kind == "maxpool":
-            m.d.comb += new.eq(Mux(s1_inside & (~had | (value > acc)), value, acc))
-        else:
-            m.d.comb += new.eq(Mux(s1_first, 0, acc) + Mux(s1_inside, value, 0))
+        for n, ve, a in zip(_lanes(new, V), _lanes(value, V), _lanes(acc, V)):
+            if self.kind == "maxpool":
+                m.d.comb += n.eq(Mux(s1_inside & (~had | (ve > a)), ve, a))
+            else:
+                m.d.comb += n.eq(Mux(s1_first, 0, a) + Mux(s1_inside, ve, 0))
         consume = Signal()
         emit = Signal()
         m.d.comb += [consume.eq(s1_valid & advance), emit.eq(consume & s1_last)]

@@ -304,6 +304,9 @@ class Op:
     reserved_dsps: ClassVar[int] = 0
     #: True for an op with a neuron and weights (linear, conv2d): export gives it a k and a unit
     synaptic: ClassVar[bool] = False
+    #: True when the engine passes vector beats through (a pool): on a vector stream its output beats carry as
+    #: many elements as its input beats, so both its streams take one width (:mod:`bitspike.gen.folding`)
+    vector_through: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"<op {self.name!r}>"

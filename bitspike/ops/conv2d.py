@@ -434,11 +434,12 @@ class Conv2dOp(SynapticOp):
                 return max(ends[2] - ends[1], node.in_beats, node.out_beats)
             return super().busy_cycles(node)
         # the folding search asks again and again for the same few folds: the replay depends only on these
+        # (the beat widths too: a vector beat enters in one clock, and vec_out outputs share a pop)
         key = (node.in_hw, node.in_features, node.out_features, node.kernel, node.stride, node.padding, node.groups,
-               node.pes, node.lanes) + ((node.nonzero_rate,) if node.zero_skip else ())
+               node.pes, node.lanes, node.vec_in, node.vec_out) + ((node.nonzero_rate,) if node.zero_skip else ())
         if key not in self._busy_cache:
             _, ends = line_buffer_schedule(self, node, 0, None, 3)
-            self._busy_cache[key] = max(ends[2] - ends[1], node.in_elements, node.out_elements)
+            self._busy_cache[key] = max(ends[2] - ends[1], node.in_beats, node.out_beats)
         return self._busy_cache[key]
 
     def arrival_times(self, node, layer, plan, inputs, replay: list[list[int]] | None = None):

@@ -27,6 +27,14 @@ Hardware: without padding and with stride = kernel, the streaming
 results). Otherwise :class:`~bitspike.rtl_templates.pool.WindowPoolEngine`:
 the map goes into a two-bank frame memory and a reader walks every window
 tap, one per clock, as soon as its element has arrived.
+
+Vector streams (:mod:`bitspike.gen.folding`): a pool between two engines
+that take vectors passes them through, a pixel's ``vec`` consecutive channels
+per beat in and out (``vec_in`` = ``vec_out``, dividing the channels;
+:attr:`PoolOp.vector_through`). Both engines then step channel groups: the
+streaming one takes a beat per clock, the frame-buffer one reads a beat per
+tap, so the busy cycles and the timing model count beats where they counted
+elements.
 """
 
 from __future__ import annotations
@@ -141,14 +149,16 @@ class PoolNode(PlanNode):
 
     @property
     def taps_per_frame(self) -> int:
-        """Window taps the frame-buffer engine reads per inference, one per clock."""
-        return self.out_hw[0] * self.out_hw[1] * self.out_features * self.kernel[0] * self.kernel[1]
+        """Window taps the frame-buffer engine reads per inference, one per clock (a tap reads a beat:
+        ``vec_in`` channels)."""
+        return self.out_hw[0] * self.out_hw[1] * (self.out_features // self.vec_in) * self.kernel[0] * self.kernel[1]
 
 
 class PoolOp(Op):
     """Shared by both pools; the two instances differ only in ``name`` and the reduction."""
 
     reserved_dsps = 2  # the engine's address arithmetic
+    vector_through = True  # a vector stream's beats pass through: as many channels per beat out as in
 
     def __init__(self, name: str, layer_cls: type[PoolLayer]):
         self.name = name  # type: ignore[misc]
@@ -185,8 +195,23 @@ class PoolOp(Op):
                         out_hw=tuple(layer.out_shape[1:]), kernel=tuple(layer.kernel), stride=tuple(layer.stride),
                         padding=tuple(layer.padding))
 
+    def vector_unit(self, node, side):
+        """A beat holds channels of one pixel, on either side: its width divides the channels."""
+        return node.in_features
+
+    def vector_fits(self, node):
+        """The beats pass through: as many channels per beat out as in, dividing the channels."""
+        return node.vec_in == node.vec_out and node.in_features % node.vec_in == 0
+
     def busy_cycles(self, node):
-        return node.in_elements if node.streaming else max(node.in_elements, node.taps_per_frame)
+        return node.in_beats if node.streaming else max(node.in_beats, node.taps_per_frame)
+
+    def estimate_luts(self, node):
+        """The default's output register and compare/add, once per element of a beat."""
+        return 40 + 3 * node.widths.get("out", 8) * node.vec_out
+
+    def estimate_ffs(self, node):
+        return 32 + 2 * (node.widths.get("x", 8) + node.widths.get("out", 8)) * node.vec_in
 
     def arrival_times(self, node, layer, plan, inputs):
         (arrivals,) = inputs
@@ -195,49 +220,53 @@ class PoolOp(Op):
         KH, KW = node.kernel
         out = []
         if node.streaming:
-            # a window's result leaves the clock after its last element arrived
+            # a window's result leaves the clock after its last element arrived (a beat's elements
+            # arrive together and leave together)
             for oh in range(node.out_hw[0]):
                 for ow in range(node.out_hw[1]):
                     for c in range(C):
                         last = ((oh * KH + KH - 1) * W + ow * KW + KW - 1) * C + c
                         out.append(arrivals[last] + 1)
             return out
-        # frame-buffer engine: a tap issues one clock after its element was written (padding taps at once),
+        # frame-buffer engine: a tap issues one clock after its beat was written (padding taps at once),
         # the frame's last tap once the whole frame is in; the result leaves two clocks after its last tap
         never = -(10**9)
         t = -1
         SH, SW = node.stride
         PH, PW = node.padding
+        V = node.vec_in
         for oh in range(node.out_hw[0]):
             for ow in range(node.out_hw[1]):
-                for c in range(C):
+                for c in range(0, C, V):
                     for dy in range(KH):
                         iy = oh * SH - PH + dy
                         for dx in range(KW):
                             ix = ow * SW - PW + dx
                             inside = 0 <= iy < H and 0 <= ix < W
                             t = max(t + 1, arrivals[(iy * W + ix) * C + c] + 1 if inside else never)
-                    out.append(t + 2)
+                    out.extend([t + 2] * V)
         t_end = max(t, arrivals[-1] + 1)
         out[-1] = t_end + 2
         return out
 
     def memories(self, node):
-        """The row buffer of the streaming engine (read without a clock), else the double-buffered frame."""
-        C, (H, W) = node.in_features, node.in_hw
+        """The row buffer of the streaming engine (read without a clock), else the double-buffered frame;
+        a word per beat (``vec_in`` elements)."""
+        C, (H, W), V = node.in_features, node.in_hw, node.vec_in
         if node.streaming:
-            return [(node.out_hw[1] * C, node.widths["out"], "async")]
-        return [(2 * C * H * W, node.widths["x"], "ram")]
+            return [(node.out_hw[1] * C // V, node.widths["out"] * V, "async")]
+        return [(2 * C * H * W // V, node.widths["x"] * V, "ram")]
 
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.pool import PoolEngine, WindowPoolEngine
 
         r = plan.ranges[layer.name]
+        vec = {"vec": node.vec_in} if node.vec_in != 1 else {}
         if node.streaming:
             return PoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
-                              x_range=r.x, out_range=r.out, debug_taps=debug)
+                              x_range=r.x, out_range=r.out, debug_taps=debug, **vec)
         return WindowPoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
-                                padding=node.padding, x_range=r.x, out_range=r.out, debug_taps=debug)
+                                padding=node.padding, x_range=r.x, out_range=r.out, debug_taps=debug, **vec)
 
     def export_layer(self, node, ctx):
         k = node.kernel
