@@ -43,8 +43,6 @@ class SteppedActivity:
     spikes: dict[str, int] = field(default_factory=dict)
     values: dict[str, int] = field(default_factory=dict)
     windows: dict[str, list[int]] = field(default_factory=dict)
-    window_nz: dict[str, int] = field(default_factory=dict)
-    window_words: dict[str, int] = field(default_factory=dict)
     images: int = 0
 
     @property
@@ -69,33 +67,6 @@ class SteppedActivity:
             self.windows.setdefault(name, []).extend(
                 int(acc_c[(i + 1) * per_a - 1] - spk_c[i * per_s]) + 1 for i in range(n) if per_s and per_a)
         self.images += n
-
-    def _conv_words(self, name: str, entry: dict, counts: np.ndarray) -> np.ndarray:
-        """A conv engine's nonzero frame words (each pixel's channels start a word), and, into ``window_nz`` and
-        ``window_words``, the nonzero words among its windows' first T − 1 (what its replayed groups issue)."""
-        from bitspike.ops.conv2d import CONV2D
-        from bitspike.rtl_templates.convskip import conv_nonzero_words, conv_zero_skip_words
-
-        node = CONV2D.node_from_report(entry)
-        nz = conv_nonzero_words(counts, node.in_hw, node.lanes)
-        geo = node.geometry()
-        per = [sum(conv_zero_skip_words(geo, f)) - geo.out_hw[0] * geo.out_hw[1] for f in nz]
-        self.window_nz[name] = self.window_nz.get(name, 0) + int(sum(per))
-        self.window_words[name] = (self.window_words.get(name, 0)
-                                   + len(nz) * geo.out_hw[0] * geo.out_hw[1] * (node.window_words - 1))
-        return nz
-
-    def _conv_summary(self, name: str, entry: dict) -> dict:
-        """A conv engine's entries beyond the shared ones: the windows' nonzero-word rate (what its replayed
-        groups issue: 1 + rate · (T − 1) words) and the busy cycles of the model at that rate."""
-        from bitspike.ops.conv2d import CONV2D
-
-        rate = self.window_nz[name] / max(1, self.window_words[name])
-        at = CONV2D.node_from_report(entry, rate)
-        return {"window_nonzero_rate": rate, "window_words": at.window_words, "groups": at.geometry().out_groups,
-                "replayed_words_per_group": at.expected_words(), "model_window_cycles": None,
-                "model_busy_cycles": CONV2D.busy_cycles(at),
-                "dense_busy_cycles": CONV2D.busy_cycles(CONV2D.node_from_report({k: v for k, v in entry.items() if k != "zero_skip"}))}
 
     def summary(self) -> dict[str, dict]:
         """Per stepped layer: spike rate, events per inference, busy cycles (mean, max) and the plan's walk and
