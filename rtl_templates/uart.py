@@ -103,7 +103,7 @@ class UartRx(wiring.Component):
     Parameters
     ----------
     clocks_per_bit
-        Clock cycles per bit (≥ 4).
+        Clock cycles per bit: an integer ≥ 4, or a Fraction ≥ 6 (:func:`check_clocks_per_bit`).
 
     Ports
     -----
@@ -119,7 +119,7 @@ class UartRx(wiring.Component):
     overrun: Out(1)
     framing_error: Out(1)
 
-    def __init__(self, clocks_per_bit: int):
+    def __init__(self, clocks_per_bit: BitPeriod):
         self._MustUse__silence = True  # a rejected constructor must not also warn "never elaborated"
         self.clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
         self._MustUse__silence = False
@@ -129,56 +129,9 @@ class UartRx(wiring.Component):
         return f"UartRx(clocks_per_bit={self.clocks_per_bit})"
 
     def elaborate(self, platform):
-        if isinstance(self.clocks_per_bit, Fraction):
-            return self._elaborate_fractional()
-        m = Module()
-        cpb = self.clocks_per_bit
-        rx = Signal(init=1)
-        m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
-
-        timer = Signal(range(cpb + cpb // 2 + 1))
-        bit = Signal(range(9))
-        shreg = Signal(8)
-
-        m.d.sync += [self.overrun.eq(0), self.framing_error.eq(0)]
-        with m.If(self.bytes.ready):
-            m.d.sync += self.bytes.valid.eq(0)
-
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(~rx):
-                    # sample the first data bit in its middle: 1.5 bit periods after the falling edge
-                    m.d.sync += [timer.eq(cpb + cpb // 2 - 1), bit.eq(0)]
-                    m.next = "DATA"
-            with m.State("DATA"):
-                with m.If(timer == 0):
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bit.eq(bit + 1), timer.eq(cpb - 1)]
-                    with m.If(bit == 7):
-                        m.next = "STOP"
-                with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
-            with m.State("STOP"):
-                with m.If(timer == 0):
-                    with m.If(rx):
-                        m.d.sync += [self.bytes.payload.eq(shreg), self.bytes.valid.eq(1)]
-                        with m.If(self.bytes.valid & ~self.bytes.ready):
-                            m.d.sync += self.overrun.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += self.framing_error.eq(1)
-                        m.next = "BREAK"
-                with m.Else():
-                    m.d.sync += timer.eq(timer - 1)
-            with m.State("BREAK"):
-                # a line held low (break, or a lost bit): wait for idle before looking for a start bit
-                with m.If(rx):
-                    m.next = "IDLE"
-        return m
-
-    def _elaborate_fractional(self):
-        """The receiver for a period of N/D clocks: ``rem`` is the time to the next sample in D-ths of a clock;
-        a clock whose ``rem`` is under D samples and adds N − D, any other takes D off (with D = 1 this is the
-        integer receiver's timer)."""
+        """The receiver for a period of N/D clocks (D = 1: an integer period): ``rem`` is the time to the next
+        sample in D-ths of a clock; a clock whose ``rem`` is under D samples and adds N − D, any other takes
+        D off (with D = 1, a timer counting down to 0)."""
         m = Module()
         n, d = _fraction_parts(self.clocks_per_bit)
         rx = Signal(init=1)
@@ -220,6 +173,7 @@ class UartRx(wiring.Component):
                 with m.Else():
                     m.d.sync += rem.eq(rem - d)
             with m.State("BREAK"):
+                # a line held low (break, or a lost bit): wait for idle before looking for a start bit
                 with m.If(rx):
                     m.next = "IDLE"
         return m
@@ -231,7 +185,7 @@ class UartTx(wiring.Component):
     Parameters
     ----------
     clocks_per_bit
-        Clock cycles per bit (≥ 4).
+        Clock cycles per bit: an integer ≥ 4, or a Fraction ≥ 6 (:func:`check_clocks_per_bit`).
 
     Ports
     -----
@@ -244,7 +198,7 @@ class UartTx(wiring.Component):
     bytes: In(stream.Signature(8))
     tx: Out(1, init=1)
 
-    def __init__(self, clocks_per_bit: int):
+    def __init__(self, clocks_per_bit: BitPeriod):
         self._MustUse__silence = True  # a rejected constructor must not also warn "never elaborated"
         self.clocks_per_bit = check_clocks_per_bit(clocks_per_bit)
         self._MustUse__silence = False
@@ -254,41 +208,22 @@ class UartTx(wiring.Component):
         return f"UartTx(clocks_per_bit={self.clocks_per_bit})"
 
     def elaborate(self, platform):
-        if isinstance(self.clocks_per_bit, Fraction):
-            return self._elaborate_fractional()
-        m = Module()
-        cpb = self.clocks_per_bit
-        timer = Signal(range(cpb))
-        shreg = Signal(10, init=0x3FF)  # stop bit, 8 data bits (LSB first), start bit
-        left = Signal(range(11))
-
-        # ready in the last cycle of the stop bit too, so back-to-back bytes leave no gap
-        m.d.comb += [self.tx.eq(shreg[0]), self.bytes.ready.eq((left == 0) | ((left == 1) & (timer == 0)))]
-        with m.If(self.bytes.valid & self.bytes.ready):
-            m.d.sync += [shreg.eq((1 << 9) | (self.bytes.payload << 1)), left.eq(10), timer.eq(cpb - 1)]
-        with m.Elif(left != 0):
-            with m.If(timer == 0):
-                m.d.sync += [shreg.eq((shreg >> 1) | (1 << 9)), left.eq(left - 1), timer.eq(cpb - 1)]
-            with m.Else():
-                m.d.sync += timer.eq(timer - 1)
-        return m
-
-    def _elaborate_fractional(self):
-        """The transmitter for a period of N/D clocks (``rem`` as in the receiver): bit k starts on the first
-        clock at or after k·N/D clocks from the start bit's, so no edge is a clock or more from the ideal one."""
+        """The transmitter for a period of N/D clocks (``rem`` as in the receiver): bit k starts on the last
+        clock at or before k·N/D clocks from the start bit's, so no edge is a clock or more from the ideal one."""
         m = Module()
         n, d = _fraction_parts(self.clocks_per_bit)
         rem = Signal(range(2 * n))
         due = Signal()
-        shreg = Signal(10, init=0x3FF)
+        shreg = Signal(10, init=0x3FF)  # stop bit, 8 data bits (LSB first), start bit
         left = Signal(range(11))
 
+        # ready in the last cycle of the stop bit too, so back-to-back bytes leave no gap
         m.d.comb += [due.eq(rem < d), self.tx.eq(shreg[0]),
                      self.bytes.ready.eq((left == 0) | ((left == 1) & due))]
         with m.If(self.bytes.valid & self.bytes.ready):
             # a byte taken on the stop bit's last clock carries that bit's phase over, so the rate stays exact
-            carry = Signal.like(rem)
-            m.d.comb += carry.eq(Mux(left == 1, rem, 0))
+            # (with D = 1 that phase is always 0)
+            carry = Mux(left == 1, rem, 0) if d > 1 else 0
             m.d.sync += [shreg.eq((1 << 9) | (self.bytes.payload << 1)), left.eq(10), rem.eq(carry + (n - d))]
         with m.Elif(left != 0):
             with m.If(due):
