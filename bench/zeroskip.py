@@ -77,8 +77,9 @@ def acc_windows(result, design, name: str) -> list[int]:
     return [int(cyc[(i + 1) * per - 1] - cyc[i * per]) + 1 for i in range(result.samples)]
 
 
-def measure(rtl: Path, manifest, x: np.ndarray, golden) -> dict:
-    """Bit-exactness (each image alone, and streamed under stalls), latency, interval and per-layer windows."""
+def measure(rtl: Path, manifest, x: np.ndarray, golden, op: str = "linear") -> dict:
+    """Bit-exactness (each image alone, and streamed under stalls), latency, interval and the accumulator
+    windows of the layers of kind ``op`` (``"linear"``, or ``"conv2d"`` for a CNN)."""
     sim = CoSim(rtl)
     ref = ManifestGoldenTaps(manifest, sim.design.taps)
     seqs = ref.sequences(x)
@@ -88,7 +89,7 @@ def measure(rtl: Path, manifest, x: np.ndarray, golden) -> dict:
     free = sim.run(x)
     activity = ZeroSkipActivity(sim.design)
     activity.add(alone)
-    linear = [l["name"] for l in sim.design.layers if l["op"] == "linear"]
+    layers = [l["name"] for l in sim.design.layers if l["op"] == op]
     return {
         "exact_logits_alone": int((alone.logits == golden).all(axis=1).sum()),
         "exact_all_taps_alone": int(compare_all(alone, seqs, sim.design.taps, ref)[0]),
@@ -97,7 +98,7 @@ def measure(rtl: Path, manifest, x: np.ndarray, golden) -> dict:
         "latency_mean": float(alone.cycles.mean()), "latency_predicted": int(sim.design.cycles_per_inference),
         "interval_median": float(free.initiation_interval),
         "interval_predicted": int(sim.design.data["initiation_interval"]),
-        "windows": {n: float(np.mean(acc_windows(alone, sim.design, n))) for n in linear},
+        "windows": {n: float(np.mean(acc_windows(alone, sim.design, n))) for n in layers},
         "zero_skip": activity.summary(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -145,34 +146,8 @@ CONV_FOLDS = {
 }
 
 
-def conv_measure(rtl: Path, manifest, x: np.ndarray, golden) -> dict:
-    """:func:`measure` for a CNN: bit-exactness, latency, interval, every conv engine's accumulator window."""
-    sim = CoSim(rtl)
-    ref = ManifestGoldenTaps(manifest, sim.design.taps)
-    seqs = ref.sequences(x)
-    t0 = time.perf_counter()
-    alone = sim.run(x, trace=True, sequential=True)
-    stalled = sim.run(x, trace=True, stall_in=0.1, stall_out=0.1, seed=3)
-    free = sim.run(x)
-    activity = ZeroSkipActivity(sim.design)
-    activity.add(alone)
-    convs = [l["name"] for l in sim.design.layers if l["op"] == "conv2d"]
-    return {
-        "exact_logits_alone": int((alone.logits == golden).all(axis=1).sum()),
-        "exact_all_taps_alone": int(compare_all(alone, seqs, sim.design.taps, ref)[0]),
-        "exact_logits_stalled": int((stalled.logits == golden).all(axis=1).sum()),
-        "exact_all_taps_stalled": int(compare_all(stalled, seqs, sim.design.taps, ref)[0]),
-        "latency_mean": float(alone.cycles.mean()), "latency_predicted": int(sim.design.cycles_per_inference),
-        "interval_median": float(free.initiation_interval),
-        "interval_predicted": int(sim.design.data["initiation_interval"]),
-        "windows": {n: float(np.mean(acc_windows(alone, sim.design, n))) for n in convs},
-        "zero_skip": activity.summary(),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-
-
 def run_conv_config(label: str, manifest, fold: str, x, golden, work: Path, synth: bool) -> dict:
-    """One fold of the CNN, dense and skipping: :func:`conv_measure` of both, the plans, the area."""
+    """One fold of the CNN, dense and skipping: :func:`measure` of both, the plans, the area."""
     from bitspike.gen import generate
 
     out: dict = {"fold": fold}
@@ -180,7 +155,7 @@ def run_conv_config(label: str, manifest, fold: str, x, golden, work: Path, synt
     for mode in ("off", "on"):
         rep = generate(manifest, work / f"{label}-{mode}", fold=fold, debug_taps=True, zero_skip=mode, fuse="off")
         designs[mode] = rep.to_json()
-        out[mode] = conv_measure(work / f"{label}-{mode}", manifest, x, golden)
+        out[mode] = measure(work / f"{label}-{mode}", manifest, x, golden, op="conv2d")
         print(label, mode, json.dumps({k: v for k, v in out[mode].items() if k != "zero_skip"}), flush=True)
     out["skipping"] = designs["on"]["zero_skip"]["layers"]
     out["dense_reasons"] = designs["on"]["zero_skip"]["dense"]
