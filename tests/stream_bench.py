@@ -72,3 +72,29 @@ def run_drain_stalled(dut, groups, groups_n: int, rng, want_len: int) -> list:
     sim.add_testbench(bench)
     sim.run()
     return got
+
+
+def output_clocks(eng, frame, max_clocks: int) -> list[int]:
+    """One frame into ``eng`` (``x`` in, ``y`` out) from reset, an input offered every clock, outputs always
+    taken, for ``max_clocks`` clocks: the clocks its outputs leave."""
+    when = []
+
+    async def bench(ctx):
+        ctx.set(eng.y.ready, 1)
+        i = 0
+        for c in range(max_clocks):
+            ctx.set(eng.x.valid, i < len(frame))
+            if i < len(frame):
+                ctx.set(eng.x.payload, int(frame[i]))
+            await ctx.delay(1e-7)
+            if i < len(frame) and ctx.get(eng.x.ready):
+                i += 1
+            if ctx.get(eng.y.valid):
+                when.append(c)
+            await ctx.tick()
+
+    sim = Simulator(eng)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return when

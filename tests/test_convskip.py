@@ -22,7 +22,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitspike.ops.conv2d import CONV2D, Conv2dNode
 from bitspike.ranges import Range
@@ -33,7 +32,7 @@ from bitspike.rtl_templates.synapse import SynapticEngine
 from bitspike.rtl_templates.window import WindowGeometry
 from bitspike.testing import random_cnn
 
-from stream_bench import run_stalled
+from stream_bench import output_clocks, run_stalled
 from test_rtl_engine_blocks import _engine_ranges, _grouped_reference
 
 S_BITS, T, K = 2, 2, 1
@@ -113,27 +112,7 @@ def test_engine_is_exact_under_stalls(case):
 
 def _alone(eng, frame) -> list[int]:
     """One frame from reset, inputs one a clock, outputs always taken: the clocks its outputs leave."""
-    when = []
-
-    async def bench(ctx):
-        ctx.set(eng.y.ready, 1)
-        i = 0
-        for c in range(80 * len(frame)):
-            ctx.set(eng.x.valid, i < len(frame))
-            if i < len(frame):
-                ctx.set(eng.x.payload, int(frame[i]))
-            await ctx.delay(1e-7)
-            if i < len(frame) and ctx.get(eng.x.ready):
-                i += 1
-            if ctx.get(eng.y.valid):
-                when.append(c)
-            await ctx.tick()
-
-    sim = Simulator(eng)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return when
+    return output_clocks(eng, frame, 80 * len(frame))
 
 
 @pytest.mark.parametrize("lb", [True, False], ids=["line", "frame"])

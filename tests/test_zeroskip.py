@@ -28,7 +28,7 @@ from bitspike.rtl_templates.zeroskip import (ZeroSkipGenerator, nonzero_words, z
                                              zero_skip_reference)
 from bitspike.testing import NetBuilder, random_cnn, random_mlp
 
-from stream_bench import run_stalled
+from stream_bench import output_clocks, run_stalled
 
 
 def _sim(dut, bench):
@@ -156,24 +156,7 @@ def test_engine_is_exact_under_stalls(pes, lanes):
 
 def _alone(eng, frame) -> list[int]:
     """One frame from reset, inputs one a clock, outputs always taken: the clocks its outputs leave."""
-    when = []
-
-    async def bench(ctx):
-        ctx.set(eng.y.ready, 1)
-        i = 0
-        for c in range(60 * len(frame)):
-            ctx.set(eng.x.valid, i < len(frame))
-            if i < len(frame):
-                ctx.set(eng.x.payload, int(frame[i]))
-            await ctx.delay(1e-7)
-            if i < len(frame) and ctx.get(eng.x.ready):
-                i += 1
-            if ctx.get(eng.y.valid):
-                when.append(c)
-            await ctx.tick()
-
-    _sim(eng, bench)
-    return when
+    return output_clocks(eng, frame, 60 * len(frame))
 
 
 def test_each_frame_takes_the_clocks_the_plan_gives_at_its_rate():
