@@ -588,6 +588,8 @@ def build_bitstream(
                      pll)
     result["clock_passes"] = passes
     result["synth_opts"] = synth_opts
+    if parsed.get("lut_mapper"):
+        result["lut_mapper"] = parsed["lut_mapper"]
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
@@ -880,12 +882,21 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     env.setdefault("OPENFPGALOADER", "openFPGALoader")  # amaranth-boards' ULX3S asks for it even when not programming
     log_path = build_dir / "toolchain.log"
     scripts = _split_script(build_dir / f"build_{NAME}.sh")
+    lut_mapper = None  # set when the synthesis had to leave abc9 out
     t_end = time.monotonic() + timeout
     try:
         with open(log_path, "w") as logf:
             for i, script in enumerate(scripts):
                 proc = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                       timeout=max(1.0, t_end - time.monotonic()))
+                if (i == 0 and len(scripts) > 1 and proc.returncode != 0 and spec.family == "ecp5"
+                        and _YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt"))):
+                    log.info("%s: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again "
+                             "with the abc mapper", spec.name)
+                    code = _synthesize_without_abc9(build_dir, env, logf, t_end - time.monotonic())
+                    if code is not None:
+                        proc = subprocess.CompletedProcess(script, code)
+                        lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
                     _check_fit(spec, build_dir)  # the fit, before place and route
                 if proc.returncode != 0:
@@ -904,7 +915,56 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     if proc.returncode != 0 or not (build_dir / f"{NAME}{spec.bitstream_suffix}").exists():
         tail = "\n".join((log_text + pnr_log).strip().splitlines()[-15:])
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
+    if lut_mapper is not None:
+        parsed["lut_mapper"] = lut_mapper
     return parsed, build_dir, log_path, synth_opts
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+#: an internal assertion of Yosys (yowasp Yosys 0.70's abc9 LUT mapper stops on one for some ECP5 designs:
+#: ``Assert `wire' failed in passes/techmap/abc9_ops.cc``, or ``GetSize(conn.first) == GetSize(conn.second)``)
+_YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
+
+
+def abc_fallback_script(ys_text: str) -> str | None:
+    """The Yosys script ``ys_text`` with its ``synth_ecp5`` call split around the LUT mapping, the older ``abc``
+    mapper (4-input LUTs, wider functions through the PFU muxes up to 7 inputs, as ``synth_ecp5`` maps) in
+    abc9's place; ``None`` when the script has no ``synth_ecp5`` call.
+
+    ``synth_ecp5 -run :map_luts`` is everything up to abc9 (coarse and fine synthesis, memories, DSP blocks,
+    flip-flops); the latch map and ``abc -lut 4:7 -dress`` are what the ``map_luts`` step does with ``-noabc9``
+    in older Yosys; ``-run map_cells:`` is the rest (LUT and PFU-mux cells, statistics, checks).
+    """
+    lines = ys_text.splitlines()
+    at = next((i for i, l in enumerate(lines) if l.split()[:1] == ["synth_ecp5"]), None)
+    if at is None:
+        return None
+    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
+    call = lines[at].strip()
+    block = [f"{call} -run :map_luts", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
+             f"{call} -run map_cells:"]
+    return "\n".join(lines[:at] + [indent + b for b in block] + lines[at + 1:]) + "\n"
+
+
+def _synthesize_without_abc9(build_dir: Path, env: dict, logf, timeout: float) -> int | None:
+    """Run the synthesis script again with :func:`abc_fallback_script`; its exit status, or ``None`` when the
+    build plan has no ``synth_ecp5`` script to rewrite."""
+    ys = build_dir / f"{NAME}.ys"
+    text = ys.read_text() if ys.exists() else ""
+    script = abc_fallback_script(text)
+    if script is None:
+        return None
+    (build_dir / f"{NAME}.abc9.ys").write_text(text)  # the script that failed, kept beside its log
+    shutil.copyfile(build_dir / f"{NAME}.rpt", build_dir / f"{NAME}.abc9.rpt")
+    ys.write_text(script)
+    logf.write("\n# bitspike: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again with "
+               "the abc mapper in its place\n")
+    logf.flush()
+    return subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                          timeout=max(1.0, timeout)).returncode
 
 
 def _split_script(script: Path) -> list[str]:
@@ -1059,7 +1119,10 @@ def report_markdown(r: dict) -> str:
                  f"{bpi['to_host']:g} back; {lk['images_per_second']:.1f} images/s (the busier direction), "
                  f"latency {lk['latency_s'] * 1e3:.2f} ms" + (f"; the accelerator computes {lk['compute_to_link']:g}× "
                                                               f"faster than that" if lk.get("compute_to_link") else ""))
-    lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items()), ""]
+    lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items())]
+    if r.get("lut_mapper"):
+        lines.append(f"LUT mapping: {r['lut_mapper']}.")
+    lines.append("")
     return "\n".join(lines)
 
 
