@@ -29,6 +29,7 @@ Builds are CPU-heavy: they run one at a time, under ``nice``::
     python bench/hw.py --digits digits.bsm                      # ECP5-85F and UP5K
     python bench/hw.py --digits digits.bsm --boards icebreaker  # one board (rows merge into hw.json)
     python bench/hw.py --digits digits.bsm --clock icebreaker=37.17 ulx3s-85f=104.11  # one pass each
+    python bench/hw.py --fashion fashion.bsm --clock ulx3s-85f=100  # the trained Fashion-MNIST CNN
     python bench/hw.py --markdown-only
 
 A variant of a board's build is a row of its own: ``--variant NAME`` with its ``bitspike build``
@@ -59,13 +60,14 @@ BEFORE = {
     ("digits", "ulx3s-85f"): {"fmax_mhz": 40.1, "LUT": 4167, "FF": 850, "BRAM": 16, "DSP": 73,
                               "cycles_alone": 359, "interval": 160},
     ("digits", "icebreaker"): {"fmax_mhz": 19.4, "cycles_alone": 1339, "interval": 1024, "DSP": 0},
+    ("fashion", "ulx3s-85f"): {"fmax_mhz": 34.0, "DSP": 92, "cycles_alone": 18864, "interval": 14112},
 }
 #: the link before this work: 115,200 baud (the frames, so the bytes per image, are the same), the
 #: accelerator on the oscillator
 BEFORE_LINK = {"icebreaker": {"clock_mhz": 12.0}, "ulx3s-85f": {"clock_mhz": 25.0}}
-DATASETS = {"digits": "digits"}
-#: the Fmax each board should reach for the digits MLP (issue 13)
-TARGET_MHZ = {"ulx3s-85f": 100.0, "icebreaker": 40.0}
+DATASETS = {"digits": "digits", "fashion": "fashion-mnist"}
+#: the Fmax each design should reach on each board (issue 13)
+TARGET_MHZ = {("digits", "ulx3s-85f"): 100.0, ("digits", "icebreaker"): 40.0, ("fashion", "ulx3s-85f"): 100.0}
 
 
 def _bitspike(*args: str) -> list[str]:
@@ -219,7 +221,7 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {res} | {_cell(b.get(res))} | {_cell(r['utilization'].get(res))}"
                          f"{f' / {avail:,}' if avail else ''} |")
         lines.append(f"| Fmax (MHz) | {_cell(b.get('fmax_mhz'))} | **{_cell(r['fmax_mhz'])}** |")
-        target = TARGET_MHZ.get(r["board"])
+        target = TARGET_MHZ.get((r["design"], r["board"]))
         ca, iv = r["cycles_alone"], r["interval"]
         lines.append(f"| cycles alone (predicted / measured) | {_cell(b.get('cycles_alone'))} | "
                      f"{_cell(ca['predicted'])} / {_cell(ca['measured'])} |")
@@ -281,6 +283,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--digits", help="trained digits MLP manifest (bitspike train --dataset digits --arch mlp "
                                     "--target 2/2/1, then bitspike export)")
+    p.add_argument("--fashion", help="trained Fashion-MNIST CNN manifest (bitspike train --dataset fashion-mnist "
+                                     "--arch cnn --target 2/2/1 --epochs 4 --freeze-epochs 2, then bitspike export)")
     p.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--clock", nargs="+", default=[], metavar="BOARD=MHZ",
@@ -318,8 +322,10 @@ def main(argv=None) -> int:
     designs = {}
     if args.digits:
         designs["digits"] = Path(args.digits).resolve()
+    if args.fashion:
+        designs["fashion"] = Path(args.fashion).resolve()
     if not designs:
-        p.error("give at least one design (--digits MANIFEST)")
+        p.error("give at least one design (--digits MANIFEST, --fashion MANIFEST)")
     clocks = dict(c.split("=", 1) for c in args.clock)
     rows = []
     for design, manifest in designs.items():

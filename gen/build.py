@@ -46,6 +46,7 @@ from bitspike.rtl_templates.clocking import PLL_FAMILIES
 from bitspike.rtl_templates.uart import format_bit_period, period_cycles
 
 from .report import read_report
+from .synth import YOSYS_ASSERT, abc_fallback_script
 from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, check_dsp_blocks,
                      default_baud, device_budget, get_board)
 
@@ -890,7 +891,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                 proc = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                       timeout=max(1.0, t_end - time.monotonic()))
                 if (i == 0 and len(scripts) > 1 and proc.returncode != 0 and spec.family == "ecp5"
-                        and _YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt"))):
+                        and YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt"))):
                     log.info("%s: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again "
                              "with the abc mapper", spec.name)
                     code = _synthesize_without_abc9(build_dir, env, logf, t_end - time.monotonic())
@@ -922,31 +923,6 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
-
-
-#: an internal assertion of Yosys (yowasp Yosys 0.70's abc9 LUT mapper stops on one for some ECP5 designs:
-#: ``Assert `wire' failed in passes/techmap/abc9_ops.cc``, or ``GetSize(conn.first) == GetSize(conn.second)``)
-_YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
-
-
-def abc_fallback_script(ys_text: str) -> str | None:
-    """The Yosys script ``ys_text`` with its ``synth_ecp5`` call split around the LUT mapping, the older ``abc``
-    mapper (4-input LUTs, wider functions through the PFU muxes up to 7 inputs, as ``synth_ecp5`` maps) in
-    abc9's place; ``None`` when the script has no ``synth_ecp5`` call.
-
-    ``synth_ecp5 -run :map_luts`` is everything up to abc9 (coarse and fine synthesis, memories, DSP blocks,
-    flip-flops); the latch map and ``abc -lut 4:7 -dress`` are what the ``map_luts`` step does with ``-noabc9``
-    in older Yosys; ``-run map_cells:`` is the rest (LUT and PFU-mux cells, statistics, checks).
-    """
-    lines = ys_text.splitlines()
-    at = next((i for i, l in enumerate(lines) if l.split()[:1] == ["synth_ecp5"]), None)
-    if at is None:
-        return None
-    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
-    call = lines[at].strip()
-    block = [f"{call} -run :map_luts", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
-             f"{call} -run map_cells:"]
-    return "\n".join(lines[:at] + [indent + b for b in block] + lines[at + 1:]) + "\n"
 
 
 def _synthesize_without_abc9(build_dir: Path, env: dict, logf, timeout: float) -> int | None:

@@ -18,7 +18,7 @@ from typing import Iterable
 
 from bitspike.errors import HardwareError
 
-__all__ = ["synthesize", "TARGETS", "yosys_command"]
+__all__ = ["synthesize", "TARGETS", "yosys_command", "abc_fallback_script", "YOSYS_ASSERT"]
 
 TARGETS = {
     "xilinx": "synth_xilinx -family xc7 -top bitspike_top",
@@ -36,6 +36,31 @@ TARGETS = {
     "machxo3": "synth_lattice -family xo3 -noflatten -top bitspike_top",
     "quicklogic": "synth_quicklogic -family pp3 -top bitspike_top",
 }
+
+#: an internal assertion of Yosys (yowasp Yosys 0.70's abc9 LUT mapper stops on one for some ECP5 designs:
+#: ``Assert `wire' failed in passes/techmap/abc9_ops.cc``, or ``GetSize(conn.first) == GetSize(conn.second)``)
+YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
+
+
+def abc_fallback_script(ys_text: str) -> str | None:
+    """The Yosys script ``ys_text`` with its ``synth_ecp5`` call split around the LUT mapping, the older ``abc``
+    mapper (4-input LUTs, wider functions through the PFU muxes up to 7 inputs, as ``synth_ecp5`` maps) in
+    abc9's place; ``None`` when the script has no ``synth_ecp5`` call.
+
+    ``synth_ecp5 -run :map_luts`` is everything up to abc9 (coarse and fine synthesis, memories, DSP blocks,
+    flip-flops); the latch map and ``abc -lut 4:7 -dress`` are what the ``map_luts`` step does with ``-noabc9``
+    in older Yosys; ``-run map_cells:`` is the rest (LUT and PFU-mux cells, statistics, checks).
+    """
+    lines = ys_text.splitlines()
+    at = next((i for i, l in enumerate(lines) if l.split()[:1] == ["synth_ecp5"]), None)
+    if at is None:
+        return None
+    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
+    call = lines[at].strip()
+    block = [f"{call} -run :map_luts", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
+             f"{call} -run map_cells:"]
+    return "\n".join(lines[:at] + [indent + b for b in block] + lines[at + 1:]) + "\n"
+
 
 # cell name → (category, weight)
 _LUTRAM = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
@@ -110,6 +135,15 @@ def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | 
     (work / "synth.ys").write_text(script + "\n")
     proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.log", "-s", "synth.ys"],
                           capture_output=True, text=True, cwd=work)
+    log = work / "yosys.log"
+    if proc.returncode != 0 and YOSYS_ASSERT.search(log.read_text(errors="replace") if log.exists() else "") \
+            and abc_fallback_script(script) is not None:
+        # abc9 stopped on an internal assertion: the same synthesis with the older abc LUT mapper
+        shutil.copyfile(log, work / "yosys.abc9.log")
+        (work / "synth.ys").write_text(abc_fallback_script(script))
+        proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.log", "-s", "synth.ys"],
+                              capture_output=True, text=True, cwd=work)
+        command += " (abc -lut 4:7 in place of abc9, which stopped on an internal assertion)"
     if proc.returncode != 0 or not stat_json.exists():
         raise HardwareError(f"Yosys ({target}) failed: {(proc.stderr or proc.stdout)[-2000:]}")
     stat = json.loads(stat_json.read_text())

@@ -33,6 +33,20 @@ def test_synth_xilinx_reports_resources_per_engine(tmp_path):
     assert "Synthesis (xilinx" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow  # ~90 s of Yosys
+def test_synth_ecp5_falls_back_to_abc_when_abc9_asserts(tmp_path):
+    # yowasp Yosys 0.70's abc9 stops on an internal assertion on this CNN (-noflatten): the estimate is
+    # synthesized again with the abc LUT mapper, and says so
+    from bitspike.testing.nets import fashion_cnn_shaped
+
+    report = generate(fashion_cnn_shaped(0), tmp_path, fold="conv0=16x1x2,conv1=8x16,line2=1x4", fuse="off",
+                      synth="ecp5")
+    synth = report.data["synthesis"]
+    assert "abc -lut 4:7 in place of abc9" in synth["command"]
+    assert synth["total"]["lut"] > 0 and synth["total"]["dsp"] > 0 and synth["total"]["bram"] > 0
+    assert (tmp_path / "synth_ecp5" / "yosys.abc9.log").exists()
+
+
 def test_cli_gen_writes_files_and_summary(tmp_path, capsys):
     m = random_mlp(4, sizes=(9, 5, 3))
     path = m.save(tmp_path / "m.bsm")
