@@ -327,13 +327,28 @@ def main(argv=None) -> int:
     if not designs:
         p.error("give at least one design (--digits MANIFEST, --fashion MANIFEST)")
     clocks = dict(c.split("=", 1) for c in args.clock)
-    rows = []
+    failed = []
+    doc = None
     for design, manifest in designs.items():
         for board in args.boards:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
-            rows.append(run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
-                                args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths))
-    with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes: merge by (design, board)
+            try:
+                row = run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
+                              args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths)
+            except subprocess.CalledProcessError as e:  # bitspike said why; the other boards still run
+                failed.append(f"{design} on {board}: bitspike {e.cmd[2]} failed (exit {e.returncode})")
+                continue
+            doc = _merge_rows([row])  # each row as soon as it is measured: a later failure loses nothing
+    if doc is not None:
+        print(markdown(doc))
+    for f in failed:
+        print(f, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _merge_rows(rows: list[dict]) -> dict:
+    """Merge ``rows`` into hw.json by (design, board, variant) and rewrite hw.md; the merged document."""
+    with open(RESULTS / ".hw.lock", "w") as lock:  # runs may be split over processes
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = RESULTS / "hw.json"
         old = json.loads(path.read_text()) if path.exists() else {"rows": []}
@@ -343,8 +358,7 @@ def main(argv=None) -> int:
                "rows": rows}
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         (RESULTS / "hw.md").write_text(markdown(doc))
-    print(markdown(doc))
-    return 0
+    return doc
 
 
 if __name__ == "__main__":
