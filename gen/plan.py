@@ -37,7 +37,9 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, ...
     """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}.
 
     A third number is the elements per beat of the layer's output stream (a vector stream,
-    :mod:`bitspike.gen.folding`): ``"fc0=16x8x2"`` → ``{"fc0": (16, 8, 2)}``.
+    :mod:`bitspike.gen.folding`): ``"fc0=16x8x2"`` → ``{"fc0": (16, 8, 2)}``. A conv's lanes may name the
+    kernel taps it reads per clock (the multi-tap engine, :mod:`bitspike.rtl_templates.multitap`):
+    ``"conv0=16x1t9"`` (the whole 3×3 window a clock) → ``{"conv0": (16, 1, 1, 9)}`` (pes, lanes, vec, taps).
     """
     if fold is None or fold == "auto":
         return None
@@ -56,23 +58,34 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, ...
         items = dict(fold)
     else:
         raise HardwareError(f"fold must be 'auto', a string NAME=PESxLANES,... or a mapping, not {fold!r}")
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, tuple[int, ...]] = {}
     for name, spec in items.items():
         try:
+            taps = 1
             if isinstance(spec, str):
-                nums = [int(v) for v in spec.lower().split("x")]
+                parts = spec.lower().split("x")
+                if len(parts) >= 2 and "t" in parts[1]:  # LANEStTAPS: kernel taps per clock
+                    parts[1], t = parts[1].split("t", 1)
+                    taps = int(t)
+                nums = [int(v) for v in parts]
             elif isinstance(spec, int):
                 nums = [spec]
             else:
                 nums = [int(v) for v in spec]
+                if len(nums) == 4:
+                    nums, taps = nums[:3], nums[3]
             if len(nums) == 1:
                 nums.append(1)
-            if len(nums) not in (2, 3) or min(nums) < 1:
+            if len(nums) not in (2, 3) or min(nums) < 1 or taps < 1:
                 raise ValueError
         except (TypeError, ValueError):
             raise HardwareError(f"fold for layer {name!r}: expected PESxLANES with positive integers, got {spec!r} "
-                                "(or PESxLANESxVEC: VEC outputs per stream beat)") from None
-        out[name] = tuple(nums) if len(nums) == 3 and nums[2] != 1 else (nums[0], nums[1])
+                                "(or PESxLANESxVEC: VEC outputs per stream beat; a conv's LANEStTAPS: TAPS kernel "
+                                "taps per clock, e.g. 16x1t9)") from None
+        if taps != 1:
+            out[name] = (nums[0], nums[1], nums[2] if len(nums) == 3 else 1, taps)
+        else:
+            out[name] = tuple(nums) if len(nums) == 3 and nums[2] != 1 else (nums[0], nums[1])
     return out
 
 

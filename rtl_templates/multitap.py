@@ -28,6 +28,12 @@ remainders, delayed like the read, rotate the bank outputs back to tap order (a 
 columns) in front of the PE array's input register, so the pipeline is as deep as the one-tap engine's:
 :func:`~.synapse.pe_latency` of the ``taps × lanes`` lanes.
 
+**Group queue.** A group may be one word (a whole window of one channel word), so groups can finish one a
+clock, faster than the drain's two-slot holding queue turns over (a slot is reserved from a group's last
+word to the clock after its last pop, :func:`~.synapse.pe_latency` + 3 clocks). A FIFO of
+:func:`group_queue_depth` groups in front of the drain gives the engine as many more reservations, so the
+drain pops every clock its outputs allow; it costs :data:`QUEUE_LATENCY` clocks of latency.
+
 **Streaming.** A window is issued once its last pixel (bottom-right, clipped to the map) is written, or its
 frame is complete (the writer's pixel row and column compared with the window's, registers both): every
 word of the window waits for that pixel (the planner's model, :func:`multitap_schedule`, does the same).
@@ -41,14 +47,27 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .drain import HOLD_SLOTS, Drain
 from .neuron import CountStage, NeuronStage, shape_of
-from .pe import PEArray, word_tag_layout
-from .synapse import BLOCK_RAM_MIN_BITS, SynapticEngine, dsp_candidates
+from .pe import PEArray, group_layout, word_tag_layout
+from .synapse import BLOCK_RAM_MIN_BITS, SynapticEngine, dsp_candidates, pe_latency
 from .weight_mem import encode_weight
 
-__all__ = ["MultiTapEngine", "MultiTapLayout", "multitap_refused", "pack_multitap_weights", "bank_geometry"]
+__all__ = ["MultiTapEngine", "MultiTapLayout", "multitap_refused", "pack_multitap_weights", "bank_geometry",
+           "QUEUE_LATENCY", "group_queue_depth"]
+
+#: clocks a finished group spends in the group queue in front of the drain when it is empty (the queue's
+#: write, then its registered output)
+QUEUE_LATENCY = 2
+
+
+def group_queue_depth(pe_lanes: int) -> int:
+    """Groups the queue in front of the drain holds: with the drain's ``HOLD_SLOTS`` enough reservations for a
+    group every clock (a slot is reserved at a group's last word and freed the clock after its last pop:
+    ``pe_latency + QUEUE_LATENCY + 2`` clocks at the earliest)."""
+    return pe_latency(pe_lanes) + QUEUE_LATENCY
 
 
 def multitap_refused(kernel, taps: int, groups: int = 1) -> str | None:
@@ -157,6 +176,7 @@ class MultiTapEngine(SynapticEngine):
         out_c, group_c = weight.shape[:2]
         self.mt_layout = MultiTapLayout(out_c, group_c, self.pes, self.lanes, self.w_bits, (kh, kw), taps)
         self.banks = bank_geometry(self.in_hw, (kh, kw), self.padding, taps, self.mt_layout.channel_words)
+        self.queue_depth = group_queue_depth(self.pe_lanes)
 
     @property
     def pe_lanes(self) -> int:
@@ -298,7 +318,8 @@ class MultiTapEngine(SynapticEngine):
         m.d.comb += [need_r.eq(need(top, kh, ph, H)), need_c.eq(need(left, kw, pw, W))]
         issue = Signal()
         rd_bank = Signal()
-        slots = Signal(range(HOLD_SLOTS + 1))
+        cap = HOLD_SLOTS + self.queue_depth  # groups reserved: in the PE pipeline, the queue or the drain
+        slots = Signal(range(cap + 1))
 
         def advance(rem, d, n, unit):
             """Step a corner remainder ``rem`` (mod n) by the constant d: (new remainder, words the base moves:
@@ -366,7 +387,7 @@ class MultiTapEngine(SynapticEngine):
         # readiness: the frame is complete, or being written into this bank past the window's last pixel
         written = (wr_ih > need_r) | ((wr_ih == need_r) & (wr_iw > need_c))
         available = full.bit_select(rd_bank, 1) | ((wr_bank == rd_bank) & written)
-        m.d.comb += issue.eq(available & (~word_last | (slots < HOLD_SLOTS)))
+        m.d.comb += issue.eq(available & (~word_last | (slots < cap)))
         with m.If(issue & frame_last):
             m.d.sync += rd_bank.eq(~rd_bank)
         self._bank_handshake(m, geo, full, accept & write_beat & last_elem, wr_bank, issue & frame_last, rd_bank)
@@ -392,7 +413,15 @@ class MultiTapEngine(SynapticEngine):
             product_shape=shape_of(r.product) if self.requant is not None else None,
             dsp_pieces=rq_dsp, fused=self.fused, vec=self.vec_out,
             **({"registered_flags": True} if self.fast_paths else {}))
-        wiring.connect(m, pes.o, drain.i)
+        # the group queue: the drain is offered the head while it holds fewer than two groups (or one leaves)
+        gl = group_layout(P, shape_of(self.psum_range))
+        m.submodules.group_queue = gq = SyncFIFOBuffered(width=gl.size, depth=self.queue_depth)
+        held = Signal(range(HOLD_SLOTS + 1))
+        room = Signal()
+        m.d.comb += [gq.w_data.eq(pes.o.payload.as_value()), gq.w_en.eq(pes.o.valid),
+                     room.eq((held < HOLD_SLOTS) | drain.freed),
+                     drain.i.valid.eq(gq.r_rdy & room), drain.i.payload.eq(gq.r_data), gq.r_en.eq(room)]
+        m.d.sync += held.eq(held + (gq.r_rdy & room) - drain.freed)
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & word_last) - drain.freed)
 

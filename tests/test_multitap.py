@@ -105,3 +105,71 @@ def test_weight_layout_and_refusals():
         _engine((1, 2, (5, 5), 3, 1, 0, 1, 1, 4, 2, False), rng)
     with pytest.raises(ValueError, match="plain SynapticEngine"):
         _engine((1, 2, (5, 5), 3, 1, 0, 1, 1, 1, 2, False), rng)
+
+
+def _node(case, vec_in=1, vec_out=1):
+    from bitspike.ops.conv2d import Conv2dNode
+
+    c_in, c_out, hw, ks, stride, pad, pes, lanes, taps = case[:9]
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    ho, wo = (hw[0] + 2 * pad - kh) // stride + 1, (hw[1] + 2 * pad - kw) // stride + 1
+    return Conv2dNode(index=0, name="c", op="conv2d", engine="e", in_features=c_in, out_features=c_out, pes=pes,
+                      lanes=lanes, widths={"count": 2}, in_hw=hw, out_hw=(ho, wo), kernel=(kh, kw),
+                      stride=(stride, stride), padding=(pad, pad), taps=taps, vec_in=vec_in, vec_out=vec_out)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_planner_gives_every_output_clock(case):
+    """One frame from reset, inputs one a clock, outputs always taken: every
+    output leaves at the clock the planner's model says."""
+    from types import SimpleNamespace
+
+    from bitspike.ops.conv2d import CONV2D
+
+    rng = np.random.default_rng(3)
+    dut, weight, bias, rq, x = _engine(case, rng)
+    node = _node(case)
+    layer = SimpleNamespace(requant=rq)
+    frame = [int(v) for v in rng.integers(x.lo, x.hi + 1, size=node.in_elements)]
+    got = output_clocks(dut, frame, 20 * len(frame) + 200)
+    assert got == CONV2D.arrival_times(node, layer, None, [list(range(len(frame)))])
+
+
+def test_planner_busy_cycles_are_the_engines_frame_interval():
+    """Frames back to back, inputs always offered: the clocks between the second and third frames' last
+    outputs are the model's busy cycles (the interval the planner takes)."""
+    from amaranth.sim import Simulator
+
+    from bitspike.ops.conv2d import CONV2D
+
+    for case in (CASES[0], CASES[2], CASES[4]):
+        rng = np.random.default_rng(4)
+        dut, weight, bias, rq, x = _engine(case, rng)
+        node = _node(case)
+        per = node.out_elements
+        beats = [int(v) for v in rng.integers(x.lo, x.hi + 1, size=4 * node.in_elements)]
+        ends = []
+
+        async def bench(ctx, beats=beats, dut=dut, per=per, ends=ends):
+            ctx.set(dut.y.ready, 1)
+            i = n = 0
+            for c in range(60 * len(beats)):
+                ctx.set(dut.x.valid, i < len(beats))
+                if i < len(beats):
+                    ctx.set(dut.x.payload, beats[i])
+                await ctx.delay(1e-7)
+                if i < len(beats) and ctx.get(dut.x.ready):
+                    i += 1
+                if ctx.get(dut.y.valid):
+                    n += 1
+                    if n % per == 0:
+                        ends.append(c)
+                        if len(ends) == 3:
+                            return
+                await ctx.tick()
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        assert ends[2] - ends[1] == CONV2D.busy_cycles(node), case
