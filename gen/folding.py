@@ -400,6 +400,11 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     return vector
 
 
+def _tap_choices(plan: Plan, node: PlanNode) -> list[int]:
+    """The kernel taps per clock the auto folder may give ``node`` (only 1 unless ``multi_tap`` is on)."""
+    return OPS[node.op].tap_choices(node) if getattr(plan.options, "multi_tap", False) else [1]
+
+
 def _floor_of(plan: Plan, node: PlanNode) -> int:
     # no engine needs to be faster than the pixel stream, nor than its own stream beats
     return max(plan.manifest.input.size, node.in_beats, node.out_beats)
@@ -421,10 +426,11 @@ def _balance(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         layer = by_name[node.name]
         candidates = []
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)  # legal folds only: none is refused
+        tap_choices = _tap_choices(plan, node)
         taps_now = getattr(node, "taps", 1)
         for pes in [d for d in pes_choices if d > node.pes][:1] + [node.pes]:
             for lanes in [d for d in lanes_choices if d > node.lanes][:1] + [node.lanes]:
-                for taps in [t for t in OPS[node.op].tap_choices(node) if t > taps_now][:1] + [taps_now]:
+                for taps in [t for t in tap_choices if t > taps_now][:1] + [taps_now]:
                     if (pes, lanes, taps) == (node.pes, node.lanes, taps_now):
                         continue
                     cand = _with_fold(node, layer, plan, pes, lanes, taps)
@@ -454,7 +460,7 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)
         # a vector stream's end takes only folds that hold whole beats
         folds = [_with_fold(node, by_name[node.name], plan, p, l, t) for p in pes_choices if p % node.vec_out == 0
-                 for l in lanes_choices if l % node.vec_in == 0 for t in OPS[node.op].tap_choices(node)]
+                 for l in lanes_choices if l % node.vec_in == 0 for t in _tap_choices(plan, node)]
         options[i] = sorted(folds, key=lambda n: (estimate_luts(n), estimate_brams(n, family), n.pes * n.lanes,
                                                   n.pes, getattr(n, "taps", 1)))
     fixed = max([n.cycles for i, n in enumerate(out) if i not in options] + [plan.manifest.input.size])

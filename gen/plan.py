@@ -113,7 +113,8 @@ def _with_fast_paths(node: PlanNode, on: bool) -> PlanNode:
 
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
               dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-              fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False) -> Plan:
+              fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False,
+              multi_tap: bool = False) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -138,6 +139,10 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         Every dense synaptic engine gets shorter register-to-register paths at the same cycles and
         sums (:class:`bitspike.rtl_templates.synapse.SynapticEngine`'s ``fast_paths``: accumulators
         cleared after a group's last word, the drain's queue state in registered flags).
+    multi_tap
+        ``fold="auto"`` may also choose how many kernel taps a conv engine reads per clock (a window row or
+        the whole window: :mod:`bitspike.rtl_templates.multitap`) where that shortens the interval. Off: one
+        tap a clock, as before (a manual fold's ``tTAPS`` is taken either way).
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -157,5 +162,6 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     plan = Plan(manifest=manifest, ranges=ranges, layers=tuple(nodes), fold="auto" if folds is None else "manual",
                 max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                                        target_interval=target_interval, fuse=fuse, zero_skip=zero_skip))
+                                        target_interval=target_interval, fuse=fuse, zero_skip=zero_skip,
+                                        multi_tap=bool(multi_tap)))
     return run_flow(plan)
