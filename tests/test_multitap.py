@@ -173,3 +173,50 @@ def test_planner_busy_cycles_are_the_engines_frame_interval():
         sim.add_testbench(bench)
         sim.run()
         assert ends[2] - ends[1] == CONV2D.busy_cycles(node), case
+
+
+# ---- whole networks through Verilator: every tap bit-exact alone and stalled, the planner's cycles
+
+def _cosim(manifest, out, fold, samples=3, **opts):
+    from bitspike.gen import generate
+    from bitspike.sim.cosim import CoSim
+    from bitspike.sim.diagnose import ManifestGoldenTaps, compare_all
+
+    report = generate(manifest, out / "gen", debug_taps=True, fold=fold, **opts)
+    x = np.random.default_rng(1).integers(0, 2**manifest.input.bits, size=(samples, *manifest.input.shape))
+    sim = CoSim(out / "gen", cache_dir=out / "cache")
+    ref = ManifestGoldenTaps(manifest, sim.design.taps)
+    seqs = ref.sequences(x)
+    alone = sim.run(x, trace=True, sequential=True)
+    exact, first = compare_all(alone, seqs, sim.design.taps, ref)
+    assert exact == samples, first.describe()
+    stalled = sim.run(x, trace=True, stall_in=0.3, stall_out=0.3, seed=2)
+    exact, first = compare_all(stalled, seqs, sim.design.taps, ref)
+    assert exact == samples, first.describe()
+    free = sim.run(x, processes=1)
+    return report, alone, free
+
+
+def _small_cnn(seed):
+    from bitspike.manifest import InputSpec
+    from bitspike.testing import NetBuilder
+
+    b = NetBuilder(np.random.default_rng(seed), InputSpec(shape=(2, 9, 8), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 4, 2, 2, 2, 0, 2, 2, kernel=3, stride=2, padding=1)  # 2-bit spikes, T = 2
+    b.synaptic("conv2d", 6, 2, 2, 1, 2, 2, 2, kernel=3, padding=1)
+    b.pool("maxpool")
+    b.flatten()
+    b.synaptic("linear", 5, 2, 2, 1, 2, None, None)
+    return b.manifest(f"mtap{seed}")
+
+
+@pytest.mark.slow  # two Verilator builds: minutes
+@pytest.mark.parametrize("fold", [
+    "conv0=2x2t9,conv1=6x4t3x2,line2=5x2",  # two output groups; a window row; a vector stream through the pool
+    "conv0=4x1t9x2,conv1=3x2t9,line2=1x6",  # vec_out into a multi-tap conv; two output groups and channel words
+], ids=["groups-row-vec", "vecin-words"])
+def test_small_cnn_bit_exact_at_the_planners_cycles(tmp_path, fold):
+    report, alone, free = _cosim(_small_cnn(4), tmp_path, fold, fuse="off")
+    assert [l.get("taps", 1) for l in report["layers"] if l["op"] == "conv2d"] == [9, 3 if "t3" in fold else 9]
+    assert int(alone.cycles.max()) == report["cycles_per_inference"]
+    assert abs(free.initiation_interval - report["initiation_interval"]) <= 0.05 * report["initiation_interval"]
