@@ -56,7 +56,13 @@ from .synapse import BLOCK_RAM_MIN_BITS, SynapticEngine, dsp_candidates, pe_late
 from .weight_mem import encode_weight
 
 __all__ = ["MultiTapEngine", "MultiTapLayout", "multitap_refused", "pack_multitap_weights", "bank_geometry",
-           "QUEUE_LATENCY", "group_queue_depth"]
+           "QUEUE_LATENCY", "group_queue_depth", "WEIGHT_BLOCK_MIN_DEPTH", "weights_in_block_ram"]
+
+#: a weight memory is marked for block RAM (``ram_style = "block"``) only from this depth on: a multi-tap word is
+#: wide (``pes × taps × lanes`` weights) and its memory shallow (one word per output group, window step and channel
+#: word; one word for the Fashion CNN's conv0), which as block RAM would take one 36-bit-wide block per 36 bits
+#: of the word, nearly empty; shallower ones are left to Yosys (a ROM in logic, constants for one word)
+WEIGHT_BLOCK_MIN_DEPTH = 32
 
 #: clocks a finished group spends in the group queue in front of the drain when it is empty (the queue's
 #: write, then its registered output)
@@ -89,6 +95,11 @@ def bank_geometry(in_hw, kernel, padding, taps: int, channel_words: int) -> dict
     br, bc = -(-(h + 2 * ph) // rows), -(-(w + 2 * pw) // kw)
     return {"rows": rows, "cols": kw, "bank_rows": br, "bank_cols": bc, "bank_words": br * bc * channel_words,
             "steps": kh // rows}
+
+
+def weights_in_block_ram(lay: "MultiTapLayout") -> bool:
+    """Whether the engine marks its weight memory for block RAM (:data:`WEIGHT_BLOCK_MIN_DEPTH`)."""
+    return lay.memory_bits >= BLOCK_RAM_MIN_BITS and lay.depth >= WEIGHT_BLOCK_MIN_DEPTH
 
 
 class MultiTapLayout:
@@ -393,7 +404,7 @@ class MultiTapEngine(SynapticEngine):
         self._bank_handshake(m, geo, full, accept & write_beat & last_elem, wr_bank, issue & frame_last, rd_bank)
 
         # ---- weights
-        attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
+        attrs = {"ram_style": "block"} if weights_in_block_ram(lay) else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_multitap_weights(self.weight, lay),
                              attrs=attrs)
         m.submodules.wmem = wmem

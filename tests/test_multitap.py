@@ -220,3 +220,63 @@ def test_small_cnn_bit_exact_at_the_planners_cycles(tmp_path, fold):
     assert [l.get("taps", 1) for l in report["layers"] if l["op"] == "conv2d"] == [9, 3 if "t3" in fold else 9]
     assert int(alone.cycles.max()) == report["cycles_per_inference"]
     assert abs(free.initiation_interval - report["initiation_interval"]) <= 0.05 * report["initiation_interval"]
+
+
+def test_fold_syntax_and_refusals():
+    from bitspike.errors import HardwareError
+    from bitspike.gen.plan import make_plan, parse_fold
+    from bitspike.testing import random_cnn
+
+    assert parse_fold("conv0=16x1t9,conv1=32x16t3x8,fc=4x2") == {"conv0": (16, 1, 1, 9), "conv1": (32, 16, 8, 3),
+                                                                  "fc": (4, 2)}
+    assert parse_fold({"conv0": (2, 1, 1, 9)}) == {"conv0": (2, 1, 1, 9)}
+    with pytest.raises(HardwareError, match=r"LANEStTAPS"):
+        parse_fold("conv0=16x1t")
+    m = random_cnn(1, image=(1, 8, 8), channels=(3, 4))
+    names = [l.name for l in m.layers]
+    lin = next(n for n in names if n.startswith("line"))
+    plan = make_plan(m, fuse="off", fold="conv0=3x1t9,conv1=2x3t3")
+    conv = [n for n in plan.layers if n.op == "conv2d"]
+    # one 8x8 output pixel a clock, its 3 outputs leaving one a clock
+    assert [n.taps for n in conv] == [9, 3] and conv[0].cycles == 3 * 64
+    assert conv[0].to_json()["taps"] == 9 and conv[0].to_json()["activation_memory"]["kind"] == "banks"
+    with pytest.raises(HardwareError, match=r"fold for 'conv0': taps per clock must be one of \[1, 3, 9\]"):
+        make_plan(m, fuse="off", fold="conv0=3x1t4")
+    with pytest.raises(HardwareError, match=f"fold for '{lin}': a linear layer reads no kernel taps"):
+        make_plan(m, fuse="off", fold=f"{lin}=1x1t9")
+    # zero skipping walks one tap a clock: a multi-tap engine stays dense (the pass says why)
+    from bitspike.gen.zeroskip import zero_skip_decisions
+
+    assert zero_skip_decisions(plan, "on")["conv1"] == (False, "its multi-tap engine reads 3 taps a clock "
+                                                                "(skipping walks one)")
+
+
+def test_grouped_conv_refuses_taps():
+    from bitspike.errors import HardwareError
+    from bitspike.gen.plan import make_plan
+    from bitspike.manifest import InputSpec
+    from bitspike.testing import NetBuilder
+
+    b = NetBuilder(np.random.default_rng(4), InputSpec(shape=(4, 6, 6), bits=8, scale=1 / 255))
+    b.synaptic("conv2d", 4, 2, 2, 1, 2, 2, 2, kernel=3, padding=1, groups=4)
+    b.flatten()
+    b.synaptic("linear", 3, 2, 2, 1, 2, None, None)
+    m = b.manifest("dw")
+    with pytest.raises(HardwareError, match="fold for 'conv0': a multi-tap engine reads dense windows only"):
+        make_plan(m, fuse="off", fold="conv0=1x1t9")
+    assert all(getattr(n, "taps", 1) == 1 for n in make_plan(m, fuse="off", multi_tap=True).layers)
+
+
+def test_auto_folder_picks_taps_only_when_asked():
+    from bitspike.gen.boards import device_budget, get_board
+    from bitspike.gen.plan import make_plan
+    from bitspike.testing import fashion_cnn_shaped
+
+    m = fashion_cnn_shaped(0)
+    dev = device_budget(get_board("ulx3s-85f"))
+    opts = dict(fold="auto", fuse="off", max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev)
+    plain = make_plan(m, **opts)
+    assert all(getattr(n, "taps", 1) == 1 for n in plain.layers)
+    taps = make_plan(m, **opts, multi_tap=True)
+    assert taps.initiation_interval < plain.initiation_interval
+    assert any(getattr(n, "taps", 1) > 1 for n in taps.layers)

@@ -529,13 +529,12 @@ class Conv2dOp(SynapticOp):
         the double-buffered frame), and a skipping engine's nonzero list; a multi-tap engine's weight memory
         (``taps × lanes × pes`` weights a word) and its banks, one memory each."""
         if node.taps > 1:
-            from bitspike.rtl_templates.multitap import MultiTapLayout
-            from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
+            from bitspike.rtl_templates.multitap import MultiTapLayout, weights_in_block_ram
 
             lay = MultiTapLayout(node.out_features, node.in_features, node.pes, node.lanes, node.w_bits, node.kernel,
                                  node.taps)
             mem = node.activation_memory()
-            return ([(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom")]
+            return ([(lay.depth, lay.word_bits, "block" if weights_in_block_ram(lay) else "rom")]
                     + [(mem["bank_words"], node.lanes * node.widths["count"], "ram")] * mem["banks"])
         out = (super().memories(node) if not node.line_buffer else
                [super().memories(node)[0], (node.activation_memory()["words"], node.lanes * node.widths["count"], "ram")])
