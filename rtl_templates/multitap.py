@@ -323,10 +323,11 @@ class MultiTapEngine(SynapticEngine):
         rd_line, rd_pix, rd_row, rd_word = base
         waddr = Signal(range(lay.depth))
         top, left = Signal(range(ho * sh + 1)), Signal(range(wo * sw + 1))  # the corner, padded coordinates
-        # the window's last pixel (unpadded, clipped to the map): readable once the writer is past it
-        need_r, need_c = Signal(range(H)), Signal(range(W))
+        # the window's last pixel (unpadded, clipped to the map): readable once the writer is past it. Registers,
+        # set with the corner from the corner's next value, so the readiness test is two compares of registers
         need = lambda v, k, p, n: Mux(v + (k - 1 - p) >= n - 1, n - 1, v + (k - 1 - p))  # noqa: E731
-        m.d.comb += [need_r.eq(need(top, kh, ph, H)), need_c.eq(need(left, kw, pw, W))]
+        need_r = Signal(range(H), init=min(kh - 1 - ph, H - 1))
+        need_c = Signal(range(W), init=min(kw - 1 - pw, W - 1))
         issue = Signal()
         rd_bank = Signal()
         cap = HOLD_SLOTS + self.queue_depth  # groups reserved: in the PE pipeline, the queue or the drain
@@ -360,14 +361,17 @@ class MultiTapEngine(SynapticEngine):
             with m.Elif(~wraps["ow"]):  # next output column
                 rem, move = advance(mc, sw, K, Jc)
                 nxt = rd_pix + move
-                m.d.sync += [mc.eq(rem), left.eq(left + sw)] + [s.eq(nxt) for s in (rd_pix, rd_row, rd_word)]
+                m.d.sync += [mc.eq(rem), left.eq(left + sw), need_c.eq(need(left + sw, kw, pw, W))]
+                m.d.sync += [s.eq(nxt) for s in (rd_pix, rd_row, rd_word)]
             with m.Elif(~wraps["oh"]):  # next output row
                 rem, move = advance(mr, sh, R, BC * Jc)
                 nxt = rd_line + move
-                m.d.sync += [mr.eq(rem), mc.eq(0), top.eq(top + sh), left.eq(0)]
+                m.d.sync += [mr.eq(rem), mc.eq(0), top.eq(top + sh), left.eq(0), need_r.eq(need(top + sh, kh, ph, H)),
+                             need_c.eq(need_c.init)]
                 m.d.sync += [s.eq(nxt) for s in base]
             with m.Else():  # next frame
-                m.d.sync += [mr.eq(0), mc.eq(0), top.eq(0), left.eq(0)] + [s.eq(0) for s in base]
+                m.d.sync += [mr.eq(0), mc.eq(0), top.eq(0), left.eq(0), need_r.eq(need_r.init), need_c.eq(need_c.init)]
+                m.d.sync += [s.eq(0) for s in base]
         i = 0
         for y in range(R):
             for x in range(K):
