@@ -45,7 +45,7 @@ the constructor); fused boundaries are refused by the planner (:mod:`bitspike.op
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
@@ -377,12 +377,17 @@ class MultiTapEngine(SynapticEngine):
             for x in range(K):
                 rp = rports[i]
                 i += 1
-                addr = rd_word + Mux(rd_bank, FB, 0)
-                if y < R - 1:  # (no remainder lies above the last bank row)
-                    addr = addr + Mux(mr > y, BC * Jc, 0)
-                if x < K - 1:
-                    addr = addr + Mux(mc > x, Jc, 0)
-                m.d.comb += rp.addr.eq(addr)
+                # one adder: the word plus a constant chosen by the frame half, a bank row down, a bank column on
+                # (no remainder lies above the last bank row or column)
+                down = (mr > y) if y < R - 1 else Const(0)
+                right = (mc > x) if x < K - 1 else Const(0)
+                ofs = Signal(range(FB + BC * Jc + Jc + 1), name=f"bank{y}_{x}_ofs")
+                with m.Switch(Cat(right, down, rd_bank)):
+                    for case in range(8):
+                        r_, d_, b_ = case & 1, (case >> 1) & 1, case >> 2
+                        with m.Case(case):
+                            m.d.comb += ofs.eq(b_ * FB + d_ * BC * Jc + r_ * Jc)
+                m.d.comb += rp.addr.eq(rd_word + ofs)
         # the remainders of the word read, delayed like the read: rotate the bank outputs to tap order
         mr_q, mc_q = Signal.like(mr), Signal.like(mc)
         m.d.sync += [mr_q.eq(mr), mc_q.eq(mc)]
