@@ -11,7 +11,8 @@ pixels × 9 taps, one frame word a clock). Here the convs read several kernel ta
 - ``lean``: the fewest products found at the input's floor (``conv0=16x1t9x16,conv1=8x16t9x8``);
 - ``auto``: ``--fold auto --board ulx3s-85f --multi-tap`` (the device filler, allowed to pick taps).
 
-Per fold (as bench/vecpool.py, whose helpers it uses): the planner's latency and interval, Verilator
+Every fold is planned for the LFE5U-85F's 156 DSP blocks (``dsp_blocks``; the products past them are built in
+logic). Per fold (as bench/vecpool.py, whose helpers it uses): the planner's latency and interval, Verilator
 co-simulation on the first ``--samples`` Fashion-MNIST test images (latency one image at a time from reset,
 interval back to back, bit-exact at every debug tap alone and under 30% random stalls); ``--synth``: Yosys
 ``synth_ecp5`` (abc9 asserts on these designs: the ``abc -lut 4:7`` fallback); ``--pnr``: nextpnr-ecp5 of the
@@ -69,8 +70,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     vecpool.WORK = vecpool.ROOT.parent / "build" / "bench_multitap"
     plain_options = vecpool.generate_options
-    # the device filler may choose taps (generate's multi_tap, --multi-tap); a manual fold names them
-    vecpool.generate_options = lambda fold: {**plain_options(fold), **({"multi_tap": True} if fold == "auto" else {})}
+    dsp = vecpool.generate_options("auto")["dsp_blocks"]  # the LFE5U-85F's 156 DSP blocks
+
+    def options(fold: str) -> dict:
+        # the device filler may choose taps (generate's multi_tap, --multi-tap); a manual fold names them and
+        # gets the part's DSP blocks (the products past them are built in logic: the same sums and cycles)
+        return {**plain_options(fold), **({"multi_tap": True} if fold == "auto" else {"dsp_blocks": dsp})}
+
+    vecpool.generate_options = options
     manifest = fashion_cnn_shaped(0)
     old = RESULTS / "multitap.json"
     prev = {r["name"]: r for r in json.loads(old.read_text())["rows"]} if old.exists() else {}
