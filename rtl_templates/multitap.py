@@ -23,7 +23,8 @@ counts (:meth:`MultiTapEngine.frame_memory_words`).
 last. The window's corner in bank coordinates, (corner row div rows, corner column div kw) and the
 remainders (mr, mc), are registers stepped by constants with a carry (never a divider or a multiplier per
 clock); bank (r, c) reads ``base + [r < mr]·BW·Jc + [c < mc]·Jc`` (the window's row r lies one bank row
-down when r is above the corner's remainder). Its output holds tap ((r − mr) mod rows, (c − mc) mod kw): the
+down when r is above the corner's remainder; with the frame half, one constant of eight by a case, then one
+adder). Its output holds tap ((r − mr) mod rows, (c − mc) mod kw): the
 remainders, delayed like the read, rotate the bank outputs back to tap order (a mux per tap, by rows then by
 columns) in front of the PE array's input register, so the pipeline is as deep as the one-tap engine's:
 :func:`~.synapse.pe_latency` of the ``taps × lanes`` lanes.
@@ -36,10 +37,18 @@ drain pops every clock its outputs allow; it costs :data:`QUEUE_LATENCY` clocks 
 
 **Streaming.** A window is issued once its last pixel (bottom-right, clipped to the map) is written, or its
 frame is complete (the writer's pixel row and column compared with the window's, registers both): every
-word of the window waits for that pixel (the planner's model, :func:`multitap_schedule`, does the same).
+word of the window waits for that pixel (the planner's model, :func:`bitspike.ops.conv2d.multitap_schedule`, does the same).
 
-Not composed: grouped/depthwise convolution, zero-word skipping and a custom address generator (refused by
-the constructor); fused boundaries are refused by the planner (:mod:`bitspike.ops.conv2d`).
+Composes with what the one-tap engine's neuron stage and drain give: stride, zero padding, output groups,
+channel words, T > 1 timesteps and multi-bit spikes, vector streams in and out, fused boundaries (thresholds
+out, counts in), ``fast_paths``. Not composed: grouped/depthwise convolution, zero-word skipping and a custom
+address generator (refused by the constructor; the planner keeps zero skipping off on a multi-tap engine,
+:meth:`bitspike.ops.conv2d.Conv2dOp.zero_skip_refused`).
+
+Why frames rather than a ring of rows: the banks' addresses would wrap modulo a row count that is not a
+multiple of ``rows`` in general, and the writer's overwrite limit would have to be kept per bank; with frames
+the one-tap engine's bank handshake holds as it is, and the model (:func:`bitspike.ops.conv2d.multitap_schedule`) stays the
+whole-frame one with one readiness per window.
 """
 
 from __future__ import annotations

@@ -71,6 +71,23 @@ def test_multitap_engine_matches_numpy_under_stalls(case):
     assert got == want
 
 
+def test_multitap_engine_with_fast_paths():
+    """``fast_paths`` (accumulators cleared after a group's last word, the drain's registered flags): the same
+    outputs under stalls."""
+    case = CASES[1]
+    rng = np.random.default_rng(11)
+    dut, weight, bias, rq, x = _engine(case, rng, fast_paths=True)
+    xs = rng.integers(x.lo, x.hi + 1, size=(2, case[0], *case[2]))
+    want = _reference(xs, weight, bias, case[4], case[5], rq)
+    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]
+    srng = random.Random(5)
+    p_valid = [srng.random() < 0.7 for _ in range(8000)]
+    p_ready = [srng.random() < 0.6 for _ in range(8000)]
+    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
+                      stop_after=len(want))
+    assert got == want
+
+
 def test_multitap_engine_with_vector_streams():
     rng = np.random.default_rng(5)
     case = (4, 4, (6, 6), 3, 1, 1, 4, 4, 9, 2, True)
