@@ -300,3 +300,83 @@ def test_auto_folder_picks_taps_only_when_asked():
     taps = make_plan(m, **opts, multi_tap=True)
     assert taps.initiation_interval < plain.initiation_interval
     assert any(getattr(n, "taps", 1) > 1 for n in taps.layers)
+
+
+def _random_case(seed):
+    r = random.Random(seed)
+    kh, kw = r.choice([1, 2, 3, 5]), r.choice([2, 3, 5])
+    ph, pw = r.randrange(kh), r.randrange(kw)
+    stride = r.choice([1, 1, 2, 3])
+    h, w = r.randint(max(1, kh - 2 * ph), 8), r.randint(max(1, kw - 2 * pw), 8)
+    c_in, c_out = r.randint(1, 4), r.randint(1, 5)
+    pes = r.choice([d for d in range(1, c_out + 1) if c_out % d == 0])
+    lanes = r.randint(1, c_in)
+    taps = r.choice(sorted({kw, kh * kw} - {1}) or [kh * kw])
+    return (c_in, c_out, (h, w), (kh, kw), stride, (ph, pw), pes, lanes, taps, r.choice([1, 2, 3]), r.random() < 0.5)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_geometries_match_numpy_and_the_planner(seed):
+    """Random kernels (1…5 × 2…5), paddings, strides, channels, folds and taps: the engine against numpy under
+    stalls, and every output clock of a frame alone against the planner."""
+    from types import SimpleNamespace
+
+    from bitspike.ops.conv2d import CONV2D, Conv2dNode
+
+    c_in, c_out, hw, (kh, kw), stride, (ph, pw), pes, lanes, taps, w_bits, rq_on = _random_case(seed)
+    rng = np.random.default_rng(seed)
+    lim = 1 if w_bits == 1 else (1 << (w_bits - 1)) - 1
+    weight = rng.integers(-lim, lim + 1, size=(c_out, c_in, kh, kw))
+    if w_bits == 1:
+        weight = np.where(weight == 0, 1, weight)
+    bias = rng.integers(-6, 7, size=c_out)
+    rq = (Requant(multiplier=rng.integers(1, 40, size=c_out), bias=rng.integers(-30, 30, size=c_out), shift=4,
+                  lo=-3, hi=12) if rq_on else None)
+    x = Range(-6, 9)
+    ranges = _engine_ranges(x, weight, bias, 2, 2, 1, rq)
+
+    def engine():
+        return MultiTapEngine(weight=weight, bias=bias, in_hw=hw, stride=(stride, stride), padding=(ph, pw),
+                              w_bits=w_bits, s_bits=2, timesteps=2, k=1, requant=rq, ranges=ranges, pes=pes,
+                              lanes=lanes, taps=taps)
+
+    xs = rng.integers(x.lo, x.hi + 1, size=(2, c_in, *hw))
+    want = _reference_hw(xs, weight, bias, stride, (ph, pw), rq)
+    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]
+    srng = random.Random(seed)
+    p_valid = [srng.random() < 0.7 for _ in range(20000)]
+    p_ready = [srng.random() < 0.6 for _ in range(20000)]
+    dut = engine()
+    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
+                      stop_after=len(want))
+    assert got == want
+    ho, wo = (hw[0] + 2 * ph - kh) // stride + 1, (hw[1] + 2 * pw - kw) // stride + 1
+    node = Conv2dNode(index=0, name="c", op="conv2d", engine="e", in_features=c_in, out_features=c_out, pes=pes,
+                      lanes=lanes, widths={"count": 2}, in_hw=hw, out_hw=(ho, wo), kernel=(kh, kw),
+                      stride=(stride, stride), padding=(ph, pw), taps=taps)
+    frame = beats[:c_in * hw[0] * hw[1]]
+    assert output_clocks(engine(), frame, 40 * len(frame) + 300) == CONV2D.arrival_times(
+        node, SimpleNamespace(requant=rq), None, [list(range(len(frame)))])
+
+
+def _reference_hw(xs, weight, bias, stride, pad, rq):
+    """HWC output stream of a conv with a (ph, pw) zero padding on the neuron counts of ``xs``."""
+    from bitspike.rtl_templates.neuron import neuron_reference
+
+    ph, pw = pad
+    counts = np.vectorize(lambda v: neuron_reference(int(v), 1, 2, 2)[1])(xs)
+    counts = np.pad(counts, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    o_n, _, kh, kw = weight.shape
+    ho, wo = (counts.shape[2] - kh) // stride + 1, (counts.shape[3] - kw) // stride + 1
+    out = []
+    for n in range(xs.shape[0]):
+        for oh in range(ho):
+            for ow in range(wo):
+                win = counts[n, :, oh * stride:oh * stride + kh, ow * stride:ow * stride + kw]
+                for o in range(o_n):
+                    acc = int((weight[o] * win).sum()) + int(bias[o])
+                    if rq is not None:
+                        acc = max(rq.lo, min(rq.hi, (acc * int(rq.multiplier[o]) + int(rq.bias[o])
+                                                     + ((1 << rq.shift) >> 1)) >> rq.shift))
+                    out.append(acc)
+    return out
