@@ -56,11 +56,15 @@ def generate_options(fold: str) -> dict:
 
 
 def fold_text(plan) -> str:
-    """The plan's fold as ``--fold`` would name it (``NAME=PESxLANES[xVEC]``, foldable engines only)."""
+    """The plan's fold as ``--fold`` would name it (``NAME=PESxLANES[tTAPS][xVEC]``, foldable engines only)."""
     from bitspike.ops.base import OPS
 
-    return ",".join(f"{n.name}={n.pes}x{n.lanes}" + (f"x{n.vec_out}" if n.vec_out != 1 else "")
-                    for n in plan.layers if OPS[n.op].foldable)
+    def spec(n) -> str:
+        taps = getattr(n, "taps", 1)
+        vec = f"x{n.vec_out}" if n.vec_out != 1 or taps != 1 else ""
+        return f"{n.name}={n.pes}x{n.lanes}" + (f"t{taps}" if taps != 1 else "") + vec
+
+    return ",".join(spec(n) for n in plan.layers if OPS[n.op].foldable)
 
 
 def images(manifest, samples: int):
@@ -95,7 +99,8 @@ def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
     return {
         "fold_asked": fold, "fold": fold_text(plan),
         "engines": [{"name": n.name, "op": n.op, "pes": n.pes, "lanes": n.lanes, "vec_in": n.vec_in,
-                     "vec_out": n.vec_out, "cycles": n.cycles} for n in plan.layers if n.engine],
+                     "vec_out": n.vec_out, "cycles": n.cycles, **({"taps": n.taps} if getattr(n, "taps", 1) != 1 else {})}
+                    for n in plan.layers if n.engine],
         "cycles_predicted": report["cycles_per_inference"], "cycles_measured": int(alone.cycles.max()),
         "cycles_measured_min": int(alone.cycles.min()),
         "interval_predicted": report["initiation_interval"], "interval_measured": float(free.initiation_interval),

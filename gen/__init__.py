@@ -23,7 +23,8 @@ __all__ = ["generate"]
 def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, Any] = "auto",
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-             fuse: str | None = None, zero_skip: str | None = None, fast_paths: bool = False):
+             fuse: str | None = None, zero_skip: str | None = None, fast_paths: bool = False,
+             multi_tap: bool = False):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -61,6 +62,9 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
         Shorter register-to-register paths in every dense synaptic engine, at the same cycles and sums
         (``--fast-paths``: the PE arrays clear their accumulators after a group's last word, the drains
         keep their queue state in registered flags). Off: the Verilog is as without the option.
+    multi_tap
+        ``fold="auto"`` may give conv engines several kernel taps per clock (``--multi-tap``,
+        :mod:`bitspike.rtl_templates.multitap`); a manual fold names them as ``PESxLANEStTAPS``.
 
     Returns
     -------
@@ -81,7 +85,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
                      target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse,
                      zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip,
-                     fast_paths=fast_paths)
+                     fast_paths=fast_paths, multi_tap=multi_tap)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

@@ -330,13 +330,13 @@ def _board_top(board: BoardSpec, config, pll=None):
 
 
 def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None, fuse=None,
-              fast_paths=False) -> dict:
+              fast_paths=False, multi_tap=False) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
     generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device, fuse=fuse,
-             fast_paths=fast_paths)
+             fast_paths=fast_paths, multi_tap=multi_tap)
     return dict(read_report(gen_dir).data)
 
 
@@ -369,11 +369,11 @@ _VENDOR_TOOL = {"Vivado": "AMD Vivado", "ISE": "AMD/Xilinx ISE", "Quartus": "Int
 
 
 def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_dir, times, device=None, fuse=None,
-             dsp_blocks=None, fast_paths=False):
+             dsp_blocks=None, fast_paths=False, multi_tap=False):
     """Generate (or read) the accelerator and make the bridge configuration: (report, gen_dir, config).
 
     ``dsp_blocks``: the DSP blocks the products may use (``None``: the part's); ``fast_paths``: as
-    :func:`bitspike.gen.generate` takes it."""
+    :func:`bitspike.gen.generate` takes it, as ``multi_tap``."""
     from bitspike.rtl_templates.bridge import BridgeConfig
 
     t0 = time.monotonic()
@@ -384,7 +384,7 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
         if dsp_blocks is None:
             dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
-        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse, fast_paths)
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse, fast_paths, multi_tap)
     else:
         gen_dir = Path(gen_dir)
         report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it
@@ -432,6 +432,7 @@ def build_bitstream(
     fuse: str | None = None,
     dsp_blocks: int | None = None,
     fast_paths: bool = False,
+    multi_tap: bool = False,
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -486,6 +487,9 @@ def build_bitstream(
     fast_paths
         The PE arrays clear their accumulators after a group's last word (:func:`bitspike.gen.generate`):
         the same sums and cycles, a shorter path into the drains. Ignored with ``gen_dir``.
+    multi_tap
+        ``fold="auto"`` may give conv engines several kernel taps per clock (:func:`bitspike.gen.generate`'s
+        ``multi_tap``). Ignored with ``gen_dir``.
 
     Raises
     ------
@@ -512,7 +516,7 @@ def build_bitstream(
     budget = device.lut if device is not None else max_luts
     report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget, gen_dir=gen_dir,
                                        times=times, device=device, fuse=fuse, dsp_blocks=dsp_blocks,
-                                       fast_paths=fast_paths)
+                                       fast_paths=fast_paths, multi_tap=multi_tap)
     if archive:
         return write_archive(spec, report, gen_dir, config, out, times, budget, estimate=estimate)
 
@@ -549,7 +553,8 @@ def build_bitstream(
                 log.info("%s: %s; generating again with a LUT budget of %d", spec.name, exc.error, budget)
                 report, gen_dir, config = _prepare(manifest, spec, out, baud=baud, fold=fold, max_luts=budget,
                                                    gen_dir=None, times=times, device=device, fuse=fuse,
-                                                   dsp_blocks=dsp_blocks, fast_paths=fast_paths)
+                                                   dsp_blocks=dsp_blocks, fast_paths=fast_paths,
+                                                   multi_tap=multi_tap)
                 if _design_digest(report, gen_dir, config) != overflowed:
                     break
                 # the same Verilog again (the halved budget planned the same design): Yosys would say the same

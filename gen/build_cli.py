@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                         "built as pipelined logic, so fewer multipliers are spread over the die")
     p.add_argument("--fast-paths", action="store_true",
                    help="as `bitspike gen --fast-paths`: shorter paths from the PE arrays into and through the drains")
+    p.add_argument("--multi-tap", action="store_true",
+                   help="as `bitspike gen --multi-tap`: --fold auto may give conv engines a window row or the whole "
+                        "window per clock (or name it: NAME=PESxLANEStTAPS)")
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire, as `bitspike gen --fuse` (default auto)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = load(args.model)
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
                              max_luts=args.max_luts, fuse=args.fuse, dsp_blocks=args.dsp_blocks,
-                             fast_paths=args.fast_paths,
+                             fast_paths=args.fast_paths, multi_tap=args.multi_tap,
                              seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":

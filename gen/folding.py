@@ -56,9 +56,11 @@ def widths_pass(plan: Plan) -> Plan:
     return replace(plan, layers=nodes)
 
 
-def _with_fold(node: PlanNode, layer, plan: Plan, pes: int, lanes: int) -> PlanNode:
+def _with_fold(node: PlanNode, layer, plan: Plan, pes: int, lanes: int, taps: int = 1) -> PlanNode:
     op = OPS[node.op]
-    node = op.fold(node, layer, plan.ranges[node.name], pes, lanes)
+    # taps only where asked for or where the node has them (the other ops' folds take pes and lanes)
+    extra = {"taps": taps} if taps != 1 or getattr(node, "taps", 1) != 1 else {}
+    node = op.fold(node, layer, plan.ranges[node.name], pes, lanes, **extra)
     return replace(node, cycles=op.busy_cycles(node))
 
 
@@ -172,8 +174,15 @@ def folding_pass(plan: Plan) -> Plan:
     folds = plan.options.folds
     by_name = {l.name: l for l in manifest.layers}
     if folds is not None:
+        for n in plan.layers:
+            if len(folds.get(n.name, ())) > 3 and not hasattr(OPS[n.op], "multitap_refused"):
+                from bitspike.errors import HardwareError
+
+                raise HardwareError(f"fold for '{n.name}': a {n.op} layer reads no kernel taps (tTAPS, taps per "
+                                    "clock, is for conv2d layers)")
         nodes = _with_vectors(list(plan.layers), _manual_vectors(plan, folds))
-        out = [_with_fold(n, by_name[n.name], plan, *folds.get(n.name, (1, 1))[:2]) for n in nodes]
+        out = [_with_fold(n, by_name[n.name], plan, *folds.get(n.name, (1, 1))[:2], *folds.get(n.name, ())[3:4])
+               for n in nodes]
         for n in out:
             if (n.vec_in, n.vec_out) != (1, 1) and not OPS[n.op].vector_fits(n):
                 from bitspike.errors import HardwareError
@@ -391,6 +400,11 @@ def _fill_vectors(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
     return vector
 
 
+def _tap_choices(plan: Plan, node: PlanNode) -> list[int]:
+    """The kernel taps per clock the auto folder may give ``node`` (only 1 unless ``multi_tap`` is on)."""
+    return OPS[node.op].tap_choices(node) if getattr(plan.options, "multi_tap", False) else [1]
+
+
 def _floor_of(plan: Plan, node: PlanNode) -> int:
     # no engine needs to be faster than the pixel stream, nor than its own stream beats
     return max(plan.manifest.input.size, node.in_beats, node.out_beats)
@@ -412,17 +426,21 @@ def _balance(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
         layer = by_name[node.name]
         candidates = []
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)  # legal folds only: none is refused
+        tap_choices = _tap_choices(plan, node)
+        taps_now = getattr(node, "taps", 1)
         for pes in [d for d in pes_choices if d > node.pes][:1] + [node.pes]:
             for lanes in [d for d in lanes_choices if d > node.lanes][:1] + [node.lanes]:
-                if (pes, lanes) == (node.pes, node.lanes):
-                    continue
-                cand = _with_fold(node, layer, plan, pes, lanes)
-                cost = total - estimate_luts(node) + estimate_luts(cand)
-                if cand.cycles < node.cycles and cost <= budget:
-                    candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes, cand))
+                for taps in [t for t in tap_choices if t > taps_now][:1] + [taps_now]:
+                    if (pes, lanes, taps) == (node.pes, node.lanes, taps_now):
+                        continue
+                    cand = _with_fold(node, layer, plan, pes, lanes, taps)
+                    cost = total - estimate_luts(node) + estimate_luts(cand)
+                    if cand.cycles < node.cycles and cost <= budget:
+                        candidates.append((cand.cycles * estimate_luts(cand), cand.cycles, cand.pes, cand.lanes,
+                                           taps, cand))
         if not candidates:
             break
-        out[slowest] = min(candidates, key=lambda c: c[:4])[4]
+        out[slowest] = min(candidates, key=lambda c: c[:5])[5]
     return out
 
 
@@ -441,10 +459,10 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
             continue
         pes_choices, lanes_choices = OPS[node.op].fold_choices(node)
         # a vector stream's end takes only folds that hold whole beats
-        folds = [_with_fold(node, by_name[node.name], plan, p, l) for p in pes_choices if p % node.vec_out == 0
-                 for l in lanes_choices if l % node.vec_in == 0]
+        folds = [_with_fold(node, by_name[node.name], plan, p, l, t) for p in pes_choices if p % node.vec_out == 0
+                 for l in lanes_choices if l % node.vec_in == 0 for t in _tap_choices(plan, node)]
         options[i] = sorted(folds, key=lambda n: (estimate_luts(n), estimate_brams(n, family), n.pes * n.lanes,
-                                                  n.pes))
+                                                  n.pes, getattr(n, "taps", 1)))
     fixed = max([n.cycles for i, n in enumerate(out) if i not in options] + [plan.manifest.input.size])
     floor = max([fixed] + [_floor_of(plan, out[i]) for i in options])
 

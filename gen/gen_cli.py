@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder for the Verilog and report")
     p.add_argument("--fold", default="auto", metavar="SPEC",
                    help="'auto' (balance the pipeline within --max-luts) or per-layer folds NAME=PESxLANES,... "
-                        "(NAME=PESxLANESxVEC: the layer's output stream carries VEC values per beat)")
+                        "(NAME=PESxLANESxVEC: the layer's output stream carries VEC values per beat; a conv's "
+                        "NAME=PESxLANEStTAPS[xVEC]: TAPS kernel taps per clock, kw (a window row) or kh*kw (the "
+                        "whole window), e.g. conv0=16x1t9x16)")
     p.add_argument("--max-luts", type=int, default=None, metavar="N", help="LUT budget for --fold auto")
     p.add_argument("--board", default=None, metavar="NAME",
                    help="plan for this board's part (`bitspike boards`): --fold auto fills its LUTs, FFs, DSPs and "
@@ -38,6 +40,9 @@ def register(subparsers) -> None:
                    help="shorter register-to-register paths for a high clock, the same sums and cycles: the PE arrays "
                         "clear their accumulators after a group's last word instead of a mux at its first, the "
                         "drains keep their queue state in registered flags")
+    p.add_argument("--multi-tap", action="store_true",
+                   help="--fold auto may give conv engines a window row or the whole kernel window per clock "
+                        "(multi-tap engines: interleaved, double-buffered input banks) where it shortens the interval")
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire: thresholds where exact and cheaper (auto, the default), nowhere "
                         "(off), or at every synaptic boundary (on; an error names a layer where it is not exact)")
@@ -115,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     report = generate(args.manifest, args.out, fold=args.fold, debug_taps=args.debug_taps, synth=args.synth,
                       **plan_options(args.board, args.device, args.max_luts, args.target_fps, args.clock, args.fold,
                                      args.dsp_blocks),
-                      fuse=args.fuse, zero_skip=args.zero_skip, fast_paths=args.fast_paths)
+                      fuse=args.fuse, zero_skip=args.zero_skip, fast_paths=args.fast_paths,
+                      multi_tap=args.multi_tap)
     if args.lint:
         from .lint import lint_verilog
 

@@ -121,6 +121,9 @@ class PlanOptions:
     target_interval: int | None = None
     fuse: str = "off"  # fused requantize-and-fire: "auto", "off" or "on" (bitspike.gen.fuse)
     zero_skip: str = "off"  # zero-word skipping: "auto", "off" or "on" (bitspike.gen.zeroskip)
+    # fold="auto" may give conv engines several kernel taps per clock (bitspike.rtl_templates.multitap);
+    # off: the folder keeps one tap a clock (a manual tTAPS fold works either way)
+    multi_tap: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, ...
     """``"auto"``/None → None; ``"fc0=4x2,fc1=2"`` or ``{"fc0": (4, 2)}`` → {name: (pes, lanes)}.
 
     A third number is the elements per beat of the layer's output stream (a vector stream,
-    :mod:`bitspike.gen.folding`): ``"fc0=16x8x2"`` → ``{"fc0": (16, 8, 2)}``.
+    :mod:`bitspike.gen.folding`): ``"fc0=16x8x2"`` → ``{"fc0": (16, 8, 2)}``. A conv's lanes may name the
+    kernel taps it reads per clock (the multi-tap engine, :mod:`bitspike.rtl_templates.multitap`):
+    ``"conv0=16x1t9"`` (the whole 3×3 window a clock) → ``{"conv0": (16, 1, 1, 9)}`` (pes, lanes, vec, taps).
     """
     if fold is None or fold == "auto":
         return None
@@ -56,23 +58,34 @@ def parse_fold(fold: str | Mapping[str, Any] | None) -> dict[str, tuple[int, ...
         items = dict(fold)
     else:
         raise HardwareError(f"fold must be 'auto', a string NAME=PESxLANES,... or a mapping, not {fold!r}")
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, tuple[int, ...]] = {}
     for name, spec in items.items():
         try:
+            taps = 1
             if isinstance(spec, str):
-                nums = [int(v) for v in spec.lower().split("x")]
+                parts = spec.lower().split("x")
+                if len(parts) >= 2 and "t" in parts[1]:  # LANEStTAPS: kernel taps per clock
+                    parts[1], t = parts[1].split("t", 1)
+                    taps = int(t)
+                nums = [int(v) for v in parts]
             elif isinstance(spec, int):
                 nums = [spec]
             else:
                 nums = [int(v) for v in spec]
+                if len(nums) == 4:
+                    nums, taps = nums[:3], nums[3]
             if len(nums) == 1:
                 nums.append(1)
-            if len(nums) not in (2, 3) or min(nums) < 1:
+            if len(nums) not in (2, 3) or min(nums) < 1 or taps < 1:
                 raise ValueError
         except (TypeError, ValueError):
             raise HardwareError(f"fold for layer {name!r}: expected PESxLANES with positive integers, got {spec!r} "
-                                "(or PESxLANESxVEC: VEC outputs per stream beat)") from None
-        out[name] = tuple(nums) if len(nums) == 3 and nums[2] != 1 else (nums[0], nums[1])
+                                "(or PESxLANESxVEC: VEC outputs per stream beat; a conv's LANEStTAPS: TAPS kernel "
+                                "taps per clock, e.g. 16x1t9)") from None
+        if taps != 1:
+            out[name] = (nums[0], nums[1], nums[2] if len(nums) == 3 else 1, taps)
+        else:
+            out[name] = tuple(nums) if len(nums) == 3 and nums[2] != 1 else (nums[0], nums[1])
     return out
 
 
@@ -100,7 +113,8 @@ def _with_fast_paths(node: PlanNode, on: bool) -> PlanNode:
 
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
               dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
-              fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False) -> Plan:
+              fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False,
+              multi_tap: bool = False) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -125,6 +139,10 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         Every dense synaptic engine gets shorter register-to-register paths at the same cycles and
         sums (:class:`bitspike.rtl_templates.synapse.SynapticEngine`'s ``fast_paths``: accumulators
         cleared after a group's last word, the drain's queue state in registered flags).
+    multi_tap
+        ``fold="auto"`` may also choose how many kernel taps a conv engine reads per clock (a window row or
+        the whole window: :mod:`bitspike.rtl_templates.multitap`) where that shortens the interval. Off: one
+        tap a clock, as before (a manual fold's ``tTAPS`` is taken either way).
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -144,5 +162,6 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
             raise HardwareError(f"--fold names unknown layer(s) {unknown}; layers are {[l.name for l in manifest.layers]}")
     plan = Plan(manifest=manifest, ranges=ranges, layers=tuple(nodes), fold="auto" if folds is None else "manual",
                 max_luts=max_luts, options=PlanOptions(folds=folds, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
-                                        target_interval=target_interval, fuse=fuse, zero_skip=zero_skip))
+                                        target_interval=target_interval, fuse=fuse, zero_skip=zero_skip,
+                                        multi_tap=bool(multi_tap)))
     return run_flow(plan)

@@ -255,7 +255,8 @@ class Report:
         for l in d["layers"]:
             widths = " ".join(f"{k}:{v}" for k, v in sorted(l["widths"].items()))
             lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {l['w_bits'] or '-'} | {l['s_bits'] or '-'} | "
-                         f"{l['timesteps'] or '-'} | {l['pes']} | {l['lanes']} | {widths} | {l['memory_bits']} | {l['cycles']} |")
+                         f"{l['timesteps'] or '-'} | {l['pes']} | {l['lanes']}{_taps(l)} | {widths} | {l['memory_bits']} | "
+                         f"{l['cycles']} |")
         acts = [l for l in d["layers"] if "activation_memory" in l]
         if acts:  # conv engines: the input memory the window is read from
             lines += ["", "## Conv input memory", "",
@@ -341,3 +342,8 @@ def build_report(plan: Plan, verilog_files: list[str], taps: list[dict[str, Any]
                              "dense": {n.name: decided[n.name][1] for n in plan.layers
                                        if not getattr(n, "zero_skip", False) and n.engine}}
     return Report(data=data, plan=plan)
+
+
+def _taps(layer: dict) -> str:
+    """A multi-tap conv's taps per clock after its lanes (``1t9``: 9 taps of one lane); nothing otherwise."""
+    return f"t{layer['taps']}" if "taps" in layer else ""

@@ -105,6 +105,10 @@ def parse_cost_fold(spec: str | Mapping[str, Any] | None) -> dict[str, tuple[int
     if out is None:
         raise BitspikeError("--cost-fold must name each layer's fold (NAME=PESxLANES,...); 'auto' depends on the "
                             "bits being chosen")
+    for name, fold in out.items():
+        if len(fold) > 3:
+            raise BitspikeError(f"--cost-fold for '{name}': the cost model has no multi-tap engines (tTAPS); "
+                                "name PESxLANES")
     return out
 
 

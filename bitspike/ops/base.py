@@ -376,6 +376,12 @@ class Op:
         """
         return [1], [1]
 
+    def tap_choices(self, node: "PlanNode") -> list[int]:
+        """Kernel taps per clock (ascending) the auto folder may give the engine (the third axis of a fold,
+        ``PESxLANEStTAPS``); every one must be a fold :meth:`fold` accepts with every pair of
+        :meth:`fold_choices`. Default: only 1 (a conv's multi-tap engine: :mod:`bitspike.ops.conv2d`)."""
+        return [1]
+
     def estimate_luts(self, node: "PlanNode") -> int:
         """Coarse LUT estimate of the engine (:mod:`bitspike.gen.folding`)."""
         return 40 + 3 * node.widths.get("out", 8)

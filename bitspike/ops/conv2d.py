@@ -37,7 +37,7 @@ from typing import ClassVar
 from .base import MAX_DIM, register_op
 from .neuron import SynapticLayer, SynapticNode, SynapticOp
 
-__all__ = ["Conv2dLayer", "Conv2dNode", "Conv2dOp", "conv2d_int", "line_buffer_schedule"]
+__all__ = ["Conv2dLayer", "Conv2dNode", "Conv2dOp", "conv2d_int", "line_buffer_schedule", "multitap_schedule"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,12 +133,44 @@ class Conv2dNode(SynapticNode):
 
     ``groups``: convolution groups (each of ``in_features / groups`` inputs and ``out_features / groups`` outputs).
     ``line_buffer``: the window is read out of a line buffer (else a double-buffered frame).
+    ``taps``: kernel taps read per clock (1; kw, a window row; kh·kw, the whole window): above 1 the engine is a
+    :class:`~bitspike.rtl_templates.multitap.MultiTapEngine` (interleaved, double-buffered banks; no line buffer).
     """
 
     groups: int = 1
     line_buffer: bool = True
     zero_skip: bool = False
     nonzero_rate: float = 1.0
+    taps: int = 1
+
+    @property
+    def pe_lanes(self) -> int:
+        """Products a PE sums per clock: ``taps × lanes``."""
+        return self.taps * self.lanes
+
+    @property
+    def queue_groups(self) -> int:
+        from bitspike.rtl_templates.multitap import group_queue_depth
+
+        return group_queue_depth(self.pe_lanes) if self.taps > 1 else 0
+
+    @property
+    def queue_latency(self) -> int:
+        from bitspike.rtl_templates.multitap import QUEUE_LATENCY
+
+        return QUEUE_LATENCY if self.taps > 1 else 0
+
+    @property
+    def tap_steps(self) -> int:
+        """Clocks a window's taps take per channel word: kh·kw / taps."""
+        return self.kernel[0] * self.kernel[1] // self.taps
+
+    def banks(self) -> dict:
+        """A multi-tap engine's banks (:func:`~bitspike.rtl_templates.multitap.bank_geometry`)."""
+        from bitspike.rtl_templates.multitap import bank_geometry
+
+        return bank_geometry(self.in_hw, self.kernel, self.padding, self.taps,
+                             -(-(self.in_features // self.groups) // self.lanes))
 
     @property
     def window_words(self) -> int:
@@ -177,6 +209,11 @@ class Conv2dNode(SynapticNode):
 
         geo = self.geometry()
         width = self.lanes * self.widths.get("count", 0)
+        if self.taps > 1:  # kh×kw (or kw) interleaved banks, each double-buffered, over the padded map
+            b = self.banks()
+            n = b["rows"] * b["cols"]
+            return {"kind": "banks", "words": n * 2 * b["bank_words"], "bits": n * 2 * b["bank_words"] * width,
+                    "banks": n, "bank_words": 2 * b["bank_words"]}
         frame_words = 2 * geo.frame_words + geo.has_pad
         if not self.line_buffer:
             return {"kind": "frame", "words": frame_words, "bits": frame_words * width}
@@ -188,6 +225,8 @@ class Conv2dNode(SynapticNode):
     def to_json(self):
         out = super().to_json()
         out["activation_memory"] = self.activation_memory()
+        if self.taps > 1:  # only then: a one-tap engine's report stays as it was
+            out["taps"] = self.taps
         if self.zero_skip:  # only then: the report of a dense engine stays as it was
             geo = self.geometry()
             out["zero_skip"] = {"walk": "scan, then nonzero words", "nonzero_rate": self.nonzero_rate,
@@ -348,6 +387,54 @@ def frame_skip_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arriva
     return out, frame_ends
 
 
+def multitap_schedule(op: "Conv2dOp", node: Conv2dNode, out_delay: int, arrivals: list[int] | None,
+                      frames: int) -> tuple[list[int], list[int]]:
+    """The multi-tap engine's clocks (:mod:`bitspike.rtl_templates.multitap`), ``frames`` frames back to back:
+    ``(output beats of the first frame, frame ends)``.
+
+    As the whole-frame model (:meth:`SynapticOp.arrival_times`, whose double-buffered banks it shares), with a
+    window's words (``tap_steps`` × the round's channel words, one a clock) all waiting for the window's last
+    pixel (bottom-right, clipped to the map): readable ``INPUT_LATENCY`` clocks after that pixel's last element
+    arrived (``arrivals``: the clock each input element is offered; ``None``: every pixel ready). The later
+    frames' pixels are ready (the writer fills the other bank meanwhile).
+    """
+    from bitspike.rtl_templates.synapse import INPUT_LATENCY
+
+    reads, last_n = op._rounds(node)
+    C = node.in_features
+    H, W = node.in_hw
+    KH, KW = node.kernel
+    (SH, SW), (PH, PW) = node.stride, node.padding
+    steps = node.tap_steps
+    never = -(10**9)
+    finish = op._drain_model(node)
+    ready = None
+    if arrivals is not None:  # the writer takes pixels in order: a pixel is in once all before it are
+        ready, hi = [], never
+        for pix in range(H * W):
+            hi = max(hi, arrivals[pix * C + C - 1] + INPUT_LATENCY)
+            ready.append(hi)
+    out: list[int] = []
+    frame_ends: list[int] = []
+    t = -1
+    lastpops: list[int] = []
+    for f in range(frames):
+        for i in range(node.out_hw[0] * node.out_hw[1]):
+            oh, ow = divmod(i, node.out_hw[1])
+            r = never
+            if ready is not None and f == 0:
+                last = min(oh * SH - PH + KH - 1, H - 1) * W + min(ow * SW - PW + KW - 1, W - 1)
+                r = ready[last]
+            for g, words in enumerate(reads):
+                n = steps * len(words)
+                t = max(t + 1, r) + n - 1
+                pops, t = finish(t, node.pes if g < len(reads) - 1 else last_n, lastpops)
+                if f == 0:
+                    out.extend(p + out_delay for p in pops)
+        frame_ends.append(lastpops[-1])
+    return out, frame_ends
+
+
 class Conv2dOp(SynapticOp):
     name = "conv2d"
     layer_cls = Conv2dLayer
@@ -394,9 +481,36 @@ class Conv2dOp(SynapticOp):
         pes, lanes = super().fold_choices(node)
         return [p for p in pes if (node.out_features // node.groups) % p == 0], lanes
 
-    def fold(self, node, layer, r, pes, lanes):
+    def tap_choices(self, node):
+        """Kernel taps per clock the auto folder may give the engine: 1, a window row (kw) and the whole window
+        (kh·kw), where a multi-tap engine can be built (:func:`~bitspike.rtl_templates.multitap.multitap_refused`)."""
+        from bitspike.rtl_templates.multitap import multitap_refused
+
+        kh, kw = node.kernel
+        return sorted(t for t in {1, kw, kh * kw} if t == 1 or self.multitap_refused(node, t) is None
+                      and multitap_refused(node.kernel, t, node.groups) is None)
+
+    @staticmethod
+    def multitap_refused(node, taps: int) -> str | None:
+        """Why the node's engine cannot read ``taps`` taps a clock for plan reasons (``None``: it can)."""
+        if taps > 1 and node.zero_skip:
+            return "zero-word skipping walks one tap a clock"
+        return None
+
+    def fold(self, node, layer, r, pes, lanes, taps: int = 1):
         from bitspike.errors import HardwareError
 
+        if taps != 1 or node.taps != 1:
+            from bitspike.rtl_templates.multitap import MultiTapLayout, multitap_refused
+
+            why = multitap_refused(node.kernel, taps, node.groups) or self.multitap_refused(node, taps)
+            if why is not None:
+                raise HardwareError(f"fold for '{node.name}': {why}")
+            node = replace(super().fold(replace(node, taps=1), layer, r, pes, lanes), taps=taps)
+            if taps > 1:
+                lay = MultiTapLayout(node.out_features, node.in_features, pes, lanes, node.w_bits, node.kernel, taps)
+                node = replace(node, memory_bits=lay.memory_bits)
+            return node
         g = node.groups
         if g > 1:
             per_out, per_in = node.out_features // g, node.in_features // g
@@ -412,7 +526,16 @@ class Conv2dOp(SynapticOp):
 
     def memories(self, node):
         """The weight memory and the input memory (:meth:`Conv2dNode.activation_memory`: the line buffer, or
-        the double-buffered frame), and a skipping engine's nonzero list."""
+        the double-buffered frame), and a skipping engine's nonzero list; a multi-tap engine's weight memory
+        (``taps × lanes × pes`` weights a word) and its banks, one memory each."""
+        if node.taps > 1:
+            from bitspike.rtl_templates.multitap import MultiTapLayout, weights_in_block_ram
+
+            lay = MultiTapLayout(node.out_features, node.in_features, node.pes, node.lanes, node.w_bits, node.kernel,
+                                 node.taps)
+            mem = node.activation_memory()
+            return ([(lay.depth, lay.word_bits, "block" if weights_in_block_ram(lay) else "rom")]
+                    + [(mem["bank_words"], node.lanes * node.widths["count"], "ram")] * mem["banks"])
         out = (super().memories(node) if not node.line_buffer else
                [super().memories(node)[0], (node.activation_memory()["words"], node.lanes * node.widths["count"], "ram")])
         if node.zero_skip:  # the nonzero list of the window: T − 1 entries
@@ -427,7 +550,10 @@ class Conv2dOp(SynapticOp):
     def busy_cycles(self, node):
         """The whole-frame model (the reader's own clocks), or for a line buffer three frames of
         :func:`line_buffer_schedule` with inputs always offered: the clocks between the ends of the second
-        and the third."""
+        and the third; a multi-tap engine: its own model (:func:`multitap_schedule`) alike."""
+        if node.taps > 1:
+            _, ends = multitap_schedule(self, node, 0, None, 3)
+            return max(ends[2] - ends[1], node.in_beats, node.out_beats)
         if not node.line_buffer:
             if node.zero_skip:
                 _, ends = frame_skip_schedule(self, node, 0, None, 3)
@@ -449,6 +575,8 @@ class Conv2dOp(SynapticOp):
         from bitspike.rtl_templates.synapse import drain_latency
 
         delay = drain_latency(layer.requant is not None, node.fused is not None)
+        if node.taps > 1:
+            return multitap_schedule(self, node, delay, inputs[0], 1)[0]
         if not node.line_buffer:
             if node.zero_skip:
                 return frame_skip_schedule(self, node, delay, inputs[0], 1, replay)[0]
@@ -462,6 +590,8 @@ class Conv2dOp(SynapticOp):
         """Why this engine cannot skip zero words (``None``: it can)."""
         from bitspike.rtl_templates.convskip import conv_skip_refused
 
+        if node.taps > 1:
+            return f"its multi-tap engine reads {node.taps} taps a clock (skipping walks one)"
         return conv_skip_refused(node.geometry())
 
     def zero_skip_luts(self, node) -> int:
@@ -494,6 +624,11 @@ class Conv2dOp(SynapticOp):
 
     def estimate_luts(self, node):
         base = super().estimate_luts(node)
+        if node.taps > 1:  # the rotation muxes (by rows, then by columns) and a bank address adder each
+            b = node.banks()
+            n = b["rows"] * b["cols"]
+            mux = node.pe_lanes * node.widths["count"] * ((b["rows"] > 1) + (b["cols"] > 1))
+            base += mux + 2 * n * (2 * b["bank_words"]).bit_length()
         return base + self.zero_skip_luts(node) if getattr(node, "zero_skip", False) else base
 
     @staticmethod
@@ -509,12 +644,17 @@ class Conv2dOp(SynapticOp):
                           padding=pair("padding"), vec_in=int(entry.get("vec_in", 1)),
                           vec_out=int(entry.get("vec_out", 1)),
                           line_buffer=entry.get("activation_memory", {}).get("kind", "line") == "line",
-                          zero_skip="zero_skip" in entry, nonzero_rate=float(rate))
+                          zero_skip="zero_skip" in entry, nonzero_rate=float(rate), taps=int(entry.get("taps", 1)))
 
     def build_engine(self, plan, node, layer, debug):
         from bitspike.rtl_templates.conv import ConvEngine
 
         kwargs = self.engine_kwargs(plan, node, layer, debug)
+        if node.taps > 1:
+            from bitspike.rtl_templates.multitap import MultiTapEngine
+
+            return MultiTapEngine(weight=layer.weight, in_hw=node.in_hw, stride=node.stride, padding=node.padding,
+                                  taps=node.taps, **kwargs)
         if node.zero_skip:
             from bitspike.rtl_templates.convskip import conv_zero_skip_generator
 

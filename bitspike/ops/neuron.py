@@ -363,6 +363,16 @@ class SynapticNode(PlanNode):
     # (bitspike.rtl_templates.synapse.SynapticEngine's fast_paths)
     fast_paths: bool = False
 
+    @property
+    def pe_lanes(self) -> int:
+        """Products a PE sums per clock (the lanes; a multi-tap conv's are ``taps × lanes``)."""
+        return self.lanes
+
+    #: groups a queue in front of the drain holds (reservations beyond the holding queue's) and its latency
+    #: (a multi-tap conv's, :mod:`bitspike.rtl_templates.multitap`)
+    queue_groups: ClassVar[int] = 0
+    queue_latency: ClassVar[int] = 0
+
 
 class SynapticOp(Op):
     """The shared rules of the synaptic ops; subclasses give the synapse (:meth:`synapse`, :meth:`node`)."""
@@ -617,7 +627,7 @@ class SynapticOp(Op):
         w = node.widths
         cw, psum = w["count"], w["psum"]
         mult = cw if node.w_bits == 1 else (node.w_bits * cw if node.w_bits * cw < 30 else 0)
-        per_pe = node.lanes * (mult + psum) + 2 * psum
+        per_pe = node.pe_lanes * (mult + psum) + 2 * psum
         # a vector stream: vec_in neurons, vec_out drain lanes
         return (60 + node.pes * per_pe + node.vec_in * self.neuron_luts(node) + node.vec_out * self.output_luts(node)
                 + node.lanes * cw)
@@ -660,10 +670,10 @@ class SynapticOp(Op):
 
         w = node.widths
         cw, psum, acc = w["count"], w["psum"], w["acc"]
-        products = node.pes * node.lanes
-        word = 2 * products * node.w_bits + 2 * node.lanes * cw
+        products = node.pes * node.pe_lanes
+        word = 2 * products * node.w_bits + 2 * node.pe_lanes * cw
         stages = PRODUCT_STAGES * products * (node.w_bits + cw)
-        tree = node.pes * max(0, node.lanes - 1) * psum
+        tree = node.pes * max(0, node.pe_lanes - 1) * psum
         accumulate = (1 + HOLD_SLOTS) * node.pes * acc
         requant = node.vec_out * (3 * w.get("product", acc) + 2 * w["out"])  # per drain lane
         neuron = node.vec_in * (2 * w.get("v", 0) + cw)  # no v: a fused consumer
@@ -695,7 +705,7 @@ class SynapticOp(Op):
         from bitspike.rtl_templates.synapse import dsp_candidates
 
         requant = layer.requant if node.fused is None else None  # fused thresholds have no multiply
-        return dsp_candidates(w_bits=layer.w_bits, count_width=r.count.width, pes=node.pes, lanes=node.lanes,
+        return dsp_candidates(w_bits=layer.w_bits, count_width=r.count.width, pes=node.pes, lanes=node.pe_lanes,
                               acc_range=r.acc if requant is not None else None,
                               multipliers=requant.multiplier if requant is not None else None,
                               drain_lanes=node.vec_out)
@@ -747,11 +757,12 @@ class SynapticOp(Op):
         """
         from bitspike.rtl_templates.synapse import HOLD_SLOTS, pe_latency
 
-        E, V = pe_latency(node.lanes), node.vec_out
+        E, V = pe_latency(node.pe_lanes) + node.queue_latency, node.vec_out
+        slots = HOLD_SLOTS + node.queue_groups
 
         def finish(t_last: int, n: int, lastpops: list[int]) -> tuple[list[int], int]:
-            if len(lastpops) >= HOLD_SLOTS:  # a slot of the holding queue frees the clock after its last pop
-                t_last = max(t_last, lastpops[-HOLD_SLOTS] + 1)
+            if len(lastpops) >= slots:  # a slot of the holding queue frees the clock after its last pop
+                t_last = max(t_last, lastpops[-slots] + 1)
             first = t_last + E + 1
             if lastpops:
                 first = max(first, lastpops[-1] + 1)
