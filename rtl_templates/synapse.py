@@ -64,6 +64,7 @@ from amaranth.lib.wiring import In, Out
 from bitspike.ranges import LayerRanges, Range
 from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
+from .fifo import SkidBuffer
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
 from .neuron import CountStage, NeuronStage, check_neuron_params, shape_of, vector_shape
 from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
@@ -332,7 +333,13 @@ class SynapticEngine(wiring.Component):
         else:
             m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
                                                     count_shape=unsigned(cw), vec=V)
-        wiring.connect(m, wiring.flipped(self.x), nrn.i)
+        if self.fast_paths:
+            # a registered x.ready: the writer's limit compare and the neuron's ready end at the skid's slot
+            m.submodules.skid = skid = SkidBuffer(vector_shape(self.x_shape, V))
+            wiring.connect(m, wiring.flipped(self.x), skid.x)
+            wiring.connect(m, skid.y, nrn.i)
+        else:
+            wiring.connect(m, wiring.flipped(self.x), nrn.i)
 
         # ---- writer: pack channel counts into words of the line buffer or a double-buffered frame memory (a
         # beat's V counts go to V consecutive lanes of one word: V divides the lanes and a group's channels)
@@ -474,10 +481,12 @@ class SynapticEngine(wiring.Component):
         m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)
 
         if self.debug_taps:
-            x_accept = self.x.valid & self.x.ready
+            # (the neuron's input: x itself, or the skid's output under fast_paths)
+            x_in = nrn.i if self.fast_paths else self.x
+            x_accept = x_in.valid & x_in.ready
             if not self.counts_in:
                 m.d.comb += [
-                    self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
+                    self.tap_x.payload.eq(x_in.payload), self.tap_x.valid.eq(x_accept),
                     self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
                 ]
             tap_y = self.tap_out if self.fused is None else self.tap_cnt

@@ -182,6 +182,17 @@ def test_conv_pool_conv_pool_fc_vectors_are_bit_exact_and_on_time(check_cosim):
     check_cosim(conv_pool_net(0), seed=3, samples=4, fold="conv0=6x1x3,conv1=4x3x2,line2=4x2")
 
 
+def test_fast_paths_through_vector_pools_are_bit_exact_and_on_time(check_cosim, cosim_of):
+    """``fast_paths`` on the CNN (a skid buffer at every synaptic engine's input, so a pool's ``x.ready``
+    no longer waits for the conv's line-buffer compare): every tap under stalls, the planner's latency
+    alone and its interval back to back, to the cycle."""
+    m, fold = conv_pool_net(0), "conv0=6x1x3,conv1=4x3x2,line2=4x2"
+    check_cosim(m, seed=3, samples=4, fold=fold, fast_paths=True)
+    sim = cosim_of(m, fold=fold, fast_paths=True)
+    x = np.random.default_rng(3).integers(0, 256, size=(4, *m.input.shape))
+    assert sim.run(x, processes=1).initiation_interval == sim.design.initiation_interval
+
+
 @pytest.mark.slow
 def test_vector_pool_into_a_zero_skipping_linear_layer_is_bit_exact(check_cosim):
     """maxpool3's two channels per beat into the linear layer's zero-skip watcher (``--zero-skip on``)."""
