@@ -101,8 +101,8 @@ class PoolEngine(wiring.Component):
         it divides the channels). 1: one value per beat.
     fast_paths
         Read the row memory a beat ahead into a register instead of combinationally at the beat:
-        the row word of the beat after the accepted one is read (through a port transparent to the
-        write, for a beat that reads the word just written) while the accepted one is taken, and
+        the row word of the beat after the accepted one is read (or, when it is the word being written,
+        the value written) while the accepted one is taken, and
         the row addresses are registers stepped by constants (the address of the next beat, and of
         the current one for the write). The same results at the same clocks; off by default (the
         Verilog is then as without it).
@@ -150,30 +150,28 @@ class PoolEngine(wiring.Component):
         wpos, hpos = Signal(range(W)), Signal(range(H))
         row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[])
         m.submodules.row = row
+        # (the plain engine's ports, statements and their order as before fast_paths: its Verilog is unchanged)
+        rrd = None if self.fast_paths else row.read_port(domain="comb")
         rwr = row.write_port()
         in_window = Signal()
         first, final = Signal(), Signal()
         new = Signal(vector_shape(shape_of(self.out_range), V))
-        accept = self.x.valid & self.x.ready
         m.d.comb += [
             in_window.eq((col < WO) & (band < HO)),
             first.eq((hk == 0) & (wk == 0)),
             final.eq((hk == KH - 1) & (wk == KW - 1)),
+            *([] if rrd is None else [rrd.addr.eq(col * C + ch), rwr.addr.eq(col * C + ch)]),
             rwr.data.eq(new),
             self.x.ready.eq(~self.y.valid | self.y.ready),
         ]
-        if self.fast_paths:
-            row_word = self._row_ahead(m, row, rwr, accept)
-        else:
-            rrd = row.read_port(domain="comb")
-            m.d.comb += [rrd.addr.eq(col * C + ch), rwr.addr.eq(col * C + ch)]
-            row_word = rrd.data
+        row_word = self._row_ahead(m, row, rwr, self.x.valid & self.x.ready) if rrd is None else rrd.data
         x = self.x.payload
         for n, xe, r in zip(_lanes(new, V), _lanes(x, V), _lanes(row_word, V)):
             if self.kind == "maxpool":
                 m.d.comb += n.eq(Mux(first | (xe > r), xe, r))
             else:
                 m.d.comb += n.eq(Mux(first, xe, r + xe))
+        accept = self.x.valid & self.x.ready
         emit = Signal()
         m.d.comb += emit.eq(accept & in_window & final)
         with m.If(self.y.valid & self.y.ready):
@@ -206,7 +204,7 @@ class PoolEngine(wiring.Component):
 
         ``here``/``ahead`` are the row addresses of the current beat and the next one (of one input row's
         period, :meth:`row_addresses`); ``step`` is where ``ahead`` stands in that period. On each accepted
-        beat the port reads the word at ``ahead`` (transparent to this clock's write: the next beat may
+        beat the register takes the word at ``ahead`` (or this clock's write to it: the next beat may
         read the word this one writes; no other write comes before the next beat is taken), and
         ``here`` takes ``ahead``'s value. The first beat of a window ignores the word (``first``), so
         the port's contents before the first beat do not matter."""
@@ -216,12 +214,16 @@ class PoolEngine(wiring.Component):
         here = Signal(range(hi + 1), name="row_here")
         ahead = Signal(range(hi + 1), init=seq[1 % period], name="row_ahead")
         step = Signal(range(period), init=1 % period, name="row_step")  # the position of `ahead` in the period
-        rrd = row.read_port(transparent_for=(rwr,))
-        m.d.comb += [rrd.en.eq(accept), rrd.addr.eq(ahead), rwr.addr.eq(here)]
+        # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own: a
+        # synchronous port would go to block RAM, whose output has no register
+        rrd = row.read_port(domain="comb")
+        word = Signal.like(rrd.data, name="row_word")
+        m.d.comb += [rrd.addr.eq(ahead), rwr.addr.eq(here)]
         with m.If(accept):
-            m.d.sync += [here.eq(ahead), step.eq(Mux(step == period - 1, 0, step + 1))]
+            m.d.sync += [here.eq(ahead), step.eq(Mux(step == period - 1, 0, step + 1)),
+                         word.eq(Mux(rwr.en & (ahead == here), rwr.data, rrd.data))]
             self._step_ahead(m, ahead, step)
-        return rrd.data
+        return word
 
     def _step_ahead(self, m: Module, ahead, step):
         """``ahead += deltas[step]``: +1 within a pixel and into the next window; back to the window's
