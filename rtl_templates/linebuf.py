@@ -145,9 +145,6 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
         The window (:class:`~.window.WindowGeometry`; not a pointwise one).
     words
         ``N``, the circular buffer's frame words; ``None``: :func:`line_buffer_size`'s.
-    limit_ports
-        Also show when the limits move and to what (``lim_load``, ``bnd_next``), so that an engine can
-        compare its writer with the limits a clock ahead (the engine's ``fast_paths``). Off by default.
 
     Ports (beyond the conv generator's)
     -----------------------------------
@@ -157,13 +154,11 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
         ``boundary + N``: the writer, in the reader's frame, may write in-frame words below it.
     lim_next : Out, signed
         ``boundary + N − F``: the same for a writer one frame ahead.
-    lim_load, bnd_next : Out (with ``limit_ports``)
-        ``lim_load``: the limits change at this clock's edge, to ``bnd_next + N`` and ``bnd_next + N − F``.
 
     Every output is a register (``phys`` plus a modular add of the output group's offset when grouped).
     """
 
-    def __init__(self, geometry: WindowGeometry, words: int | None = None, limit_ports: bool = False):
+    def __init__(self, geometry: WindowGeometry, words: int | None = None):
         if geometry.is_pointwise:
             raise ValueError(f"LineBufferAddressGenerator needs a sliding window, not the pointwise {geometry!r}")
         if not all(p < k for p, k in zip(geometry.padding, geometry.kernel)):
@@ -176,15 +171,11 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
             raise ValueError(f"line buffer words must be an integer in {size.min_words} … {size.frame_words} "
                              f"for {geometry!r}, not {words!r}")
         self.words = words
-        self.limit_ports = bool(limit_ports)
         super().__init__(geometry)
 
     def extra_members(self) -> dict:
         n, f = self.words, self.geometry.frame_words
-        members = {"phys": Out(range(n)), "lim_same": Out(range(n, f + n + 1)), "lim_next": Out(range(n - f, n + 1))}
-        if self.limit_ports:
-            members.update({"lim_load": Out(1), "bnd_next": Out(range(f + 1))})
-        return members
+        return {"phys": Out(range(n)), "lim_same": Out(range(n, f + n + 1)), "lim_next": Out(range(n - f, n + 1))}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(self, 'geometry', '?')!r}, words={getattr(self, 'words', '?')})"
@@ -232,8 +223,6 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
         nxt = Signal.like(bnd)
         with m.If(self.issue & (step[4] | step[5] | step[6])):
             m.d.sync += [bnd.eq(nxt), lim_same.eq(nxt + n), lim_next.eq(nxt + (n - f))]
-        if self.limit_ports:
-            m.d.comb += [self.lim_load.eq(self.issue & (step[4] | step[5] | step[6])), self.bnd_next.eq(nxt)]
         with m.If(step[4]):
             with m.If(ih0 < 0):
                 m.d.comb += nxt.eq(0)

@@ -54,7 +54,6 @@ partial sums lie in [Σ neg(W[o])·c_max, Σ pos(W[o])·c_max].
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -174,11 +173,9 @@ class SynapticEngine(wiring.Component):
     fast_paths
         Shorter register-to-register paths at the same cycles and sums, for a high clock: the PE array
         clears its accumulators after a group's last word instead of a mux at its first
-        (:class:`~.pe.PEArray`'s ``clear_on_last``), the drain keeps its queue's state in registered
-        flags (:class:`~.drain.Drain`'s ``registered_flags``), and ``x`` enters through a
-        :class:`~.fifo.SkidBuffer` (``x.ready`` a register: the writer's line-buffer compare and the
-        neuron's ready end there instead of running on into the producer, a pool's counters say). Off by
-        default (the Verilog is then as without it).
+        (:class:`~.pe.PEArray`'s ``clear_on_last``), and the drain keeps its queue's state in registered
+        flags (:class:`~.drain.Drain`'s ``registered_flags``). Off by default (the Verilog is then as
+        without it).
     line_buffer
         A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
         frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
@@ -237,9 +234,8 @@ class SynapticEngine(wiring.Component):
         # (a padding as wide as the kernel, which no manifest has, keeps the frame too)
         self.line_buffer = (bool(line_buffer) and not geo.is_pointwise
                             and all(p < k for p, k in zip(geo.padding, geo.kernel)))
-        self.address_generator = address_generator or (
-            (partial(LineBufferAddressGenerator, limit_ports=True) if self.fast_paths else LineBufferAddressGenerator)
-            if self.line_buffer else default_address_generator)
+        self.address_generator = address_generator or (LineBufferAddressGenerator if self.line_buffer
+                                                       else default_address_generator)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
         # the partial sum plus the bias must stay inside the analysed accumulator range
@@ -373,16 +369,10 @@ class SynapticEngine(wiring.Component):
             beat = Signal(name="write_beat")  # a named wire for the ready path
             m.d.comb += [beat.eq(write_beat), nrn.o.ready.eq(w_ready), wr_last_elem.eq(last_elem)]
             write_beat = beat
-            if "lim_load" in gen.signature.members:
-                # the two compares a clock ahead, in registers (fast_paths)
-                below_same, below_next = self._limits_ahead(m, gen, wr_word, accept_word := Signal(), last_elem)
-            else:
-                below_same, below_next = wr_word < gen.lim_same, wr_word < gen.lim_next
-                accept_word = None
             m.d.comb += [
                 ahead.eq(wr_frame - rd_frame),
                 # the word would overwrite word k − N: only once it lies below the reader's boundary
-                space.eq(Mux(ahead == 0, below_same, Mux(ahead == 1, below_next, 1))),
+                space.eq(Mux(ahead == 0, wr_word < gen.lim_same, Mux(ahead == 1, wr_word < gen.lim_next, 1))),
                 w_ready.eq(~write_beat | space),
                 wr.addr.eq(wr_phys),
             ]
@@ -395,8 +385,6 @@ class SynapticEngine(wiring.Component):
             ]
         m.d.comb += [wr.data[l].eq(Mux(wr_lane == l // V, elem(l), pack[l])) for l in range(L)]
         accept = nrn.o.valid & w_ready
-        if lb and accept_word is not None:
-            m.d.comb += accept_word.eq(accept & write_beat)
         with m.If(accept):
             m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - V, 0, wr_chan + V))
             with m.If(write_beat):
@@ -507,27 +495,6 @@ class SynapticEngine(wiring.Component):
                 tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
             ]
         return m
-
-    @staticmethod
-    def _limits_ahead(m: Module, gen, wr_word, wrote, last_elem):
-        """``wr_word < lim_same`` and ``wr_word < lim_next`` as registers (the line buffer's write limits, for
-        ``fast_paths``): each is compared with the next clock's ``wr_word`` (the same, one on, or 0 after a
-        frame's last word: ``wrote`` and ``last_elem`` choose) and limits (the same, or the generator's
-        ``bnd_next`` plus their offsets when ``lim_load``), every choice side by side, so the registers hold
-        the very compare of the clock they are read in."""
-        n, f = gen.words, gen.geometry.frame_words
-        out = []
-        for name, lim, offset, init in (("same", gen.lim_same, n, 0 < n), ("next", gen.lim_next, n - f, 0 < n - f)):
-            below = Signal(init=int(init), name=f"below_{name}")
-            loaded = Signal(lim.shape(), name=f"lim_{name}_load")
-            m.d.comb += loaded.eq(gen.bnd_next + offset)
-
-            def cmp(word):
-                return Mux(gen.lim_load, word < loaded, word < lim)
-
-            m.d.sync += below.eq(Mux(wrote, Mux(last_elem, cmp(0), cmp(wr_word + 1)), cmp(wr_word)))
-            out.append(below)
-        return out
 
     @staticmethod
     def _replay_read(m: Module, gen, rd, scan_addr):
