@@ -148,7 +148,10 @@ class PoolEngine(wiring.Component):
         wk, col = Signal(range(KW)), Signal(range(WO + 1))
         hk, band = Signal(range(KH)), Signal(range(HO + 1))
         wpos, hpos = Signal(range(W)), Signal(range(H))
-        row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[])
+        # fast_paths: distributed RAM (Yosys would otherwise fold the word register into a block RAM's
+        # synchronous read, whose output has no register: 5.8 ns clock to out on ECP5)
+        row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[],
+                            **({"attrs": {"ram_style": "distributed"}} if self.fast_paths else {}))
         m.submodules.row = row
         # (the plain engine's ports, statements and their order as before fast_paths: its Verilog is unchanged)
         rrd = None if self.fast_paths else row.read_port(domain="comb")
@@ -214,8 +217,7 @@ class PoolEngine(wiring.Component):
         here = Signal(range(hi + 1), name="row_here")
         ahead = Signal(range(hi + 1), init=seq[1 % period], name="row_ahead")
         step = Signal(range(period), init=1 % period, name="row_step")  # the position of `ahead` in the period
-        # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own: a
-        # synchronous port would go to block RAM, whose output has no register
+        # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own
         rrd = row.read_port(domain="comb")
         word = Signal.like(rrd.data, name="row_word")
         m.d.comb += [rrd.addr.eq(ahead), rwr.addr.eq(here)]
