@@ -126,8 +126,8 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
     fast_paths
         Every dense synaptic engine gets shorter register-to-register paths at the same cycles and
         sums (:class:`bitspike.rtl_templates.synapse.SynapticEngine`'s ``fast_paths``: accumulators
-        cleared after a group's last word, the drain's queue state in registered flags, a skid buffer at
-        the input so that its ``x.ready`` is a register); every streaming pool reads its row memory a
+        cleared after a group's last word, the drain's queue state in registered flags, a skid buffer
+        between the neuron and the writer); every streaming pool reads its row memory a
         beat ahead (:class:`bitspike.rtl_templates.pool.PoolEngine`'s ``fast_paths``).
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):

@@ -98,9 +98,13 @@ class SkidBuffer(wiring.Component):
             self.y.valid.eq(full | self.x.valid),
             self.y.payload.eq(Mux(full, slot, self.x.payload)),
         ]
+        # the slot takes every beat offered while it is empty (whether y takes it too does not matter: the
+        # flag says whether the slot holds one), so only the flag's input depends on y.ready
+        with m.If(~full):
+            m.d.sync += slot.eq(self.x.payload)
         with m.If(full):
             with m.If(self.y.ready):
                 m.d.sync += full.eq(0)
         with m.Elif(self.x.valid & ~self.y.ready):
-            m.d.sync += [full.eq(1), slot.eq(self.x.payload)]
+            m.d.sync += full.eq(1)
         return m
