@@ -45,14 +45,26 @@ FOLDS = {
 }
 
 
-def generate_options(fold: str) -> dict:
-    """``generate`` keyword arguments for a fold: the ULX3S-85F budget for ``auto``, else the fold itself."""
+def generate_options(fold: str, fast_paths: bool = False) -> dict:
+    """``generate`` keyword arguments for a fold: the ULX3S-85F budget for ``auto``, else the fold itself;
+    ``fast_paths`` only when asked (so the other rows' designs stay as they were)."""
     from bitspike.gen.boards import device_budget, get_board
 
+    extra = {"fast_paths": True} if fast_paths else {}
     if fold != "auto":
-        return {"fold": fold}
+        return {"fold": fold, **extra}
     dev = device_budget(get_board("ulx3s-85f"))
-    return {"max_luts": dev.lut, "dsp_blocks": dev.dsp, "device": dev}
+    return {"max_luts": dev.lut, "dsp_blocks": dev.dsp, "device": dev, **extra}
+
+
+def row_name(fold_name: str, fast_paths: bool) -> str:
+    """A row's name: the fold's, ``+fast`` with ``--fast-paths``."""
+    return fold_name + ("+fast" if fast_paths else "")
+
+
+def row_order(name: str) -> tuple[int, bool]:
+    base, fast = name.removesuffix("+fast"), name.endswith("+fast")
+    return list(FOLDS).index(base), fast
 
 
 def fold_text(plan) -> str:
@@ -73,7 +85,7 @@ def images(manifest, samples: int):
     return images_for_manifest(load_dataset("fashion-mnist", "test").images[:samples], manifest)
 
 
-def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
+def cosim_row(manifest, name: str, fold: str, samples: int, fast_paths: bool = False) -> dict:
     from bitspike.gen import generate
     from bitspike.host.golden import GoldenModel
     from bitspike.sim.cosim import CoSim
@@ -81,7 +93,7 @@ def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
 
     out = WORK / name
     t0 = time.monotonic()
-    report = generate(manifest, out, debug_taps=True, fuse="off", **generate_options(fold))
+    report = generate(manifest, out, debug_taps=True, fuse="off", **generate_options(fold, fast_paths))
     gen_s = time.monotonic() - t0
     plan = report.plan
     x = images(manifest, samples)
@@ -97,7 +109,7 @@ def cosim_row(manifest, name: str, fold: str, samples: int) -> dict:
     exact_alone, first = compare_all(alone, seqs, sim.design.taps, ref)
     exact_stalled, first_s = compare_all(stalled, seqs, sim.design.taps, ref)
     return {
-        "fold_asked": fold, "fold": fold_text(plan),
+        "fold_asked": fold, "fold": fold_text(plan), "fast_paths": bool(fast_paths),
         "engines": [{"name": n.name, "op": n.op, "pes": n.pes, "lanes": n.lanes, "vec_in": n.vec_in,
                      "vec_out": n.vec_out, "cycles": n.cycles, **({"taps": n.taps} if getattr(n, "taps", 1) != 1 else {})}
                     for n in plan.layers if n.engine],
@@ -136,7 +148,7 @@ def synth_command(command: str | None):
         synth.TARGETS["ecp5"] = before
 
 
-def synth_row(manifest, name: str, fold: str) -> dict:
+def synth_row(manifest, name: str, fold: str, fast_paths: bool = False) -> dict:
     """Yosys ``synth_ecp5`` of the accelerator (``generate(..., synth="ecp5")``, no debug taps).
 
     yowasp Yosys 0.70's ABC9 pass stops on an internal assertion on these designs (``abc_ops_reintegrate.cc``:
@@ -154,7 +166,7 @@ def synth_row(manifest, name: str, fold: str) -> dict:
         try:
             with synth_command(command):
                 report = generate(manifest, WORK / f"{name}-synth{'' if command is None else '-abc'}", fuse="off",
-                                  synth="ecp5", **generate_options(fold))
+                                  synth="ecp5", **generate_options(fold, fast_paths))
         except HardwareError as e:
             print(f"{name}: Yosys failed ({str(e)[-200:]!r})", flush=True)
             if command is not None:
@@ -288,15 +300,19 @@ def main(argv=None) -> int:
                    help="with --synth: also place and route the accelerator alone with nextpnr-ecp5 (long)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (with --pnr)")
     p.add_argument("--clock", type=float, default=100.0, help="nextpnr clock constraint in MHz (with --pnr)")
+    p.add_argument("--fast-paths", action="store_true",
+                   help="generate with fast_paths (rows named FOLD+fast; the default rows are kept)")
     args = p.parse_args(argv)
     manifest = fashion_cnn_shaped(0)
     rows = []
-    for name in args.folds:
+    fast = args.fast_paths
+    for fold_name in args.folds:
+        name = row_name(fold_name, fast)
         print(f"{name}: co-simulation", flush=True)
-        rows.append({"name": name, **cosim_row(manifest, name, FOLDS[name], args.samples)})
+        rows.append({"name": name, **cosim_row(manifest, name, FOLDS[fold_name], args.samples, fast)})
     for row in rows if args.synth else []:  # after every co-simulation: a long synthesis loses none of them
         print(f"{row['name']}: Yosys", flush=True)
-        row["synth"] = synth_row(manifest, row["name"], FOLDS[row["name"]])
+        row["synth"] = synth_row(manifest, row["name"], row["fold_asked"], fast)
         if args.pnr and row["synth"].get("command", "").endswith("for abc9"):
             print(f"{row['name']}: nextpnr", flush=True)
             row["pnr"] = pnr_row(row["name"], args.seed, args.clock)
@@ -305,9 +321,10 @@ def main(argv=None) -> int:
            "date": time.strftime("%Y-%m-%d"), "samples": args.samples, "manifest_digest": manifest.digest(),
            "rows": rows, "notes": NOTES}
     old = RESULTS / "vecpool.json"
-    if old.exists() and set(args.folds) != set(FOLDS):  # a partial run keeps the other folds' rows
-        keep = [r for r in json.loads(old.read_text())["rows"] if r["name"] not in args.folds]
-        doc["rows"] = sorted(keep + rows, key=lambda r: list(FOLDS).index(r["name"]))
+    if old.exists():  # a partial run keeps the other rows (other folds, the other fast_paths setting)
+        done = {r["name"] for r in rows}
+        keep = [r for r in json.loads(old.read_text())["rows"] if r["name"] not in done]
+        doc["rows"] = sorted(keep + rows, key=lambda r: row_order(r["name"]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "vecpool.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (RESULTS / "vecpool.md").write_text(markdown(doc))

@@ -101,12 +101,14 @@ def _check_graph(manifest: Manifest) -> None:
 
 def _with_fast_paths(node: PlanNode, on: bool) -> PlanNode:
     """``node`` with ``fast_paths`` set when ``on`` and it is a dense synaptic engine (a stepped
-    engine has neither the PE array nor the drain it changes)."""
+    engine has neither the PE array nor the drain it changes) or a streaming pool (its row memory)."""
     from dataclasses import replace
 
     from bitspike.ops.neuron import SteppedNode, SynapticNode
+    from bitspike.ops.pooling import PoolNode
 
-    if on and isinstance(node, SynapticNode) and not isinstance(node, SteppedNode):
+    if on and ((isinstance(node, SynapticNode) and not isinstance(node, SteppedNode))
+               or (isinstance(node, PoolNode) and node.streaming)):
         return replace(node, fast_paths=True)
     return node
 
@@ -138,7 +140,9 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
     fast_paths
         Every dense synaptic engine gets shorter register-to-register paths at the same cycles and
         sums (:class:`bitspike.rtl_templates.synapse.SynapticEngine`'s ``fast_paths``: accumulators
-        cleared after a group's last word, the drain's queue state in registered flags).
+        cleared after a group's last word, the drain's queue state in registered flags, a skid buffer
+        between the neuron and the writer); every streaming pool reads its row memory a
+        beat ahead (:class:`bitspike.rtl_templates.pool.PoolEngine`'s ``fast_paths``).
     multi_tap
         ``fold="auto"`` may also choose how many kernel taps a conv engine reads per clock (a window row or
         the whole window: :mod:`bitspike.rtl_templates.multitap`) where that shortens the interval. Off: one

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Shape, Signal
+from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFifo", "StreamFork"]
+__all__ = ["StreamFifo", "StreamFork", "SkidBuffer"]
 
 
 class StreamFifo(wiring.Component):
@@ -71,3 +71,40 @@ def _and(values):
     for v in values[1:]:
         out = out & v
     return out
+
+
+class SkidBuffer(wiring.Component):
+    """A stream stage whose ``x.ready`` is a register: one beat of storage, passed through when empty.
+
+    While the slot is empty a beat goes straight from ``x`` to ``y`` (no added latency); a beat
+    that ``y`` does not take is kept in the slot, and ``x.ready`` is low while the slot is full.
+    So ``x.ready`` is a flip-flop (``y.ready`` never reaches the producer in the same clock), and
+    the stream keeps a beat per clock: the slot is emptied on the first clock ``y`` is ready again.
+    """
+
+    def __init__(self, shape):
+        self.shape = shape
+        super().__init__({"x": In(stream.Signature(shape)), "y": Out(stream.Signature(shape))})
+
+    def __repr__(self) -> str:
+        return f"SkidBuffer({self.shape!r})"
+
+    def elaborate(self, platform):
+        m = Module()
+        full = Signal()
+        slot = Signal(self.shape)
+        m.d.comb += [
+            self.x.ready.eq(~full),
+            self.y.valid.eq(full | self.x.valid),
+            self.y.payload.eq(Mux(full, slot, self.x.payload)),
+        ]
+        # the slot takes every beat offered while it is empty (whether y takes it too does not matter: the
+        # flag says whether the slot holds one), so only the flag's input depends on y.ready
+        with m.If(~full):
+            m.d.sync += slot.eq(self.x.payload)
+        with m.If(full):
+            with m.If(self.y.ready):
+                m.d.sync += full.eq(0)
+        with m.Elif(self.x.valid & ~self.y.ready):
+            m.d.sync += full.eq(1)
+        return m

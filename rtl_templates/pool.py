@@ -99,10 +99,17 @@ class PoolEngine(wiring.Component):
     vec
         Elements per beat of ``x`` and ``y`` (a vector stream: consecutive channels of one pixel;
         it divides the channels). 1: one value per beat.
+    fast_paths
+        Read the row memory a beat ahead into a register instead of combinationally at the beat:
+        the row word of the beat after the accepted one is read (or, when it is the word being written,
+        the value written) while the accepted one is taken, and
+        the row addresses are registers stepped by constants (the address of the next beat, and of
+        the current one for the write). The same results at the same clocks; off by default (the
+        Verilog is then as without it).
     """
 
     def __init__(self, *, kind: str, shape, kernel, stride, x_range: Range, out_range: Range, debug_taps: bool = False,
-                 vec: int = 1):
+                 vec: int = 1, fast_paths: bool = False):
         if kind not in ("maxpool", "avgpool"):
             raise ValueError(f"PoolEngine kind must be 'maxpool' or 'avgpool', not {kind!r}")
         if tuple(kernel) != tuple(stride):
@@ -115,7 +122,16 @@ class PoolEngine(wiring.Component):
             raise ValueError(f"pool window {list(kernel)} does not fit a {h}x{w} map")
         _check_pool_vec(vec, c, "PoolEngine")
         self.x_range, self.out_range, self.debug_taps, self.vec = x_range, out_range, debug_taps, vec
+        self.fast_paths = bool(fast_paths)
         super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
+
+    def row_addresses(self) -> list[int]:
+        """The row word each beat of an input row reads and writes (``col·C + ch``, beats of a pixel
+        ``C``): the same for every row, so the beats' addresses repeat with a period of one input row."""
+        c, _h, w = self.shape
+        c //= self.vec
+        kw = self.kernel[1]
+        return [(x // kw) * c + ch for x in range(w) for ch in range(c)]
 
     def __repr__(self) -> str:
         vec = f", vec={self.vec}" if getattr(self, "vec", 1) != 1 else ""
@@ -132,9 +148,13 @@ class PoolEngine(wiring.Component):
         wk, col = Signal(range(KW)), Signal(range(WO + 1))
         hk, band = Signal(range(KH)), Signal(range(HO + 1))
         wpos, hpos = Signal(range(W)), Signal(range(H))
-        row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[])
+        # fast_paths: distributed RAM (Yosys would otherwise fold the word register into a block RAM's
+        # synchronous read, whose output has no register: 5.8 ns clock to out on ECP5)
+        row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[],
+                            **({"attrs": {"ram_style": "distributed"}} if self.fast_paths else {}))
         m.submodules.row = row
-        rrd = row.read_port(domain="comb")
+        # (the plain engine's ports, statements and their order as before fast_paths: its Verilog is unchanged)
+        rrd = None if self.fast_paths else row.read_port(domain="comb")
         rwr = row.write_port()
         in_window = Signal()
         first, final = Signal(), Signal()
@@ -143,13 +163,13 @@ class PoolEngine(wiring.Component):
             in_window.eq((col < WO) & (band < HO)),
             first.eq((hk == 0) & (wk == 0)),
             final.eq((hk == KH - 1) & (wk == KW - 1)),
-            rrd.addr.eq(col * C + ch),
-            rwr.addr.eq(col * C + ch),
+            *([] if rrd is None else [rrd.addr.eq(col * C + ch), rwr.addr.eq(col * C + ch)]),
             rwr.data.eq(new),
             self.x.ready.eq(~self.y.valid | self.y.ready),
         ]
+        row_word = self._row_ahead(m, row, rwr, self.x.valid & self.x.ready) if rrd is None else rrd.data
         x = self.x.payload
-        for n, xe, r in zip(_lanes(new, V), _lanes(x, V), _lanes(rrd.data, V)):
+        for n, xe, r in zip(_lanes(new, V), _lanes(x, V), _lanes(row_word, V)):
             if self.kind == "maxpool":
                 m.d.comb += n.eq(Mux(first | (xe > r), xe, r))
             else:
@@ -181,6 +201,55 @@ class PoolEngine(wiring.Component):
             m.d.comb += [self.tap_x.payload.eq(x), self.tap_x.valid.eq(accept),
                          self.tap_out.payload.eq(new), self.tap_out.valid.eq(emit)]
         return m
+
+    def _row_ahead(self, m: Module, row, rwr, accept):
+        """``fast_paths``: the row word of the current beat, from a register read the beat before.
+
+        ``here``/``ahead`` are the row addresses of the current beat and the next one (of one input row's
+        period, :meth:`row_addresses`); ``step`` is where ``ahead`` stands in that period. On each accepted
+        beat the register takes the word at ``ahead`` (or this clock's write to it: the next beat may
+        read the word this one writes; no other write comes before the next beat is taken), and
+        ``here`` takes ``ahead``'s value. The first beat of a window ignores the word (``first``), so
+        the port's contents before the first beat do not matter."""
+        seq = self.row_addresses()
+        period = len(seq)
+        hi = max(seq)  # a row's pixels past the last window (col = WO) have addresses past the memory: unused
+        here = Signal(range(hi + 1), name="row_here")
+        ahead = Signal(range(hi + 1), init=seq[1 % period], name="row_ahead")
+        step = Signal(range(period), init=1 % period, name="row_step")  # the position of `ahead` in the period
+        # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own
+        rrd = row.read_port(domain="comb")
+        word = Signal.like(rrd.data, name="row_word")
+        m.d.comb += [rrd.addr.eq(ahead), rwr.addr.eq(here)]
+        with m.If(accept):
+            m.d.sync += [here.eq(ahead), step.eq(Mux(step == period - 1, 0, step + 1)),
+                         word.eq(Mux(rwr.en & (ahead == here), rwr.data, rrd.data))]
+            self._step_ahead(m, ahead, step)
+        return word
+
+    def _step_ahead(self, m: Module, ahead, step):
+        """``ahead += deltas[step]``: +1 within a pixel and into the next window; back to the window's
+        first beat at a pixel's end inside a window; to 0 at the row's end (flags from ``step``'s
+        position within the pixel and the row, compared with constants)."""
+        c, _h, w = self.shape
+        c //= self.vec
+        kw = self.kernel[1]
+        period = w * c
+        ch_end = Signal(name="row_ch_end")  # ahead is a pixel's last beat
+        wk_end = Signal(name="row_wk_end")  # ... of a window's last column
+        row_end = Signal(name="row_end")  # ... of the row's last pixel
+        ch_a = Signal(range(c), init=1 % c, name="row_ch")
+        wk_a = Signal(range(kw), init=(1 // c) % kw, name="row_wk")
+        m.d.comb += [ch_end.eq(ch_a == c - 1), wk_end.eq(wk_a == kw - 1), row_end.eq(step == period - 1)]
+        m.d.sync += ch_a.eq(Mux(ch_end, 0, ch_a + 1))
+        with m.If(ch_end):
+            m.d.sync += wk_a.eq(Mux(wk_end | row_end, 0, wk_a + 1))
+        with m.If(row_end):
+            m.d.sync += ahead.eq(0)
+        with m.Elif(ch_end & ~wk_end):
+            m.d.sync += ahead.eq(ahead - (c - 1))
+        with m.Else():
+            m.d.sync += ahead.eq(ahead + 1)
 
 
 class WindowPoolEngine(wiring.Component):

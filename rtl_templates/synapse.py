@@ -64,6 +64,7 @@ from amaranth.lib.wiring import In, Out
 from bitspike.ranges import LayerRanges, Range
 from bitspike.ops.base import Requant
 from .adder_tree import tree_depth
+from .fifo import SkidBuffer
 from .drain import HOLD_SLOTS, Drain, const_range, drain_latency
 from .neuron import CountStage, NeuronStage, check_neuron_params, shape_of, vector_shape
 from .pe import PRODUCT_STAGES, PEArray, is_narrow, lut_cost, word_tag_layout
@@ -172,9 +173,11 @@ class SynapticEngine(wiring.Component):
     fast_paths
         Shorter register-to-register paths at the same cycles and sums, for a high clock: the PE array
         clears its accumulators after a group's last word instead of a mux at its first
-        (:class:`~.pe.PEArray`'s ``clear_on_last``), and the drain keeps its queue's state in registered
-        flags (:class:`~.drain.Drain`'s ``registered_flags``). Off by default (the Verilog is then as
-        without it).
+        (:class:`~.pe.PEArray`'s ``clear_on_last``), the drain keeps its queue's state in registered
+        flags (:class:`~.drain.Drain`'s ``registered_flags``), and the neuron's counts reach the writer
+        through a :class:`~.fifo.SkidBuffer` (the writer's ready, the line buffer's limit compare, ends at
+        its flag instead of running on through the neuron's ready into the producer, a pool's counters
+        say). Off by default (the Verilog is then as without it).
     line_buffer
         A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
         frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
@@ -333,6 +336,13 @@ class SynapticEngine(wiring.Component):
             m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
                                                     count_shape=unsigned(cw), vec=V)
         wiring.connect(m, wiring.flipped(self.x), nrn.i)
+        counts = nrn.o
+        if self.fast_paths:
+            # the counts reach the writer through a skid buffer: its ready (the line buffer's limit compare)
+            # ends at the skid's flag instead of running on through the neuron's ready into the producer
+            m.submodules.skid = skid = SkidBuffer(nrn.o.payload.shape())
+            wiring.connect(m, nrn.o, skid.x)
+            counts = skid.y
 
         # ---- writer: pack channel counts into words of the line buffer or a double-buffered frame memory (a
         # beat's V counts go to V consecutive lanes of one word: V divides the lanes and a group's channels)
@@ -347,7 +357,7 @@ class SynapticEngine(wiring.Component):
         wr_lane = Signal(range(L // V))  # the beat's lane slot (lanes wr_lane·V …)
         wr_last_elem = Signal()
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
-        count = nrn.o.payload
+        count = counts.payload
         elem = (lambda l: count) if V == 1 else (lambda l: count[l % V])  # the count lane l would take
         w_ready = Signal()
         # this beat completes its word (the frame path keeps the expression: its Verilog stays as it was)
@@ -360,7 +370,7 @@ class SynapticEngine(wiring.Component):
             wr_phys = Signal(range(body))
             space = Signal()
             beat = Signal(name="write_beat")  # a named wire for the ready path
-            m.d.comb += [beat.eq(write_beat), nrn.o.ready.eq(w_ready), wr_last_elem.eq(last_elem)]
+            m.d.comb += [beat.eq(write_beat), counts.ready.eq(w_ready), wr_last_elem.eq(last_elem)]
             write_beat = beat
             m.d.comb += [
                 ahead.eq(wr_frame - rd_frame),
@@ -372,12 +382,12 @@ class SynapticEngine(wiring.Component):
         else:
             m.d.comb += [
                 w_ready.eq(~full.bit_select(wr_bank, 1)),
-                nrn.o.ready.eq(w_ready),
+                counts.ready.eq(w_ready),
                 wr_last_elem.eq(last_elem),
                 wr.addr.eq(Mux(wr_bank, wr_word + frame, wr_word)),
             ]
         m.d.comb += [wr.data[l].eq(Mux(wr_lane == l // V, elem(l), pack[l])) for l in range(L)]
-        accept = nrn.o.valid & w_ready
+        accept = counts.valid & w_ready
         with m.If(accept):
             m.d.sync += wr_chan.eq(Mux(wr_chan == group_c - V, 0, wr_chan + V))
             with m.If(write_beat):

@@ -109,9 +109,11 @@ def test_line_buffer_generator_refuses_bad_sizes():
     (1, 2, 2, (7, 7), 3, 3, 0, 1, 2, 2, False, True),  # stride 3 leaves the last row unread
     pytest.param((4, 4, 4, (6, 5), 3, 1, 1, 1, 1, 3, False, False), marks=pytest.mark.slow),  # depthwise, default size
     (2, 6, 4, (6, 6), 2, 2, 0, 2, 2, 1, True, True),  # two groups, a word's second lane pads a group
-], ids=["dense", "stride2", "stride3", "depthwise", "groups2"])
+    # fast_paths (the skid buffer at x, the accumulators cleared after a group's last word, registered flags)
+    (1, 3, 2, (7, 6), 3, 1, 1, 2, 2, 2, True, True, True),
+], ids=["dense", "stride2", "stride3", "depthwise", "groups2", "dense-fast"])
 def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
-    groups, c_in, c_out, hw, ks, stride, pad, pes, lanes, w_bits, requantized, smallest = case
+    groups, c_in, c_out, hw, ks, stride, pad, pes, lanes, w_bits, requantized, smallest, *fast = case
     rng = np.random.default_rng(sum(hw) * 7 + groups)
     s_bits, t, k = 2, 2, 1
     lim = 1 if w_bits == 1 else (1 << (w_bits - 1)) - 1
@@ -131,7 +133,7 @@ def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
             return LineBufferAddressGenerator(geo, words=line_buffer_size(geo).min_words)
     dut = SynapticEngine(weight=weight, bias=bias, in_hw=hw, stride=(stride, stride), padding=(pad, pad),
                          w_bits=w_bits, s_bits=s_bits, timesteps=t, k=k, requant=rq, ranges=ranges, pes=pes,
-                         lanes=lanes, groups=groups, address_generator=factory)
+                         lanes=lanes, groups=groups, address_generator=factory, fast_paths=bool(fast))
     assert dut.line_buffer
     frames = 3
     xs = rng.integers(x.lo, x.hi + 1, size=(frames, c_in, *hw))

@@ -24,31 +24,37 @@ from bitspike.testing import NetBuilder
 # ---- the engines alone
 
 
-def _engine(kind: str, shape, kernel, stride, padding, vec: int, x_range: Range):
+def _engine(kind: str, shape, kernel, stride, padding, vec: int, x_range: Range, fast: bool = False):
     from bitspike.rtl_templates.pool import PoolEngine, WindowPoolEngine
 
     n = kernel[0] * kernel[1]
     out_range = x_range if kind == "maxpool" else Range(n * min(0, x_range.lo), n * x_range.hi)
     if tuple(kernel) == tuple(stride) and tuple(padding) == (0, 0):
         return PoolEngine(kind=kind, shape=shape, kernel=kernel, stride=stride, x_range=x_range, out_range=out_range,
-                          vec=vec)
+                          vec=vec, fast_paths=fast)
     return WindowPoolEngine(kind=kind, shape=shape, kernel=kernel, stride=stride, padding=padding, x_range=x_range,
                             out_range=out_range, vec=vec)
 
 
-@pytest.mark.parametrize("kind,shape,kernel,stride,padding,vec", [
-    ("maxpool", (6, 4, 6), (2, 2), (2, 2), (0, 0), 3),
-    ("avgpool", (4, 5, 4), (2, 2), (2, 2), (0, 0), 2),
-    ("maxpool", (4, 5, 4), (3, 2), (2, 1), (1, 1), 4),
-    ("avgpool", (6, 4, 5), (3, 3), (2, 2), (1, 0), 3),
+@pytest.mark.parametrize("kind,shape,kernel,stride,padding,vec,fast", [
+    ("maxpool", (6, 4, 6), (2, 2), (2, 2), (0, 0), 3, False),
+    ("avgpool", (4, 5, 4), (2, 2), (2, 2), (0, 0), 2, False),
+    ("maxpool", (4, 5, 4), (3, 2), (2, 1), (1, 1), 4, False),
+    ("avgpool", (6, 4, 5), (3, 3), (2, 2), (1, 0), 3, False),
+    # fast_paths (the row memory read a beat ahead): several beats a pixel; one beat a pixel (the next beat
+    # reads the word just written); odd widths and heights (pixels and rows past the last window)
+    ("maxpool", (6, 4, 6), (2, 2), (2, 2), (0, 0), 3, True),
+    ("avgpool", (4, 5, 5), (2, 2), (2, 2), (0, 0), 4, True),
+    ("maxpool", (2, 7, 7), (3, 3), (3, 3), (0, 0), 2, True),
+    ("avgpool", (3, 4, 5), (1, 2), (1, 2), (0, 0), 3, True),
 ])
-def test_pool_engines_take_vector_beats_under_stalls(kind, shape, kernel, stride, padding, vec):
+def test_pool_engines_take_vector_beats_under_stalls(kind, shape, kernel, stride, padding, vec, fast):
     """Three frames back to back, ``vec`` channels per beat in and out, random valid and ready."""
     from bitspike.rtl_templates.pool import pool_reference
     from stream_bench import run_stalled
 
     x_range = Range(-9, 12)
-    dut = _engine(kind, shape, kernel, stride, padding, vec, x_range)
+    dut = _engine(kind, shape, kernel, stride, padding, vec, x_range, fast)
     rng = np.random.default_rng(vec + len(kind))
     frames = [[int(v) for v in rng.integers(x_range.lo, x_range.hi + 1, size=math.prod(shape))] for _ in range(3)]
     frames[0][:2] = [x_range.lo, x_range.hi]
@@ -180,6 +186,17 @@ def test_a_device_the_vectors_do_not_fit_keeps_the_scalar_plan():
 def test_conv_pool_conv_pool_fc_vectors_are_bit_exact_and_on_time(check_cosim):
     """Three channels per beat into maxpool1, two into maxpool3 and the linear layer."""
     check_cosim(conv_pool_net(0), seed=3, samples=4, fold="conv0=6x1x3,conv1=4x3x2,line2=4x2")
+
+
+def test_fast_paths_through_vector_pools_are_bit_exact_and_on_time(check_cosim, cosim_of):
+    """``fast_paths`` on the CNN (a skid buffer at every synaptic engine's input, so a pool's ``x.ready``
+    no longer waits for the conv's line-buffer compare): every tap under stalls, the planner's latency
+    alone and its interval back to back, to the cycle."""
+    m, fold = conv_pool_net(0), "conv0=6x1x3,conv1=4x3x2,line2=4x2"
+    check_cosim(m, seed=3, samples=4, fold=fold, fast_paths=True)
+    sim = cosim_of(m, fold=fold, fast_paths=True)
+    x = np.random.default_rng(3).integers(0, 256, size=(4, *m.input.shape))
+    assert sim.run(x, processes=1).initiation_interval == sim.design.initiation_interval
 
 
 @pytest.mark.slow

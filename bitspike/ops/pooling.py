@@ -141,6 +141,9 @@ class PoolNode(PlanNode):
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    # --fast-paths: the streaming engine reads its row memory a beat ahead into a register
+    # (bitspike.rtl_templates.pool.PoolEngine's fast_paths; the same clocks)
+    fast_paths: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -263,8 +266,9 @@ class PoolOp(Op):
         r = plan.ranges[layer.name]
         vec = {"vec": node.vec_in} if node.vec_in != 1 else {}
         if node.streaming:
+            fast = {"fast_paths": True} if node.fast_paths else {}
             return PoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
-                              x_range=r.x, out_range=r.out, debug_taps=debug, **vec)
+                              x_range=r.x, out_range=r.out, debug_taps=debug, **vec, **fast)
         return WindowPoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
                                 padding=node.padding, x_range=r.x, out_range=r.out, debug_taps=debug, **vec)
 
