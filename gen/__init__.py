@@ -24,7 +24,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
              max_luts: int | None = None, debug_taps: bool = False, synth: str | None = None,
              dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
              fuse: str | None = None, zero_skip: str | None = None, fast_paths: bool = False,
-             multi_tap: bool = False):
+             multi_tap: bool = False, family: str | None = None):
     """Generate the accelerator for ``manifest`` into ``out_dir``.
 
     Parameters
@@ -65,6 +65,9 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     multi_tap
         ``fold="auto"`` may give conv engines several kernel taps per clock (``--multi-tap``,
         :mod:`bitspike.rtl_templates.multitap`); a manual fold names them as ``PESxLANEStTAPS``.
+    family
+        The FPGA family the design is for (``device``'s when not given; ``bitspike build`` gives the board's):
+        on iCE40, which has no LUT RAM, the streaming pools' row memories go to block RAM.
 
     Returns
     -------
@@ -85,7 +88,7 @@ def generate(manifest, out_dir: str | os.PathLike, *, fold: str | Mapping[str, A
     plan = make_plan(manifest, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device,
                      target_interval=target_interval, fuse=DEFAULT_FUSE if fuse is None else fuse,
                      zero_skip=DEFAULT_ZERO_SKIP if zero_skip is None else zero_skip,
-                     fast_paths=fast_paths, multi_tap=multi_tap)
+                     fast_paths=fast_paths, multi_tap=multi_tap, family=family)
     top, files = emit_verilog(plan, out_dir, debug_taps=debug_taps)
     report = build_report(plan, files, top.taps, debug_taps)
     if device is not None:

@@ -330,13 +330,13 @@ def _board_top(board: BoardSpec, config, pll=None):
 
 
 def _generate(manifest, gen_dir: Path, fold, max_luts, dsp_blocks=None, device=None, fuse=None,
-              fast_paths=False, multi_tap=False) -> dict:
+              fast_paths=False, multi_tap=False, family=None) -> dict:
     try:
         from bitspike.gen import generate
     except ImportError as exc:
         raise HardwareError(f"the network generator (bitspike.gen.generate) is not available: {exc}") from exc
     generate(manifest, gen_dir, fold=fold, max_luts=max_luts, dsp_blocks=dsp_blocks, device=device, fuse=fuse,
-             fast_paths=fast_paths, multi_tap=multi_tap)
+             fast_paths=fast_paths, multi_tap=multi_tap, family=family)
     return dict(read_report(gen_dir).data)
 
 
@@ -384,7 +384,8 @@ def _prepare(manifest, spec: BoardSpec, out: Path, *, baud, fold, max_luts, gen_
         # products get the part's DSP blocks one by one (bitspike.gen.dsp), never all-or-nothing
         if dsp_blocks is None:
             dsp_blocks = None if spec.capacity is None else spec.capacity.dsp
-        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse, fast_paths, multi_tap)
+        report = _generate(manifest, gen_dir, fold, max_luts, dsp_blocks, device, fuse, fast_paths, multi_tap,
+                           family=spec.family)
     else:
         gen_dir = Path(gen_dir)
         report = dict(read_report(gen_dir).data)  # names the file and what is wrong with it

@@ -113,10 +113,25 @@ def _with_fast_paths(node: PlanNode, on: bool) -> PlanNode:
     return node
 
 
+def _with_row_block(node: PlanNode, family: str | None) -> PlanNode:
+    """``node`` with ``row_block`` set when it is a streaming pool and ``family`` has no LUT RAM (iCE40): its
+    row memory then goes to a block RAM instead of flip-flops."""
+    from dataclasses import replace
+
+    from bitspike.ops.pooling import PoolNode
+
+    from .folding import LUTRAM_COST
+
+    if family is not None and family in LUTRAM_COST and LUTRAM_COST[family] is None \
+            and isinstance(node, PoolNode) and node.streaming:
+        return replace(node, row_block=True)
+    return node
+
+
 def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto", max_luts: int | None = None,
               dsp_blocks: int | None = None, device=None, target_interval: int | None = None,
               fuse: str = DEFAULT_FUSE, zero_skip: str = "off", fast_paths: bool = False,
-              multi_tap: bool = False) -> Plan:
+              multi_tap: bool = False, family: str | None = None) -> Plan:
     """Plan the accelerator for ``manifest``.
 
     Parameters
@@ -147,6 +162,10 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         ``fold="auto"`` may also choose how many kernel taps a conv engine reads per clock (a window row or
         the whole window: :mod:`bitspike.rtl_templates.multitap`) where that shortens the interval. Off: one
         tap a clock, as before (a manual fold's ``tTAPS`` is taken either way).
+    family
+        The FPGA family the design is for (``"ice40"``, ``"ecp5"``, …; ``device``'s when not given): on a
+        family without LUT RAM (iCE40) the streaming pools keep their row memories in block RAM
+        (:class:`bitspike.rtl_templates.pool.PoolEngine`'s ``row_block``). ``None``: no family assumed.
     """
     if max_luts is not None and (isinstance(max_luts, bool) or not isinstance(max_luts, int) or max_luts < 1):
         raise HardwareError(f"max_luts must be a positive integer, not {max_luts!r}")
@@ -158,7 +177,8 @@ def make_plan(manifest: Manifest, fold: str | Mapping[str, Any] | None = "auto",
         if op is None:
             raise HardwareError(f"layer {i} '{layer.name}': the generator has no engine for op {layer.op!r} "
                                 f"(supported: {', '.join(sorted(OPS))})")
-        nodes.append(_with_fast_paths(op.plan(i, layer, ranges[layer.name], manifest), fast_paths))
+        node = _with_fast_paths(op.plan(i, layer, ranges[layer.name], manifest), fast_paths)
+        nodes.append(_with_row_block(node, family if family is not None else getattr(device, "family", None)))
     folds = parse_fold(fold)
     if folds is not None:
         unknown = sorted(set(folds) - {l.name for l in manifest.layers})

@@ -106,10 +106,16 @@ class PoolEngine(wiring.Component):
         the row addresses are registers stepped by constants (the address of the next beat, and of
         the current one for the write). The same results at the same clocks; off by default (the
         Verilog is then as without it).
+    row_block
+        Keep the row memory in block RAM: the word is read a beat ahead as with ``fast_paths``, through a
+        synchronous port (transparent to the write) whose output register is the word register, so Yosys
+        can map it to a block RAM. For families without LUT RAM (iCE40), where an asynchronous read makes
+        the row a memory of flip-flops (about 2,200 LUTs and flip-flops for a 224 × 8-bit row). The same
+        results at the same clocks.
     """
 
     def __init__(self, *, kind: str, shape, kernel, stride, x_range: Range, out_range: Range, debug_taps: bool = False,
-                 vec: int = 1, fast_paths: bool = False):
+                 vec: int = 1, fast_paths: bool = False, row_block: bool = False):
         if kind not in ("maxpool", "avgpool"):
             raise ValueError(f"PoolEngine kind must be 'maxpool' or 'avgpool', not {kind!r}")
         if tuple(kernel) != tuple(stride):
@@ -123,6 +129,7 @@ class PoolEngine(wiring.Component):
         _check_pool_vec(vec, c, "PoolEngine")
         self.x_range, self.out_range, self.debug_taps, self.vec = x_range, out_range, debug_taps, vec
         self.fast_paths = bool(fast_paths)
+        self.row_block = bool(row_block)
         super().__init__(_pool_members(x_range, out_range, debug_taps, vec))
 
     def row_addresses(self) -> list[int]:
@@ -151,10 +158,11 @@ class PoolEngine(wiring.Component):
         # fast_paths: distributed RAM (Yosys would otherwise fold the word register into a block RAM's
         # synchronous read, whose output has no register: 5.8 ns clock to out on ECP5)
         row = memory.Memory(shape=vector_shape(shape_of(self.out_range), V), depth=WO * C, init=[],
-                            **({"attrs": {"ram_style": "distributed"}} if self.fast_paths else {}))
+                            **({"attrs": {"ram_style": "distributed"}} if self.fast_paths and not self.row_block
+                               else {}))
         m.submodules.row = row
         # (the plain engine's ports, statements and their order as before fast_paths: its Verilog is unchanged)
-        rrd = None if self.fast_paths else row.read_port(domain="comb")
+        rrd = None if self.fast_paths or self.row_block else row.read_port(domain="comb")
         rwr = row.write_port()
         in_window = Signal()
         first, final = Signal(), Signal()
@@ -217,13 +225,20 @@ class PoolEngine(wiring.Component):
         here = Signal(range(hi + 1), name="row_here")
         ahead = Signal(range(hi + 1), init=seq[1 % period], name="row_ahead")
         step = Signal(range(period), init=1 % period, name="row_step")  # the position of `ahead` in the period
-        # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own
-        rrd = row.read_port(domain="comb")
-        word = Signal.like(rrd.data, name="row_word")
-        m.d.comb += [rrd.addr.eq(ahead), rwr.addr.eq(here)]
+        if self.row_block:
+            # a synchronous port, enabled by the accepted beat: its output register is the word register
+            rrd = row.read_port(transparent_for=(rwr,))
+            m.d.comb += [rrd.en.eq(accept), rrd.addr.eq(ahead), rwr.addr.eq(here)]
+            word = rrd.data
+        else:
+            # an asynchronous read (distributed RAM, as the plain engine's) into a register of our own
+            rrd = row.read_port(domain="comb")
+            word = Signal.like(rrd.data, name="row_word")
+            m.d.comb += [rrd.addr.eq(ahead), rwr.addr.eq(here)]
+            with m.If(accept):
+                m.d.sync += word.eq(Mux(rwr.en & (ahead == here), rwr.data, rrd.data))
         with m.If(accept):
-            m.d.sync += [here.eq(ahead), step.eq(Mux(step == period - 1, 0, step + 1)),
-                         word.eq(Mux(rwr.en & (ahead == here), rwr.data, rrd.data))]
+            m.d.sync += [here.eq(ahead), step.eq(Mux(step == period - 1, 0, step + 1))]
             self._step_ahead(m, ahead, step)
         return word
 

@@ -449,11 +449,12 @@ def _generator_fingerprint() -> str:
 def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int = "auto",
                      max_luts: int | None = None, cache_dir: str | os.PathLike | None = None,
                      fuse: str | None = None, zero_skip: str | None = None, dsp_blocks: int | None = None,
-                     fast_paths: bool = False) -> Path:
+                     fast_paths: bool = False, family: str | None = None) -> Path:
     """Generate the RTL of ``manifest`` (a :class:`~bitspike.manifest.Manifest` or a path) into a cached folder.
 
     ``dsp_blocks`` and ``fast_paths`` go to :func:`bitspike.gen.generate` (the products' DSP cap and the
-    accumulators' clear after a group's last word).
+    accumulators' clear after a group's last word), as ``family`` (the FPGA family the design is for: on iCE40
+    the streaming pools' rows are block RAMs).
 
     The folder is keyed by the manifest's digest, the options and a hash of the
     generator's source; a second call returns at once.
@@ -480,13 +481,15 @@ def rtl_for_manifest(manifest: Any, *, debug_taps: bool = True, fold: str | int 
         options["dsp_blocks"] = dsp_blocks
     if fast_paths:
         options["fast_paths"] = True
+    if family is not None:
+        options["family"] = family
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:32]
     out = root / key
     if (out / "report.json").exists():
         return out
     with atomic_dir(out) as work:  # parallel workers may generate the same key: the first one's folder stays
         generate(manifest, work, fold=fold, max_luts=max_luts, debug_taps=debug_taps, fuse=fuse, zero_skip=zero_skip,
-                 dsp_blocks=dsp_blocks, fast_paths=fast_paths)
+                 dsp_blocks=dsp_blocks, fast_paths=fast_paths, family=family)
         if not (work / "report.json").exists():
             raise HardwareError(f"the generator wrote no report.json into {work}")
     return out

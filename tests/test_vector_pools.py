@@ -31,7 +31,7 @@ def _engine(kind: str, shape, kernel, stride, padding, vec: int, x_range: Range,
     out_range = x_range if kind == "maxpool" else Range(n * min(0, x_range.lo), n * x_range.hi)
     if tuple(kernel) == tuple(stride) and tuple(padding) == (0, 0):
         return PoolEngine(kind=kind, shape=shape, kernel=kernel, stride=stride, x_range=x_range, out_range=out_range,
-                          vec=vec, fast_paths=fast)
+                          vec=vec, fast_paths=fast is True, row_block=fast == "block")
     return WindowPoolEngine(kind=kind, shape=shape, kernel=kernel, stride=stride, padding=padding, x_range=x_range,
                             out_range=out_range, vec=vec)
 
@@ -47,6 +47,11 @@ def _engine(kind: str, shape, kernel, stride, padding, vec: int, x_range: Range,
     ("avgpool", (4, 5, 5), (2, 2), (2, 2), (0, 0), 4, True),
     ("maxpool", (2, 7, 7), (3, 3), (3, 3), (0, 0), 2, True),
     ("avgpool", (3, 4, 5), (1, 2), (1, 2), (0, 0), 3, True),
+    # row_block (the row in block RAM, read a beat ahead through a synchronous port): the same cases
+    ("maxpool", (6, 4, 6), (2, 2), (2, 2), (0, 0), 3, "block"),
+    ("avgpool", (4, 5, 5), (2, 2), (2, 2), (0, 0), 4, "block"),
+    ("maxpool", (2, 7, 7), (3, 3), (3, 3), (0, 0), 2, "block"),
+    ("avgpool", (3, 4, 5), (1, 2), (1, 2), (0, 0), 3, "block"),
 ])
 def test_pool_engines_take_vector_beats_under_stalls(kind, shape, kernel, stride, padding, vec, fast):
     """Three frames back to back, ``vec`` channels per beat in and out, random valid and ready."""
@@ -197,6 +202,26 @@ def test_fast_paths_through_vector_pools_are_bit_exact_and_on_time(check_cosim, 
     sim = cosim_of(m, fold=fold, fast_paths=True)
     x = np.random.default_rng(3).integers(0, 256, size=(4, *m.input.shape))
     assert sim.run(x, processes=1).initiation_interval == sim.design.initiation_interval
+
+
+def test_ice40_pools_keep_their_rows_in_block_ram_bit_exact_and_on_time(check_cosim):
+    """For iCE40 (no LUT RAM) the streaming pools read their rows through synchronous ports (block RAM, not
+    flip-flops): the planner says so, the estimate counts the block RAMs, and the network is the golden
+    model at every tap under stalls, at the planner's cycles."""
+    from bitspike.gen.folding import estimate_brams
+    from bitspike.gen.plan import make_plan
+    from bitspike.ops.base import OPS
+    from bitspike.testing.nets import fashion_cnn_shaped
+
+    m, fold = conv_pool_net(0), "conv0=6x1x3,conv1=4x3x2,line2=4x2"
+    pools = [n for n in make_plan(m, fold=fold, family="ice40").layers if n.op == "maxpool"]
+    assert pools and all(n.row_block and OPS[n.op].memories(n)[0][2] == "ram" for n in pools)
+    assert not any(n.row_block for n in make_plan(m, fold=fold, family="ecp5").layers if n.op == "maxpool")
+    # the Fashion CNN's rows (14 x 16 and 7 x 32 words) are a block RAM each in the estimate
+    fashion = [n for n in make_plan(fashion_cnn_shaped(0), fold="conv0=1x1", family="ice40").layers
+               if n.op == "maxpool"]
+    assert [estimate_brams(n, "ice40") for n in fashion] == [1, 1]
+    check_cosim(m, seed=5, samples=4, fold=fold, family="ice40")
 
 
 @pytest.mark.slow

@@ -144,6 +144,9 @@ class PoolNode(PlanNode):
     # --fast-paths: the streaming engine reads its row memory a beat ahead into a register
     # (bitspike.rtl_templates.pool.PoolEngine's fast_paths; the same clocks)
     fast_paths: bool = False
+    # the streaming engine's row memory in block RAM, read a beat ahead through a synchronous port (set by the
+    # planner for families without LUT RAM, iCE40: there an asynchronous read is a memory of flip-flops)
+    row_block: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -253,11 +256,11 @@ class PoolOp(Op):
         return out
 
     def memories(self, node):
-        """The row buffer of the streaming engine (read without a clock), else the double-buffered frame;
-        a word per beat (``vec_in`` elements)."""
+        """The row buffer of the streaming engine (read without a clock; with ``row_block`` through a
+        registered port), else the double-buffered frame; a word per beat (``vec_in`` elements)."""
         C, (H, W), V = node.in_features, node.in_hw, node.vec_in
         if node.streaming:
-            return [(node.out_hw[1] * C // V, node.widths["out"] * V, "async")]
+            return [(node.out_hw[1] * C // V, node.widths["out"] * V, "ram" if node.row_block else "async")]
         return [(2 * C * H * W // V, node.widths["x"] * V, "ram")]
 
     def build_engine(self, plan, node, layer, debug):
@@ -266,7 +269,7 @@ class PoolOp(Op):
         r = plan.ranges[layer.name]
         vec = {"vec": node.vec_in} if node.vec_in != 1 else {}
         if node.streaming:
-            fast = {"fast_paths": True} if node.fast_paths else {}
+            fast = ({"fast_paths": True} if node.fast_paths else {}) | ({"row_block": True} if node.row_block else {})
             return PoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
                               x_range=r.x, out_range=r.out, debug_taps=debug, **vec, **fast)
         return WindowPoolEngine(kind=layer.op, shape=layer.in_shape, kernel=node.kernel, stride=node.stride,
