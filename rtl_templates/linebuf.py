@@ -145,10 +145,6 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
         The window (:class:`~.window.WindowGeometry`; not a pointwise one).
     words
         ``N``, the circular buffer's frame words; ``None``: :func:`line_buffer_size`'s.
-    corner_flags
-        Keep the window corner's compares with constants (``ih0 < 0`` …) that choose the boundary's next
-        value in registers, stepped with the corner, instead of comparing the corner at the step (the
-        engine's ``fast_paths``: a shorter path into the limits). The same values; off by default.
 
     Ports (beyond the conv generator's)
     -----------------------------------
@@ -162,7 +158,7 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
     Every output is a register (``phys`` plus a modular add of the output group's offset when grouped).
     """
 
-    def __init__(self, geometry: WindowGeometry, words: int | None = None, corner_flags: bool = False):
+    def __init__(self, geometry: WindowGeometry, words: int | None = None):
         if geometry.is_pointwise:
             raise ValueError(f"LineBufferAddressGenerator needs a sliding window, not the pointwise {geometry!r}")
         if not all(p < k for p, k in zip(geometry.padding, geometry.kernel)):
@@ -175,7 +171,6 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
             raise ValueError(f"line buffer words must be an integer in {size.min_words} … {size.frame_words} "
                              f"for {geometry!r}, not {words!r}")
         self.words = words
-        self.corner_flags = bool(corner_flags)
         super().__init__(geometry)
 
     def extra_members(self) -> dict:
@@ -228,24 +223,20 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
         nxt = Signal.like(bnd)
         with m.If(self.issue & (step[4] | step[5] | step[6])):
             m.d.sync += [bnd.eq(nxt), lim_same.eq(nxt + n), lim_next.eq(nxt + (n - f))]
-        if self.corner_flags:
-            ih_neg, iw_sw, iw_le, ih_sh, ih_le = self._corner_flags(m, step)
-        else:
-            ih_neg, iw_sw, iw_le, ih_sh, ih_le = ih0 < 0, iw0 + sw <= 0, iw0 <= 0, ih0 + sh <= 0, ih0 <= 0
         with m.If(step[4]):
-            with m.If(ih_neg):
+            with m.If(ih0 < 0):
                 m.d.comb += nxt.eq(0)
-            with m.Elif(iw_sw):
+            with m.Elif(iw0 + sw <= 0):
                 m.d.comb += nxt.eq(bnd_row)
-            with m.Elif(iw_le):
+            with m.Elif(iw0 <= 0):
                 m.d.comb += nxt.eq(bnd_row + c0 * jn)
             with m.Else():
                 m.d.comb += nxt.eq(bnd + sw * jn)
         with m.Elif(step[5]):
             row_next = Signal.like(bnd_row)
-            with m.If(ih_sh):
+            with m.If(ih0 + sh <= 0):
                 m.d.comb += row_next.eq(0)
-            with m.Elif(ih_le):
+            with m.Elif(ih0 <= 0):
                 m.d.comb += row_next.eq(r0 * w * jn)
             with m.Else():
                 m.d.comb += row_next.eq(bnd_row + sh * w * jn)
@@ -256,25 +247,3 @@ class LineBufferAddressGenerator(ConvAddressGenerator):
             m.d.comb += nxt.eq(0)
             with m.If(self.issue):
                 m.d.sync += bnd_row.eq(0)
-
-    def _corner_flags(self, m: Module, step):
-        """``corner_flags``: ``ih0 < 0``, ``iw0 + sw <= 0``, ``iw0 <= 0``, ``ih0 + sh <= 0``, ``ih0 <= 0`` of the
-        window corner as registers, each set to its value at the corner's next position when the corner steps
-        (a column on: ``iw0 + sw``; a row on: ``ih0 + sh`` and ``iw0 = −pw``; the next frame: ``(−ph, −pw)``)."""
-        geo = self.geometry
-        (sh, sw), (ph, pw) = geo.stride, geo.padding
-        ih0, iw0 = self._corner
-        tests = {"ih_neg": lambda h, w: h < 0, "iw_sw": lambda h, w: w + sw <= 0, "iw_le": lambda h, w: w <= 0,
-                 "ih_sh": lambda h, w: h + sh <= 0, "ih_le": lambda h, w: h <= 0}
-        flags = []
-        for name, test in tests.items():
-            flag = Signal(init=int(test(-ph, -pw)), name=f"corner_{name}")
-            with m.If(self.issue):
-                with m.If(step[4]):
-                    m.d.sync += flag.eq(test(ih0, iw0 + sw))
-                with m.Elif(step[5]):
-                    m.d.sync += flag.eq(test(ih0 + sh, -pw))
-                with m.Elif(step[6]):
-                    m.d.sync += flag.eq(test(-ph, -pw))
-            flags.append(flag)
-        return flags

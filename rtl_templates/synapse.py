@@ -54,7 +54,6 @@ partial sums lie in [Σ neg(W[o])·c_max, Σ pos(W[o])·c_max].
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -178,9 +177,7 @@ class SynapticEngine(wiring.Component):
         flags (:class:`~.drain.Drain`'s ``registered_flags``), and the neuron's counts reach the writer
         through a :class:`~.fifo.SkidBuffer` (the writer's ready, the line buffer's limit compare, ends at
         its flag instead of running on through the neuron's ready into the producer, a pool's counters
-        say), and the line buffer's generator keeps its corner compares in registers
-        (:class:`~.linebuf.LineBufferAddressGenerator`'s ``corner_flags``). Off by default (the Verilog is
-        then as without it).
+        say). Off by default (the Verilog is then as without it).
     line_buffer
         A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
         frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
@@ -239,9 +236,8 @@ class SynapticEngine(wiring.Component):
         # (a padding as wide as the kernel, which no manifest has, keeps the frame too)
         self.line_buffer = (bool(line_buffer) and not geo.is_pointwise
                             and all(p < k for p, k in zip(geo.padding, geo.kernel)))
-        self.address_generator = address_generator or (
-            (partial(LineBufferAddressGenerator, corner_flags=True) if self.fast_paths else LineBufferAddressGenerator)
-            if self.line_buffer else default_address_generator)
+        self.address_generator = address_generator or (LineBufferAddressGenerator if self.line_buffer
+                                                       else default_address_generator)
         self.count_range = ranges.count
         self.psum_range = partial_sum_range(weight, ranges.count.hi)
         # the partial sum plus the bias must stay inside the analysed accumulator range

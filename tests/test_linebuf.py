@@ -62,13 +62,12 @@ def test_bounds_only_grow_and_cover_each_window():
                 assert bnd <= e["local"] < end, (geo, i, e)
 
 
-@pytest.mark.parametrize("corner_flags", [False, True], ids=["plain", "corner-flags"])
 @pytest.mark.parametrize("gi", range(len(WINDOWS)))
-def test_line_buffer_generator_follows_its_reference(gi, corner_flags):
+def test_line_buffer_generator_follows_its_reference(gi):
     geo = WINDOWS[gi]
     size = line_buffer_size(geo)
     words = size.min_words if gi % 2 else size.words
-    dut = LineBufferAddressGenerator(geo, words=words, corner_flags=corner_flags)
+    dut = LineBufferAddressGenerator(geo, words=words)
     want = line_buffer_reference(geo, words, frames=3)
     rng = random.Random(gi)
     got = []
@@ -112,8 +111,7 @@ def test_line_buffer_generator_refuses_bad_sizes():
     (2, 6, 4, (6, 6), 2, 2, 0, 2, 2, 1, True, True),  # two groups, a word's second lane pads a group
     # fast_paths (the skid buffer at x, the accumulators cleared after a group's last word, registered flags)
     (1, 3, 2, (7, 6), 3, 1, 1, 2, 2, 2, True, True, True),
-    (1, 2, 3, (9, 8), 3, 2, 1, 3, 1, 3, False, False, True),  # stride 2 + padding, the default buffer
-], ids=["dense", "stride2", "stride3", "depthwise", "groups2", "dense-fast", "stride2-fast"])
+], ids=["dense", "stride2", "stride3", "depthwise", "groups2", "dense-fast"])
 def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
     groups, c_in, c_out, hw, ks, stride, pad, pes, lanes, w_bits, requantized, smallest, *fast = case
     rng = np.random.default_rng(sum(hw) * 7 + groups)
@@ -132,8 +130,7 @@ def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
     factory = None
     if smallest:
         def factory(geo):
-            # (fast_paths: the corner compares in registers, as the engine's own generator then has them)
-            return LineBufferAddressGenerator(geo, words=line_buffer_size(geo).min_words, corner_flags=bool(fast))
+            return LineBufferAddressGenerator(geo, words=line_buffer_size(geo).min_words)
     dut = SynapticEngine(weight=weight, bias=bias, in_hw=hw, stride=(stride, stride), padding=(pad, pad),
                          w_bits=w_bits, s_bits=s_bits, timesteps=t, k=k, requant=rq, ranges=ranges, pes=pes,
                          lanes=lanes, groups=groups, address_generator=factory, fast_paths=bool(fast))
