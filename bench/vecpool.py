@@ -316,7 +316,9 @@ NOTES = [
     "moved between neuron and writer, its slot loading whenever empty; path: conv0's window corner ih0 → the "
     "boundary's next value → lim_same, 9.4 ns, the line-buffer generator's own). A try at comparing the "
     "writer with the limits a clock ahead (the boundary's next value into every compare) made it 64.17 MHz "
-    "(15.6 ns through two adders and a compare) and was dropped.",
+    "(15.6 ns through two adders and a compare) and was dropped; so was keeping the window corner's compares "
+    "in registers (97.63 MHz at seed 1, the path then conv0's wr_word → the reader's issue → a_line, 10.2 ns, "
+    "mostly routing). Seed 2 of the kept design: 103.46 MHz (conv1's wr_word → bnd_row, 9.7 ns).",
 ]
 
 
