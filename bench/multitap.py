@@ -53,7 +53,14 @@ NOTES = [
     "groups per pe_latency + 3 clocks, so the multi-tap engine puts a FIFO of pe_latency + 2 groups in front of "
     "the drain (2 clocks of latency).",
     "Memory: each bank is double-buffered by frame (O(frame), about twice the padded map in all), which the "
-    "planner's block-RAM estimate counts bank by bank.",
+    "planner's block-RAM estimate counts bank by bank. On `lean` Yosys put conv0's nine 200 x 8 banks in nine "
+    "DP16KD where the estimate expected LUT RAM (28 BRAM against 19 estimated): the estimate is low there.",
+    "A multi-tap weight word is wide (pes x taps x lanes weights) and its memory shallow (conv0: one word), so it "
+    "is marked for block RAM only from 32 words deep; shallower ones are left to Yosys (constants, or a ROM in "
+    "logic). Every fold is planned for the part's 156 DSP blocks.",
+    "The device filler (`auto`, --multi-tap) stops at 1,176 cycles: its LUT/FF estimate of the folds that reach "
+    "784 (lean: 26,226 / 42,568) is above the ULX3S-85F budget it fills (20,550 / 42,000, half the part); the "
+    "lean fold's real synth_ecp5 counts (28,275 LUT4, 30,769 FF of 84k / 84k) fit the part.",
 ]
 
 
