@@ -35,7 +35,12 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["engine_busy", "predict", "timing_pass"]
+__all__ = ["engine_busy", "predict", "timing_pass", "stream_times", "skew_fifo_depth", "skew_fifos", "SKEW_FRAMES", "SKEW_SLACK"]
+
+#: back-to-back inferences the skew FIFO sizing replays (:func:`skew_fifo_depth`)
+SKEW_FRAMES = 3
+#: beats a skew FIFO holds beyond the most the cycle model ever finds in it
+SKEW_SLACK = 16
 
 
 def engine_busy(lp: PlanNode) -> int:
@@ -51,9 +56,7 @@ def predict(plan: Plan) -> Plan:
     input beats arrived (:meth:`bitspike.ops.base.Op.arrival_times`); the pixels arrive one per clock.
     """
     m = plan.manifest
-    times: dict[str, list[int]] = {"input": list(range(m.input.size))}
-    for lp, layer in zip(plan.layers, m.layers):
-        times[lp.name] = OPS[lp.op].arrival_times(lp, layer, plan, [times[i] for i in layer.inputs])
+    times = stream_times(plan)
     logits = times[m.layers[-1].name]
     done = logits[-1] + 2
     latency = done - times["input"][0]
@@ -62,3 +65,66 @@ def predict(plan: Plan) -> Plan:
 
 
 timing_pass = predict
+
+
+def stream_times(plan: Plan) -> dict[str, list[int]]:
+    """The clock each beat of every stream leaves its engine in one inference from reset (``"input"``: the
+    pixels, one per clock), as :func:`predict` replays them."""
+    m = plan.manifest
+    times: dict[str, list[int]] = {"input": list(range(m.input.size))}
+    for lp, layer in zip(plan.layers, m.layers):
+        times[lp.name] = OPS[lp.op].arrival_times(lp, layer, plan, [times[i] for i in layer.inputs])
+    return times
+
+
+def skew_fifo_depth(plan: Plan, source: str, join: str, times: dict[str, list[int]] | None = None) -> int:
+    """Beats the skew FIFO from ``source``'s stream into the join ``join`` must hold (:class:`~bitspike.gen.top.
+    BitspikeTop`): the most the cycle model ever finds in it, plus :data:`SKEW_SLACK`.
+
+    The model is replayed over :data:`SKEW_FRAMES` back-to-back inferences, one every
+    ``plan.initiation_interval`` clocks, with the FIFO never full: beat ``i`` of the source enters at
+    its clock, beat ``j`` leaves by the clock the join's output beat ``j`` leaves (the join takes
+    one beat of each operand per output beat). So the FIFO never holds the source back in the
+    model's run, and the pipeline keeps the predicted interval. Nor can it deadlock under stalls:
+    the join's other operand ``j`` needs at most the source beats that had entered by then in that
+    run, and the FIFO takes them all.
+    """
+    from bisect import bisect_right
+
+    times = stream_times(plan) if times is None else times
+    src, out = times[source], times[join]
+    if len(src) != len(out):  # not one beat per beat: the two feature maps the generator used to keep
+        return 2 * len(src) + SKEW_SLACK
+    period = plan.initiation_interval or max(1, max(out) - min(src) + 1)
+    enter = sorted(t + f * period for f in range(SKEW_FRAMES) for t in src)
+    held = 0
+    for f in range(SKEW_FRAMES):
+        for j, t in enumerate(out):
+            held = max(held, bisect_right(enter, t + f * period) - (f * len(out) + j))
+    return held + SKEW_SLACK
+
+
+def skew_fifos(plan: Plan, times: dict[str, list[int]] | None = None) -> list[tuple[str, str, int, int]]:
+    """The skew FIFOs :class:`~bitspike.gen.top.BitspikeTop` builds, as ``(source, join, depth, width)``: one
+    per fork branch into a layer that joins branches (not for a self-add in step), ``depth`` from
+    :func:`skew_fifo_depth`, ``width`` the source's output width (the plan's ``widths["out"]``)."""
+    from .ir import self_add_in_step, stream_source
+
+    m = plan.manifest
+    nodes = {n.name: n for n in plan.layers}
+    users: dict[str, list] = {}
+    for layer in m.layers:
+        if nodes[layer.name].engine:
+            for src in layer.inputs:
+                users.setdefault(stream_source(m, src), []).append(layer)
+    out = []
+    for src, readers in users.items():
+        if len(readers) < 2 or self_add_in_step(m, readers[0]):
+            continue
+        for layer in readers:
+            if OPS[layer.op].joins_branches:
+                if times is None:
+                    times = stream_times(plan)
+                width = nodes[src].widths.get("out", m.input.bits) if src in nodes else m.input.bits
+                out.append((src, layer.name, skew_fifo_depth(plan, src, layer.name, times), width))
+    return out
