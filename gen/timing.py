@@ -35,7 +35,7 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["engine_busy", "predict", "timing_pass", "stream_times", "skew_fifo_depth", "skew_fifos", "SKEW_FRAMES", "SKEW_SLACK"]
+__all__ = ["engine_busy", "predict", "timing_pass", "stream_times", "skew_fifo_depth", "skew_fifos", "needs_skew_fifo", "SKEW_FRAMES", "SKEW_SLACK"]
 
 #: back-to-back inferences the skew FIFO sizing replays (:func:`skew_fifo_depth`)
 SKEW_FRAMES = 3
@@ -104,10 +104,23 @@ def skew_fifo_depth(plan: Plan, source: str, join: str, times: dict[str, list[in
     return held + SKEW_SLACK
 
 
+def needs_skew_fifo(manifest, layer, pos: int, readers: int) -> bool:
+    """Whether input ``pos`` of ``layer``, whose stream has ``readers`` readers, runs through a skew FIFO
+    (unless ``layer`` is a self-add in step, :func:`~bitspike.gen.ir.self_add_in_step`).
+
+    A layer that joins branches gets one on every fork branch into it, and on its second operand
+    always: the cycle model takes that operand through a FIFO (:data:`bitspike.ops.add.FIFO_LATENCY`),
+    and a projection (ResNet's 1 × 1 stride-2 conv beside the two 3 × 3 convs) runs ahead of the
+    other operand by more beats than its own engine holds, so without one it would stop taking the
+    fork's beats before the slow branch had the ones the join waits for.
+    """
+    return OPS[layer.op].joins_branches and (readers > 1 or pos == 1)
+
+
 def skew_fifos(plan: Plan, times: dict[str, list[int]] | None = None) -> list[tuple[str, str, int, int]]:
-    """The skew FIFOs :class:`~bitspike.gen.top.BitspikeTop` builds, as ``(source, join, depth, width)``: one
-    per fork branch into a layer that joins branches (not for a self-add in step), ``depth`` from
-    :func:`skew_fifo_depth`, ``width`` the source's output width (the plan's ``widths["out"]``)."""
+    """The skew FIFOs :class:`~bitspike.gen.top.BitspikeTop` builds, as ``(source, join, depth, width)``
+    (:func:`needs_skew_fifo`), ``depth`` from :func:`skew_fifo_depth`, ``width`` the source's output
+    width (the plan's ``widths["out"]``)."""
     from .ir import self_add_in_step, stream_source
 
     m = plan.manifest
@@ -115,14 +128,14 @@ def skew_fifos(plan: Plan, times: dict[str, list[int]] | None = None) -> list[tu
     users: dict[str, list] = {}
     for layer in m.layers:
         if nodes[layer.name].engine:
-            for src in layer.inputs:
-                users.setdefault(stream_source(m, src), []).append(layer)
+            for pos, src in enumerate(layer.inputs):
+                users.setdefault(stream_source(m, src), []).append((layer, pos))
     out = []
     for src, readers in users.items():
-        if len(readers) < 2 or self_add_in_step(m, readers[0]):
+        if self_add_in_step(m, readers[0][0]):
             continue
-        for layer in readers:
-            if OPS[layer.op].joins_branches:
+        for layer, pos in readers:
+            if needs_skew_fifo(m, layer, pos, len(readers)):
                 if times is None:
                     times = stream_times(plan)
                 width = nodes[src].widths.get("out", m.input.bits) if src in nodes else m.input.bits

@@ -103,3 +103,34 @@ def test_files_of_a_residual_design_are_small(tmp_path):
     m = random_cnn(3, image=(4, 16, 16), channels=(4, 4), residual=True)
     generate(m, tmp_path, fuse="off")
     assert Path(tmp_path, "bitspike_top.v").stat().st_size < 60_000
+
+
+def test_projection_join_gets_a_skew_fifo_on_its_second_operand(tmp_path):
+    """add(conv(conv(x)), conv1x1(x)): the projection is not a fork branch, but it runs ahead of the other
+    operand and its engine holds few beats; it gets the FIFO the cycle model takes it through."""
+    from bitspike.host.golden import GoldenModel
+    from bitspike.manifest import InputSpec
+    from bitspike.sim.cosim import CoSim
+    from bitspike.testing import NetBuilder
+
+    b = NetBuilder(np.random.default_rng(5), InputSpec(shape=(2, 8, 8), bits=8, scale=1 / 255))
+    x = b.synaptic("conv2d", 4, 8, 8, 1, 0, 2, 3, kernel=3, stride=1, padding=1)
+    main = b.synaptic("conv2d", 4, 2, 3, 1, 2, 2, 3, kernel=3, stride=2, padding=1)
+    main = b.synaptic("conv2d", 4, 2, 3, 1, 2, 2, 3, kernel=3, stride=1, padding=1, signed_out=True)
+    proj = b.synaptic("conv2d", 4, 2, 3, 1, 2, 2, 3, src=x, kernel=1, stride=2, padding=0, signed_out=True)
+    b.add(main, proj, hi=(2**3) << 2)
+    b.flatten()
+    b.synaptic("linear", 3, 2, 3, 1, 2, None, None)
+    m = b.manifest("projection")
+    plan = make_plan(m)
+    names = [(s, j) for s, j, _, _ in skew_fifos(plan)]
+    join = m.layers[-3].name
+    assert (proj, join) in names and (main, join) not in names
+    generate(m, tmp_path / "gen", debug_taps=True)
+    assert f"fifo_{proj}_{join} " in (tmp_path / "gen" / "bitspike_top.v").read_text()
+    sim = CoSim(tmp_path / "gen", "verilator", cache_dir=tmp_path / "vl")
+    sim.build()
+    imgs = np.random.default_rng(2).integers(0, 256, size=(3, *m.input.shape))
+    res = sim.run(imgs, processes=1, stall_in=0.3, stall_out=0.5, seed=2)
+    np.testing.assert_array_equal(res.logits, GoldenModel(m).run(imgs).logits.numpy())
+    assert int(sim.run(imgs[:1], processes=1).cycles[0]) == sim.design.cycles_per_inference
