@@ -104,6 +104,7 @@ def plan_stage(m, fold: str) -> dict:
                         and OPS[n.op].weight_rom_luts(n)],
         "cycles_predicted": plan.cycles_per_inference, "interval_predicted": plan.initiation_interval,
         "estimate": {k: est[k] for k in ("lut", "ff", "dsp", "bram", "skew_fifo_bram") if k in est},
+        "estimate_layers": {k: v for k, v in est["layers"].items() if v["lut"] or v["bram"]},
         "budget": dev.to_json(), "part": dev.capacity.to_json(), "plan_seconds": round(plan_s, 1),
     }
 
@@ -135,15 +136,21 @@ def yosys(src: Path, work: Path) -> tuple[dict, float | None]:
 
 def synth_stage(m, fold: str, name: str) -> dict:
     from bitspike.gen import generate
-    from bitspike.gen.boards import FIXED_LUT4
-    from bitspike.gen.build import overflow_error, synthesis_fit
-    from bitspike.gen.synth import _category
 
     spec, dev = _device()
     out = WORK / f"{name}-rtl"
     report = generate(m, out, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev)
     stat, seconds = yosys(out, WORK / f"{name}-synth")
-    engines = {n.engine: n.name for n in report.plan.layers if n.engine}
+    return counts(stat, {n.engine: n.name for n in report.plan.layers if n.engine}, seconds)
+
+
+def counts(stat: dict, engines: dict[str, str], seconds: float | None) -> dict:
+    """Yosys' per-engine and total counts (``engines``: engine → layer name) and the fit against the part."""
+    from bitspike.gen.boards import FIXED_LUT4
+    from bitspike.gen.build import overflow_error, synthesis_fit
+    from bitspike.gen.synth import _category
+
+    spec, _ = _device()
     per: dict[str, dict[str, int]] = {}
     cells: dict[str, int] = {}
     for mod, body in stat["modules"].items():
@@ -239,7 +246,14 @@ def markdown(doc: dict) -> str:
         s = r.get("synth")
         if s:
             lines += ["", f"Yosys: {s['seconds']} s; fits the part (with the bridge's LUTs): **{s['fits']}**"
-                      + (f" — {s['message']}" if s["message"] else "")]
+                      + (f" — {s['message']}" if s["message"] else "") + (f". {s['note']}" if s.get("note") else "")]
+        if s and s.get("engines"):
+            lines += ["", "| engine | estimate LUT4 (2 × units) | Yosys LUT4 | estimate FF | Yosys FF | "
+                      "estimate BRAM | Yosys BRAM |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for eng, yc in s["engines"].items():
+                el = s.get("estimate_layers", p.get("estimate_layers", {})).get(eng, {})
+                lines.append(f"| {eng} | {_n(2 * el['lut'] if el else None)} | {yc['lut']:,} | "
+                             f"{_n(el.get('ff'))} | {yc['ff']:,} | {_n(el.get('bram'))} | {yc['bram']} |")
         q = r.get("pnr")
         if q:
             ips = None if not q["fmax_mhz"] else q["fmax_mhz"] * 1e6 / p["interval_predicted"]
@@ -258,7 +272,36 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-NOTES: list[str] = []
+NOTES = [
+    "What kept the device filler from a wide fold, in order of discovery. (1) Block RAM: a wide fold's weight "
+    "memories are shallow and wide (16 × 16 of a stage-1 3 × 3 conv: 9 × 512 bits, 15 DP16KD for 2,304 bits); "
+    "the 16 × 16 fold of every 3 × 3 conv (interval 16,384) needed 340 DP16KD by the planner's count. Device "
+    "plans now build such memories (at most 64 words, fewer LUT4s than Yosys' 128 per block RAM) as LUT ROMs "
+    "(`weight_rom`, rtl_templates/synapse.weight_memory_style): 148 for the same fold. (2) The top's skew FIFOs, "
+    "outside the estimate: two whole feature maps each (32,784 × 14 bits in stage 1, about 26 DP16KD, some 118 "
+    "in all); now as deep as the cycle model needs (gen/timing.skew_fifo_depth: 1,100-2,900 beats) and counted "
+    "(14-26 DP16KD). (3) LUTs and flip-flops, which remain: the planner's model puts wide8 (interval 18,432) at "
+    "53,396 units ≈ 106,792 LUT4 against a budget of 20,550 units (50 % of the part), wide16 at 96,196 units and "
+    "130,560 FFs (the part has 84,000); so `auto` stays at interval 73,728 (1,356 images/s at 100 MHz).",
+    "Yosys against the model (wide8, the table): the 16 × 8 3 × 3 engines take 3,200-3,600 LUT4 (the model: "
+    "5,000-5,800, 1.5-1.6× high), but the fused 32-channel engines (conv8, 11, 13, 15) 6,200-6,600 (model "
+    "5,200) and the 4 × 4 projections 1,200 (model 860-920); flip-flops 0.7-0.75× the model. Per-engine block "
+    "RAMs match exactly. Whole accelerator 82,387 LUT4 (57,367 LUT4 + 12,496 CCU2C × 2 + LUT RAM): with the "
+    "bridge's 900, 83,287 of the part's 84,000 (99 %). That run had every weight memory in block RAM (194 "
+    "DP16KD); the device plan's LUT ROMs would add about 512 LUT4 per stage-1 conv (≈ 4,400 in all) and take "
+    "the LUTs past the part. So on this part, with these engines, 5,000 images/s does not fit: 18,432 cycles is "
+    "the widest interval that reaches it at 92+ MHz, and that fold alone fills the LUTs.",
+    "Emission: the 4.6 MB `bitspike_top.v` was the skew FIFOs' zero initial values (`storage[i] = 14'h0000;`, "
+    "32,784 lines a FIFO in stage 1, seven FIFOs); with the model's depths the top is 330-380 KB, and Yosys "
+    "finishes the whole wide8 accelerator in 21 minutes on one shared core.",
+    "A projection join (add4, add7: the 1 × 1 stride-2 conv beside the two 3 × 3 convs) had no FIFO: the top "
+    "built them only on fork branches, while the cycle model takes an add's second operand through one. The "
+    "projection runs up to 1,024 beats ahead (the model, wide8), more than its engine holds, and a 3-layer "
+    "projection net hung at its first image in Verilator; the second operand of a join now always gets a skew "
+    "FIFO (gen/timing.needs_skew_fifo), and the ResNet20 co-simulation runs with it.",
+    "Co-simulation: 100 random CIFAR-shaped images (seed 0, the first all 255) back to back without stalls, "
+    "every debug tap and the logits against the golden model; two images alone from reset for the latency.",
+]
 
 
 def main(argv=None) -> int:
