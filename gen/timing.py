@@ -25,6 +25,10 @@ synaptic one is in :mod:`bitspike.ops.neuron`, the pools' in
   stream, and emits two clocks after the window's last tap.
 * output stage: each logit is forwarded one clock after it arrives; ``done``
   comes 2 clocks after the last logit.
+
+The same replay sizes the top's skew FIFOs (:func:`skew_fifo_depth`): each
+holds the most beats the model ever finds in it over a few back-to-back
+inferences, so it never holds its source back in the model's run.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from bitspike.ops.base import OPS
 
 from .ir import Plan, PlanNode, register_pass
 
-__all__ = ["engine_busy", "predict", "timing_pass", "stream_times", "skew_fifo_depth", "skew_fifos", "needs_skew_fifo", "SKEW_FRAMES", "SKEW_SLACK"]
+__all__ = ["engine_busy", "predict", "timing_pass", "stream_times", "skew_fifo_depth", "skew_fifos", "needs_skew_fifo",
+           "SKEW_FRAMES", "SKEW_SLACK"]
 
 #: back-to-back inferences the skew FIFO sizing replays (:func:`skew_fifo_depth`)
 SKEW_FRAMES = 3
