@@ -224,6 +224,25 @@ def _n(v) -> str:
     return "-" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:,.1f}")
 
 
+def _synth_lines(s: dict | None, p: dict, key: str) -> list[str]:
+    """A Yosys run's verdict and its per-engine counts against the planner's estimate."""
+    if not s:
+        return []
+    a = s["accelerator"]
+    what = "Yosys" if key == "synth" else "Yosys, block-RAM weights"
+    lines = ["", f"{what}: LUT4 {a['lut']:,}, FF {a['ff']:,}, DSP {a['dsp']}, DP16KD {a['bram']}; {s['seconds']} s; "
+             f"fits the part (with the bridge's LUTs): **{s['fits']}**" + (f" — {s['message']}" if s["message"] else "")
+             + (f". {s['note']}" if s.get("note") else "")]
+    if s.get("engines"):
+        lines += ["", "| engine | estimate LUT4 (2 × units) | Yosys LUT4 | estimate FF | Yosys FF | "
+                  "estimate BRAM | Yosys BRAM |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for eng, yc in s["engines"].items():
+            el = s.get("estimate_layers", p.get("estimate_layers", {})).get(eng, {})
+            lines.append(f"| {eng} | {_n(2 * el['lut'] if el else None)} | {yc['lut']:,} | "
+                         f"{_n(el.get('ff'))} | {yc['ff']:,} | {_n(el.get('bram'))} | {yc['bram']} |")
+    return lines
+
+
 def markdown(doc: dict) -> str:
     lines = ["# ResNet20 (CIFAR-10 shapes) on the ECP5-85F (ULX3S-85F)", "",
              f"`{doc['command']}` on {doc['machine']} ({doc['date']}); see bench/resnet.py's docstring. "
@@ -243,17 +262,8 @@ def markdown(doc: dict) -> str:
             if k == "bram" and e.get("skew_fifo_bram"):
                 est += f" (skew FIFOs {e['skew_fifo_bram']})"
             lines.append(f"| {label} | {est} | {b[k]:,} | {cap[k]:,} | {_n(y.get(k))} |")
-        s = r.get("synth")
-        if s:
-            lines += ["", f"Yosys: {s['seconds']} s; fits the part (with the bridge's LUTs): **{s['fits']}**"
-                      + (f" — {s['message']}" if s["message"] else "") + (f". {s['note']}" if s.get("note") else "")]
-        if s and s.get("engines"):
-            lines += ["", "| engine | estimate LUT4 (2 × units) | Yosys LUT4 | estimate FF | Yosys FF | "
-                      "estimate BRAM | Yosys BRAM |", "|---|---:|---:|---:|---:|---:|---:|"]
-            for eng, yc in s["engines"].items():
-                el = s.get("estimate_layers", p.get("estimate_layers", {})).get(eng, {})
-                lines.append(f"| {eng} | {_n(2 * el['lut'] if el else None)} | {yc['lut']:,} | "
-                             f"{_n(el.get('ff'))} | {yc['ff']:,} | {_n(el.get('bram'))} | {yc['bram']} |")
+        for key in ("synth", "synth_blockram"):
+            lines += _synth_lines(r.get(key), p, key)
         q = r.get("pnr")
         if q:
             ips = None if not q["fmax_mhz"] else q["fmax_mhz"] * 1e6 / p["interval_predicted"]
