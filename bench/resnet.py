@@ -293,14 +293,14 @@ NOTES = [
     "(14-26 DP16KD). (3) LUTs and flip-flops, which remain: the planner's model puts wide8 (interval 18,432) at "
     "53,396 units ≈ 106,792 LUT4 against a budget of 20,550 units (50 % of the part), wide16 at 96,196 units and "
     "130,560 FFs (the part has 84,000); so `auto` stays at interval 73,728 (1,356 images/s at 100 MHz).",
-    "Yosys against the model (wide8, the table): the 16 × 8 3 × 3 engines take 3,200-3,600 LUT4 (the model: "
-    "5,000-5,800, 1.5-1.6× high), but the fused 32-channel engines (conv8, 11, 13, 15) 6,200-6,600 (model "
-    "5,200) and the 4 × 4 projections 1,200 (model 860-920); flip-flops 0.7-0.75× the model. Per-engine block "
-    "RAMs match exactly. Whole accelerator 82,387 LUT4 (57,367 LUT4 + 12,496 CCU2C × 2 + LUT RAM): with the "
-    "bridge's 900, 83,287 of the part's 84,000 (99 %). That run had every weight memory in block RAM (194 "
-    "DP16KD); the device plan's LUT ROMs would add about 512 LUT4 per stage-1 conv (≈ 4,400 in all) and take "
-    "the LUTs past the part. So on this part, with these engines, 5,000 images/s does not fit: 18,432 cycles is "
-    "the widest interval that reaches it at 92+ MHz, and that fold alone fills the LUTs.",
+    "Yosys against the model (wide8, the tables): the 16 × 8 3 × 3 engines take 3,200-3,600 LUT4 with "
+    "block-RAM weights (the model: 5,000-5,800, 1.5-1.6× high), but the fused 32-channel engines (conv8, 11, "
+    "13, 15) 6,200-6,600 (model 5,200) and the 4 × 4 projections 1,200 (model 860-920); flip-flops 0.7-0.75× "
+    "the model. Per-engine block RAMs match the estimate exactly. The device plan (the co-simulated design: "
+    "LUT-ROM weights where cheaper, the projections' FIFOs) needs 86,851 LUT4 with the bridge, 103 % of the "
+    "part, at 129 DP16KD; with every weight memory in block RAM instead, 83,287 (99 %) at 194 DP16KD (93 %), "
+    "no room to place and route. So on this part, with these engines, 5,000 images/s does not fit: 18,432 "
+    "cycles is the widest interval that reaches it (at 92.2 MHz or more), and that fold alone fills the LUTs.",
     "Emission: the 4.6 MB `bitspike_top.v` was the skew FIFOs' zero initial values (`storage[i] = 14'h0000;`, "
     "32,784 lines a FIFO in stage 1, seven FIFOs); with the model's depths the top is 330-380 KB, and Yosys "
     "finishes the whole wide8 accelerator in 21 minutes on one shared core.",
@@ -321,9 +321,14 @@ def main(argv=None) -> int:
     p.add_argument("--pnr", action="store_true")
     p.add_argument("--clock", type=float, default=100.0, help="nextpnr's target clock (MHz)")
     p.add_argument("--cosim", type=int, default=0, metavar="N")
+    p.add_argument("--markdown-only", action="store_true", help="rewrite resnet.md from resnet.json and stop")
     args = p.parse_args(argv)
     path = RESULTS / "resnet.json"
     doc = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    if args.markdown_only:
+        doc["notes"] = NOTES
+        (RESULTS / "resnet.md").write_text(markdown(doc))
+        return 0
     m = manifest()
     for name in args.folds:
         fold = fold_of(name, m)
