@@ -265,7 +265,10 @@ def markdown(doc: dict) -> str:
         for key in ("synth", "synth_blockram"):
             lines += _synth_lines(r.get(key), p, key)
         q = r.get("pnr")
-        if q:
+        if q and q.get("note"):
+            lines += ["", f"nextpnr-ecp5 (seed {q['seed']}, {q['clock_mhz']} MHz target): {q['note']} after "
+                      f"{q['seconds']:,.0f} s; no Fmax measured"]
+        elif q:
             ips = None if not q["fmax_mhz"] else q["fmax_mhz"] * 1e6 / p["interval_predicted"]
             lines += ["", f"nextpnr-ecp5 (seed {q['seed']}, {q['seconds']} s, rc {q['rc']}): Fmax "
                       f"**{q['fmax_mhz']} MHz** → {_n(ips)} images/s at Fmax; cells {q['cells']}"]
