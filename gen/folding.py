@@ -36,7 +36,8 @@ from bitspike.ops.base import OPS, divisors
 
 from .ir import Plan, PlanNode, register_pass, stream_source
 
-__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "bram_blocks", "memory_blocks", "BRAM_SHAPES",
+__all__ = ["estimate_luts", "estimate_brams", "estimate_resources", "skew_fifo_brams", "bram_blocks", "memory_blocks",
+           "BRAM_SHAPES",
            "DEFAULT_MAX_LUTS", "widths_pass", "folding_pass", "luts_pass", "vector_edges", "vector_chains", "auto_vectors"]
 
 #: LUT budget of ``fold="auto"`` when none is given
@@ -122,10 +123,13 @@ def estimate_resources(plan: Plan, family: str, layers: tuple[PlanNode, ...] | N
     Returns ``{"lut", "ff", "dsp", "bram"}`` totals and ``"layers"`` (name → the same per engine).
     ``lut`` is in the LUT model's units (:func:`estimate_luts`) and includes the products that a
     ``dsp_blocks`` limit moves into logic (:func:`bitspike.gen.dsp.logic_product_luts`); ``dsp``
-    and ``bram`` count what the generated engines instantiate.
+    and ``bram`` count what the generated engines instantiate, and ``bram`` also the top's skew
+    FIFOs (:func:`skew_fifo_brams`; also as ``"skew_fifo_bram"``) when ``layers`` is not given and
+    the plan has been through the cycle model (its ``initiation_interval`` set).
     """
     from .dsp import allocate_dsps, logic_product_luts
 
+    whole = layers is None
     layers = plan.layers if layers is None else layers
     if dsp_blocks is None:
         dsp_blocks = plan.options.dsp_blocks
@@ -140,7 +144,20 @@ def estimate_resources(plan: Plan, family: str, layers: tuple[PlanNode, ...] | N
                        "bram": estimate_brams(n, family) if n.engine else 0}
     total = {k: sum(v[k] for v in per.values()) for k in ("lut", "ff", "dsp", "bram")}
     total["lut"] += logic_product_luts(plan.manifest, plan.ranges, layers, dsp_blocks)
+    if whole and plan.initiation_interval:
+        total["skew_fifo_bram"] = skew_fifo_brams(plan, family)
+        total["bram"] += total["skew_fifo_bram"]
     return dict(total, layers=per)
+
+
+def skew_fifo_brams(plan: Plan, family: str, layers: list[PlanNode] | None = None) -> int:
+    """Block RAMs of the top's skew FIFOs (:func:`bitspike.gen.timing.skew_fifos`; each a RAM with a registered
+    read, :func:`memory_blocks` ``"ram"``) for ``layers`` (the plan's unless given: then replayed by the
+    cycle model first)."""
+    from .timing import predict, skew_fifos
+
+    timed = plan if layers is None else predict(replace(plan, layers=tuple(layers)))
+    return sum(memory_blocks(d, w, "ram", family) for _, _, d, w in skew_fifos(timed))
 
 
 def _fits(total: dict, device, max_luts: int | None) -> str | None:
@@ -164,6 +181,11 @@ def folding_pass(plan: Plan) -> Plan:
     are at most ``T``; the plan is that of the smallest ``T`` whose whole estimate (LUTs with the
     products the part's DSP count moves into logic, flip-flops, block RAMs) fits the device, down
     to the floor the streams set; with a target, ``T`` is the target: the fewest LUTs that reach it.
+    The top's skew FIFOs, whose depths follow the whole plan's timing
+    (:func:`bitspike.gen.timing.skew_fifo_depth`), are checked on the chosen plan, which moves to the
+    next interval while they do not fit. With a device, every dense synaptic engine may build a
+    shallow, wide weight memory as a LUT ROM (``weight_rom``:
+    :func:`bitspike.rtl_templates.synapse.weight_memory_style`; its LUTs are in the estimate).
 
     Raises
     ------
@@ -173,6 +195,8 @@ def folding_pass(plan: Plan) -> Plan:
     manifest = plan.manifest
     folds = plan.options.folds
     by_name = {l.name: l for l in manifest.layers}
+    if plan.options.device is not None:  # a budget of LUTs and block RAMs: shallow, wide weights may be LUT ROMs
+        plan = replace(plan, layers=tuple(_with_weight_rom(n) for n in plan.layers))
     if folds is not None:
         for n in plan.layers:
             if len(folds.get(n.name, ())) > 3 and not hasattr(OPS[n.op], "multitap_refused"):
@@ -195,6 +219,16 @@ def folding_pass(plan: Plan) -> Plan:
     if plan.options.device is None and plan.options.target_interval is None:
         return replace(plan, layers=tuple(_balance(plan, out)))
     return replace(plan, layers=tuple(_fill_vectors(plan, out)))
+
+
+def _with_weight_rom(node: PlanNode) -> PlanNode:
+    """A dense synaptic node whose shallow, wide weight memory may be a LUT ROM
+    (:func:`bitspike.rtl_templates.synapse.weight_memory_style`); other nodes as they are."""
+    from bitspike.ops.neuron import SteppedNode
+
+    if not hasattr(node, "weight_rom") or isinstance(node, SteppedNode):
+        return node
+    return replace(node, weight_rom=True)
 
 
 def vector_edges(plan: Plan, nodes: list[PlanNode] | None = None) -> list[tuple[int, int]]:
@@ -511,17 +545,25 @@ def _fill(plan: Plan, out: list[PlanNode]) -> list[PlanNode]:
             hi = mid
         else:
             lo = mid + 1
+    # the top's skew FIFOs (their depths follow the whole plan's timing) must fit beside the engines
+    for step in steps[lo:]:
+        layers = at(step)
+        if layers is not None and _plan_fits(plan, layers, skew_fifos=True):
+            return layers
     return at(steps[lo])
 
 
-def _plan_fits(plan: Plan, layers: list[PlanNode]) -> bool:
+def _plan_fits(plan: Plan, layers: list[PlanNode], skew_fifos: bool = False) -> bool:
     """Whether ``layers`` fit the device (its LUTs with the products its DSP count moves into logic,
-    flip-flops, block RAMs), or without a device the LUT budget."""
+    flip-flops, block RAMs; with ``skew_fifos`` the block RAMs of the top's skew FIFOs too), or
+    without a device the LUT budget."""
     device = plan.options.device
     if device is None:
         budget = DEFAULT_MAX_LUTS if plan.options.max_luts is None else plan.options.max_luts
         return sum(estimate_luts(n) for n in layers) <= budget
     total = estimate_resources(plan, device.family, tuple(layers), device.dsp)
+    if skew_fifos and any(OPS[n.op].joins_branches for n in layers):
+        total["bram"] += skew_fifo_brams(plan, device.family, layers)
     return _fits(total, device, plan.options.max_luts) is None
 
 

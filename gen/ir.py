@@ -98,6 +98,8 @@ class PlanNode:
         out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in extra.items()})
         # vector streams only where there are some: a design of scalar streams reports as before
         out.update({k: getattr(self, k) for k in ("vec_in", "vec_out") if getattr(self, k) != 1})
+        if getattr(self, "weight_rom", False):  # a device plan's engine (its weights may be a LUT ROM)
+            out["weight_rom"] = True
         return out
 
 

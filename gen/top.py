@@ -22,6 +22,7 @@ from bitspike.rtl_templates.linear import TapSignature
 from bitspike.rtl_templates.output import ArgmaxOutput
 
 from .ir import Plan, PlanNode, self_add_in_step, stream_source
+from .timing import needs_skew_fifo, skew_fifo_depth, stream_times
 
 __all__ = ["BitspikeTop", "TAP_KINDS"]
 
@@ -92,8 +93,9 @@ class BitspikeTop(wiring.Component):
         out_stage = ArgmaxOutput(man.num_classes, self.engines[-1][1].y.payload.shape(), self.plan.result_width)
         m.submodules.output = out_stage
         # wire the layer graph: every producer's stream goes to its consumers; a producer with
-        # several consumers gets an eager fork, and a fork branch into a residual add a FIFO of
-        # two feature maps (the add waits for the other branch, which runs through a conv)
+        # several consumers gets an eager fork, and a fork branch into a residual add, and the add's
+        # second operand always, a FIFO as deep as the cycle model needs (the add waits for the other
+        # branch, which runs through a conv: bitspike.gen.timing.needs_skew_fifo, skew_fifo_depth)
         engines = {lp.name: eng for lp, eng in self.engines}
         consumers: dict[str, list[tuple[Layer, int]]] = {}
         for layer in man.layers:
@@ -103,6 +105,7 @@ class BitspikeTop(wiring.Component):
         streams = {"input": wiring.flipped(self.pixels)}
         streams.update({name: eng.y for name, eng in engines.items()})
         fifo_names: set[str] = set()
+        times = None  # the cycle model's stream clocks, which size the skew FIFOs
         for src, users in consumers.items():
             outs = [streams[src]]
             if len(users) > 1:
@@ -115,9 +118,10 @@ class BitspikeTop(wiring.Component):
             self_add_only = self_add_in_step(man, users[0][0])
             for (layer, pos), out in zip(users, outs):
                 port = getattr(engines[layer.name], OPS[layer.op].input_ports[pos])
-                if len(users) > 1 and OPS[layer.op].joins_branches and not self_add_only:
-                    elems = int(np.prod(layer.in_shape))
-                    fifo = StreamFifo(out.payload.shape(), 2 * elems + 16)
+                if needs_skew_fifo(man, layer, pos, len(users)) and not self_add_only:
+                    if times is None:
+                        times = stream_times(self.plan)
+                    fifo = StreamFifo(out.payload.shape(), skew_fifo_depth(self.plan, src, layer.name, times))
                     name = f"fifo_{src}_{layer.name}"
                     if name in fifo_names:  # the second operand of a self-add that also has other readers
                         name += "_b"

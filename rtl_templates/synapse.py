@@ -75,10 +75,43 @@ from .linebuf import LineBufferAddressGenerator, line_buffer_size
 from .window import AddressGenerator, WindowGeometry, default_address_generator
 
 __all__ = ["SynapticEngine", "TapSignature", "partial_sum_range", "BLOCK_RAM_MIN_BITS", "pe_latency",
+           "weight_memory_style", "weight_rom_luts", "WEIGHT_ROM_MAX_DEPTH",
            "drain_latency", "dsp_candidates", "HOLD_SLOTS", "INPUT_LATENCY"]
 
-#: weight memories of at least this many bits are marked ``ram_style = "block"``
+#: weight memories of at least this many bits are marked ``ram_style = "block"`` (unless
+#: :func:`weight_memory_style` builds them from LUTs)
 BLOCK_RAM_MIN_BITS = 1024
+#: the deepest weight memory that may be built as a LUT ROM (four LUT4s and the slice's wide
+#: multiplexers per bit on ECP5: no multiplexer tree through the routing)
+WEIGHT_ROM_MAX_DEPTH = 64
+#: Yosys ``memory_libmap``'s cost of one block RAM (ECP5 DP16KD, Gowin BSRAM), against one LUT4 of a ROM
+_BRAM_COST = 128
+
+
+def weight_rom_luts(depth: int, width: int) -> int:
+    """LUT4s of a ``depth × width`` constant table built from logic: one LUT4 per 16 words of each bit."""
+    return width * -(-depth // 16)
+
+
+def weight_memory_style(depth: int, width: int, rom: bool = False) -> str:
+    """Where a ``depth × width`` weight memory goes: ``"block"`` (marked ``ram_style = "block"``), ``"logic"``
+    (marked ``ram_style = "logic"``: a LUT ROM) or ``"rom"`` (small, unmarked: Yosys builds it from logic).
+
+    From :data:`BLOCK_RAM_MIN_BITS` bits on a weight memory is block RAM, unless ``rom`` (the
+    engine's ``weight_rom``: the device filler's plans) and it is shallow and wide, the shape a wide
+    fold gives (16 PEs × 16 lanes of 2-bit weights: 512-bit words, 9 deep for a 3 × 3 conv of 16
+    channels, which would take 15 DP16KD holding 2,304 bits between them): at most
+    :data:`WEIGHT_ROM_MAX_DEPTH` words deep, and fewer LUT4s (:func:`weight_rom_luts`) than Yosys
+    ``memory_libmap`` costs its block RAMs (128 each, the 18 Kb shapes of
+    :data:`bitspike.gen.folding.BRAM_SHAPES`), it is a LUT ROM.
+    """
+    if depth * width < BLOCK_RAM_MIN_BITS:
+        return "rom"
+    from bitspike.gen.folding import bram_blocks
+
+    if rom and depth <= WEIGHT_ROM_MAX_DEPTH and weight_rom_luts(depth, width) < _BRAM_COST * bram_blocks(depth, width, "ecp5"):
+        return "logic"
+    return "block"
 
 #: clocks from an input beat's acceptance to the first clock its frame word can be issued
 #: (neuron register, then the write)
@@ -178,6 +211,9 @@ class SynapticEngine(wiring.Component):
         through a :class:`~.fifo.SkidBuffer` (the writer's ready, the line buffer's limit compare, ends at
         its flag instead of running on through the neuron's ready into the producer, a pool's counters
         say). Off by default (the Verilog is then as without it).
+    weight_rom
+        A shallow, wide weight memory may be a LUT ROM instead of block RAM (:func:`weight_memory_style`).
+        Off by default (the Verilog is then as without it); the device filler's plans turn it on.
     line_buffer
         A sliding window reads a line buffer (:mod:`.linebuf`, the default) instead of a double-buffered
         frame; ignored for a pointwise geometry (a linear layer), which always keeps the frame. With a
@@ -190,7 +226,7 @@ class SynapticEngine(wiring.Component):
                  debug_taps: bool = False, dsp_blocks: int | None = None,
                  groups: int = 1, address_generator: Callable[[WindowGeometry], AddressGenerator] | None = None,
                  fused=None, fused_width: int = 0, counts_in: bool = False, vec_in: int = 1, vec_out: int = 1,
-                 line_buffer: bool = True, fast_paths: bool = False):
+                 line_buffer: bool = True, fast_paths: bool = False, weight_rom: bool = False):
         check_neuron_params(s_bits, timesteps, k)
         if fused is not None and requant is None:
             raise ValueError("engine fused thresholds replace a requantizer: the output layer has none")
@@ -216,6 +252,7 @@ class SynapticEngine(wiring.Component):
                                  + " and ".join(f"{what} ({n})" for what, n in within) + f", not {value!r}")
         self.vec_in, self.vec_out = vec_in, vec_out
         self.fast_paths = bool(fast_paths)
+        self.weight_rom = bool(weight_rom)
         self.groups = groups
         self.in_channels = group_c * groups
         self.weight, self.bias = weight, np.asarray(bias, dtype=np.int64)
@@ -408,8 +445,10 @@ class SynapticEngine(wiring.Component):
 
         # ---- window/address generator (made above): which frame word and weight word each issued clock reads
         m.submodules.window = gen
-        # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs)
-        attrs = {"ram_style": "block"} if lay.memory_bits >= BLOCK_RAM_MIN_BITS else {}
+        # large weight memories go to block RAM (Yosys otherwise may build shallow, wide ROMs from LUTs),
+        # except the shallow and wide ones that cost fewer LUTs than the block RAMs they would spread over
+        style = weight_memory_style(lay.depth, lay.word_bits, self.weight_rom)
+        attrs = {"ram_style": style} if style != "rom" else {}
         wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_weights(self.weight, lay),
                              attrs=attrs)
         m.submodules.wmem = wmem

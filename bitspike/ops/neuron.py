@@ -362,6 +362,9 @@ class SynapticNode(PlanNode):
     # clear after a group's last word, the drain's queue state is in registered flags
     # (bitspike.rtl_templates.synapse.SynapticEngine's fast_paths)
     fast_paths: bool = False
+    # a shallow, wide weight memory may be a LUT ROM (bitspike.rtl_templates.synapse.weight_memory_style):
+    # set by the device filler (bitspike.gen.folding), whose budget weighs block RAMs against LUTs
+    weight_rom: bool = False
 
     @property
     def pe_lanes(self) -> int:
@@ -630,7 +633,26 @@ class SynapticOp(Op):
         per_pe = node.pe_lanes * (mult + psum) + 2 * psum
         # a vector stream: vec_in neurons, vec_out drain lanes
         return (60 + node.pes * per_pe + node.vec_in * self.neuron_luts(node) + node.vec_out * self.output_luts(node)
-                + node.lanes * cw)
+                + node.lanes * cw + self.weight_rom_luts(node))
+
+    def weight_layout(self, node: SynapticNode):
+        """The :class:`~bitspike.rtl_templates.weight_mem.WeightLayout` of the node's fold."""
+        from bitspike.rtl_templates.weight_mem import WeightLayout
+
+        return WeightLayout(node.out_features, self.tap_inputs(node), node.pes, node.lanes, node.w_bits,
+                            taps=node.kernel[0] * node.kernel[1])
+
+    def weight_rom_luts(self, node: SynapticNode) -> int:
+        """The estimate's share for a weight memory built as a LUT ROM (:func:`~bitspike.rtl_templates.synapse.
+        weight_memory_style` ``"logic"``), in the model's units (two LUT4s each); 0 for the others (block RAM,
+        and the small tables below :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS`, which the
+        model leaves out as before)."""
+        from bitspike.rtl_templates.synapse import weight_memory_style, weight_rom_luts
+
+        lay = self.weight_layout(node)
+        if weight_memory_style(lay.depth, lay.word_bits, node.weight_rom) != "logic":
+            return 0
+        return -(-weight_rom_luts(lay.depth, lay.word_bits) // 2)
 
     @staticmethod
     def neuron_luts(node: SynapticNode) -> int:
@@ -684,19 +706,19 @@ class SynapticOp(Op):
         return self.reserved_dsps + (n if node.dsp_blocks is None else min(n, node.dsp_blocks))
 
     def memories(self, node: SynapticNode) -> list[tuple[int, int, str]]:
-        """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits on)
-        and the double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word
-        after them when the window pads)."""
+        """The weight memory (block RAM from :data:`~bitspike.rtl_templates.synapse.BLOCK_RAM_MIN_BITS` bits
+        on, unless :func:`~bitspike.rtl_templates.synapse.weight_memory_style` makes it a LUT ROM) and the
+        double-buffered frame memory of spike counts (``2·H·W`` pixels of frame words, a zero word after
+        them when the window pads)."""
         if isinstance(node, SteppedNode):
             return stepped_memories(node)
-        from bitspike.rtl_templates.synapse import BLOCK_RAM_MIN_BITS
-        from bitspike.rtl_templates.weight_mem import WeightLayout
+        from bitspike.rtl_templates.synapse import weight_memory_style
 
-        lay = WeightLayout(node.out_features, self.tap_inputs(node), node.pes, node.lanes, node.w_bits,
-                           taps=node.kernel[0] * node.kernel[1])
+        lay = self.weight_layout(node)
         frame = node.in_hw[0] * node.in_hw[1] * len(self.frame_words(node))
         has_pad = tuple(node.padding) != (0, 0)
-        return [(lay.depth, lay.word_bits, "block" if lay.memory_bits >= BLOCK_RAM_MIN_BITS else "rom"),
+        style = weight_memory_style(lay.depth, lay.word_bits, node.weight_rom)
+        return [(lay.depth, lay.word_bits, "block" if style == "block" else "rom"),
                 (2 * frame + has_pad, node.lanes * node.widths["count"], "ram")]
 
     def dsp_candidates(self, layer: SynapticLayer, r: LayerRanges, node: SynapticNode) -> list[tuple[int, str]]:
@@ -829,7 +851,8 @@ class SynapticOp(Op):
                     debug_taps=debug, dsp_blocks=node.dsp_blocks, fused=node.fused, fused_width=node.fused_width,
                     counts_in=node.counts_in, vec_in=node.vec_in, vec_out=node.vec_out,
                     # only when on: the stepped engine takes these keywords too and has no such stage
-                    **({"fast_paths": True} if node.fast_paths else {}))
+                    **({"fast_paths": True} if node.fast_paths else {}),
+                    **({"weight_rom": True} if getattr(node, "weight_rom", False) else {}))
 
     # ---- export and audit
 
