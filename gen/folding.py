@@ -33,6 +33,7 @@ from dataclasses import replace
 from math import gcd
 
 from bitspike.ops.base import OPS, divisors
+from bitspike.rtl_templates.synapse import DP16KD_SHAPES
 
 from .ir import Plan, PlanNode, register_pass, stream_source
 
@@ -68,8 +69,8 @@ def _with_fold(node: PlanNode, layer, plan: Plan, pes: int, lanes: int, taps: in
 #: block-RAM shapes ``(depth, width)`` a memory can be cut into, per family (ECP5 DP16KD and Gowin BSRAM:
 #: 18 Kb, up to 36 bits wide as a one-read-port memory; iCE40 SB_RAM40_4K: 4 Kb, up to 16 bits)
 BRAM_SHAPES = {
-    "ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
-    "gowin": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+    "ecp5": DP16KD_SHAPES,
+    "gowin": DP16KD_SHAPES,
     "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16)),
 }
 #: Yosys ``memory_libmap``'s costs (its techlibs' ``cost`` lines): one block RAM, one 16 × 4 LUT RAM

@@ -107,11 +107,15 @@ def weight_memory_style(depth: int, width: int, rom: bool = False) -> str:
     """
     if depth * width < BLOCK_RAM_MIN_BITS:
         return "rom"
-    from bitspike.gen.folding import bram_blocks
-
-    if rom and depth <= WEIGHT_ROM_MAX_DEPTH and weight_rom_luts(depth, width) < _BRAM_COST * bram_blocks(depth, width, "ecp5"):
+    blocks = min(-(-depth // d) * -(-width // w) for d, w in DP16KD_SHAPES)
+    if rom and depth <= WEIGHT_ROM_MAX_DEPTH and weight_rom_luts(depth, width) < _BRAM_COST * blocks:
         return "logic"
     return "block"
+
+
+#: the depth × width shapes of an 18 Kb block RAM (ECP5 DP16KD, Gowin's alike): what a weight memory is
+#: cut into (:data:`bitspike.gen.folding.BRAM_SHAPES` takes them from here: templates import no planner)
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 #: clocks from an input beat's acceptance to the first clock its frame word can be issued
 #: (neuron register, then the write)
