@@ -454,17 +454,6 @@ class MultiTapEngine(SynapticEngine):
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & word_last) - drain.freed)
 
-        if self.debug_taps:
-            x_accept = self.x.valid & self.x.ready
-            if not self.counts_in:
-                m.d.comb += [
-                    self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
-                    self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
-                ]
-            tap_y = self.tap_out if self.fused is None else self.tap_cnt
-            m.d.comb += [
-                self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
-                tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
-            ]
+        self._wire_debug_taps(m, nrn, drain)
         return m
 

@@ -526,19 +526,25 @@ class SynapticEngine(wiring.Component):
         wiring.connect(m, drain.y, wiring.flipped(self.y))
         m.d.sync += slots.eq(slots + (issue & gen.word_last) - drain.freed)
 
-        if self.debug_taps:
-            x_accept = self.x.valid & self.x.ready
-            if not self.counts_in:
-                m.d.comb += [
-                    self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
-                    self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
-                ]
-            tap_y = self.tap_out if self.fused is None else self.tap_cnt
-            m.d.comb += [
-                self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
-                tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
-            ]
+        self._wire_debug_taps(m, nrn, drain)
         return m
+
+    def _wire_debug_taps(self, m: Module, nrn, drain) -> None:
+        """With ``debug_taps``: the input and spike taps at the accepted input beat (an engine fed counts has
+        neither), the drain's accumulator tap, and the output (or, fused, the counts) at the taken beat."""
+        if not self.debug_taps:
+            return
+        x_accept = self.x.valid & self.x.ready
+        if not self.counts_in:
+            m.d.comb += [
+                self.tap_x.payload.eq(self.x.payload), self.tap_x.valid.eq(x_accept),
+                self.tap_spk.payload.eq(nrn.spikes), self.tap_spk.valid.eq(x_accept),
+            ]
+        tap_y = self.tap_out if self.fused is None else self.tap_cnt
+        m.d.comb += [
+            self.tap_acc.payload.eq(drain.tap_acc.payload), self.tap_acc.valid.eq(drain.tap_acc.valid),
+            tap_y.payload.eq(self.y.payload), tap_y.valid.eq(self.y.valid & self.y.ready),
+        ]
 
     @staticmethod
     def _replay_read(m: Module, gen, rd, scan_addr):
