@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from amaranth.sim import Simulator
 
 
@@ -98,3 +100,16 @@ def output_clocks(eng, frame, max_clocks: int) -> list[int]:
     sim.add_testbench(bench)
     sim.run()
     return when
+
+
+def run_frames_bursty(dut, xs, seed: int, cycles: int, want_len: int) -> list:
+    """Frames ``xs`` ``[frames, C, H, W]`` into a conv engine's scalar ``x`` (HWC, channel fastest) under bursts
+    of idle input and of back-pressure (phases of 97 clocks: input mostly offered, output mostly refused,
+    both mostly on), so a writer both runs ahead and falls behind; the first ``want_len`` outputs of ``y``."""
+    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]
+    srng = random.Random(seed)
+    phases = [(c // 97) % 3 for c in range(cycles)]
+    p_valid = [srng.random() < (0.95 if ph == 0 else 0.5) for ph in phases]
+    p_ready = [srng.random() < (0.2 if ph == 1 else 0.9) for ph in phases]
+    return run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
+                       stop_after=want_len)

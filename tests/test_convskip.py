@@ -16,7 +16,6 @@ Designs without skipping keep their Verilog byte for byte (tests/test_hw_digests
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -32,7 +31,7 @@ from bitspike.rtl_templates.synapse import SynapticEngine
 from bitspike.rtl_templates.window import WindowGeometry
 from bitspike.testing import random_cnn
 
-from stream_bench import output_clocks, run_stalled
+from stream_bench import output_clocks, run_frames_bursty
 from test_rtl_engine_blocks import _engine_ranges, _grouped_reference
 
 S_BITS, T, K = 2, 2, 1
@@ -100,14 +99,7 @@ def test_engine_is_exact_under_stalls(case):
     eng, weight, bias = _conv(*case, skip=True)
     xs = _frames(c_in, hw, 3, sum(hw))
     want = _grouped_reference(xs, weight, bias, 1, stride, pad, S_BITS, T, K, None)
-    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]  # HWC, channel fastest
-    srng = random.Random(sum(hw))
-    phases = [(c // 97) % 3 for c in range(30000)]  # bursts: the writer both runs ahead and falls behind
-    p_valid = [srng.random() < (0.95 if ph == 0 else 0.5) for ph in phases]
-    p_ready = [srng.random() < (0.2 if ph == 1 else 0.9) for ph in phases]
-    got = run_stalled(eng, beats, lambda ctx, b: ctx.set(eng.x.payload, b), p_valid, p_ready, inp=eng.x, out=eng.y,
-                      stop_after=len(want))
-    assert got == want
+    assert run_frames_bursty(eng, xs, sum(hw), 30000, len(want)) == want
 
 
 def _alone(eng, frame) -> list[int]:

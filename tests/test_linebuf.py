@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from stream_bench import run_stalled
+from stream_bench import run_frames_bursty
 from test_rtl_engine_blocks import GEOMETRIES, _engine_ranges, _grouped_reference
 
 from bitspike.analysis import Range
@@ -138,15 +138,7 @@ def test_engine_through_the_line_buffer_matches_numpy_under_stalls(case):
     frames = 3
     xs = rng.integers(x.lo, x.hi + 1, size=(frames, c_in, *hw))
     want = _grouped_reference(xs, weight, bias, groups, stride, pad, s_bits, t, k, rq)
-    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]  # HWC, channel fastest
-    srng = random.Random(sum(hw))
-    # bursts of back-pressure and of idle input, so the writer both runs ahead and falls behind
-    phases = [(c // 97) % 3 for c in range(40000)]
-    p_valid = [srng.random() < (0.95 if ph == 0 else 0.5) for ph in phases]
-    p_ready = [srng.random() < (0.2 if ph == 1 else 0.9) for ph in phases]
-    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
-                      stop_after=len(want))
-    assert got == want
+    assert run_frames_bursty(dut, xs, sum(hw), 40000, len(want)) == want
 
 
 def test_frame_buffer_engine_is_still_built_on_request():

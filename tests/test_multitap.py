@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from stream_bench import output_clocks, run_stalled
+from stream_bench import output_clocks, run_frames_bursty, run_stalled
 from test_rtl_engine_blocks import _engine_ranges, _grouped_reference
 
 from bitspike.analysis import Range
@@ -61,14 +61,7 @@ def test_multitap_engine_matches_numpy_under_stalls(case):
     frames = 3
     xs = rng.integers(x.lo, x.hi + 1, size=(frames, c_in, *hw))
     want = _reference(xs, weight, bias, stride, pad, rq)
-    beats = [int(v) for v in xs.transpose(0, 2, 3, 1).reshape(-1)]
-    srng = random.Random(sum(hw))
-    phases = [(c // 97) % 3 for c in range(20000)]
-    p_valid = [srng.random() < (0.95 if ph == 0 else 0.5) for ph in phases]
-    p_ready = [srng.random() < (0.2 if ph == 1 else 0.9) for ph in phases]
-    got = run_stalled(dut, beats, lambda ctx, b: ctx.set(dut.x.payload, b), p_valid, p_ready, inp=dut.x, out=dut.y,
-                      stop_after=len(want))
-    assert got == want
+    assert run_frames_bursty(dut, xs, sum(hw), 20000, len(want)) == want
 
 
 def test_multitap_engine_with_fast_paths():
