@@ -41,19 +41,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bitspike.gen.synth import abc_fallback_script
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 WORK = ROOT.parent / "build" / "bench_resnet"
 BOARD = "ulx3s_85f"
 SEED = 1
 
-#: Yosys script of the accelerator (bench/vecpool.py's ABC_FALLBACK, then the counts and the netlist)
-SYNTH_SCRIPT = [
-    "synth_ecp5 -noflatten -top bitspike_top -run :map_luts",
-    "techmap -map +/lattice/latches_map.v",
-    "abc -lut 4:7 -dress",
-    "clean",
-    "synth_ecp5 -noflatten -top bitspike_top -run map_cells:",
+#: Yosys script of the accelerator (synth_ecp5 around the abc mapper, as bitspike.gen.synth falls back to when
+#: abc9 asserts; then the counts and the netlist)
+SYNTH_SCRIPT = abc_fallback_script("synth_ecp5 -noflatten -top bitspike_top").splitlines() + [
     "tee -q -o stat.json stat -json",
     "write_json netlist.json",
 ]

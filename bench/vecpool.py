@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from bitspike.gen.synth import abc_fallback_script
+
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -126,13 +128,7 @@ def cosim_row(manifest, name: str, fold: str, samples: int, fast_paths: bool = F
 
 #: the fallback's Yosys script: ``synth_ecp5`` up to its LUT mapping, then the older ``abc`` LUT mapper (4-input
 #: LUTs, wide functions up to 7 inputs through the PFU muxes, as ``synth_ecp5``'s own), then the rest of it
-ABC_FALLBACK = "\n".join([
-    "synth_ecp5 -noflatten -top bitspike_top -run :map_luts",
-    "techmap -map +/lattice/latches_map.v",
-    "abc -lut 4:7 -dress",
-    "clean",
-    "synth_ecp5 -noflatten -top bitspike_top -run map_cells:",
-])
+ABC_FALLBACK = abc_fallback_script("synth_ecp5 -noflatten -top bitspike_top").rstrip("\n")
 
 
 @contextlib.contextmanager
