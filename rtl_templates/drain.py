@@ -52,6 +52,11 @@ def const_range(values) -> Range:
     return Range(int(min(0, min(values))), int(max(0, max(values))))
 
 
+def _const_init(value) -> int:
+    """The reset value of a register loaded from ``value``: the constant itself when it is one, else 0."""
+    return value.value if isinstance(value, Const) else 0
+
+
 def channel_rom(m: Module, values: list[int], step, name: str):
     """The per-output-channel constant of the channel at the head of the queue.
 
@@ -289,8 +294,10 @@ class Drain(wiring.Component):
         mult_q = channel_rom(m, [int(v) for v in rq.multiplier][lane::V], pop, f"mult_rom{sfx}")
         brnd_q = channel_rom(m, [int(v) + rounding_term(rq.shift) for v in rq.bias][lane::V], pop, f"rqbias_rom{sfx}")
         acc_r = Signal(self.acc_shape, name=f"acc_r{sfx}")
-        mult_r = Signal(mult_q.shape(), name=f"mult_r{sfx}")
-        brnd_r = Signal(brnd_q.shape(), name=f"brnd_r{sfx}")
+        # a lane whose channels share a constant holds it from reset (its register's input is that constant, so
+        # synthesis folds it, and with it the multiplier's rows of zero bits)
+        mult_r = Signal(mult_q.shape(), name=f"mult_r{sfx}", init=_const_init(mult_q))
+        brnd_r = Signal(brnd_q.shape(), name=f"brnd_r{sfx}", init=_const_init(brnd_q))
         v0 = Signal(name=f"v0{sfx}")
         with m.If(adv):
             m.d.sync += [acc_r.eq(acc_val), mult_r.eq(mult_q), brnd_r.eq(brnd_q), v0.eq(pop)]

@@ -59,6 +59,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .drain import HOLD_SLOTS, Drain
+from .fifo import SkidBuffer
 from .neuron import CountStage, NeuronStage, shape_of
 from .pe import PEArray, group_layout, word_tag_layout
 from .synapse import BLOCK_RAM_MIN_BITS, SynapticEngine, dsp_candidates, pe_latency
@@ -252,6 +253,13 @@ class MultiTapEngine(SynapticEngine):
             m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
                                                     count_shape=unsigned(cw), vec=V)
         wiring.connect(m, wiring.flipped(self.x), nrn.i)
+        counts_in = nrn.o
+        if self.fast_paths:
+            # as the one-tap engine: the writer's ready (its bank's full flag) ends at a skid buffer's flag instead
+            # of running on through the neuron's ready into the producer (no latency: it passes through when empty)
+            m.submodules.skid = skid = SkidBuffer(nrn.o.payload.shape())
+            wiring.connect(m, nrn.o, skid.x)
+            counts_in = skid.y
 
         # ---- banks: R × K memories, each two frames of FB words
         word_shape = data.ArrayLayout(unsigned(cw), L)
@@ -277,7 +285,7 @@ class MultiTapEngine(SynapticEngine):
         wr_pix = Signal(range(FB + 1), init=row0 + col0)  # word 0 of the current pixel
         wr_addr = Signal(range(FB + 1), init=row0 + col0)
         pack = [Signal(unsigned(cw), name=f"pack{l}") for l in range(L)]
-        count = nrn.o.payload
+        count = counts_in.payload
         elem = (lambda l: count) if V == 1 else (lambda l: count[l % V])
         w_ready = Signal()
         write_beat = (wr_lane == L // V - 1) | (wr_chan == group_c - V)
@@ -285,8 +293,8 @@ class MultiTapEngine(SynapticEngine):
         row_done = pix_done & (wr_iw == W - 1)
         last_elem = Signal()
         m.d.comb += [last_elem.eq(row_done & (wr_ih == H - 1)), w_ready.eq(~full.bit_select(wr_bank, 1)),
-                     nrn.o.ready.eq(w_ready)]
-        accept = nrn.o.valid & w_ready
+                     counts_in.ready.eq(w_ready)]
+        accept = counts_in.valid & w_ready
         i = 0
         for y in range(R):
             for x in range(K):
@@ -422,20 +430,24 @@ class MultiTapEngine(SynapticEngine):
         self._bank_handshake(m, geo, full, accept & write_beat & last_elem, wr_bank, issue & frame_last, rd_bank)
 
         # ---- weights
-        attrs = {"ram_style": "block"} if weights_in_block_ram(lay) else {}
-        wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=pack_multitap_weights(self.weight, lay),
-                             attrs=attrs)
-        m.submodules.wmem = wmem
-        wrd = wmem.read_port()
-        m.d.comb += wrd.addr.eq(waddr)
+        words = pack_multitap_weights(self.weight, lay)
+        const_word = words[0] if lay.depth == 1 else None  # one word (the whole kernel): constants, not a memory
+        if const_word is None:
+            attrs = {"ram_style": "block"} if weights_in_block_ram(lay) else {}
+            wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=words, attrs=attrs)
+            m.submodules.wmem = wmem
+            wrd = wmem.read_port()
+            m.d.comb += wrd.addr.eq(waddr)
 
         # ---- PE array over taps × lanes, the drain: as the one-tap engine
         m.submodules.pe_array = pes = PEArray(pes=P, lanes=T * L, w_bits=self.w_bits, count_bits=cw,
                                               psum_shape=shape_of(self.psum_range), dsp_products=pe_dsp,
-                                              clear_on_last=self.fast_paths)
+                                              clear_on_last=self.fast_paths, const_weights=const_word)
         tag = Signal(word_tag_layout())
         m.d.sync += [tag.valid.eq(issue), tag.first.eq(first), tag.last.eq(word_last), tag.last_group.eq(wraps["g"])]
-        m.d.comb += [pes.word.weights.eq(wrd.data), pes.word.counts.eq(counts), pes.tag.eq(tag)]
+        m.d.comb += [pes.word.counts.eq(counts), pes.tag.eq(tag)]
+        if const_word is None:
+            m.d.comb += pes.word.weights.eq(wrd.data)
         m.submodules.drain = drain = Drain(
             pes=P, bias=self.bias, psum_shape=shape_of(self.psum_range), acc_shape=shape_of(r.acc),
             out_shape=self.out_shape, requant=self.requant,

@@ -18,7 +18,7 @@ a product goes is decided here, per product, not by the synthesis tool.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Shape, Signal, unsigned
+from amaranth import Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -172,7 +172,7 @@ def staged_product(m: Module, code, count, w_bits: int, use_dsp: bool, name: str
     """
     cw = count.shape().width
     if is_narrow(w_bits, cw):
-        code_r = _reg(m, code, f"{name}_w")
+        code_r = code if isinstance(code, Const) else _reg(m, code, f"{name}_w")
         count_r = count_reg if count_reg is not None else _reg(m, count, f"{name}_c")
         return _reg(m, weight_product(code_r, count_r, w_bits, False), name)
     if use_dsp:
@@ -221,6 +221,10 @@ class PEArray(wiring.Component):
     dsp_products
         How many of the wide products are DSP multiplies (``*``), in PE-major order; the others and
         every narrow one (:func:`is_narrow`) are built in logic. ``None``: every wide product.
+    const_weights
+        The weight word as an integer when the memory holds only that one word (every word issued carries
+        it): the codes are constants, so a product is only the rows of its weight's one bits and zero
+        weights vanish; ``word.weights`` is then not read.
     clear_on_last
         Restart the accumulators by clearing them after a group's last word (their registers' reset)
         instead of a mux at the group's first word: the same sums (every group's first word follows
@@ -238,7 +242,7 @@ class PEArray(wiring.Component):
     """
 
     def __init__(self, *, pes: int, lanes: int, w_bits: int, count_bits: int, psum_shape, dsp_products: int | None = None,
-                 clear_on_last: bool = False):
+                 clear_on_last: bool = False, const_weights: int | None = None):
         for name, value in (("pes", pes), ("lanes", lanes), ("w_bits", w_bits), ("count_bits", count_bits)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PEArray {name} must be a positive integer, not {value!r}")
@@ -246,6 +250,7 @@ class PEArray(wiring.Component):
         self.psum_shape = Shape.cast(psum_shape)
         self.dsp_products = dsp_products
         self.clear_on_last = bool(clear_on_last)
+        self.const_weights = const_weights
         self.latency = pe_array_latency(lanes)
         super().__init__({
             "word": In(pe_word_layout(pes, lanes, w_bits, count_bits)),
@@ -254,7 +259,7 @@ class PEArray(wiring.Component):
         })
 
     def __repr__(self) -> str:
-        fields = ("pes", "lanes", "w_bits", "count_bits", "psum_shape", "dsp_products", "clear_on_last")
+        fields = ("pes", "lanes", "w_bits", "count_bits", "psum_shape", "dsp_products", "clear_on_last", "const_weights")
         return "PEArray(" + ", ".join(f"{f}={getattr(self, f, '?')!r}" for f in fields) + ")"
 
     def elaborate(self, platform):
@@ -263,9 +268,14 @@ class PEArray(wiring.Component):
         # the tag keeps step with the word: memory-output register, product register, tree levels
         tag = data.View(word_tag_layout(), delay(m, self.tag.as_value(), self.latency, "pe_flags")[-1])
         # the memory outputs, registered (the block RAM's output register)
-        wq = Signal.like(self.word.weights)
         cq = Signal.like(self.word.counts)
-        m.d.sync += [wq.eq(self.word.weights), cq.eq(self.word.counts)]
+        m.d.sync += cq.eq(self.word.counts)
+        if self.const_weights is None:
+            wq = Signal.like(self.word.weights)
+            m.d.sync += wq.eq(self.word.weights)
+            code_of = lambda p, l: wq[p][l]  # noqa: E731
+        else:  # one weight word, always the same: its codes are constants (a constant needs no register)
+            code_of = lambda p, l: Const((self.const_weights >> ((p * L + l) * wb)) & ((1 << wb) - 1), wb)  # noqa: E731
         # narrow products: the counts' second register, shared by every PE of a lane
         cq2 = [_reg(m, cq[l], f"cq2_{l}") for l in range(L)] if is_narrow(wb, cw) else [None] * L
         n_dsp = 0
@@ -274,7 +284,7 @@ class PEArray(wiring.Component):
             for l in range(L):
                 use_dsp = not is_narrow(wb, cw) and (self.dsp_products is None or n_dsp < self.dsp_products)
                 n_dsp += use_dsp
-                terms.append(staged_product(m, wq[p][l], cq[l], wb, use_dsp, f"prod{p}_{l}", cq2[l]))
+                terms.append(staged_product(m, code_of(p, l), cq[l], wb, use_dsp, f"prod{p}_{l}", cq2[l]))
             lane_sum = pipelined_sum(m, terms, name=f"lanes{p}")
             acc = Signal(self.psum_shape, name=f"psum{p}")
             acc_next = Signal(self.psum_shape, name=f"psum_next{p}")

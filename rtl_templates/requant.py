@@ -7,8 +7,11 @@ Two forms:
 * :func:`requant_pipeline` / :class:`PipelinedRequantizer` — in stages, so
   that no clock holds a multiply and a wide add together: (1) the partial
   products acc_i·M, where acc is cut into pieces that each fit a DSP block's
-  signed input (18 bits on ECP5, 16 on iCE40), (2)–(3) a registered
-  two-level tree adds the pieces and the per-channel constant B + rnd,
+  signed input (18 bits on ECP5, 16 on iCE40; a piece built in logic is cut
+  further, into 4-bit chunks of its narrower operand, :func:`logic_chunks`,
+  so that no clock holds more than a 4-row shift-add), (2)–(3) a registered
+  two-level tree adds the pieces and the per-channel constant B + rnd
+  (groups of about √n terms a level when there are more than four),
   (4) the shift (wiring) and the clamp (:func:`shift_clamp`, shared by both
   forms). The latency is
   :data:`REQUANT_LATENCY` whatever the widths, so the planner's cycle model
@@ -16,6 +19,8 @@ Two forms:
 """
 
 from __future__ import annotations
+
+import math
 
 from amaranth import Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -36,6 +41,9 @@ REQUANT_LATENCY = 5
 DSP_INPUT_BITS = 16
 #: partial products a two-level tree can add beside the constant
 MAX_PIECES = 3
+#: a product built in logic is cut into chunks of this many bits of its narrower operand
+#: (:func:`logic_chunks`): a chunk's shift-add is at most two adder levels in its clock
+LOGIC_CHUNK_BITS = 4
 
 
 def requant_reference(acc: int, mult: int, bias: int, shift: int, lo: int, hi: int) -> int:
@@ -136,25 +144,75 @@ def requant_pipeline(m: Module, valid, acc, mult, bias_rnd, *, shift: int, lo: i
         part = part.as_signed() if is_signed else part
         if len(pieces) == 1:
             part = acc
-        value = part * mult if i in in_dsp else shift_add_product(part, mult)
-        reg = Signal(value.shape(), name=f"{name}_pp{i}")
-        with m.If(enable):
-            m.d.sync += reg.eq(value)
-        terms.append(reg << offset if offset else reg)
+        chunks = [(part * mult, 0)] if i in in_dsp else logic_chunks(part, mult)
+        for k, (value, at) in enumerate(chunks):
+            reg = Signal(value.shape(), name=f"{name}_pp{i}" + (f"_{k}" if len(chunks) > 1 else ""))
+            with m.If(enable):
+                m.d.sync += reg.eq(value)
+            terms.append(reg << (offset + at) if offset + at else reg)
     brnd = Signal(bias_rnd.shape(), name=f"{name}_brnd")
     v1 = Signal(name=f"{name}_v1")
     with m.If(enable):
         m.d.sync += [brnd.eq(bias_rnd), v1.eq(valid)]
     terms.append(brnd)
-    while len(terms) < 4:  # a fixed two-level tree keeps the latency independent of the widths
-        terms.append(Const(0, 1))
-    total = pipelined_sum(m, terms, name=f"{name}_sum", enable=enable)
+    if len(terms) <= 4:
+        while len(terms) < 4:  # a fixed two-level tree keeps the latency independent of the widths
+            terms.append(Const(0, 1))
+        total = pipelined_sum(m, terms, name=f"{name}_sum", enable=enable)
+    else:
+        total = two_level_sum(m, terms, name=f"{name}_sum", enable=enable)
     v2, v3 = Signal(name=f"{name}_v2"), Signal(name=f"{name}_v3")
     with m.If(enable):
         m.d.sync += [v2.eq(v1), v3.eq(v2)]
     prod = Signal(product_shape, name=f"{name}_product")
     m.d.comb += prod.eq(total)
     return v3, shift_clamp(m, prod, shift, lo, hi, out_shape, name)
+
+
+def logic_chunks(a, b) -> list:
+    """``a × b`` in logic as ``[(product, shift)]``: the narrower operand cut into :data:`LOGIC_CHUNK_BITS`-bit
+    chunks (low chunks unsigned, the top one keeps the sign), each chunk's product a shift-add of at most
+    that many rows (two adder levels), so that one clock holds no more than those; ``Σ product << shift``
+    is ``a × b`` exactly. One chunk when the narrower operand is that narrow already."""
+    if b.shape().width > a.shape().width:
+        a, b = b, a
+    wb = b.shape().width
+    if wb <= LOGIC_CHUNK_BITS:
+        return [(shift_add_product(a, b), 0)]
+    out = []
+    for lo in range(0, wb, LOGIC_CHUNK_BITS):
+        hi = min(wb, lo + LOGIC_CHUNK_BITS)
+        chunk = b[lo:hi]
+        if b.shape().signed and hi == wb:
+            chunk = chunk.as_signed()
+        out.append((shift_add_product(a, chunk), lo))
+    return out
+
+
+def _balanced(values):
+    level = list(values)
+    while len(level) > 1:
+        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def two_level_sum(m: Module, terms, name: str, enable):
+    """Sum ``terms`` through exactly two registered levels (as :func:`.adder_tree.pipelined_sum` of four terms):
+    the first adds groups of ⌈√n⌉ terms, the second the groups' sums (each a balanced tree inside its clock)."""
+    n = len(terms)
+    g = max(2, math.isqrt(n - 1) + 1)
+    firsts = []
+    for k in range(0, n, g):
+        value = _balanced(terms[k:k + g])
+        reg = Signal(value.shape(), name=f"{name}_l0_{k // g}")
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        firsts.append(reg)
+    value = _balanced(firsts)
+    root = Signal(value.shape(), name=f"{name}_l1_0")
+    with m.If(enable):
+        m.d.sync += root.eq(value)
+    return root
 
 
 class PipelinedRequantizer(wiring.Component):

@@ -103,10 +103,10 @@ def test_linear_generator_refuses_a_window():
     # wide in logic: the count cut, then the weight
     (2, 2, 8, 8, 0, False), (2, 3, 5, 9, 0, False),
     # clear_on_last: the same sums at the same clocks (the accumulators cleared after a last word)
-    (1, 1, 1, 1, None, True), (3, 4, 2, 3, None, True), (2, 3, 8, 8, 2, True), (2, 2, 8, 8, 0, True)])
+    (1, 1, 1, 1, None, True), (3, 4, 2, 3, None, True), (2, 3, 8, 8, 2, True), (2, 2, 8, 8, 0, True),
+    # const_weights (one weight word, its codes constants): narrow, wide in logic, DSP
+    (3, 4, 2, 3, None, "const"), (4, 3, 8, 8, 0, "const"), (2, 3, 8, 8, 2, "const"), (2, 4, 1, 2, None, "const")])
 def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, dsp, clear):
-    dut = PEArray(pes=pes, lanes=lanes, w_bits=w_bits, count_bits=count_bits, psum_shape=signed(32), dsp_products=dsp,
-                  clear_on_last=clear)
     rng = random.Random(pes * 100 + lanes * 10 + w_bits)
     lim = (1 << (w_bits - 1)) - 1
 
@@ -117,15 +117,30 @@ def test_pe_array_sums_groups_with_its_latency(pes, lanes, w_bits, count_bits, d
             return rng.choice([0, 1, 3])  # −1 … 1
         return rng.randint(-lim, lim) & ((1 << w_bits) - 1)
 
+    def codes():
+        return [[code() for _ in range(lanes)] for _ in range(pes)]
+
+    const = None
+    if clear == "const":  # every word carries the same codes (the extremes among them); the port is not read
+        const_codes = codes()
+        if w_bits > 2:
+            const_codes[0][0], const_codes[-1][-1] = (-lim) & ((1 << w_bits) - 1), lim
+        const = sum(c << ((p * lanes + l) * w_bits) for p, row in enumerate(const_codes) for l, c in enumerate(row))
+
+        def codes():
+            return [list(row) for row in const_codes]
+    dut = PEArray(pes=pes, lanes=lanes, w_bits=w_bits, count_bits=count_bits, psum_shape=signed(32), dsp_products=dsp,
+                  clear_on_last=clear is True, const_weights=const)
+
     words, beats = [], []  # beats: (valid, word) per clock; an invalid beat carries junk the array ignores
     for _ in range(12):
         n = rng.randint(1, 4)
         for j in range(n):
             while rng.random() < 0.3:
-                beats.append((0, ([[code() for _ in range(lanes)] for _ in range(pes)],
+                beats.append((0, (codes(),
                                   [rng.randint(0, (1 << count_bits) - 1) for _ in range(lanes)],
                                   rng.randint(0, 1), rng.randint(0, 1), rng.randint(0, 1))))
-            w = ([[code() for _ in range(lanes)] for _ in range(pes)],
+            w = (codes(),
                  [rng.choice([0, (1 << count_bits) - 1, rng.randint(0, (1 << count_bits) - 1)]) for _ in range(lanes)],
                  int(j == 0), int(j == n - 1), rng.randint(0, 1))
             words.append(w)

@@ -156,9 +156,10 @@ def test_staged_requantizer_under_stalls(acc_shape, mult_shape, dsp_pieces):
     assert run_stalled(dut, beats, put, p_valid, p_ready) == expected
 
 
-def test_staged_requantizer_latency_without_stalls():
+@pytest.mark.parametrize("dsp_pieces", [None, 0])  # 0: the products in logic, cut in 4-bit chunks of the multiplier
+def test_staged_requantizer_latency_without_stalls(dsp_pieces):
     dut = PipelinedRequantizer(acc_shape=signed(19), mult_shape=unsigned(14), bias_shape=signed(8), shift=9,
-                               lo=0, hi=255, out_shape=unsigned(8), product_shape=signed(34))
+                               lo=0, hi=255, out_shape=unsigned(8), product_shape=signed(34), dsp_pieces=dsp_pieces)
     times = []
 
     async def bench(ctx):
