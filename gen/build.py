@@ -597,6 +597,8 @@ def build_bitstream(
     result["synth_opts"] = synth_opts
     if parsed.get("lut_mapper"):
         result["lut_mapper"] = parsed["lut_mapper"]
+    if parsed.get("router"):
+        result["router"] = parsed["router"]
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
@@ -890,6 +892,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     log_path = build_dir / "toolchain.log"
     scripts = _split_script(build_dir / f"build_{NAME}.sh")
     lut_mapper = None  # set when the synthesis had to leave abc9 out
+    router = None  # set when the design is large enough for router2
     t_end = time.monotonic() + timeout
     try:
         with open(log_path, "w") as logf:
@@ -906,6 +909,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                         lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
                     _check_fit(spec, build_dir)  # the fit, before place and route
+                    router = _choose_router(spec, build_dir, build_dir / scripts[1])
                 if proc.returncode != 0:
                     break
     except subprocess.TimeoutExpired:
@@ -924,7 +928,41 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     if lut_mapper is not None:
         parsed["lut_mapper"] = lut_mapper
+    if router is not None:
+        parsed["router"] = router
     return parsed, build_dir, log_path, synth_opts
+
+
+#: from this many LUTs (Yosys' count, carry cells as two) nextpnr routes an iCE40 or ECP5 design with router2:
+#: router1, nextpnr's default, took more than 25 minutes without converging on a 30k-LUT ECP5 design that
+#: router2 routes in minutes; smaller designs keep router1 (and the figures measured with it)
+ROUTER2_FROM_LUTS = 15000
+
+
+def _choose_router(spec: BoardSpec, build_dir: Path, pnr_script: Path) -> str | None:
+    """Pick nextpnr's router from Yosys' LUT count (:data:`ROUTER2_FROM_LUTS`) and write it into the place-and-route
+    script; returns the router named there (``None``: nextpnr's default, router1)."""
+    from .synth import _category
+
+    rpt = build_dir / f"{NAME}.rpt"
+    if spec.family not in ("ecp5", "ice40") or not rpt.exists():
+        return None
+    luts = 0
+    for cell, n in yosys_cells(rpt.read_text(errors="replace")).items():
+        cat = _category(cell, spec.family)
+        if cat is not None and cat[0] == "lut":
+            luts += cat[1] * n
+    if luts < ROUTER2_FROM_LUTS:
+        return None
+    script = pnr_script
+    text = script.read_text()
+    tool = "NEXTPNR_ECP5" if spec.family == "ecp5" else "NEXTPNR_ICE40"
+    marker = f'"${tool}" '
+    if marker not in text:
+        return None
+    script.write_text(text.replace(marker, marker + "--router router2 ", 1))
+    log.info("%s: %d LUTs after synthesis: nextpnr routes with router2", spec.name, luts)
+    return "router2"
 
 
 def _read(path: Path) -> str:
@@ -1104,6 +1142,8 @@ def report_markdown(r: dict) -> str:
     lines += ["", "Toolchain: " + ", ".join(f"{k} ({v})" for k, v in r["toolchain"].items())]
     if r.get("lut_mapper"):
         lines.append(f"LUT mapping: {r['lut_mapper']}.")
+    if r.get("router"):
+        lines.append(f"nextpnr router: {r['router']} (a design of {ROUTER2_FROM_LUTS:,} LUTs or more).")
     lines.append("")
     return "\n".join(lines)
 
