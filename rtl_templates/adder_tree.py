@@ -13,7 +13,7 @@ from amaranth import Module, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AdderTree", "tree_depth", "pipelined_sum", "delay"]
+__all__ = ["AdderTree", "tree_depth", "pipelined_sum", "balanced_sum", "delay"]
 
 
 def tree_depth(n: int) -> int:
@@ -21,6 +21,14 @@ def tree_depth(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"an adder tree needs a positive integer number of terms, not {n!r}")
     return (n - 1).bit_length()
+
+
+def balanced_sum(values):
+    """The sum of ``values`` as one combinational balanced tree (pairs, then pairs of pairs, …)."""
+    level = list(values)
+    while len(level) > 1:
+        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def pipelined_sum(m: Module, terms, name: str = "tree", enable=None):

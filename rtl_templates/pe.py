@@ -22,7 +22,7 @@ from amaranth import Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .adder_tree import delay, pipelined_sum, tree_depth
+from .adder_tree import balanced_sum, delay, pipelined_sum, tree_depth
 
 __all__ = ["weight_product", "shift_add_product", "is_narrow", "lut_cost", "ProductUnit", "NARROW_MAX_AREA",
            "product_reference", "PEArray", "pe_array_reference", "pe_array_latency", "pe_word_layout",
@@ -63,9 +63,7 @@ def shift_add_product(a, b):
     for j in range(wb):
         row = Mux(b[j], a, 0) << j
         rows.append(-row if b.shape().signed and j == wb - 1 else row)
-    while len(rows) > 1:  # balanced, combinational (one pipeline stage holds the whole product)
-        rows = [rows[i] + rows[i + 1] if i + 1 < len(rows) else rows[i] for i in range(0, len(rows), 2)]
-    return rows[0]
+    return balanced_sum(rows)  # combinational: one pipeline stage holds the whole product
 
 
 def weight_product(code, count, w_bits: int, use_dsp: bool):

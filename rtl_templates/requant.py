@@ -27,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitspike.ops.base import rounding_term
-from .adder_tree import pipelined_sum
+from .adder_tree import balanced_sum
 from .pe import is_narrow, lut_cost, shift_add_product
 
 __all__ = ["requantize", "requant_reference", "requant_pipeline", "shift_clamp", "requant_pieces", "PipelinedRequantizer",
@@ -155,12 +155,9 @@ def requant_pipeline(m: Module, valid, acc, mult, bias_rnd, *, shift: int, lo: i
     with m.If(enable):
         m.d.sync += [brnd.eq(bias_rnd), v1.eq(valid)]
     terms.append(brnd)
-    if len(terms) <= 4:
-        while len(terms) < 4:  # a fixed two-level tree keeps the latency independent of the widths
-            terms.append(Const(0, 1))
-        total = pipelined_sum(m, terms, name=f"{name}_sum", enable=enable)
-    else:
-        total = two_level_sum(m, terms, name=f"{name}_sum", enable=enable)
+    while len(terms) < 4:  # a fixed two-level tree keeps the latency independent of the widths
+        terms.append(Const(0, 1))
+    total = two_level_sum(m, terms, name=f"{name}_sum", enable=enable)
     v2, v3 = Signal(name=f"{name}_v2"), Signal(name=f"{name}_v3")
     with m.If(enable):
         m.d.sync += [v2.eq(v1), v3.eq(v2)]
@@ -189,26 +186,20 @@ def logic_chunks(a, b) -> list:
     return out
 
 
-def _balanced(values):
-    level = list(values)
-    while len(level) > 1:
-        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
-    return level[0]
-
-
 def two_level_sum(m: Module, terms, name: str, enable):
-    """Sum ``terms`` through exactly two registered levels (as :func:`.adder_tree.pipelined_sum` of four terms):
-    the first adds groups of ⌈√n⌉ terms, the second the groups' sums (each a balanced tree inside its clock)."""
+    """Sum ``terms`` (four or more) through exactly two registered levels: the first adds groups of ⌈√n⌉ terms,
+    the second the groups' sums (each a balanced tree inside its clock). Four terms make the two pairs, then
+    their sum: :func:`.adder_tree.pipelined_sum` of four, register for register."""
     n = len(terms)
     g = max(2, math.isqrt(n - 1) + 1)
     firsts = []
     for k in range(0, n, g):
-        value = _balanced(terms[k:k + g])
+        value = balanced_sum(terms[k:k + g])
         reg = Signal(value.shape(), name=f"{name}_l0_{k // g}")
         with m.If(enable):
             m.d.sync += reg.eq(value)
         firsts.append(reg)
-    value = _balanced(firsts)
+    value = balanced_sum(firsts)
     root = Signal(value.shape(), name=f"{name}_l1_0")
     with m.If(enable):
         m.d.sync += root.eq(value)
