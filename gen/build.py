@@ -908,8 +908,8 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                         proc = subprocess.CompletedProcess(script, code)
                         lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
-                    _check_fit(spec, build_dir)  # the fit, before place and route
-                    router = _choose_router(spec, build_dir, build_dir / scripts[1])
+                    fit = _check_fit(spec, build_dir)  # the fit, before place and route
+                    router = _choose_router(spec, fit, build_dir / scripts[1])
                 if proc.returncode != 0:
                     break
     except subprocess.TimeoutExpired:
@@ -939,28 +939,18 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
 ROUTER2_FROM_LUTS = 15000
 
 
-def _choose_router(spec: BoardSpec, build_dir: Path, pnr_script: Path) -> str | None:
-    """Pick nextpnr's router from Yosys' LUT count (:data:`ROUTER2_FROM_LUTS`) and write it into the place-and-route
-    script; returns the router named there (``None``: nextpnr's default, router1)."""
-    from .synth import _category
-
-    rpt = build_dir / f"{NAME}.rpt"
-    if spec.family not in ("ecp5", "ice40") or not rpt.exists():
+def _choose_router(spec: BoardSpec, fit: dict, pnr_script: Path) -> str | None:
+    """Pick nextpnr's router from Yosys' LUT count (``fit``, :func:`synthesis_fit`; :data:`ROUTER2_FROM_LUTS`) and
+    write it into the place-and-route script; returns the router named there (``None``: nextpnr's default, router1)."""
+    luts = fit.get(spec.resources.get("LUT"), {}).get("used", 0)
+    if spec.family not in ("ecp5", "ice40") or luts < ROUTER2_FROM_LUTS:
         return None
-    luts = 0
-    for cell, n in yosys_cells(rpt.read_text(errors="replace")).items():
-        cat = _category(cell, spec.family)
-        if cat is not None and cat[0] == "lut":
-            luts += cat[1] * n
-    if luts < ROUTER2_FROM_LUTS:
-        return None
-    script = pnr_script
-    text = script.read_text()
+    text = pnr_script.read_text()
     tool = "NEXTPNR_ECP5" if spec.family == "ecp5" else "NEXTPNR_ICE40"
     marker = f'"${tool}" '
     if marker not in text:
         return None
-    script.write_text(text.replace(marker, marker + "--router router2 ", 1))
+    pnr_script.write_text(text.replace(marker, marker + "--router router2 ", 1))
     log.info("%s: %d LUTs after synthesis: nextpnr routes with router2", spec.name, luts)
     return "router2"
 
@@ -1002,17 +992,19 @@ def _split_script(script: Path) -> list[str]:
     return ["build_synth.sh", "build_pnr.sh"]
 
 
-def _check_fit(spec: BoardSpec, build_dir: Path) -> None:
-    """Raise :class:`_Overflow` when Yosys' counts of the synthesized design exceed the part."""
+def _check_fit(spec: BoardSpec, build_dir: Path) -> dict:
+    """Yosys' counts of the synthesized design against the part (:func:`synthesis_fit`; empty without a report);
+    raise :class:`_Overflow` when they exceed it."""
     rpt = build_dir / f"{NAME}.rpt"
     if not rpt.exists():
-        return
+        return {}
     cells = synthesis_fit(spec, yosys_cells(rpt.read_text(errors="replace")))
     problem = overflow_error(spec, cells, "", stage=" (Yosys' counts before place and route, against the part's "
                                                     "data sheet)")
     if problem is not None:
         over = [c for c, v in cells.items() if v["used"] > v["available"]]
         raise _Overflow(problem, over, cells)
+    return cells
 
 
 def _gowin_himbaechel(script: str) -> str:

@@ -296,13 +296,14 @@ def test_abc_fallback_script_synthesizes_with_yosys(tmp_path):
 @pytest.mark.parametrize("luts,carries,want", [(20000, 0, "router2"), (9000, 3000, "router2"), (9000, 2000, None)])
 def test_large_designs_are_routed_with_router2(tmp_path, luts, carries, want):
     """Yosys' LUT count (carry cells as two LUTs) picks nextpnr's router; the choice is written into the script."""
-    from bitspike.gen.build import ROUTER2_FROM_LUTS, _choose_router
+    from bitspike.gen.build import ROUTER2_FROM_LUTS, _check_fit, _choose_router
 
     (tmp_path / "top.rpt").write_text(f"Printing statistics.\n\n=== top ===\n\n  {luts}   LUT4\n  {carries}   CCU2C\n"
                                       "  100   TRELLIS_FF\n")
     script = tmp_path / "build_pnr.sh"
     script.write_text('"$NEXTPNR_ECP5" --quiet --seed 1 --json top.json\n')
-    got = _choose_router(get_board("ulx3s_85f"), tmp_path, script)
+    board = get_board("ulx3s_85f")
+    got = _choose_router(board, _check_fit(board, tmp_path), script)
     assert got == want
     assert ("--router router2" in script.read_text()) == (want is not None)
     assert (luts + 2 * carries >= ROUTER2_FROM_LUTS) == (want is not None)
