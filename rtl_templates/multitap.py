@@ -24,14 +24,16 @@ last. The window's corner in bank coordinates, (corner row div rows, corner colu
 remainders (mr, mc), are registers stepped by constants with a carry (never a divider or a multiplier per
 clock); bank (r, c) reads ``base + [r < mr]·BW·Jc + [c < mc]·Jc`` (the window's row r lies one bank row
 down when r is above the corner's remainder; with the frame half, one constant of eight by a case, then one
-adder). Its output holds tap ((r − mr) mod rows, (c − mc) mod kw): the
-remainders, delayed like the read, rotate the bank outputs back to tap order (a mux per tap, by rows then by
-columns) in front of the PE array's input register, so the pipeline is as deep as the one-tap engine's:
-:func:`~.synapse.pe_latency` of the ``taps × lanes`` lanes.
+adder). Its output holds tap ((r − mr) mod rows, (c − mc) mod kw). The bank outputs are registered
+(:data:`BANK_LATENCY`: a block RAM's unregistered output is slow, about 6 ns on ECP5, and the rotation's
+muxes must not follow it in the same clock); then the remainders, delayed like the read, rotate them back to
+tap order (a mux per tap, by rows then by columns) in front of the PE array's input register. The weight
+memory's address is delayed the same clock, so the pipeline is the one-tap engine's,
+:func:`~.synapse.pe_latency` of the ``taps × lanes`` lanes, plus :data:`BANK_LATENCY`.
 
 **Group queue.** A group may be one word (a whole window of one channel word), so groups can finish one a
 clock, faster than the drain's two-slot holding queue turns over (a slot is reserved from a group's last
-word to the clock after its last pop, :func:`~.synapse.pe_latency` + 3 clocks). A FIFO of
+word to the clock after its last pop, :func:`~.synapse.pe_latency` + :data:`BANK_LATENCY` + 3 clocks). A FIFO of
 :func:`group_queue_depth` groups in front of the drain gives the engine as many more reservations, so the
 drain pops every clock its outputs allow; it costs :data:`QUEUE_LATENCY` clocks of latency.
 
@@ -66,13 +68,16 @@ from .synapse import BLOCK_RAM_MIN_BITS, SynapticEngine, dsp_candidates, pe_late
 from .weight_mem import encode_weight
 
 __all__ = ["MultiTapEngine", "MultiTapLayout", "multitap_refused", "pack_multitap_weights", "bank_geometry",
-           "QUEUE_LATENCY", "group_queue_depth", "WEIGHT_BLOCK_MIN_DEPTH", "weights_in_block_ram"]
+           "BANK_LATENCY", "QUEUE_LATENCY", "group_queue_depth", "WEIGHT_BLOCK_MIN_DEPTH", "weights_in_block_ram"]
 
 #: a weight memory is marked for block RAM (``ram_style = "block"``) only from this depth on: a multi-tap word is
 #: wide (``pes × taps × lanes`` weights) and its memory shallow (one word per output group, window step and channel
 #: word; one word for the Fashion CNN's conv0), which as block RAM would take one 36-bit-wide block per 36 bits
 #: of the word, nearly empty; shallower ones are left to Yosys (a ROM in logic, constants for one word)
 WEIGHT_BLOCK_MIN_DEPTH = 32
+
+#: clocks the bank outputs' register adds between the banks' read and the rotation to tap order
+BANK_LATENCY = 1
 
 #: clocks a finished group spends in the group queue in front of the drain when it is empty (the queue's
 #: write, then its registered output)
@@ -82,8 +87,8 @@ QUEUE_LATENCY = 2
 def group_queue_depth(pe_lanes: int) -> int:
     """Groups the queue in front of the drain holds: with the drain's ``HOLD_SLOTS`` enough reservations for a
     group every clock (a slot is reserved at a group's last word and freed the clock after its last pop:
-    ``pe_latency + QUEUE_LATENCY + 2`` clocks at the earliest)."""
-    return pe_latency(pe_lanes) + QUEUE_LATENCY
+    ``pe_latency + BANK_LATENCY + QUEUE_LATENCY + 2`` clocks at the earliest)."""
+    return pe_latency(pe_lanes) + BANK_LATENCY + QUEUE_LATENCY
 
 
 def multitap_refused(kernel, taps: int, groups: int = 1) -> str | None:
@@ -405,10 +410,12 @@ class MultiTapEngine(SynapticEngine):
                         with m.Case(case):
                             m.d.comb += ofs.eq(b_ * FB + d_ * BC * Jc + r_ * Jc)
                 m.d.comb += rp.addr.eq(rd_word + ofs)
-        # the remainders of the word read, delayed like the read: rotate the bank outputs to tap order
-        mr_q, mc_q = Signal.like(mr), Signal.like(mc)
-        m.d.sync += [mr_q.eq(mr), mc_q.eq(mc)]
-        outs = [[rports[y * K + x].data.as_value() for x in range(K)] for y in range(R)]
+        # the bank outputs, registered (BANK_LATENCY); the remainders of the word read, delayed like the read and
+        # the register, rotate them to tap order
+        mr_d, mc_d, mr_q, mc_q = Signal.like(mr), Signal.like(mc), Signal.like(mr), Signal.like(mc)
+        m.d.sync += [mr_d.eq(mr), mc_d.eq(mc), mr_q.eq(mr_d), mc_q.eq(mc_d)]
+        outs = [[Signal(L * cw, name=f"bank{y}_{x}_q") for x in range(K)] for y in range(R)]
+        m.d.sync += [outs[y][x].eq(rports[y * K + x].data.as_value()) for y in range(R) for x in range(K)]
         wl = L * cw
         rows_in = [Signal(wl * K, name=f"bank_row{y}") for y in range(R)]  # a bank row's K outputs side by side
         m.d.comb += [rows_in[y].eq(Cat(*outs[y])) for y in range(R)]
@@ -437,15 +444,18 @@ class MultiTapEngine(SynapticEngine):
             wmem = memory.Memory(shape=unsigned(lay.word_bits), depth=lay.depth, init=words, attrs=attrs)
             m.submodules.wmem = wmem
             wrd = wmem.read_port()
-            m.d.comb += wrd.addr.eq(waddr)
+            waddr_d = Signal.like(waddr)  # the word's address a clock late, so its weights meet the bank register
+            m.d.sync += waddr_d.eq(waddr)
+            m.d.comb += wrd.addr.eq(waddr_d)
 
         # ---- PE array over taps × lanes, the drain: as the one-tap engine
         m.submodules.pe_array = pes = PEArray(pes=P, lanes=T * L, w_bits=self.w_bits, count_bits=cw,
                                               psum_shape=shape_of(self.psum_range), dsp_products=pe_dsp,
                                               clear_on_last=self.fast_paths, const_weights=const_word)
-        tag = Signal(word_tag_layout())
-        m.d.sync += [tag.valid.eq(issue), tag.first.eq(first), tag.last.eq(word_last), tag.last_group.eq(wraps["g"])]
-        m.d.comb += [pes.word.counts.eq(counts), pes.tag.eq(tag)]
+        tag, tag_q = Signal(word_tag_layout()), Signal(word_tag_layout())  # the word's tag, delayed as its data
+        m.d.sync += [tag.valid.eq(issue), tag.first.eq(first), tag.last.eq(word_last), tag.last_group.eq(wraps["g"]),
+                     tag_q.eq(tag)]
+        m.d.comb += [pes.word.counts.eq(counts), pes.tag.eq(tag_q)]
         if const_word is None:
             m.d.comb += pes.word.weights.eq(wrd.data)
         m.submodules.drain = drain = Drain(

@@ -155,6 +155,12 @@ class Conv2dNode(SynapticNode):
         return group_queue_depth(self.pe_lanes) if self.taps > 1 else 0
 
     @property
+    def bank_latency(self) -> int:
+        from bitspike.rtl_templates.multitap import BANK_LATENCY
+
+        return BANK_LATENCY if self.taps > 1 else 0
+
+    @property
     def queue_latency(self) -> int:
         from bitspike.rtl_templates.multitap import QUEUE_LATENCY
 

@@ -375,6 +375,8 @@ class SynapticNode(PlanNode):
     #: (a multi-tap conv's, :mod:`bitspike.rtl_templates.multitap`)
     queue_groups: ClassVar[int] = 0
     queue_latency: ClassVar[int] = 0
+    #: clocks a register between the input memory and the PE array adds (a multi-tap conv's bank outputs)
+    bank_latency: ClassVar[int] = 0
 
 
 class SynapticOp(Op):
@@ -779,7 +781,7 @@ class SynapticOp(Op):
         """
         from bitspike.rtl_templates.synapse import HOLD_SLOTS, pe_latency
 
-        E, V = pe_latency(node.pe_lanes) + node.queue_latency, node.vec_out
+        E, V = pe_latency(node.pe_lanes) + node.bank_latency + node.queue_latency, node.vec_out
         slots = HOLD_SLOTS + node.queue_groups
 
         def finish(t_last: int, n: int, lastpops: list[int]) -> tuple[list[int], int]:
