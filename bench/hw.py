@@ -75,30 +75,12 @@ def _bitspike(*args: str) -> list[str]:
     return ["nice", str(exe) if exe.exists() else "bitspike", *args]
 
 
-def _short(cell: str | None) -> str | None:
-    """A cell name up to where the tools start appending their own suffixes (``_SB_…``, ``_TRELLIS_…``)."""
-    if cell is None:
-        return None
-    cut = min([i for i in (cell.find("_SB_"), cell.find("_TRELLIS_")) if i > 0] or [len(cell)])
-    return cell[:cut]
-
-
 def _critical_path(build_dir: Path) -> list[dict]:
-    """nextpnr's worst register-to-register path of each clock: its end points and delay split."""
+    """nextpnr's worst register-to-register path of each clock (:func:`bitspike.gen.build.critical_paths`)."""
+    from bitspike.gen.build import critical_paths
+
     path = build_dir / "top.report.json"
-    if not path.exists():
-        return []
-    out = []
-    for crit in json.loads(path.read_text()).get("critical_paths", []):
-        steps = crit.get("path", [])
-        if not steps or crit.get("from") != crit.get("to") or "async" in str(crit.get("from")):
-            continue  # cross-domain and pin paths are not what limits Fmax
-        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") != "routing")
-        routing = sum(s.get("delay", 0.0) for s in steps if s.get("type") == "routing")
-        out.append({"clock": crit.get("from"), "from": _short(steps[0].get("from", {}).get("cell")),
-                    "to": _short(steps[-1].get("to", {}).get("cell")), "steps": len(steps),
-                    "logic_ns": round(logic, 2), "routing_ns": round(routing, 2)})
-    return out
+    return critical_paths(json.loads(path.read_text())) if path.exists() else []
 
 
 def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False,

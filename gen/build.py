@@ -150,23 +150,52 @@ _UTIL_LINE = re.compile(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", re.M)
 def parse_nextpnr(report_path: Path | None, log_text: str) -> dict:
     """Utilization and Fmax from nextpnr's ``--report`` JSON (or, failing that, its log).
 
-    Returns ``{"cells": {TYPE: {"used", "available"}}, "fmax_mhz": {clock: (achieved, constraint)}}``.
+    Returns ``{"cells": {TYPE: {"used", "available"}}, "fmax_mhz": {clock: (achieved, constraint)},
+    "critical_paths": [...]}`` (:func:`critical_paths`; empty without the JSON report).
     """
     cells: dict[str, dict[str, int]] = {}
     fmax: dict[str, tuple[float, float]] = {}
+    paths: list[dict] = []
     if report_path is not None and report_path.exists():
         data = json.loads(report_path.read_text())
         for cell, v in data.get("utilization", {}).items():
             cells[cell] = {"used": int(v["used"]), "available": int(v["available"])}
         for clock, v in data.get("fmax", {}).items():
             fmax[clock] = (float(v["achieved"]), float(v["constraint"]))
+        paths = critical_paths(data)
     if not cells:
         for m in _UTIL_LINE.finditer(log_text):
             cells[m.group(1)] = {"used": int(m.group(2)), "available": int(m.group(3))}
     if not fmax:
         for m in re.finditer(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+)\s+MHz\s+\((?:PASS|FAIL) at ([\d.]+) MHz\)", log_text):
             fmax[m.group(1)] = (float(m.group(2)), float(m.group(3)))
-    return {"cells": cells, "fmax_mhz": fmax}
+    return {"cells": cells, "fmax_mhz": fmax, "critical_paths": paths}
+
+
+def short_cell(cell: str | None) -> str | None:
+    """A netlist cell's name up to where the tools append their own suffixes (``_SB_…``, ``_TRELLIS_…``,
+    ``_LUT4_…``): the design's register or memory it came from."""
+    if cell is None:
+        return None
+    cut = min([i for i in (cell.find("_SB_"), cell.find("_TRELLIS_"), cell.find("_LUT4_")) if i > 0] or [len(cell)])
+    return cell[:cut]
+
+
+def critical_paths(report: dict) -> list[dict]:
+    """nextpnr's worst register-to-register path of each clock (its ``--report`` JSON, loaded): ``[{"clock",
+    "from", "to", "steps", "delay_ns", "logic_ns", "routing_ns"}]``. Paths between two clocks or to and from
+    pins are left out: they are not what limits a domain's Fmax."""
+    out = []
+    for crit in report.get("critical_paths", []):
+        steps = crit.get("path", [])
+        if not steps or crit.get("from") != crit.get("to") or "async" in str(crit.get("from")):
+            continue
+        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") != "routing")
+        routing = sum(s.get("delay", 0.0) for s in steps if s.get("type") == "routing")
+        out.append({"clock": crit.get("from"), "from": short_cell(steps[0].get("from", {}).get("cell")),
+                    "to": short_cell(steps[-1].get("to", {}).get("cell")), "steps": len(steps),
+                    "delay_ns": round(logic + routing, 2), "logic_ns": round(logic, 2), "routing_ns": round(routing, 2)})
+    return out
 
 
 def yosys_flip_flops(log_text: str, family: str) -> int | None:
@@ -683,10 +712,12 @@ def domain_fmax(parsed: dict, osc_hz: float, pll=None) -> tuple[float | None, fl
 
 
 def _pass_record(parsed: dict, osc_hz: float, pll) -> dict:
+    """One place and route: the clocks, their Fmax and its critical paths (a later pass overwrites nextpnr's
+    report, so each pass keeps its own)."""
     acc, link = domain_fmax(parsed, osc_hz, pll)
     return {"accelerator_clock_mhz": round(pll.f_out_mhz if pll else osc_hz / 1e6, 4),
             "accelerator_fmax_mhz": round(acc, 2) if acc else None, "link_fmax_mhz": round(link, 2) if link else None,
-            "pll": pll.to_json() if pll else None}
+            "pll": pll.to_json() if pll else None, "critical_paths": parsed.get("critical_paths", [])}
 
 
 def _fold_of(report: dict) -> str:
@@ -1136,6 +1167,13 @@ def report_markdown(r: dict) -> str:
         lines.append(f"LUT mapping: {r['lut_mapper']}.")
     if r.get("router"):
         lines.append(f"nextpnr router: {r['router']} (a design of {ROUTER2_FROM_LUTS:,} LUTs or more).")
+    passes = r.get("clock_passes") or []
+    for i, p in enumerate(passes):
+        clock = f"{p['accelerator_clock_mhz']:g} MHz" + (" (PLL)" if p.get("pll") else "")
+        lines += ["", f"Critical paths, pass {i + 1} of {len(passes)} (accelerator at {clock}, Fmax "
+                      f"{p['accelerator_fmax_mhz'] if p['accelerator_fmax_mhz'] is not None else '?'} MHz):"]
+        lines += [f"- {cp['clock']}: `{cp['from']}` → `{cp['to']}`, {cp['delay_ns']} ns in {cp['steps']} steps "
+                  f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)" for cp in p.get("critical_paths", [])]
     lines.append("")
     return "\n".join(lines)
 

@@ -70,10 +70,22 @@ def test_parse_nextpnr_report_json(tmp_path):
     report.write_text(json.dumps({
         "utilization": {"TRELLIS_COMB": {"used": 900, "available": 83640}},
         "fmax": {"clk": {"achieved": 61.5, "constraint": 25.0}},
+        "critical_paths": [
+            {"from": "posedge clk", "to": "posedge clk", "path": [
+                {"type": "clk-to-q", "delay": 0.52, "from": {"cell": "design.e0.rd_word_TRELLIS_FF_Q_3"}},
+                {"type": "routing", "delay": 1.25},
+                {"type": "logic", "delay": 0.4},
+                {"type": "routing", "delay": 0.83, "to": {"cell": "design.e0.acc_TRELLIS_FF_Q_7"}}]},
+            {"from": "posedge clk", "to": "posedge acc_clk", "path": [{"type": "routing", "delay": 3.0}]},
+            {"from": "<async>", "to": "<async>", "path": [{"type": "routing", "delay": 1.0}]}],
     }))
     parsed = parse_nextpnr(report, "")
     assert parsed["cells"]["TRELLIS_COMB"] == {"used": 900, "available": 83640}
     assert parsed["fmax_mhz"] == {"clk": (61.5, 25.0)}
+    # a clock's own worst path, named by the design's registers; cross-domain and pin paths are left out
+    assert parsed["critical_paths"] == [{"clock": "posedge clk", "from": "design.e0.rd_word", "to": "design.e0.acc",
+                                         "steps": 4, "delay_ns": 3.0, "logic_ns": 0.92, "routing_ns": 2.08}]
+    assert parse_nextpnr(None, "")["critical_paths"] == []
 
 
 def test_flip_flops_from_the_hierarchy_totals():
@@ -168,6 +180,11 @@ def test_build_standin_for_icebreaker(tmp_path, standin_design):
         assert len(again) <= 1
         assert all(p["accelerator_clock_mhz"] <= first["accelerator_fmax_mhz"] for p in again)
     assert report["clock_mhz"] == report["clock_passes"][-1]["accelerator_clock_mhz"]
+    for i, p in enumerate(report["clock_passes"]):  # each pass keeps its own worst path per clock, in the report too
+        assert {cp["clock"] for cp in p["critical_paths"]} >= {"posedge acc_clk"}, p
+        for cp in p["critical_paths"]:
+            assert cp["delay_ns"] > 0 and cp["delay_ns"] == pytest.approx(cp["logic_ns"] + cp["routing_ns"], abs=0.011)
+        assert f"Critical paths, pass {i + 1} of {len(report['clock_passes'])}" in (tmp_path / "out" / "report.md").read_text()
     assert report["fmax_mhz"] > 1.0 and report["link_fmax_mhz"] >= 12.0
     assert report["usb_serial"]["max_baud"] == 12_000_000
     assert result["build_seconds"]["toolchain"] > 0
