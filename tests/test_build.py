@@ -193,9 +193,13 @@ def test_build_standin_for_icebreaker(tmp_path, standin_design):
 @pytest.mark.slow
 def test_build_standin_for_ecp5_25f(tmp_path, standin_design):
     gen = standin_design(tmp_path / "gen", "test_build stand-in")
-    build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000)
+    build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000, clock_mhz=40)
     report = _check_report(tmp_path / "out", "ulx3s_25f", "ecp5", ".bit")
     assert report["clock_hz"] == 25_000_000 and report["clocks_per_bit"] == 25
+    assert report["clock_passes"][0]["pll"]["family"] == "ecp5"
+    # the accelerator's reset reaches its flip-flops on a global network (a DCCA), not through fabric routing
+    log = (tmp_path / "out" / "build" / "top.tim").read_text()
+    assert "routing clock net acc_rst using global" in log, log
 
 
 @pytest.mark.slow  # a Yosys run of a 40000-pixel design; the overflow message itself is checked in test_parse_nextpnr_log_and_overflow_message
