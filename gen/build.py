@@ -473,6 +473,7 @@ def build_bitstream(
     dsp_blocks: int | None = None,
     fast_paths: bool = False,
     multi_tap: bool = False,
+    router: str = "auto",
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -506,6 +507,9 @@ def build_bitstream(
         Use this already generated accelerator (its report.json and Verilog) instead of generating.
     seed
         nextpnr's placement seed (same seed, same inputs → same bitstream).
+    router
+        nextpnr's router on iCE40 and ECP5: ``"auto"`` (router2 from :data:`ROUTER2_FROM_LUTS` LUTs after
+        synthesis, else nextpnr's default router1), ``"router1"`` or ``"router2"``.
     timeout
         Seconds before the toolchain is stopped.
     archive
@@ -541,6 +545,11 @@ def build_bitstream(
     if uart_pins is not None:
         spec = spec.with_uart(*uart_pins)
     check_buildable(spec, archive)
+    if router not in ROUTERS:
+        raise HardwareError(f"--router {router!r}: expected one of {', '.join(ROUTERS)}")
+    if router != "auto" and spec.family not in ("ecp5", "ice40"):
+        raise HardwareError(f"--router {router}: bitspike chooses nextpnr's router only on iCE40 and ECP5 boards; "
+                            f"{spec.name} is {spec.family}")
     if baud is None:
         baud = default_baud(spec)
     out = Path(out_dir)
@@ -575,7 +584,7 @@ def build_bitstream(
     while True:
         try:
             parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed,
-                                                                   timeout, pll)
+                                                                   timeout, pll, router)
             break
         except _Overflow as exc:
             attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
@@ -620,7 +629,7 @@ def build_bitstream(
                      achieved, pll.f_out_mhz)
             try:
                 parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out,
-                                                                       seed, timeout, pll)
+                                                                       seed, timeout, pll, router)
             except _Overflow as exc:  # the same design fitted at the first pass; say so if it does not now
                 raise exc.error from None
             passes.append(_pass_record(parsed, osc_hz, pll))
@@ -638,6 +647,7 @@ def build_bitstream(
         result["lut_mapper"] = parsed["lut_mapper"]
     if parsed.get("router"):
         result["router"] = parsed["router"]
+        result["router_chosen"] = router != "auto"
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
@@ -742,11 +752,11 @@ def _write_reports(out: Path, result: dict, times: dict) -> dict:
     return dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
 
 
-def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None):
+def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto"):
     platform = _platform_with(spec, report, gen_dir)
     try:
         parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out,
-                                                          spec.synth_opts, seed, timeout)
+                                                          spec.synth_opts, seed, timeout, router)
     except _Overflow as exc:
         # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
         if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
@@ -756,7 +766,7 @@ def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, time
                  spec.name, used.get("used", "more"), used.get("available", "its"))
         platform = _platform_with(spec, report, gen_dir)
         parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out, "",
-                                                          seed, timeout)
+                                                          seed, timeout, router)
     return parsed, build_dir, synth_opts
 
 
@@ -909,7 +919,8 @@ class _Overflow(Exception):
         self.used = used
 
 
-def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float):
+def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float,
+                   router_choice: str = "auto"):
     """Write the build plan into ``out/build`` and run it; return (parsed nextpnr results, build dir, log, synth_opts)."""
     nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
     if spec.family == "gowin":  # amaranth's Apicula flow writes no clock constraint: give nextpnr the board clock
@@ -950,7 +961,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                         lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
                     fit = _check_fit(spec, build_dir)  # the fit, before place and route
-                    router = _choose_router(spec, fit, build_dir / scripts[1])
+                    router = _choose_router(spec, fit, build_dir / scripts[1], router_choice)
                 if proc.returncode != 0:
                     break
     except subprocess.TimeoutExpired:
@@ -978,21 +989,25 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
 #: router1, nextpnr's default, took more than 25 minutes without converging on a 30k-LUT ECP5 design that
 #: router2 routes in minutes; smaller designs keep router1 (and the figures measured with it)
 ROUTER2_FROM_LUTS = 15000
+#: ``build_bitstream(router=…)`` / ``bitspike build --router``
+ROUTERS = ("auto", "router1", "router2")
 
 
-def _choose_router(spec: BoardSpec, fit: dict, pnr_script: Path) -> str | None:
-    """Pick nextpnr's router from Yosys' LUT count (``fit``, :func:`synthesis_fit`; :data:`ROUTER2_FROM_LUTS`) and
-    write it into the place-and-route script; returns the router named there (``None``: nextpnr's default, router1)."""
+def _choose_router(spec: BoardSpec, fit: dict, pnr_script: Path, choice: str = "auto") -> str | None:
+    """Pick nextpnr's router (``choice``: ``"auto"``, from Yosys' LUT count in ``fit``, :func:`synthesis_fit`, and
+    :data:`ROUTER2_FROM_LUTS`; or ``"router1"``, ``"router2"``) and write it into the place-and-route script; returns
+    the router named there (``None``: nextpnr's default, router1, chosen by ``"auto"``)."""
     luts = fit.get(spec.resources.get("LUT"), {}).get("used", 0)
-    if spec.family not in ("ecp5", "ice40") or luts < ROUTER2_FROM_LUTS:
-        return None
+    if spec.family not in ("ecp5", "ice40") or choice == "router1" or (choice == "auto" and luts < ROUTER2_FROM_LUTS):
+        return "router1" if choice == "router1" and spec.family in ("ecp5", "ice40") else None
     text = pnr_script.read_text()
     tool = "NEXTPNR_ECP5" if spec.family == "ecp5" else "NEXTPNR_ICE40"
     marker = f'"${tool}" '
     if marker not in text:
         return None
     pnr_script.write_text(text.replace(marker, marker + "--router router2 ", 1))
-    log.info("%s: %d LUTs after synthesis: nextpnr routes with router2", spec.name, luts)
+    if choice == "auto":
+        log.info("%s: %d LUTs after synthesis: nextpnr routes with router2", spec.name, luts)
     return "router2"
 
 
@@ -1176,7 +1191,8 @@ def report_markdown(r: dict) -> str:
     if r.get("lut_mapper"):
         lines.append(f"LUT mapping: {r['lut_mapper']}.")
     if r.get("router"):
-        lines.append(f"nextpnr router: {r['router']} (a design of {ROUTER2_FROM_LUTS:,} LUTs or more).")
+        why = "chosen" if r.get("router_chosen") else f"a design of {ROUTER2_FROM_LUTS:,} LUTs or more"
+        lines.append(f"nextpnr router: {r['router']} ({why}).")
     passes = r.get("clock_passes") or []
     for i, p in enumerate(passes):
         clock = f"{p['accelerator_clock_mhz']:g} MHz" + (" (PLL)" if p.get("pll") else "")

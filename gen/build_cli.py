@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--fuse", choices=("auto", "off", "on"), default=None,
                    help="fused requantize-and-fire, as `bitspike gen --fuse` (default auto)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--router", choices=("auto", "router1", "router2"), default="auto",
+                   help="nextpnr's router on iCE40 and ECP5: auto (default) takes router2 for designs of 15,000 LUTs "
+                        "or more after synthesis (minutes where router1 can take most of an hour) and router1, "
+                        "nextpnr's default, below; or name one")
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
                         "running place and route; needed for boards whose bitstream takes a vendor tool")
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
                              max_luts=args.max_luts, fuse=args.fuse, dsp_blocks=args.dsp_blocks,
                              fast_paths=args.fast_paths, multi_tap=args.multi_tap,
-                             seed=args.seed, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
+                             seed=args.seed, router=args.router, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":
         est = report.get("utilization_estimate") or {}

@@ -328,3 +328,25 @@ def test_large_designs_are_routed_with_router2(tmp_path, luts, carries, want):
     assert got == want
     assert ("--router router2" in script.read_text()) == (want is not None)
     assert (luts + 2 * carries >= ROUTER2_FROM_LUTS) == (want is not None)
+
+
+@pytest.mark.parametrize("choice,luts,want", [("router1", 20000, "router1"), ("router2", 900, "router2"),
+                                              ("auto", 900, None)])
+def test_the_router_can_be_named(tmp_path, choice, luts, want):
+    """``--router`` overrides the LUT rule either way; router1 is nextpnr's default, so its script is unchanged."""
+    from bitspike.gen.build import _check_fit, _choose_router
+
+    (tmp_path / "top.rpt").write_text(f"Printing statistics.\n\n=== top ===\n\n  {luts}   LUT4\n  100   TRELLIS_FF\n")
+    script = tmp_path / "build_pnr.sh"
+    script.write_text('"$NEXTPNR_ECP5" --quiet --seed 1 --json top.json\n')
+    board = get_board("ulx3s_85f")
+    assert _choose_router(board, _check_fit(board, tmp_path), script, choice) == want
+    assert ("--router router2" in script.read_text()) == (want == "router2")
+
+
+def test_a_router_is_refused_where_bitspike_does_not_choose_it(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
+    with pytest.raises(HardwareError, match="--router 'router3': expected one of auto, router1, router2"):
+        build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, router="router3")
+    with pytest.raises(HardwareError, match="--router router2: .*only on iCE40 and ECP5 boards; tang_nano_9k is gowin"):
+        build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen, router="router2")
