@@ -257,7 +257,15 @@ class MultiTapEngine(SynapticEngine):
         else:
             m.submodules.neuron = nrn = NeuronStage(r.x, self.s_bits, self.timesteps, self.k, membrane=r.v,
                                                     count_shape=unsigned(cw), vec=V)
-        wiring.connect(m, wiring.flipped(self.x), nrn.i)
+        if self.fast_paths:
+            # the producer's ready ends at a skid buffer's flag, and the long wires into this engine start at the
+            # skid's registers (the Fashion CNN's pool1 → conv2 handshake: a pool's output register enable, routed
+            # across the die, was its worst path); no latency: the skid passes a beat through when empty
+            m.submodules.in_skid = in_skid = SkidBuffer(self.x.payload.shape())
+            wiring.connect(m, wiring.flipped(self.x), in_skid.x)
+            wiring.connect(m, in_skid.y, nrn.i)
+        else:
+            wiring.connect(m, wiring.flipped(self.x), nrn.i)
         counts_in = nrn.o
         if self.fast_paths:
             # as the one-tap engine: the writer's ready (its bank's full flag) ends at a skid buffer's flag instead

@@ -221,13 +221,14 @@ def _small_cnn(seed):
 
 
 @pytest.mark.slow  # two Verilator builds: minutes
-@pytest.mark.parametrize("fold,fuse", [
-    ("conv0=2x2t9,conv1=6x4t3x2,line2=5x2", "off"),  # two output groups; a window row; a vector stream, a pool
-    ("conv0=4x1t9x2,conv1=3x2t9,line2=1x6", "off"),  # vec_out into a multi-tap conv; output groups, channel words
-    ("conv0=2x2t9,conv1=6x4t3x2,line2=5x2", "auto"),  # conv0 → conv1 fused: thresholds out, counts in
-], ids=["groups-row-vec", "vecin-words", "fused"])
-def test_small_cnn_bit_exact_at_the_planners_cycles(tmp_path, fold, fuse):
-    report, alone, free = _cosim(_small_cnn(4), tmp_path, fold, fuse=fuse)
+@pytest.mark.parametrize("fold,fuse,fast", [
+    ("conv0=2x2t9,conv1=6x4t3x2,line2=5x2", "off", False),  # two output groups; a window row; a vector stream, a pool
+    ("conv0=4x1t9x2,conv1=3x2t9,line2=1x6", "off", False),  # vec_out into a multi-tap conv; output groups, words
+    ("conv0=2x2t9,conv1=6x4t3x2,line2=5x2", "auto", False),  # conv0 → conv1 fused: thresholds out, counts in
+    ("conv0=4x1t9x2,conv1=3x2t9,line2=1x6", "off", True),  # fast paths: the skid buffers in and out of the neurons
+], ids=["groups-row-vec", "vecin-words", "fused", "vecin-words-fast"])
+def test_small_cnn_bit_exact_at_the_planners_cycles(tmp_path, fold, fuse, fast):
+    report, alone, free = _cosim(_small_cnn(4), tmp_path, fold, fuse=fuse, fast_paths=fast)
     if fuse == "auto":
         assert [b["fused"] for b in report["fusion"]][:1] == [True]
     assert [l.get("taps", 1) for l in report["layers"] if l["op"] == "conv2d"] == [9, 3 if "t3" in fold else 9]
