@@ -253,7 +253,7 @@ def test_block_ram_overflow_at_the_smallest_fold_stops_the_retries(tmp_path, mon
     rpt.mkdir()
     tried = []  # (report, device budget) of each design the loop hands to the toolchain
 
-    def synthesized(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None):
+    def synthesized(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto"):
         tried.append(report)
         B._check_fit(spec, rpt)  # the fit check that runs before place and route, on these counts
 
