@@ -85,7 +85,7 @@ def _critical_path(build_dir: Path) -> list[dict]:
 
 def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "auto", reuse: bool = False,
             skip_sim: bool = False, variant: str | None = None, fold: str = "auto",
-            dsp_blocks: int | None = None, fast_paths: bool = False) -> dict:
+            dsp_blocks: int | None = None, fast_paths: bool = False, router: str = "auto") -> dict:
     """Build and co-simulate one design on one board; ``variant`` names a build with its own ``fold``,
     ``dsp_blocks`` and ``fast_paths`` (``bitspike build --fold``, ``--dsp-blocks``, ``--fast-paths``),
     kept in a work folder and a row of its own."""
@@ -93,6 +93,7 @@ def run_one(design: str, manifest: Path, board: str, seed: int, clock: str = "au
     options = [] if fold == "auto" else ["--fold", fold]
     options += [] if dsp_blocks is None else ["--dsp-blocks", str(dsp_blocks)]
     options += ["--fast-paths"] if fast_paths else []
+    options += [] if router == "auto" else ["--router", router]
     build_json = out / "build_summary.json"
     sim_json = out / "sim.json"
     # --reuse: a finished build and co-simulation of the same manifest in the work folder are read, not redone
@@ -285,9 +286,10 @@ def main(argv=None) -> int:
     p.add_argument("--fold", default="auto", metavar="SPEC", help="bitspike build --fold (default auto)")
     p.add_argument("--dsp-blocks", type=int, default=None, metavar="N", help="bitspike build --dsp-blocks")
     p.add_argument("--fast-paths", action="store_true", help="bitspike build --fast-paths")
+    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"), help="bitspike build --router")
     args = p.parse_args(argv)
-    if (args.fold != "auto" or args.dsp_blocks is not None or args.fast_paths) and not args.variant:
-        p.error("--fold, --dsp-blocks and --fast-paths build a variant: name it with --variant NAME")
+    if (args.fold != "auto" or args.dsp_blocks is not None or args.fast_paths or args.router != "auto") and not args.variant:
+        p.error("--fold, --dsp-blocks, --fast-paths and --router build a variant: name it with --variant NAME")
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.markdown_only:
         doc = json.loads((RESULTS / "hw.json").read_text())
@@ -316,7 +318,8 @@ def main(argv=None) -> int:
             print(f"{design} on {board} (seed {args.seed})", flush=True)
             try:
                 row = run_one(design, manifest, board, args.seed, clocks.get(board, "auto"), args.reuse,
-                              args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths)
+                              args.skip_sim, args.variant, args.fold, args.dsp_blocks, args.fast_paths,
+                              args.router)
             except subprocess.CalledProcessError as e:  # bitspike said why; the other boards still run
                 failed.append(f"{design} on {board}: bitspike {e.cmd[2]} failed (exit {e.returncode})")
                 continue
