@@ -263,6 +263,8 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from bitspike.gen.build import ROUTERS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--digits", help="trained digits MLP manifest (bitspike train --dataset digits --arch mlp "
                                     "--target 2/2/1, then bitspike export)")
@@ -286,7 +288,7 @@ def main(argv=None) -> int:
     p.add_argument("--fold", default="auto", metavar="SPEC", help="bitspike build --fold (default auto)")
     p.add_argument("--dsp-blocks", type=int, default=None, metavar="N", help="bitspike build --dsp-blocks")
     p.add_argument("--fast-paths", action="store_true", help="bitspike build --fast-paths")
-    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"), help="bitspike build --router")
+    p.add_argument("--router", default="auto", choices=ROUTERS, help="bitspike build --router")
     args = p.parse_args(argv)
     if (args.fold != "auto" or args.dsp_blocks is not None or args.fast_paths or args.router != "auto") and not args.variant:
         p.error("--fold, --dsp-blocks, --fast-paths and --router build a variant: name it with --variant NAME")

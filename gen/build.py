@@ -547,7 +547,7 @@ def build_bitstream(
     check_buildable(spec, archive)
     if router not in ROUTERS:
         raise HardwareError(f"--router {router!r}: expected one of {', '.join(ROUTERS)}")
-    if router != "auto" and spec.family not in ("ecp5", "ice40"):
+    if router != "auto" and spec.family not in ROUTER_FAMILIES:
         raise HardwareError(f"--router {router}: bitspike chooses nextpnr's router only on iCE40 and ECP5 boards; "
                             f"{spec.name} is {spec.family}")
     if baud is None:
@@ -989,17 +989,22 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
 #: router1, nextpnr's default, took more than 25 minutes without converging on a 30k-LUT ECP5 design that
 #: router2 routes in minutes; smaller designs keep router1 (and the figures measured with it)
 ROUTER2_FROM_LUTS = 15000
-#: ``build_bitstream(router=…)`` / ``bitspike build --router``
+#: ``build_bitstream(router=…)`` / ``bitspike build --router``, and the families whose nextpnr takes the choice
 ROUTERS = ("auto", "router1", "router2")
+ROUTER_FAMILIES = ("ecp5", "ice40")
 
 
 def _choose_router(spec: BoardSpec, fit: dict, pnr_script: Path, choice: str = "auto") -> str | None:
     """Pick nextpnr's router (``choice``: ``"auto"``, from Yosys' LUT count in ``fit``, :func:`synthesis_fit`, and
     :data:`ROUTER2_FROM_LUTS`; or ``"router1"``, ``"router2"``) and write it into the place-and-route script; returns
     the router named there (``None``: nextpnr's default, router1, chosen by ``"auto"``)."""
+    if spec.family not in ROUTER_FAMILIES:
+        return None
+    if choice == "router1":
+        return "router1"  # nextpnr's default: the script stays as it is
     luts = fit.get(spec.resources.get("LUT"), {}).get("used", 0)
-    if spec.family not in ("ecp5", "ice40") or choice == "router1" or (choice == "auto" and luts < ROUTER2_FROM_LUTS):
-        return "router1" if choice == "router1" and spec.family in ("ecp5", "ice40") else None
+    if choice == "auto" and luts < ROUTER2_FROM_LUTS:
+        return None
     text = pnr_script.read_text()
     tool = "NEXTPNR_ECP5" if spec.family == "ecp5" else "NEXTPNR_ICE40"
     marker = f'"${tool}" '
