@@ -50,9 +50,8 @@ def register(subparsers) -> None:
                    help="fused requantize-and-fire, as `bitspike gen --fuse` (default auto)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--router", choices=("auto", "router1", "router2"), default="auto",
-                   help="nextpnr's router on iCE40 and ECP5: auto (default) takes router2 for designs of 15,000 LUTs "
-                        "or more after synthesis (minutes where router1 can take most of an hour) and router1, "
-                        "nextpnr's default, below; or name one")
+                   help="nextpnr's router on iCE40 and ECP5: auto (default) or router1 is nextpnr's default "
+                        "(the higher Fmax); router2 builds a large design faster at a lower Fmax")
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
                         "running place and route; needed for boards whose bitstream takes a vendor tool")
