@@ -960,7 +960,7 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                         proc = subprocess.CompletedProcess(script, code)
                         lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
-                    fit = _check_fit(spec, build_dir)  # the fit, before place and route
+                    _check_fit(spec, build_dir)  # the fit, before place and route (raises on an overflow)
                     router = _choose_router(spec, build_dir / scripts[1], router_choice)
                 if proc.returncode != 0:
                     break
