@@ -47,8 +47,9 @@ WORK = ROOT.parent / "build" / "bench_fit"
 CLOCK_MHZ = 100.0
 
 
-def resnet20_manifest(path: Path):
-    """ResNet20, CIFAR-10 shapes, random weights (seed 0), exported at 2/2/2 bits; cached at ``path``."""
+def resnet20_manifest(path: Path, bits: tuple[int, int, int] = (2, 2, 2)):
+    """ResNet20, CIFAR-10 shapes, random weights (seed 0), exported at ``bits`` (B_w, B_s, T; default 2/2/2);
+    cached at ``path``."""
     from bitspike.manifest import load
 
     if path.exists():
@@ -60,7 +61,7 @@ def resnet20_manifest(path: Path):
     from bitspike.host.models import BitPlan, build_model
 
     torch.manual_seed(0)
-    model = build_model("resnet20", (3, 32, 32), 10, BitPlan(2, 2, 2), width=16)
+    model = build_model("resnet20", (3, 32, 32), 10, BitPlan(*bits), width=16)
     images = np.random.default_rng(0).integers(0, 256, size=(64, 3, 32, 32), dtype=np.uint8)
     model.train()
     with torch.no_grad():  # BatchNorm statistics, so that the export's ranges are those of real activations

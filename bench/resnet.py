@@ -57,11 +57,18 @@ SYNTH_SCRIPT = abc_fallback_script("synth_ecp5 -noflatten -top bitspike_top").sp
 ]
 
 
-def manifest():
+def manifest(bits: str = "2/2/2"):
+    """bench/fit.py's ResNet20 at ``bits`` ("B_w/B_s/T"), cached in the work folder (``resnet20.bsm`` at 2/2/2)."""
     sys.path.insert(0, str(ROOT))
     from fit import resnet20_manifest
 
-    return resnet20_manifest(WORK / "resnet20.bsm")
+    name = "resnet20.bsm" if bits == "2/2/2" else f"resnet20-b{bits.replace('/', '')}.bsm"
+    return resnet20_manifest(WORK / name, tuple(int(b) for b in bits.split("/")))
+
+
+def row_name(fold: str, bits: str, fast_paths: bool) -> str:
+    """The results row of a fold at ``bits`` (2/2/2 rows keep the fold's name) and with ``--fast-paths``."""
+    return fold + ("" if bits == "2/2/2" else f"-b{bits.replace('/', '')}") + ("-fast" if fast_paths else "")
 
 
 def fold_of(name: str, m) -> str:
@@ -85,14 +92,14 @@ def _device():
     return spec, device_budget(spec)
 
 
-def plan_stage(m, fold: str) -> dict:
+def plan_stage(m, fold: str, fast_paths: bool = False) -> dict:
     from bitspike.gen.folding import estimate_resources
     from bitspike.gen.plan import make_plan
     from bitspike.ops.base import OPS
 
     spec, dev = _device()
     t0 = time.monotonic()
-    plan = make_plan(m, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev)
+    plan = make_plan(m, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev, fast_paths=fast_paths)
     plan_s = time.monotonic() - t0
     est = estimate_resources(plan, dev.family)
     return {
@@ -132,12 +139,12 @@ def yosys(src: Path, work: Path) -> tuple[dict, float | None]:
     return json.loads((work / "stat.json").read_text()), seconds
 
 
-def synth_stage(m, fold: str, name: str) -> dict:
+def synth_stage(m, fold: str, name: str, fast_paths: bool = False) -> dict:
     from bitspike.gen import generate
 
     spec, dev = _device()
     out = WORK / f"{name}-rtl"
-    report = generate(m, out, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev)
+    report = generate(m, out, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev, fast_paths=fast_paths)
     stat, seconds = yosys(out, WORK / f"{name}-synth")
     return counts(stat, {n.engine: n.name for n in report.plan.layers if n.engine}, seconds)
 
@@ -188,7 +195,34 @@ def pnr_stage(name: str, clock_mhz: float) -> dict:
             "seconds": round(time.monotonic() - t0, 1)}
 
 
-def cosim_stage(m, fold: str, name: str, samples: int) -> dict:
+def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_paths: bool, bits: str) -> dict:
+    """``bitspike build`` for the ULX3S-85F (the accelerator on the PLL at ``clock_mhz``, the UART bridge, place and
+    route of the whole top, bitstream); a finished build of the same manifest and fold in the work folder is read."""
+    out = WORK / f"{name}-board"
+    src = WORK / ("resnet20.bsm" if bits == "2/2/2" else f"resnet20-b{bits.replace('/', '')}.bsm")
+    report_path = out / "report.json"
+    done = report_path.exists() and json.loads(report_path.read_text()).get("manifest_digest") == m.digest()
+    if not done:
+        exe = Path(sys.executable).parent / "bitspike"
+        cmd = ["nice", str(exe) if exe.exists() else "bitspike", "build", str(src), "--board", BOARD, "-o", str(out), "--fold", fold,
+               "--clock", str(clock_mhz), "--seed", str(SEED), "--router", router, "-q"]
+        subprocess.run(cmd + (["--fast-paths"] if fast_paths else []), check=True)
+    r = json.loads(report_path.read_text())
+    stats = out / "build_stats.json"
+    interval = r["initiation_interval"]
+    return {"seed": r["seed"], "router": r.get("router", "router1"), "clock_mhz": r["clock_mhz"],
+            "fmax_mhz": round(r["fmax_mhz"], 2), "timing_met": r["timing_met"],
+            "link_fmax_mhz": round(r["link_fmax_mhz"], 2) if r.get("link_fmax_mhz") else None,
+            "utilization": {k: [v["used"], v["available"]] for k, v in r["utilization"].items()},
+            "passes": [{k: p[k] for k in ("accelerator_clock_mhz", "accelerator_fmax_mhz", "critical_paths")}
+                       for p in r.get("clock_passes", [])],
+            "images_per_second_at_fmax": round(r["fmax_mhz"] * 1e6 / interval),
+            "images_per_second_at_clock": round(r["accel_clock_hz"] / interval),
+            "link_images_per_second": round(r["images_per_second"], 1), "baud": r["baud"],
+            "seconds": json.loads(stats.read_text()).get("seconds") if stats.exists() else None}
+
+
+def cosim_stage(m, fold: str, name: str, samples: int, fast_paths: bool = False) -> dict:
     from bitspike.gen import generate
     from bitspike.host.golden import GoldenModel
     from bitspike.sim.cosim import CoSim
@@ -196,7 +230,8 @@ def cosim_stage(m, fold: str, name: str, samples: int) -> dict:
 
     _, dev = _device()
     out = WORK / f"{name}-taps"
-    generate(m, out, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev, debug_taps=True)
+    generate(m, out, fold=fold, max_luts=dev.lut, dsp_blocks=dev.dsp, device=dev, debug_taps=True,
+             fast_paths=fast_paths)
     t0 = time.monotonic()
     sim = CoSim(out, cache_dir=WORK / "verilator", jobs=1)
     sim.build()
@@ -244,13 +279,15 @@ def _synth_lines(s: dict | None, p: dict, key: str) -> list[str]:
 def markdown(doc: dict) -> str:
     lines = ["# ResNet20 (CIFAR-10 shapes) on the ECP5-85F (ULX3S-85F)", "",
              f"`{doc['command']}` on {doc['machine']} ({doc['date']}); see bench/resnet.py's docstring. "
-             "Random weights (bench/fit.py `resnet20_manifest`), 2/2/2 bits, width 16. Estimates are the "
+             "Random weights (bench/fit.py `resnet20_manifest`), width 16, 2/2/2 bits (B_w/B_s/T) unless the row "
+             "says otherwise. Estimates are the "
              "planner's (LUTs in its units, 2 LUT4 each; block RAMs with the top's skew FIFOs); Yosys counts "
              "are `synth_ecp5 -noflatten` with `abc -lut 4:7` (LUT4 with each CCU2C as two).", ""]
     for name, r in doc["rows"].items():
         p = r["plan"]
         e, b, cap = p["estimate"], p["budget"], p["part"]
-        lines += [f"## {name}", "", "fold " + ", ".join(f"{k} {v}" for k, v in p["fold"]), "",
+        lines += [f"## {name}", "", f"bits {r.get('bits', '2/2/2')}" + (", `--fast-paths`" if r.get("fast_paths") else "")
+                  + "; fold " + ", ".join(f"{k} {v}" for k, v in p["fold"]), "",
                   f"- predicted: cycles alone {p['cycles_predicted']:,}, interval {p['interval_predicted']:,} "
                   f"({100e6 / p['interval_predicted']:,.0f} images/s at 100 MHz); planned in {p['plan_seconds']} s",
                   "", "| | estimate | budget | part | Yosys (accelerator) |", "|---|---:|---:|---:|---:|"]
@@ -270,6 +307,21 @@ def markdown(doc: dict) -> str:
             ips = None if not q["fmax_mhz"] else q["fmax_mhz"] * 1e6 / p["interval_predicted"]
             lines += ["", f"nextpnr-ecp5 (seed {q['seed']}, {q['seconds']} s, rc {q['rc']}): Fmax "
                       f"**{q['fmax_mhz']} MHz** → {_n(ips)} images/s at Fmax; cells {q['cells']}"]
+        bd = r.get("board")
+        if bd:
+            u = bd["utilization"]
+            lines += ["", f"`bitspike build` (ULX3S-85F, the whole top: accelerator on the PLL at {bd['clock_mhz']} MHz, "
+                      f"UART bridge at {bd['baud']:,} baud; nextpnr seed {bd['seed']}, {bd['router']}): Fmax "
+                      f"**{bd['fmax_mhz']} MHz** post-route, timing met at the PLL: **{bd['timing_met']}** → "
+                      f"**{bd['images_per_second_at_fmax']:,} images/s at Fmax** ({bd['images_per_second_at_clock']:,} "
+                      f"at the PLL's clock; the link carries {bd['link_images_per_second']:,}); link domain "
+                      f"{bd['link_fmax_mhz']} MHz; " + ", ".join(f"{k} {a:,}/{b:,}" for k, (a, b) in u.items())
+                      + (f"; {bd['seconds'].get('toolchain', 0):,.0f} s of toolchain" if bd.get("seconds") else "")]
+            for i, ps in enumerate(bd["passes"]):
+                for c in ps["critical_paths"][:1]:
+                    lines.append(f"- pass {i + 1} (PLL {ps['accelerator_clock_mhz']} MHz, Fmax "
+                                 f"{ps['accelerator_fmax_mhz']} MHz): worst path {c['from']} → {c['to']}, "
+                                 f"{c['delay_ns']} ns ({c.get('logic_ns', '-')} logic, {c.get('routing_ns', '-')} routing)")
         c = r.get("cosim")
         if c:
             lines += ["", f"Verilator co-simulation: cycles alone {c['cycles_alone']} (predicted "
@@ -322,6 +374,11 @@ def main(argv=None) -> int:
     p.add_argument("--pnr", action="store_true")
     p.add_argument("--clock", type=float, default=100.0, help="nextpnr's target clock (MHz)")
     p.add_argument("--cosim", type=int, default=0, metavar="N")
+    p.add_argument("--bits", default="2/2/2", help="B_w/B_s/T of the random-weight manifest (default 2/2/2)")
+    p.add_argument("--fast-paths", action="store_true", help="generate with --fast-paths (bitspike gen)")
+    p.add_argument("--build", action="store_true",
+                   help="bitspike build for the ULX3S-85F: the whole top placed and routed, the PLL at --clock")
+    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"), help="bitspike build --router")
     p.add_argument("--markdown-only", action="store_true", help="rewrite resnet.md from resnet.json and stop")
     args = p.parse_args(argv)
     path = RESULTS / "resnet.json"
@@ -330,21 +387,26 @@ def main(argv=None) -> int:
         doc["notes"] = NOTES
         (RESULTS / "resnet.md").write_text(markdown(doc))
         return 0
-    m = manifest()
-    for name in args.folds:
-        fold = fold_of(name, m)
+    m = manifest(args.bits)
+    for fold_name in args.folds:
+        fold = fold_of(fold_name, m)
+        name = row_name(fold_name, args.bits, args.fast_paths)
         row = doc["rows"].setdefault(name, {})
+        row.update(bits=args.bits, fast_paths=args.fast_paths)
         print(f"{name}: plan", flush=True)
-        row["plan"] = plan_stage(m, fold)
+        row["plan"] = plan_stage(m, fold, args.fast_paths)
         if args.synth:
             print(f"{name}: Yosys", flush=True)
-            row["synth"] = synth_stage(m, fold, name)
+            row["synth"] = synth_stage(m, fold, name, args.fast_paths)
         if args.pnr:
             print(f"{name}: nextpnr", flush=True)
             row["pnr"] = pnr_stage(name, args.clock)
         if args.cosim:
             print(f"{name}: co-simulation", flush=True)
-            row["cosim"] = cosim_stage(m, fold, name, args.cosim)
+            row["cosim"] = cosim_stage(m, fold, name, args.cosim, args.fast_paths)
+        if args.build:
+            print(f"{name}: bitspike build", flush=True)
+            row["board"] = board_stage(m, fold, name, args.clock, args.router, args.fast_paths, args.bits)
         doc.update({"command": "python bench/resnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "machine": f"{platform.machine()}, Python {platform.python_version()}, 2 shared CPUs",
                     "date": time.strftime("%Y-%m-%d"), "notes": NOTES})
