@@ -253,7 +253,7 @@ def markdown(doc: dict) -> str:
         bs = r.get("build_seconds")
         if bs:
             lines += ["", f"Build time: generate {bs.get('generate', 0):,.0f} s, Yosys + nextpnr "
-                          f"{bs.get('toolchain', 0):,.0f} s (2 CPUs shared with other jobs, under nice)."]
+                          f"{bs.get('toolchain', 0):,.0f} s (2 CPUs shared with other jobs)."]
         for cp in r["critical_path"]:
             lines += ["", f"Critical path ({cp.get('clock')}): `{cp['from']}` → `{cp['to']}`, {cp['steps']} steps, "
                           f"{cp['logic_ns']} ns logic + {cp['routing_ns']} ns routing."]
