@@ -66,9 +66,67 @@ def manifest(bits: str = "2/2/2"):
     return resnet20_manifest(WORK / name, tuple(int(b) for b in bits.split("/")))
 
 
-def row_name(fold: str, bits: str, fast_paths: bool) -> str:
-    """The results row of a fold at ``bits`` (2/2/2 rows keep the fold's name) and with ``--fast-paths``."""
-    return fold + ("" if bits == "2/2/2" else f"-b{bits.replace('/', '')}") + ("-fast" if fast_paths else "")
+def framed(images: np.ndarray) -> np.ndarray:
+    """Fashion-MNIST images (N × 1 × 28 × 28) in CIFAR-10-shaped frames: N × 3 × 32 × 32, centred, the same pixel in
+    every channel (no CIFAR-10 data can be fetched on these machines)."""
+    x = np.asarray(images, dtype=np.uint8).reshape(len(images), 28, 28)
+    f = np.zeros((len(x), 3, 32, 32), np.uint8)
+    f[:, :, 2:30, 2:30] = x[:, None]
+    return f
+
+
+def trained_manifest(bits: str, steps: int):
+    """ResNet20 (width 16) at uniform ``bits``, briefly trained: ``steps`` Adam steps (lr 2e-3, batches of 64,
+    seed 0, one thread) on Fashion-MNIST in :func:`framed` frames; exported with 256 training images for the
+    ranges and cached in the work folder. Returns the manifest and its float test accuracy (first 2,000 images)."""
+    import torch
+
+    from bitspike.host.data import load_dataset
+    from bitspike.host.export import export_model
+    from bitspike.host.models import BitPlan, build_model
+    from bitspike.manifest import load
+
+    path = WORK / f"resnet20-b{bits.replace('/', '')}-trained{steps}.bsm"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return load(path), json.loads(meta.read_text())
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tr, te = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+    x, y = framed(tr.images), np.asarray(tr.labels)
+    model = build_model("resnet20", (3, 32, 32), 10, BitPlan(*(int(b) for b in bits.split("/")), learnable=False),
+                        width=16)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    model.train()
+    for step in range(steps):
+        i = rng.integers(0, len(x), 64)
+        loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x[i]).float() / 255),
+                                                 torch.as_tensor(y[i]).long())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            print(f"  step {step}/{steps}: loss {loss.item():.3f}", flush=True)
+    model.eval()
+    xt, yt = framed(te.images[:2000]), np.asarray(te.labels[:2000])
+    with torch.no_grad():
+        pred = np.concatenate([model(torch.as_tensor(xt[j:j + 500]).float() / 255).argmax(1).numpy()
+                               for j in range(0, len(xt), 500)])
+    m = export_model(model, x[:256], current_bits=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m.save(path)
+    info = {"steps": steps, "float_accuracy_2000": round(float((pred == yt).mean()), 4),
+            "train_seconds": round(time.monotonic() - t0, 1)}
+    meta.write_text(json.dumps(info) + "\n")
+    return m, info
+
+
+def row_name(fold: str, bits: str, fast_paths: bool, trained: int = 0) -> str:
+    """The results row of a fold at ``bits`` (2/2/2 rows keep the fold's name), with ``--fast-paths``, trained."""
+    return (fold + ("" if bits == "2/2/2" else f"-b{bits.replace('/', '')}") + ("-fast" if fast_paths else "")
+            + (f"-trained{trained}" if trained else ""))
 
 
 def fold_of(name: str, m) -> str:
@@ -195,11 +253,13 @@ def pnr_stage(name: str, clock_mhz: float) -> dict:
             "seconds": round(time.monotonic() - t0, 1)}
 
 
-def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_paths: bool, bits: str) -> dict:
+def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_paths: bool, bits: str,
+                trained: int = 0) -> dict:
     """``bitspike build`` for the ULX3S-85F (the accelerator on the PLL at ``clock_mhz``, the UART bridge, place and
     route of the whole top, bitstream); a finished build of the same manifest and fold in the work folder is read."""
     out = WORK / f"{name}-board"
-    src = WORK / ("resnet20.bsm" if bits == "2/2/2" else f"resnet20-b{bits.replace('/', '')}.bsm")
+    src = WORK / ("resnet20.bsm" if bits == "2/2/2" and not trained else
+                  f"resnet20-b{bits.replace('/', '')}" + (f"-trained{trained}" if trained else "") + ".bsm")
     report_path = out / "report.json"
     old = json.loads(report_path.read_text()) if report_path.exists() else {}
     # the report names every synaptic layer's PESxLANES; the fold string may leave some to the planner
@@ -224,7 +284,9 @@ def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_pat
             "seconds": json.loads(stats.read_text()).get("seconds") if stats.exists() else None}
 
 
-def cosim_stage(m, fold: str, name: str, samples: int, fast_paths: bool = False) -> dict:
+def cosim_stage(m, fold: str, name: str, samples: int, fast_paths: bool = False, trained: bool = False) -> dict:
+    """Co-simulate ``samples`` images: random CIFAR-shaped ones (the first all 255), or with ``trained`` the first
+    Fashion-MNIST test images in :func:`framed` frames (then also the hardware's and golden accuracy)."""
     from bitspike.gen import generate
     from bitspike.host.golden import GoldenModel
     from bitspike.sim.cosim import CoSim
@@ -238,8 +300,15 @@ def cosim_stage(m, fold: str, name: str, samples: int, fast_paths: bool = False)
     sim = CoSim(out, cache_dir=WORK / "verilator", jobs=1)
     sim.build()
     build_s = time.monotonic() - t0
-    x = np.random.default_rng(0).integers(0, 256, size=(samples, *m.input.shape))
-    x[0] = 255
+    labels = None
+    if trained:
+        from bitspike.host.data import load_dataset
+
+        te = load_dataset("fashion-mnist", "test")
+        x, labels = framed(te.images[:samples]).astype(np.int64), np.asarray(te.labels[:samples])
+    else:
+        x = np.random.default_rng(0).integers(0, 256, size=(samples, *m.input.shape))
+        x[0] = 255
     golden = GoldenModel(m).run(x)
     alone = sim.run(x[:2], processes=1, sequential=True)
     t0 = time.monotonic()
@@ -252,7 +321,10 @@ def cosim_stage(m, fold: str, name: str, samples: int, fast_paths: bool = False)
             "exact_logits": int((res.logits == golden.logits.numpy()).all(axis=1).sum()),
             "first_divergence": None if first is None else first.describe(),
             "build_seconds": round(build_s, 1), "run_seconds": round(run_s, 1),
-            "sim_cycles_per_second": round(res.sim_cycles_per_second)}
+            "sim_cycles_per_second": round(res.sim_cycles_per_second),
+            **({} if labels is None else {
+                "hardware_accuracy": float((res.logits.argmax(1) == labels).mean()),
+                "golden_accuracy": float((golden.logits.numpy().argmax(1) == labels).mean())})}
 
 
 def _n(v) -> str:
@@ -288,7 +360,10 @@ def markdown(doc: dict) -> str:
     for name, r in doc["rows"].items():
         p = r["plan"]
         e, b, cap = p["estimate"], p["budget"], p["part"]
+        t = r.get("trained")
         lines += [f"## {name}", "", f"bits {r.get('bits', '2/2/2')}" + (", `--fast-paths`" if r.get("fast_paths") else "")
+                  + (f"; trained: {t['steps']} Adam steps on Fashion-MNIST in 3 × 32 × 32 frames, float accuracy "
+                     f"{t['float_accuracy_2000']:.1%} (first 2,000 test images)" if t else "")
                   + "; fold " + ", ".join(f"{k} {v}" for k, v in p["fold"]), "",
                   f"- predicted: cycles alone {p['cycles_predicted']:,}, interval {p['interval_predicted']:,} "
                   f"({100e6 / p['interval_predicted']:,.0f} images/s at 100 MHz); planned in {p['plan_seconds']} s",
@@ -331,7 +406,9 @@ def markdown(doc: dict) -> str:
                       f"{p['interval_predicted']:,}); bit-exact at every tap **{c['exact_taps']}/{c['samples']}**, "
                       f"logits {c['exact_logits']}/{c['samples']}; build {c['build_seconds']} s, run "
                       f"{c['run_seconds']} s"
-                      + (f"; first divergence: {c['first_divergence']}" if c["first_divergence"] else "")]
+                      + (f"; first divergence: {c['first_divergence']}" if c["first_divergence"] else "")
+                      + (f"; accuracy on these images: hardware {c['hardware_accuracy']:.1%}, golden model "
+                         f"{c['golden_accuracy']:.1%}" if "hardware_accuracy" in c else "")]
         lines.append("")
     lines += ["## Notes", ""] + [f"- {n}" for n in doc.get("notes", [])]
     return "\n".join(lines) + "\n"
@@ -381,6 +458,9 @@ def main(argv=None) -> int:
     p.add_argument("--build", action="store_true",
                    help="bitspike build for the ULX3S-85F: the whole top placed and routed, the PLL at --clock")
     p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"), help="bitspike build --router")
+    p.add_argument("--trained", type=int, default=0, metavar="STEPS",
+                   help="train the ResNet20 briefly instead (STEPS Adam steps on Fashion-MNIST in 3 × 32 × 32 frames); "
+                        "--cosim then runs test images and reports accuracy")
     p.add_argument("--markdown-only", action="store_true", help="rewrite resnet.md from resnet.json and stop")
     args = p.parse_args(argv)
     path = RESULTS / "resnet.json"
@@ -389,12 +469,16 @@ def main(argv=None) -> int:
         doc["notes"] = NOTES
         (RESULTS / "resnet.md").write_text(markdown(doc))
         return 0
-    m = manifest(args.bits)
+    m, trained = manifest(args.bits), None
+    if args.trained:
+        m, trained = trained_manifest(args.bits, args.trained)
     for fold_name in args.folds:
         fold = fold_of(fold_name, m)
-        name = row_name(fold_name, args.bits, args.fast_paths)
+        name = row_name(fold_name, args.bits, args.fast_paths, args.trained)
         row = doc["rows"].setdefault(name, {})
         row.update(bits=args.bits, fast_paths=args.fast_paths)
+        if trained:
+            row["trained"] = trained
         print(f"{name}: plan", flush=True)
         row["plan"] = plan_stage(m, fold, args.fast_paths)
         if args.synth:
@@ -405,10 +489,11 @@ def main(argv=None) -> int:
             row["pnr"] = pnr_stage(name, args.clock)
         if args.cosim:
             print(f"{name}: co-simulation", flush=True)
-            row["cosim"] = cosim_stage(m, fold, name, args.cosim, args.fast_paths)
+            row["cosim"] = cosim_stage(m, fold, name, args.cosim, args.fast_paths, bool(args.trained))
         if args.build:
             print(f"{name}: bitspike build", flush=True)
-            row["board"] = board_stage(m, fold, name, args.clock, args.router, args.fast_paths, args.bits)
+            row["board"] = board_stage(m, fold, name, args.clock, args.router, args.fast_paths, args.bits,
+                                       args.trained)
         doc.update({"command": "python bench/resnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "machine": f"{platform.machine()}, Python {platform.python_version()}, 2 shared CPUs",
                     "date": time.strftime("%Y-%m-%d"), "notes": NOTES})

@@ -845,8 +845,10 @@ def write_archive(spec: BoardSpec, report: dict, gen_dir: Path, config, out: Pat
     estimate = None
     if target is not None:
         t0 = time.monotonic()
-        # the plan's Verilog as the vendor tool reads it (``*.debug.v`` is the same design for people to read)
-        verilog = sorted(p for p in plan_dir.iterdir() if p.suffix in (".v", ".sv") and not p.name.endswith(".debug.v"))
+        # the plan's sources as the toolchain reads them: Verilog, and an open-flow board's top in RTLIL (top.il;
+        # ``*.debug.v`` is the same design written out for people to read)
+        verilog = sorted(p for p in plan_dir.iterdir()
+                         if p.suffix in (".v", ".sv", ".il") and not p.name.endswith(".debug.v"))
         # Yosys models the primitives amaranth instantiates for Xilinx and the open families; for the
         # others (Intel's altiobuf and altera_std_synchronizer_bundle, …) the estimate synthesizes the
         # same bridge and accelerator written without a platform, so without the board's I/O buffers

@@ -131,7 +131,10 @@ def synthesize(files: Iterable[str | os.PathLike], target: str, work_dir: str | 
         shutil.copyfile(src, work / src.name)
         names.append(src.name)
     stat_json = work / "stat.json"
-    script = "\n".join([f"read_verilog -sv {n}" for n in names] + [command, "tee -q -o stat.json stat -json"])
+    # Verilog first, then RTLIL (an open-flow board's top.il instantiates the accelerator's Verilog modules)
+    reads = [f"read_verilog -sv {n}" for n in names if not n.endswith(".il")] + \
+        [f"read_rtlil {n}" for n in names if n.endswith(".il")]
+    script = "\n".join(reads + [command, "tee -q -o stat.json stat -json"])
     (work / "synth.ys").write_text(script + "\n")
     proc = subprocess.run(yosys_command() + ["-q", "-l", "yosys.log", "-s", "synth.ys"],
                           capture_output=True, text=True, cwd=work)

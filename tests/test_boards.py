@@ -243,3 +243,15 @@ def test_uart_pins_give_a_usb_only_board_a_serial_path(tmp_path, standin_design)
         get_board("orangecrab_r0_2").with_uart("pmod_0:1", "pmod_0:2")
     with pytest.raises(BoardError, match="not a pin name"):
         get_board("orangecrab_r0_2").with_uart("N17;", "M18")
+
+
+@pytest.mark.slow  # a full synth_ecp5 of the archived build plan
+def test_archive_of_an_open_flow_board_reads_its_rtlil_top(tmp_path, standin_design):
+    """An ECP5 build plan's top is RTLIL (top.il) around the accelerator's Verilog: the estimate reads both."""
+    gen = standin_design(tmp_path / "gen", "test_boards stand-in")
+    report = build_bitstream(None, "ulx3s_85f", tmp_path / "out", gen_dir=gen, archive=True)
+    est = report["yosys_estimate"]
+    assert est["command"].startswith("synth_ecp5") and "-top top" in est["command"]
+    assert est["total"]["lut"] > 100 and est["total"]["ff"] > 100
+    script = (tmp_path / "out" / "synth_ecp5" / "synth.ys").read_text()
+    assert script.index("read_verilog -sv bitspike_top.v") < script.index("read_rtlil top.il")
