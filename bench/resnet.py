@@ -443,6 +443,21 @@ NOTES = [
     "FIFO (gen/timing.needs_skew_fifo), and the ResNet20 co-simulation runs with it.",
     "Co-simulation: 100 random CIFAR-shaped images (seed 0, the first all 255) back to back without stalls, "
     "every debug tap and the logits against the golden model; two images alone from reset for the latency.",
+    "2/2/1 bits (wide8-b221-fast, 2026-12-03): the same wide8 fold at T = 1 is 68,517 LUT4 with Yosys (the "
+    "accelerator, -noflatten; 2/2/2: 85,951), so it fits the part, and co-simulates 100/100 bit-exact at the "
+    "planner's 44,994 cycles and interval 18,432. 5,000 images/s at that interval needs an Fmax of 92.16 MHz. "
+    "`bitspike build --clock 92.5 --fast-paths` (the PLL makes 91.67 MHz; nextpnr seed 1, router1) packs it into "
+    "68,593 of 83,640 TRELLIS_COMB (82 %) and 49,277 FFs (58 %); nextpnr's analytic placer had not finished after "
+    "about 110 minutes on the shared 2-CPU machine, when the session ended, so no Fmax was measured: the "
+    "ResNet20 target (≥ 5,000 images/s at Fmax on the ECP5-85F) is not shown met.",
+    "Random weights: at 2/1/1 the random-weight ResNet20 is dead (no neuron fires on any input; every logit 0): "
+    "the golden model and the hardware agree, and Yosys then removes almost the whole design (12,173 LUTs, 1 "
+    "block RAM, post-route 96.97 MHz), so such a build measures nothing. At 2/2/1 every layer is active but the "
+    "logits do not depend on the input (16 random images, one logit row). A briefly trained ResNet20 is not: "
+    "`--trained 500` (500 Adam steps, batches of 64, on Fashion-MNIST in 3 × 32 × 32 frames, about 7 minutes on one "
+    "CPU) reached 82.3 % float accuracy on 2,000 test images and 81.7 % in the golden model on 1,000, with 990 "
+    "distinct logit rows (measured by a script of the same steps; the `--trained` bench run itself was stopped "
+    "for time); its hardware was not built in this session.",
 ]
 
 
