@@ -57,13 +57,22 @@ SYNTH_SCRIPT = abc_fallback_script("synth_ecp5 -noflatten -top bitspike_top").sp
 ]
 
 
+def manifest_path(bits: str = "2/2/2", trained: int = 0) -> Path:
+    """Where the manifest at ``bits`` ("B_w/B_s/T") is cached: ``resnet20.bsm`` for the random 2/2/2 one, else
+    named by its bits and, for :func:`trained_manifest`, its training steps."""
+    if bits == "2/2/2" and not trained:
+        return WORK / "resnet20.bsm"
+    return WORK / (f"resnet20-b{bits.replace('/', '')}" + (f"-trained{trained}" if trained else "") + ".bsm")
+
+
 def manifest(bits: str = "2/2/2"):
-    """bench/fit.py's ResNet20 at ``bits`` ("B_w/B_s/T"), cached in the work folder (``resnet20.bsm`` at 2/2/2)."""
+    """bench/fit.py's random-weight ResNet20 at ``bits``, cached at :func:`manifest_path`."""
+    from bitspike.host.train import parse_bits
+
     sys.path.insert(0, str(ROOT))
     from fit import resnet20_manifest
 
-    name = "resnet20.bsm" if bits == "2/2/2" else f"resnet20-b{bits.replace('/', '')}.bsm"
-    return resnet20_manifest(WORK / name, tuple(int(b) for b in bits.split("/")))
+    return resnet20_manifest(manifest_path(bits), parse_bits(bits, "--bits"))
 
 
 def framed(images: np.ndarray) -> np.ndarray:
@@ -84,9 +93,10 @@ def trained_manifest(bits: str, steps: int):
     from bitspike.host.data import load_dataset
     from bitspike.host.export import export_model
     from bitspike.host.models import BitPlan, build_model
+    from bitspike.host.train import parse_bits
     from bitspike.manifest import load
 
-    path = WORK / f"resnet20-b{bits.replace('/', '')}-trained{steps}.bsm"
+    path = manifest_path(bits, steps)
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return load(path), json.loads(meta.read_text())
@@ -94,7 +104,7 @@ def trained_manifest(bits: str, steps: int):
     torch.manual_seed(0)
     tr, te = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     x, y = framed(tr.images), np.asarray(tr.labels)
-    model = build_model("resnet20", (3, 32, 32), 10, BitPlan(*(int(b) for b in bits.split("/")), learnable=False),
+    model = build_model("resnet20", (3, 32, 32), 10, BitPlan(*parse_bits(bits, "--bits"), learnable=False),
                         width=16)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = np.random.default_rng(0)
@@ -258,8 +268,7 @@ def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_pat
     """``bitspike build`` for the ULX3S-85F (the accelerator on the PLL at ``clock_mhz``, the UART bridge, place and
     route of the whole top, bitstream); a finished build of the same manifest and fold in the work folder is read."""
     out = WORK / f"{name}-board"
-    src = WORK / ("resnet20.bsm" if bits == "2/2/2" and not trained else
-                  f"resnet20-b{bits.replace('/', '')}" + (f"-trained{trained}" if trained else "") + ".bsm")
+    src = manifest_path(bits, trained)
     report_path = out / "report.json"
     old = json.loads(report_path.read_text()) if report_path.exists() else {}
     # the report names every synaptic layer's PESxLANES; the fold string may leave some to the planner
@@ -463,6 +472,10 @@ NOTES = [
 
 
 def main(argv=None) -> int:
+    from bitspike.errors import BitspikeError
+    from bitspike.gen.build import ROUTERS
+    from bitspike.host.train import parse_bits
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--folds", nargs="*", default=["auto", "wide8"])
     p.add_argument("--synth", action="store_true")
@@ -473,21 +486,23 @@ def main(argv=None) -> int:
     p.add_argument("--fast-paths", action="store_true", help="generate with --fast-paths (bitspike gen)")
     p.add_argument("--build", action="store_true",
                    help="bitspike build for the ULX3S-85F: the whole top placed and routed, the PLL at --clock")
-    p.add_argument("--router", default="auto", choices=("auto", "router1", "router2"), help="bitspike build --router")
+    p.add_argument("--router", default="auto", choices=ROUTERS, help="bitspike build --router")
     p.add_argument("--trained", type=int, default=0, metavar="STEPS",
                    help="train the ResNet20 briefly instead (STEPS Adam steps on Fashion-MNIST in 3 × 32 × 32 frames); "
                         "--cosim then runs test images and reports accuracy")
     p.add_argument("--markdown-only", action="store_true", help="rewrite resnet.md from resnet.json and stop")
     args = p.parse_args(argv)
+    try:
+        parse_bits(args.bits, "--bits")
+    except BitspikeError as e:
+        p.error(str(e))
     path = RESULTS / "resnet.json"
     doc = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     if args.markdown_only:
         doc["notes"] = NOTES
         (RESULTS / "resnet.md").write_text(markdown(doc))
         return 0
-    m, trained = manifest(args.bits), None
-    if args.trained:
-        m, trained = trained_manifest(args.bits, args.trained)
+    m, trained = trained_manifest(args.bits, args.trained) if args.trained else (manifest(args.bits), None)
     for fold_name in args.folds:
         fold = fold_of(fold_name, m)
         name = row_name(fold_name, args.bits, args.fast_paths, args.trained)
