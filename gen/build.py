@@ -645,9 +645,8 @@ def build_bitstream(
     result["synth_opts"] = synth_opts
     if parsed.get("lut_mapper"):
         result["lut_mapper"] = parsed["lut_mapper"]
-    if parsed.get("router"):
+    if parsed.get("router"):  # named by --router (auto leaves nextpnr's default and records nothing)
         result["router"] = parsed["router"]
-        result["router_chosen"] = True
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
