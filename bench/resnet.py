@@ -48,6 +48,8 @@ RESULTS = ROOT / "results"
 WORK = ROOT.parent / "build" / "bench_resnet"
 BOARD = "ulx3s_85f"
 SEED = 1
+#: seconds before bitspike build stops the toolchain (Yosys alone takes about 20 minutes on the whole top)
+BUILD_TIMEOUT_S = 6 * 3600
 
 #: Yosys script of the accelerator (synth_ecp5 around the abc mapper, as bitspike.gen.synth falls back to when
 #: abc9 asserts; then the counts and the netlist)
@@ -264,7 +266,7 @@ def pnr_stage(name: str, clock_mhz: float) -> dict:
 
 
 def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_paths: bool, bits: str,
-                trained: int = 0) -> dict:
+                trained: int = 0, placer: str = "auto") -> dict:
     """``bitspike build`` for the ULX3S-85F (the accelerator on the PLL at ``clock_mhz``, the UART bridge, place and
     route of the whole top, bitstream); a finished build of the same manifest and fold in the work folder is read."""
     out = WORK / f"{name}-board"
@@ -272,16 +274,19 @@ def board_stage(m, fold: str, name: str, clock_mhz: float, router: str, fast_pat
     report_path = out / "report.json"
     old = json.loads(report_path.read_text()) if report_path.exists() else {}
     # the report names every synaptic layer's PESxLANES; the fold string may leave some to the planner
-    done = old.get("manifest_digest") == m.digest() and set(fold.split(",")) <= set(old.get("fold", "").split(","))
+    done = (old.get("manifest_digest") == m.digest() and set(fold.split(",")) <= set(old.get("fold", "").split(","))
+            and old.get("placer", "auto") == placer)
     if not done:
         exe = Path(sys.executable).parent / "bitspike"
         cmd = ["nice", str(exe) if exe.exists() else "bitspike", "build", str(src), "--board", BOARD, "-o", str(out), "--fold", fold,
-               "--clock", str(clock_mhz), "--seed", str(SEED), "--router", router, "-q"]
+               "--clock", str(clock_mhz), "--seed", str(SEED), "--router", router, "--placer", placer,
+               "--timeout", str(BUILD_TIMEOUT_S), "-q"]
         subprocess.run(cmd + (["--fast-paths"] if fast_paths else []), check=True)
     r = json.loads(report_path.read_text())
     stats = out / "build_stats.json"
     interval = r["initiation_interval"]
-    return {"seed": r["seed"], "router": r.get("router", "router1"), "clock_mhz": r["clock_mhz"],
+    return {"seed": r["seed"], "router": r.get("router", "router1"), "placer": r.get("placer", "heap"),
+            "clock_mhz": r["clock_mhz"],
             "fmax_mhz": round(r["fmax_mhz"], 2), "timing_met": r["timing_met"],
             "link_fmax_mhz": round(r["link_fmax_mhz"], 2) if r.get("link_fmax_mhz") else None,
             "utilization": {k: [v["used"], v["available"]] for k, v in r["utilization"].items()},
@@ -397,7 +402,7 @@ def markdown(doc: dict) -> str:
         if bd:
             u = bd["utilization"]
             lines += ["", f"`bitspike build` (ULX3S-85F, the whole top: accelerator on the PLL at {bd['clock_mhz']} MHz, "
-                      f"UART bridge at {bd['baud']:,} baud; nextpnr seed {bd['seed']}, {bd['router']}): Fmax "
+                      f"UART bridge at {bd['baud']:,} baud; nextpnr seed {bd['seed']}, placer {bd.get('placer', 'heap')}, {bd['router']}): Fmax "
                       f"**{bd['fmax_mhz']} MHz** post-route, timing met at the PLL: **{bd['timing_met']}** → "
                       f"**{bd['images_per_second_at_fmax']:,} images/s at Fmax** ({bd['images_per_second_at_clock']:,} "
                       f"at the PLL's clock; the link carries {bd['link_images_per_second']:,}); link domain "
@@ -473,7 +478,7 @@ NOTES = [
 
 def main(argv=None) -> int:
     from bitspike.errors import BitspikeError
-    from bitspike.gen.build import ROUTERS
+    from bitspike.gen.build import PLACERS, ROUTERS
     from bitspike.host.train import parse_bits
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -487,6 +492,7 @@ def main(argv=None) -> int:
     p.add_argument("--build", action="store_true",
                    help="bitspike build for the ULX3S-85F: the whole top placed and routed, the PLL at --clock")
     p.add_argument("--router", default="auto", choices=ROUTERS, help="bitspike build --router")
+    p.add_argument("--placer", default="auto", choices=PLACERS, help="bitspike build --placer")
     p.add_argument("--trained", type=int, default=0, metavar="STEPS",
                    help="train the ResNet20 briefly instead (STEPS Adam steps on Fashion-MNIST in 3 × 32 × 32 frames); "
                         "--cosim then runs test images and reports accuracy")
@@ -524,7 +530,7 @@ def main(argv=None) -> int:
         if args.build:
             print(f"{name}: bitspike build", flush=True)
             row["board"] = board_stage(m, fold, name, args.clock, args.router, args.fast_paths, args.bits,
-                                       args.trained)
+                                       args.trained, args.placer)
         doc.update({"command": "python bench/resnet.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "machine": f"{platform.machine()}, Python {platform.python_version()}, 2 shared CPUs",
                     "date": time.strftime("%Y-%m-%d"), "notes": NOTES})

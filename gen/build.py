@@ -474,6 +474,7 @@ def build_bitstream(
     fast_paths: bool = False,
     multi_tap: bool = False,
     router: str = "auto",
+    placer: str = "auto",
 ) -> dict:
     """Build a bitstream for ``manifest`` on ``board`` into ``out_dir``; return the report (also written).
 
@@ -510,6 +511,9 @@ def build_bitstream(
     router
         nextpnr's router on iCE40 and ECP5: ``"auto"`` or ``"router1"`` (nextpnr's default; the higher Fmax
         measured), or ``"router2"`` (a faster build of a large design, at a lower Fmax).
+    placer
+        nextpnr's placer on iCE40 and ECP5 (:data:`PLACERS`): ``"auto"`` (nextpnr's default, HeAP),
+        ``"heap"``, ``"static"`` (nextpnr's electrostatic placer) or ``"sa"`` (simulated annealing).
     timeout
         Seconds before the toolchain is stopped.
     archive
@@ -550,6 +554,11 @@ def build_bitstream(
     if router != "auto" and spec.family not in ROUTER_FAMILIES:
         raise HardwareError(f"--router {router}: bitspike chooses nextpnr's router only on iCE40 and ECP5 boards; "
                             f"{spec.name} is {spec.family}")
+    if placer not in PLACERS:
+        raise HardwareError(f"--placer {placer!r}: expected one of {', '.join(PLACERS)}")
+    if placer != "auto" and spec.family not in ROUTER_FAMILIES:
+        raise HardwareError(f"--placer {placer}: bitspike chooses nextpnr's placer only on iCE40 and ECP5 boards; "
+                            f"{spec.name} is {spec.family}")
     if baud is None:
         baud = default_baud(spec)
     out = Path(out_dir)
@@ -584,7 +593,7 @@ def build_bitstream(
     while True:
         try:
             parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed,
-                                                                   timeout, pll, router)
+                                                                   timeout, pll, router, placer)
             break
         except _Overflow as exc:
             attempts.append({"lut_budget": budget, "fold": _fold_of(report), "overflow": str(exc.error)})
@@ -624,12 +633,12 @@ def build_bitstream(
                 break
             if abs(candidate.f_out_hz - osc_hz) < 1e3 or (pll is not None and candidate.f_out_hz >= pll.f_out_hz):
                 break
-            pll = candidate
+            reuse, pll = pll is not None, candidate  # PLL to PLL: the same netlist but for the PLL's settings
             log.info("%s: Fmax %.2f MHz; building again with the accelerator on the PLL at %.3f MHz", spec.name,
                      achieved, pll.f_out_mhz)
             try:
                 parsed, build_dir, synth_opts = _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out,
-                                                                       seed, timeout, pll, router)
+                                                                       seed, timeout, pll, router, placer, reuse)
             except _Overflow as exc:  # the same design fitted at the first pass; say so if it does not now
                 raise exc.error from None
             passes.append(_pass_record(parsed, osc_hz, pll))
@@ -647,6 +656,8 @@ def build_bitstream(
         result["lut_mapper"] = parsed["lut_mapper"]
     if parsed.get("router"):  # named by --router (auto leaves nextpnr's default and records nothing)
         result["router"] = parsed["router"]
+    if parsed.get("placer"):  # named by --placer
+        result["placer"] = parsed["placer"]
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
@@ -736,7 +747,8 @@ def _pass_record(parsed: dict, osc_hz: float, pll) -> dict:
     acc, link = domain_fmax(parsed, osc_hz, pll)
     return {"accelerator_clock_mhz": round(pll.f_out_mhz if pll else osc_hz / 1e6, 4),
             "accelerator_fmax_mhz": round(acc, 2) if acc else None, "link_fmax_mhz": round(link, 2) if link else None,
-            "pll": pll.to_json() if pll else None, "critical_paths": parsed.get("critical_paths", [])}
+            "pll": pll.to_json() if pll else None, "critical_paths": parsed.get("critical_paths", []),
+            "synthesis": "the previous pass's netlist, PLL retuned" if parsed.get("netlist_reused") else "Yosys"}
 
 
 def _fold_of(report: dict) -> str:
@@ -751,11 +763,13 @@ def _write_reports(out: Path, result: dict, times: dict) -> dict:
     return dict(result, build_seconds={k: round(v, 2) for k, v in times.items()})
 
 
-def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto"):
+def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto",
+                           placer="auto", reuse=False):
     platform = _platform_with(spec, report, gen_dir)
     try:
         parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out,
-                                                          spec.synth_opts, seed, timeout, router)
+                                                          spec.synth_opts, seed, timeout, router, placer, pll,
+                                                          reuse)
     except _Overflow as exc:
         # the DSP blocks are few (8 on the UP5K): when only they overflow, map the multipliers to logic instead
         if not (spec.synth_opts and set(exc.cells) == {spec.resources.get("DSP")}):
@@ -765,7 +779,7 @@ def _run_with_dsp_fallback(spec, report, gen_dir, config, tools, out, seed, time
                  spec.name, used.get("used", "more"), used.get("available", "its"))
         platform = _platform_with(spec, report, gen_dir)
         parsed, build_dir, _, synth_opts = _run_toolchain(platform, _board_top(spec, config, pll), spec, tools, out, "",
-                                                          seed, timeout, router)
+                                                          seed, timeout, router, placer, pll)
     return parsed, build_dir, synth_opts
 
 
@@ -921,8 +935,12 @@ class _Overflow(Exception):
 
 
 def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth_opts: str, seed: int, timeout: float,
-                   router_choice: str = "auto"):
-    """Write the build plan into ``out/build`` and run it; return (parsed nextpnr results, build dir, log, synth_opts)."""
+                   router_choice: str = "auto", placer_choice: str = "auto", pll=None, reuse: bool = False):
+    """Write the build plan into ``out/build`` and run it; return (parsed nextpnr results, build dir, log, synth_opts).
+
+    With ``reuse`` and ``pll`` (the setting ``top`` was elaborated with), the netlist the previous pass of this
+    build synthesized in ``out/build`` is kept when its plan differs from this one only in the PLL's settings:
+    the new ones are written into it (:func:`retune_pll_netlist`), and only place and route runs again."""
     nextpnr_opts = f"--seed {seed} --timing-allow-fail --report {NAME}.report.json"
     if spec.family == "gowin":  # amaranth's Apicula flow writes no clock constraint: give nextpnr the board clock
         nextpnr_opts += f" --freq {spec.clock_hz / 1e6:g}"
@@ -930,10 +948,19 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     if synth_opts:
         overrides["synth_opts"] = synth_opts
     build_dir = out / "build"
+    previous = out / "build.previous"
+    if previous.exists():
+        shutil.rmtree(previous)
     if build_dir.exists():
-        shutil.rmtree(build_dir)
+        if reuse and pll is not None and (build_dir / f"{NAME}.json").exists():
+            build_dir.rename(previous)  # its netlist may serve this pass
+        else:
+            shutil.rmtree(build_dir)
     plan = _build_plan(platform, spec, top, **overrides)
     plan.extract(str(build_dir))
+    reused = _reuse_netlist(previous, build_dir, pll) if previous.exists() else None
+    if previous.exists():
+        shutil.rmtree(previous)
     if spec.family == "gowin":
         script = build_dir / f"build_{NAME}.sh"
         script.write_text(_gowin_himbaechel(script.read_text()))
@@ -946,12 +973,21 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     scripts = _split_script(build_dir / f"build_{NAME}.sh")
     lut_mapper = None  # set when the synthesis had to leave abc9 out
     router = None  # set when the build names a router
+    placer = None  # set when the build names a placer
     t_end = time.monotonic() + timeout
+    if reused is not None:
+        lut_mapper = reused or None
     try:
         with open(log_path, "w") as logf:
             for i, script in enumerate(scripts):
-                proc = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                      timeout=max(1.0, t_end - time.monotonic()))
+                if i == 0 and len(scripts) > 1 and reused is not None:
+                    logf.write(f"# bitspike: {NAME}.json is the previous pass's netlist with the PLL set to "
+                               f"{pll.f_out_mhz:.3f} MHz; Yosys does not run again\n")
+                    logf.flush()
+                    proc = subprocess.CompletedProcess(script, 0)
+                else:
+                    proc = subprocess.run(["sh", script], cwd=build_dir, env=env, stdout=logf,
+                                          stderr=subprocess.STDOUT, timeout=max(1.0, t_end - time.monotonic()))
                 if (i == 0 and len(scripts) > 1 and proc.returncode != 0 and spec.family == "ecp5"
                         and YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt"))):
                     log.info("%s: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again "
@@ -959,10 +995,11 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                     code = _synthesize_without_abc9(build_dir, env, logf, t_end - time.monotonic())
                     if code is not None:
                         proc = subprocess.CompletedProcess(script, code)
-                        lut_mapper = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
+                        lut_mapper = ABC_FALLBACK_NOTE
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
                     _check_fit(spec, build_dir)  # the fit, before place and route (raises on an overflow)
                     router = _choose_router(spec, build_dir / scripts[1], router_choice)
+                    placer = _choose_placer(spec, build_dir / scripts[1], placer_choice)
                 if proc.returncode != 0:
                     break
     except subprocess.TimeoutExpired:
@@ -981,9 +1018,102 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     if lut_mapper is not None:
         parsed["lut_mapper"] = lut_mapper
+    if reused is not None:
+        parsed["netlist_reused"] = True
     if router is not None:
         parsed["router"] = router
+    if placer is not None:
+        parsed["placer"] = placer
     return parsed, build_dir, log_path, synth_opts
+
+
+#: the build report's ``lut_mapper`` when Yosys' abc9 asserted and abc mapped the LUTs
+ABC_FALLBACK_NOTE = "abc -lut 4:7 (abc9 stopped on an internal assertion)"
+#: the PLL primitive of each family whose parameters a later clock pass changes (rtl_templates.clocking)
+PLL_CELLS = {"ecp5": "EHXPLLL", "ice40": "SB_PLL40_2_PAD"}
+#: the EHXPLLL attribute that states the PLL's output frequency (the other one, CLKI's, is the board's)
+_PLL_FREQUENCY_ATTRIBUTE = "FREQUENCY_PIN_CLKOP"
+_RTLIL_SETTING = re.compile(r"^\s*(?:parameter|attribute) \\(\S+) ")
+
+
+def _without_pll_settings(rtlil: str, names: set[str]) -> list[str]:
+    """The RTLIL's lines less those that set one of ``names`` (parameters and attributes of the PLL cell)."""
+    return [line for line in rtlil.splitlines() if (m := _RTLIL_SETTING.match(line)) is None or m[1] not in names]
+
+
+def _yosys_json_value(old, new):
+    """``new`` in the encoding Yosys' ``write_json`` gave ``old``: an integer as a bit string of the same width, a
+    string as itself (with the space Yosys appends to a string that would read as bits)."""
+    if isinstance(new, int):
+        width = len(old) if isinstance(old, str) and old and set(old) <= {"0", "1"} else 32
+        return format(new & ((1 << width) - 1), f"0{width}b")
+    text = str(new)
+    return text + " " if text and set(text) <= {"0", "1", "x", "z"} else text
+
+
+def retune_pll_netlist(netlist: dict, pll) -> int:
+    """Write ``pll``'s parameters (and, on ECP5, its output frequency attribute) into the PLL cells of a Yosys
+    JSON netlist, in place; returns how many cells were changed.
+
+    The netlist is then the one Yosys writes for the retuned plan, but for the name of the blackbox module
+    Yosys derived for the PLL (``$paramod$<hash of the parameters>\\EHXPLLL``, whose parameter values are
+    retuned too): no cell refers to it, since the PLL cell's type stays the primitive's, which nextpnr reads."""
+    cell_type = PLL_CELLS[pll.family]
+    changed = 0
+    for name, module in netlist.get("modules", {}).items():
+        if name.startswith("$paramod$") and name.endswith("\\" + cell_type):
+            defaults = module.setdefault("parameter_default_values", {})
+            for key, value in pll.params.items():
+                defaults[key] = _yosys_json_value(defaults.get(key), value)
+        for cell in module.get("cells", {}).values():
+            if cell.get("type") != cell_type:
+                continue
+            params = cell.setdefault("parameters", {})
+            for key, value in pll.params.items():
+                params[key] = _yosys_json_value(params.get(key), value)
+            attrs = cell.setdefault("attributes", {})
+            if pll.family == "ecp5":
+                attrs[_PLL_FREQUENCY_ATTRIBUTE] = _yosys_json_value(None, f"{pll.f_out_hz / 1e6:.6f}")
+            changed += 1
+    return changed
+
+
+def _reuse_netlist(previous: Path, build_dir: Path, pll) -> str | None:
+    """Keep ``previous``'s synthesized netlist for the plan in ``build_dir`` when the two plans differ only in the
+    PLL's settings: the netlist is written into ``build_dir`` with ``pll``'s, and Yosys' log beside it. Returns
+    ``None`` when it cannot serve (then Yosys runs), else the LUT mapper note of the synthesis that made it
+    (``""``: the plan's own script)."""
+    if pll is None or pll.family not in PLL_CELLS:
+        return None
+    names = set(pll.params) | ({_PLL_FREQUENCY_ATTRIBUTE} if pll.family == "ecp5" else set())
+    old_files = {p.name for p in previous.iterdir() if p.is_file()}
+    for path in sorted(build_dir.iterdir()):
+        if not path.is_file():
+            continue
+        if path.name not in old_files:
+            return None
+        # the script that ran: the plan's own, or the abc fallback that replaced it (the plan's kept as .abc9.ys)
+        old = previous / (f"{NAME}.abc9.ys" if path.name == f"{NAME}.ys" and (previous / f"{NAME}.abc9.ys").exists()
+                          else path.name)
+        if path.suffix == ".il":
+            if _without_pll_settings(old.read_text(), names) != _without_pll_settings(path.read_text(), names):
+                return None
+        elif path.read_bytes() != old.read_bytes():
+            return None
+    try:
+        netlist = json.loads((previous / f"{NAME}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if retune_pll_netlist(netlist, pll) != 1:
+        return None
+    (build_dir / f"{NAME}.json").write_text(json.dumps(netlist))
+    for name in (f"{NAME}.rpt", f"{NAME}.abc9.ys", f"{NAME}.abc9.rpt"):
+        if (previous / name).exists():
+            shutil.copyfile(previous / name, build_dir / name)
+    if (previous / f"{NAME}.abc9.ys").exists():
+        shutil.copyfile(previous / f"{NAME}.ys", build_dir / f"{NAME}.ys")
+        return ABC_FALLBACK_NOTE
+    return ""
 
 
 #: ``build_bitstream(router=…)`` / ``bitspike build --router``, and the families whose nextpnr takes the choice.
@@ -1008,6 +1138,25 @@ def _choose_router(spec: BoardSpec, pnr_script: Path, choice: str = "auto") -> s
         return None
     pnr_script.write_text(text.replace(marker, marker + "--router router2 ", 1))
     return "router2"
+
+
+#: ``build_bitstream(placer=…)`` / ``bitspike build --placer``: nextpnr's placers on iCE40 and ECP5; ``"auto"``
+#: leaves nextpnr's default (HeAP)
+PLACERS = ("auto", "heap", "static", "sa")
+
+
+def _choose_placer(spec: BoardSpec, pnr_script: Path, choice: str = "auto") -> str | None:
+    """Write nextpnr's placer into the place-and-route script; returns the placer named (``None``: ``"auto"``,
+    the script unchanged)."""
+    if spec.family not in ROUTER_FAMILIES or choice == "auto":
+        return None
+    text = pnr_script.read_text()
+    tool = "NEXTPNR_ECP5" if spec.family == "ecp5" else "NEXTPNR_ICE40"
+    marker = f'"${tool}" '
+    if marker not in text:
+        return None
+    pnr_script.write_text(text.replace(marker, marker + f"--placer {choice} ", 1))
+    return choice
 
 
 def _read(path: Path) -> str:
@@ -1191,6 +1340,8 @@ def report_markdown(r: dict) -> str:
         lines.append(f"LUT mapping: {r['lut_mapper']}.")
     if r.get("router"):
         lines.append(f"nextpnr router: {r['router']} (named by --router).")
+    if r.get("placer"):
+        lines.append(f"nextpnr placer: {r['placer']} (named by --placer).")
     passes = r.get("clock_passes") or []
     for i, p in enumerate(passes):
         clock = f"{p['accelerator_clock_mhz']:g} MHz" + (" (PLL)" if p.get("pll") else "")

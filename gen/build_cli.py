@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--router", choices=("auto", "router1", "router2"), default="auto",
                    help="nextpnr's router on iCE40 and ECP5: auto (default) or router1 is nextpnr's default "
                         "(the higher Fmax); router2 builds a large design faster at a lower Fmax")
+    p.add_argument("--placer", choices=("auto", "heap", "static", "sa"), default="auto",
+                   help="nextpnr's placer on iCE40 and ECP5: auto (default) is nextpnr's default, heap; static "
+                        "(nextpnr's electrostatic placer) places a design that fills most of the part")
     p.add_argument("--archive", action="store_true",
                    help="write the build plan (scripts, Verilog, constraints) as one .zip with a Yosys estimate instead of "
                         "running place and route; needed for boards whose bitstream takes a vendor tool")
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     report = build_bitstream(manifest, args.board, args.out, baud=args.baud, clock_mhz=clock_mhz, fold=args.fold,
                              max_luts=args.max_luts, fuse=args.fuse, dsp_blocks=args.dsp_blocks,
                              fast_paths=args.fast_paths, multi_tap=args.multi_tap,
-                             seed=args.seed, router=args.router, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
+                             seed=args.seed, router=args.router, placer=args.placer, timeout=args.timeout, archive=args.archive, uart_pins=uart_pins)
     write_json(args.json, report)
     if report.get("flow") == "archive":
         est = report.get("utilization_estimate") or {}

@@ -253,7 +253,7 @@ def test_block_ram_overflow_at_the_smallest_fold_stops_the_retries(tmp_path, mon
     rpt.mkdir()
     tried = []  # (report, device budget) of each design the loop hands to the toolchain
 
-    def synthesized(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto"):
+    def synthesized(spec, report, gen_dir, config, tools, out, seed, timeout, pll=None, router="auto", placer="auto"):
         tried.append(report)
         B._check_fit(spec, rpt)  # the fit check that runs before place and route, on these counts
 
@@ -329,9 +329,123 @@ def test_the_router_can_be_named(tmp_path, board, choice, want):
     assert ("--router router2" in script.read_text()) == (want == "router2")
 
 
+@pytest.mark.parametrize("board,choice", [("ulx3s_85f", "auto"), ("ulx3s_85f", "static"), ("ulx3s_85f", "heap"),
+                                          ("icebreaker", "sa"), ("icebreaker", "auto")])
+def test_the_placer_can_be_named(tmp_path, board, choice):
+    """``auto`` leaves nextpnr's default placer; a named one is written into the place-and-route script once,
+    and the CLI offers the same choices as :data:`PLACERS`."""
+    from bitspike.gen.build import PLACERS, _choose_placer
+    from bitspike.cli import build_parser
+
+    tool = "NEXTPNR_ECP5" if board == "ulx3s_85f" else "NEXTPNR_ICE40"
+    script = tmp_path / "build_pnr.sh"
+    script.write_text(f'"${tool}" --quiet --seed 1 --json top.json\n')
+    assert _choose_placer(get_board(board), script, choice) == (None if choice == "auto" else choice)
+    text = script.read_text()
+    assert text.count("--placer") == (choice != "auto")
+    if choice != "auto":
+        assert text.startswith(f'"${tool}" --placer {choice} --quiet')
+    args = build_parser().parse_args(["build", "m.bsm", "--board", board, "-o", "out", "--placer", choice])
+    assert args.placer == choice and choice in PLACERS
+
+
+def test_a_placer_is_refused_where_bitspike_does_not_choose_it(tmp_path, standin_design):
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
+    with pytest.raises(HardwareError, match="--placer 'anneal': expected one of auto, heap, static, sa"):
+        build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, placer="anneal")
+    with pytest.raises(HardwareError, match="--placer static: .*only on iCE40 and ECP5 boards; tang_nano_9k is gowin"):
+        build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen, placer="static")
+
+
 def test_a_router_is_refused_where_bitspike_does_not_choose_it(tmp_path, standin_design):
     gen = standin_design(tmp_path / "gen", "test_build stand-in")
     with pytest.raises(HardwareError, match="--router 'router3': expected one of auto, router1, router2"):
         build_bitstream(None, "icebreaker", tmp_path / "out", gen_dir=gen, router="router3")
     with pytest.raises(HardwareError, match="--router router2: .*only on iCE40 and ECP5 boards; tang_nano_9k is gowin"):
         build_bitstream(None, "tang_nano_9k", tmp_path / "out", gen_dir=gen, router="router2")
+
+
+def _pll_plan(folder, setting, verilog="module bitspike_top; endmodule\n", extra=""):
+    """A stand-in for a build plan with an EHXPLLL at ``setting`` (its RTLIL cell as amaranth writes it)."""
+    p = setting.params
+    folder.mkdir()
+    (folder / "top.il").write_text(
+        f'module \\top\n  attribute \\FREQUENCY_PIN_CLKI "25"\n'
+        f'  attribute \\FREQUENCY_PIN_CLKOP "{setting.f_out_hz / 1e6:.6f}"\n  cell \\EHXPLLL \\pll\n'
+        f'    parameter \\CLKI_DIV {p["CLKI_DIV"]}\n    parameter \\CLKFB_DIV {p["CLKFB_DIV"]}\n'
+        f'    parameter \\CLKOP_DIV {p["CLKOP_DIV"]}\n    parameter \\CLKOP_CPHASE {p["CLKOP_CPHASE"]}\n'
+        f'    parameter \\FEEDBK_PATH "CLKOP"\n{extra}  end\nend\n')
+    (folder / "bitspike_top.v").write_text(verilog)
+    (folder / "top.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\nwrite_json top.json\n")
+    return folder
+
+
+def test_a_later_clock_pass_keeps_the_netlist_when_only_the_pll_changes(tmp_path):
+    """The PLL's dividers and frequency attribute are written into the previous pass's netlist, in Yosys'
+    encoding; a plan that differs anywhere else (Verilog, another parameter) gets a fresh synthesis."""
+    from bitspike.gen.build import _reuse_netlist
+    from bitspike.rtl_templates.clocking import ecp5_pll
+
+    first, second = ecp5_pll(25_000_000, 92.5e6), ecp5_pll(25_000_000, 80e6)
+    assert first.params != second.params
+    prev = _pll_plan(tmp_path / "prev", first)
+    bits = {k: format(v, "032b") for k, v in first.params.items()}
+    netlist = {"modules": {"top": {"cells": {
+        "pll": {"type": "EHXPLLL", "parameters": dict(bits, FEEDBK_PATH="CLKOP"),
+                "attributes": {"FREQUENCY_PIN_CLKI": "25", "FREQUENCY_PIN_CLKOP": f"{first.f_out_hz / 1e6:.6f}",
+                               "MFG_ENABLE_FILTEROPAMP": "1 "}},
+        "lut": {"type": "LUT4", "parameters": {"INIT": "0000000000000110"}, "attributes": {}}}}}}
+    (prev / "top.json").write_text(json.dumps(netlist))
+    (prev / "top.rpt").write_text("Yosys log\n")
+
+    now = _pll_plan(tmp_path / "now", second)
+    assert _reuse_netlist(prev, now, second) == ""
+    got = json.loads((now / "top.json").read_text())["modules"]["top"]["cells"]
+    assert got["pll"]["parameters"] == dict({k: format(v, "032b") for k, v in second.params.items()},
+                                            FEEDBK_PATH="CLKOP")
+    assert got["pll"]["attributes"]["FREQUENCY_PIN_CLKOP"] == f"{second.f_out_hz / 1e6:.6f}"
+    assert got["pll"]["attributes"]["MFG_ENABLE_FILTEROPAMP"] == "1 " and got["lut"] == netlist["modules"]["top"]["cells"]["lut"]
+    assert (now / "top.rpt").read_text() == "Yosys log\n"
+
+    assert _reuse_netlist(prev, _pll_plan(tmp_path / "verilog", second, verilog="module other; endmodule\n"),
+                          second) is None
+    assert _reuse_netlist(prev, _pll_plan(tmp_path / "param", second, extra="    parameter \\CLKOP_FPHASE 1\n"),
+                          second) is None
+    # the abc fallback rewrote the previous pass's script: the plan's own is its .abc9.ys, and the note carries over
+    (prev / "top.abc9.ys").write_text((prev / "top.ys").read_text())
+    (prev / "top.ys").write_text("abc fallback script\n")
+    again = _pll_plan(tmp_path / "again", second)
+    assert _reuse_netlist(prev, again, second).startswith("abc -lut 4:7")
+    assert (again / "top.ys").read_text() == "abc fallback script\n"
+
+
+@pytest.mark.slow
+def test_a_missed_pll_clock_is_routed_again_from_the_same_netlist(tmp_path, standin_design):
+    """At 400 MHz the stand-in misses its clock, so a second pass runs below its Fmax from the first pass's
+    netlist with the PLL retuned: that netlist is the one Yosys writes for the second plan."""
+    import shutil
+    import subprocess
+
+    from bitspike.gen.build import find_toolchain
+
+    gen = standin_design(tmp_path / "gen", "test_build stand-in")
+    build_bitstream(None, "ecp5-25f", tmp_path / "out", gen_dir=gen, baud=1_000_000, clock_mhz=400)
+    report = _check_report(tmp_path / "out", "ulx3s_25f", "ecp5", ".bit")
+    first, second = report["clock_passes"]
+    assert first["synthesis"] == "Yosys" and second["synthesis"].startswith("the previous pass's netlist")
+    assert second["accelerator_clock_mhz"] <= first["accelerator_fmax_mhz"]
+    build = tmp_path / "out" / "build"
+    fresh = tmp_path / "fresh"
+    shutil.copytree(build, fresh)
+    (fresh / "top.json").unlink()
+    env = {**__import__("os").environ, "YOSYS": find_toolchain("ecp5")["yosys"].path}
+    subprocess.run(["sh", "build_synth.sh"], cwd=fresh, env=env, check=True, capture_output=True)
+    kept, synthesized = (json.loads((d / "top.json").read_text())["modules"] for d in (build, fresh))
+
+    def unreferenced_pll(name):  # Yosys' leftover blackbox of the PLL, named by a hash of its parameters
+        return name.startswith("$paramod$") and name.endswith("\\EHXPLLL")
+
+    assert {k: v for k, v in kept.items() if not unreferenced_pll(k)} == \
+        {k: v for k, v in synthesized.items() if not unreferenced_pll(k)}
+    assert [v for k, v in kept.items() if unreferenced_pll(k)] == [v for k, v in synthesized.items() if unreferenced_pll(k)]
+    assert not any(unreferenced_pll(c["type"]) for m in kept.values() for c in m.get("cells", {}).values())
