@@ -1003,7 +1003,8 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                 if proc.returncode != 0:
                     break
     except subprocess.TimeoutExpired:
-        raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}") from None
+        raise HardwareError(f"the toolchain ran longer than {timeout:.0f} s on {spec.name}; log: {log_path}"
+                            + _stalled_placer_hint(_read(build_dir / f"{NAME}.tim"), placer_choice)) from None
     log_text = log_path.read_text(errors="replace")
     pnr_log = (build_dir / f"{NAME}.tim").read_text(errors="replace") if (build_dir / f"{NAME}.tim").exists() else ""
     parsed = parse_nextpnr(build_dir / f"{NAME}.report.json", pnr_log + log_text)
@@ -1157,6 +1158,22 @@ def _choose_placer(spec: BoardSpec, pnr_script: Path, choice: str = "auto") -> s
         return None
     pnr_script.write_text(text.replace(marker, marker + f"--placer {choice} ", 1))
     return choice
+
+
+def _stalled_placer_hint(pnr_log: str, placer_choice: str) -> str:
+    """Advice for a build stopped while nextpnr's placer was still running (``""`` when it was not): HeAP can
+    search for hours on a part that is nearly full without finishing an iteration."""
+    lines = [l.strip() for l in pnr_log.splitlines() if l.strip().startswith("Info:")]
+    if not lines or not any(k in lines[-1] for k in ("analytical placer", "legalis", "at iteration #")):
+        return ""
+    util = re.search(r"TRELLIS_COMB:\s*(\d+)/\s*(\d+)|ICESTORM_LC:\s*(\d+)/\s*(\d+)", pnr_log)
+    fill = ""
+    if util:
+        used, avail = (int(x) for x in (util.groups()[:2] if util.group(1) else util.groups()[2:]))
+        fill = f" with {100 * used / avail:.0f}% of the part's logic cells in use"
+    other = "--placer static" if placer_choice in ("auto", "heap") else "another --placer or --seed"
+    return (f". nextpnr was still placing ({lines[-1].removeprefix('Info:').strip()[:80]}){fill}: try {other}, "
+            "a longer --timeout, or a smaller fold")
 
 
 def _read(path: Path) -> str:

@@ -449,3 +449,17 @@ def test_a_missed_pll_clock_is_routed_again_from_the_same_netlist(tmp_path, stan
         {k: v for k, v in synthesized.items() if not unreferenced_pll(k)}
     assert [v for k, v in kept.items() if unreferenced_pll(k)] == [v for k, v in synthesized.items() if unreferenced_pll(k)]
     assert not any(unreferenced_pll(c["type"]) for m in kept.values() for c in m.get("cells", {}).values())
+
+
+def test_a_build_stopped_in_the_placer_says_what_to_try():
+    from bitspike.gen.build import _stalled_placer_hint
+
+    log = ("Info: \t        TRELLIS_COMB:   68593/  83640    82%\n"
+           "Info: Creating initial analytic placement for 61794 cells, random placement wirelen = 7552512.\n"
+           "Info: Running main analytical placer, max placement attempts per cell = 135644517.\n")
+    hint = _stalled_placer_hint(log, "auto")
+    assert "nextpnr was still placing (Running main analytical placer" in hint
+    assert "with 82% of the part's logic cells in use: try --placer static" in hint
+    assert "another --placer or --seed" in _stalled_placer_hint(log, "static")
+    assert _stalled_placer_hint(log + "Info: Routing..\n", "auto") == ""
+    assert _stalled_placer_hint("", "auto") == ""
