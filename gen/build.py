@@ -1363,7 +1363,9 @@ def report_markdown(r: dict) -> str:
     for i, p in enumerate(passes):
         clock = f"{p['accelerator_clock_mhz']:g} MHz" + (" (PLL)" if p.get("pll") else "")
         lines += ["", f"Critical paths, pass {i + 1} of {len(passes)} (accelerator at {clock}, Fmax "
-                      f"{p['accelerator_fmax_mhz'] if p['accelerator_fmax_mhz'] is not None else '?'} MHz):"]
+                      f"{p['accelerator_fmax_mhz'] if p['accelerator_fmax_mhz'] is not None else '?'} MHz"
+                      + ("; the previous pass's netlist with the PLL retuned" if p.get("synthesis", "Yosys") != "Yosys"
+                         else "") + "):"]
         lines += [f"- {cp['clock']}: `{cp['from']}` → `{cp['to']}`, {cp['delay_ns']} ns in {cp['steps']} steps "
                   f"({cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)" for cp in p.get("critical_paths", [])]
     lines.append("")

@@ -434,6 +434,7 @@ def test_a_missed_pll_clock_is_routed_again_from_the_same_netlist(tmp_path, stan
     first, second = report["clock_passes"]
     assert first["synthesis"] == "Yosys" and second["synthesis"].startswith("the previous pass's netlist")
     assert second["accelerator_clock_mhz"] <= first["accelerator_fmax_mhz"]
+    assert "pass 2 of 2" in (md := (tmp_path / "out" / "report.md").read_text()) and "PLL retuned" in md
     build = tmp_path / "out" / "build"
     fresh = tmp_path / "fresh"
     shutil.copytree(build, fresh)
