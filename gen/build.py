@@ -46,7 +46,7 @@ from bitspike.rtl_templates.clocking import PLL_FAMILIES
 from bitspike.rtl_templates.uart import format_bit_period, period_cycles
 
 from .report import read_report
-from .synth import YOSYS_ASSERT, abc_fallback_script
+from .synth import ECP5_FFS_PER_TILE, YOSYS_ASSERT, abc_fallback_script, local_resets_in_logic, reset_tiles
 from .boards import (DEFAULT_BAUD, MIN_LUT_BUDGET, OPEN_FAMILIES, BoardSpec, check_baud, check_dsp_blocks,
                      default_baud, device_budget, get_board)
 
@@ -658,6 +658,8 @@ def build_bitstream(
         result["router"] = parsed["router"]
     if parsed.get("placer"):  # named by --placer
         result["placer"] = parsed["placer"]
+    if parsed.get("flip_flop_resets"):  # the local synchronous resets were moved into logic
+        result["flip_flop_resets"] = parsed["flip_flop_resets"]
     result["lut_budget"] = budget
     result["fold"] = _fold_of(report)
     result["overflowed_attempts"] = attempts
@@ -975,8 +977,12 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
     router = None  # set when the build names a router
     placer = None  # set when the build names a placer
     t_end = time.monotonic() + timeout
+    resets = None  # set when the local synchronous resets were moved into logic
     if reused is not None:
         lut_mapper = reused or None
+        resets = _read_json(build_dir / RESETS_RECORD)
+        if resets is not None:
+            lut_mapper = resets.get("lut_mapper", lut_mapper)
     try:
         with open(log_path, "w") as logf:
             for i, script in enumerate(scripts):
@@ -997,7 +1003,15 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
                         proc = subprocess.CompletedProcess(script, code)
                         lut_mapper = ABC_FALLBACK_NOTE
                 if i == 0 and len(scripts) > 1 and proc.returncode == 0:
-                    _check_fit(spec, build_dir)  # the fit, before place and route (raises on an overflow)
+                    fit = _check_fit(spec, build_dir)  # the fit, before place and route (raises on an overflow)
+                    if spec.family == "ecp5" and reused is None:
+                        code, resets = _spread_local_resets(spec, fit, build_dir, env, logf,
+                                                            t_end - time.monotonic())
+                        if code is not None:
+                            proc = subprocess.CompletedProcess(script, code)
+                            lut_mapper = resets.get("lut_mapper", lut_mapper)
+                            if code == 0:
+                                _check_fit(spec, build_dir)
                     router = _choose_router(spec, build_dir / scripts[1], router_choice)
                     placer = _choose_placer(spec, build_dir / scripts[1], placer_choice)
                 if proc.returncode != 0:
@@ -1019,6 +1033,8 @@ def _run_toolchain(platform, top, spec: BoardSpec, tools: dict, out: Path, synth
         raise HardwareError(f"the toolchain failed for {spec.name} (exit {proc.returncode}); log {log_path}:\n{tail}")
     if lut_mapper is not None:
         parsed["lut_mapper"] = lut_mapper
+    if resets is not None:
+        parsed["flip_flop_resets"] = resets
     if reused is not None:
         parsed["netlist_reused"] = True
     if router is not None:
@@ -1093,9 +1109,11 @@ def _reuse_netlist(previous: Path, build_dir: Path, pll) -> str | None:
             continue
         if path.name not in old_files:
             return None
-        # the script that ran: the plan's own, or the abc fallback that replaced it (the plan's kept as .abc9.ys)
-        old = previous / (f"{NAME}.abc9.ys" if path.name == f"{NAME}.ys" and (previous / f"{NAME}.abc9.ys").exists()
-                          else path.name)
+        # the script that ran: the plan's own, or one bitspike rewrote (the plan's kept as .abc9.ys or, when only
+        # the resets moved, .lsr.ys)
+        old = previous / path.name
+        if path.name == f"{NAME}.ys":
+            old = next((p for p in (previous / f"{NAME}.abc9.ys", previous / f"{NAME}.lsr.ys") if p.exists()), old)
         if path.suffix == ".il":
             if _without_pll_settings(old.read_text(), names) != _without_pll_settings(path.read_text(), names):
                 return None
@@ -1108,13 +1126,13 @@ def _reuse_netlist(previous: Path, build_dir: Path, pll) -> str | None:
     if retune_pll_netlist(netlist, pll) != 1:
         return None
     (build_dir / f"{NAME}.json").write_text(json.dumps(netlist))
-    for name in (f"{NAME}.rpt", f"{NAME}.abc9.ys", f"{NAME}.abc9.rpt"):
+    for name in (f"{NAME}.rpt", f"{NAME}.abc9.ys", f"{NAME}.abc9.rpt", f"{NAME}.lsr.ys", f"{NAME}.lsr.rpt",
+                 RESETS_RECORD):
         if (previous / name).exists():
             shutil.copyfile(previous / name, build_dir / name)
-    if (previous / f"{NAME}.abc9.ys").exists():
+    if (previous / f"{NAME}.abc9.ys").exists() or (previous / f"{NAME}.lsr.ys").exists():
         shutil.copyfile(previous / f"{NAME}.ys", build_dir / f"{NAME}.ys")
-        return ABC_FALLBACK_NOTE
-    return ""
+    return ABC_FALLBACK_NOTE if (previous / f"{NAME}.abc9.ys").exists() else ""
 
 
 #: ``build_bitstream(router=…)`` / ``bitspike build --router``, and the families whose nextpnr takes the choice.
@@ -1196,6 +1214,84 @@ def _synthesize_without_abc9(build_dir: Path, env: dict, logf, timeout: float) -
     logf.flush()
     return subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
                           timeout=max(1.0, timeout)).returncode
+
+
+#: the share of the part's logic tiles above which the flip-flops' reset nets alone (:func:`reset_tiles`) make
+#: bitspike synthesize again with the local synchronous resets in logic (:func:`local_resets_in_logic`). The
+#: wide ResNet20 at 2/2/1 needed 10,004 of the ECP5-85F's 10,455 tiles by its 4,732 reset nets, and nextpnr's
+#: legaliser (HeAP and static alike) searched for hours without placing it; with the resets in logic, 3 nets and
+#: 6,161 tiles, HeAP's first iteration took 17 s
+RESET_TILE_LIMIT = 0.75
+
+#: the build folder's record of the reset nets before and after :func:`_spread_local_resets` moved them
+RESETS_RECORD = "resets.json"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _spread_local_resets(spec: BoardSpec, fit: dict, build_dir: Path, env: dict, logf,
+                         timeout: float) -> tuple[int | None, dict | None]:
+    """On ECP5, where the 8 flip-flops of a logic tile share one LSR net: when the synthesized netlist's reset
+    nets alone need more than :data:`RESET_TILE_LIMIT` of the part's logic tiles, run the synthesis again with
+    the local synchronous resets in logic (:func:`local_resets_in_logic`; the script that ran first is kept as
+    ``.lsr.ys``, its log as ``.lsr.rpt``). Returns (the new synthesis' exit status, the record written to
+    :data:`RESETS_RECORD`), or ``(None, None)`` when the first netlist stays."""
+    ff = fit.get(spec.resources.get("FF", "TRELLIS_FF")) or {}
+    tiles = ff.get("available", 0) // ECP5_FFS_PER_TILE
+    limit = RESET_TILE_LIMIT * tiles
+    if not tiles or ff.get("used", 0) <= limit:  # the bound is at most one tile a flip-flop
+        return None, None
+    netlist = _read_json(build_dir / f"{NAME}.json")
+    ys = build_dir / f"{NAME}.ys"
+    script = local_resets_in_logic(ys.read_text()) if ys.exists() else None
+    if netlist is None or script is None:
+        return None, None
+    need, ffs, nets = reset_tiles(netlist)
+    del netlist
+    if need <= limit:
+        return None, None
+    before = {"reset_nets": nets, "flip_flops": ffs, "tiles_needed": need, "tiles": tiles}
+    log.info("%s: the flip-flops' %d reset nets need at least %d of the part's %d logic tiles (one each); "
+             "synthesizing again with the local synchronous resets in logic", spec.name, nets, need, tiles)
+    logf.write(f"\n# bitspike: {nets} reset nets need at least {need} of {tiles} logic tiles; synthesizing again "
+               "with the local synchronous resets in logic\n")
+    logf.flush()
+    shutil.copyfile(ys, build_dir / f"{NAME}.lsr.ys")
+    shutil.copyfile(build_dir / f"{NAME}.rpt", build_dir / f"{NAME}.lsr.rpt")
+    ys.write_text(script)
+    t_end = time.monotonic() + timeout
+    code = subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                          timeout=max(1.0, timeout)).returncode
+    record = {"before": before}
+    fallback = abc_fallback_script(script)
+    if code != 0 and fallback is not None and YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt")):
+        logf.write("\n# bitspike: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again with "
+                   "the abc mapper in its place\n")
+        logf.flush()
+        ys.write_text(fallback)
+        code = subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf,
+                              stderr=subprocess.STDOUT, timeout=max(1.0, t_end - time.monotonic())).returncode
+        record["lut_mapper"] = ABC_FALLBACK_NOTE
+    if code == 0:
+        after = _read_json(build_dir / f"{NAME}.json")
+        if after is not None:
+            need, ffs, nets = reset_tiles(after)
+            record["after"] = {"reset_nets": nets, "flip_flops": ffs, "tiles_needed": need, "tiles": tiles}
+        write_json(build_dir / RESETS_RECORD, record)
+    return code, record
+
+
+def resets_sentence(record: dict) -> str:
+    """The build report's line for a :data:`RESETS_RECORD`."""
+    b, a = record["before"], record.get("after")
+    return (f"Flip-flop resets: {b['reset_nets']:,} reset nets needed at least {b['tiles_needed']:,} of the part's "
+            f"{b['tiles']:,} logic tiles (one net a tile), so the local synchronous resets were moved into logic"
+            + (f": {a['reset_nets']:,} nets, {a['tiles_needed']:,} tiles." if a else "."))
 
 
 def _split_script(script: Path) -> list[str]:
@@ -1359,6 +1455,8 @@ def report_markdown(r: dict) -> str:
         lines.append(f"nextpnr router: {r['router']} (named by --router).")
     if r.get("placer"):
         lines.append(f"nextpnr placer: {r['placer']} (named by --placer).")
+    if r.get("flip_flop_resets"):
+        lines.append(resets_sentence(r["flip_flop_resets"]))
     passes = r.get("clock_passes") or []
     for i, p in enumerate(passes):
         clock = f"{p['accelerator_clock_mhz']:g} MHz" + (" (PLL)" if p.get("pll") else "")

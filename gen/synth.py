@@ -18,7 +18,8 @@ from typing import Iterable
 
 from bitspike.errors import HardwareError
 
-__all__ = ["synthesize", "TARGETS", "yosys_command", "abc_fallback_script", "YOSYS_ASSERT"]
+__all__ = ["synthesize", "TARGETS", "yosys_command", "abc_fallback_script", "YOSYS_ASSERT", "local_resets_in_logic",
+           "reset_tiles", "ECP5_FFS_PER_TILE"]
 
 TARGETS = {
     "xilinx": "synth_xilinx -family xc7 -top bitspike_top",
@@ -42,24 +43,92 @@ TARGETS = {
 YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
 
 
+def _synth_ecp5_call(line: str) -> tuple[str, str | None] | None:
+    """``(the call without its -run, the -run range or None)`` of a ``synth_ecp5`` line; ``None`` for another."""
+    if line.split()[:1] != ["synth_ecp5"]:
+        return None
+    run = re.search(r"\s+-run\s+(\S+)", line)
+    if run is None:
+        return line.strip(), None
+    return (line[:run.start()] + line[run.end():]).strip(), run.group(1)
+
+
+def _rewrite_synth_ecp5(ys_text: str, blocks: dict) -> str | None:
+    """``ys_text`` with its first ``synth_ecp5`` line whose -run range is a key of ``blocks`` replaced by
+    ``blocks[range](call)`` (indented as it was); ``None`` when no line has such a range."""
+    lines = ys_text.splitlines()
+    for i, line in enumerate(lines):
+        parsed = _synth_ecp5_call(line)
+        if parsed is None or parsed[1] not in blocks:
+            continue
+        indent = line[:len(line) - len(line.lstrip())]
+        body = blocks[parsed[1]](parsed[0])
+        return "\n".join(lines[:i] + [indent + b for b in body] + lines[i + 1:]) + "\n"
+    return None
+
+
 def abc_fallback_script(ys_text: str) -> str | None:
     """The Yosys script ``ys_text`` with its ``synth_ecp5`` call split around the LUT mapping, the older ``abc``
     mapper (4-input LUTs, wider functions through the PFU muxes up to 7 inputs, as ``synth_ecp5`` maps) in
-    abc9's place; ``None`` when the script has no ``synth_ecp5`` call.
+    abc9's place; ``None`` when the script has no ``synth_ecp5`` call that maps LUTs.
 
     ``synth_ecp5 -run :map_luts`` is everything up to abc9 (coarse and fine synthesis, memories, DSP blocks,
     flip-flops); the latch map and ``abc -lut 4:7 -dress`` are what the ``map_luts`` step does with ``-noabc9``
-    in older Yosys; ``-run map_cells:`` is the rest (LUT and PFU-mux cells, statistics, checks).
+    in older Yosys; ``-run map_cells:`` is the rest (LUT and PFU-mux cells, statistics, checks). A call already
+    split by :func:`local_resets_in_logic` (``-run map_ffs:``) is split the same way from ``map_ffs``.
     """
-    lines = ys_text.splitlines()
-    at = next((i for i, l in enumerate(lines) if l.split()[:1] == ["synth_ecp5"]), None)
-    if at is None:
+    abc = ["techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean"]
+    return _rewrite_synth_ecp5(ys_text, {
+        None: lambda call: [f"{call} -run :map_luts", *abc, f"{call} -run map_cells:"],
+        "map_ffs:": lambda call: [f"{call} -run map_ffs:map_luts", *abc, f"{call} -run map_cells:"],
+    })
+
+
+#: flip-flops of an ECP5 logic tile (4 slices of 2): all of them share one clock and one LSR (set/reset) net,
+#: and the two of a slice one clock enable (the part's rule, which nextpnr's placer checks)
+ECP5_FFS_PER_TILE = 8
+
+#: the Yosys commands of :func:`local_resets_in_logic`: every synchronous reset whose net is not the one a DCCA
+#: drives (bitspike's global reset network) becomes logic in front of the flip-flop's D input
+LOCAL_RESETS_IN_LOGIC = [
+    "select -set bitspike_global_srst t:DCCA %co2 t:$_SDFF* t:$_SDFFE* t:$_SDFFCE* %u %u %i",
+    "select -set bitspike_local_srst t:$_SDFF* t:$_SDFFE* t:$_SDFFCE* %u %u @bitspike_global_srst %d",
+    "dffunmap -srst-only @bitspike_local_srst",
+]
+
+
+def local_resets_in_logic(ys_text: str) -> str | None:
+    """The Yosys script ``ys_text`` with its ``synth_ecp5`` call split before flip-flop mapping, where
+    :data:`LOCAL_RESETS_IN_LOGIC` turns the local synchronous resets into logic; ``None`` when the script has no
+    ``synth_ecp5`` call to split (or is split already).
+
+    Yosys makes a synchronous reset of any ``x <= c ? const : y`` it finds, so a narrow product register
+    (``w == 0 ? 0 : ±count``) gets a reset net of its own; on ECP5 that net is the LSR of the whole logic tile,
+    which then holds no flip-flop with another reset. Thousands of such nets (a wide ResNet20: 4,732 of at most
+    seven flip-flops each) need more tiles than the part has free, and nextpnr's legaliser searches without end.
+    In logic the condition is one more LUT input of the D function, often a free one.
+    """
+    if any(line.strip() == LOCAL_RESETS_IN_LOGIC[-1] for line in ys_text.splitlines()):
         return None
-    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
-    call = lines[at].strip()
-    block = [f"{call} -run :map_luts", "techmap -map +/lattice/latches_map.v", "abc -lut 4:7 -dress", "clean",
-             f"{call} -run map_cells:"]
-    return "\n".join(lines[:at] + [indent + b for b in block] + lines[at + 1:]) + "\n"
+    return _rewrite_synth_ecp5(ys_text, {
+        None: lambda call: [f"{call} -run :map_ffs", *LOCAL_RESETS_IN_LOGIC, f"{call} -run map_ffs:"],
+        ":map_luts": lambda call: [f"{call} -run :map_ffs", *LOCAL_RESETS_IN_LOGIC, f"{call} -run map_ffs:map_luts"],
+    })
+
+
+def reset_tiles(netlist: dict) -> tuple[int, int, int]:
+    """``(logic tiles, flip-flops, reset nets)``: the fewest ECP5 logic tiles that the synthesized ``netlist``'s
+    (Yosys JSON) ``TRELLIS_FF`` cells need by their LSR nets alone (each tile takes one net:
+    ``ceil(n / 8)`` for a net of ``n`` flip-flops, summed), with the flip-flops and distinct nets counted (no
+    LSR is a net of its own). A lower bound: clock enables and the LUTs' own slices only add to it."""
+    groups: dict = {}
+    for module in netlist.get("modules", {}).values():
+        for cell in module.get("cells", {}).values():
+            if cell.get("type") == "TRELLIS_FF":
+                key = tuple(cell.get("connections", {}).get("LSR", ()))
+                groups[key] = groups.get(key, 0) + 1
+    tiles = sum(-(-n // ECP5_FFS_PER_TILE) for n in groups.values())
+    return tiles, sum(groups.values()), len(groups)
 
 
 # cell name → (category, weight)

@@ -419,6 +419,27 @@ def test_a_later_clock_pass_keeps_the_netlist_when_only_the_pll_changes(tmp_path
     assert (again / "top.ys").read_text() == "abc fallback script\n"
 
 
+def test_a_later_pass_keeps_the_netlist_whose_resets_moved(tmp_path):
+    """The plan's own script is top.lsr.ys when only the resets moved: the next pass's plan is compared with it,
+    and the rewritten script and the record come along."""
+    from bitspike.gen.build import RESETS_RECORD, _reuse_netlist
+    from bitspike.gen.synth import local_resets_in_logic
+    from bitspike.rtl_templates.clocking import ecp5_pll
+
+    first, second = ecp5_pll(25_000_000, 92.5e6), ecp5_pll(25_000_000, 80e6)
+    prev = _pll_plan(tmp_path / "prev", first)
+    (prev / "top.json").write_text(json.dumps({"modules": {"top": {"cells": {"pll": {
+        "type": "EHXPLLL", "parameters": {}, "attributes": {}}}}}}))
+    (prev / "top.rpt").write_text("Yosys log\n")
+    (prev / "top.lsr.ys").write_text((prev / "top.ys").read_text())
+    (prev / "top.ys").write_text(local_resets_in_logic((prev / "top.ys").read_text()))
+    (prev / RESETS_RECORD).write_text('{"before": {}}')
+    now = _pll_plan(tmp_path / "now", second)
+    assert _reuse_netlist(prev, now, second) == ""
+    assert (now / "top.ys").read_text() == (prev / "top.ys").read_text()
+    assert (now / RESETS_RECORD).read_text() == '{"before": {}}'
+
+
 @pytest.mark.slow
 def test_a_missed_pll_clock_is_routed_again_from_the_same_netlist(tmp_path, standin_design):
     """At 400 MHz the stand-in misses its clock, so a second pass runs below its Fmax from the first pass's
