@@ -473,6 +473,21 @@ NOTES = [
     "distinct logit rows. Its accelerator (row wide8-b221-fast-trained500) synthesizes to 69,362 LUT4 and 51,581 "
     "FFs against the random network's 68,517 and 51,042: the random network's size is representative. Its place "
     "and route was not run.",
+    "Place and route (2026-12-04): neither nextpnr placer ever finished the wide8 2/2/1 top. HeAP's first "
+    "iteration did not end in over two hours (seed 1, twice); the static placer spread the cells in about 10 "
+    "minutes and then stayed in its strict legaliser for more than 74 minutes. The cause was the flip-flops' "
+    "reset nets: an ECP5 logic tile's 8 flip-flops share one LSR net, and Yosys had made a synchronous reset of "
+    "each ternary product register's `w == 0` (4,732 nets of one or two flip-flops, which need at least 10,004 "
+    "of the part's 10,455 tiles). `bitspike build` now synthesizes such a design again with those resets in "
+    "logic (3 nets, 6,161 tiles; LUT4 45,645 against 42,987, TRELLIS_COMB 71,251 of 83,640, 85 %). Then nextpnr "
+    "0.11 (HeAP, seed 1, router1; the build's own Yosys and nextpnr commands, run by hand on its netlist) placed "
+    "it in 17 minutes and routed it in 5: **31.26 MHz** post-route for the accelerator clock (83.39 MHz for the "
+    "link's), so 1,696 images/s at interval 18,432: the target of 5,000 images/s (92.2 MHz) is not met. The "
+    "critical path, 32 ns: a skew FIFO's block RAM read (5.83 ns clock to output, its output register unused) "
+    "→ the residual add engine's multiply (a MULT18X18D) → its requantizer's carry chains → the output register, "
+    "all in one clock (rtl_templates/residual.py is the one engine that is not pipelined). With reset-less "
+    "product registers (rtl_templates/pe.py's `_reg`) the same top is 43,452 LUT4 and 4,957 PFU muxes against "
+    "45,645 and 7,683; that variant was not placed.",
 ]
 
 
