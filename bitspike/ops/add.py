@@ -139,6 +139,7 @@ class AddOp(Op):
 
     def arrival_times(self, node, layer, plan, inputs):
         from bitspike.gen.ir import self_add_in_step
+        from bitspike.rtl_templates.residual import ADD_LATENCY
 
         a, b = inputs
         # b is the skip branch, through the FIFO (none for a self-add in step: both operands share one fork)
@@ -147,7 +148,7 @@ class AddOp(Op):
         t = -(10**9)
         for ta, tb in zip(a, b):
             t = max(t + 1, ta, tb + latency)
-            out.append(t + 1)
+            out.append(t + ADD_LATENCY)
         return out
 
     def build_engine(self, plan, node, layer, debug):
