@@ -1208,9 +1208,19 @@ def _synthesize_without_abc9(build_dir: Path, env: dict, logf, timeout: float) -
         return None
     (build_dir / f"{NAME}.abc9.ys").write_text(text)  # the script that failed, kept beside its log
     shutil.copyfile(build_dir / f"{NAME}.rpt", build_dir / f"{NAME}.abc9.rpt")
-    ys.write_text(script)
-    logf.write("\n# bitspike: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again with "
-               "the abc mapper in its place\n")
+    return _synthesize_again(build_dir, script, ABC_FALLBACK_LOG, env, logf, timeout)
+
+
+#: the toolchain log's line when Yosys runs again with the abc mapper
+ABC_FALLBACK_LOG = ("Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again with the abc mapper "
+                    "in its place")
+
+
+def _synthesize_again(build_dir: Path, script: str, why: str, env: dict, logf, timeout: float) -> int:
+    """Write ``script`` as the plan's Yosys script, say ``why`` in the toolchain log and run the synthesis step
+    again; its exit status."""
+    (build_dir / f"{NAME}.ys").write_text(script)
+    logf.write(f"\n# bitspike: {why}\n")
     logf.flush()
     return subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
                           timeout=max(1.0, timeout)).returncode
@@ -1258,24 +1268,15 @@ def _spread_local_resets(spec: BoardSpec, fit: dict, build_dir: Path, env: dict,
     before = {"reset_nets": nets, "flip_flops": ffs, "tiles_needed": need, "tiles": tiles}
     log.info("%s: the flip-flops' %d reset nets need at least %d of the part's %d logic tiles (one each); "
              "synthesizing again with the local synchronous resets in logic", spec.name, nets, need, tiles)
-    logf.write(f"\n# bitspike: {nets} reset nets need at least {need} of {tiles} logic tiles; synthesizing again "
-               "with the local synchronous resets in logic\n")
-    logf.flush()
     shutil.copyfile(ys, build_dir / f"{NAME}.lsr.ys")
     shutil.copyfile(build_dir / f"{NAME}.rpt", build_dir / f"{NAME}.lsr.rpt")
-    ys.write_text(script)
     t_end = time.monotonic() + timeout
-    code = subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                          timeout=max(1.0, timeout)).returncode
+    code = _synthesize_again(build_dir, script, f"{nets} reset nets need at least {need} of {tiles} logic tiles; "
+                             "synthesizing again with the local synchronous resets in logic", env, logf, timeout)
     record = {"before": before}
     fallback = abc_fallback_script(script)
     if code != 0 and fallback is not None and YOSYS_ASSERT.search(_read(build_dir / f"{NAME}.rpt")):
-        logf.write("\n# bitspike: Yosys' abc9 LUT mapper stopped on an internal assertion; synthesizing again with "
-                   "the abc mapper in its place\n")
-        logf.flush()
-        ys.write_text(fallback)
-        code = subprocess.run(["sh", "build_synth.sh"], cwd=build_dir, env=env, stdout=logf,
-                              stderr=subprocess.STDOUT, timeout=max(1.0, t_end - time.monotonic())).returncode
+        code = _synthesize_again(build_dir, fallback, ABC_FALLBACK_LOG, env, logf, t_end - time.monotonic())
         record["lut_mapper"] = ABC_FALLBACK_NOTE
     if code == 0:
         after = _read_json(build_dir / f"{NAME}.json")

@@ -100,10 +100,10 @@ class AddEngine(wiring.Component):
         a1, b1 = Signal.like(self.a.payload, name="a1"), Signal.like(self.b.payload, name="b1")
         products = []
         for name, values, x1 in (("ma", self.mult_a, a1), ("mb", self.mult_b, b1)):
-            shape = shape_of(Range(min(0, min(values)), max(0, max(values))))
             if len(set(values)) == 1:  # one multiplier for every channel: a constant, its product a shift-add
                 value = _const_product(x1, values[0])
             else:
+                shape = shape_of(Range(min(0, min(values)), max(0, max(values))))
                 rom = memory.Memory(shape=shape, depth=C, init=values)
                 m.submodules[name] = rom
                 port = rom.read_port(domain="comb")
